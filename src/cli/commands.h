@@ -1,0 +1,10 @@
+// The subcommands of the dsserve binary, each registered on the CLI11 app by its own file.
+#pragma once
+#include <CLI/CLI.hpp>
+
+namespace dsserve {
+
+void add_generate_command(CLI::App& app);
+void add_init_tiny_model_command(CLI::App& app);
+
+}  // namespace dsserve

@@ -1,0 +1,26 @@
+// dsserve: one binary, one subcommand per job. Logs go to stderr; results to stdout.
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
+
+#include <iostream>
+
+#include "cli/commands.h"
+#include "core/error.h"
+
+int main(int argc, char** argv) {
+  spdlog::set_default_logger(spdlog::stderr_color_mt("dsserve"));
+  spdlog::set_pattern("[%H:%M:%S.%e] %^%l%$ %v");
+  CLI::App app{"dsserve: inference server for DeepSeek-V3/R1-architecture models"};
+  app.require_subcommand(1);
+  dsserve::add_generate_command(app);
+  dsserve::add_init_tiny_model_command(app);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  } catch (const std::exception& e) {
+    std::cerr << "error: " << e.what() << std::endl;
+    return 1;
+  }
+  return 0;
+}

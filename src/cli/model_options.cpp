@@ -1,0 +1,51 @@
+// Shared model-loading options (see model_options.h).
+#include "cli/model_options.h"
+
+#include <spdlog/spdlog.h>
+
+#include <chrono>
+
+#include "core/error.h"
+#include "model/weight_source.h"
+
+namespace dsserve {
+
+void ModelOptions::add_to(CLI::App& app) {
+  app.add_option("--model-path", model_path, "Checkpoint directory (config.json + safetensors)")->required();
+  app.add_option("--device", device, "auto | cpu | cuda")->capture_default_str();
+  app.add_option("--load-format", load_format, "auto | safetensors | dummy (random weights)")->capture_default_str();
+  app.add_option("--json-model-override-args", json_model_override_args,
+                 "JSON object overriding config.json fields, e.g. '{\"num_hidden_layers\": 4}'");
+  app.add_option("--page-size", page_size, "Tokens per KV-cache page")->capture_default_str();
+  app.add_option("--context-length", context_length, "Longest sequence (default: min(max_position_embeddings, 32768))");
+  app.add_option("--max-total-tokens", max_total_tokens, "KV-cache capacity in tokens (default: the context length)");
+  app.add_option("--random-seed", random_seed, "Seed for dummy weights and sampling")->capture_default_str();
+}
+
+LoadedModel load_model(const ModelOptions& o) {
+  DS_CHECK(o.load_format == "auto" || o.load_format == "safetensors" || o.load_format == "dummy",
+           "--load-format: expected auto, safetensors or dummy, found '{}'", o.load_format);
+  DS_CHECK(o.page_size >= 1, "--page-size must be at least 1, found {}", o.page_size);
+  auto t0 = std::chrono::steady_clock::now();
+  ModelConfig cfg = ModelConfig::load(o.model_path, o.json_model_override_args);
+  LoadedModel m;
+  m.backend = create_backend(parse_device_kind(o.device));
+  int64_t ctx = o.context_length > 0 ? o.context_length : std::min<int64_t>(cfg.max_position_embeddings, 32768);
+  std::unique_ptr<WeightSource> src;
+  if (o.load_format == "dummy")
+    src = std::make_unique<DummyWeights>(cfg, o.random_seed);
+  else
+    src = std::make_unique<CheckpointWeights>(o.model_path, cfg);
+  spdlog::info("loading {} ({} layers, hidden {}, {} experts) from {} on {}", cfg.architecture, cfg.num_hidden_layers,
+               cfg.hidden_size, cfg.n_routed_experts, src->describe(), m.backend->name());
+  m.model = std::make_unique<DeepseekV3Model>(cfg, *m.backend, *src, ctx);
+  int64_t tokens = o.max_total_tokens > 0 ? o.max_total_tokens : ctx;
+  int64_t pages = (tokens + o.page_size - 1) / o.page_size;
+  m.pool = std::make_unique<PagePool>(pages, o.page_size);
+  m.cache = m.model->allocate_cache(pages, o.page_size);
+  double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  spdlog::info("model ready in {:.2f} s: context {} tokens, KV cache {} pages x {} tokens", s, ctx, pages, o.page_size);
+  return m;
+}
+
+}  // namespace dsserve

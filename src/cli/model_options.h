@@ -1,0 +1,36 @@
+// Command-line options shared by the subcommands that load a model (SGLang's flag names), and the
+// loading itself: config (with --json-model-override-args), backend, weights, latent cache.
+#pragma once
+#include <CLI/CLI.hpp>
+#include <memory>
+#include <string>
+
+#include "backend/backend.h"
+#include "model/deepseek_v3.h"
+#include "runtime/page_pool.h"
+
+namespace dsserve {
+
+struct ModelOptions {
+  std::string model_path;
+  std::string device = "auto";
+  std::string load_format = "auto";  // auto | safetensors | dummy
+  std::string json_model_override_args;
+  int page_size = 1;
+  int64_t context_length = 0;    // 0: min(max_position_embeddings, 32768)
+  int64_t max_total_tokens = 0;  // 0: context_length (one full sequence)
+  uint64_t random_seed = 0;
+
+  void add_to(CLI::App& app);
+};
+
+struct LoadedModel {
+  std::unique_ptr<Backend> backend;
+  std::unique_ptr<DeepseekV3Model> model;
+  std::unique_ptr<PagePool> pool;
+  LatentCache cache;
+};
+
+LoadedModel load_model(const ModelOptions& o);
+
+}  // namespace dsserve

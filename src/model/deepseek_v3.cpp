@@ -1,0 +1,157 @@
+// DeepSeek-V3 forward (see deepseek_v3.h). Reads top to bottom like the architecture:
+// embedding -> [RMSNorm -> MLA -> residual -> RMSNorm -> MLP or MoE -> residual] x L -> norm -> lm_head.
+#include "model/deepseek_v3.h"
+
+#include "core/error.h"
+#include "model/rope.h"
+
+namespace dsserve {
+
+DeepseekV3Model::DeepseekV3Model(ModelConfig cfg, Backend& backend, WeightSource& weights, int64_t context_len,
+                                 const LoadOptions& opt)
+    : cfg_(std::move(cfg)), be_(backend), context_len_(context_len) {
+  w_ = load_model_weights(cfg_, weights, be_, opt);
+  rope_table_ = be_.make_rope_table(build_rope_table(cfg_, context_len_));
+  bool noaux = cfg_.topk_method == "noaux_tc";
+  router_ = RouterParams{cfg_.n_routed_experts,
+                         cfg_.num_experts_per_tok,
+                         cfg_.topk_method == "greedy" ? 1 : cfg_.n_group,
+                         cfg_.topk_method == "greedy" ? 1 : cfg_.topk_group,
+                         cfg_.scoring_func == "sigmoid",
+                         cfg_.norm_topk_prob,
+                         float(cfg_.routed_scaling_factor)};
+  (void)noaux;
+  softmax_scale_ = float(cfg_.softmax_scale());
+}
+
+LatentCache DeepseekV3Model::allocate_cache(int64_t num_pages, int page_size, bool mtp) {
+  int layers = mtp ? std::max<int>(1, int(w_.mtp.size())) : cfg_.num_hidden_layers;
+  LatentCache c;
+  c.page_size = page_size;
+  c.num_pages = num_pages;
+  c.data = be_.alloc(be_.activation_dtype(), {layers, num_pages * page_size, cfg_.latent_dim()});
+  return c;
+}
+
+AttentionBatch DeepseekV3Model::upload(const ForwardBatch& b, int page_size) {
+  const int B = b.num_seqs(), T = b.num_tokens();
+  DS_CHECK(B >= 1 && int(b.prefix_lens.size()) == B && int(b.positions.size()) == T &&
+               int(b.out_cache_slots.size()) == T && b.query_start.back() == T &&
+               int(b.page_table.size()) == B * b.max_pages,
+           "malformed ForwardBatch: {} sequences, {} tokens, {} positions, {} slots, {} page-table entries", B, T,
+           b.positions.size(), b.out_cache_slots.size(), b.page_table.size());
+  AttentionBatch ab;
+  ab.num_seqs = B;
+  ab.num_tokens = T;
+  ab.page_size = page_size;
+  ab.max_pages = b.max_pages;
+  ab.h_query_start = b.query_start;
+  ab.h_seq_lens.resize(B);
+  ab.h_key_start.assign(B + 1, 0);
+  for (int s = 0; s < B; ++s) {
+    ab.h_seq_lens[s] = b.prefix_lens[s] + b.query_start[s + 1] - b.query_start[s];
+    DS_CHECK(ab.h_seq_lens[s] <= int64_t(b.max_pages) * page_size,
+             "sequence {} has {} tokens but only {} pages of {} in its page table", s, ab.h_seq_lens[s], b.max_pages,
+             page_size);
+    ab.h_key_start[s + 1] = ab.h_key_start[s] + ab.h_seq_lens[s];
+  }
+  for (int t = 0; t < T; ++t)
+    DS_CHECK(b.positions[t] >= 0 && b.positions[t] < context_len_, "token {} has position {} outside the context of {}",
+             t, b.positions[t], context_len_);
+  ab.positions = be_.upload_i32(b.positions, {T});
+  ab.out_slots = be_.upload_i32(b.out_cache_slots, {T});
+  ab.query_start = be_.upload_i32(b.query_start, {B + 1});
+  ab.seq_lens = be_.upload_i32(ab.h_seq_lens, {B});
+  ab.key_start = be_.upload_i32(ab.h_key_start, {B + 1});
+  ab.page_table = be_.upload_i32(b.page_table, {B, b.max_pages});
+  return ab;
+}
+
+// Multi-head latent attention. The new tokens' latents (c_kv after its norm, k_pe after RoPE) go
+// into the cache first; both forms then read every key of the sequence from the cache.
+Tensor DeepseekV3Model::attention(const Tensor& x, const MlaWeights& w, const AttentionBatch& ab, AttentionMode mode,
+                                  Tensor layer_cache) {
+  const int64_t T = x.size(0), n = cfg_.num_attention_heads, dn = cfg_.qk_nope_head_dim,
+                dr = cfg_.qk_rope_head_dim, dv = cfg_.v_head_dim, kr = cfg_.kv_lora_rank, dqk = dn + dr;
+  const float eps = float(cfg_.rms_norm_eps);
+  const int64_t q_part = cfg_.q_lora_rank ? *cfg_.q_lora_rank : n * dqk;
+
+  Tensor qkv_a = be_.linear(x, w.qkv_a);  // [T, q_part + kr + dr]
+  Tensor q = w.q_b ? be_.linear(be_.rms_norm(qkv_a.slice(1, 0, q_part), *w.q_a_norm, eps), *w.q_b)
+                   : be_.contiguous(qkv_a.slice(1, 0, q_part));
+  Tensor q_heads = q.unflatten(1, n, dqk);  // [T, n, dn + dr]
+  Tensor q_nope = q_heads.slice(2, 0, dn), q_pe = q_heads.slice(2, dn, dqk);
+  Tensor c_kv = be_.rms_norm(qkv_a.slice(1, q_part, q_part + kr), w.kv_a_norm, eps);  // [T, kr]
+  Tensor k_pe = qkv_a.slice(1, q_part + kr, q_part + kr + dr);  // [T, dr]
+  Tensor k_pe_heads = k_pe.unflatten(1, 1, dr);                    // the same memory as [T, 1, dr]
+  be_.rope_inplace(q_pe, ab.positions, rope_table_);
+  be_.rope_inplace(k_pe_heads, ab.positions, rope_table_);
+  be_.store_latent(layer_cache, c_kv, k_pe, ab);
+
+  Tensor o;  // [T, n, dv]
+  if (mode == AttentionMode::Absorbed) {
+    Tensor q_latent = be_.head_linear(q_nope, w.w_uk_t);  // [T, n, kr]
+    Tensor q_full = be_.concat_cols(q_latent.merge_leading(), q_pe.merge_leading()).unflatten(0, T, n);
+    Tensor latent_out = be_.mla_attention_absorbed(q_full, layer_cache, ab, kr, softmax_scale_);  // [T, n, kr]
+    o = be_.head_linear(latent_out, w.w_uv);
+  } else {
+    Tensor keys = be_.gather_latent(layer_cache, ab);                          // [K, kr + dr]
+    Tensor kv = be_.linear(keys.slice(1, 0, kr), w.kv_b).unflatten(1, n, dn + dv);  // [K, n, dn + dv]
+    o = be_.mla_attention_expanded(q_heads, kv, keys.slice(1, kr, kr + dr), ab, softmax_scale_);
+  }
+  return be_.linear(o.reshape({T, n * dv}), w.o_proj);
+}
+
+Tensor DeepseekV3Model::mlp(const Tensor& x, const MlpWeights& w) {
+  return be_.linear(be_.silu_mul(be_.linear(x, w.gate_up)), w.down);
+}
+
+Tensor DeepseekV3Model::feed_forward(const Tensor& x, const DecoderLayerWeights& w) {
+  if (w.mlp) return mlp(x, *w.mlp);
+  const MoeWeights& moe = *w.moe;
+  RouterOutput route = be_.moe_route(x, moe.router, moe.score_bias, router_);
+  Tensor y = be_.moe_experts(x, moe.experts, route);
+  if (moe.shared) be_.add_inplace(y, mlp(x, *moe.shared));
+  return y;
+}
+
+Tensor DeepseekV3Model::logits(const Tensor& normed, const ForwardBatch& b) {
+  Tensor rows = be_.upload_i32(b.logit_rows, {int64_t(b.logit_rows.size())});
+  return be_.linear(be_.gather_rows(normed, rows), w_.lm_head);
+}
+
+ForwardOutput DeepseekV3Model::forward(const ForwardBatch& b, LatentCache& cache) {
+  be_.begin_forward();
+  AttentionBatch ab = upload(b, cache.page_size);
+  const float eps = float(cfg_.rms_norm_eps);
+  Tensor h = be_.embedding(w_.embed_tokens, be_.upload_i32(b.input_ids, {b.num_tokens()}));  // residual stream
+  Tensor x = be_.rms_norm(h, w_.layers[0].input_norm, eps);
+  for (int i = 0; i < cfg_.num_hidden_layers; ++i) {
+    const DecoderLayerWeights& layer = w_.layers[i];
+    Tensor a = attention(x, layer.attn, ab, b.attention, cache.layer(i));
+    x = be_.add_rms_norm(h, a, layer.post_attention_norm, eps);
+    Tensor f = feed_forward(x, layer);
+    const Tensor& next_norm = i + 1 < cfg_.num_hidden_layers ? w_.layers[i + 1].input_norm : w_.final_norm;
+    x = be_.add_rms_norm(h, f, next_norm, eps);
+  }
+  return {logits(x, b), x};
+}
+
+ForwardOutput DeepseekV3Model::forward_mtp(const ForwardBatch& b, const Tensor& prev_hidden, LatentCache& cache) {
+  DS_CHECK(has_mtp(), "the model has no multi-token-prediction layer loaded");
+  DS_CHECK(prev_hidden.size(0) == b.num_tokens(), "forward_mtp: {} hidden states for {} tokens", prev_hidden.size(0),
+           b.num_tokens());
+  be_.begin_forward();
+  const MtpWeights& m = w_.mtp[0];
+  AttentionBatch ab = upload(b, cache.page_size);
+  const float eps = float(cfg_.rms_norm_eps);
+  Tensor e = be_.rms_norm(be_.embedding(w_.embed_tokens, be_.upload_i32(b.input_ids, {b.num_tokens()})), m.enorm, eps);
+  Tensor h = be_.linear(be_.concat_cols(e, be_.rms_norm(prev_hidden, m.hnorm, eps)), m.eh_proj);
+  Tensor x = be_.rms_norm(h, m.layer.input_norm, eps);
+  Tensor a = attention(x, m.layer.attn, ab, b.attention, cache.layer(0));
+  x = be_.add_rms_norm(h, a, m.layer.post_attention_norm, eps);
+  x = be_.add_rms_norm(h, feed_forward(x, m.layer), m.head_norm, eps);
+  return {logits(x, b), x};
+}
+
+}  // namespace dsserve

@@ -1,0 +1,55 @@
+// The DeepSeek-V3 model (DeepseekV3ForCausalLM, also DeepSeek-V2): the forward as a composition of
+// backend ops, over a flat ForwardBatch and the paged latent cache, plus the MTP (NextN) module.
+// No threads, no scheduling, no device code here.
+#pragma once
+#include <memory>
+
+#include "backend/backend.h"
+#include "io/model_config.h"
+#include "model/forward_batch.h"
+#include "model/weights.h"
+
+namespace dsserve {
+
+struct ForwardOutput {
+  Tensor logits;  // [logit_rows, vocab] float (backend activation dtype may differ: read with to_host_f32)
+  Tensor hidden;  // [T, hidden] final hidden states after the final norm (what MTP consumes)
+};
+
+class DeepseekV3Model {
+ public:
+  // context_len bounds positions (the RoPE table size).
+  DeepseekV3Model(ModelConfig cfg, Backend& backend, WeightSource& weights, int64_t context_len,
+                  const LoadOptions& opt = {});
+
+  const ModelConfig& config() const { return cfg_; }
+  Backend& backend() { return be_; }
+  int64_t context_len() const { return context_len_; }
+  bool has_mtp() const { return !w_.mtp.empty(); }
+
+  // A latent cache for the target's layers (mtp = false) or the MTP layers (mtp = true).
+  LatentCache allocate_cache(int64_t num_pages, int page_size, bool mtp = false);
+
+  ForwardOutput forward(const ForwardBatch& batch, LatentCache& cache);
+  // The first MTP module: row t combines prev_hidden[t] (the target's final hidden state at the
+  // position before) with the embedding of batch.input_ids[t].
+  ForwardOutput forward_mtp(const ForwardBatch& batch, const Tensor& prev_hidden, LatentCache& mtp_cache);
+
+ private:
+  AttentionBatch upload(const ForwardBatch& b, int page_size);
+  Tensor attention(const Tensor& x, const MlaWeights& w, const AttentionBatch& ab, AttentionMode mode,
+                   Tensor layer_cache);
+  Tensor feed_forward(const Tensor& x, const DecoderLayerWeights& w);
+  Tensor mlp(const Tensor& x, const MlpWeights& w);
+  Tensor logits(const Tensor& normed, const ForwardBatch& b);
+
+  ModelConfig cfg_;
+  Backend& be_;
+  int64_t context_len_;
+  ModelWeights w_;
+  Tensor rope_table_;
+  RouterParams router_;
+  float softmax_scale_;
+};
+
+}  // namespace dsserve

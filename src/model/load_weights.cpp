@@ -1,0 +1,177 @@
+// Weight loading and the load-time transforms (see weights.h).
+#include <spdlog/spdlog.h>
+
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstring>
+#include <map>
+
+#include "backend/weight_dequant.h"
+#include "core/error.h"
+#include "model/tensor_specs.h"
+#include "model/weights.h"
+
+namespace dsserve {
+
+namespace {
+
+// Shows loading progress over the tensors' bytes on stderr.
+class ProgressBar {
+ public:
+  ProgressBar(std::string label, size_t total) : label_(std::move(label)), total_(std::max<size_t>(total, 1)) {}
+  void advance(size_t bytes) {
+    done_ += bytes;
+    int pct = int(std::min<size_t>(done_ * 100 / total_, 100));
+    // On a terminal the bar redraws in place; elsewhere (logs, pipes) it prints every quarter.
+    if (pct == shown_ || (!tty_ && pct % 25 != 0)) return;
+    shown_ = pct;
+    int bar = pct * 30 / 100;
+    std::fprintf(stderr, "%s%s [%.*s%*s] %3d%% (%.1f MiB)", tty_ ? "\r" : "", label_.c_str(), bar,
+                 "==============================", 30 - bar, "", pct, double(done_) / (1 << 20));
+    if (pct == 100 || !tty_) std::fputc('\n', stderr);
+    std::fflush(stderr);
+  }
+
+ private:
+  std::string label_;
+  bool tty_ = isatty(2);
+  size_t total_, done_ = 0;
+  int shown_ = -1;
+};
+
+class Loader {
+ public:
+  Loader(const ModelConfig& cfg, WeightSource& src, Backend& be, const std::vector<TensorSpec>& specs)
+      : cfg_(cfg), src_(src), be_(be) {
+    size_t total = 0;
+    for (const auto& s : specs) {
+      by_name_[s.name] = &s;
+      total += size_t(s.shape.numel()) * dtype_size(spec_storage_dtype(cfg, s));
+    }
+    progress_ = std::make_unique<ProgressBar>("Loading weights", total);
+  }
+
+  Tensor raw(const std::string& name) {
+    auto it = by_name_.find(name);
+    DS_CHECK(it != by_name_.end(), "internal: tensor {} is not in the model's tensor list", name);
+    Tensor t = src_.get(*it->second);
+    progress_->advance(t.nbytes());
+    return t;
+  }
+  WeightPart part(const std::string& weight_name) {
+    WeightPart p{raw(weight_name), {}};
+    if (p.weight.dtype() == DType::F8_E4M3 || p.weight.dtype() == DType::F8_E5M2)
+      p.scale = raw(weight_name.substr(0, weight_name.size() - 6) + "weight_scale_inv");
+    return p;
+  }
+  Tensor vec(const std::string& name) { return be_.make_vector(raw(name)); }
+  LinearWeight linear(const std::vector<std::string>& fused, LinearUse use = LinearUse::Projection) {
+    std::vector<WeightPart> parts;
+    for (const auto& n : fused) parts.push_back(part(n));
+    return be_.make_linear(parts, use);
+  }
+  MlpWeights mlp(const std::string& p) {
+    return {linear({p + "gate_proj.weight", p + "up_proj.weight"}), linear({p + "down_proj.weight"})};
+  }
+
+  MlaWeights attention(const std::string& a) {
+    MlaWeights w;
+    const int64_t n = cfg_.num_attention_heads, dn = cfg_.qk_nope_head_dim, dv = cfg_.v_head_dim,
+                  kr = cfg_.kv_lora_rank;
+    if (cfg_.q_lora_rank) {
+      w.qkv_a = linear({a + "q_a_proj.weight", a + "kv_a_proj_with_mqa.weight"});
+      w.q_a_norm = vec(a + "q_a_layernorm.weight");
+      w.q_b = linear({a + "q_b_proj.weight"});
+    } else {
+      w.qkv_a = linear({a + "q_proj.weight", a + "kv_a_proj_with_mqa.weight"});
+    }
+    w.kv_a_norm = vec(a + "kv_a_layernorm.weight");
+    WeightPart kv_b = part(a + "kv_b_proj.weight");
+    w.kv_b = be_.make_linear(std::span<const WeightPart>(&kv_b, 1), LinearUse::Projection);
+    // Split kv_b_proj [n * (dn + dv), kr] into W_UK^T [n, kr, dn] and W_UV [n, dv, kr].
+    Tensor kvb = dequantize_to_f32(kv_b);
+    Tensor uk_t = Tensor::zeros_host(DType::F32, {n, kr, dn}), uv = Tensor::zeros_host(DType::F32, {n, dv, kr});
+    const float* src = kvb.ptr<float>();
+    for (int64_t h = 0; h < n; ++h) {
+      const float* head = src + h * (dn + dv) * kr;
+      for (int64_t d = 0; d < dn; ++d)
+        for (int64_t c = 0; c < kr; ++c) uk_t.ptr<float>()[(h * kr + c) * dn + d] = head[d * kr + c];
+      std::memcpy(uv.ptr<float>() + h * dv * kr, head + dn * kr, size_t(dv * kr) * 4);
+    }
+    w.w_uk_t = be_.make_head_weight(uk_t);
+    w.w_uv = be_.make_head_weight(uv);
+    w.o_proj = linear({a + "o_proj.weight"});
+    return w;
+  }
+
+  DecoderLayerWeights layer(int i) {
+    const std::string p = layer_prefix(i), m = p + "mlp.";
+    DecoderLayerWeights w;
+    w.input_norm = vec(p + "input_layernorm.weight");
+    w.post_attention_norm = vec(p + "post_attention_layernorm.weight");
+    w.attn = attention(p + "self_attn.");
+    if (!cfg_.is_moe_layer(i)) {
+      w.mlp = mlp(m);
+      return w;
+    }
+    MoeWeights moe;
+    moe.router = linear({m + "gate.weight"}, LinearUse::Router);
+    if (cfg_.topk_method == "noaux_tc") moe.score_bias = vec(m + "gate.e_score_correction_bias");
+    std::vector<ExpertParts> experts;
+    for (int e = 0; e < cfg_.n_routed_experts; ++e) {
+      std::string q = m + "experts." + std::to_string(e) + ".";
+      experts.push_back({part(q + "gate_proj.weight"), part(q + "up_proj.weight"), part(q + "down_proj.weight")});
+    }
+    moe.experts = be_.make_experts(experts);
+    if (cfg_.n_shared_experts > 0) moe.shared = mlp(m + "shared_experts.");
+    w.moe = std::move(moe);
+    return w;
+  }
+
+  MtpWeights mtp(int i) {
+    const std::string p = layer_prefix(i);
+    MtpWeights w;
+    w.enorm = vec(p + "enorm.weight");
+    w.hnorm = vec(p + "hnorm.weight");
+    w.eh_proj = linear({p + "eh_proj.weight"}, LinearUse::Projection);
+    w.layer = layer(i);
+    w.head_norm = vec(p + "shared_head.norm.weight");
+    return w;
+  }
+
+ private:
+  const ModelConfig& cfg_;
+  WeightSource& src_;
+  Backend& be_;
+  std::map<std::string, const TensorSpec*> by_name_;
+  std::unique_ptr<ProgressBar> progress_;
+};
+
+}  // namespace
+
+ModelWeights load_model_weights(const ModelConfig& cfg, WeightSource& src, Backend& backend, const LoadOptions& opt) {
+  bool mtp = opt.load_mtp && cfg.num_nextn_predict_layers > 0 &&
+             src.has(layer_prefix(cfg.num_hidden_layers) + "eh_proj.weight");
+  std::vector<TensorSpec> specs = model_tensor_specs(cfg, mtp);
+  std::vector<std::string> unexpected = src.check(specs);
+  if (!unexpected.empty()) {
+    std::string list;
+    for (size_t i = 0; i < unexpected.size() && i < 10; ++i) list += (i ? ", " : "") + unexpected[i];
+    spdlog::warn("{}: {} tensors not used by the model: {}{}", src.describe(), unexpected.size(), list,
+                 unexpected.size() > 10 ? ", ..." : "");
+  }
+  // Shared MTP copies are neither loaded nor counted.
+  std::erase_if(specs, [](const TensorSpec& s) { return s.shared; });
+  Loader ld(cfg, src, backend, specs);
+  ModelWeights w;
+  w.embed_tokens = backend.make_embedding(ld.raw("model.embed_tokens.weight"));
+  for (int i = 0; i < cfg.num_hidden_layers; ++i) w.layers.push_back(ld.layer(i));
+  w.final_norm = ld.vec("model.norm.weight");
+  w.lm_head = ld.linear({cfg.tie_word_embeddings ? "model.embed_tokens.weight" : "lm_head.weight"}, LinearUse::LmHead);
+  if (mtp)
+    for (int j = 0; j < cfg.num_nextn_predict_layers; ++j) w.mtp.push_back(ld.mtp(cfg.num_hidden_layers + j));
+  return w;
+}
+
+}  // namespace dsserve
