@@ -42,8 +42,11 @@ Tensor dequantize_to_f32(const WeightPart& part, int block) {
   Tensor s = host_to_f32(part.scale);
   float* o = out.ptr<float>();
   const float* sp = s.ptr<float>();
+  // Rounded to BF16, as DeepSeek's FP8-to-BF16 conversion of the published checkpoint does: the
+  // oracle then computes exactly what the BF16 form of the same checkpoint computes.
   for (int64_t r = 0; r < rows; ++r)
-    for (int64_t c = 0; c < cols; ++c) o[r * cols + c] *= sp[(r / block) * bc + c / block];
+    for (int64_t c = 0; c < cols; ++c)
+      o[r * cols + c] = bf16_to_f32(f32_to_bf16(o[r * cols + c] * sp[(r / block) * bc + c / block]));
   return out;
 }
 

@@ -5,7 +5,8 @@
 
 namespace dsserve {
 
-// Returns a contiguous host F32 tensor of part.weight's shape.
+// Returns a contiguous host F32 tensor of part.weight's shape. Dequantized FP8 values are rounded
+// to BF16 (the published FP8-to-BF16 conversion); other dtypes convert exactly.
 Tensor dequantize_to_f32(const WeightPart& part, int block = 128);
 // Any host floating tensor (strided allowed) to a contiguous host F32 copy.
 Tensor host_to_f32(const Tensor& t);

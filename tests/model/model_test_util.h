@@ -1,0 +1,55 @@
+// Helpers for model tests: a CPU model with its page pool and cache, prompts run through prefill
+// (whole or chunked) and token-by-token decode, and the comparisons the golden tests use.
+#pragma once
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "backend/backend.h"
+#include "model/deepseek_v3.h"
+#include "model/weight_source.h"
+#include "runtime/page_pool.h"
+
+namespace dsserve::test {
+
+struct TestModel {
+  std::unique_ptr<Backend> backend;
+  std::unique_ptr<WeightSource> source;
+  std::unique_ptr<DeepseekV3Model> model;
+  std::unique_ptr<PagePool> pool;
+  LatentCache cache;
+  std::unique_ptr<PagePool> mtp_pool;
+  LatentCache mtp_cache;
+};
+
+// A CPU model from a checkpoint directory, or from dummy weights when cfg is given.
+TestModel load_checkpoint_model(const std::string& dir, int page_size = 16, int64_t tokens = 1024);
+TestModel dummy_model(const ModelConfig& cfg, uint64_t seed, int page_size = 16, int64_t tokens = 1024);
+
+struct RunOptions {
+  int chunk = 0;                 // prefill chunk (0: whole prompt in one forward)
+  int decode_from = -1;          // positions >= decode_from go one token per forward (-1: none)
+  AttentionMode prefill = AttentionMode::Expanded;
+  AttentionMode decode = AttentionMode::Absorbed;
+};
+
+struct RunResult {
+  std::vector<std::vector<float>> logits;  // [T][vocab]
+  std::vector<std::vector<float>> hidden;  // [T][hidden]
+};
+
+// Runs ids through the model as a fresh sequence and returns logits and hidden states at every position.
+RunResult run_sequence(TestModel& m, const std::vector<int32_t>& ids, const RunOptions& opt = {});
+// MTP logits: row t combines hidden[t] with the embedding of ids[t + 1].
+std::vector<std::vector<float>> run_mtp(TestModel& m, const std::vector<int32_t>& ids,
+                                        const std::vector<std::vector<float>>& hidden);
+// Greedy continuation through the cache (prefill then absorbed decode).
+std::vector<int32_t> greedy(TestModel& m, const std::vector<int32_t>& ids, int n);
+
+// Largest |log_softmax(a)[i] - log_softmax(b)[i]| over the top-k tokens i of b.
+double max_topk_logprob_diff(const std::vector<float>& a, const std::vector<float>& b, int k = 5);
+double max_abs_diff(const std::vector<std::vector<float>>& a, const std::vector<std::vector<float>>& b);
+// Rows of a host F32 tensor [R, C] (any float dtype is converted).
+std::vector<std::vector<float>> rows_of(const Tensor& t);
+
+}  // namespace dsserve::test
