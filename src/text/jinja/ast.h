@@ -34,6 +34,7 @@ struct NameExpr : Expr {
 };
 struct ListExpr : Expr {
   std::vector<ExprPtr> items;
+  bool is_tuple = false;
   Value eval(Evaluator& ev) const override;
 };
 struct DictExpr : Expr {

@@ -37,7 +37,7 @@ int64_t length_of(const Value& v, const std::string& what) {
 
 Value items_of(const Value& d) {
   List out;
-  for (const auto& [k, v] : d.as_dict().items) out.push_back(Value(List{Value(k), v}));
+  for (const auto& [k, v] : d.as_dict().items) out.push_back(Value::tuple(List{Value(k), v}));
   return Value(std::move(out));
 }
 

@@ -148,7 +148,7 @@ Value ListExpr::eval(Evaluator& ev) const {
   List l;
   l.reserve(items.size());
   for (const auto& e : items) l.push_back(e->eval(ev));
-  return Value(std::move(l));
+  return is_tuple ? Value::tuple(std::move(l)) : Value(std::move(l));
 }
 
 Value DictExpr::eval(Evaluator& ev) const {
@@ -325,7 +325,6 @@ void ForStmt::render(Evaluator& ev) const {
   if (!seq.is_undefined() && !seq.is_list() && !seq.is_dict() && !seq.is_string())
     ev.error(line, fmt::format("'{}' object is not iterable", seq.type_name()));
   std::vector<Value> all = located(ev, line, [&] { return iterate(seq); });
-  ev.push_scope();
   auto bind = [&](const Value& item) {
     if (targets.size() == 1) {
       ev.assign(targets[0], item);
@@ -337,18 +336,22 @@ void ForStmt::render(Evaluator& ev) const {
   };
   std::vector<Value> items;
   if (filter) {
+    ev.push_scope();
     for (const Value& item : all) {
       bind(item);
       if (filter->eval(ev).truthy()) items.push_back(item);
     }
+    ev.pop_scope();
   } else {
     items = std::move(all);
   }
   ++ev.loop_depth;
   for (size_t i = 0; i < items.size(); ++i) {
+    ev.push_scope();  // each iteration sees a fresh scope, as in Jinja2
     bind(items[i]);
     ev.assign("loop", loop_object(i, items.size(), items));
     ev.render(body);
+    ev.pop_scope();
     if (ev.control == Evaluator::Control::kBreak) {
       ev.control = Evaluator::Control::kNone;
       break;
@@ -356,7 +359,6 @@ void ForStmt::render(Evaluator& ev) const {
     ev.control = Evaluator::Control::kNone;
   }
   --ev.loop_depth;
-  ev.pop_scope();
   if (items.empty()) ev.render(otherwise);
 }
 

@@ -212,6 +212,10 @@ class Lexer {
 }  // namespace
 
 std::vector<Token> lex(std::string_view source, const LexOptions& options, const std::string& name) {
+  if (!options.keep_trailing_newline && !source.empty() && source.back() == '\n') {
+    source.remove_suffix(1);
+    if (!source.empty() && source.back() == '\r') source.remove_suffix(1);
+  }
   return Lexer(source, options, name).run();
 }
 

@@ -19,6 +19,7 @@ struct Token {
 struct LexOptions {
   bool trim_blocks = false;   // drop the first newline after a block tag
   bool lstrip_blocks = false; // drop spaces and tabs before a block tag at the start of a line
+  bool keep_trailing_newline = false;  // jinja2 drops one newline at the end of the source
 };
 
 // Throws dsserve::Error "<name> line N: ..." on an unterminated tag, string or bad character.

@@ -350,11 +350,14 @@ class Parser {
           ++i_;
           if (is_op(")")) {  // empty tuple
             ++i_;
-            return node<ListExpr>(tok.line);
+            auto l = node<ListExpr>(tok.line);
+            l->is_tuple = true;
+            return l;
           }
           ExprPtr e = parse_expression();
           if (is_op(",")) {  // tuple, represented as a list
             auto l = node<ListExpr>(tok.line);
+            l->is_tuple = true;
             l->items.push_back(std::move(e));
             while (is_op(",")) {
               ++i_;

@@ -23,7 +23,7 @@ Template::Template(Template&&) noexcept = default;
 Template& Template::operator=(Template&&) noexcept = default;
 
 std::string Template::render(const nlohmann::ordered_json& variables) const {
-  if (!variables.is_object()) fail("{}: render variables must be a JSON object, found {}", parsed_->name, variables.type_name());
+  if (!variables.is_object() && !variables.is_null()) fail("{}: render variables must be a JSON object, found {}", parsed_->name, variables.type_name());
   std::vector<std::pair<std::string, Value>> vars;
   vars.reserve(variables.size());
   for (auto it = variables.begin(); it != variables.end(); ++it) vars.emplace_back(it.key(), Value::from_json(it.value()));

@@ -125,9 +125,10 @@ std::string Value::repr() const {
   if (is_float()) return python_float(std::get<double>(v_));
   if (is_string()) return python_string_repr(as_string());
   if (is_list()) {
-    std::string out = "[";
+    std::string out = tuple_ ? "(" : "[";
     for (size_t i = 0; i < as_list().size(); ++i) out += (i ? ", " : "") + as_list()[i].repr();
-    return out + "]";
+    if (tuple_ && as_list().size() == 1) out += ",";
+    return out + (tuple_ ? ")" : "]");
   }
   if (is_dict()) {
     std::string out = is_namespace() ? "<Namespace {" : "{";

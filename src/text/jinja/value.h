@@ -47,6 +47,7 @@ class Value {
   Value(std::shared_ptr<Dict> d) : v_(std::move(d)) {}
   Value(Function f) : v_(std::make_shared<Function>(std::move(f))) {}
   static Value undefined(std::string name) { Value v; v.v_ = Undefined{std::move(name)}; return v; }
+  static Value tuple(List l) { Value v(std::move(l)); v.tuple_ = true; return v; }
   static Value from_json(const nlohmann::ordered_json& j);
   static Value new_dict(bool is_namespace = false);
 
@@ -85,6 +86,7 @@ class Value {
  private:
   void dump_json(std::string& out, int indent, int depth) const;
   Storage v_;
+  bool tuple_ = false;  // a list that prints as a Python tuple
 };
 
 struct Dict {

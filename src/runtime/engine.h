@@ -1,0 +1,39 @@
+// The engine as the serving layer sees it: submit tokenized requests, receive their output events
+// through a callback, abort, inspect. One scheduler thread per data-parallel group runs the model;
+// callbacks run on that thread and must return quickly (post the event to your own executor).
+#pragma once
+#include <cstdint>
+#include <string>
+
+#include "runtime/request.h"
+
+namespace dsserve {
+
+struct EngineStats {
+  int running_requests = 0;
+  int queued_requests = 0;
+  int64_t kv_pages_total = 0, kv_pages_used = 0;
+  int page_size = 1;
+  int64_t prompt_tokens_total = 0, generation_tokens_total = 0, cached_tokens_total = 0;
+  int64_t retractions_total = 0;
+  double last_decode_tokens_per_s = 0;
+};
+
+class Engine {
+ public:
+  virtual ~Engine() = default;
+  // Queues a request. Throws Error (naming the request and the limit) when it can never run: an
+  // empty prompt, a token outside the vocabulary, prompt + max_new_tokens beyond the context,
+  // or a full queue (error text starts with "queue full").
+  virtual void submit(GenerationRequest req, OutputCallback on_output) = 0;
+  // Ends a request early (client gone, stop string matched): frees its pages at once and sends a
+  // final event with finish reason "abort" unless it already finished. Unknown rids are ignored.
+  virtual void abort(const std::string& rid) = 0;
+  virtual void flush_cache() = 0;  // drops unreferenced prefix-cache entries
+  virtual EngineStats stats() const = 0;
+  virtual int64_t context_length() const = 0;
+  virtual int vocab_size() const = 0;
+  virtual void shutdown() = 0;     // aborts everything and joins the scheduler thread
+};
+
+}  // namespace dsserve

@@ -1,0 +1,28 @@
+// The engine implementation: one scheduler thread running continuous batching over the paged
+// latent cache (chunked prefill, admission against free pages, retraction, radix prefix cache,
+// fcfs or longest-prefix-match order) and the sampler, on one model replica.
+#pragma once
+#include <memory>
+#include <string>
+
+#include "model/deepseek_v3.h"
+#include "runtime/engine.h"
+#include "runtime/page_pool.h"
+
+namespace dsserve {
+
+struct SchedulerOptions {
+  int max_running_requests = 256;
+  int chunked_prefill_size = 8192;   // tokens of one prefill forward; <= 0: no chunking
+  int max_prefill_tokens = 16384;    // prompt tokens admitted per prefill forward
+  std::string schedule_policy = "fcfs";  // fcfs | lpm
+  bool disable_radix_cache = false;
+  int max_queued_requests = 4096;    // beyond this, submit() throws "queue full"
+  uint64_t random_seed = 0;          // seeds requests that bring no seed of their own
+};
+
+// The model, cache and pool must outlive the engine.
+std::unique_ptr<Engine> create_engine(DeepseekV3Model& model, LatentCache& cache, PagePool& pool,
+                                      const SchedulerOptions& opt);
+
+}  // namespace dsserve

@@ -1,0 +1,90 @@
+// Jinja2 subset tests: each construct against the output of Python jinja2 (tests/text/data/
+// jinja_cases.json, made by make_jinja_cases.py), runtime errors where jinja2 raises, and parse
+// errors that name the line and the construct.
+#include <gtest/gtest.h>
+
+#include "core/error.h"
+#include "text/jinja/template.h"
+#include "text/text_test_util.h"
+
+namespace dsserve::text::jinja {
+namespace {
+
+std::string data_dir() { return std::string(DSSERVE_SOURCE_DIR) + "/tests/text/data"; }
+
+TEST(Jinja, MatchesPythonJinja2OnEveryConstruct) {
+  const auto cases = nlohmann::ordered_json::parse(test::read_text_file(data_dir() + "/jinja_cases.json"));
+  ASSERT_GT(cases.size(), 50u);
+  for (const auto& c : cases) {
+    const std::string src = c["template"];
+    LexOptions opt{c["trim_blocks"].get<bool>(), c["lstrip_blocks"].get<bool>()};
+    SCOPED_TRACE(src + (opt.trim_blocks ? " [trim]" : ""));
+    if (c.contains("parse_error")) {
+      EXPECT_THROW(Template(src, "t", opt), Error);
+      continue;
+    }
+    Template t(src, "t", opt);
+    if (c.contains("error")) {
+      EXPECT_THROW(t.render(c["vars"]), Error);
+      continue;
+    }
+    std::string out;
+    try {
+      out = t.render(c["vars"]);
+    } catch (const Error& e) {
+      ADD_FAILURE() << e.what();
+      continue;
+    }
+    EXPECT_EQ(out, c["expected"].get<std::string>());
+  }
+}
+
+std::string parse_error(const std::string& src) {
+  try {
+    Template t(src, "chat_template");
+    return "";
+  } catch (const Error& e) {
+    return e.what();
+  }
+}
+
+std::string render_error(const std::string& src, const nlohmann::ordered_json& vars) {
+  try {
+    Template(src, "chat_template").render(vars);
+    return "";
+  } catch (const Error& e) {
+    return e.what();
+  }
+}
+
+TEST(Jinja, UnsupportedSyntaxNamesLineAndConstruct) {
+  EXPECT_EQ(parse_error("a\nb\n{% macro greet(n) %}hi{% endmacro %}"),
+            "chat_template line 3: unsupported construct '{% macro %}'");
+  EXPECT_EQ(parse_error("{% include 'other.jinja' %}"), "chat_template line 1: unsupported construct '{% include %}'");
+  EXPECT_EQ(parse_error("\n{% if x %}open"), "chat_template line 2: unexpected end of template, expected '{% elif %}' or '{% else %}' or '{% endif %}'");
+  EXPECT_EQ(parse_error("{{ x $ y }}"), "chat_template line 1: unexpected character '$' in tag");
+  EXPECT_EQ(parse_error("{{ x |}}"), "chat_template line 1: expected a name, found '}}'");
+  EXPECT_EQ(parse_error("x\n{% for a in b recursive %}{% endfor %}"), "chat_template line 2: unsupported construct 'recursive' for loop");
+  EXPECT_EQ(parse_error("{% frobnicate %}"), "chat_template line 1: unknown or misplaced tag '{% frobnicate %}'");
+  EXPECT_EQ(parse_error("{{ 'abc }}"), "chat_template line 1: unterminated string literal");
+}
+
+TEST(Jinja, RenderErrorsNameLine) {
+  EXPECT_EQ(render_error("\n\n{{ x | frob }}", {}), "chat_template line 3: unsupported filter 'frob'");
+  EXPECT_EQ(render_error("{{ m.content.split() }}", {}), "chat_template line 1: 'm' is undefined (reading attribute 'content')");
+  EXPECT_EQ(render_error("{{ 1 + 'a' }}", {}), "chat_template line 1: unsupported operand types for +: 'int' and 'str'");
+  EXPECT_EQ(render_error("{{ raise_exception('Only user and assistant roles') }}", {}),
+            "chat_template line 1: template raised an exception: Only user and assistant roles");
+  EXPECT_EQ(render_error("{{ 'x'.frob() }}", {}), "chat_template line 1: unknown method 'frob' of str");
+  EXPECT_EQ(render_error("{% set x = 1 %}{% set x.y = 2 %}", {}),
+            "chat_template line 1: cannot assign attribute 'y' on 'x': not a namespace()");
+}
+
+TEST(Jinja, InsertionOrderOfJsonObjectsIsKept) {
+  Template t("{{ d | tojson }}");
+  auto vars = nlohmann::ordered_json::parse(R"({"d": {"z": 1, "a": {"y": 2, "b": 3}}})");
+  EXPECT_EQ(t.render(vars), R"({"z": 1, "a": {"y": 2, "b": 3}})");
+}
+
+}  // namespace
+}  // namespace dsserve::text::jinja
