@@ -1,4 +1,5 @@
 # The two commands of the README: `make run` and `make test`. Everything else is a step of them.
+MAKEFLAGS += --no-print-directory
 BUILD ?= build
 JOBS ?= $(shell nproc)
 MODEL ?= models/tiny-v3-default

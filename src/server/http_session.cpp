@@ -224,8 +224,14 @@ void HttpSession::peer_gone() {
     cancel_ = nullptr;
     fn();
   }
-  if (!active_ && !write_in_flight_) close();
-  else close_after_write_ = true;
+  // The request is over from the connection's side: later responder calls are no-ops.
+  active_ = false;
+  streaming_ = false;
+  pending_.reset();
+  out_.clear();
+  closed_ = true;
+  beast::error_code ec;
+  stream_.socket().close(ec);
 }
 
 void HttpSession::close() {

@@ -1,0 +1,108 @@
+// Type-checked JSON field reads (see json_fields.h).
+#include "server/json_fields.h"
+
+#include "server/api_error.h"
+
+namespace dsserve::server {
+
+json parse_json_body(const std::string& body) {
+  json j;
+  try {
+    j = json::parse(body);
+  } catch (const json::parse_error& e) {
+    bad_request("", "malformed JSON body: {}", e.what());
+  }
+  if (!j.is_object()) bad_request("", "request body must be a JSON object, found {}", json_type_name(j));
+  return j;
+}
+
+std::string json_type_name(const json& j) {
+  if (j.is_number_integer()) return "integer";
+  if (j.is_number()) return "number";
+  return j.type_name();
+}
+
+namespace {
+const json* find(const json& obj, const std::string& key) {
+  auto it = obj.find(key);
+  if (it == obj.end() || it->is_null()) return nullptr;
+  return &*it;
+}
+}  // namespace
+
+std::optional<double> get_number(const json& obj, const std::string& key, const std::string& prefix) {
+  const json* v = find(obj, key);
+  if (!v) return std::nullopt;
+  if (!v->is_number()) bad_request(prefix + key, "'{}{}' must be a number, found {}", prefix, key, json_type_name(*v));
+  return v->get<double>();
+}
+
+std::optional<int64_t> get_integer(const json& obj, const std::string& key, const std::string& prefix) {
+  const json* v = find(obj, key);
+  if (!v) return std::nullopt;
+  if (v->is_number_float()) {
+    double d = v->get<double>();
+    if (d == double(int64_t(d))) return int64_t(d);
+  }
+  if (!v->is_number_integer())
+    bad_request(prefix + key, "'{}{}' must be an integer, found {}", prefix, key, json_type_name(*v));
+  return v->get<int64_t>();
+}
+
+std::optional<bool> get_bool(const json& obj, const std::string& key, const std::string& prefix) {
+  const json* v = find(obj, key);
+  if (!v) return std::nullopt;
+  if (!v->is_boolean()) bad_request(prefix + key, "'{}{}' must be a boolean, found {}", prefix, key, json_type_name(*v));
+  return v->get<bool>();
+}
+
+std::optional<std::string> get_string(const json& obj, const std::string& key, const std::string& prefix) {
+  const json* v = find(obj, key);
+  if (!v) return std::nullopt;
+  if (!v->is_string()) bad_request(prefix + key, "'{}{}' must be a string, found {}", prefix, key, json_type_name(*v));
+  return v->get<std::string>();
+}
+
+std::vector<std::string> get_string_or_list(const json& obj, const std::string& key, const std::string& prefix) {
+  const json* v = find(obj, key);
+  if (!v) return {};
+  if (v->is_string()) return {v->get<std::string>()};
+  if (!v->is_array())
+    bad_request(prefix + key, "'{}{}' must be a string or a list of strings, found {}", prefix, key, json_type_name(*v));
+  std::vector<std::string> out;
+  for (auto& e : *v) {
+    if (!e.is_string())
+      bad_request(prefix + key, "'{}{}' must be a string or a list of strings, found a list holding {}", prefix, key,
+                  json_type_name(e));
+    out.push_back(e.get<std::string>());
+  }
+  return out;
+}
+
+std::vector<int32_t> get_int_list(const json& obj, const std::string& key, const std::string& prefix) {
+  const json* v = find(obj, key);
+  if (!v) return {};
+  if (!v->is_array()) bad_request(prefix + key, "'{}{}' must be a list of integers, found {}", prefix, key, json_type_name(*v));
+  std::vector<int32_t> out;
+  for (auto& e : *v) {
+    if (!e.is_number_integer())
+      bad_request(prefix + key, "'{}{}' must be a list of integers, found a list holding {}", prefix, key,
+                  json_type_name(e));
+    int64_t x = e.get<int64_t>();
+    if (x < INT32_MIN || x > INT32_MAX) bad_request(prefix + key, "'{}{}': {} is out of range", prefix, key, x);
+    out.push_back(int32_t(x));
+  }
+  return out;
+}
+
+void reject_unknown_fields(const json& obj, const std::set<std::string>& known, const std::string& prefix) {
+  for (auto it = obj.begin(); it != obj.end(); ++it)
+    if (!known.count(it.key()))
+      bad_request(prefix + it.key(), "Unrecognized request argument supplied: {}{}", prefix, it.key());
+}
+
+void check_range(double v, double lo, double hi, const std::string& param) {
+  if (!(v >= lo && v <= hi)) bad_request(param, "'{}' must be between {} and {}, found {}", param, lo, hi, v);
+}
+
+}  // namespace dsserve::server
