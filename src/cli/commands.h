@@ -6,5 +6,8 @@ namespace dsserve {
 
 void add_generate_command(CLI::App& app);
 void add_init_tiny_model_command(CLI::App& app);
+void add_serve_command(CLI::App& app);
+void add_bench_serving_command(CLI::App& app);
+void add_tokenize_command(CLI::App& app);
 
 }  // namespace dsserve

@@ -14,6 +14,9 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   dsserve::add_generate_command(app);
   dsserve::add_init_tiny_model_command(app);
+  dsserve::add_serve_command(app);
+  dsserve::add_bench_serving_command(app);
+  dsserve::add_tokenize_command(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -397,7 +397,7 @@ class Scheduler final : public Engine {
     out.cached_tokens = r.cached_tokens;
   }
 
-  void finish(const RequestPtr& r, FinishReason why, RequestOutput out = {}) {
+  void finish(RequestPtr r, FinishReason why, RequestOutput out = {}) {  // by value: it erases the map entry
     if (by_rid_.erase(r->g.rid) == 0) return;  // already finished
     if (auto it = std::find(running_.begin(), running_.end(), r); it != running_.end()) running_.erase(it);
     if (auto it = std::find(waiting_.begin(), waiting_.end(), r); it != waiting_.end()) waiting_.erase(it);

@@ -37,6 +37,7 @@ void GenerationJob::start(Listener listener) {
       err.retry_after_s = ctx_.settings.retry_after_s;
       throw err;
     }
+    if (msg.find("shutting down") != std::string::npos) throw ApiError(503, msg, "service_unavailable_error");
     throw ApiError(400, msg, "invalid_request_error");
   }
 }

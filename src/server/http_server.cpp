@@ -3,6 +3,8 @@
 
 #include <spdlog/spdlog.h>
 
+#include <utility>  // before Asio: Boost 1.74 awaitable.hpp uses std::exchange
+
 #include <boost/asio.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <csignal>

@@ -40,11 +40,11 @@ class SessionResponder : public Responder {
     s_->end_request(seq_);
   }
   void on_cancel(std::function<void()> fn) override {
-    if (!current()) return;
-    if (s_->peer_gone_) {
+    if (s_->seq_ == seq_ && s_->peer_gone_) {
       fn();
       return;
     }
+    if (!current()) return;
     s_->cancel_ = std::move(fn);
   }
   bool cancelled() const override { return !current() || s_->peer_gone_; }
@@ -117,7 +117,7 @@ void HttpSession::on_read(beast::error_code ec) {
   auto msg = parser_->release();
   Request req;
   req.method = std::string(msg.method_string());
-  std::string_view target = msg.target();
+  std::string_view target(msg.target().data(), msg.target().size());
   size_t q = target.find('?');
   req.path = std::string(target.substr(0, q));
   if (q != std::string_view::npos) req.query = std::string(target.substr(q + 1));

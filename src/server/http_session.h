@@ -4,6 +4,8 @@
 // is noticed at once and the route's cancel hook runs (it aborts the engine requests).
 // Everything of a session runs on its strand; no thread is held per connection.
 #pragma once
+#include <utility>  // before Asio: Boost 1.74 awaitable.hpp uses std::exchange
+
 #include <boost/asio.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>

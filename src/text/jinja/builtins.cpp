@@ -22,11 +22,6 @@ const std::string& need_string(const Value& v, const std::string& what) {
   return v.as_string();
 }
 
-const Value& need_string_value(const Value& v, const std::string& what) {
-  need_string(v, what);
-  return v;
-}
-
 int64_t length_of(const Value& v, const std::string& what) {
   if (v.is_string()) return static_cast<int64_t>(py_length(v.as_string()));
   if (v.is_list()) return static_cast<int64_t>(v.as_list().size());

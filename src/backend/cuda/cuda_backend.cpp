@@ -1,0 +1,142 @@
+// CUDA backend: construction, device memory, host transfers and the per-forward scratch.
+#include "backend/cuda/cuda_backend.h"
+
+#include <cstring>
+
+#include "backend/cuda/cuda_check.h"
+#include "backend/cuda/elementwise/elementwise.h"
+#include "backend/weight_dequant.h"
+#include "core/error.h"
+
+namespace dsserve::cuda {
+
+bool CudaLinear::any_fp8() const {
+  for (const auto& s : segments)
+    if (s.fp8) return true;
+  return false;
+}
+
+CudaBackend::CudaBackend(int device_index) : device_(device_index) {
+  int n = 0;
+  if (cudaGetDeviceCount(&n) != cudaSuccess || n == 0) {
+    cudaGetLastError();
+    fail("--device cuda: no CUDA device is visible (no driver or no GPU)");
+  }
+  DS_CHECK(device_index >= 0 && device_index < n, "--device cuda: device {} requested, {} visible", device_index, n);
+  check(cudaSetDevice(device_), "cudaSetDevice");
+  cudaDeviceProp prop{};
+  check(cudaGetDeviceProperties(&prop, device_), "cudaGetDeviceProperties");
+  DS_CHECK(prop.major >= 9, "--device cuda: {} has compute capability {}.{}; this build targets sm_90a (Hopper)",
+           prop.name, prop.major, prop.minor);
+  check(cudaStreamCreate(&stream_), "cudaStreamCreate");
+  gemm_ = std::make_unique<LtGemm>(stream_);
+}
+
+CudaBackend::~CudaBackend() {
+  if (stream_) cudaStreamSynchronize(stream_);
+  gemm_.reset();
+  if (stream_) cudaStreamDestroy(stream_);
+}
+
+void CudaBackend::check(cudaError_t e, const char* what) { cuda_check(e, what); }
+
+Tensor CudaBackend::alloc(DType dtype, Shape shape) {
+  size_t bytes = size_t(shape.numel()) * dtype_size(dtype);
+  void* p = nullptr;
+  cudaError_t e = cudaMalloc(&p, std::max<size_t>(bytes, 256));
+  if (e != cudaSuccess) {
+    cudaGetLastError();
+    fail("out of GPU memory allocating {} MiB for a {} tensor {}", bytes >> 20, dtype_name(dtype), shape.str());
+  }
+  std::shared_ptr<void> storage(p, [](void* q) { cudaFree(q); });
+  check(cudaMemsetAsync(p, 0, bytes, stream_), "cudaMemsetAsync (alloc)");
+  return Tensor(p, dtype, shape, Device::CUDA, storage);
+}
+
+Tensor CudaBackend::upload_bytes(const void* host, DType dtype, Shape shape) {
+  Tensor t = alloc(dtype, shape);
+  if (t.nbytes()) check(cudaMemcpyAsync(t.data(), host, t.nbytes(), cudaMemcpyHostToDevice, stream_), "upload");
+  check(cudaStreamSynchronize(stream_), "upload (synchronize)");
+  return t;
+}
+
+Tensor CudaBackend::to_device(const Tensor& host) {
+  if (host.device() == Device::CUDA) {  // a persistent device copy
+    Tensor tmp = as_dtype(host, host.dtype(), false);
+    Tensor out = alloc(host.dtype(), host.shape());
+    check(cudaMemcpyAsync(out.data(), tmp.data(), out.nbytes(), cudaMemcpyDeviceToDevice, stream_), "to_device");
+    return out;
+  }
+  if (host.is_contiguous()) return upload_bytes(host.data(), host.dtype(), host.shape());
+  Tensor c = host_to_f32(host);
+  return upload_bytes(c.data(), DType::F32, c.shape());
+}
+
+Tensor CudaBackend::to_host_f32(const Tensor& t) {
+  const bool integer = t.dtype() == DType::I32 || t.dtype() == DType::I64 || t.dtype() == DType::U8 ||
+                       t.dtype() == DType::BOOL;
+  if (t.device() == Device::CPU) {
+    if (!integer) return host_to_f32(t);
+    DS_CHECK(t.is_contiguous(), "to_host_f32: strided integer host tensor {}", t.shape().str());
+    Tensor out = Tensor::zeros_host(t.dtype(), t.shape());
+    std::memcpy(out.data(), t.data(), t.nbytes());
+    return out;
+  }
+  DType target = integer ? t.dtype() : DType::F32;
+  DS_CHECK(integer || t.dtype() == DType::F32 || t.dtype() == DType::BF16,
+           "to_host_f32: {} tensors are not readable as float", dtype_name(t.dtype()));
+  Tensor dev = as_dtype(t, target, false);
+  if (!dev.is_contiguous()) dev = contiguous(dev);
+  Tensor out = Tensor::zeros_host(target, t.shape());
+  if (out.nbytes())
+    check(cudaMemcpyAsync(out.data(), dev.data(), out.nbytes(), cudaMemcpyDeviceToHost, stream_), "to_host_f32");
+  check(cudaStreamSynchronize(stream_), "to_host_f32 (synchronize: an earlier kernel may have failed)");
+  return out;
+}
+
+void CudaBackend::begin_forward() { scratch_.begin_forward(); }
+
+void CudaBackend::synchronize() { check(cudaStreamSynchronize(stream_), "synchronize"); }
+
+Tensor CudaBackend::scratch(DType dtype, Shape shape) {
+  std::shared_ptr<void> keep;
+  void* p = scratch_.allocate(size_t(shape.numel()) * dtype_size(dtype), keep);
+  return Tensor(p, dtype, shape, Device::CUDA, keep);
+}
+
+Tensor CudaBackend::as_dtype(const Tensor& x, DType dtype, bool need_packed_rows) {
+  DS_CHECK(x.device() == Device::CUDA, "cuda backend: a {} tensor {} is in host memory; upload it first",
+           dtype_name(x.dtype()), x.shape().str());
+  bool ok = x.dtype() == dtype && (x.ndim() == 0 || x.stride(-1) == 1);
+  if (ok && need_packed_rows) {
+    // GEMM operands: 16-byte aligned base and row strides (batch strides included).
+    const size_t es = dtype_size(dtype);
+    ok = reinterpret_cast<uintptr_t>(x.data()) % 16 == 0;
+    for (int d = 0; d + 1 < x.ndim(); ++d) ok = ok && (x.stride(d) * int64_t(es)) % 16 == 0;
+  }
+  if (ok) return x;
+  DS_CHECK(x.ndim() <= 4, "cuda backend: tensor of rank {} not supported", x.ndim());
+  Tensor out = scratch(dtype, x.shape());
+  StridedCopyParams p{};
+  p.src = x.data();
+  p.src_dtype = x.dtype();
+  p.ndim = x.ndim();
+  for (int d = 0; d < x.ndim(); ++d) {
+    p.sizes[d] = x.size(d);
+    p.strides[d] = x.stride(d);
+  }
+  p.dst = out.data();
+  p.dst_dtype = dtype;
+  check(launch_strided_copy(p, stream_), "strided copy / dtype conversion");
+  return out;
+}
+
+Tensor CudaBackend::upload_i32(const std::vector<int32_t>& v, Shape shape) {
+  DS_CHECK(int64_t(v.size()) == shape.numel(), "upload_i32: {} values for shape {}", v.size(), shape.str());
+  Tensor t = scratch(DType::I32, shape);
+  if (!v.empty())
+    check(cudaMemcpyAsync(t.data(), v.data(), v.size() * 4, cudaMemcpyHostToDevice, stream_), "upload_i32");
+  return t;
+}
+
+}  // namespace dsserve::cuda

@@ -1,0 +1,116 @@
+// The CUDA backend: every op of backend.h on one GPU (sm_90a). Activations and the latent cache
+// are BF16 with float32 accumulation; linear layers run on cuBLASLt as BF16 products or, for FP8
+// checkpoints, as W8A8 block-scaled FP8 products; the router and the logits are float32.
+// Ops allocate their outputs from a per-forward scratch arena (see memory/scratch_arena.h) and
+// run on one stream; host copies (to_host_f32) synchronise it. Kernels live in one folder per
+// family beside their launchers; this class only checks shapes, picks kernels and sizes scratch.
+#pragma once
+#include <cuda_runtime.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "backend/backend.h"
+#include "backend/cuda/gemm/cublaslt_gemm.h"
+#include "backend/cuda/memory/scratch_arena.h"
+
+namespace dsserve::cuda {
+
+// One row block of a prepared linear weight: rows [row0, row0 + rows) of the output.
+struct LinearSegment {
+  int64_t row0 = 0, rows = 0;
+  bool fp8 = false;
+  Tensor weight;  // [rows, in]: BF16 (or F32 for the router), or F8_E4M3
+  Tensor scale;   // fp8: [ceil(rows / 128), fp8_weight_scale_ld(in)] F32
+};
+
+struct CudaLinear {
+  LinearUse use = LinearUse::Projection;
+  std::vector<LinearSegment> segments;
+  bool any_fp8() const;
+};
+
+struct CudaHeadWeight {
+  Tensor weight;  // [heads, out, in] BF16
+};
+
+struct CudaExperts {
+  bool fp8 = false;
+  Tensor gate_up;        // [E, 2I, H] BF16 or F8_E4M3 (gate rows, then up rows)
+  Tensor down;           // [E, H, I]
+  Tensor gate_up_scale;  // fp8: [E, 2I / 128, fp8_weight_scale_ld(H)] F32
+  Tensor down_scale;     // fp8: [E, ceil(H / 128), fp8_weight_scale_ld(I)] F32
+};
+
+class CudaBackend final : public Backend {
+ public:
+  explicit CudaBackend(int device_index);
+  ~CudaBackend() override;
+
+  std::string name() const override { return "cuda"; }
+  Device device() const override { return Device::CUDA; }
+  DType activation_dtype() const override { return DType::BF16; }
+
+  Tensor alloc(DType dtype, Shape shape) override;
+  Tensor to_device(const Tensor& host) override;
+  Tensor to_host_f32(const Tensor& t) override;
+  void begin_forward() override;
+  void synchronize() override;
+
+  LinearWeight make_linear(std::span<const WeightPart> row_parts, LinearUse use) override;
+  HeadWeight make_head_weight(const Tensor& host_f32) override;
+  ExpertWeights make_experts(std::span<const ExpertParts> experts) override;
+  Tensor make_vector(const Tensor& host) override;
+  Tensor make_embedding(const Tensor& host) override;
+  Tensor make_rope_table(const Tensor& host_cos_sin) override;
+
+  Tensor embedding(const Tensor& table, const Tensor& ids) override;
+  Tensor rms_norm(const Tensor& x, const Tensor& w, float eps) override;
+  Tensor add_rms_norm(Tensor& residual, const Tensor& x, const Tensor& w, float eps) override;
+  Tensor linear(const Tensor& x, const LinearWeight& w) override;
+  Tensor head_linear(const Tensor& x, const HeadWeight& w) override;
+  void rope_inplace(Tensor& x, const Tensor& positions, const Tensor& table) override;
+  Tensor silu_mul(const Tensor& gate_up) override;
+  void add_inplace(Tensor& x, const Tensor& y) override;
+  Tensor gather_rows(const Tensor& x, const Tensor& rows) override;
+  Tensor concat_cols(const Tensor& a, const Tensor& b) override;
+  Tensor contiguous(const Tensor& x) override;
+
+  void store_latent(Tensor& layer_cache, const Tensor& c_kv, const Tensor& k_pe,
+                    const AttentionBatch& batch) override;
+  Tensor gather_latent(const Tensor& layer_cache, const AttentionBatch& batch) override;
+  Tensor mla_attention_expanded(const Tensor& q, const Tensor& kv, const Tensor& k_pe, const AttentionBatch& batch,
+                                float scale) override;
+  Tensor mla_attention_absorbed(const Tensor& q, const Tensor& layer_cache, const AttentionBatch& batch,
+                                int64_t kv_lora_rank, float scale) override;
+
+  RouterOutput moe_route(const Tensor& x, const LinearWeight& gate, const Tensor& bias,
+                         const RouterParams& p) override;
+  Tensor moe_experts(const Tensor& x, const ExpertWeights& w, const RouterOutput& route) override;
+
+  Tensor upload_i32(const std::vector<int32_t>& v, Shape shape) override;
+
+  // Not in the interface: what a prepared linear runs as ("fp8 [1536] + bf16 [576]"), for logs and tests.
+  static std::string describe(const LinearWeight& w);
+  int device_index() const { return device_; }
+  cudaStream_t stream() const { return stream_; }
+  size_t scratch_bytes() const { return scratch_.capacity_bytes(); }
+
+  // Helpers shared by the op files (public so the op files' free functions can use them).
+  Tensor scratch(DType dtype, Shape shape);                      // per-forward, uninitialised
+  Tensor as_dtype(const Tensor& x, DType dtype, bool need_packed_rows);  // converts / packs when needed
+  void check(cudaError_t e, const char* what);
+  LtGemm& gemm() { return *gemm_; }
+
+ private:
+  Tensor upload_bytes(const void* host, DType dtype, Shape shape);  // persistent copy of contiguous bytes
+  LinearSegment make_segment(std::span<const WeightPart> parts, int64_t row0, bool fp8, LinearUse use, int64_t in);
+
+  int device_ = 0;
+  cudaStream_t stream_ = nullptr;
+  std::unique_ptr<LtGemm> gemm_;
+  ScratchArena scratch_;
+};
+
+}  // namespace dsserve::cuda

@@ -1,0 +1,39 @@
+// The paged latent cache of MLA on the GPU: writing the new tokens' latents (c_kv after its norm,
+// k_pe after RoPE) into their slots, and gathering every key of each sequence into one packed
+// tensor for the expanded (prefill) attention. Slot of key j of sequence s:
+// page_table[s, j / page_size] * page_size + j % page_size.
+#pragma once
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "core/dtype.h"
+
+namespace dsserve::cuda {
+
+struct StoreLatentParams {
+  const void* c_kv;        // [tokens, kv_rank], rows strided by c_kv_stride
+  int64_t c_kv_stride;
+  const void* k_pe;        // [tokens, rope_dim], rows strided by k_pe_stride
+  int64_t k_pe_stride;
+  DType in_dtype;          // of c_kv and k_pe (F32 or BF16)
+  const int32_t* out_slots;  // [tokens]
+  void* cache;             // [slots, kv_rank + rope_dim] contiguous
+  DType cache_dtype;       // F32 or BF16
+  int64_t tokens, kv_rank, rope_dim, slots;
+};
+cudaError_t launch_store_latent(const StoreLatentParams& p, cudaStream_t stream);
+
+struct GatherLatentParams {
+  const void* cache;         // [slots, latent] contiguous
+  DType dtype;               // of cache and out
+  const int32_t* page_table; // [num_seqs, max_pages]
+  const int32_t* seq_lens;   // [num_seqs]
+  const int32_t* key_start;  // [num_seqs + 1]
+  void* out;                 // [total_keys, latent] contiguous
+  int num_seqs, max_pages, page_size;
+  int64_t total_keys, latent;
+};
+cudaError_t launch_gather_latent(const GatherLatentParams& p, cudaStream_t stream);
+
+}  // namespace dsserve::cuda

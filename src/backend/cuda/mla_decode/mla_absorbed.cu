@@ -1,0 +1,203 @@
+// Absorbed (decode) MLA attention kernels (see mla_absorbed.h). One block of 8 warps per
+// (query token, group of 8 heads, key split); warp w owns head 8g + w. Tiles of 32 cached latent
+// rows are staged in shared memory once per block and read by all 8 heads: each lane scores one
+// key of the tile against its warp's head, the warp runs the online softmax in registers, then
+// each lane accumulates kv_rank / 64 column pairs of the output. Scalar float32 arithmetic.
+#include "backend/cuda/common/device_utils.cuh"
+#include "backend/cuda/mla_decode/mla_absorbed.h"
+
+#include <algorithm>
+
+namespace dsserve::cuda {
+
+namespace {
+
+constexpr int kHeadsPerBlock = 8, kThreads = 32 * kHeadsPerBlock, kBK = 32, kMaxPairsPerLane = 8;
+constexpr float kLog2e = 1.4426950408889634f;
+
+__host__ __device__ inline int k_words(int latent) { return (latent / 2) | 1; }
+__host__ __device__ inline size_t smem_bytes(int latent) {
+  return size_t(kHeadsPerBlock) * latent * 4 + size_t(kBK) * k_words(latent) * 4 + kBK * 8;
+}
+
+__device__ int seq_of_token(const int32_t* query_start, int num_seqs, int t) {
+  int lo = 0, hi = num_seqs - 1;
+  while (lo < hi) {
+    int mid = (lo + hi + 1) / 2;
+    if (query_start[mid] <= t) lo = mid; else hi = mid - 1;
+  }
+  return lo;
+}
+
+__global__ void __launch_bounds__(kThreads) mla_absorbed_kernel(MlaAbsorbedParams p) {
+  const int t = blockIdx.x, group = blockIdx.y, split = blockIdx.z;
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  const int head = group * kHeadsPerBlock + warp;
+  const bool head_ok = head < p.heads;
+  const int L = p.latent, L2 = L / 2, KW = k_words(L), pairs = p.kv_rank / 64;
+
+  extern __shared__ __align__(16) unsigned char smem[];
+  float* sQ = reinterpret_cast<float*>(smem);                                      // [8][L]
+  uint32_t* sK = reinterpret_cast<uint32_t*>(smem + size_t(kHeadsPerBlock) * L * 4);  // [kBK][KW]
+  int64_t* sSlot = reinterpret_cast<int64_t*>(sK + kBK * KW);                      // [kBK]
+
+  const int seq = seq_of_token(p.query_start, p.num_seqs, t);
+  const int qlen = p.query_start[seq + 1] - p.query_start[seq];
+  const int i = t - p.query_start[seq];
+  const int nk = p.seq_lens[seq] - qlen + i + 1;  // keys visible to this query
+  int chunk = (nk + p.num_splits - 1) / p.num_splits;
+  chunk = (chunk + kBK - 1) / kBK * kBK;
+  const int ks = split * chunk, ke = min(nk, ks + chunk);
+
+  const float qscale = p.scale * kLog2e;
+  const bf16* qg = static_cast<const bf16*>(p.q);
+  for (int idx = tid; idx < kHeadsPerBlock * L; idx += kThreads) {
+    int hh = idx / L, d = idx % L, hd = group * kHeadsPerBlock + hh;
+    sQ[idx] = hd < p.heads ? to_f(qg[int64_t(t) * p.q_stride_t + int64_t(hd) * p.q_stride_h + d]) * qscale : 0.0f;
+  }
+
+  float m = -INFINITY, l = 0.0f;
+  float acc[kMaxPairsPerLane][2];
+#pragma unroll
+  for (int j = 0; j < kMaxPairsPerLane; ++j) acc[j][0] = acc[j][1] = 0.0f;
+
+  const bf16* cache = static_cast<const bf16*>(p.cache);
+  const int64_t qrow = int64_t(warp) * L;
+  for (int kt = ks; kt < ke; kt += kBK) {
+    const int kn = min(kBK, ke - kt);
+    __syncthreads();  // the previous tile (and sQ on the first pass) is complete / consumed
+    if (tid < kBK) {
+      int64_t slot = -1;
+      if (tid < kn) {
+        int key = kt + tid;
+        int32_t page = p.page_table[int64_t(seq) * p.max_pages + key / p.page_size];
+        slot = int64_t(page) * p.page_size + key % p.page_size;
+      }
+      sSlot[tid] = slot;
+    }
+    __syncthreads();
+    const int vec_per_row = L / 8;  // 16-byte vectors per latent row
+    for (int idx = tid; idx < kBK * vec_per_row; idx += kThreads) {
+      int r = idx / vec_per_row, c = idx % vec_per_row;
+      uint4 v = make_uint4(0, 0, 0, 0);
+      if (r < kn) v = reinterpret_cast<const uint4*>(cache + sSlot[r] * p.cache_stride)[c];
+      uint32_t* dst = sK + r * KW + 4 * c;
+      dst[0] = v.x;
+      dst[1] = v.y;
+      dst[2] = v.z;
+      dst[3] = v.w;
+    }
+    __syncthreads();
+    if (!head_ok) continue;
+
+    // Score of key `lane` for this warp's head.
+    float s = 0.0f;
+    const uint32_t* krow = sK + lane * KW;
+    const float* qh = sQ + qrow;
+    for (int w = 0; w < L2; ++w) {
+      uint32_t u = krow[w];
+      float2 k2 = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&u));
+      float2 q2 = *reinterpret_cast<const float2*>(qh + 2 * w);
+      s = fmaf(q2.x, k2.x, fmaf(q2.y, k2.y, s));
+    }
+    if (lane >= kn) s = -INFINITY;
+    const float m_new = fmaxf(m, warp_max(s));  // finite: the tile has at least one key
+    const float pr = exp2f(s - m_new);
+    const float alpha = exp2f(m - m_new);       // 0 on the first tile (m = -inf)
+    l = l * alpha + warp_sum(pr);
+    m = m_new;
+#pragma unroll
+    for (int j = 0; j < kMaxPairsPerLane; ++j) {
+      acc[j][0] *= alpha;
+      acc[j][1] *= alpha;
+    }
+    for (int r = 0; r < kn; ++r) {
+      const float pk = __shfl_sync(0xffffffffu, pr, r);
+      const uint32_t* vrow = sK + r * KW;
+#pragma unroll
+      for (int j = 0; j < kMaxPairsPerLane; ++j) {
+        if (j < pairs) {
+          uint32_t u = vrow[lane + 32 * j];
+          float2 v2 = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&u));
+          acc[j][0] = fmaf(pk, v2.x, acc[j][0]);
+          acc[j][1] = fmaf(pk, v2.y, acc[j][1]);
+        }
+      }
+    }
+  }
+  if (!head_ok) return;
+
+  const int64_t th = int64_t(t) * p.heads + head;
+  if (p.num_splits == 1) {
+    const float inv = l > 0.0f ? 1.0f / l : 0.0f;
+    bf16* out = static_cast<bf16*>(p.out) + th * p.kv_rank;
+#pragma unroll
+    for (int j = 0; j < kMaxPairsPerLane; ++j)
+      if (j < pairs)
+        *reinterpret_cast<__nv_bfloat162*>(out + 2 * (lane + 32 * j)) =
+            __floats2bfloat162_rn(acc[j][0] * inv, acc[j][1] * inv);
+  } else {
+    const int64_t part = int64_t(split) * p.num_tokens * p.heads + th;
+    float* po = p.part_out + part * p.kv_rank;
+#pragma unroll
+    for (int j = 0; j < kMaxPairsPerLane; ++j)
+      if (j < pairs) *reinterpret_cast<float2*>(po + 2 * (lane + 32 * j)) = make_float2(acc[j][0], acc[j][1]);
+    if (lane == 0) {
+      p.part_ml[part * 2] = m;  // -inf with l = 0 when the split had no keys
+      p.part_ml[part * 2 + 1] = l;
+    }
+  }
+}
+
+// out[t, h, :] = sum_s w_s part_out[s, t, h, :] / sum_s w_s l_s with w_s = 2^(m_s - max m).
+__global__ void mla_combine_kernel(MlaAbsorbedParams p) {
+  const int64_t th = blockIdx.x;
+  const int64_t stride = int64_t(p.num_tokens) * p.heads;
+  float mx = -INFINITY;
+  for (int s = 0; s < p.num_splits; ++s) mx = fmaxf(mx, p.part_ml[(s * stride + th) * 2]);
+  float denom = 0.0f;
+  for (int s = 0; s < p.num_splits; ++s) {
+    float ms = p.part_ml[(s * stride + th) * 2];
+    if (ms != -INFINITY) denom += exp2f(ms - mx) * p.part_ml[(s * stride + th) * 2 + 1];
+  }
+  const float inv = denom > 0.0f ? 1.0f / denom : 0.0f;
+  bf16* out = static_cast<bf16*>(p.out) + th * p.kv_rank;
+  for (int c = threadIdx.x; c < p.kv_rank; c += blockDim.x) {
+    float v = 0.0f;
+    for (int s = 0; s < p.num_splits; ++s) {
+      float ms = p.part_ml[(s * stride + th) * 2];
+      if (ms != -INFINITY) v += exp2f(ms - mx) * p.part_out[(s * stride + th) * p.kv_rank + c];
+    }
+    out[c] = __float2bfloat16_rn(v * inv);
+  }
+}
+
+}  // namespace
+
+int mla_absorbed_num_splits(int num_tokens, int heads, int max_seq_len) {
+  const int groups = (heads + kHeadsPerBlock - 1) / kHeadsPerBlock;
+  const int blocks = std::max(1, num_tokens * groups);
+  int by_len = (max_seq_len + 255) / 256;           // at least 256 keys per split
+  int by_fill = (2 * 132 + blocks - 1) / blocks;    // about two waves of blocks on an H200
+  return std::max(1, std::min({by_len, by_fill, 32}));
+}
+
+cudaError_t launch_mla_absorbed(const MlaAbsorbedParams& p, cudaStream_t stream) {
+  if (p.num_tokens == 0 || p.heads == 0) return cudaSuccess;
+  if (p.latent % 8 || p.latent > 640 || p.kv_rank % 64 || p.kv_rank > 64 * kMaxPairsPerLane ||
+      p.kv_rank >= p.latent || p.cache_stride % 8 || p.q_stride_t % 2 || p.q_stride_h % 2 || p.num_splits < 1)
+    return cudaErrorInvalidValue;
+  const size_t bytes = smem_bytes(p.latent);
+  cudaError_t e = cudaFuncSetAttribute(mla_absorbed_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes));
+  if (e != cudaSuccess) return e;
+  dim3 grid(unsigned(p.num_tokens), unsigned(ceil_div(p.heads, kHeadsPerBlock)), unsigned(p.num_splits));
+  mla_absorbed_kernel<<<grid, kThreads, bytes, stream>>>(p);
+  if ((e = cudaGetLastError()) != cudaSuccess) return e;
+  if (p.num_splits > 1) {
+    mla_combine_kernel<<<unsigned(int64_t(p.num_tokens) * p.heads), 128, 0, stream>>>(p);
+    e = cudaGetLastError();
+  }
+  return e;
+}
+
+}  // namespace dsserve::cuda

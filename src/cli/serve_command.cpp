@@ -1,0 +1,249 @@
+// `dsserve serve`: the HTTP server, with SGLang's launch_server flag names. Loads the model and the
+// text layer, starts the engine (scheduler thread) and the Asio HTTP server, and on SIGINT/SIGTERM
+// stops accepting, aborts in-flight requests, lets their last bytes go out and exits 0. Flags that
+// cannot apply yet (tensor/data/expert parallel, several nodes, speculative decoding, FP8 KV cache)
+// are refused with a message; flags with nothing to do here are accepted and say so in the log.
+#include <spdlog/spdlog.h>
+
+#include <filesystem>
+#include <nlohmann/json.hpp>
+#include <thread>
+
+#include "cli/commands.h"
+#include "cli/model_options.h"
+#include "core/error.h"
+#include "runtime/scheduler.h"
+#include "server/http_server.h"
+#include "server/routes.h"
+#include "server/server_context.h"
+#include "text/chat_template.h"
+#include "text/tokenizer.h"
+
+namespace fs = std::filesystem;
+
+namespace dsserve {
+
+namespace {
+
+struct ServeOptions {
+  ModelOptions model;
+  std::string tokenizer_path, host = "127.0.0.1", served_model_name, chat_template, reasoning_parser,
+      tool_call_parser, api_key, log_level = "info", kv_cache_dtype = "auto", quantization, attention_backend,
+      dist_init_addr, schedule_policy = "fcfs", speculative_algorithm, speculative_draft_model_path;
+  int port = 30000, tp_size = 1, dp_size = 1, ep_size = 1, nnodes = 1, node_rank = 0, dist_timeout = 0;
+  bool enable_dp_attention = false, trust_remote_code = false, disable_radix_cache = false,
+       disable_cuda_graph = false, enable_torch_compile = false, enable_flashinfer_mla = false,
+       skip_tokenizer_init = false, enable_metrics = false;
+  double mem_fraction_static = 0, watchdog_timeout = 300, health_generate_timeout = 20;
+  int max_running_requests = 0, chunked_prefill_size = 8192, max_prefill_tokens = 16384, cuda_graph_max_bs = 0;
+  int speculative_num_steps = 0, speculative_eagle_topk = 0, speculative_num_draft_tokens = 0;
+  int max_queued_requests = 4096, io_threads = 2;
+  int64_t max_request_body_bytes = 32ll << 20;
+};
+
+void add_flags(CLI::App& s, ServeOptions& o) {
+  ModelOptions& m = o.model;
+  s.add_option("--model-path,--model", m.model_path, "Checkpoint directory (config.json + safetensors)")->required();
+  s.add_option("--tokenizer-path", o.tokenizer_path, "Tokenizer directory (default: the model directory)");
+  s.add_option("--host", o.host, "Address to listen on")->capture_default_str();
+  s.add_option("--port", o.port, "Port to listen on")->capture_default_str();
+  s.add_option("--device", m.device, "auto | cpu | cuda")->capture_default_str();
+  s.add_option("--load-format", m.load_format, "auto | safetensors | dummy (random weights)")->capture_default_str();
+  s.add_option("--json-model-override-args", m.json_model_override_args, "JSON object overriding config.json fields");
+  s.add_option("--context-length", m.context_length, "Longest sequence (default: min(max_position_embeddings, 32768))");
+  s.add_option("--page-size", m.page_size, "Tokens per KV-cache page")->capture_default_str();
+  s.add_option("--max-total-tokens", m.max_total_tokens, "KV-cache capacity in tokens (default: 4 x the context length)");
+  s.add_option("--random-seed", m.random_seed, "Seed for dummy weights and unseeded sampling")->capture_default_str();
+  s.add_option("--served-model-name", o.served_model_name, "Model name in /v1/models and responses (default: the model path)");
+  s.add_option("--chat-template", o.chat_template, "Jinja chat template file (default: the tokenizer's)");
+  s.add_flag("--skip-tokenizer-init", o.skip_tokenizer_init, "Serve token ids only (no tokenizer, no chat route)");
+  s.add_option("--reasoning-parser", o.reasoning_parser, "deepseek-r1: split reasoning_content from content");
+  s.add_option("--tool-call-parser", o.tool_call_parser, "deepseekv3: parse tool calls from the output");
+  s.add_option("--api-key", o.api_key, "Require 'Authorization: Bearer KEY' on every route but /health and /metrics");
+  s.add_flag("--enable-metrics", o.enable_metrics, "Serve Prometheus metrics on /metrics");
+  s.add_option("--log-level", o.log_level, "trace | debug | info | warning | error")->capture_default_str();
+  s.add_option("--max-running-requests", o.max_running_requests, "Requests decoded together (default 256)");
+  s.add_option("--chunked-prefill-size", o.chunked_prefill_size, "Prefill chunk in tokens (<= 0: no chunking)")->capture_default_str();
+  s.add_option("--max-prefill-tokens", o.max_prefill_tokens, "Prompt tokens per prefill forward")->capture_default_str();
+  s.add_option("--schedule-policy", o.schedule_policy, "fcfs | lpm")->capture_default_str();
+  s.add_flag("--disable-radix-cache", o.disable_radix_cache, "No prefix reuse across requests");
+  s.add_option("--max-queued-requests", o.max_queued_requests, "Waiting requests beyond which new ones get 503")->capture_default_str();
+  s.add_option("--max-request-body-bytes", o.max_request_body_bytes, "Larger request bodies get 413")->capture_default_str();
+  s.add_option("--io-threads", o.io_threads, "HTTP io threads")->capture_default_str();
+  s.add_option("--health-generate-timeout", o.health_generate_timeout, "Seconds /health_generate waits")->capture_default_str();
+  s.add_option("--watchdog-timeout", o.watchdog_timeout, "Seconds a forward may take before the watchdog fires")->capture_default_str();
+  // Flags of SGLang that select parallelism, kernels or memory on GPUs.
+  s.add_option("--tp-size,--tp", o.tp_size, "Tensor-parallel size")->capture_default_str();
+  s.add_option("--dp-size,--dp", o.dp_size, "Data-parallel size")->capture_default_str();
+  s.add_flag("--enable-dp-attention", o.enable_dp_attention, "Data-parallel attention");
+  s.add_option("--ep-size,--ep", o.ep_size, "Expert-parallel size")->capture_default_str();
+  s.add_option("--nnodes", o.nnodes, "Number of nodes")->capture_default_str();
+  s.add_option("--node-rank", o.node_rank, "Rank of this node")->capture_default_str();
+  s.add_option("--dist-init-addr", o.dist_init_addr, "host:port of node 0 for multi-node bootstrap");
+  s.add_option("--dist-timeout", o.dist_timeout, "Seconds for distributed bootstrap and collectives");
+  s.add_flag("--trust-remote-code", o.trust_remote_code, "Accepted for compatibility (no remote code exists here)");
+  s.add_option("--kv-cache-dtype", o.kv_cache_dtype, "auto | bf16 (fp8_e4m3 / fp8_e5m2 not yet)")->capture_default_str();
+  s.add_option("--quantization", o.quantization, "Weight quantization (fp8: the checkpoint's block FP8)");
+  s.add_option("--mem-fraction-static", o.mem_fraction_static, "Fraction of GPU memory for weights and KV cache");
+  s.add_option("--cuda-graph-max-bs", o.cuda_graph_max_bs, "Largest decode batch captured in a CUDA graph");
+  s.add_flag("--disable-cuda-graph", o.disable_cuda_graph, "Run decode without CUDA graphs");
+  s.add_flag("--enable-torch-compile", o.enable_torch_compile, "Accepted for compatibility (nothing to compile)");
+  s.add_option("--attention-backend", o.attention_backend, "Accepted names: flashinfer, fa3, flashmla, cutlass_mla, triton, torch_native");
+  s.add_flag("--enable-flashinfer-mla", o.enable_flashinfer_mla, "Accepted for compatibility (MLA kernels are built in)");
+  s.add_option("--speculative-algorithm", o.speculative_algorithm, "EAGLE / NEXTN (not available in the server yet)");
+  s.add_option("--speculative-num-steps", o.speculative_num_steps);
+  s.add_option("--speculative-eagle-topk", o.speculative_eagle_topk);
+  s.add_option("--speculative-num-draft-tokens", o.speculative_num_draft_tokens);
+  s.add_option("--speculative-draft-model-path", o.speculative_draft_model_path);
+}
+
+// Refuses what cannot apply and logs what is accepted without effect.
+void check_flags(const ServeOptions& o, bool on_cpu) {
+  auto refuse = [](bool cond, const std::string& msg) {
+    if (cond) fail("{}", msg);
+  };
+  refuse(o.tp_size != 1, fmt::format("--tp-size {}: tensor parallelism is not available yet; dsserve serve runs one replica on one device (use --tp-size 1)", o.tp_size));
+  refuse(o.dp_size != 1, fmt::format("--dp-size {}: data parallelism is not available yet (use --dp-size 1)", o.dp_size));
+  refuse(o.enable_dp_attention, "--enable-dp-attention: data-parallel attention is not available yet");
+  refuse(o.ep_size != 1, fmt::format("--ep-size {}: expert parallelism is not available yet (use --ep-size 1)", o.ep_size));
+  refuse(o.nnodes != 1, fmt::format("--nnodes {}: multi-node serving is not available yet (use --nnodes 1)", o.nnodes));
+  refuse(o.node_rank != 0, fmt::format("--node-rank {}: only node 0 exists with --nnodes 1", o.node_rank));
+  refuse(o.tp_size < 1 || o.port < 0 || o.port > 65535, "--port must be in 0..65535");
+  refuse(!o.speculative_algorithm.empty() || o.speculative_num_steps || o.speculative_eagle_topk ||
+             o.speculative_num_draft_tokens || !o.speculative_draft_model_path.empty(),
+         "--speculative-*: speculative decoding (EAGLE/MTP) is not wired into the server yet; drop these flags");
+  refuse(o.kv_cache_dtype != "auto" && o.kv_cache_dtype != "bf16" && o.kv_cache_dtype != "bfloat16",
+         fmt::format("--kv-cache-dtype {}: only auto / bf16 is available yet (an FP8 latent cache is planned)", o.kv_cache_dtype));
+  refuse(!o.quantization.empty() && o.quantization != "fp8",
+         fmt::format("--quantization {}: only the checkpoint's block FP8 (fp8) is supported", o.quantization));
+  refuse(!o.reasoning_parser.empty() && o.reasoning_parser != "deepseek-r1",
+         fmt::format("--reasoning-parser {}: only deepseek-r1 is available", o.reasoning_parser));
+  refuse(!o.tool_call_parser.empty() && o.tool_call_parser != "deepseekv3",
+         fmt::format("--tool-call-parser {}: only deepseekv3 is available", o.tool_call_parser));
+  refuse(o.schedule_policy != "fcfs" && o.schedule_policy != "lpm",
+         fmt::format("--schedule-policy {}: expected fcfs or lpm", o.schedule_policy));
+  refuse(o.io_threads < 1, "--io-threads must be at least 1");
+  refuse(o.max_request_body_bytes < 1024, "--max-request-body-bytes must be at least 1024");
+  static const std::set<std::string> backends = {"", "flashinfer", "fa3", "flashmla", "cutlass_mla", "triton", "torch_native", "trtllm_mla"};
+  refuse(!backends.count(o.attention_backend), fmt::format("--attention-backend {}: unknown backend", o.attention_backend));
+  refuse(o.mem_fraction_static < 0 || o.mem_fraction_static > 1, "--mem-fraction-static must be in [0, 1]");
+  if (o.trust_remote_code) spdlog::info("--trust-remote-code: accepted; dsserve runs no code from checkpoints");
+  if (o.enable_torch_compile) spdlog::info("--enable-torch-compile: accepted; there is nothing to compile (the kernels are native)");
+  if (o.enable_flashinfer_mla) spdlog::info("--enable-flashinfer-mla: accepted; MLA kernels are built in");
+  if (!o.attention_backend.empty()) spdlog::info("--attention-backend {}: accepted; dsserve uses its own MLA kernels", o.attention_backend);
+  if (!o.dist_init_addr.empty() || o.dist_timeout) spdlog::info("--dist-init-addr/--dist-timeout: no effect with --nnodes 1");
+  if (o.mem_fraction_static > 0) spdlog::info("--mem-fraction-static: accepted; the KV cache is sized by --max-total-tokens");
+  if (on_cpu && (o.cuda_graph_max_bs || o.disable_cuda_graph)) spdlog::info("--cuda-graph-max-bs/--disable-cuda-graph: no CUDA graphs on the cpu device");
+  if (o.watchdog_timeout != 300) spdlog::info("--watchdog-timeout {}: accepted; the watchdog is not enforced yet", o.watchdog_timeout);
+}
+
+nlohmann::json server_args_json(const ServeOptions& o) {
+  const ModelOptions& m = o.model;
+  return {{"model_path", m.model_path}, {"tokenizer_path", o.tokenizer_path}, {"host", o.host}, {"port", o.port},
+          {"device", m.device}, {"load_format", m.load_format}, {"json_model_override_args", m.json_model_override_args},
+          {"context_length", m.context_length}, {"page_size", m.page_size}, {"max_total_tokens", m.max_total_tokens},
+          {"random_seed", m.random_seed}, {"served_model_name", o.served_model_name}, {"chat_template", o.chat_template},
+          {"skip_tokenizer_init", o.skip_tokenizer_init}, {"reasoning_parser", o.reasoning_parser.empty() ? nlohmann::json(nullptr) : nlohmann::json(o.reasoning_parser)},
+          {"tool_call_parser", o.tool_call_parser.empty() ? nlohmann::json(nullptr) : nlohmann::json(o.tool_call_parser)},
+          {"api_key", o.api_key.empty() ? nlohmann::json(nullptr) : nlohmann::json("<set>")},
+          {"enable_metrics", o.enable_metrics}, {"log_level", o.log_level},
+          {"max_running_requests", o.max_running_requests}, {"chunked_prefill_size", o.chunked_prefill_size},
+          {"max_prefill_tokens", o.max_prefill_tokens}, {"schedule_policy", o.schedule_policy},
+          {"disable_radix_cache", o.disable_radix_cache}, {"max_queued_requests", o.max_queued_requests},
+          {"tp_size", o.tp_size}, {"dp_size", o.dp_size}, {"ep_size", o.ep_size}, {"nnodes", o.nnodes},
+          {"node_rank", o.node_rank}, {"enable_dp_attention", o.enable_dp_attention}, {"kv_cache_dtype", o.kv_cache_dtype},
+          {"quantization", o.quantization.empty() ? nlohmann::json(nullptr) : nlohmann::json(o.quantization)},
+          {"mem_fraction_static", o.mem_fraction_static}, {"watchdog_timeout", o.watchdog_timeout},
+          {"max_request_body_bytes", o.max_request_body_bytes}, {"io_threads", o.io_threads},
+          {"health_generate_timeout", o.health_generate_timeout}};
+}
+
+void serve(ServeOptions& o) {
+  auto level = spdlog::level::from_str(o.log_level == "warn" ? "warning" : o.log_level);
+  spdlog::set_level(level == spdlog::level::off && o.log_level != "off" ? spdlog::level::info : level);
+  bool on_cpu = o.model.device == "cpu";
+  check_flags(o, on_cpu);
+
+  // Text layer first: a bad tokenizer path fails before the (slow) weight load.
+  std::unique_ptr<text::Tokenizer> tokenizer;
+  std::unique_ptr<text::ChatTemplate> chat_template;
+  std::string tok_dir = o.tokenizer_path.empty() ? o.model.model_path : o.tokenizer_path;
+  if (!o.skip_tokenizer_init) {
+    DS_CHECK(fs::exists(fs::path(tok_dir) / "tokenizer.json"),
+             "no tokenizer.json in {}: pass --tokenizer-path DIR, or --skip-tokenizer-init to serve token ids only", tok_dir);
+    tokenizer = std::make_unique<text::Tokenizer>(text::Tokenizer::load(tok_dir));
+    if (!o.chat_template.empty())
+      chat_template = std::make_unique<text::ChatTemplate>(text::ChatTemplate::from_file(o.chat_template, *tokenizer));
+    else if (!tokenizer->chat_template.empty())
+      chat_template = std::make_unique<text::ChatTemplate>(text::ChatTemplate::from_tokenizer(*tokenizer));
+    else
+      spdlog::warn("the tokenizer has no chat_template: /v1/chat/completions answers 400 (use --chat-template FILE)");
+  } else if (!o.reasoning_parser.empty() || !o.tool_call_parser.empty() || !o.chat_template.empty()) {
+    fail("--skip-tokenizer-init serves token ids only: drop --reasoning-parser, --tool-call-parser and --chat-template");
+  }
+
+  int64_t ctx_len_hint = o.model.context_length;
+  if (o.model.max_total_tokens == 0 && ctx_len_hint > 0) o.model.max_total_tokens = 4 * ctx_len_hint;
+  LoadedModel m = load_model(o.model);
+  if (o.model.max_total_tokens == 0) {
+    spdlog::info("KV cache holds one full-context sequence; pass --max-total-tokens to size it for more");
+  }
+  SchedulerOptions so;
+  if (o.max_running_requests > 0) so.max_running_requests = o.max_running_requests;
+  so.chunked_prefill_size = o.chunked_prefill_size;
+  so.max_prefill_tokens = o.max_prefill_tokens;
+  so.schedule_policy = o.schedule_policy;
+  so.disable_radix_cache = o.disable_radix_cache;
+  so.max_queued_requests = o.max_queued_requests;
+  so.random_seed = o.model.random_seed;
+  std::unique_ptr<Engine> engine = create_engine(*m.model, m.cache, *m.pool, so);
+
+  server::ServerSettings settings;
+  settings.served_model_name = o.served_model_name.empty() ? o.model.model_path : o.served_model_name;
+  settings.model_path = o.model.model_path;
+  settings.tokenizer_path = tok_dir;
+  settings.reasoning_parser = o.reasoning_parser;
+  settings.tool_call_parser = o.tool_call_parser;
+  settings.enable_metrics = o.enable_metrics;
+  settings.health_generate_timeout_s = o.health_generate_timeout;
+  server::ServerContext ctx(*engine, tokenizer.get(), chat_template.get(), settings);
+  ctx.server_args = server_args_json(o);
+
+  server::Router router(o.api_key);
+  server::add_all_routes(router, ctx);
+  server::HttpServerOptions ho;
+  ho.host = o.host;
+  ho.port = o.port;
+  ho.io_threads = o.io_threads;
+  ho.max_body_bytes = size_t(o.max_request_body_bytes);
+  server::HttpServer http(ho, router);
+  spdlog::info("serving {} on http://{}:{} ({} io threads)", settings.served_model_name, o.host, http.bound_port(),
+               o.io_threads);
+  // Machine-readable line for scripts that start the server on port 0.
+  fmt::print(stderr, "dsserve: listening on {}:{}\n", o.host, http.bound_port());
+
+  std::thread stopper;
+  http.run([&] {
+    ctx.shutting_down = true;
+    http.stop_accepting();
+    // Off the io threads: shutdown() joins the scheduler, whose final events the io threads deliver.
+    stopper = std::thread([&] {
+      engine->shutdown();
+      std::this_thread::sleep_for(std::chrono::milliseconds(300));  // let the last chunks go out
+      http.stop();
+    });
+  });
+  if (stopper.joinable()) stopper.join();
+  spdlog::info("server stopped");
+}
+
+}  // namespace
+
+void add_serve_command(CLI::App& app) {
+  auto opt = std::make_shared<ServeOptions>();
+  CLI::App* sub = app.add_subcommand("serve", "Serve the model over HTTP (SGLang launch_server flags and API)");
+  add_flags(*sub, *opt);
+  sub->callback([opt] { serve(*opt); });
+}
+
+}  // namespace dsserve
