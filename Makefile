@@ -21,6 +21,8 @@ run: build $(MODEL)/config.json
 	$(BUILD)/dsserve generate --model-path $(MODEL) --input-ids 0,100,200,300,400 --max-new-tokens 16
 
 test: build
+	@cd $(BUILD) && n=$$(ctest -N -L gpu | sed -n 's/^Total Tests: //p'); \
+	  [ "$${n:-0}" = 0 ] || echo "make test: skipping $$n GPU-labelled tests (they run on the GPU machine: scripts/gpu-check.sh)"
 	cd $(BUILD) && ctest --output-on-failure -j $(JOBS) -LE gpu
 
 clean:
