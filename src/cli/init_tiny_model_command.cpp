@@ -11,9 +11,7 @@
 #include "cli/commands.h"
 #include "core/error.h"
 #include "io/model_config.h"
-#include "io/safetensors.h"
-#include "model/tensor_specs.h"
-#include "model/weight_source.h"
+#include "model/checkpoint_writer.h"
 
 namespace fs = std::filesystem;
 
@@ -48,45 +46,10 @@ ModelConfig tiny_config(bool fp8) {
   return ModelConfig::parse(c.dump(), "tiny config");
 }
 
-void write_file(const fs::path& p, const std::string& text) {
-  std::ofstream f(p);
-  DS_CHECK(f.good(), "cannot write {}", p.string());
-  f << text;
-}
-
 void run(const InitOptions& o) {
   ModelConfig cfg = tiny_config(o.fp8);
   if (!o.overrides.empty()) cfg = ModelConfig::parse(cfg.to_json().dump(), "tiny config", o.overrides);
-  fs::create_directories(o.dir);
-  std::vector<TensorSpec> specs = model_tensor_specs(cfg, true);
-  DummyWeights dummy(cfg, o.seed);
-  std::map<std::string, Tensor> tensors;
-  for (const TensorSpec& s : specs) {
-    if (s.shared) continue;
-    tensors[s.name] = dummy.get(s);
-  }
-  // The MTP layers' embedding and head are copies of the target's, as in the published checkpoint.
-  for (const TensorSpec& s : specs)
-    if (s.shared)
-      tensors[s.name] = tensors[s.name.ends_with("embed_tokens.weight") ? "model.embed_tokens.weight" : "lm_head.weight"];
-  const int shards = 2;
-  std::vector<std::string> names;
-  for (auto& [n, _] : tensors) names.push_back(n);
-  nlohmann::json index = {{"metadata", {{"total_size", 0}}}, {"weight_map", nlohmann::json::object()}};
-  size_t total = 0, per = (names.size() + shards - 1) / shards;
-  for (int s = 0; s < shards; ++s) {
-    std::string file = fmt::format("model-{:05d}-of-{:05d}.safetensors", s + 1, shards);
-    std::vector<std::pair<std::string, Tensor>> part;
-    for (size_t i = s * per; i < std::min(names.size(), (s + 1) * per); ++i) {
-      part.push_back({names[i], tensors[names[i]]});
-      index["weight_map"][names[i]] = file;
-      total += tensors[names[i]].nbytes();
-    }
-    write_safetensors((fs::path(o.dir) / file).string(), part, {{"format", "pt"}});
-  }
-  index["metadata"]["total_size"] = total;
-  write_file(fs::path(o.dir) / "model.safetensors.index.json", index.dump(2));
-  write_file(fs::path(o.dir) / "config.json", cfg.to_json().dump(2));
+  write_random_checkpoint(o.dir, cfg, o.seed);
   if (!o.tokenizer_dir.empty()) {
     for (const char* f : {"tokenizer.json", "tokenizer_config.json"}) {
       fs::path src = fs::path(o.tokenizer_dir) / f;
@@ -94,8 +57,7 @@ void run(const InitOptions& o) {
       fs::copy_file(src, fs::path(o.dir) / f, fs::copy_options::overwrite_existing);
     }
   }
-  spdlog::info("wrote {} ({} tensors, {:.1f} MiB{}) to {}", cfg.architecture, tensors.size(), double(total) / (1 << 20),
-               o.fp8 ? ", block-FP8" : "", o.dir);
+  spdlog::info("wrote a random {} checkpoint{} to {}", cfg.architecture, o.fp8 ? " (block-FP8)" : "", o.dir);
 }
 }  // namespace
 
