@@ -70,6 +70,15 @@ struct AttentionBatch {
   Tensor page_table;    // [B, max_pages] I32
   Tensor key_start;     // [B + 1] I32: offsets of each sequence in gather_latent's output
   std::vector<int32_t> h_query_start, h_seq_lens, h_key_start;
+  // Key j of a sequence lives at logical position j + key_shift of its page table (1 for the MTP
+  // cache, whose entry for position t is stored at the slot of token t + 1).
+  int key_shift = 0;
+  // Speculative verification: when defined, query i of sequence s sees its cached prefix and those
+  // new keys j with tree_mask[mask_start[s] + i * qlen_s + j] != 0, instead of the causal rule.
+  Tensor tree_mask;     // [sum_s qlen_s^2] I32 (0 or 1)
+  Tensor mask_start;    // [B + 1] I32
+  std::vector<int32_t> h_mask_start;
+  std::vector<uint8_t> h_tree_mask;
 };
 
 // Latent cache of the layers of one model: [layers, slots, kv_lora_rank + qk_rope_head_dim].

@@ -23,6 +23,7 @@ struct GenerateOptions {
   int top_logprobs_num = 0;
   int chunked_prefill_size = 8192;
   bool ignore_eos = false;
+  SpeculativeOptions speculative;
 };
 
 std::vector<int32_t> parse_ids(const std::string& s) {
@@ -69,12 +70,16 @@ void run(GenerateOptions& o) {
   req.return_logprob = o.return_logprob;
   req.logprob_start_len = o.return_logprob && o.logprob_start_len < 0 ? 0 : o.logprob_start_len;
   req.top_logprobs_num = o.top_logprobs_num;
-  if (o.model.max_total_tokens == 0)
-    o.model.max_total_tokens = int64_t(req.input_ids.size()) + std::max(0, req.sampling.max_new_tokens);
-  LoadedModel m = load_model(o.model);
+  o.speculative.validate_and_default();
+  if (o.model.max_total_tokens == 0)  // one sequence, plus what one speculative round may touch
+    o.model.max_total_tokens = int64_t(req.input_ids.size()) + std::max(0, req.sampling.max_new_tokens) +
+                               (o.speculative.enabled() ? 2 * o.speculative.num_steps + 2 : 0);
+  LoadedModel m = load_model(o.model, o.speculative.enabled());
   SchedulerOptions so;
   so.chunked_prefill_size = o.chunked_prefill_size;
   so.random_seed = o.model.random_seed;
+  so.speculative = o.speculative;
+  so.mtp_cache = &m.mtp_cache;
   std::unique_ptr<Engine> engine = create_engine(*m.model, m.cache, *m.pool, so);
 
   std::vector<int32_t> output_ids;
@@ -95,6 +100,7 @@ void run(GenerateOptions& o) {
   const FinishReason& fr = *last.finish_reason;
   DS_CHECK(fr.type != "abort", "generation failed: {}", fr.message);
   nlohmann::json meta = {{"prompt_tokens", last.prompt_tokens},
+                         {"spec_verify_ct", last.spec_verify_ct},
                          {"completion_tokens", last.completion_tokens},
                          {"cached_tokens", last.cached_tokens},
                          {"finish_reason", fr.type == "length"
@@ -122,6 +128,11 @@ void add_generate_command(CLI::App& app) {
   sub->add_option("--top-logprobs-num", opt->top_logprobs_num)->capture_default_str();
   sub->add_option("--chunked-prefill-size", opt->chunked_prefill_size, "Prefill chunk in tokens")->capture_default_str();
   sub->add_flag("--ignore-eos", opt->ignore_eos);
+  sub->add_option("--speculative-algorithm", opt->speculative.algorithm, "EAGLE or NEXTN: draft with the MTP layer");
+  sub->add_option("--speculative-num-steps", opt->speculative.num_steps, "Draft steps per round (default 3)");
+  sub->add_option("--speculative-eagle-topk", opt->speculative.eagle_topk, "Branches per draft step (default 1)");
+  sub->add_option("--speculative-num-draft-tokens", opt->speculative.num_draft_tokens,
+                  "Tokens verified per round (default num_steps + 1)");
   sub->callback([opt] { run(*opt); });
 }
 

@@ -7,6 +7,7 @@
 
 #include "core/error.h"
 #include "model/weight_source.h"
+#include "runtime/scheduler.h"
 
 namespace dsserve {
 
@@ -22,7 +23,7 @@ void ModelOptions::add_to(CLI::App& app) {
   app.add_option("--random-seed", random_seed, "Seed for dummy weights and sampling")->capture_default_str();
 }
 
-LoadedModel load_model(const ModelOptions& o) {
+LoadedModel load_model(const ModelOptions& o, bool with_mtp_cache) {
   DS_CHECK(o.load_format == "auto" || o.load_format == "safetensors" || o.load_format == "dummy",
            "--load-format: expected auto, safetensors or dummy, found '{}'", o.load_format);
   DS_CHECK(o.page_size >= 1, "--page-size must be at least 1, found {}", o.page_size);
@@ -42,7 +43,12 @@ LoadedModel load_model(const ModelOptions& o) {
   int64_t tokens = o.max_total_tokens > 0 ? o.max_total_tokens : ctx;
   int64_t pages = (tokens + o.page_size - 1) / o.page_size;
   m.pool = std::make_unique<PagePool>(pages, o.page_size);
-  m.cache = m.model->allocate_cache(pages, o.page_size);
+  m.cache = m.model->allocate_cache(cache_pages_for(*m.pool), o.page_size);
+  if (with_mtp_cache) {
+    DS_CHECK(m.model->has_mtp(), "speculative decoding needs the MTP layer, but {} has none (num_nextn_predict_layers "
+             "is {})", o.model_path, cfg.num_nextn_predict_layers);
+    m.mtp_cache = m.model->allocate_cache(cache_pages_for(*m.pool), o.page_size, /*mtp=*/true);
+  }
   double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   spdlog::info("model ready in {:.2f} s: context {} tokens, KV cache {} pages x {} tokens", s, ctx, pages, o.page_size);
   return m;

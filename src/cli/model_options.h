@@ -28,9 +28,10 @@ struct LoadedModel {
   std::unique_ptr<Backend> backend;
   std::unique_ptr<DeepseekV3Model> model;
   std::unique_ptr<PagePool> pool;
-  LatentCache cache;
+  LatentCache cache;      // the pool's pages plus the trash page (see cache_pages_for)
+  LatentCache mtp_cache;  // the MTP layer's cache, when asked for (speculative decoding)
 };
 
-LoadedModel load_model(const ModelOptions& o);
+LoadedModel load_model(const ModelOptions& o, bool with_mtp_cache = false);
 
 }  // namespace dsserve

@@ -55,6 +55,24 @@ AttentionBatch DeepseekV3Model::upload(const ForwardBatch& b, int page_size) {
              page_size);
     ab.h_key_start[s + 1] = ab.h_key_start[s] + ab.h_seq_lens[s];
   }
+  ab.key_shift = b.key_shift;
+  for (int s = 0; s < B; ++s)
+    DS_CHECK(ab.h_seq_lens[s] + b.key_shift <= int64_t(b.max_pages) * page_size,
+             "sequence {} reads {} cache positions but has pages for {}", s, ab.h_seq_lens[s] + b.key_shift,
+             int64_t(b.max_pages) * page_size);
+  if (!b.tree_mask.empty()) {
+    ab.h_mask_start.assign(B + 1, 0);
+    for (int s = 0; s < B; ++s) {
+      int64_t q = b.query_start[s + 1] - b.query_start[s];
+      ab.h_mask_start[s + 1] = int32_t(ab.h_mask_start[s] + q * q);
+    }
+    DS_CHECK(int64_t(b.tree_mask.size()) == ab.h_mask_start[B], "tree mask has {} entries, the batch needs {}",
+             b.tree_mask.size(), ab.h_mask_start[B]);
+    ab.h_tree_mask = b.tree_mask;
+    ab.mask_start = be_.upload_i32(ab.h_mask_start, {B + 1});
+    std::vector<int32_t> as_i32(b.tree_mask.begin(), b.tree_mask.end());
+    ab.tree_mask = be_.upload_i32(as_i32, {int64_t(as_i32.size())});
+  }
   for (int t = 0; t < T; ++t)
     DS_CHECK(b.positions[t] >= 0 && b.positions[t] < context_len_, "token {} has position {} outside the context of {}",
              t, b.positions[t], context_len_);

@@ -21,6 +21,11 @@ struct ForwardBatch {
   std::vector<int32_t> out_cache_slots;  // [T] cache slot of each new token: page * page_size + offset
   std::vector<int32_t> logit_rows;       // rows of T whose logits are wanted, in output order
   AttentionMode attention = AttentionMode::Expanded;
+  // Speculative verification: per sequence a [qlen, qlen] row-major mask over its new tokens
+  // (which tree nodes each node sees), concatenated; empty means causal.
+  std::vector<uint8_t> tree_mask;
+  // The MTP cache stores position t's entry at the slot of token t + 1: its batches set 1.
+  int32_t key_shift = 0;
 
   int num_seqs() const { return int(query_start.size()) - 1; }
   int num_tokens() const { return int(input_ids.size()); }

@@ -17,6 +17,11 @@ struct EngineStats {
   int64_t prompt_tokens_total = 0, generation_tokens_total = 0, cached_tokens_total = 0;
   int64_t retractions_total = 0;
   double last_decode_tokens_per_s = 0;
+  int64_t spec_verify_total = 0;          // verification forwards (per request)
+  int64_t spec_accepted_tokens_total = 0; // tokens emitted by them (accepted drafts + bonus)
+  double spec_accept_length() const {
+    return spec_verify_total ? double(spec_accepted_tokens_total) / double(spec_verify_total) : 0.0;
+  }
 };
 
 class Engine {

@@ -58,6 +58,7 @@ struct RequestOutput {
   int prompt_tokens = 0;
   int completion_tokens = 0;        // total so far
   int cached_tokens = 0;            // prompt tokens served from the prefix cache
+  int spec_verify_ct = 0;           // speculative verification forwards so far
   bool finished = false;
   std::optional<FinishReason> finish_reason;
 };

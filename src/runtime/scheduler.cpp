@@ -1,18 +1,18 @@
 // The scheduler (see scheduler.h): one thread, one loop. Each iteration takes in new requests and
 // aborts, then runs either a prefill batch (chunked, admitted against free pages, after a prefix
-// match in the radix cache) or a decode batch (one token for every running request, retracting
-// the newest requests when pages run out), samples, and sends each request its new tokens.
+// match in the radix cache) or a decode batch (one token for every running request, or with
+// speculative decoding one verification of its drafts; the newest requests are retracted when pages
+// run out), samples, and sends each request its new tokens.
 #include "runtime/scheduler.h"
 
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
-#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <deque>
-#include <list>
 #include <mutex>
+#include <optional>
 #include <thread>
 #include <unordered_map>
 
@@ -25,36 +25,28 @@ namespace dsserve {
 
 namespace {
 
-struct Request {
-  GenerationRequest g;
-  OutputCallback cb;
-  std::vector<int32_t> output_ids;
-  SequencePages pages;
-  int64_t kv_len = 0;         // tokens of fill() whose latents are in the cache
-  int cached_tokens = 0;      // prompt tokens reused from the prefix cache (first admission)
-  bool admitted_once = false;
-  bool sent_input_logprobs = false;
-  std::unique_ptr<Sampler> sampler;
-  // Input logprobs gathered over prefill chunks (first admission only).
-  std::vector<TokenLogprob> input_lp;
-  std::vector<TopLogprobs> input_top;
-
-  // Tokens whose latents the sequence needs: the prompt, then every output token fed back.
-  std::vector<int32_t> fill() const {
-    std::vector<int32_t> f = g.input_ids;
-    f.insert(f.end(), output_ids.begin(), output_ids.end());
-    return f;
-  }
-  int64_t fill_len() const { return int64_t(g.input_ids.size() + output_ids.size()); }
-  int64_t lp_start() const { return g.return_logprob && g.logprob_start_len >= 0 ? g.logprob_start_len : -1; }
-};
-
-using RequestPtr = std::shared_ptr<Request>;
+// Host float32 rows of a backend tensor [R, C].
+std::vector<std::vector<float>> host_rows(Backend& be, const Tensor& t) {
+  Tensor h = be.to_host_f32(t);
+  int64_t R = h.size(0), C = h.size(1);
+  std::vector<std::vector<float>> rows(static_cast<size_t>(R));
+  for (int64_t i = 0; i < R; ++i) rows[i].assign(h.ptr<float>() + i * C, h.ptr<float>() + (i + 1) * C);
+  return rows;
+}
 
 class Scheduler final : public Engine {
  public:
   Scheduler(DeepseekV3Model& model, LatentCache& cache, PagePool& pool, const SchedulerOptions& opt)
-      : model_(model), cache_(cache), pool_(pool), opt_(opt), radix_(pool) {
+      : model_(model), cache_(cache), pool_(pool), opt_(opt), radix_(pool),
+        trash_slot_(int32_t(pool.num_pages() * pool.page_size())) {
+    DS_CHECK(cache.num_pages >= cache_pages_for(pool), "latent cache has {} pages; the pool of {} needs {}",
+             cache.num_pages, pool.num_pages(), cache_pages_for(pool));
+    if (opt_.speculative.enabled()) {
+      DS_CHECK(opt_.mtp_cache && opt_.mtp_cache->num_pages >= cache_pages_for(pool) &&
+                   opt_.mtp_cache->page_size == pool.page_size(),
+               "speculative decoding needs an MTP cache with the pool's page size and {} pages", cache_pages_for(pool));
+      eagle_.emplace(model_, *opt_.mtp_cache, trash_slot_, opt_.speculative);
+    }
     thread_ = std::thread([this] { loop(); });
   }
   ~Scheduler() override { shutdown(); }
@@ -71,11 +63,11 @@ class Scheduler final : public Engine {
     DS_CHECK(total <= model_.context_len(),
              "request {}: {} prompt tokens + {} max_new_tokens = {} exceed the context length {}", g.rid,
              g.input_ids.size(), g.sampling.max_new_tokens, total, model_.context_len());
-    const int64_t pages_needed = (total + pool_.page_size() - 1) / pool_.page_size();
+    const int64_t pages_needed = (total + spec_margin() + pool_.page_size() - 1) / pool_.page_size();
     DS_CHECK(pages_needed <= pool_.num_pages(),
              "request {}: {} tokens need {} KV pages but the cache has {} in all (--max-total-tokens)", g.rid, total,
              pages_needed, pool_.num_pages());
-    auto r = std::make_shared<Request>();
+    auto r = std::make_shared<RequestState>();
     r->g = std::move(g);
     r->cb = std::move(cb);
     {
@@ -115,7 +107,6 @@ class Scheduler final : public Engine {
   void shutdown() override {
     {
       std::lock_guard lk(mu_);
-      if (stopping_ && !thread_.joinable()) return;
       stopping_ = true;
     }
     cv_.notify_one();
@@ -123,31 +114,31 @@ class Scheduler final : public Engine {
   }
 
  private:
+  // Extra cache positions a request may touch beyond its tokens in one round: the drafts it
+  // verifies, then (all accepted) the MTP entries of the next round's drafts.
+  int64_t spec_margin() const { return eagle_ ? 2 * opt_.speculative.num_steps + 2 : 0; }
+
   // ---------------------------------------------------------------- the loop
   void loop() {
     bool last_was_prefill = false;
-    while (true) {
-      if (!take_inbox()) break;
+    while (take_inbox()) {
       bool decode_due = last_was_prefill && !running_.empty();
       try {
-        if (!decode_due && run_prefill())
+        if (!decode_due && run_prefill()) {
           last_was_prefill = true;
-        else if (!running_.empty()) {
-          run_decode();
-          last_was_prefill = false;
         } else {
+          if (!running_.empty()) eagle_ ? run_speculative_decode() : run_decode();
           last_was_prefill = false;
         }
       } catch (const std::exception& e) {
         // A failed forward must not take the server down: fail the requests of that batch.
         spdlog::error("scheduler: forward failed: {}", e.what());
-        for (auto& r : batch_) finish(r, FinishReason{"abort", std::nullopt, 0, std::string("internal error: ") + e.what()});
-        batch_.clear();
+        for (auto& r : std::vector<RequestPtr>(batch_)) finish(r, {"abort", {}, 0, std::string("internal error: ") + e.what()});
       }
+      batch_.clear();
       publish_stats();
     }
-    // Shutdown: abort everything.
-    for (auto& r : std::vector<RequestPtr>(running_.begin(), running_.end())) finish(r, {"abort", {}, 0, "server shutting down"});
+    for (auto& r : std::vector<RequestPtr>(running_)) finish(r, {"abort", {}, 0, "server shutting down"});
     for (auto& r : std::vector<RequestPtr>(waiting_.begin(), waiting_.end())) finish(r, {"abort", {}, 0, "server shutting down"});
     radix_.clear();
   }
@@ -159,48 +150,65 @@ class Scheduler final : public Engine {
       return stopping_ || !inbox_.empty() || !aborts_.empty() || flush_ || !waiting_.empty() || !running_.empty();
     });
     if (stopping_) return false;
-    std::vector<RequestPtr> duplicates;
-    for (auto& r : inbox_) {
+    std::vector<RequestPtr> incoming, duplicates;
+    incoming.swap(inbox_);
+    std::vector<std::string> aborts;
+    aborts.swap(aborts_);
+    bool flush = std::exchange(flush_, false);
+    lk.unlock();
+    for (auto& r : incoming) {
       if (by_rid_.count(r->g.rid)) {
-        duplicates.push_back(std::move(r));
+        RequestOutput out;
+        out.rid = r->g.rid;
+        out.finished = true;
+        out.finish_reason = FinishReason{"abort", {}, 0, "request id " + r->g.rid + " is already in use"};
+        r->cb(std::move(out));
         continue;
       }
       by_rid_[r->g.rid] = r;
       waiting_.push_back(std::move(r));
-    }
-    inbox_.clear();
-    std::vector<std::string> aborts;
-    aborts.swap(aborts_);
-    bool flush = flush_;
-    flush_ = false;
-    waiting_count_ = waiting_.size();
-    lk.unlock();
-    for (auto& r : duplicates) {
-      RequestOutput out;
-      out.rid = r->g.rid;
-      out.finished = true;
-      out.finish_reason = FinishReason{"abort", {}, 0, "request id " + r->g.rid + " is already in use"};
-      r->cb(std::move(out));
     }
     for (const std::string& rid : aborts) {
       auto it = by_rid_.find(rid);
       if (it != by_rid_.end()) finish(it->second, {"abort", {}, 0, "aborted"});
     }
     if (flush) radix_.clear();
+    set_waiting_count();
     return true;
   }
 
   // ---------------------------------------------------------------- pages
-  bool reserve(Request& r, int64_t len) {
+  bool reserve(RequestState& r, int64_t len) {
     if (r.pages.reserve(pool_, len)) return true;
     int64_t need = (len + pool_.page_size() - 1) / pool_.page_size() - int64_t(r.pages.pages.size());
     if (!opt_.disable_radix_cache) radix_.evict(need - pool_.num_free());
     return r.pages.reserve(pool_, len);
   }
 
-  void release_pages(Request& r) {
+  void release_pages(RequestState& r) {
     r.pages.release_all(pool_);
     r.kv_len = 0;
+    r.discard_before = 0;
+    r.draft.tokens.clear();
+  }
+
+  void match_prefix(RequestState& r) {
+    if (opt_.disable_radix_cache) return;
+    std::vector<int32_t> f = r.fill();
+    // Leave the last token to compute (its logits are needed), and every position whose input
+    // logprob is asked for.
+    int64_t limit = int64_t(f.size()) - 1;
+    if (r.lp_start() >= 0 && !r.admitted_once) limit = std::min<int64_t>(limit, std::max<int64_t>(r.lp_start() - 1, 0));
+    int64_t m = radix_.match(f, limit, r.pages.pages);
+    r.pages.length = m;
+    r.kv_len = m;
+    if (!r.admitted_once) r.cached_tokens = int(std::min<int64_t>(m, int64_t(r.g.input_ids.size())));
+    // The MTP layer needs the target's hidden state at the last reused position: recompute that
+    // token without writing its (already cached) latent.
+    if (eagle_ && m > 0) {
+      r.kv_len = m - 1;
+      r.discard_before = m;
+    }
   }
 
   // ---------------------------------------------------------------- prefill
@@ -212,77 +220,110 @@ class Scheduler final : public Engine {
     int64_t budget = opt_.max_prefill_tokens > 0 ? opt_.max_prefill_tokens : INT64_MAX;
     if (opt_.chunked_prefill_size > 0) budget = std::min<int64_t>(budget, opt_.chunked_prefill_size);
     std::vector<SequenceChunk> chunks;
-    batch_.clear();
-    std::vector<int64_t> chunk_end;
     for (auto it = waiting_.begin(); it != waiting_.end() && budget > 0;) {
       RequestPtr r = *it;
       if (int(running_.size() + batch_.size()) >= opt_.max_running_requests) break;
-      if (r->kv_len == 0 && r->pages.pages.empty()) match_prefix(*r);
+      const bool fresh = r->kv_len == 0 && r->pages.pages.empty();
+      if (fresh) match_prefix(*r);
       const int64_t len = r->fill_len(), take = std::min<int64_t>(budget, len - r->kv_len);
-      if (!reserve(*r, r->kv_len + take)) {
-        if (r->pages.pages.size() > 0 && r->kv_len == 0) release_pages(*r);  // drop a prefix match we cannot use
-        break;  // no room: wait for pages (fcfs: do not overtake)
+      if (!reserve(*r, r->kv_len + take + spec_margin())) {
+        if (fresh) release_pages(*r);  // drop a prefix match we cannot use now
+        break;                         // no room: wait for pages (do not overtake)
       }
       std::vector<int32_t> f = r->fill();
       SequenceChunk c{&r->pages, r->kv_len, std::vector<int32_t>(f.begin() + r->kv_len, f.begin() + r->kv_len + take), {}};
-      const int64_t lp0 = r->lp_start();
-      for (int64_t p = r->kv_len; p < r->kv_len + take; ++p) {
-        bool for_input_lp = !r->admitted_once && lp0 >= 0 && p + 1 >= std::max<int64_t>(lp0, 1) &&
-                            p + 1 < int64_t(r->g.input_ids.size());
-        if (for_input_lp || p == len - 1) c.logit_offsets.push_back(int32_t(p - r->kv_len));
-      }
+      c.discard_before = r->discard_before;
+      for (int64_t p = r->kv_len; p < r->kv_len + take; ++p)
+        if (wants_input_logprob(*r, p) || p == len - 1) c.logit_offsets.push_back(int32_t(p - r->kv_len));
       chunks.push_back(std::move(c));
-      chunk_end.push_back(r->kv_len + take);
       batch_.push_back(r);
       budget -= take;
       it = waiting_.erase(it);
     }
     if (batch_.empty()) return false;
-    ForwardBatch fb = build_forward_batch(chunks, pool_.page_size(), AttentionMode::Expanded);
-    std::vector<std::vector<float>> rows = logits_rows(model_.forward(fb, cache_).logits);
-    size_t row = 0;
-    std::vector<RequestPtr> still_prefilling;
+    BatchLayout layout{pool_.page_size(), AttentionMode::Expanded, 0, trash_slot_};
+    ForwardOutput fo = model_.forward(build_forward_batch(chunks, layout), cache_);
+    std::vector<std::vector<float>> rows = host_rows(model_.backend(), fo.logits);
+    std::vector<std::vector<float>> hidden = eagle_ ? host_rows(model_.backend(), fo.hidden) : decltype(hidden){};
+
+    // Sample the first token of every request whose prompt is now complete.
+    size_t row = 0, hidden_row = 0;
+    std::vector<RequestPtr> completed, continuing;
+    std::vector<const std::vector<float>*> first_logits;
+    std::vector<std::vector<DraftRow>> draft_rows;
+    std::vector<float> draft_hidden;
     for (size_t i = 0; i < batch_.size(); ++i) {
       RequestPtr r = batch_[i];
-      const int64_t start = chunks[i].prefix_len, len = r->fill_len();
-      const int64_t lp0 = r->lp_start();
+      const int64_t start = chunks[i].prefix_len, n = int64_t(chunks[i].tokens.size()), len = r->fill_len();
+      const std::vector<float>* last_logits = nullptr;
       for (int32_t off : chunks[i].logit_offsets) {
         const int64_t p = start + off;
-        std::vector<float>& lg = rows[row++];
-        if (!r->admitted_once && lp0 >= 0 && p + 1 >= std::max<int64_t>(lp0, 1) && p + 1 < int64_t(r->g.input_ids.size())) {
+        if (wants_input_logprob(*r, p)) {
           int32_t next = r->g.input_ids[p + 1];
-          r->input_lp.push_back({token_logprob(lg, next), next});
-          r->input_top.push_back(top_logprobs(lg, r->g.top_logprobs_num));
+          r->input_lp.push_back({token_logprob(rows[row], next), next});
+          r->input_top.push_back(top_logprobs(rows[row], r->g.top_logprobs_num));
         }
-        if (p == len - 1) {
-          r->kv_len = chunk_end[i];
-          if (!opt_.disable_radix_cache) radix_.insert(r->fill(), r->pages.pages);
-          r->admitted_once = true;
-          running_.push_back(r);
-          emit_token(r, lg);
-        }
+        if (p == len - 1) last_logits = &rows[row];
+        ++row;
       }
-      if (r->kv_len != len) {  // more prompt to go: continue it first next time
-        r->kv_len = chunk_end[i];
-        still_prefilling.push_back(r);
+      r->kv_len = start + n;
+      if (last_logits) {
+        r->output_ids.push_back(choose(*r, *last_logits));
+        r->admitted_once = true;
+        completed.push_back(r);
+        first_logits.push_back(last_logits);
+      } else {
+        continuing.push_back(r);
       }
+      if (eagle_) collect_prefill_draft_rows(*r, start, n, hidden, hidden_row, draft_rows, draft_hidden);
+      hidden_row += size_t(n);
     }
-    waiting_.insert(waiting_.begin(), still_prefilling.begin(), still_prefilling.end());
-    batch_.clear();
+    if (eagle_) {
+      std::vector<RequestState*> reqs;
+      for (auto& r : batch_) reqs.push_back(r.get());
+      auto last = eagle_->extend(reqs, draft_rows, draft_hidden);
+      std::vector<RequestState*> drafting;
+      std::vector<EagleWorker::LastRow> drafting_last;
+      for (size_t i = 0; i < batch_.size(); ++i)
+        if (std::find(completed.begin(), completed.end(), batch_[i]) != completed.end()) {
+          drafting.push_back(batch_[i].get());
+          drafting_last.push_back(std::move(last[i]));
+        }
+      if (!drafting.empty()) eagle_->draft(drafting, std::move(drafting_last));
+    }
+    for (size_t i = 0; i < completed.size(); ++i) {
+      RequestPtr r = completed[i];
+      r->discard_before = 0;
+      if (!opt_.disable_radix_cache) {
+        std::vector<int32_t> f = r->fill();
+        f.resize(size_t(r->kv_len));
+        radix_.insert(f, r->pages.pages);
+      }
+      running_.push_back(r);
+      deliver(r, r->output_ids.size() - 1, {first_logits[i]});
+    }
+    waiting_.insert(waiting_.begin(), continuing.begin(), continuing.end());
     return true;
   }
 
-  void match_prefix(Request& r) {
-    if (opt_.disable_radix_cache) return;
+  bool wants_input_logprob(const RequestState& r, int64_t p) const {
+    const int64_t lp0 = r.lp_start();
+    return !r.admitted_once && lp0 >= 0 && p + 1 >= std::max<int64_t>(lp0, 1) && p + 1 < int64_t(r.g.input_ids.size());
+  }
+
+  // MTP rows of a prefill chunk [start, start + n): position t pairs the target's hidden state at t
+  // with token t + 1, which is always known: the next prompt token, or the token just sampled.
+  void collect_prefill_draft_rows(const RequestState& r, int64_t start, int64_t n,
+                                  const std::vector<std::vector<float>>& hidden, size_t hidden_row,
+                                  std::vector<std::vector<DraftRow>>& rows, std::vector<float>& hid) {
     std::vector<int32_t> f = r.fill();
-    // Leave the last token to compute (its logits are needed), and every position whose input
-    // logprob is asked for.
-    int64_t limit = int64_t(f.size()) - 1;
-    if (r.lp_start() >= 0 && !r.admitted_once) limit = std::min<int64_t>(limit, std::max<int64_t>(r.lp_start() - 1, 0));
-    int64_t m = radix_.match(f, limit, r.pages.pages);
-    r.kv_len = m;
-    r.pages.length = m;
-    if (!r.admitted_once) r.cached_tokens = int(std::min<int64_t>(m, int64_t(r.g.input_ids.size())));
+    std::vector<DraftRow> out;
+    for (int64_t t = start; t < start + n; ++t) {
+      out.push_back({t, f[size_t(t + 1)]});
+      const auto& h = hidden[hidden_row + size_t(t - start)];
+      hid.insert(hid.end(), h.begin(), h.end());
+    }
+    rows.push_back(std::move(out));
   }
 
   void order_by_prefix_match() {
@@ -290,12 +331,11 @@ class Scheduler final : public Engine {
     std::vector<std::pair<int64_t, RequestPtr>> scored;
     std::deque<RequestPtr> started;
     for (auto& r : waiting_) {
-      if (r->kv_len > 0) {
+      if (!r->pages.pages.empty()) {
         started.push_back(r);
         continue;
       }
-      std::vector<int32_t> pages;
-      std::vector<int32_t> f = r->fill();
+      std::vector<int32_t> pages, f = r->fill();
       int64_t m = radix_.match(f, int64_t(f.size()) - 1, pages);
       pool_.release(pages);
       scored.push_back({m, r});
@@ -306,35 +346,94 @@ class Scheduler final : public Engine {
   }
 
   // ---------------------------------------------------------------- decode
-  void run_decode() {
-    // Every running request needs a slot for its last token; retract the newest when short.
+  // Gives every running request `extra` more cache positions, retracting the newest when short.
+  void reserve_running(int64_t extra) {
     for (size_t i = 0; i < running_.size();) {
       RequestPtr r = running_[i];
-      if (reserve(*r, r->kv_len + 1)) {
+      if (reserve(*r, r->kv_len + extra)) {
         ++i;
         continue;
       }
-      RequestPtr victim = running_.back();
-      retract(victim);
-      if (victim == r) continue;  // i now points past the end or at the next request
+      retract(running_.back());
     }
+  }
+
+  void run_decode() {
+    reserve_running(1);
     if (running_.empty()) return;
     std::vector<SequenceChunk> chunks;
     batch_.assign(running_.begin(), running_.end());
     for (auto& r : batch_) chunks.push_back(SequenceChunk{&r->pages, r->kv_len, {r->output_ids.back()}, {0}});
-    ForwardBatch fb = build_forward_batch(chunks, pool_.page_size(), AttentionMode::Absorbed);
     auto t0 = std::chrono::steady_clock::now();
-    std::vector<std::vector<float>> rows = logits_rows(model_.forward(fb, cache_).logits);
+    BatchLayout layout{pool_.page_size(), AttentionMode::Absorbed, 0, trash_slot_};
+    auto rows = host_rows(model_.backend(), model_.forward(build_forward_batch(chunks, layout), cache_).logits);
     double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     last_decode_tps_ = s > 0 ? double(batch_.size()) / s : 0;
     for (size_t i = 0; i < batch_.size(); ++i) {
-      batch_[i]->kv_len += 1;
-      emit_token(batch_[i], rows[i]);
+      RequestPtr r = batch_[i];
+      r->kv_len += 1;
+      r->output_ids.push_back(choose(*r, rows[i]));
+      deliver(r, r->output_ids.size() - 1, {&rows[i]});
     }
-    batch_.clear();
   }
 
-  void retract(const RequestPtr& r) {
+  // One verification of every running request's drafts: the target scores [last token, drafts],
+  // the request's own sampler picks the target's token at each row, drafts are accepted while they
+  // agree, and the first disagreement (or the row after the last draft) gives the bonus token.
+  void run_speculative_decode() {
+    reserve_running(spec_margin());
+    if (running_.empty()) return;
+    std::vector<SequenceChunk> chunks;
+    batch_.assign(running_.begin(), running_.end());
+    for (auto& r : batch_) {
+      SequenceChunk c{&r->pages, r->kv_len, {r->output_ids.back()}, {}};
+      c.tokens.insert(c.tokens.end(), r->draft.tokens.begin(), r->draft.tokens.end());
+      for (int32_t j = 0; j < int32_t(c.tokens.size()); ++j) c.logit_offsets.push_back(j);
+      chunks.push_back(std::move(c));
+    }
+    auto t0 = std::chrono::steady_clock::now();
+    BatchLayout layout{pool_.page_size(), AttentionMode::Absorbed, 0, trash_slot_};
+    ForwardOutput fo = model_.forward(build_forward_batch(chunks, layout), cache_);
+    auto rows = host_rows(model_.backend(), fo.logits);
+    auto hidden = host_rows(model_.backend(), fo.hidden);
+    std::vector<std::vector<DraftRow>> draft_rows;
+    std::vector<float> draft_hidden;
+    std::vector<size_t> first_new;
+    std::vector<std::vector<const std::vector<float>*>> used_rows;
+    size_t row = 0;
+    for (size_t i = 0; i < batch_.size(); ++i) {
+      RequestState& r = *batch_[i];
+      const size_t n = chunks[i].tokens.size(), base = row;
+      first_new.push_back(r.output_ids.size());
+      used_rows.emplace_back();
+      std::vector<DraftRow> dr;
+      for (size_t j = 0; j < n; ++j) {
+        int32_t tok = choose(r, rows[base + j]);
+        r.output_ids.push_back(tok);
+        used_rows.back().push_back(&rows[base + j]);
+        dr.push_back({r.kv_len + int64_t(j), tok});
+        draft_hidden.insert(draft_hidden.end(), hidden[base + j].begin(), hidden[base + j].end());
+        if (j + 1 == n || tok != r.draft.tokens[j]) break;
+      }
+      const int64_t accepted = int64_t(dr.size());
+      r.kv_len += accepted;
+      r.draft.verify_count += 1;
+      r.draft.accepted_total += accepted;
+      spec_verify_total_ += 1;
+      spec_accepted_total_ += accepted;
+      draft_rows.push_back(std::move(dr));
+      row = base + n;
+    }
+    std::vector<RequestState*> reqs;
+    for (auto& r : batch_) reqs.push_back(r.get());
+    eagle_->draft(reqs, eagle_->extend(reqs, draft_rows, draft_hidden));
+    double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    last_decode_tps_ = s > 0 ? double(spec_accepted_total_ - prev_accepted_) / s : 0;
+    prev_accepted_ = spec_accepted_total_;
+    for (size_t i = 0; i < batch_.size(); ++i) deliver(batch_[i], first_new[i], used_rows[i]);
+  }
+
+  void retract(RequestPtr r) {
     spdlog::debug("retracting request {} ({} tokens) to free KV pages", r->g.rid, r->fill_len());
     running_.erase(std::find(running_.begin(), running_.end(), r));
     release_pages(*r);
@@ -343,14 +442,22 @@ class Scheduler final : public Engine {
   }
 
   // ---------------------------------------------------------------- sampling and events
-  void emit_token(const RequestPtr& r, std::vector<float>& logits) {
-    const ModelConfig& cfg = model_.config();
-    if (!r->sampler) {
-      std::vector<int32_t> stop_ids = r->g.sampling.stop_token_ids;
-      if (!r->g.sampling.ignore_eos) stop_ids.push_back(cfg.eos_token_id);
-      uint64_t seed = r->g.sampling.seed ? *r->g.sampling.seed : opt_.random_seed + 7919 * (++seed_counter_);
-      r->sampler = std::make_unique<Sampler>(r->g.sampling, seed, r->g.input_ids, stop_ids);
+  int32_t choose(RequestState& r, const std::vector<float>& logits) {
+    if (!r.sampler) {
+      std::vector<int32_t> stop_ids = r.g.sampling.stop_token_ids;
+      if (!r.g.sampling.ignore_eos) stop_ids.push_back(model_.config().eos_token_id);
+      uint64_t seed = r.g.sampling.seed ? *r.g.sampling.seed : opt_.random_seed + 7919 * (++seed_counter_);
+      r.sampler = std::make_unique<Sampler>(r.g.sampling, seed, r.g.input_ids, stop_ids);
     }
+    std::vector<float> scratch = logits;
+    int32_t tok = r.sampler->sample(scratch);
+    r.sampler->accept(tok);
+    return tok;
+  }
+
+  // Sends output_ids[from...] (each chosen from the matching logits row) as one event, applying the
+  // stop conditions token by token: tokens after a stop are dropped.
+  void deliver(const RequestPtr& r, size_t from, const std::vector<const std::vector<float>*>& logits) {
     RequestOutput out;
     out.rid = r->g.rid;
     if (r->g.return_logprob && !r->sent_input_logprobs) {
@@ -364,46 +471,55 @@ class Scheduler final : public Engine {
       r->input_top.clear();
       r->sent_input_logprobs = true;
     }
-    if (r->g.sampling.max_new_tokens == 0) {
-      finish(r, {"length", {}, 0, ""}, std::move(out));
+    const SamplingParams& sp = r->g.sampling;
+    const ModelConfig& cfg = model_.config();
+    std::optional<FinishReason> why;
+    if (sp.max_new_tokens == 0) {
+      r->output_ids.clear();
+      why = FinishReason{"length", {}, 0, ""};
+    }
+    for (size_t i = from; i < r->output_ids.size() && !why; ++i) {
+      const int32_t tok = r->output_ids[i];
+      out.new_token_ids.push_back(tok);
+      ++generation_tokens_;
+      if (r->g.return_logprob) {
+        const auto& lg = *logits[i - from];
+        out.output_token_logprobs.push_back({token_logprob(lg, tok), tok});
+        out.output_top_logprobs.push_back(top_logprobs(lg, r->g.top_logprobs_num));
+      }
+      const bool eos = !sp.ignore_eos && tok == cfg.eos_token_id;
+      const bool listed = std::find(sp.stop_token_ids.begin(), sp.stop_token_ids.end(), tok) != sp.stop_token_ids.end();
+      if ((eos || listed) && int(i + 1) >= sp.min_new_tokens)
+        why = FinishReason{"stop", tok, 0, ""};
+      else if (int(i + 1) >= sp.max_new_tokens)
+        why = FinishReason{"length", {}, sp.max_new_tokens, ""};
+      if (why) {  // drop what came after the stop
+        r->output_ids.resize(i + 1);
+        r->kv_len = std::min(r->kv_len, r->fill_len() - 1);
+      }
+    }
+    if (why) {
+      finish(r, std::move(*why), std::move(out));
       return;
     }
-    std::vector<float> scratch = logits;
-    int32_t tok = r->sampler->sample(scratch);
-    r->sampler->accept(tok);
-    r->output_ids.push_back(tok);
-    ++generation_tokens_;
-    out.new_token_ids.push_back(tok);
-    if (r->g.return_logprob) {
-      out.output_token_logprobs.push_back({token_logprob(logits, tok), tok});
-      out.output_top_logprobs.push_back(top_logprobs(logits, r->g.top_logprobs_num));
-    }
-    const SamplingParams& sp = r->g.sampling;
-    const bool stop_token = !sp.ignore_eos && tok == cfg.eos_token_id;
-    const bool listed = std::find(sp.stop_token_ids.begin(), sp.stop_token_ids.end(), tok) != sp.stop_token_ids.end();
-    if ((stop_token || listed) && int(r->output_ids.size()) >= sp.min_new_tokens) {
-      finish(r, {"stop", tok, 0, ""}, std::move(out));
-    } else if (int(r->output_ids.size()) >= sp.max_new_tokens) {
-      finish(r, {"length", {}, sp.max_new_tokens, ""}, std::move(out));
-    } else {
-      fill_counts(*r, out);
-      r->cb(std::move(out));
-    }
+    fill_counts(*r, out);
+    r->cb(std::move(out));
   }
 
-  void fill_counts(const Request& r, RequestOutput& out) {
+  void fill_counts(const RequestState& r, RequestOutput& out) {
     out.prompt_tokens = int(r.g.input_ids.size());
     out.completion_tokens = int(r.output_ids.size());
     out.cached_tokens = r.cached_tokens;
+    out.spec_verify_ct = r.draft.verify_count;
   }
 
   void finish(RequestPtr r, FinishReason why, RequestOutput out = {}) {  // by value: it erases the map entry
     if (by_rid_.erase(r->g.rid) == 0) return;  // already finished
     if (auto it = std::find(running_.begin(), running_.end(), r); it != running_.end()) running_.erase(it);
     if (auto it = std::find(waiting_.begin(), waiting_.end(), r); it != waiting_.end()) waiting_.erase(it);
-    if (!opt_.disable_radix_cache && why.type != "abort" && r->kv_len > 0) {
+    if (!opt_.disable_radix_cache && why.type != "abort" && r->kv_len > 0 && r->discard_before == 0) {
       std::vector<int32_t> f = r->fill();
-      f.resize(size_t(r->kv_len));
+      f.resize(size_t(std::min<int64_t>(r->kv_len, int64_t(f.size()))));
       radix_.insert(f, r->pages.pages);
     }
     release_pages(*r);
@@ -416,12 +532,9 @@ class Scheduler final : public Engine {
     r->cb(std::move(out));
   }
 
-  std::vector<std::vector<float>> logits_rows(const Tensor& logits) {
-    Tensor h = model_.backend().to_host_f32(logits);
-    int64_t R = h.size(0), V = h.size(1);
-    std::vector<std::vector<float>> rows(static_cast<size_t>(R));
-    for (int64_t i = 0; i < R; ++i) rows[i].assign(h.ptr<float>() + i * V, h.ptr<float>() + (i + 1) * V);
-    return rows;
+  void set_waiting_count() {
+    std::lock_guard lk(mu_);
+    waiting_count_ = waiting_.size();
   }
 
   void publish_stats() {
@@ -436,10 +549,9 @@ class Scheduler final : public Engine {
     s.cached_tokens_total = cached_total_;
     s.retractions_total = retractions_;
     s.last_decode_tokens_per_s = last_decode_tps_;
-    {
-      std::lock_guard lk(mu_);
-      waiting_count_ = waiting_.size();
-    }
+    s.spec_verify_total = spec_verify_total_;
+    s.spec_accepted_tokens_total = spec_accepted_total_;
+    set_waiting_count();
     std::lock_guard lk(stats_mu_);
     stats_ = s;
   }
@@ -449,6 +561,8 @@ class Scheduler final : public Engine {
   PagePool& pool_;
   SchedulerOptions opt_;
   RadixCache radix_;
+  int32_t trash_slot_;
+  std::optional<EagleWorker> eagle_;
 
   // Shared with other threads.
   mutable std::mutex mu_;
@@ -467,6 +581,7 @@ class Scheduler final : public Engine {
   std::unordered_map<std::string, RequestPtr> by_rid_;
   uint64_t seed_counter_ = 0;
   int64_t prompt_tokens_ = 0, generation_tokens_ = 0, cached_total_ = 0, retractions_ = 0;
+  int64_t spec_verify_total_ = 0, spec_accepted_total_ = 0, prev_accepted_ = 0;
   double last_decode_tps_ = 0;
   std::thread thread_;
 };
@@ -479,7 +594,9 @@ std::unique_ptr<Engine> create_engine(DeepseekV3Model& model, LatentCache& cache
            "--schedule-policy: expected fcfs or lpm, found '{}'", opt.schedule_policy);
   DS_CHECK(opt.max_running_requests >= 1, "--max-running-requests must be at least 1, found {}",
            opt.max_running_requests);
-  return std::make_unique<Scheduler>(model, cache, pool, opt);
+  SchedulerOptions o = opt;
+  o.speculative.validate_and_default();
+  return std::make_unique<Scheduler>(model, cache, pool, o);
 }
 
 }  // namespace dsserve

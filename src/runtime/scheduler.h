@@ -8,6 +8,7 @@
 #include "model/deepseek_v3.h"
 #include "runtime/engine.h"
 #include "runtime/page_pool.h"
+#include "runtime/speculative/eagle.h"
 
 namespace dsserve {
 
@@ -19,9 +20,15 @@ struct SchedulerOptions {
   bool disable_radix_cache = false;
   int max_queued_requests = 4096;    // beyond this, submit() throws "queue full"
   uint64_t random_seed = 0;          // seeds requests that bring no seed of their own
+  SpeculativeOptions speculative;    // EAGLE with the MTP layer when enabled
+  LatentCache* mtp_cache = nullptr;  // the MTP layer's cache (same pages as the target's), when speculative
 };
 
-// The model, cache and pool must outlive the engine.
+// Both latent caches need one page beyond the pool's: the trash page, where recomputed tokens of a
+// reused prefix write what no sequence reads.
+inline int64_t cache_pages_for(const PagePool& pool) { return pool.num_pages() + 1; }
+
+// The model, caches and pool must outlive the engine.
 std::unique_ptr<Engine> create_engine(DeepseekV3Model& model, LatentCache& cache, PagePool& pool,
                                       const SchedulerOptions& opt);
 

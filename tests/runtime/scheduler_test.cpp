@@ -36,7 +36,7 @@ struct Harness {
     model = std::make_unique<DeepseekV3Model>(cfg, *backend, *weights, 2048);
     int64_t pages = (total_tokens + page_size - 1) / page_size;
     pool = std::make_unique<PagePool>(pages, page_size);
-    cache = model->allocate_cache(pages, page_size);
+    cache = model->allocate_cache(cache_pages_for(*pool), page_size);
     engine = create_engine(*model, cache, *pool, opt);
   }
   ~Harness() { engine->shutdown(); }

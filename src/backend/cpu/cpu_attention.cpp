@@ -13,6 +13,7 @@ namespace dsserve {
 
 namespace {
 int64_t slot_of(const AttentionBatch& b, int seq, int64_t key) {
+  key += b.key_shift;
   int64_t page_idx = key / b.page_size;
   DS_CHECK(page_idx < b.max_pages, "sequence {} key {} needs page {} but the page table has {}", seq, key, page_idx,
            b.max_pages);
@@ -58,6 +59,7 @@ Tensor CpuBackend::mla_attention_expanded(const Tensor& q, const Tensor& kv, con
   int64_t dv = kv.size(2) - dn;
   DS_CHECK(kv.size(1) == n && dv > 0, "mla_attention_expanded: kv {} does not match q {}", kv.shape().str(),
            q.shape().str());
+  DS_CHECK(b.h_tree_mask.empty(), "mla_attention_expanded: tree masks are for the absorbed (verify) path");
   Tensor out = alloc(DType::F32, {T, n, dv});
   std::vector<double> s;
   for (int seq = 0; seq < b.num_seqs; ++seq) {
@@ -102,12 +104,17 @@ Tensor CpuBackend::mla_attention_absorbed(const Tensor& q, const Tensor& cache, 
     int64_t klen = b.h_seq_lens[seq], prefix = klen - qlen;
     keys.resize(size_t(klen));
     for (int64_t j = 0; j < klen; ++j) keys[j] = cache.ptr<float>() + slot_of(b, seq, j) * L;
+    const uint8_t* mask = b.h_tree_mask.empty() ? nullptr : b.h_tree_mask.data() + b.h_mask_start[seq];
     for (int64_t i = 0; i < qlen; ++i) {
-      int64_t t = q0 + i, nk = prefix + i + 1;
+      int64_t t = q0 + i, nk = mask ? klen : prefix + i + 1;
       s.assign(size_t(nk), 0.0);
       for (int64_t h = 0; h < n; ++h) {
         const float* qv = q.ptr<float>() + t * q.stride(0) + h * q.stride(1);
         for (int64_t j = 0; j < nk; ++j) {
+          if (mask && j >= prefix && !mask[i * qlen + (j - prefix)]) {
+            s[j] = -INFINITY;
+            continue;
+          }
           double a = 0;
           for (int64_t d = 0; d < L; ++d) a += double(qv[d]) * keys[j][d];
           s[j] = a * scale;

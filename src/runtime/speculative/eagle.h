@@ -1,0 +1,56 @@
+// EAGLE speculative decoding with the checkpoint's own multi-token-prediction (NextN) layer.
+// Drafting: the MTP module combines the target's final hidden state at position t with the
+// embedding of token t + 1 and predicts token t + 2; further steps feed it its own output hidden
+// state and its own draft. Verification: one target forward over [last token, drafts...] per
+// request (absorbed MLA), accepting the drafts the target itself would have produced. The MTP
+// cache keeps position t's entry at the slot of token t + 1 (so whole cached pages stay valid
+// for any request sharing them) and shares the target's page tables.
+#pragma once
+#include <string>
+#include <vector>
+
+#include "model/deepseek_v3.h"
+#include "runtime/request_state.h"
+
+namespace dsserve {
+
+struct SpeculativeOptions {
+  std::string algorithm;     // "" (off), "EAGLE" or "NEXTN" (the same)
+  int num_steps = 0;         // draft steps per round (0: default 3)
+  int eagle_topk = 0;        // branches per step (0: default 1, a chain)
+  int num_draft_tokens = 0;  // tokens verified per round, the last token included (0: num_steps + 1)
+  bool enabled() const { return !algorithm.empty(); }
+  // Fills unset values (0) with DeepSeek defaults (3, 1, 4) and checks the relations.
+  void validate_and_default();
+};
+
+// One MTP row: the target (or MTP) hidden state at `position` and the token at position + 1.
+struct DraftRow {
+  int64_t position;
+  int32_t next_token;
+};
+
+class EagleWorker {
+ public:
+  EagleWorker(DeepseekV3Model& model, LatentCache& mtp_cache, int32_t trash_slot, SpeculativeOptions opt);
+  const SpeculativeOptions& options() const { return opt_; }
+
+  // Runs the MTP over rows of several requests (hidden: rows x hidden, host F32, in row order),
+  // writing their MTP cache entries. Returns for each request its last row's draft logits and
+  // MTP output hidden state.
+  struct LastRow {
+    std::vector<float> logits, hidden;
+  };
+  std::vector<LastRow> extend(const std::vector<RequestState*>& reqs, const std::vector<std::vector<DraftRow>>& rows,
+                              const std::vector<float>& hidden);
+  // From each request's extend result, drafts num_steps tokens (chain) into req->draft.tokens.
+  void draft(const std::vector<RequestState*>& reqs, std::vector<LastRow> last);
+
+ private:
+  DeepseekV3Model& model_;
+  LatentCache& mtp_cache_;
+  int32_t trash_slot_;
+  SpeculativeOptions opt_;
+};
+
+}  // namespace dsserve
