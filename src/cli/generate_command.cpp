@@ -129,6 +129,8 @@ void add_generate_command(CLI::App& app) {
   sub->add_option("--chunked-prefill-size", opt->chunked_prefill_size, "Prefill chunk in tokens")->capture_default_str();
   sub->add_flag("--ignore-eos", opt->ignore_eos);
   sub->add_option("--speculative-algorithm", opt->speculative.algorithm, "EAGLE or NEXTN: draft with the MTP layer");
+  sub->add_option("--speculative-draft-model-path", opt->model.draft_model_path,
+                  "Draft (MTP) model made by export-nextn (default: the target's own MTP layer)");
   sub->add_option("--speculative-num-steps", opt->speculative.num_steps, "Draft steps per round (default 3)");
   sub->add_option("--speculative-eagle-topk", opt->speculative.eagle_topk, "Branches per draft step (default 1)");
   sub->add_option("--speculative-num-draft-tokens", opt->speculative.num_draft_tokens,

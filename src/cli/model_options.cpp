@@ -6,6 +6,7 @@
 #include <chrono>
 
 #include "core/error.h"
+#include "model/tensor_specs.h"
 #include "model/weight_source.h"
 #include "runtime/scheduler.h"
 
@@ -39,7 +40,19 @@ LoadedModel load_model(const ModelOptions& o, bool with_mtp_cache) {
     src = std::make_unique<CheckpointWeights>(o.model_path, cfg);
   spdlog::info("loading {} ({} layers, hidden {}, {} experts) from {} on {}", cfg.architecture, cfg.num_hidden_layers,
                cfg.hidden_size, cfg.n_routed_experts, src->describe(), m.backend->name());
-  m.model = std::make_unique<DeepseekV3Model>(cfg, *m.backend, *src, ctx);
+  LoadOptions lo;
+  std::unique_ptr<CheckpointWeights> draft;
+  std::unique_ptr<RenamedWeights> draft_renamed;
+  if (!o.draft_model_path.empty()) {
+    ModelConfig dcfg = ModelConfig::load(o.draft_model_path);
+    DS_CHECK(dcfg.hidden_size == cfg.hidden_size && dcfg.vocab_size == cfg.vocab_size,
+             "--speculative-draft-model-path {}: hidden_size {} / vocab_size {} differ from the target's {} / {}",
+             o.draft_model_path, dcfg.hidden_size, dcfg.vocab_size, cfg.hidden_size, cfg.vocab_size);
+    draft = std::make_unique<CheckpointWeights>(o.draft_model_path, cfg);
+    draft_renamed = std::make_unique<RenamedWeights>(*draft, layer_prefix(cfg.num_hidden_layers), layer_prefix(0));
+    lo.mtp_weights = draft_renamed.get();
+  }
+  m.model = std::make_unique<DeepseekV3Model>(cfg, *m.backend, *src, ctx, lo);
   int64_t tokens = o.max_total_tokens > 0 ? o.max_total_tokens : ctx;
   int64_t pages = (tokens + o.page_size - 1) / o.page_size;
   m.pool = std::make_unique<PagePool>(pages, o.page_size);

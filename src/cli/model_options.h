@@ -20,6 +20,7 @@ struct ModelOptions {
   int64_t context_length = 0;    // 0: min(max_position_embeddings, 32768)
   int64_t max_total_tokens = 0;  // 0: context_length (one full sequence)
   uint64_t random_seed = 0;
+  std::string draft_model_path;  // MTP layer from an export-nextn checkpoint (set by the caller)
 
   void add_to(CLI::App& app);
 };

@@ -42,8 +42,9 @@ class ProgressBar {
 
 class Loader {
  public:
-  Loader(const ModelConfig& cfg, WeightSource& src, Backend& be, const std::vector<TensorSpec>& specs)
-      : cfg_(cfg), src_(src), be_(be) {
+  Loader(const ModelConfig& cfg, WeightSource& src, WeightSource& mtp_src, Backend& be,
+         const std::vector<TensorSpec>& specs)
+      : cfg_(cfg), src_(src), mtp_src_(mtp_src), be_(be) {
     size_t total = 0;
     for (const auto& s : specs) {
       by_name_[s.name] = &s;
@@ -55,7 +56,7 @@ class Loader {
   Tensor raw(const std::string& name) {
     auto it = by_name_.find(name);
     DS_CHECK(it != by_name_.end(), "internal: tensor {} is not in the model's tensor list", name);
-    Tensor t = src_.get(*it->second);
+    Tensor t = (it->second->mtp ? mtp_src_ : src_).get(*it->second);
     progress_->advance(t.nbytes());
     return t;
   }
@@ -143,6 +144,7 @@ class Loader {
  private:
   const ModelConfig& cfg_;
   WeightSource& src_;
+  WeightSource& mtp_src_;
   Backend& be_;
   std::map<std::string, const TensorSpec*> by_name_;
   std::unique_ptr<ProgressBar> progress_;
@@ -151,19 +153,30 @@ class Loader {
 }  // namespace
 
 ModelWeights load_model_weights(const ModelConfig& cfg, WeightSource& src, Backend& backend, const LoadOptions& opt) {
+  WeightSource& mtp_src = opt.mtp_weights ? *opt.mtp_weights : src;
   bool mtp = opt.load_mtp && cfg.num_nextn_predict_layers > 0 &&
-             src.has(layer_prefix(cfg.num_hidden_layers) + "eh_proj.weight");
+             mtp_src.has(layer_prefix(cfg.num_hidden_layers) + "eh_proj.weight");
+  DS_CHECK(!opt.mtp_weights || mtp, "draft model {}: no MTP layer found (expected model.layers.0.eh_proj.weight)",
+           mtp_src.describe());
   std::vector<TensorSpec> specs = model_tensor_specs(cfg, mtp);
-  std::vector<std::string> unexpected = src.check(specs);
-  if (!unexpected.empty()) {
+  auto warn_unused = [](const WeightSource& s, const std::vector<std::string>& unexpected) {
+    if (unexpected.empty()) return;
     std::string list;
     for (size_t i = 0; i < unexpected.size() && i < 10; ++i) list += (i ? ", " : "") + unexpected[i];
-    spdlog::warn("{}: {} tensors not used by the model: {}{}", src.describe(), unexpected.size(), list,
+    spdlog::warn("{}: {} tensors not used by the model: {}{}", s.describe(), unexpected.size(), list,
                  unexpected.size() > 10 ? ", ..." : "");
+  };
+  if (opt.mtp_weights) {
+    std::vector<TensorSpec> target, draft;
+    for (const auto& s : specs) (s.mtp ? draft : target).push_back(s);
+    warn_unused(src, src.check(target));
+    warn_unused(mtp_src, mtp_src.check(draft));
+  } else {
+    warn_unused(src, src.check(specs));
   }
   // Shared MTP copies are neither loaded nor counted.
   std::erase_if(specs, [](const TensorSpec& s) { return s.shared; });
-  Loader ld(cfg, src, backend, specs);
+  Loader ld(cfg, src, mtp_src, backend, specs);
   ModelWeights w;
   w.embed_tokens = backend.make_embedding(ld.raw("model.embed_tokens.weight"));
   for (int i = 0; i < cfg.num_hidden_layers; ++i) w.layers.push_back(ld.layer(i));

@@ -72,6 +72,22 @@ std::vector<std::string> CheckpointWeights::check(const std::vector<TensorSpec>&
 
 Tensor CheckpointWeights::get(const TensorSpec& spec) { return ckpt_.view(spec.name); }
 
+std::string RenamedWeights::rename(const std::string& name) const {
+  return name.starts_with(prefix_) ? inner_prefix_ + name.substr(prefix_.size()) : name;
+}
+
+std::vector<std::string> RenamedWeights::check(const std::vector<TensorSpec>& specs) {
+  std::vector<TensorSpec> renamed = specs;
+  for (auto& s : renamed) s.name = rename(s.name);
+  return inner_.check(renamed);
+}
+
+Tensor RenamedWeights::get(const TensorSpec& spec) {
+  TensorSpec s = spec;
+  s.name = rename(spec.name);
+  return inner_.get(s);
+}
+
 Tensor DummyWeights::get(const TensorSpec& spec) {
   std::mt19937_64 rng(seed_ ^ name_hash(spec.name));
   std::normal_distribution<float> normal(0.0f, 1.0f);

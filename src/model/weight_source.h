@@ -48,4 +48,22 @@ class DummyWeights final : public WeightSource {
   uint64_t seed_;
 };
 
+// Another source seen under renamed tensors: names starting with `prefix` are read from the inner
+// source as `inner_prefix` + the rest (an exported NextN checkpoint keeps the MTP layer of layer L
+// as model.layers.0.*).
+class RenamedWeights final : public WeightSource {
+ public:
+  RenamedWeights(WeightSource& inner, std::string prefix, std::string inner_prefix)
+      : inner_(inner), prefix_(std::move(prefix)), inner_prefix_(std::move(inner_prefix)) {}
+  std::vector<std::string> check(const std::vector<TensorSpec>& specs) override;
+  bool has(const std::string& name) const override { return inner_.has(rename(name)); }
+  Tensor get(const TensorSpec& spec) override;
+  std::string describe() const override { return inner_.describe(); }
+
+ private:
+  std::string rename(const std::string& name) const;
+  WeightSource& inner_;
+  std::string prefix_, inner_prefix_;
+};
+
 }  // namespace dsserve

@@ -57,7 +57,8 @@ struct ModelWeights {
 };
 
 struct LoadOptions {
-  bool load_mtp = true;  // load the MTP layers when the checkpoint has them
+  bool load_mtp = true;                  // load the MTP layers when the checkpoint has them
+  WeightSource* mtp_weights = nullptr;   // read the MTP layers from here instead (a draft model)
 };
 
 // Loads every weight through the backend; prints a progress bar to stderr.
