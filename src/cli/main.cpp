@@ -18,6 +18,7 @@ int main(int argc, char** argv) {
   dsserve::add_bench_serving_command(app);
   dsserve::add_tokenize_command(app);
   dsserve::add_export_nextn_command(app);
+  dsserve::add_bench_speculative_command(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
