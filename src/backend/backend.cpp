@@ -11,6 +11,11 @@
 
 namespace dsserve {
 
+void Backend::move_cache_slots(Tensor&, const Tensor&, const Tensor&) {
+  fail("the {} backend cannot move cache slots (needed by speculative tree drafting, --speculative-eagle-topk > 1)",
+       name());
+}
+
 DeviceKind parse_device_kind(const std::string& s) {
   if (s == "auto") return DeviceKind::Auto;
   if (s == "cpu") return DeviceKind::Cpu;

@@ -73,11 +73,13 @@ struct AttentionBatch {
   // Key j of a sequence lives at logical position j + key_shift of its page table (1 for the MTP
   // cache, whose entry for position t is stored at the slot of token t + 1).
   int key_shift = 0;
-  // Speculative verification: when defined, query i of sequence s sees its cached prefix and those
-  // new keys j with tree_mask[mask_start[s] + i * qlen_s + j] != 0, instead of the causal rule.
-  Tensor tree_mask;     // [sum_s qlen_s^2] I32 (0 or 1)
+  // Speculative trees: when defined, the last mask_cols_s keys of sequence s are seen by its query i
+  // only where tree_mask[mask_start[s] + i * mask_cols_s + (j - (seq_len_s - mask_cols_s))] != 0;
+  // the keys before them are all seen. Without it, attention is causal.
+  Tensor tree_mask;     // [sum_s qlen_s * mask_cols_s] I32 (0 or 1)
   Tensor mask_start;    // [B + 1] I32
-  std::vector<int32_t> h_mask_start;
+  Tensor mask_cols;     // [B] I32
+  std::vector<int32_t> h_mask_start, h_mask_cols;
   std::vector<uint8_t> h_tree_mask;
 };
 
@@ -140,6 +142,9 @@ class Backend {
   // values are the first kv_lora_rank columns). Causal within each sequence. Returns [T, n, kv_lora_rank].
   virtual Tensor mla_attention_absorbed(const Tensor& q, const Tensor& layer_cache, const AttentionBatch& batch,
                                         int64_t kv_lora_rank, float scale) = 0;
+  // Copies cache entries of every layer from slot src[i] to slot dst[i], in order (cache: the
+  // whole [layers, slots, latent] tensor). Accepted speculative tree nodes move to their positions.
+  virtual void move_cache_slots(Tensor& cache, const Tensor& src, const Tensor& dst);
 
   // MoE.
   virtual RouterOutput moe_route(const Tensor& x, const LinearWeight& gate, const Tensor& bias,

@@ -95,7 +95,7 @@ void run(BenchOptions& o) {
   int max_steps = *std::max_element(o.steps.begin(), o.steps.end());
   int max_batch = *std::max_element(o.batch_sizes.begin(), o.batch_sizes.end());
   if (o.model.max_total_tokens == 0)
-    o.model.max_total_tokens = int64_t(max_batch) * (o.input_len + o.output_len + 2 * max_steps + 2 + 64);
+    o.model.max_total_tokens = int64_t(max_batch) * (o.input_len + o.output_len + 4 * max_steps + 80);
   LoadedModel m = load_model(o.model, max_steps > 0);
   std::vector<std::vector<int32_t>> prompts(static_cast<size_t>(o.num_prompts));
   for (auto& p : prompts)
@@ -107,12 +107,8 @@ void run(BenchOptions& o) {
       for (int k : (s == 0 ? std::vector<int>{1} : o.topks))
         for (int d : (s == 0 ? std::vector<int>{1} : o.draft_tokens)) {
           int draft = s == 0 ? 1 : (d > 0 ? d : s * k + 1);
-          if (s > 0 && (s * k + 1 < draft || (k == 1 && draft != s + 1))) {
+          if (s > 0 && (s * k + 1 < draft || draft < 2 || (k == 1 && draft != s + 1))) {
             spdlog::info("skipping steps {} topk {} draft tokens {}: not a valid combination", s, k, draft);
-            continue;
-          }
-          if (k > 1) {
-            spdlog::info("skipping topk {}: tree drafting is not implemented yet", k);
             continue;
           }
           nlohmann::json line = run_point(m, o, {b, s, k, draft}, prompts);

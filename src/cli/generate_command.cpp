@@ -73,7 +73,7 @@ void run(GenerateOptions& o) {
   o.speculative.validate_and_default();
   if (o.model.max_total_tokens == 0)  // one sequence, plus what one speculative round may touch
     o.model.max_total_tokens = int64_t(req.input_ids.size()) + std::max(0, req.sampling.max_new_tokens) +
-                               (o.speculative.enabled() ? 2 * o.speculative.num_steps + 2 : 0);
+                               o.speculative.cache_margin();
   LoadedModel m = load_model(o.model, o.speculative.enabled());
   SchedulerOptions so;
   so.chunked_prefill_size = o.chunked_prefill_size;

@@ -61,11 +61,16 @@ AttentionBatch DeepseekV3Model::upload(const ForwardBatch& b, int page_size) {
              "sequence {} reads {} cache positions but has pages for {}", s, ab.h_seq_lens[s] + b.key_shift,
              int64_t(b.max_pages) * page_size);
   if (!b.tree_mask.empty()) {
+    DS_CHECK(int(b.mask_cols.size()) == B, "tree mask needs mask_cols for each of the {} sequences", B);
+    ab.h_mask_cols = b.mask_cols;
     ab.h_mask_start.assign(B + 1, 0);
     for (int s = 0; s < B; ++s) {
       int64_t q = b.query_start[s + 1] - b.query_start[s];
-      ab.h_mask_start[s + 1] = int32_t(ab.h_mask_start[s] + q * q);
+      DS_CHECK(b.mask_cols[s] >= q && b.mask_cols[s] <= ab.h_seq_lens[s], "sequence {}: mask over {} keys for {} "
+               "queries and {} keys", s, b.mask_cols[s], q, ab.h_seq_lens[s]);
+      ab.h_mask_start[s + 1] = int32_t(ab.h_mask_start[s] + q * b.mask_cols[s]);
     }
+    ab.mask_cols = be_.upload_i32(ab.h_mask_cols, {B});
     DS_CHECK(int64_t(b.tree_mask.size()) == ab.h_mask_start[B], "tree mask has {} entries, the batch needs {}",
              b.tree_mask.size(), ab.h_mask_start[B]);
     ab.h_tree_mask = b.tree_mask;

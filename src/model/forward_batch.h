@@ -21,9 +21,10 @@ struct ForwardBatch {
   std::vector<int32_t> out_cache_slots;  // [T] cache slot of each new token: page * page_size + offset
   std::vector<int32_t> logit_rows;       // rows of T whose logits are wanted, in output order
   AttentionMode attention = AttentionMode::Expanded;
-  // Speculative verification: per sequence a [qlen, qlen] row-major mask over its new tokens
+  // Speculative trees: per sequence a [qlen, mask_cols] row-major mask over its last mask_cols keys
   // (which tree nodes each node sees), concatenated; empty means causal.
   std::vector<uint8_t> tree_mask;
+  std::vector<int32_t> mask_cols;  // [B], with tree_mask
   // The MTP cache stores position t's entry at the slot of token t + 1: its batches set 1.
   int32_t key_shift = 0;
 

@@ -32,9 +32,13 @@ ForwardBatch build_forward_batch(const std::vector<SequenceChunk>& chunks, const
       if (c.tree_mask.empty()) {  // causal, written out
         for (int64_t i = 0; i < n; ++i)
           for (int64_t j = 0; j < n; ++j) b.tree_mask.push_back(j <= i);
+        b.mask_cols.push_back(int32_t(n));
       } else {
-        DS_CHECK(int64_t(c.tree_mask.size()) == n * n, "tree mask of {} entries for {} tokens", c.tree_mask.size(), n);
+        const int64_t cols = c.mask_cols > 0 ? c.mask_cols : n;
+        DS_CHECK(int64_t(c.tree_mask.size()) == n * cols, "tree mask of {} entries for {} tokens x {} keys",
+                 c.tree_mask.size(), n, cols);
         b.tree_mask.insert(b.tree_mask.end(), c.tree_mask.begin(), c.tree_mask.end());
+        b.mask_cols.push_back(int32_t(cols));
       }
     }
     for (int32_t off : c.logit_offsets) b.logit_rows.push_back(row0 + off);

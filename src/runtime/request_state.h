@@ -11,7 +11,10 @@
 namespace dsserve {
 
 struct DraftState {
-  std::vector<int32_t> tokens;          // drafted tokens for the next verification (chain order)
+  // The draft tree of the next verification, parents before children: node i holds tokens[i], its
+  // parent node parent[i] (-1: the request's last token, the root) and its depth (1 below the root).
+  // A chain is the tree with parent[i] = i - 1.
+  std::vector<int32_t> tokens, parent, depth;
   int verify_count = 0;                 // verification forwards so far (spec_verify_ct)
   int64_t accepted_total = 0;           // draft tokens accepted so far
 };

@@ -116,7 +116,7 @@ class Scheduler final : public Engine {
  private:
   // Extra cache positions a request may touch beyond its tokens in one round: the drafts it
   // verifies, then (all accepted) the MTP entries of the next round's drafts.
-  int64_t spec_margin() const { return eagle_ ? 2 * opt_.speculative.num_steps + 2 : 0; }
+  int64_t spec_margin() const { return eagle_ ? eagle_->cache_margin() : 0; }
 
   // ---------------------------------------------------------------- the loop
   void loop() {
@@ -190,6 +190,8 @@ class Scheduler final : public Engine {
     r.kv_len = 0;
     r.discard_before = 0;
     r.draft.tokens.clear();
+    r.draft.parent.clear();
+    r.draft.depth.clear();
   }
 
   void match_prefix(RequestState& r) {
@@ -377,18 +379,28 @@ class Scheduler final : public Engine {
     }
   }
 
-  // One verification of every running request's drafts: the target scores [last token, drafts],
-  // the request's own sampler picks the target's token at each row, drafts are accepted while they
-  // agree, and the first disagreement (or the row after the last draft) gives the bonus token.
+  // One verification of every running request's draft tree: the target scores [last token, nodes]
+  // (each node seeing its ancestors), the request's own sampler picks the target's token at each
+  // row walking down from the root, a node is accepted while it matches, and the first token with
+  // no matching child is the bonus. Accepted nodes' latents move to their sequence positions.
   void run_speculative_decode() {
     reserve_running(spec_margin());
     if (running_.empty()) return;
     std::vector<SequenceChunk> chunks;
     batch_.assign(running_.begin(), running_.end());
     for (auto& r : batch_) {
+      const DraftState& d = r->draft;
+      const size_t n = d.tokens.size() + 1;
       SequenceChunk c{&r->pages, r->kv_len, {r->output_ids.back()}, {}};
-      c.tokens.insert(c.tokens.end(), r->draft.tokens.begin(), r->draft.tokens.end());
-      for (int32_t j = 0; j < int32_t(c.tokens.size()); ++j) c.logit_offsets.push_back(j);
+      c.tokens.insert(c.tokens.end(), d.tokens.begin(), d.tokens.end());
+      c.positions.push_back(int32_t(r->kv_len));
+      for (int32_t dep : d.depth) c.positions.push_back(int32_t(r->kv_len + dep));
+      c.tree_mask.assign(n * n, 0);
+      for (size_t a = 0; a < n; ++a) {
+        c.tree_mask[a * n] = 1;  // every node sees the root
+        for (int x = int(a) - 1; x >= 0; x = d.parent[x]) c.tree_mask[a * n + size_t(x) + 1] = 1;
+      }
+      for (int32_t j = 0; j < int32_t(n); ++j) c.logit_offsets.push_back(j);
       chunks.push_back(std::move(c));
     }
     auto t0 = std::chrono::steady_clock::now();
@@ -400,20 +412,32 @@ class Scheduler final : public Engine {
     std::vector<float> draft_hidden;
     std::vector<size_t> first_new;
     std::vector<std::vector<const std::vector<float>*>> used_rows;
-    size_t row = 0;
+    std::vector<int32_t> move_src, move_dst;
+    size_t base = 0;
     for (size_t i = 0; i < batch_.size(); ++i) {
       RequestState& r = *batch_[i];
-      const size_t n = chunks[i].tokens.size(), base = row;
+      const DraftState& d = r.draft;
       first_new.push_back(r.output_ids.size());
       used_rows.emplace_back();
       std::vector<DraftRow> dr;
-      for (size_t j = 0; j < n; ++j) {
-        int32_t tok = choose(r, rows[base + j]);
+      int node = -1;  // -1: the root (row 0); node x is row x + 1
+      while (true) {
+        const size_t row = base + size_t(node + 1);
+        const int32_t tok = choose(r, rows[row]);
+        const int64_t at = r.kv_len + int64_t(dr.size());  // sequence position of this row's token
+        if (row != base + dr.size()) {                      // an accepted node off the chain: move it
+          move_src.push_back(r.pages.slot(r.kv_len + node + 1, pool_.page_size()));
+          move_dst.push_back(r.pages.slot(at, pool_.page_size()));
+        }
         r.output_ids.push_back(tok);
-        used_rows.back().push_back(&rows[base + j]);
-        dr.push_back({r.kv_len + int64_t(j), tok});
-        draft_hidden.insert(draft_hidden.end(), hidden[base + j].begin(), hidden[base + j].end());
-        if (j + 1 == n || tok != r.draft.tokens[j]) break;
+        used_rows.back().push_back(&rows[row]);
+        dr.push_back({at, tok});
+        draft_hidden.insert(draft_hidden.end(), hidden[row].begin(), hidden[row].end());
+        int child = -1;
+        for (size_t x = 0; x < d.tokens.size() && child < 0; ++x)
+          if (d.parent[x] == node && d.tokens[x] == tok) child = int(x);
+        if (child < 0) break;
+        node = child;
       }
       const int64_t accepted = int64_t(dr.size());
       r.kv_len += accepted;
@@ -422,7 +446,13 @@ class Scheduler final : public Engine {
       spec_verify_total_ += 1;
       spec_accepted_total_ += accepted;
       draft_rows.push_back(std::move(dr));
-      row = base + n;
+      base += chunks[i].tokens.size();
+    }
+    if (!move_src.empty()) {
+      Backend& be = model_.backend();
+      Tensor src = be.upload_i32(move_src, {int64_t(move_src.size())});
+      Tensor dst = be.upload_i32(move_dst, {int64_t(move_dst.size())});
+      be.move_cache_slots(cache_.data, src, dst);
     }
     std::vector<RequestState*> reqs;
     for (auto& r : batch_) reqs.push_back(r.get());

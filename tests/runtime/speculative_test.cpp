@@ -8,6 +8,7 @@
 #include <condition_variable>
 #include <map>
 #include <mutex>
+#include <array>
 #include <random>
 
 #include "backend/backend.h"
@@ -49,13 +50,21 @@ ModelConfig small_vocab_config(int vocab) {
   return ModelConfig::parse(c.dump(), "small vocab");
 }
 
-SchedulerOptions spec_options(int steps, int chunk = 8192, bool radix = true) {
+SchedulerOptions spec_options(int steps, int chunk = 8192, bool radix = true, int topk = 1, int draft_tokens = 0) {
   SchedulerOptions o;
   o.chunked_prefill_size = chunk;
   o.disable_radix_cache = !radix;
-  if (steps > 0) o.speculative.algorithm = "EAGLE", o.speculative.num_steps = steps;
+  if (steps > 0) {
+    o.speculative.algorithm = "EAGLE";
+    o.speculative.num_steps = steps;
+    o.speculative.eagle_topk = topk;
+    o.speculative.num_draft_tokens = draft_tokens;
+  }
   return o;
 }
+
+// (steps, topk, num_draft_tokens): chains and trees.
+const std::vector<std::array<int, 3>> kSettings = {{1, 1, 2}, {3, 1, 4}, {3, 2, 6}, {4, 4, 8}};
 
 std::vector<std::vector<int32_t>> run_all(Engine& e, const std::vector<GenerationRequest>& reqs,
                                           std::vector<int>* verify_ct = nullptr) {
@@ -100,15 +109,17 @@ TEST(Speculative, GreedyOnFixturesEqualsTheReference) {
     Checkpoint ref = Checkpoint::open(dir + "/reference.safetensors");
     ModelConfig cfg = ModelConfig::load(dir);
     for (int page_size : {1, 64}) {
-      for (int steps : {1, 3}) {
-        SpecHarness h(std::make_unique<CheckpointWeights>(dir, cfg), cfg, page_size, spec_options(steps, 7));
+      for (auto [steps, topk, draft] : kSettings) {
+        SpecHarness h(std::make_unique<CheckpointWeights>(dir, cfg), cfg, page_size,
+                      spec_options(steps, 7, true, topk, draft));
         for (int k = 0; k < 5; ++k) {
           auto ids = ints(ref.view("prompt." + std::to_string(k) + ".ids"));
           auto greedy = ints(ref.view("prompt." + std::to_string(k) + ".greedy"));
           // Twice: the second run reuses the first one's cached prefix.
           for (int rep = 0; rep < 2; ++rep)
             EXPECT_EQ(run_all(*h.engine, {request("p" + std::to_string(k) + std::to_string(rep), ids, 24)})[0], greedy)
-                << name << " prompt " << k << " page size " << page_size << " steps " << steps << " run " << rep;
+                << name << " prompt " << k << " page size " << page_size << " steps " << steps << " topk " << topk
+                << " run " << rep;
         }
       }
     }
@@ -173,15 +184,17 @@ TEST(Speculative, RandomModelsBatchesOfOneToThirtyTwoMatchPlainDecoding) {
     SpecHarness plain(std::make_unique<DummyWeights>(cfg, 21), cfg, 1, spec_options(0));
     auto want = run_all(*plain.engine, reqs);
     for (int page_size : {1, 64}) {
-      for (int steps : {1, 3}) {
-        SpecHarness h(std::make_unique<DummyWeights>(cfg, 21), cfg, page_size, spec_options(steps, 16));
+      for (auto [steps, topk, draft] : kSettings) {
+        SpecHarness h(std::make_unique<DummyWeights>(cfg, 21), cfg, page_size, spec_options(steps, 16, true, topk, draft));
         std::vector<int> verify;
         auto got = run_all(*h.engine, reqs, &verify);
         for (int i = 0; i < batch; ++i)
-          EXPECT_EQ(got[i], want[i]) << "batch " << batch << " request " << i << " page " << page_size << " steps " << steps;
+          EXPECT_EQ(got[i], want[i]) << "batch " << batch << " request " << i << " page " << page_size << " steps "
+                                     << steps << " topk " << topk;
         EngineStats s = h.engine->stats();
         EXPECT_GT(s.spec_verify_total, 0);
-        EXPECT_GT(s.spec_accept_length(), 1.05) << "drafts were accepted (batch " << batch << ", steps " << steps << ")";
+        EXPECT_GT(s.spec_accept_length(), 1.05) << "drafts were accepted (batch " << batch << ", steps " << steps
+                                                << ", topk " << topk << ")";
         EXPECT_LE(s.spec_accept_length(), steps + 1.0);
         for (int i = 0; i < batch; ++i) EXPECT_GE(verify[i], 20 / (steps + 1)) << "spec_verify_ct";
       }
@@ -199,7 +212,7 @@ TEST(Speculative, TightCacheRetractsWithoutChangingOutputs) {
   DeepseekV3Model model(cfg, *backend, w, 2048);
   PagePool pool(60, 4);  // 240 tokens for 8 requests of up to ~116: forces retraction
   LatentCache cache = model.allocate_cache(cache_pages_for(pool), 4), mtp = model.allocate_cache(cache_pages_for(pool), 4, true);
-  SchedulerOptions o = spec_options(3, 16, false);
+  SchedulerOptions o = spec_options(3, 16, false, 2, 6);
   o.mtp_cache = &mtp;
   auto engine = create_engine(model, cache, pool, o);
   auto got = run_all(*engine, reqs);
@@ -231,7 +244,8 @@ TEST(Speculative, SamplingKeepsTheTargetDistribution) {
   const ModelConfig cfg = small_vocab_config(6);
   std::vector<int32_t> prompt{2, 3, 4, 5, 2, 3};
   auto histogram = [&](int steps) {
-    SpecHarness h(std::make_unique<DummyWeights>(cfg, 9), cfg, 1, spec_options(steps));
+    SpecHarness h(std::make_unique<DummyWeights>(cfg, 9), cfg, 1,
+                  steps == 3 ? spec_options(3, 8192, true, 2, 5) : spec_options(steps));
     std::vector<GenerationRequest> reqs;
     for (int i = 0; i < 600; ++i)
       reqs.push_back(request("s" + std::to_string(i), prompt, 3, 1.0f, uint64_t(1000 + i + steps * 100000)));
@@ -239,7 +253,9 @@ TEST(Speculative, SamplingKeepsTheTargetDistribution) {
     for (auto& out : run_all(*h.engine, reqs)) hist[out[2]]++;
     return hist;
   };
-  auto plain = histogram(0), spec = histogram(2);
+  auto plain = histogram(0), spec = histogram(2), tree = histogram(3);
+  int dof_tree = 0;
+  EXPECT_LT(chi_square(plain, tree, &dof_tree), 20.5) << "tree drafting, degrees of freedom " << dof_tree;
   int dof = 0;
   double chi = chi_square(plain, spec, &dof);
   ASSERT_GE(dof, 1) << "the model must not be deterministic for this test";

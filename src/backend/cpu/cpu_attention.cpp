@@ -105,13 +105,14 @@ Tensor CpuBackend::mla_attention_absorbed(const Tensor& q, const Tensor& cache, 
     keys.resize(size_t(klen));
     for (int64_t j = 0; j < klen; ++j) keys[j] = cache.ptr<float>() + slot_of(b, seq, j) * L;
     const uint8_t* mask = b.h_tree_mask.empty() ? nullptr : b.h_tree_mask.data() + b.h_mask_start[seq];
+    const int64_t cols = mask ? b.h_mask_cols[seq] : 0, masked_from = klen - cols;
     for (int64_t i = 0; i < qlen; ++i) {
       int64_t t = q0 + i, nk = mask ? klen : prefix + i + 1;
       s.assign(size_t(nk), 0.0);
       for (int64_t h = 0; h < n; ++h) {
         const float* qv = q.ptr<float>() + t * q.stride(0) + h * q.stride(1);
         for (int64_t j = 0; j < nk; ++j) {
-          if (mask && j >= prefix && !mask[i * qlen + (j - prefix)]) {
+          if (mask && j >= masked_from && !mask[i * cols + (j - masked_from)]) {
             s[j] = -INFINITY;
             continue;
           }
@@ -129,6 +130,17 @@ Tensor CpuBackend::mla_attention_absorbed(const Tensor& q, const Tensor& cache, 
     }
   }
   return out;
+}
+
+void CpuBackend::move_cache_slots(Tensor& cache, const Tensor& src, const Tensor& dst) {
+  const int64_t layers = cache.size(0), slots = cache.size(1), L = cache.size(2), n = src.numel();
+  DS_CHECK(dst.numel() == n, "move_cache_slots: {} sources, {} destinations", n, dst.numel());
+  for (int64_t i = 0; i < n; ++i) {
+    int32_t a = src.ptr<int32_t>()[i], b = dst.ptr<int32_t>()[i];
+    DS_CHECK(a >= 0 && a < slots && b >= 0 && b < slots, "move_cache_slots: slot {} -> {} of {}", a, b, slots);
+    for (int64_t l = 0; l < layers; ++l)
+      std::memmove(cache.ptr<float>() + (l * slots + b) * L, cache.ptr<float>() + (l * slots + a) * L, size_t(L) * 4);
+  }
 }
 
 }  // namespace dsserve

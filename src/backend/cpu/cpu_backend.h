@@ -42,6 +42,7 @@ class CpuBackend final : public Backend {
                                 float scale) override;
   Tensor mla_attention_absorbed(const Tensor& q, const Tensor& layer_cache, const AttentionBatch& batch,
                                 int64_t kv_lora_rank, float scale) override;
+  void move_cache_slots(Tensor& cache, const Tensor& src, const Tensor& dst) override;
 
   RouterOutput moe_route(const Tensor& x, const LinearWeight& gate, const Tensor& bias,
                          const RouterParams& p) override;

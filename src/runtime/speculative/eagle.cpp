@@ -2,6 +2,8 @@
 #include "runtime/speculative/eagle.h"
 
 #include <algorithm>
+#include <cmath>
+#include <numeric>
 
 #include "core/error.h"
 #include "runtime/batch_builder.h"
@@ -14,14 +16,12 @@ void SpeculativeOptions::validate_and_default() {
            "--speculative-algorithm: expected EAGLE or NEXTN, found '{}'", algorithm);
   if (num_steps <= 0) num_steps = 3;
   if (eagle_topk <= 0) eagle_topk = 1;
-  if (num_draft_tokens <= 0) num_draft_tokens = eagle_topk == 1 ? num_steps + 1 : 4;
+  if (num_draft_tokens <= 0) num_draft_tokens = eagle_topk == 1 ? num_steps + 1 : std::min(8, num_steps * eagle_topk + 1);
   DS_CHECK(num_steps * eagle_topk + 1 >= num_draft_tokens,
            "--speculative-num-draft-tokens {} exceeds --speculative-num-steps x --speculative-eagle-topk + 1 = {}",
            num_draft_tokens, num_steps * eagle_topk + 1);
   DS_CHECK(num_draft_tokens >= 2, "--speculative-num-draft-tokens must be at least 2, found {}", num_draft_tokens);
-  DS_CHECK(eagle_topk == 1,
-           "--speculative-eagle-topk {}: tree drafting is not implemented yet; use 1 (chain drafting)", eagle_topk);
-  DS_CHECK(num_draft_tokens == num_steps + 1,
+  DS_CHECK(eagle_topk > 1 || num_draft_tokens == num_steps + 1,
            "with --speculative-eagle-topk 1 the chain verifies num_steps + 1 = {} tokens; "
            "--speculative-num-draft-tokens is {}",
            num_steps + 1, num_draft_tokens);
@@ -33,13 +33,37 @@ EagleWorker::EagleWorker(DeepseekV3Model& model, LatentCache& mtp_cache, int32_t
                              "and model.layers.{}.* present)", model_.config().num_hidden_layers);
 }
 
+EagleWorker::Rows EagleWorker::run(const std::vector<SequenceChunk>& chunks, const std::vector<float>& hidden) {
+  const int64_t H = model_.config().hidden_size;
+  int64_t total = 0;
+  size_t longest = 0;
+  for (const auto& c : chunks) total += int64_t(c.tokens.size()), longest = std::max(longest, c.tokens.size());
+  DS_CHECK(int64_t(hidden.size()) == total * H, "draft: {} hidden values for {} rows of {}", hidden.size(), total, H);
+  BatchLayout layout;
+  layout.page_size = mtp_cache_.page_size;
+  layout.mode = longest > size_t(opt_.num_steps + 1) ? AttentionMode::Expanded : AttentionMode::Absorbed;
+  layout.key_shift = 1;
+  layout.trash_slot = trash_slot_;
+  bool any_mask = std::any_of(chunks.begin(), chunks.end(), [](auto& c) { return !c.tree_mask.empty(); });
+  if (any_mask) layout.mode = AttentionMode::Absorbed;
+  ForwardBatch fb = build_forward_batch(chunks, layout);
+  Tensor h = Tensor::zeros_host(DType::F32, {total, H});
+  std::copy(hidden.begin(), hidden.end(), h.ptr<float>());
+  Backend& be = model_.backend();
+  ForwardOutput out = model_.forward_mtp(fb, be.to_device(h), mtp_cache_);
+  Tensor logits = be.to_host_f32(out.logits), hid = be.to_host_f32(out.hidden);
+  Rows r;
+  const int64_t V = logits.size(1);
+  for (int64_t i = 0; i < logits.size(0); ++i)
+    r.logits.emplace_back(logits.ptr<float>() + i * V, logits.ptr<float>() + (i + 1) * V);
+  for (int64_t i = 0; i < hid.size(0); ++i) r.hidden.emplace_back(hid.ptr<float>() + i * H, hid.ptr<float>() + (i + 1) * H);
+  return r;
+}
+
 std::vector<EagleWorker::LastRow> EagleWorker::extend(const std::vector<RequestState*>& reqs,
                                                       const std::vector<std::vector<DraftRow>>& rows,
                                                       const std::vector<float>& hidden) {
-  const int64_t H = model_.config().hidden_size;
   std::vector<SequenceChunk> chunks;
-  int64_t total = 0;
-  size_t longest = 0;
   for (size_t i = 0; i < reqs.size(); ++i) {
     const auto& rr = rows[i];
     DS_CHECK(!rr.empty(), "draft extend: request {} has no rows", reqs[i]->g.rid);
@@ -48,53 +72,153 @@ std::vector<EagleWorker::LastRow> EagleWorker::extend(const std::vector<RequestS
       DS_CHECK(rr[j].position == rr.front().position + int64_t(j), "draft extend: rows must be consecutive");
       c.tokens.push_back(rr[j].next_token);
     }
-    total += int64_t(rr.size());
-    longest = std::max(longest, rr.size());
     chunks.push_back(std::move(c));
   }
-  DS_CHECK(int64_t(hidden.size()) == total * H, "draft extend: {} hidden values for {} rows of {}", hidden.size(),
-           total, H);
-  BatchLayout layout;
-  layout.page_size = mtp_cache_.page_size;
-  layout.mode = longest > size_t(opt_.num_steps + 1) ? AttentionMode::Expanded : AttentionMode::Absorbed;
-  layout.key_shift = 1;
-  layout.trash_slot = trash_slot_;
-  ForwardBatch fb = build_forward_batch(chunks, layout);
-  Tensor h = Tensor::zeros_host(DType::F32, {total, H});
-  std::copy(hidden.begin(), hidden.end(), h.ptr<float>());
-  Backend& be = model_.backend();
-  ForwardOutput out = model_.forward_mtp(fb, be.to_device(h), mtp_cache_);
-  Tensor logits = be.to_host_f32(out.logits), hid = be.to_host_f32(out.hidden);
-  const int64_t V = logits.size(1);
+  Rows r = run(chunks, hidden);
   std::vector<LastRow> last(reqs.size());
-  int64_t row = 0;
+  size_t row = 0;
   for (size_t i = 0; i < reqs.size(); ++i) {
-    row += int64_t(rows[i].size());
-    last[i].logits.assign(logits.ptr<float>() + int64_t(i) * V, logits.ptr<float>() + int64_t(i + 1) * V);
-    last[i].hidden.assign(hid.ptr<float>() + (row - 1) * H, hid.ptr<float>() + row * H);
+    row += rows[i].size();
+    last[i].logits = std::move(r.logits[i]);
+    last[i].hidden = r.hidden[row - 1];
   }
   return last;
 }
 
 void EagleWorker::draft(const std::vector<RequestState*>& reqs, std::vector<LastRow> last) {
-  // Position of each request's last MTP row: the token before its last (not yet cached) token.
+  for (RequestState* r : reqs) r->draft.tokens.clear(), r->draft.parent.clear(), r->draft.depth.clear();
+  if (opt_.eagle_topk == 1)
+    draft_chain(reqs, std::move(last));
+  else
+    draft_tree(reqs, std::move(last));
+}
+
+void EagleWorker::draft_chain(const std::vector<RequestState*>& reqs, std::vector<LastRow> last) {
+  // Each request's last committed MTP row is at the position before its last (uncached) token.
   std::vector<int64_t> pos(reqs.size());
-  for (size_t i = 0; i < reqs.size(); ++i) {
-    pos[i] = reqs[i]->fill_len() - 2;
-    reqs[i]->draft.tokens.clear();
-  }
+  for (size_t i = 0; i < reqs.size(); ++i) pos[i] = reqs[i]->fill_len() - 2;
   for (int step = 0; step < opt_.num_steps; ++step) {
     std::vector<std::vector<DraftRow>> rows(reqs.size());
     std::vector<float> hidden;
     for (size_t i = 0; i < reqs.size(); ++i) {
       const auto& lg = last[i].logits;
       int32_t tok = int32_t(std::max_element(lg.begin(), lg.end()) - lg.begin());
-      reqs[i]->draft.tokens.push_back(tok);
+      DraftState& d = reqs[i]->draft;
+      d.parent.push_back(int32_t(d.tokens.size()) - 1);
+      d.depth.push_back(int32_t(d.tokens.size()) + 1);
+      d.tokens.push_back(tok);
       rows[i].push_back({++pos[i], tok});
       hidden.insert(hidden.end(), last[i].hidden.begin(), last[i].hidden.end());
     }
     if (step + 1 == opt_.num_steps) break;
     last = extend(reqs, rows, hidden);
+  }
+}
+
+namespace {
+// The k best tokens of a row by log-probability, best first.
+std::vector<std::pair<float, int32_t>> top_k_logprobs(const std::vector<float>& logits, int k) {
+  float m = *std::max_element(logits.begin(), logits.end());
+  double s = 0;
+  for (float v : logits) s += std::exp(double(v) - m);
+  const double lse = m + std::log(s);
+  std::vector<int32_t> idx(logits.size());
+  std::iota(idx.begin(), idx.end(), 0);
+  k = std::min<int>(k, int(idx.size()));
+  std::partial_sort(idx.begin(), idx.begin() + k, idx.end(),
+                    [&](int32_t a, int32_t b) { return logits[a] > logits[b] || (logits[a] == logits[b] && a < b); });
+  std::vector<std::pair<float, int32_t>> out;
+  for (int i = 0; i < k; ++i) out.push_back({float(logits[idx[i]] - lse), idx[i]});
+  return out;
+}
+
+struct TreeNode {
+  int32_t token, parent, depth;
+  double score;              // cumulative draft log-probability
+  int hidden_of = -1;        // which entry of `hiddens` the node's expansion row consumes
+  int expansion_row = -1;    // the tree MTP row that expanded it (-1: not expanded)
+};
+}  // namespace
+
+void EagleWorker::draft_tree(const std::vector<RequestState*>& reqs, std::vector<LastRow> last) {
+  const int k = opt_.eagle_topk, H = model_.config().hidden_size;
+  const size_t R = reqs.size();
+  std::vector<std::vector<TreeNode>> nodes(R);
+  std::vector<std::vector<std::vector<float>>> hiddens(R);  // inputs for expansion rows
+  std::vector<std::vector<int>> beam(R);
+  for (size_t i = 0; i < R; ++i) {
+    hiddens[i].push_back(std::move(last[i].hidden));
+    for (auto& [lp, tok] : top_k_logprobs(last[i].logits, k)) {
+      beam[i].push_back(int(nodes[i].size()));
+      nodes[i].push_back({tok, -1, 1, lp, 0});
+    }
+  }
+  int rows_so_far = 0;  // tree MTP rows written after each request's committed entries
+  for (int step = 1; step < opt_.num_steps; ++step) {
+    std::vector<SequenceChunk> chunks;
+    std::vector<float> hidden;
+    for (size_t i = 0; i < R; ++i) {
+      RequestState& r = *reqs[i];
+      const int64_t committed = r.fill_len() - 1;  // MTP rows 0..committed-1 are in the cache
+      SequenceChunk c{&r.pages, committed + rows_so_far, {}, {}};
+      const int cols = rows_so_far + int(beam[i].size());
+      c.mask_cols = cols;
+      c.tree_mask.assign(size_t(beam[i].size()) * size_t(cols), 0);
+      for (size_t b = 0; b < beam[i].size(); ++b) {
+        TreeNode& n = nodes[i][beam[i][b]];
+        n.expansion_row = rows_so_far + int(b);
+        c.tokens.push_back(n.token);
+        c.positions.push_back(int32_t(committed - 1 + n.depth));
+        c.logit_offsets.push_back(int32_t(b));
+        for (int a = beam[i][b]; a >= 0; a = nodes[i][a].parent) c.tree_mask[b * cols + nodes[i][a].expansion_row] = 1;
+        const auto& h = hiddens[i][n.hidden_of];
+        hidden.insert(hidden.end(), h.begin(), h.end());
+      }
+      chunks.push_back(std::move(c));
+    }
+    Rows out = run(chunks, hidden);
+    size_t row = 0;
+    for (size_t i = 0; i < R; ++i) {
+      std::vector<int> children;
+      for (int b : beam[i]) {
+        hiddens[i].push_back(std::move(out.hidden[row]));
+        const int hidden_index = int(hiddens[i].size()) - 1;
+        const TreeNode parent = nodes[i][b];
+        for (auto& [lp, tok] : top_k_logprobs(out.logits[row], k)) {
+          children.push_back(int(nodes[i].size()));
+          nodes[i].push_back({tok, b, parent.depth + 1, parent.score + lp, hidden_index});
+        }
+        ++row;
+      }
+      std::stable_sort(children.begin(), children.end(),
+                       [&](int a, int b) { return nodes[i][a].score > nodes[i][b].score; });
+      children.resize(std::min<size_t>(children.size(), size_t(k)));
+      beam[i] = children;
+    }
+    rows_so_far += k;
+    (void)H;
+  }
+  // Keep the best num_draft_tokens - 1 nodes (a child never outscores its parent, and ties go to
+  // the shallower node, so the set holds every kept node's ancestors), parents before children.
+  for (size_t i = 0; i < R; ++i) {
+    std::vector<int> order(nodes[i].size());
+    std::iota(order.begin(), order.end(), 0);
+    std::stable_sort(order.begin(), order.end(), [&](int a, int b) {
+      const TreeNode &x = nodes[i][a], &y = nodes[i][b];
+      return x.score > y.score || (x.score == y.score && x.depth < y.depth);
+    });
+    order.resize(std::min<size_t>(order.size(), size_t(opt_.num_draft_tokens - 1)));
+    std::stable_sort(order.begin(), order.end(), [&](int a, int b) { return nodes[i][a].depth < nodes[i][b].depth; });
+    std::vector<int> index_of(nodes[i].size(), -1);
+    DraftState& d = reqs[i]->draft;
+    for (int id : order) {
+      const TreeNode& n = nodes[i][id];
+      DS_CHECK(n.parent < 0 || index_of[n.parent] >= 0, "draft tree lost the parent of a kept node");
+      index_of[id] = int(d.tokens.size());
+      d.tokens.push_back(n.token);
+      d.parent.push_back(n.parent < 0 ? -1 : index_of[n.parent]);
+      d.depth.push_back(n.depth);
+    }
   }
 }
 

@@ -6,6 +6,7 @@
 // cache keeps position t's entry at the slot of token t + 1 (so whole cached pages stay valid
 // for any request sharing them) and shares the target's page tables.
 #pragma once
+#include <algorithm>
 #include <string>
 #include <vector>
 
@@ -22,6 +23,12 @@ struct SpeculativeOptions {
   bool enabled() const { return !algorithm.empty(); }
   // Fills unset values (0) with DeepSeek defaults (3, 1, 4) and checks the relations.
   void validate_and_default();
+  // Extra cache positions one round may touch beyond a request's tokens (after validate_and_default):
+  // up to num_steps + 1 accepted tokens, then the next round's verification or draft-tree MTP rows.
+  int64_t cache_margin() const {
+    return enabled() ? (num_steps + 1) + std::max<int64_t>(num_draft_tokens, int64_t(num_steps - 1) * eagle_topk + 2) + 1
+                     : 0;
+  }
 };
 
 // One MTP row: the target (or MTP) hidden state at `position` and the token at position + 1.
@@ -43,10 +50,20 @@ class EagleWorker {
   };
   std::vector<LastRow> extend(const std::vector<RequestState*>& reqs, const std::vector<std::vector<DraftRow>>& rows,
                               const std::vector<float>& hidden);
-  // From each request's extend result, drafts num_steps tokens (chain) into req->draft.tokens.
+  // From each request's extend result, drafts the tree of its next verification into req->draft:
+  // a chain of num_steps tokens (topk 1), or with topk > 1 a beam of topk nodes expanded topk ways
+  // per step, keeping the num_draft_tokens - 1 nodes of highest cumulative draft log-probability.
   void draft(const std::vector<RequestState*>& reqs, std::vector<LastRow> last);
+  int64_t cache_margin() const { return opt_.cache_margin(); }
 
  private:
+  struct Rows {
+    std::vector<std::vector<float>> logits, hidden;
+  };
+  Rows run(const std::vector<struct SequenceChunk>& chunks, const std::vector<float>& hidden);
+  void draft_chain(const std::vector<RequestState*>& reqs, std::vector<LastRow> last);
+  void draft_tree(const std::vector<RequestState*>& reqs, std::vector<LastRow> last);
+
   DeepseekV3Model& model_;
   LatentCache& mtp_cache_;
   int32_t trash_slot_;
