@@ -11,6 +11,7 @@
 #include <iostream>
 #include <mutex>
 #include <random>
+#include <set>
 
 #include "cli/commands.h"
 #include "cli/model_options.h"
@@ -102,6 +103,7 @@ void run(BenchOptions& o) {
     for (int i = 0; i < o.input_len; ++i) p.push_back(int32_t(2 + g() % uint32_t(m.model->config().vocab_size - 2)));
   std::ofstream file;
   if (!o.output_file.empty()) file.open(o.output_file, std::ios::app);
+  std::set<std::array<int, 4>> done;
   for (int b : o.batch_sizes)
     for (int s : o.steps)
       for (int k : (s == 0 ? std::vector<int>{1} : o.topks))
@@ -111,6 +113,7 @@ void run(BenchOptions& o) {
             spdlog::info("skipping steps {} topk {} draft tokens {}: not a valid combination", s, k, draft);
             continue;
           }
+          if (!done.insert({b, s, k, draft}).second) continue;  // the same point twice
           nlohmann::json line = run_point(m, o, {b, s, k, draft}, prompts);
           std::cout << line.dump() << std::endl;
           if (file.is_open()) file << line.dump() << "\n";
