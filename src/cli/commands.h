@@ -11,5 +11,6 @@ void add_bench_serving_command(CLI::App& app);
 void add_tokenize_command(CLI::App& app);
 void add_export_nextn_command(CLI::App& app);
 void add_bench_speculative_command(CLI::App& app);
+void add_plan_memory_command(CLI::App& app);
 
 }  // namespace dsserve

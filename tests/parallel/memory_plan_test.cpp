@@ -1,0 +1,67 @@
+// Memory plans of the full DeepSeek-V3 config (configs/deepseek-v3): the checkpoint's byte count,
+// how layouts split it, KV capacity, and refused layouts.
+#include <gtest/gtest.h>
+
+#include "core/error.h"
+#include "parallel/memory_plan.h"
+
+namespace dsserve {
+namespace {
+
+ModelConfig v3() { return ModelConfig::load(std::string(DSSERVE_SOURCE_DIR) + "/configs/deepseek-v3"); }
+
+MemoryPlanInput h200(ParallelLayout l) {
+  MemoryPlanInput in;
+  in.layout = l;
+  in.gpu_memory_bytes = int64_t(139.4 * double(int64_t(1) << 30));
+  in.mem_fraction_static = 0.88;
+  return in;
+}
+
+TEST(MemoryPlan, FullDeepSeekV3InFp8IsAbout685GB) {
+  MemoryPlan p = plan_memory(v3(), h200({}));
+  // 671B parameters plus the 14B MTP layer, mostly FP8 (one byte) with BF16 embedding, head and norms.
+  EXPECT_GT(p.weight_bytes_total, 680'000'000'000);
+  EXPECT_LT(p.weight_bytes_total, 690'000'000'000);
+  EXPECT_FALSE(p.fits) << "one GPU cannot hold it";
+  EXPECT_EQ(p.kv_bytes_per_token, 62 * 576 * 2) << "61 layers + MTP, 576 bf16 values each";
+}
+
+TEST(MemoryPlan, Tp8FitsOneNodeAndDpAttentionMultipliesDistinctTokens) {
+  ParallelLayout tp8;
+  tp8.tp = 8;
+  MemoryPlan a = plan_memory(v3(), h200(tp8));
+  EXPECT_TRUE(a.fits);
+  EXPECT_GT(a.weight_bytes_per_gpu, a.weight_bytes_total / 8) << "replicated parts";
+  EXPECT_LT(a.weight_bytes_per_gpu, a.weight_bytes_total / 8 + 8'000'000'000);
+  EXPECT_EQ(a.kv_tokens_total, a.kv_tokens_per_gpu) << "TP replicates the latent cache";
+
+  ParallelLayout dp8 = tp8;
+  dp8.dp = 8, dp8.dp_attention = true, dp8.ep = 8;
+  MemoryPlan b = plan_memory(v3(), h200(dp8));
+  EXPECT_TRUE(b.fits);
+  EXPECT_GT(b.weight_bytes_per_gpu, a.weight_bytes_per_gpu) << "attention weights replicated per group";
+  EXPECT_EQ(b.kv_tokens_total, 8 * b.kv_tokens_per_gpu);
+
+  MemoryPlanInput fp8 = h200(tp8);
+  fp8.kv_bytes_per_value = 1;
+  EXPECT_NEAR(double(plan_memory(v3(), fp8).kv_tokens_per_gpu), 2.0 * double(a.kv_tokens_per_gpu), 2.0);
+}
+
+TEST(MemoryPlan, InvalidLayoutsAreRefused) {
+  ParallelLayout l;
+  l.tp = 8, l.dp = 3, l.dp_attention = true;
+  EXPECT_THROW(plan_memory(v3(), h200(l)), Error);
+  l = {};
+  l.tp = 8, l.ep = 3;
+  EXPECT_THROW(plan_memory(v3(), h200(l)), Error);
+  l = {};
+  l.tp = 3;
+  EXPECT_THROW(plan_memory(v3(), h200(l)), Error) << "128 heads over 3 GPUs";
+  l = {};
+  l.dp = 2;
+  EXPECT_THROW(plan_memory(v3(), h200(l)), Error) << "--dp-size without --enable-dp-attention";
+}
+
+}  // namespace
+}  // namespace dsserve
