@@ -12,6 +12,7 @@
 #include "cli/commands.h"
 #include "cli/model_options.h"
 #include "core/error.h"
+#include "io/model_config.h"
 #include "runtime/scheduler.h"
 #include "server/http_server.h"
 #include "server/routes.h"
@@ -182,12 +183,13 @@ void serve(ServeOptions& o) {
     fail("--skip-tokenizer-init serves token ids only: drop --reasoning-parser, --tool-call-parser and --chat-template");
   }
 
-  int64_t ctx_len_hint = o.model.context_length;
-  if (o.model.max_total_tokens == 0 && ctx_len_hint > 0) o.model.max_total_tokens = 4 * ctx_len_hint;
-  LoadedModel m = load_model(o.model);
-  if (o.model.max_total_tokens == 0) {
-    spdlog::info("KV cache holds one full-context sequence; pass --max-total-tokens to size it for more");
+  if (o.model.max_total_tokens == 0) {  // room for several full-context sequences, not one
+    ModelConfig cfg = ModelConfig::load(o.model.model_path, o.model.json_model_override_args);
+    int64_t ctx = o.model.context_length > 0 ? o.model.context_length
+                                             : std::min<int64_t>(cfg.max_position_embeddings, 32768);
+    o.model.max_total_tokens = 4 * ctx;
   }
+  LoadedModel m = load_model(o.model);
   SchedulerOptions so;
   if (o.max_running_requests > 0) so.max_running_requests = o.max_running_requests;
   so.chunked_prefill_size = o.chunked_prefill_size;

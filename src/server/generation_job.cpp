@@ -51,6 +51,21 @@ void GenerationJob::cancel() {
 
 void GenerationJob::on_output(RequestOutput out) {
   if (finished_ || cancelled_) return;
+  try {
+    handle_output(std::move(out));
+  } catch (const std::exception& e) {
+    // Never let one request's failure reach the io thread: end it as aborted.
+    spdlog::error("request {}: {}", req_.rid, e.what());
+    if (finished_) return;
+    ctx_.engine.abort(req_.rid);
+    finish = FinishReason{"abort", std::nullopt, 0, std::string("internal error: ") + e.what()};
+    finished_ = true;
+    if (listener_) listener_(*this, "", output_ids.size());
+    listener_ = nullptr;
+  }
+}
+
+void GenerationJob::handle_output(RequestOutput out) {
   auto now = std::chrono::steady_clock::now();
   if (!out.input_token_logprobs.empty()) {
     input_token_logprobs = std::move(out.input_token_logprobs);
@@ -74,6 +89,8 @@ void GenerationJob::on_output(RequestOutput out) {
     if (!detok_) continue;
     bool last = i + 1 == out.new_token_ids.size();
     if (trim_last && last && id == *out.finish_reason->matched_token) continue;
+    // The model's vocabulary may be padded beyond the tokenizer's: such ids have no text.
+    if (id < 0 || id >= ctx_.tokenizer->vocab_size()) continue;
     new_text += detok_->push(id);
     if (detok_->stopped()) {
       stopped_by_string = true;
@@ -103,7 +120,7 @@ void GenerationJob::on_output(RequestOutput out) {
   if (finished_) listener_ = nullptr;  // breaks the route's cycle through the listener
 }
 
-nlohmann::json GenerationJob::finish_reason_json() const {
+nlohmann::ordered_json GenerationJob::finish_reason_json() const {
   if (!finished_) return nullptr;
   if (finish.type == "length") return {{"type", "length"}, {"length", finish.length ? finish.length : completion_tokens()}};
   if (finish.type == "stop") {

@@ -58,7 +58,7 @@ class GenerationJob : public std::enable_shared_from_this<GenerationJob> {
   int completion_tokens() const { return int(output_ids.size()); }
   // SGLang's meta_info.finish_reason: {"type": "length", "length": n}, {"type": "stop",
   // "matched": id or string}, {"type": "abort", "message": ...}; null while running.
-  nlohmann::json finish_reason_json() const;
+  nlohmann::ordered_json finish_reason_json() const;
   // OpenAI's finish_reason: "stop", "length", "abort" (null while running).
   nlohmann::json openai_finish_reason() const;
   // OpenAI's matched_stop (SGLang extension): the stop string or token id, else null.
@@ -66,6 +66,7 @@ class GenerationJob : public std::enable_shared_from_this<GenerationJob> {
 
  private:
   void on_output(RequestOutput out);
+  void handle_output(RequestOutput out);
 
   ServerContext& ctx_;
   std::shared_ptr<Responder> responder_;

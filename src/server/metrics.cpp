@@ -38,17 +38,9 @@ void Metrics::on_request_finished(double ttft_s, double e2e_s, int completion_to
   std::lock_guard lk(mu_);
   ++requests_finished_;
   if (aborted) ++requests_aborted_;
-  prompt_tokens_ += uint64_t(prompt_tokens);
-  generation_tokens_ += uint64_t(completion_tokens);
   if (ttft_s >= 0) ttft_.observe(ttft_s);
   e2e_.observe(e2e_s);
   if (completion_tokens > 1 && ttft_s >= 0) tpot_.observe((e2e_s - ttft_s) / (completion_tokens - 1));
-}
-
-void Metrics::on_http_error(int status) {
-  std::lock_guard lk(mu_);
-  if (status >= 500) ++http_5xx_;
-  else ++http_4xx_;
 }
 
 std::string Metrics::render(const EngineStats& s, const std::string& model_name) const {
@@ -75,10 +67,8 @@ std::string Metrics::render(const EngineStats& s, const std::string& model_name)
   counter("sglang:num_retractions_total", "Requests retracted for lack of KV pages.", double(s.retractions_total));
   std::lock_guard lk(mu_);
   counter("sglang:num_requests_total", "Requests finished (any reason).", double(requests_finished_));
-  counter("sglang:num_aborted_requests_total", "Requests aborted (client gone, stop string, shutdown).",
+  counter("sglang:num_aborted_requests_total", "Requests aborted (client gone, shutdown, internal error).",
           double(requests_aborted_));
-  counter("dsserve:http_client_errors_total", "HTTP 4xx answers.", double(http_4xx_));
-  counter("dsserve:http_server_errors_total", "HTTP 5xx answers.", double(http_5xx_));
   ttft_.render(out, "sglang:time_to_first_token_seconds", "Time to first token.", l);
   tpot_.render(out, "sglang:time_per_output_token_seconds", "Time per output token after the first.", l);
   e2e_.render(out, "sglang:e2e_request_latency_seconds", "End-to-end request latency.", l);

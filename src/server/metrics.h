@@ -30,14 +30,12 @@ class Metrics {
  public:
   Metrics();
   void on_request_finished(double ttft_s, double e2e_s, int completion_tokens, int prompt_tokens, bool aborted);
-  void on_http_error(int status);
   std::string render(const EngineStats& s, const std::string& model_name) const;
 
  private:
   mutable std::mutex mu_;
   Histogram ttft_, tpot_, e2e_;
-  uint64_t requests_finished_ = 0, requests_aborted_ = 0, http_4xx_ = 0, http_5xx_ = 0;
-  uint64_t prompt_tokens_ = 0, generation_tokens_ = 0;
+  uint64_t requests_finished_ = 0, requests_aborted_ = 0;
 };
 
 }  // namespace dsserve::server

@@ -84,6 +84,7 @@ class CudaBackend final : public Backend {
                                 float scale) override;
   Tensor mla_attention_absorbed(const Tensor& q, const Tensor& layer_cache, const AttentionBatch& batch,
                                 int64_t kv_lora_rank, float scale) override;
+  void move_cache_slots(Tensor& cache, const Tensor& src, const Tensor& dst) override;
 
   RouterOutput moe_route(const Tensor& x, const LinearWeight& gate, const Tensor& bias,
                          const RouterParams& p) override;
@@ -93,7 +94,11 @@ class CudaBackend final : public Backend {
 
   // Not in the interface: what a prepared linear runs as ("fp8 [1536] + bf16 [576]"), for logs and tests.
   static std::string describe(const LinearWeight& w);
+  static std::string describe(const ExpertWeights& w);
   int device_index() const { return device_; }
+  // Attention kernels: tensor-core (WMMA) versions where the shapes allow (default), or the
+  // scalar reference kernels (tests check both against the CPU backend).
+  void set_tensor_core_attention(bool on) { tensor_core_attention_ = on; }
   cudaStream_t stream() const { return stream_; }
   size_t scratch_bytes() const { return scratch_.capacity_bytes(); }
 
@@ -108,6 +113,7 @@ class CudaBackend final : public Backend {
   LinearSegment make_segment(std::span<const WeightPart> parts, int64_t row0, bool fp8, LinearUse use, int64_t in);
 
   int device_ = 0;
+  bool tensor_core_attention_ = true;
   cudaStream_t stream_ = nullptr;
   std::unique_ptr<LtGemm> gemm_;
   ScratchArena scratch_;

@@ -8,7 +8,7 @@ class Backend;
 
 // Number of visible CUDA devices; 0 when there is no driver or no device (never throws).
 int cuda_visible_devices();
-// The CUDA backend on one device. Its ops are not written yet: this fails with a clear message.
+// The CUDA backend on one device; fails with a clear message when there is no usable GPU.
 std::unique_ptr<Backend> create_cuda_backend(int device_index);
 // Whether the CUDA backend implements every op (so `--device auto` may choose it).
 bool cuda_backend_complete();

@@ -198,6 +198,8 @@ __global__ void __launch_bounds__(kThreads) mla_expanded_kernel(MlaExpandedParam
 
 cudaError_t launch_mla_expanded(const MlaExpandedParams& p, cudaStream_t stream) {
   if (p.num_tokens == 0 || p.heads == 0) return cudaSuccess;
+  cudaError_t tc_err = cudaSuccess;
+  if (p.tensor_cores && launch_mla_expanded_tc(p, stream, &tc_err)) return tc_err;
   const int dqk = p.dn + p.dr;
   if (p.dn % 2 || p.dr % 2 || p.dv % 2 || p.dv > 2 * 64 || dqk > 256 || p.q_stride_t % 2 || p.q_stride_h % 2 ||
       p.kv_stride_k % 2 || p.kv_stride_h % 2 || p.k_pe_stride % 2)

@@ -21,9 +21,14 @@ struct MlaExpandedParams {
   const int32_t* key_start;    // [num_seqs + 1]: first row of each sequence in kv / k_pe
   int num_seqs, num_tokens, heads, dn, dr, dv;
   float scale;               // softmax scale
+  bool tensor_cores = true;  // the WMMA kernel where the shapes allow it, else the scalar one
 };
 // Requirements (checked, cudaErrorInvalidValue otherwise): dn, dr, dv even, dv <= 128,
 // dn + dr <= 256, all strides even.
 cudaError_t launch_mla_expanded(const MlaExpandedParams& p, cudaStream_t stream);
+
+// The tensor-core kernel (mla_expanded_tc.cu): true when it took the launch, false when the shapes
+// need the scalar kernel (dn + dr or dv not multiples of 16, dv > 256, strides not multiples of 8).
+bool launch_mla_expanded_tc(const MlaExpandedParams& p, cudaStream_t stream, cudaError_t* err);
 
 }  // namespace dsserve::cuda

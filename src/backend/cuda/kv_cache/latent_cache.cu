@@ -34,7 +34,7 @@ template <typename T>
 __global__ void gather_latent_kernel(GatherLatentParams p) {
   const int64_t key = blockIdx.x;
   const int s = find_seq(p.key_start, p.num_seqs, key);
-  const int64_t j = key - p.key_start[s];
+  const int64_t j = key - p.key_start[s] + p.key_shift;
   const int32_t page = p.page_table[int64_t(s) * p.max_pages + j / p.page_size];
   const int64_t slot = int64_t(page) * p.page_size + j % p.page_size;
   const T* src = static_cast<const T*>(p.cache) + slot * p.latent;
@@ -42,7 +42,25 @@ __global__ void gather_latent_kernel(GatherLatentParams p) {
   for (int64_t c = threadIdx.x; c < p.latent; c += blockDim.x) dst[c] = src[c];
 }
 
+__global__ void move_slots_kernel(MoveSlotsParams p) {
+  const int64_t layer = blockIdx.x, words = p.row_bytes / 4;
+  uint32_t* base = reinterpret_cast<uint32_t*>(static_cast<char*>(p.cache) + layer * p.slots * p.row_bytes);
+  for (int64_t i = 0; i < p.moves; ++i) {
+    const int32_t a = p.src[i], b = p.dst[i];
+    if (a >= 0 && a < p.slots && b >= 0 && b < p.slots && a != b)
+      for (int64_t w = threadIdx.x; w < words; w += blockDim.x) base[b * words + w] = base[a * words + w];
+    __syncthreads();  // the next move may read what this one wrote
+  }
+}
+
 }  // namespace
+
+cudaError_t launch_move_slots(const MoveSlotsParams& p, cudaStream_t stream) {
+  if (p.moves == 0 || p.layers == 0) return cudaSuccess;
+  if (p.row_bytes % 4) return cudaErrorInvalidValue;
+  move_slots_kernel<<<unsigned(p.layers), 256, 0, stream>>>(p);
+  return cudaGetLastError();
+}
 
 cudaError_t launch_store_latent(const StoreLatentParams& p, cudaStream_t stream) {
   if (p.tokens == 0) return cudaSuccess;

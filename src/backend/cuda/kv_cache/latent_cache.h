@@ -32,8 +32,21 @@ struct GatherLatentParams {
   const int32_t* key_start;  // [num_seqs + 1]
   void* out;                 // [total_keys, latent] contiguous
   int num_seqs, max_pages, page_size;
+  int key_shift;             // key j of a sequence is at logical position j + key_shift (MTP cache: 1)
   int64_t total_keys, latent;
 };
 cudaError_t launch_gather_latent(const GatherLatentParams& p, cudaStream_t stream);
+
+// For i in order: every layer's row src[i] is copied to row dst[i] (accepted speculative tree
+// nodes move to their positions). One block per layer walks the moves in order.
+struct MoveSlotsParams {
+  void* cache;          // [layers, slots, row_bytes] contiguous
+  int64_t row_bytes;    // latent * element size (a multiple of 4)
+  int64_t layers, slots;
+  const int32_t* src;   // [moves]
+  const int32_t* dst;   // [moves]
+  int64_t moves;
+};
+cudaError_t launch_move_slots(const MoveSlotsParams& p, cudaStream_t stream);
 
 }  // namespace dsserve::cuda

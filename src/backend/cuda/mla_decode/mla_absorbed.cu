@@ -44,7 +44,10 @@ __global__ void __launch_bounds__(kThreads) mla_absorbed_kernel(MlaAbsorbedParam
   const int seq = seq_of_token(p.query_start, p.num_seqs, t);
   const int qlen = p.query_start[seq + 1] - p.query_start[seq];
   const int i = t - p.query_start[seq];
-  const int nk = p.seq_lens[seq] - qlen + i + 1;  // keys visible to this query
+  const int klen = p.seq_lens[seq], prefix = klen - qlen;
+  const int mcols = p.tree_mask ? p.mask_cols[seq] : 0, masked_from = klen - mcols;
+  const int32_t* mask = p.tree_mask ? p.tree_mask + p.mask_start[seq] + int64_t(i) * mcols : nullptr;
+  const int nk = mask ? klen : prefix + i + 1;  // keys this query may see (the tree mask filters new ones)
   int chunk = (nk + p.num_splits - 1) / p.num_splits;
   chunk = (chunk + kBK - 1) / kBK * kBK;
   const int ks = split * chunk, ke = min(nk, ks + chunk);
@@ -69,7 +72,7 @@ __global__ void __launch_bounds__(kThreads) mla_absorbed_kernel(MlaAbsorbedParam
     if (tid < kBK) {
       int64_t slot = -1;
       if (tid < kn) {
-        int key = kt + tid;
+        int key = kt + tid + p.key_shift;
         int32_t page = p.page_table[int64_t(seq) * p.max_pages + key / p.page_size];
         slot = int64_t(page) * p.page_size + key % p.page_size;
       }
@@ -100,10 +103,10 @@ __global__ void __launch_bounds__(kThreads) mla_absorbed_kernel(MlaAbsorbedParam
       float2 q2 = *reinterpret_cast<const float2*>(qh + 2 * w);
       s = fmaf(q2.x, k2.x, fmaf(q2.y, k2.y, s));
     }
-    if (lane >= kn) s = -INFINITY;
-    const float m_new = fmaxf(m, warp_max(s));  // finite: the tile has at least one key
-    const float pr = exp2f(s - m_new);
-    const float alpha = exp2f(m - m_new);       // 0 on the first tile (m = -inf)
+    if (lane >= kn || (mask && kt + lane >= masked_from && !mask[kt + lane - masked_from])) s = -INFINITY;
+    const float m_new = fmaxf(m, warp_max(s));  // -inf only while every key so far is masked
+    const float pr = m_new == -INFINITY ? 0.0f : exp2f(s - m_new);
+    const float alpha = m_new == -INFINITY ? 1.0f : exp2f(m - m_new);  // 0 on the first live tile
     l = l * alpha + warp_sum(pr);
     m = m_new;
 #pragma unroll
@@ -174,8 +177,9 @@ __global__ void mla_combine_kernel(MlaAbsorbedParams p) {
 
 }  // namespace
 
-int mla_absorbed_num_splits(int num_tokens, int heads, int max_seq_len) {
-  const int groups = (heads + kHeadsPerBlock - 1) / kHeadsPerBlock;
+int mla_absorbed_num_splits(int num_tokens, int heads, int max_seq_len, bool tensor_cores) {
+  const int per_block = tensor_cores ? 64 : kHeadsPerBlock;  // heads per block of each kernel
+  const int groups = (heads + per_block - 1) / per_block;
   const int blocks = std::max(1, num_tokens * groups);
   int by_len = (max_seq_len + 255) / 256;           // at least 256 keys per split
   int by_fill = (2 * 132 + blocks - 1) / blocks;    // about two waves of blocks on an H200
@@ -187,17 +191,23 @@ cudaError_t launch_mla_absorbed(const MlaAbsorbedParams& p, cudaStream_t stream)
   if (p.latent % 8 || p.latent > 640 || p.kv_rank % 64 || p.kv_rank > 64 * kMaxPairsPerLane ||
       p.kv_rank >= p.latent || p.cache_stride % 8 || p.q_stride_t % 2 || p.q_stride_h % 2 || p.num_splits < 1)
     return cudaErrorInvalidValue;
+  cudaError_t e = cudaSuccess;
+  if (p.tensor_cores && launch_mla_absorbed_tc(p, stream, &e)) {
+    if (e != cudaSuccess) return e;
+    return p.num_splits > 1 ? launch_mla_combine(p, stream) : cudaSuccess;
+  }
   const size_t bytes = smem_bytes(p.latent);
-  cudaError_t e = cudaFuncSetAttribute(mla_absorbed_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes));
+  e = cudaFuncSetAttribute(mla_absorbed_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes));
   if (e != cudaSuccess) return e;
   dim3 grid(unsigned(p.num_tokens), unsigned(ceil_div(p.heads, kHeadsPerBlock)), unsigned(p.num_splits));
   mla_absorbed_kernel<<<grid, kThreads, bytes, stream>>>(p);
   if ((e = cudaGetLastError()) != cudaSuccess) return e;
-  if (p.num_splits > 1) {
-    mla_combine_kernel<<<unsigned(int64_t(p.num_tokens) * p.heads), 128, 0, stream>>>(p);
-    e = cudaGetLastError();
-  }
-  return e;
+  return p.num_splits > 1 ? launch_mla_combine(p, stream) : cudaSuccess;
+}
+
+cudaError_t launch_mla_combine(const MlaAbsorbedParams& p, cudaStream_t stream) {
+  mla_combine_kernel<<<unsigned(int64_t(p.num_tokens) * p.heads), 128, 0, stream>>>(p);
+  return cudaGetLastError();
 }
 
 }  // namespace dsserve::cuda

@@ -1,0 +1,273 @@
+// CUDA backend: weight preparation. Linear weights become row segments run as one product each:
+// FP8 (e4m3 with the checkpoint's 128x128 block scales, W8A8 at run time) where the checkpoint is
+// FP8, the input width is a multiple of 128 and the segment starts on a 128-row block boundary;
+// BF16 (dequantized, rounded as the published FP8-to-BF16 conversion) otherwise. The router stays
+// float32. Routed experts are stacked [E, ...] with 64-bit offsets.
+#include <cstring>
+
+#include "backend/cuda/cuda_backend.h"
+#include "backend/weight_dequant.h"
+#include "core/error.h"
+
+namespace dsserve::cuda {
+
+namespace {
+
+bool is_e4m3(const WeightPart& p) { return p.weight.dtype() == DType::F8_E4M3; }
+
+std::vector<uint16_t> to_bf16(const Tensor& f32) {
+  std::vector<uint16_t> out(size_t(f32.numel()));
+  const float* s = f32.ptr<float>();
+  for (size_t i = 0; i < out.size(); ++i) out[i] = f32_to_bf16(s[i]);
+  return out;
+}
+
+// Copies part.scale ([ceil(rows/128), in/128]) into rows [block_row0, ...) of a padded scale matrix.
+void place_scale(const WeightPart& part, float* dst, int64_t block_row0, int64_t ld, int64_t in) {
+  const int64_t rows = part.weight.size(0), br = (rows + 127) / 128, bc = (in + 127) / 128;
+  DS_CHECK(part.scale.defined() && part.scale.shape() == Shape({br, bc}),
+           "fp8 weight {}: weight_scale_inv must be [{}, {}], found {}", part.weight.shape().str(), br, bc,
+           part.scale.defined() ? part.scale.shape().str() : std::string("none"));
+  Tensor s = host_to_f32(part.scale);
+  for (int64_t r = 0; r < br; ++r) std::memcpy(dst + (block_row0 + r) * ld, s.ptr<float>() + r * bc, size_t(bc) * 4);
+}
+
+// A GEMM problem with this segment's shapes, for asking cuBLASLt whether it can run it.
+GemmArgs probe_args(const LinearSegment& s, int64_t in, int64_t out_features, int64_t tokens) {
+  GemmArgs a;
+  a.kind = GemmKind::Fp8BlockScaled;
+  a.m = s.rows;
+  a.n = tokens;
+  a.k = in;
+  a.w = s.weight.data();
+  a.ldw = in;
+  a.x = reinterpret_cast<const void*>(uintptr_t(256));
+  a.ldx = in;
+  a.d = reinterpret_cast<void*>(uintptr_t(256) + uintptr_t(s.row0) * 2);
+  a.ldd = out_features;
+  a.d_type = CUDA_R_16BF;
+  a.w_scale = s.scale.ptr<float>();
+  a.x_scale = reinterpret_cast<const float*>(uintptr_t(256));
+  return a;
+}
+
+}  // namespace
+
+LinearSegment CudaBackend::make_segment(std::span<const WeightPart> parts, int64_t row0, bool fp8, LinearUse use,
+                                        int64_t in) {
+  LinearSegment seg;
+  seg.row0 = row0;
+  for (const auto& p : parts) seg.rows += p.weight.size(0);
+  if (!fp8) {
+    const bool f32 = use == LinearUse::Router;
+    std::vector<char> host(size_t(seg.rows * in) * (f32 ? 4 : 2));
+    int64_t r = 0;
+    for (const auto& p : parts) {
+      Tensor d = dequantize_to_f32(p);
+      size_t off = size_t(r * in) * (f32 ? 4 : 2);
+      if (f32) {
+        std::memcpy(host.data() + off, d.data(), d.nbytes());
+      } else {
+        std::vector<uint16_t> b = to_bf16(d);
+        std::memcpy(host.data() + off, b.data(), b.size() * 2);
+      }
+      r += p.weight.size(0);
+    }
+    seg.weight = upload_bytes(host.data(), f32 ? DType::F32 : DType::BF16, {seg.rows, in});
+    return seg;
+  }
+  const int64_t ld = fp8_weight_scale_ld(in), brows = (seg.rows + 127) / 128;
+  std::vector<uint8_t> w(size_t(seg.rows * in));
+  std::vector<float> scale(size_t(brows * ld), 0.0f);
+  int64_t r = 0;
+  for (const auto& p : parts) {
+    DS_CHECK(p.weight.is_contiguous(), "fp8 weight {} is not contiguous", p.weight.shape().str());
+    std::memcpy(w.data() + r * in, p.weight.data(), p.weight.nbytes());
+    place_scale(p, scale.data(), r / 128, ld, in);
+    r += p.weight.size(0);
+  }
+  seg.fp8 = true;
+  seg.weight = upload_bytes(w.data(), DType::F8_E4M3, {seg.rows, in});
+  seg.scale = upload_bytes(scale.data(), DType::F32, {brows, ld});
+  return seg;
+}
+
+LinearWeight CudaBackend::make_linear(std::span<const WeightPart> parts, LinearUse use) {
+  DS_CHECK(!parts.empty(), "make_linear: no weight parts");
+  const int64_t in = parts[0].weight.size(1);
+  int64_t out = 0;
+  for (const auto& p : parts) {
+    DS_CHECK(p.weight.ndim() == 2 && p.weight.size(1) == in,
+             "make_linear: fused parts differ in input features ({} vs {})", p.weight.size(1), in);
+    out += p.weight.size(0);
+  }
+  auto lin = std::make_shared<CudaLinear>();
+  lin->use = use;
+  // Group consecutive parts into segments: FP8 where allowed (a new segment whenever a part would
+  // start inside a 128-row scale block of the segment), BF16 otherwise.
+  const bool fp8_allowed = use == LinearUse::Projection && in % 128 == 0;
+  struct Group {
+    size_t first, count;
+    int64_t row0, rows;
+    bool fp8;
+  };
+  std::vector<Group> groups;
+  int64_t row = 0;
+  for (size_t i = 0; i < parts.size(); ++i) {
+    const bool fp8 = fp8_allowed && is_e4m3(parts[i]) && row % 8 == 0;
+    const int64_t rows = parts[i].weight.size(0);
+    if (!groups.empty() && groups.back().fp8 == fp8 && (!fp8 || groups.back().rows % 128 == 0)) {
+      groups.back().count++;
+      groups.back().rows += rows;
+    } else {
+      groups.push_back({i, 1, row, rows, fp8});
+    }
+    row += rows;
+  }
+  for (const auto& g : groups) {
+    LinearSegment seg = make_segment(parts.subspan(g.first, g.count), g.row0, g.fp8, use, in);
+    if (seg.fp8 && !(gemm_->supported(probe_args(seg, in, out, 8)) && gemm_->supported(probe_args(seg, in, out, 512))))
+      seg = make_segment(parts.subspan(g.first, g.count), g.row0, false, use, in);  // cuBLASLt declined: BF16
+    // Adjacent BF16 segments run as one product.
+    if (!seg.fp8 && !lin->segments.empty() && !lin->segments.back().fp8) {
+      LinearSegment& prev = lin->segments.back();
+      Tensor merged = alloc(prev.weight.dtype(), {prev.rows + seg.rows, in});
+      check(cudaMemcpyAsync(merged.data(), prev.weight.data(), prev.weight.nbytes(), cudaMemcpyDeviceToDevice, stream_),
+            "merge segments");
+      check(cudaMemcpyAsync(static_cast<char*>(merged.data()) + prev.weight.nbytes(), seg.weight.data(),
+                            seg.weight.nbytes(), cudaMemcpyDeviceToDevice, stream_),
+            "merge segments");
+      prev.rows += seg.rows;
+      prev.weight = merged;
+      continue;
+    }
+    lin->segments.push_back(std::move(seg));
+  }
+  check(cudaStreamSynchronize(stream_), "make_linear");
+  return LinearWeight{out, in, lin};
+}
+
+std::string CudaBackend::describe(const ExpertWeights& w) {
+  const auto& ew = *static_cast<const CudaExperts*>(w.impl.get());
+  return std::string(ew.fp8 ? "fp8" : "bf16") + " experts [" + std::to_string(w.num_experts) + " x " +
+         std::to_string(w.intermediate) + "/" + std::to_string(w.hidden) + "]";
+}
+
+std::string CudaBackend::describe(const LinearWeight& w) {
+  const auto& lin = *static_cast<const CudaLinear*>(w.impl.get());
+  std::string s;
+  for (const auto& seg : lin.segments) {
+    if (!s.empty()) s += " + ";
+    s += (seg.fp8 ? "fp8 [" : seg.weight.dtype() == DType::F32 ? "f32 [" : "bf16 [") + std::to_string(seg.rows) + "]";
+  }
+  return s;
+}
+
+HeadWeight CudaBackend::make_head_weight(const Tensor& host_f32) {
+  DS_CHECK(host_f32.ndim() == 3 && host_f32.dtype() == DType::F32, "make_head_weight: expected F32 [heads, out, in]");
+  Tensor c = host_to_f32(host_f32);
+  std::vector<uint16_t> b = to_bf16(c);
+  auto hw = std::make_shared<CudaHeadWeight>();
+  hw->weight = upload_bytes(b.data(), DType::BF16, host_f32.shape());
+  return HeadWeight{host_f32.size(0), host_f32.size(1), host_f32.size(2), hw};
+}
+
+ExpertWeights CudaBackend::make_experts(std::span<const ExpertParts> experts) {
+  DS_CHECK(!experts.empty(), "make_experts: no experts");
+  const int64_t E = int64_t(experts.size()), I = experts[0].gate.weight.size(0), H = experts[0].gate.weight.size(1);
+  for (int64_t e = 0; e < E; ++e) {
+    const auto& x = experts[e];
+    DS_CHECK(x.gate.weight.shape() == Shape({I, H}) && x.up.weight.shape() == Shape({I, H}) &&
+                 x.down.weight.shape() == Shape({H, I}),
+             "expert {}: gate/up/down shapes {} {} {} do not match [{}, {}]", e, x.gate.weight.shape().str(),
+             x.up.weight.shape().str(), x.down.weight.shape().str(), I, H);
+  }
+  bool fp8 = H % 128 == 0 && I % 128 == 0;
+  for (const auto& x : experts) fp8 = fp8 && is_e4m3(x.gate) && is_e4m3(x.up) && is_e4m3(x.down);
+  if (fp8) {  // ask cuBLASLt for both products at a small and a large segment; BF16 if it declines
+    for (int64_t rows : {8, 512}) {
+      GemmArgs a;
+      a.kind = GemmKind::Fp8BlockScaled;
+      a.n = rows;
+      a.d_type = CUDA_R_16BF;
+      void* fake = reinterpret_cast<void*>(uintptr_t(256));  // only the alignment matters
+      a.w = a.x = a.d = fake;
+      a.w_scale = a.x_scale = static_cast<const float*>(fake);
+      a.m = 2 * I, a.k = H, a.ldw = a.ldx = H, a.ldd = 2 * I;
+      fp8 = fp8 && gemm_->supported(a);
+      a.m = H, a.k = I, a.ldw = a.ldx = I, a.ldd = H;
+      fp8 = fp8 && gemm_->supported(a);
+    }
+  }
+  auto ew = std::make_shared<CudaExperts>();
+  const size_t gu_elems = size_t(2 * I * H), dn_elems = size_t(H * I);  // per expert; offsets in size_t
+  if (fp8) {
+    ew->fp8 = true;
+    const int64_t gu_ld = fp8_weight_scale_ld(H), dn_ld = fp8_weight_scale_ld(I);
+    const int64_t gu_br = 2 * I / 128, dn_br = (H + 127) / 128;
+    ew->gate_up = alloc(DType::F8_E4M3, {E, 2 * I, H});
+    ew->down = alloc(DType::F8_E4M3, {E, H, I});
+    ew->gate_up_scale = alloc(DType::F32, {E, gu_br, gu_ld});
+    ew->down_scale = alloc(DType::F32, {E, dn_br, dn_ld});
+    std::vector<float> gs(size_t(gu_br * gu_ld)), ds(size_t(dn_br * dn_ld));
+    for (int64_t e = 0; e < E; ++e) {
+      const auto& x = experts[e];
+      char* gu = static_cast<char*>(ew->gate_up.data()) + size_t(e) * gu_elems;
+      check(cudaMemcpyAsync(gu, x.gate.weight.data(), x.gate.weight.nbytes(), cudaMemcpyHostToDevice, stream_),
+            "upload expert");
+      check(cudaMemcpyAsync(gu + x.gate.weight.nbytes(), x.up.weight.data(), x.up.weight.nbytes(),
+                            cudaMemcpyHostToDevice, stream_),
+            "upload expert");
+      check(cudaMemcpyAsync(static_cast<char*>(ew->down.data()) + size_t(e) * dn_elems, x.down.weight.data(),
+                            x.down.weight.nbytes(), cudaMemcpyHostToDevice, stream_),
+            "upload expert");
+      std::fill(gs.begin(), gs.end(), 0.0f);
+      std::fill(ds.begin(), ds.end(), 0.0f);
+      place_scale(x.gate, gs.data(), 0, gu_ld, H);
+      place_scale(x.up, gs.data(), I / 128, gu_ld, H);
+      place_scale(x.down, ds.data(), 0, dn_ld, I);
+      check(cudaMemcpyAsync(ew->gate_up_scale.ptr<float>() + size_t(e) * gs.size(), gs.data(), gs.size() * 4,
+                            cudaMemcpyHostToDevice, stream_),
+            "upload expert scales");
+      check(cudaMemcpyAsync(ew->down_scale.ptr<float>() + size_t(e) * ds.size(), ds.data(), ds.size() * 4,
+                            cudaMemcpyHostToDevice, stream_),
+            "upload expert scales");
+      check(cudaStreamSynchronize(stream_), "upload expert");  // the staging vectors are reused
+    }
+    return ExpertWeights{E, H, I, ew};
+  }
+  ew->gate_up = alloc(DType::BF16, {E, 2 * I, H});
+  ew->down = alloc(DType::BF16, {E, H, I});
+  for (int64_t e = 0; e < E; ++e) {
+    const auto& x = experts[e];
+    std::vector<uint16_t> g = to_bf16(dequantize_to_f32(x.gate)), u = to_bf16(dequantize_to_f32(x.up)),
+                          d = to_bf16(dequantize_to_f32(x.down));
+    uint16_t* gu = ew->gate_up.ptr<uint16_t>() + size_t(e) * gu_elems;
+    check(cudaMemcpyAsync(gu, g.data(), g.size() * 2, cudaMemcpyHostToDevice, stream_), "upload expert");
+    check(cudaMemcpyAsync(gu + g.size(), u.data(), u.size() * 2, cudaMemcpyHostToDevice, stream_), "upload expert");
+    check(cudaMemcpyAsync(ew->down.ptr<uint16_t>() + size_t(e) * dn_elems, d.data(), d.size() * 2,
+                          cudaMemcpyHostToDevice, stream_),
+          "upload expert");
+    check(cudaStreamSynchronize(stream_), "upload expert");
+  }
+  return ExpertWeights{E, H, I, ew};
+}
+
+Tensor CudaBackend::make_vector(const Tensor& host) {
+  Tensor f = host_to_f32(host);
+  return upload_bytes(f.data(), DType::F32, f.shape());
+}
+
+Tensor CudaBackend::make_embedding(const Tensor& host) {
+  DS_CHECK(host.ndim() == 2, "make_embedding: expected [vocab, hidden], found {}", host.shape().str());
+  if (host.dtype() == DType::BF16 && host.is_contiguous()) return upload_bytes(host.data(), DType::BF16, host.shape());
+  std::vector<uint16_t> b = to_bf16(host_to_f32(host));
+  return upload_bytes(b.data(), DType::BF16, host.shape());
+}
+
+Tensor CudaBackend::make_rope_table(const Tensor& host) {
+  Tensor f = host_to_f32(host);
+  return upload_bytes(f.data(), DType::F32, f.shape());
+}
+
+}  // namespace dsserve::cuda

@@ -1,0 +1,205 @@
+// Timings of the CUDA backend's main ops at DeepSeek-V3 shapes, each beside the ceiling it is
+// bound by (measured here: device-to-device copy bandwidth, and cuBLASLt's BF16 rate on a large
+// square product). Prints one table row per op; asserts nothing but that the ops run.
+#include <gtest/gtest.h>
+
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cmath>
+#include <functional>
+#include <numeric>
+
+#include "backend/cuda/cuda_backend.h"
+#include "gpu/gpu_test_util.h"
+
+namespace dsserve::test {
+namespace {
+
+cuda::CudaBackend& cg() { return static_cast<cuda::CudaBackend&>(gpu()); }
+
+// A device BF16 tensor of uniform values in [-scale, scale) from a fast generator (large inputs).
+Tensor fast_random(Shape s, uint64_t seed, float scale = 1.0f) {
+  Tensor h = Tensor::zeros_host(DType::BF16, s);
+  uint16_t* p = h.ptr<uint16_t>();
+  uint64_t x = seed * 0x9E3779B97F4A7C15ull + 1;
+  for (int64_t i = 0; i < h.numel(); ++i) {
+    x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+    p[i] = f32_to_bf16(scale * (float(x >> 40) / float(1 << 24) * 2.0f - 1.0f));
+  }
+  return gpu().to_device(h);
+}
+
+// Median milliseconds of fn over `iters` runs after 3 warm-ups, timed with events on the backend's stream.
+double time_ms(const std::function<void()>& fn, int iters = 10) {
+  cudaStream_t s = cg().stream();
+  for (int i = 0; i < 3; ++i) fn();
+  std::vector<double> t;
+  cudaEvent_t a, b;
+  cudaEventCreate(&a);
+  cudaEventCreate(&b);
+  for (int i = 0; i < iters; ++i) {
+    cudaEventRecord(a, s);
+    fn();
+    cudaEventRecord(b, s);
+    cudaEventSynchronize(b);
+    float ms = 0;
+    cudaEventElapsedTime(&ms, a, b);
+    t.push_back(ms);
+  }
+  cudaEventDestroy(a);
+  cudaEventDestroy(b);
+  std::sort(t.begin(), t.end());
+  return t[t.size() / 2];
+}
+
+struct Ceil {
+  double gbs = 0, tflops = 0;
+};
+Ceil g_ceil;
+
+void row(const char* op, const char* shape, double ms, double flops, double bytes) {
+  double tf = flops / ms / 1e9, gb = bytes / ms / 1e6;
+  std::printf("[ bench    ] %-28s %-34s %9.3f ms  %7.1f TFLOP/s (%4.0f%% of %.0f)  %7.0f GB/s (%4.0f%% of %.0f)\n", op,
+              shape, ms, tf, 100 * tf / g_ceil.tflops, g_ceil.tflops, gb, 100 * gb / g_ceil.gbs, g_ceil.gbs);
+  ::testing::Test::RecordProperty(std::string(op) + " " + shape, std::to_string(ms) + " ms");
+}
+
+class GpuBench : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    DS_REQUIRE_GPU();
+    gpu().begin_forward();
+    if (g_ceil.gbs == 0) measure_ceilings();
+  }
+  static void measure_ceilings() {
+    const size_t bytes = size_t(2) << 30;
+    void *a, *b;
+    cudaMalloc(&a, bytes);
+    cudaMalloc(&b, bytes);
+    cudaMemset(a, 1, bytes);
+    cudaStream_t s = cg().stream();
+    double ms = time_ms([&] { cudaMemcpyAsync(b, a, bytes, cudaMemcpyDeviceToDevice, s); });
+    g_ceil.gbs = 2.0 * double(bytes) / ms / 1e6;
+    cudaFree(a);
+    cudaFree(b);
+    Rng rng(1);
+    const int64_t n = 8192;
+    LinearWeight w = gpu().make_linear(std::vector<WeightPart>{random_bf16_part(n, n, rng)}, LinearUse::Projection);
+    Tensor x = fast_random({n, n}, 2);
+    ms = time_ms([&] {
+      gpu().begin_forward();
+      gpu().linear(x, w);
+    });
+    g_ceil.tflops = 2.0 * double(n) * n * n / ms / 1e9;
+    std::printf("[ bench    ] ceilings: copy %.0f GB/s (read + write), bf16 cuBLASLt 8192^3 %.0f TFLOP/s\n", g_ceil.gbs,
+                g_ceil.tflops);
+  }
+  Rng rng{7};
+};
+
+TEST_F(GpuBench, Linear) {
+  for (bool fp8 : {false, true}) {
+    for (auto [T, N, K] : {std::tuple<int64_t, int64_t, int64_t>{4096, 2112, 7168}, {4096, 36864, 7168},
+                           {64, 2112, 7168}, {64, 7168, 16384}, {1, 24576, 1536}}) {
+      std::vector<WeightPart> parts{fp8 ? random_fp8_part(N, K, rng) : random_bf16_part(N, K, rng)};
+      LinearWeight w = gpu().make_linear(parts, LinearUse::Projection);
+      Tensor x = fast_random({T, K}, 8);
+      double ms = time_ms([&] {
+        gpu().begin_forward();
+        gpu().linear(x, w);
+      });
+      char shape[64];
+      std::snprintf(shape, sizeof(shape), "T=%ld %ldx%ld", long(T), long(N), long(K));
+      row(fp8 ? "linear fp8 w8a8" : "linear bf16", shape, ms, 2.0 * T * N * K,
+          double(N * K) * (fp8 ? 1 : 2) + double(T * (K + N)) * 2);
+    }
+  }
+}
+
+TEST_F(GpuBench, NormRopeSilu) {
+  const int64_t T = 4096, H = 7168;
+  Tensor x = fast_random({T, H}, 9), w = gpu().make_vector(uniform({H}, rng, 0.5f, 1.5f));
+  Tensor res = fast_random({T, H}, 10);
+  double ms = time_ms([&] { gpu().rms_norm(x, w, 1e-6f); });
+  row("rms_norm", "4096x7168", ms, 0, 2.0 * T * H * 2);
+  ms = time_ms([&] { gpu().add_rms_norm(res, x, w, 1e-6f); });
+  row("add_rms_norm", "4096x7168", ms, 0, 5.0 * T * H * 2);
+  Tensor gu = fast_random({T, 2 * 18432}, 11);
+  ms = time_ms([&] { gpu().silu_mul(gu); });
+  row("silu_mul", "4096x2x18432", ms, 0, 3.0 * T * 18432 * 2);
+}
+
+TEST_F(GpuBench, MlaAttention) {
+  const int n = 128, dn = 128, dr = 64, dv = 128, kr = 512, L = kr + dr;
+  {  // Decode: 64 sequences of 4096 cached tokens, one query each.
+    std::vector<std::pair<int, int>> seqs(64, {4095, 1});
+    BatchSpec spec = make_batch_spec(seqs, 64, rng);
+    AttentionBatch b = make_batch(gpu(), spec);
+    Tensor cache = fast_random({spec.num_pages * 64, L}, 3);
+    Tensor q = to_backend(gpu(), randn({64, n, L}, rng, 0.3f));
+    for (bool tc : {true, false}) {
+      cg().set_tensor_core_attention(tc);
+      double ms = time_ms([&] {
+        gpu().begin_forward();
+        gpu().mla_attention_absorbed(q, cache, b, kr, 0.07f);
+      });
+      row(tc ? "mla absorbed wmma" : "mla absorbed scalar", "B=64 ctx=4096 h=128", ms, 2.0 * 64 * 4096 * n * (L + kr),
+          64.0 * 4096 * L * 2);
+    }
+    cg().set_tensor_core_attention(true);
+  }
+  {  // Prefill: one sequence of 4096 tokens.
+    const int T = 4096;
+    BatchSpec spec = make_batch_spec({{0, T}}, 64, rng);
+    AttentionBatch b = make_batch(gpu(), spec);
+    Tensor q = fast_random({T, n * (dn + dr)}, 4).unflatten(1, n, dn + dr);
+    Tensor kv = fast_random({T, n * (dn + dv)}, 5).unflatten(1, n, dn + dv);
+    Tensor keys = fast_random({T, L}, 6);
+    for (bool tc : {true, false}) {
+      cg().set_tensor_core_attention(tc);
+      double ms = time_ms([&] {
+        gpu().begin_forward();
+        gpu().mla_attention_expanded(q, kv, keys.slice(1, kr, L), b, 0.07f);
+      }, 3);
+      row(tc ? "mla expanded wmma" : "mla expanded scalar", "T=4096 causal h=128", ms,
+          2.0 * n * (double(T) * T / 2) * (dn + dr + dv), double(T) * n * (dn + dr + dn + dv + dv) * 2);
+    }
+    cg().set_tensor_core_attention(true);
+    {  // Decode with one long context: the split-K path.
+      std::vector<std::pair<int, int>> one(1, {32767, 1});
+      BatchSpec s1 = make_batch_spec(one, 64, rng);
+      AttentionBatch b1 = make_batch(gpu(), s1);
+      Tensor c1 = fast_random({s1.num_pages * 64, L}, 13);
+      Tensor q1 = fast_random({1, n * L}, 14, 0.3f).unflatten(1, n, L);
+      double ms = time_ms([&] {
+        gpu().begin_forward();
+        gpu().mla_attention_absorbed(q1, c1, b1, kr, 0.07f);
+      });
+      row("mla absorbed wmma", "B=1 ctx=32768 h=128", ms, 2.0 * 32768 * n * (L + kr), 32768.0 * L * 2);
+    }
+  }
+}
+
+TEST_F(GpuBench, Moe) {
+  const int E = 16, H = 7168, I = 2048, K = 8;
+  const int64_t T = 2048;
+  std::vector<ExpertParts> parts;
+  for (int e = 0; e < E; ++e)
+    parts.push_back({random_fp8_part(I, H, rng), random_fp8_part(I, H, rng), random_fp8_part(H, I, rng)});
+  ExpertWeights w = gpu().make_experts(parts);
+  std::vector<WeightPart> gate{WeightPart{randn({E, H}, rng, 0.01f), {}}};
+  LinearWeight g = gpu().make_linear(gate, LinearUse::Router);
+  Tensor bias = gpu().make_vector(uniform({E}, rng, 0.0f, 0.1f));
+  Tensor x = fast_random({T, H}, 12);
+  RouterParams p{E, K, 4, 2, true, true, 2.5f};
+  RouterOutput r = gpu().moe_route(x, g, bias, p);
+  double ms = time_ms([&] { gpu().moe_route(x, g, bias, p); });
+  row("moe_route", "T=2048 E=16", ms, 2.0 * T * E * H, double(T) * H * 2);
+  ms = time_ms([&] { gpu().moe_experts(x, w, r); }, 5);
+  row("moe_experts fp8", "T=2048 E=16 top8 7168/2048", ms, 2.0 * T * K * 3.0 * H * I,
+      double(E) * 3 * H * I + double(T) * H * 4);
+}
+
+}  // namespace
+}  // namespace dsserve::test

@@ -1,0 +1,403 @@
+// Every op of the CUDA backend against the CPU backend (the float32 oracle) on fresh random
+// inputs, at DeepSeek-V3 shapes where affordable (hidden 7168, 128 heads, kv_lora_rank 512,
+// rope 64, q_lora_rank 1536) and at small odd shapes, including the strided views the model
+// passes. Inputs are rounded to BF16 so both backends see identical values; the bound on
+// ||cuda - cpu|| / ||cpu|| follows from the precision of the CUDA path (BF16 outputs: ~2^-9 per
+// rounding; W8A8: the e4m3 activation rounding, about 3-4%).
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <set>
+
+#include "backend/cuda/cuda_backend.h"
+#include "backend/weight_dequant.h"
+#include "gpu/gpu_test_util.h"
+
+namespace dsserve::test {
+namespace {
+
+constexpr double kBf16Out = 8e-3;   // one BF16 rounding of the output (plus float32 order)
+constexpr double kBf16Gemm = 1e-2;  // BF16 product with BF16 output
+
+class GpuOps : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    DS_REQUIRE_GPU();
+    gpu().begin_forward();
+    cpu().begin_forward();
+  }
+  void expect_close(const char* what, double err, double tol) {
+    RecordProperty(what, std::to_string(err));
+    EXPECT_LE(err, tol) << what;
+  }
+  Rng rng{std::random_device{}()};
+};
+
+// Keeps host tensors on the CPU side and BF16 copies on the GPU side.
+struct Pair {
+  Tensor c, g;
+};
+Pair both(const Tensor& host_f32) { return {cpu().to_device(host_f32), to_backend(gpu(), host_f32)}; }
+
+TEST_F(GpuOps, Embedding) {
+  for (auto [V, H, T] : {std::tuple{4096, 7168, 37}, std::tuple{129, 200, 5}}) {
+    Tensor table = randn({V, H}, rng);
+    std::vector<int32_t> ids(static_cast<size_t>(T));
+    for (auto& i : ids) i = int32_t(rng() % V);
+    Tensor c = cpu().embedding(cpu().make_embedding(table), cpu().upload_i32(ids, {T}));
+    Tensor g = gpu().embedding(gpu().make_embedding(table), gpu().upload_i32(ids, {T}));
+    expect_close(("err_H" + std::to_string(H)).c_str(), rel_err(cpu(), c, gpu(), g), 0.0);
+  }
+}
+
+TEST_F(GpuOps, RmsNormAndFusedAdd) {
+  for (auto [T, H] : {std::pair{33, 7168}, std::pair{7, 1536}, std::pair{3, 97}}) {
+    // Input as a strided column slice, as the model's q_a / kv_a slices are.
+    Tensor wide = randn({T, H + 24}, rng, 3.0f), w = uniform({H}, rng, 0.5f, 1.5f);
+    Pair x = both(wide);
+    Tensor wc = cpu().make_vector(w), wg = gpu().make_vector(w);
+    Tensor c = cpu().rms_norm(x.c.slice(1, 8, 8 + H), wc, 1e-6f);
+    Tensor g = gpu().rms_norm(x.g.slice(1, 8, 8 + H), wg, 1e-6f);
+    expect_close(("norm_err_H" + std::to_string(H)).c_str(), rel_err(cpu(), c, gpu(), g), kBf16Out);
+
+    Tensor res = randn({T, H}, rng, 2.0f), add = randn({T, H}, rng);
+    Pair r = both(res), a = both(add);
+    Tensor nc = cpu().add_rms_norm(r.c, a.c, wc, 1e-6f);
+    Tensor ng = gpu().add_rms_norm(r.g, a.g, wg, 1e-6f);
+    expect_close(("add_norm_err_H" + std::to_string(H)).c_str(), rel_err(cpu(), nc, gpu(), ng), kBf16Out);
+    expect_close(("residual_err_H" + std::to_string(H)).c_str(), rel_err(cpu(), r.c, gpu(), r.g), kBf16Out);
+  }
+}
+
+TEST_F(GpuOps, LinearBf16FusedAndStrided) {
+  // The fused q_a + kv_a projection of V3 (1536 + 576 rows over 7168), and an odd small one.
+  for (auto [in, outs] : {std::pair<int64_t, std::vector<int64_t>>{7168, {1536, 576}},
+                          std::pair<int64_t, std::vector<int64_t>>{200, {40, 33}}}) {
+    std::vector<WeightPart> parts;
+    for (int64_t o : outs) parts.push_back(random_bf16_part(o, in, rng));
+    LinearWeight wc = cpu().make_linear(parts, LinearUse::Projection);
+    LinearWeight wg = gpu().make_linear(parts, LinearUse::Projection);
+    for (int64_t T : {1, 37, 256}) {
+      Tensor wide = randn({T, in + 64}, rng);
+      Pair x = both(wide);
+      Tensor c = cpu().linear(x.c.slice(1, 64, 64 + in), wc);
+      Tensor g = gpu().linear(x.g.slice(1, 64, 64 + in), wg);
+      expect_close(("err_in" + std::to_string(in) + "_T" + std::to_string(T)).c_str(), rel_err(cpu(), c, gpu(), g),
+                   kBf16Gemm);
+    }
+  }
+}
+
+// Host emulation of the W8A8 activation quantization (per token, per 128 channels).
+Tensor quantize_rows(const Tensor& x) {
+  Tensor out = Tensor::zeros_host(DType::F32, x.shape());
+  const int64_t T = x.size(0), K = x.size(1);
+  for (int64_t t = 0; t < T; ++t)
+    for (int64_t b = 0; b < K; b += 128) {
+      float amax = 0;
+      for (int64_t i = b; i < b + 128; ++i) amax = std::max(amax, std::fabs(x.ptr<float>()[t * K + i]));
+      float s = std::max(amax, 1e-12f) / 448.0f;
+      for (int64_t i = b; i < b + 128; ++i)
+        out.ptr<float>()[t * K + i] = e4m3_to_f32(f32_to_e4m3(x.ptr<float>()[t * K + i] / s)) * s;
+    }
+  return out;
+}
+
+TEST_F(GpuOps, LinearFp8BlockScaled) {
+  // FP8 checkpoint weights: fused q_a (1536) + kv_a (576, a partial last block), and q_b.
+  struct Case {
+    int64_t in;
+    std::vector<int64_t> outs;
+  };
+  for (const Case& cs : {Case{7168, {1536, 576}}, Case{1536, {3072}}, Case{256, {192, 160}}}) {
+    std::vector<WeightPart> parts;
+    for (int64_t o : cs.outs) parts.push_back(random_fp8_part(o, cs.in, rng));
+    LinearWeight wc = cpu().make_linear(parts, LinearUse::Projection);
+    LinearWeight wg = gpu().make_linear(parts, LinearUse::Projection);
+    RecordProperty(("layout_in" + std::to_string(cs.in)).c_str(), cuda::CudaBackend::describe(wg));
+    for (int64_t T : {1, 5, 129}) {
+      Tensor x = randn({T, cs.in}, rng);
+      Tensor g = gpu().linear(to_backend(gpu(), x), wg);
+      Tensor exact = cpu().linear(cpu().to_device(x), wc);                // activations unquantized
+      Tensor emul = cpu().linear(cpu().to_device(quantize_rows(x)), wc);  // W8A8 emulated on the host
+      std::string tag = "_in" + std::to_string(cs.in) + "_T" + std::to_string(T);
+      expect_close(("w8a8_emulated_err" + tag).c_str(), rel_err(cpu(), emul, gpu(), g), 1.5e-2);
+      expect_close(("vs_unquantized_err" + tag).c_str(), rel_err(cpu(), exact, gpu(), g), 8e-2);
+    }
+  }
+}
+
+TEST_F(GpuOps, LinearFp8FallsBackWhereKIsNot128Aligned) {
+  std::vector<WeightPart> parts{random_fp8_part(256, 192, rng)};  // q_b of the tiny model: K = 192
+  LinearWeight wc = cpu().make_linear(parts, LinearUse::Projection);
+  LinearWeight wg = gpu().make_linear(parts, LinearUse::Projection);
+  RecordProperty("layout", cuda::CudaBackend::describe(wg));
+  EXPECT_EQ(cuda::CudaBackend::describe(wg), "bf16 [256]");
+  Tensor x = randn({9, 192}, rng);
+  Tensor c = cpu().linear(cpu().to_device(x), wc), g = gpu().linear(to_backend(gpu(), x), wg);
+  expect_close("err", rel_err(cpu(), c, gpu(), g), kBf16Gemm);
+}
+
+TEST_F(GpuOps, RouterAndLmHeadAreFloat32) {
+  std::vector<WeightPart> router{WeightPart{randn({256, 7168}, rng, 0.02f), {}}};
+  LinearWeight rc = cpu().make_linear(router, LinearUse::Router), rg = gpu().make_linear(router, LinearUse::Router);
+  Tensor x = randn({50, 7168}, rng);
+  Tensor c = cpu().linear(cpu().to_device(x), rc), g = gpu().linear(to_backend(gpu(), x), rg);
+  EXPECT_EQ(g.dtype(), DType::F32);
+  expect_close("router_err", rel_err(cpu(), c, gpu(), g), 1e-5);
+
+  std::vector<WeightPart> head{random_bf16_part(1000, 7168, rng)};
+  LinearWeight hc = cpu().make_linear(head, LinearUse::LmHead), hg = gpu().make_linear(head, LinearUse::LmHead);
+  Tensor lc = cpu().linear(cpu().to_device(x), hc), lg = gpu().linear(to_backend(gpu(), x), hg);
+  EXPECT_EQ(lg.dtype(), DType::F32);
+  expect_close("lm_head_err", rel_err(cpu(), lc, gpu(), lg), 1e-3);
+}
+
+TEST_F(GpuOps, HeadLinearOnStridedHeads) {
+  // q_nope -> latent (W_UK^T [128, 512, 128]) on the [T, 128, 192] query view, and latent -> v (W_UV).
+  for (auto [n, dn, dr, kr] : {std::tuple{128, 128, 64, 512}, std::tuple{4, 64, 32, 128}}) {
+    const int64_t T = 19;
+    Tensor wuk = randn({n, kr, dn}, rng, 0.1f), wuv = randn({n, dn, kr}, rng, 0.05f);
+    HeadWeight kc = cpu().make_head_weight(wuk), kg = gpu().make_head_weight(wuk);
+    HeadWeight vc = cpu().make_head_weight(wuv), vg = gpu().make_head_weight(wuv);
+    Pair q = both(randn({T, n * (dn + dr)}, rng));
+    Tensor qc = q.c.unflatten(1, n, dn + dr).slice(2, 0, dn), qg = q.g.unflatten(1, n, dn + dr).slice(2, 0, dn);
+    Tensor lc = cpu().head_linear(qc, kc), lg = gpu().head_linear(qg, kg);
+    expect_close(("uk_err_n" + std::to_string(n)).c_str(), rel_err(cpu(), lc, gpu(), lg), kBf16Gemm);
+    Pair lat = both(randn({T, n, kr}, rng));
+    Tensor oc = cpu().head_linear(lat.c, vc), og = gpu().head_linear(lat.g, vg);
+    expect_close(("uv_err_n" + std::to_string(n)).c_str(), rel_err(cpu(), oc, gpu(), og), kBf16Gemm);
+  }
+}
+
+TEST_F(GpuOps, RopeOnStridedViews) {
+  const int64_t T = 23, n = 128, dn = 128, dr = 64, P = 4096;
+  Tensor table = Tensor::zeros_host(DType::F32, {P, dr});
+  for (int64_t p = 0; p < P; ++p)
+    for (int64_t i = 0; i < dr / 2; ++i) {
+      double a = double(p) * std::pow(10000.0, -2.0 * double(i) / double(dr));
+      table.ptr<float>()[p * dr + 2 * i] = float(std::cos(a));
+      table.ptr<float>()[p * dr + 2 * i + 1] = float(std::sin(a));
+    }
+  Tensor tc = cpu().make_rope_table(table), tg = gpu().make_rope_table(table);
+  std::vector<int32_t> pos(static_cast<size_t>(T));
+  for (auto& p : pos) p = int32_t(rng() % P);
+  Tensor pc = cpu().upload_i32(pos, {T}), pg = gpu().upload_i32(pos, {T});
+  Pair q = both(randn({T, n * (dn + dr)}, rng));
+  Tensor qc = q.c.unflatten(1, n, dn + dr).slice(2, dn, dn + dr), qg = q.g.unflatten(1, n, dn + dr).slice(2, dn, dn + dr);
+  cpu().rope_inplace(qc, pc, tc);
+  gpu().rope_inplace(qg, pg, tg);
+  expect_close("q_pe_err", rel_err(cpu(), q.c, gpu(), q.g), kBf16Out);
+  Pair kv = both(randn({T, 576 + 1536}, rng));  // k_pe is the last 64 columns of the kv_a slice
+  Tensor kc = kv.c.slice(1, 2048, 2112).unflatten(1, 1, dr), kg = kv.g.slice(1, 2048, 2112).unflatten(1, 1, dr);
+  cpu().rope_inplace(kc, pc, tc);
+  gpu().rope_inplace(kg, pg, tg);
+  expect_close("k_pe_err", rel_err(cpu(), kv.c, gpu(), kv.g), kBf16Out);
+}
+
+TEST_F(GpuOps, ElementwiseAndCopies) {
+  Pair gu = both(randn({41, 2 * 2048 + 16}, rng, 2.0f));
+  Tensor sc = cpu().silu_mul(gu.c.slice(1, 0, 4096)), sg = gpu().silu_mul(gu.g.slice(1, 0, 4096));
+  expect_close("silu_mul_err", rel_err(cpu(), sc, gpu(), sg), kBf16Out);
+
+  Pair x = both(randn({41, 300}, rng)), y = both(randn({41, 300}, rng));
+  cpu().add_inplace(x.c, y.c);
+  gpu().add_inplace(x.g, y.g);
+  expect_close("add_err", rel_err(cpu(), x.c, gpu(), x.g), kBf16Out);
+
+  std::vector<int32_t> rows{40, 0, 7, 7, 13};
+  Tensor rc = cpu().gather_rows(x.c, cpu().upload_i32(rows, {5})), rg = gpu().gather_rows(x.g, gpu().upload_i32(rows, {5}));
+  expect_close("gather_rows_err", rel_err(cpu(), rc, gpu(), rg), kBf16Out);
+
+  Pair a = both(randn({6 * 4, 96}, rng)), b = both(randn({6, 4 * 128}, rng));
+  Tensor ac = a.c.unflatten(0, 6, 4).slice(2, 64, 96).merge_leading(), ag = a.g.unflatten(0, 6, 4).slice(2, 64, 96).merge_leading();
+  Tensor bc = b.c.reshape({24, 128}), bg = b.g.reshape({24, 128});
+  Tensor cc = cpu().concat_cols(bc, ac), cg = gpu().concat_cols(bg, ag);
+  expect_close("concat_err", rel_err(cpu(), cc, gpu(), cg), 0.0);
+  Tensor kc = cpu().contiguous(a.c.slice(1, 10, 50)), kg = gpu().contiguous(a.g.slice(1, 10, 50));
+  EXPECT_TRUE(kg.is_contiguous());
+  expect_close("contiguous_err", rel_err(cpu(), kc, gpu(), kg), 0.0);
+}
+
+TEST_F(GpuOps, StoreAndGatherLatentOverPages) {
+  for (auto [page_size, shift] : {std::pair{16, 0}, std::pair{1, 0}, std::pair{64, 0}, std::pair{16, 1}}) {
+    const int64_t kr = 512, dr = 64, L = kr + dr;
+    BatchSpec spec = make_batch_spec({{0, 37}, {5, 3}, {100, 1}}, page_size, rng, shift);
+    AttentionBatch bc = make_batch(cpu(), spec), bg = make_batch(gpu(), spec);
+    const int64_t slots = spec.num_pages * page_size, T = bc.num_tokens;
+    Pair cache = both(randn({slots, L}, rng));
+    Pair kv_a = both(randn({T, 1536 + L}, rng));
+    Tensor ckv = randn({T, kr}, rng);
+    Pair c = both(ckv);
+    cpu().store_latent(cache.c, c.c, kv_a.c.slice(1, 1536 + kr, 1536 + L), bc);
+    gpu().store_latent(cache.g, c.g, kv_a.g.slice(1, 1536 + kr, 1536 + L), bg);
+    std::string tag = "_ps" + std::to_string(page_size) + "_shift" + std::to_string(shift);
+    expect_close(("cache_err" + tag).c_str(), rel_err(cpu(), cache.c, gpu(), cache.g), 0.0);
+    Tensor gc = cpu().gather_latent(cache.c, bc), gg = gpu().gather_latent(cache.g, bg);
+    expect_close(("gather_err" + tag).c_str(), rel_err(cpu(), gc, gpu(), gg), 0.0);
+  }
+}
+
+TEST_F(GpuOps, MoveCacheSlotsInOrder) {
+  const int64_t layers = 3, slots = 64, L = 576;
+  Pair cache = both(randn({layers * slots, L}, rng));
+  Tensor cc = cache.c.reshape({layers, slots, L}), cg = cache.g.reshape({layers, slots, L});
+  std::vector<int32_t> src{5, 9, 40, 7}, dst{9, 12, 41, 7};  // 5 -> 9 then 9 -> 12: order matters
+  cpu().move_cache_slots(cc, cpu().upload_i32(src, {4}), cpu().upload_i32(dst, {4}));
+  gpu().move_cache_slots(cg, gpu().upload_i32(src, {4}), gpu().upload_i32(dst, {4}));
+  expect_close("err", rel_err(cpu(), cache.c, gpu(), cache.g), 0.0);
+}
+
+TEST_F(GpuOps, MlaExpandedCausalWithPrefixes) {
+  struct Case {
+    int n, dn, dr, dv, page_size;
+    std::vector<std::pair<int, int>> seqs;
+  };
+  for (const Case& cs : {Case{128, 128, 64, 128, 16, {{0, 70}, {33, 17}, {5, 1}}},
+                         Case{4, 64, 32, 64, 1, {{0, 129}, {300, 33}, {0, 1}, {7, 16}}}}) {
+    BatchSpec spec = make_batch_spec(cs.seqs, cs.page_size, rng);
+    AttentionBatch bc = make_batch(cpu(), spec), bg = make_batch(gpu(), spec);
+    const int64_t T = bc.num_tokens, K = bc.h_key_start.back(), kr = 512;
+    Pair q = both(randn({T, int64_t(cs.n) * (cs.dn + cs.dr)}, rng));
+    Pair kv = both(randn({K, int64_t(cs.n) * (cs.dn + cs.dv)}, rng));
+    Pair keys = both(randn({K, kr + cs.dr}, rng));
+    const float scale = 0.1352f;
+    Tensor oc = cpu().mla_attention_expanded(q.c.unflatten(1, cs.n, cs.dn + cs.dr), kv.c.unflatten(1, cs.n, cs.dn + cs.dv),
+                                             keys.c.slice(1, kr, kr + cs.dr), bc, scale);
+    for (bool tc : {true, false}) {
+      static_cast<cuda::CudaBackend&>(gpu()).set_tensor_core_attention(tc);
+      Tensor og = gpu().mla_attention_expanded(q.g.unflatten(1, cs.n, cs.dn + cs.dr),
+                                               kv.g.unflatten(1, cs.n, cs.dn + cs.dv), keys.g.slice(1, kr, kr + cs.dr), bg,
+                                               scale);
+      expect_close(((tc ? "tc_err_n" : "simple_err_n") + std::to_string(cs.n)).c_str(), rel_err(cpu(), oc, gpu(), og),
+                   kBf16Out);
+    }
+    static_cast<cuda::CudaBackend&>(gpu()).set_tensor_core_attention(true);
+  }
+}
+
+TEST_F(GpuOps, MlaAbsorbedOverPagedCache) {
+  struct Case {
+    int n, kr, dr, page_size;
+    std::vector<std::pair<int, int>> seqs;
+    int key_shift = 0;
+    bool tree = false;
+    const char* name;
+  };
+  for (const Case& cs : {Case{128, 512, 64, 16, {{0, 1}, {16, 1}, {299, 1}, {1200, 1}, {40, 3}}, 0, false, "decode"},
+                         Case{128, 512, 64, 1, {{2047, 1}}, 0, false, "ps1"},
+                         Case{4, 128, 32, 16, {{0, 5}, {77, 1}, {500, 2}}, 0, false, "tiny"},
+                         Case{128, 512, 64, 16, {{40, 6}, {0, 3}, {700, 4}}, 0, true, "tree_verify"},
+                         Case{4, 128, 32, 16, {{30, 1}, {0, 4}}, 1, false, "mtp_shift"}}) {
+    BatchSpec spec = make_batch_spec(cs.seqs, cs.page_size, rng, cs.key_shift, cs.tree);
+    AttentionBatch bc = make_batch(cpu(), spec), bg = make_batch(gpu(), spec);
+    const int64_t T = bc.num_tokens, L = cs.kr + cs.dr, slots = spec.num_pages * cs.page_size;
+    Pair cache = both(randn({slots, L}, rng));
+    Pair q = both(randn({T, cs.n, L}, rng, 0.3f));
+    const float scale = 0.0723f;
+    Tensor oc = cpu().mla_attention_absorbed(q.c, cache.c, bc, cs.kr, scale);
+    for (bool tc : {true, false}) {
+      static_cast<cuda::CudaBackend&>(gpu()).set_tensor_core_attention(tc);
+      Tensor og = gpu().mla_attention_absorbed(q.g, cache.g, bg, cs.kr, scale);
+      expect_close((std::string(tc ? "tc_err_" : "simple_err_") + cs.name).c_str(), rel_err(cpu(), oc, gpu(), og),
+                   kBf16Out);
+    }
+    static_cast<cuda::CudaBackend&>(gpu()).set_tensor_core_attention(true);
+  }
+}
+
+// Same ids per token (as sets) and the same weights; near-ties in the biased scores may flip.
+void compare_routes(GpuOps* self, const RouterOutput& c, const RouterOutput& g, int64_t T, int64_t K, const char* tag) {
+  Tensor ic = cpu().to_host_f32(c.topk_ids), ig = gpu().to_host_f32(g.topk_ids);
+  Tensor wc = cpu().to_host_f32(c.topk_weights), wg = gpu().to_host_f32(g.topk_weights);
+  int mismatched = 0;
+  double werr = 0;
+  for (int64_t t = 0; t < T; ++t) {
+    std::set<int32_t> a(ic.ptr<int32_t>() + t * K, ic.ptr<int32_t>() + (t + 1) * K),
+        b(ig.ptr<int32_t>() + t * K, ig.ptr<int32_t>() + (t + 1) * K);
+    if (a != b) {
+      ++mismatched;
+      continue;
+    }
+    for (int64_t k = 0; k < K; ++k) {
+      EXPECT_EQ(ic.ptr<int32_t>()[t * K + k], ig.ptr<int32_t>()[t * K + k]) << tag << " order at token " << t;
+      werr = std::max(werr, double(std::fabs(wc.ptr<float>()[t * K + k] - wg.ptr<float>()[t * K + k])));
+    }
+  }
+  ::testing::Test::RecordProperty((std::string(tag) + "_mismatched_tokens").c_str(), mismatched);
+  ::testing::Test::RecordProperty((std::string(tag) + "_max_weight_err").c_str(), std::to_string(werr));
+  EXPECT_LE(mismatched, std::max<int64_t>(1, T / 100)) << tag;
+  EXPECT_LE(werr, 1e-5) << tag;
+}
+
+TEST_F(GpuOps, MoeRouteNoauxTcAndSoftmax) {
+  struct Case {
+    int E, G, TG, K, H;
+    bool sigmoid;
+  };
+  for (const Case& cs : {Case{256, 8, 4, 8, 7168, true}, Case{16, 4, 2, 4, 256, true}, Case{64, 8, 3, 6, 512, false}}) {
+    const int64_t T = 300;
+    std::vector<WeightPart> gate{WeightPart{randn({cs.E, cs.H}, rng, 1.0f / std::sqrt(float(cs.H))), {}}};
+    Tensor bias = uniform({cs.E}, rng, 0.0f, 0.1f);
+    LinearWeight gc = cpu().make_linear(gate, LinearUse::Router), gg = gpu().make_linear(gate, LinearUse::Router);
+    RouterParams p{cs.E, cs.K, cs.G, cs.TG, cs.sigmoid, true, 2.5f};
+    Tensor x = randn({T, cs.H}, rng);
+    Tensor bc = cs.sigmoid ? cpu().make_vector(bias) : Tensor(), bg = cs.sigmoid ? gpu().make_vector(bias) : Tensor();
+    RouterOutput rc = cpu().moe_route(cpu().to_device(x), gc, bc, p);
+    RouterOutput rg = gpu().moe_route(to_backend(gpu(), x), gg, bg, p);
+    compare_routes(this, rc, rg, T, cs.K, ("E" + std::to_string(cs.E)).c_str());
+  }
+}
+
+TEST_F(GpuOps, MoeExpertsBf16AndFp8) {
+  struct Case {
+    int E, H, I, K;
+    int64_t T;
+    bool fp8;
+  };
+  for (const Case& cs : {Case{8, 7168, 2048, 8, 40, true}, Case{32, 1024, 512, 8, 300, true},
+                         Case{32, 1024, 512, 8, 300, false}, Case{16, 256, 128, 4, 1, true}}) {
+    std::vector<ExpertParts> parts;
+    for (int e = 0; e < cs.E; ++e) {
+      if (cs.fp8)
+        parts.push_back({random_fp8_part(cs.I, cs.H, rng), random_fp8_part(cs.I, cs.H, rng),
+                         random_fp8_part(cs.H, cs.I, rng)});
+      else
+        parts.push_back({random_bf16_part(cs.I, cs.H, rng), random_bf16_part(cs.I, cs.H, rng),
+                         random_bf16_part(cs.H, cs.I, rng)});
+    }
+    ExpertWeights wc = cpu().make_experts(parts), wg = gpu().make_experts(parts);
+    // Random routes (distinct experts per token), weights like a normalised router's.
+    Tensor ids = Tensor::zeros_host(DType::I32, {cs.T, cs.K}), wts = uniform({cs.T, cs.K}, rng, 0.1f, 0.7f);
+    for (int64_t t = 0; t < cs.T; ++t) {
+      std::vector<int32_t> e(static_cast<size_t>(cs.E));
+      std::iota(e.begin(), e.end(), 0);
+      std::shuffle(e.begin(), e.end(), rng);
+      for (int k = 0; k < cs.K; ++k) ids.ptr<int32_t>()[t * cs.K + k] = e[k];
+    }
+    RouterOutput rc{cpu().to_device(ids), cpu().to_device(wts)}, rg{gpu().to_device(ids), gpu().to_device(wts)};
+    Tensor x = randn({cs.T, cs.H}, rng);
+    Tensor oc = cpu().moe_experts(cpu().to_device(x), wc, rc), og = gpu().moe_experts(to_backend(gpu(), x), wg, rg);
+    std::string tag = std::string(cs.fp8 ? "fp8" : "bf16") + "_E" + std::to_string(cs.E) + "_H" + std::to_string(cs.H) +
+                      "_T" + std::to_string(cs.T);
+    RecordProperty("layout_" + tag, cuda::CudaBackend::describe(wg));
+    EXPECT_EQ(cuda::CudaBackend::describe(wg).substr(0, 3), cs.fp8 ? "fp8" : "bf1");
+    // W8A8 quantizes the input and the intermediate activation (two ~3.5% roundings).
+    expect_close(("err_" + tag).c_str(), rel_err(cpu(), oc, gpu(), og), cs.fp8 ? 0.1 : 1.5e-2);
+  }
+}
+
+TEST_F(GpuOps, ToHostAndUpload) {
+  std::vector<int32_t> v{3, -1, 7, 1 << 30};
+  Tensor t = gpu().upload_i32(v, {2, 2});
+  Tensor h = gpu().to_host_f32(t);
+  ASSERT_EQ(h.dtype(), DType::I32);
+  for (int i = 0; i < 4; ++i) EXPECT_EQ(h.ptr<int32_t>()[i], v[size_t(i)]);
+  Tensor z = gpu().alloc(DType::BF16, {3, 5});
+  Tensor hz = gpu().to_host_f32(z);
+  for (int i = 0; i < 15; ++i) EXPECT_EQ(hz.ptr<float>()[i], 0.0f);
+}
+
+}  // namespace
+}  // namespace dsserve::test
