@@ -18,7 +18,7 @@ $(MODEL)/config.json: | build
 	$(BUILD)/dsserve init-tiny-model $(MODEL) --fp8 --tokenizer-dir $(TOKENIZER_DIR)
 
 run: build $(MODEL)/config.json
-	$(BUILD)/dsserve generate --model-path $(MODEL) --input-ids 0,100,200,300,400 --max-new-tokens 16
+	$(BUILD)/dsserve serve --model-path $(MODEL) --host 127.0.0.1 --port 30000
 
 test: build
 	@cd $(BUILD) && n=$$(ctest -N -L gpu | sed -n 's/^Total Tests: //p'); \

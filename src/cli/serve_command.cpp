@@ -1,7 +1,7 @@
 // `dsserve serve`: the HTTP server, with SGLang's launch_server flag names. Loads the model and the
 // text layer, starts the engine (scheduler thread) and the Asio HTTP server, and on SIGINT/SIGTERM
 // stops accepting, aborts in-flight requests, lets their last bytes go out and exits 0. Flags that
-// cannot apply yet (tensor/data/expert parallel, several nodes, speculative decoding, FP8 KV cache)
+// cannot apply yet (tensor/data/expert parallel, several nodes, FP8 KV cache)
 // are refused with a message; flags with nothing to do here are accepted and say so in the log.
 #include <spdlog/spdlog.h>
 
@@ -91,7 +91,7 @@ void add_flags(CLI::App& s, ServeOptions& o) {
   s.add_flag("--enable-torch-compile", o.enable_torch_compile, "Accepted for compatibility (nothing to compile)");
   s.add_option("--attention-backend", o.attention_backend, "Accepted names: flashinfer, fa3, flashmla, cutlass_mla, triton, torch_native");
   s.add_flag("--enable-flashinfer-mla", o.enable_flashinfer_mla, "Accepted for compatibility (MLA kernels are built in)");
-  s.add_option("--speculative-algorithm", o.speculative_algorithm, "EAGLE / NEXTN (not available in the server yet)");
+  s.add_option("--speculative-algorithm", o.speculative_algorithm, "EAGLE or NEXTN: draft with the MTP layer");
   s.add_option("--speculative-num-steps", o.speculative_num_steps);
   s.add_option("--speculative-eagle-topk", o.speculative_eagle_topk);
   s.add_option("--speculative-num-draft-tokens", o.speculative_num_draft_tokens);
@@ -110,9 +110,9 @@ void check_flags(const ServeOptions& o, bool on_cpu) {
   refuse(o.nnodes != 1, fmt::format("--nnodes {}: multi-node serving is not available yet (use --nnodes 1)", o.nnodes));
   refuse(o.node_rank != 0, fmt::format("--node-rank {}: only node 0 exists with --nnodes 1", o.node_rank));
   refuse(o.tp_size < 1 || o.port < 0 || o.port > 65535, "--port must be in 0..65535");
-  refuse(!o.speculative_algorithm.empty() || o.speculative_num_steps || o.speculative_eagle_topk ||
-             o.speculative_num_draft_tokens || !o.speculative_draft_model_path.empty(),
-         "--speculative-*: speculative decoding (EAGLE/MTP) is not wired into the server yet; drop these flags");
+  refuse(o.speculative_algorithm.empty() && (o.speculative_num_steps || o.speculative_eagle_topk ||
+                                              o.speculative_num_draft_tokens || !o.speculative_draft_model_path.empty()),
+         "--speculative-num-steps/-eagle-topk/-num-draft-tokens/-draft-model-path need --speculative-algorithm EAGLE");
   refuse(o.kv_cache_dtype != "auto" && o.kv_cache_dtype != "bf16" && o.kv_cache_dtype != "bfloat16",
          fmt::format("--kv-cache-dtype {}: only auto / bf16 is available yet (an FP8 latent cache is planned)", o.kv_cache_dtype));
   refuse(!o.quantization.empty() && o.quantization != "fp8",
@@ -156,7 +156,11 @@ nlohmann::json server_args_json(const ServeOptions& o) {
           {"quantization", o.quantization.empty() ? nlohmann::json(nullptr) : nlohmann::json(o.quantization)},
           {"mem_fraction_static", o.mem_fraction_static}, {"watchdog_timeout", o.watchdog_timeout},
           {"max_request_body_bytes", o.max_request_body_bytes}, {"io_threads", o.io_threads},
-          {"health_generate_timeout", o.health_generate_timeout}};
+          {"health_generate_timeout", o.health_generate_timeout},
+          {"speculative_algorithm", o.speculative_algorithm.empty() ? nlohmann::json(nullptr) : nlohmann::json(o.speculative_algorithm)},
+          {"speculative_num_steps", o.speculative_num_steps}, {"speculative_eagle_topk", o.speculative_eagle_topk},
+          {"speculative_num_draft_tokens", o.speculative_num_draft_tokens},
+          {"speculative_draft_model_path", o.speculative_draft_model_path}};
 }
 
 void serve(ServeOptions& o) {
@@ -189,8 +193,21 @@ void serve(ServeOptions& o) {
                                              : std::min<int64_t>(cfg.max_position_embeddings, 32768);
     o.model.max_total_tokens = 4 * ctx;
   }
-  LoadedModel m = load_model(o.model);
+  SpeculativeOptions spec;
+  spec.algorithm = o.speculative_algorithm;
+  spec.num_steps = o.speculative_num_steps;
+  spec.eagle_topk = o.speculative_eagle_topk;
+  spec.num_draft_tokens = o.speculative_num_draft_tokens;
+  spec.validate_and_default();
+  if (spec.enabled())
+    spdlog::info("speculative decoding: {} with {} steps, topk {}, {} draft tokens, drafting with {}", spec.algorithm,
+                 spec.num_steps, spec.eagle_topk, spec.num_draft_tokens,
+                 o.speculative_draft_model_path.empty() ? "the checkpoint's MTP layer" : o.speculative_draft_model_path);
+  o.model.draft_model_path = o.speculative_draft_model_path;
+  LoadedModel m = load_model(o.model, spec.enabled());
   SchedulerOptions so;
+  so.speculative = spec;
+  so.mtp_cache = spec.enabled() ? &m.mtp_cache : nullptr;
   if (o.max_running_requests > 0) so.max_running_requests = o.max_running_requests;
   so.chunked_prefill_size = o.chunked_prefill_size;
   so.max_prefill_tokens = o.max_prefill_tokens;

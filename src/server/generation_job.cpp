@@ -73,6 +73,7 @@ void GenerationJob::handle_output(RequestOutput out) {
   }
   if (out.prompt_tokens > 0) prompt_tokens = out.prompt_tokens;
   cached_tokens = out.cached_tokens;
+  spec_verify_ct = out.spec_verify_ct;
   if (ttft_s < 0 && !out.new_token_ids.empty()) ttft_s = std::chrono::duration<double>(now - start_).count();
 
   size_t first_new = output_ids.size();

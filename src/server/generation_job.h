@@ -51,6 +51,7 @@ class GenerationJob : public std::enable_shared_from_this<GenerationJob> {
   std::vector<TopLogprobs> output_top_logprobs, input_top_logprobs;
   int prompt_tokens = 0;
   int cached_tokens = 0;
+  int spec_verify_ct = 0;  // speculative verification forwards of this request
   FinishReason finish;
   std::optional<std::string> matched_stop_string;
   double e2e_latency_s = 0, ttft_s = -1;

@@ -32,7 +32,8 @@ ojson item_json(const ServerContext& ctx, const GenerationJob& job, const Native
                 {"finish_reason", job.finish_reason_json()},
                 {"prompt_tokens", job.prompt_tokens},
                 {"completion_tokens", job.completion_tokens()},
-                {"cached_tokens", job.cached_tokens}};
+                {"cached_tokens", job.cached_tokens},
+                {"spec_verify_ct", job.spec_verify_ct}};
   if (job.finished()) meta["e2e_latency"] = job.e2e_latency_s;
   if (item.return_logprob) {
     const ServerContext* c = &ctx;
@@ -157,7 +158,9 @@ void add_native_routes(Router& router, ServerContext& ctx) {
                                                       {"generation_tokens_total", s.generation_tokens_total},
                                                       {"cached_tokens_total", s.cached_tokens_total},
                                                       {"retractions_total", s.retractions_total},
-                                                      {"last_gen_throughput", s.last_decode_tokens_per_s}}});
+                                                      {"last_gen_throughput", s.last_decode_tokens_per_s},
+                                                      {"avg_spec_accept_length", s.spec_accept_length()},
+                                                      {"spec_verify_total", s.spec_verify_total}}});
     info["version"] = "dsserve-0.1";
     resp->send(json_response(json_text(info)));
   });

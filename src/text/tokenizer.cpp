@@ -150,7 +150,10 @@ bool Tokenizer::is_special(int32_t id) const { return id >= 0 && id < vocab_size
 bool Tokenizer::is_added(int32_t id) const { return id >= 0 && id < vocab_size() && kind_of_id_[id] >= 2; }
 
 const std::string& Tokenizer::token_bytes(int32_t id) const {
-  if (id < 0 || id >= vocab_size() || kind_of_id_[id] == 0) fail("decode: token id {} is not in the vocabulary (size {})", id, vocab_size());
+  // Models pad their vocabulary beyond the tokenizer's (DeepSeek-V3: 129,280 rows for 128,815
+  // tokens); ids the tokenizer does not know decode to nothing, as Hugging Face's decode does.
+  static const std::string kNothing;
+  if (id < 0 || id >= vocab_size() || kind_of_id_[id] == 0) return kNothing;
   return bytes_of_id_[id];
 }
 
@@ -186,7 +189,7 @@ std::string Tokenizer::decode(std::span<const int32_t> ids, bool skip_special_to
   std::string bytes;
   for (int32_t id : ids) {
     const std::string& b = token_bytes(id);
-    if (skip_special_tokens && kind_of_id_[id] == 3) continue;
+    if (skip_special_tokens && is_special(id)) continue;
     bytes += b;
   }
   return utf8_lossy(bytes);

@@ -33,7 +33,7 @@ class Tokenizer {
   // Text of ids; bytes that are not UTF-8 become U+FFFD. Unknown ids are an error.
   std::string decode(std::span<const int32_t> ids, bool skip_special_tokens = false) const;
   // Raw bytes a token contributes to decoded text (may be part of a UTF-8 character).
-  const std::string& token_bytes(int32_t id) const;
+  const std::string& token_bytes(int32_t id) const;  // empty for ids the tokenizer does not know
 
   int vocab_size() const { return static_cast<int>(text_of_id_.size()); }
   std::optional<int32_t> token_id(std::string_view token_text) const;

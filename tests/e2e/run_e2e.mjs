@@ -74,7 +74,7 @@ for (let i = 0; i < 100 && !healthy; i++) {
 if (!healthy) fail('/health never answered 200');
 
 const files = only.length ? only : fs.readdirSync(here).filter((f) => f.endsWith('.test.mjs')).sort().map((f) => path.join(here, f));
-const env = { ...process.env, DSSERVE_PID: String(server.pid), DSSERVE_BIN: path.resolve(dsserve), DSSERVE_URL: base, DSSERVE_API_KEY: API_KEY, DSSERVE_NODE_MODULES: path.join(repo, 'third_party/npm/node_modules') };
+const env = { ...process.env, DSSERVE_PID: String(server.pid), DSSERVE_BIN: path.resolve(dsserve), DSSERVE_URL: base, DSSERVE_API_KEY: API_KEY, DSSERVE_MODEL_DIR: modelDir, DSSERVE_NODE_MODULES: path.join(repo, 'third_party/npm/node_modules') };
 const run = spawn(process.execPath, ['--test', '--test-concurrency=1', ...files], { stdio: 'inherit', env });
 const testStatus = await new Promise((r) => run.on('exit', (code) => r(code)));
 

@@ -5,6 +5,7 @@
 #include "common/test_paths.h"
 #include "core/error.h"
 #include "text/text_test_util.h"
+#include "text/detokenizer.h"
 #include "text/tokenizer.h"
 
 namespace dsserve::text {
@@ -126,5 +127,27 @@ TEST(Tokenizer, MissingDirectoryErrors) {
   }
 }
 
+}  // namespace
+}  // namespace dsserve::text
+
+namespace dsserve::text {
+namespace {
+// Models pad the vocabulary beyond the tokenizer (DeepSeek-V3: 129,280 embedding rows for 128,815
+// tokens): such ids, and negative ones, decode to nothing, as Hugging Face's decode does.
+TEST(TokenizerPadding, IdsBeyondTheTokenizerDecodeToNothing) {
+  std::string dir = dsserve::test::npm_tokenizer_dir();
+  if (dir.empty()) GTEST_SKIP() << "DeepSeek-V3 tokenizer files absent: run scripts/setup.sh";
+  Tokenizer tok = Tokenizer::load(dir);
+  std::vector<int32_t> ids = tok.encode("Hello world");
+  std::vector<int32_t> padded = ids;
+  padded.insert(padded.begin() + 1, 129279);
+  padded.push_back(-5);
+  EXPECT_EQ(tok.decode(padded), tok.decode(ids));
+  IncrementalDetokenizer d(tok, {});
+  std::string streamed;
+  for (int32_t id : padded) streamed += d.push(id);
+  streamed += d.finish();
+  EXPECT_EQ(streamed, "Hello world");
+}
 }  // namespace
 }  // namespace dsserve::text
