@@ -23,7 +23,7 @@ namespace {
 
 struct BenchOneBatchOptions {
   ModelOptions model;
-  int batch_size = 1;
+  std::vector<int> batch_sizes{1};
   std::vector<int> input_lens{1024};
   int output_len = 16;
 };
@@ -55,8 +55,8 @@ std::vector<int32_t> step(LoadedModel& m, const std::vector<SequenceChunk>& chun
   return next;
 }
 
-nlohmann::json run(LoadedModel& m, const BenchOneBatchOptions& o, int input_len, std::mt19937& rng) {
-  const int B = o.batch_size, vocab = m.model->config().vocab_size;
+nlohmann::json run(LoadedModel& m, const BenchOneBatchOptions& o, int B, int input_len, std::mt19937& rng) {
+  const int vocab = m.model->config().vocab_size;
   std::vector<SequencePages> seqs(static_cast<size_t>(B));
   for (auto& s : seqs)
     DS_CHECK(s.reserve(*m.pool, input_len + o.output_len),
@@ -100,24 +100,28 @@ void add_bench_one_batch_command(CLI::App& app) {
   auto o = std::make_shared<BenchOneBatchOptions>();
   CLI::App* cmd = app.add_subcommand("bench-one-batch", "Latency of one static batch: prefill, then decode steps");
   o->model.add_to(*cmd);
-  cmd->add_option("--batch-size", o->batch_size, "Sequences in the batch")->capture_default_str();
+  cmd->add_option("--batch-size", o->batch_sizes, "Sequences in the batch (one run each)")->capture_default_str();
   cmd->add_option("--input-len", o->input_lens, "Prompt lengths to measure (one run each)");
   cmd->add_option("--output-len", o->output_len, "Decode steps after the prefill")->capture_default_str();
   cmd->callback([o] {
-    DS_CHECK(o->batch_size >= 1 && o->output_len >= 0, "bench-one-batch: --batch-size must be >= 1, --output-len >= 0");
+    DS_CHECK(!o->batch_sizes.empty() && *std::min_element(o->batch_sizes.begin(), o->batch_sizes.end()) >= 1 &&
+                 o->output_len >= 0,
+             "bench-one-batch: every --batch-size must be >= 1, --output-len >= 0");
+    const int largest = *std::max_element(o->batch_sizes.begin(), o->batch_sizes.end());
     DS_CHECK(!o->input_lens.empty() && *std::min_element(o->input_lens.begin(), o->input_lens.end()) >= 1,
              "bench-one-batch: every --input-len must be >= 1");
     const int longest = *std::max_element(o->input_lens.begin(), o->input_lens.end());
     ModelOptions mo = o->model;
-    const int64_t need = int64_t(o->batch_size) * (longest + o->output_len + mo.page_size);
+    const int64_t need = int64_t(largest) * (longest + o->output_len + mo.page_size);
     if (mo.max_total_tokens < need) mo.max_total_tokens = need;
     if (mo.context_length > 0 && mo.context_length < longest + o->output_len)
       fail("bench-one-batch: --context-length {} is shorter than input + output ({})", mo.context_length,
            longest + o->output_len);
     LoadedModel m = load_model(mo);
     std::mt19937 rng(uint32_t(mo.random_seed));
-    run(m, *o, std::min(longest, 16), rng);  // warm-up: library handles, algorithm choices, scratch
-    for (int len : o->input_lens) std::cout << run(m, *o, len, rng).dump() << std::endl;
+    run(m, *o, 1, std::min(longest, 16), rng);  // warm-up: library handles, algorithm choices, scratch
+    for (int b : o->batch_sizes)
+      for (int len : o->input_lens) std::cout << run(m, *o, b, len, rng).dump() << std::endl;
   });
 }
 
