@@ -226,6 +226,10 @@ class Scheduler final : public Engine {
       RequestPtr r = *it;
       if (int(running_.size() + batch_.size()) >= opt_.max_running_requests) break;
       const bool fresh = r->kv_len == 0 && r->pages.pages.empty();
+      if (fresh && shares_prefix_in_flight(*r)) {  // n > 1, a shared system prompt: reuse, do not recompute
+        ++it;
+        continue;
+      }
       if (fresh) match_prefix(*r);
       const int64_t len = r->fill_len(), take = std::min<int64_t>(budget, len - r->kv_len);
       if (!reserve(*r, r->kv_len + take + spec_margin())) {
@@ -306,6 +310,23 @@ class Scheduler final : public Engine {
     }
     waiting_.insert(waiting_.begin(), continuing.begin(), continuing.end());
     return true;
+  }
+
+  // Whether a fresh request's prompt starts with a stretch (at least a page, and 16 tokens) that a
+  // request of this prefill batch is computing now: it waits one round and then finds those pages
+  // in the prefix cache instead of computing them again (parallel samples, shared system prompts).
+  bool shares_prefix_in_flight(const RequestState& r) const {
+    if (opt_.disable_radix_cache) return false;
+    const int64_t threshold = std::max<int64_t>(pool_.page_size(), 16);
+    const auto& a = r.g.input_ids;
+    for (const RequestPtr& b : batch_) {
+      const auto& c = b->g.input_ids;
+      const size_t n = std::min(a.size(), c.size());
+      size_t common = 0;
+      while (common < n && a[common] == c[common]) ++common;
+      if (int64_t(common) >= threshold && b->kv_len + pool_.page_size() <= int64_t(common)) return true;
+    }
+    return false;
   }
 
   bool wants_input_logprob(const RequestState& r, int64_t p) const {

@@ -142,6 +142,22 @@ TEST(Scheduler, SharedPrefixIsReusedAndReportedAsCached) {
   }
 }
 
+TEST(Scheduler, ParallelSamplesOfOnePromptShareItsPages) {
+  // n = 4 samples of one prompt arrive together: one computes the prompt, the others reuse its pages.
+  Harness h(16, 2048);
+  auto prompt = random_ids(70, 11);
+  std::vector<GenerationRequest> reqs;
+  for (int i = 0; i < 4; ++i) reqs.push_back(greedy_request("n" + std::to_string(i), prompt, 5));
+  auto got = run_all(*h.engine, reqs);
+  int computed = 0;
+  for (auto& c : got) {
+    EXPECT_EQ(c.ids, got[0].ids);
+    if (c.cached_tokens == 0) ++computed;
+    else EXPECT_EQ(c.cached_tokens, 64);
+  }
+  EXPECT_EQ(computed, 1) << "exactly one request computes the shared prompt";
+}
+
 TEST(Scheduler, TightKvBudgetRetractsAndResumesWithTheSameOutputs) {
   const auto reference = alone_outputs();
   SchedulerOptions opt;
