@@ -8,6 +8,7 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <deque>
@@ -98,8 +99,16 @@ class Scheduler final : public Engine {
   }
 
   EngineStats stats() const override {
-    std::lock_guard lk(stats_mu_);
-    return stats_;
+    EngineStats s;
+    {
+      std::lock_guard lk(stats_mu_);
+      s = stats_;
+    }
+    const int64_t started = step_started_ns_.load();
+    if (started != 0)
+      s.current_step_s = double(std::chrono::steady_clock::now().time_since_epoch().count() - started) *
+                         std::chrono::steady_clock::period::num / std::chrono::steady_clock::period::den;
+    return s;
   }
   int64_t context_length() const override { return model_.context_len(); }
   int vocab_size() const override { return model_.config().vocab_size; }
@@ -123,6 +132,7 @@ class Scheduler final : public Engine {
     bool last_was_prefill = false;
     while (take_inbox()) {
       bool decode_due = last_was_prefill && !running_.empty();
+      step_started_ns_.store(std::chrono::steady_clock::now().time_since_epoch().count());
       try {
         if (!decode_due && run_prefill()) {
           last_was_prefill = true;
@@ -135,6 +145,7 @@ class Scheduler final : public Engine {
         spdlog::error("scheduler: forward failed: {}", e.what());
         for (auto& r : std::vector<RequestPtr>(batch_)) finish(r, {"abort", {}, 0, std::string("internal error: ") + e.what()});
       }
+      step_started_ns_.store(0);
       batch_.clear();
       publish_stats();
     }
@@ -624,6 +635,7 @@ class Scheduler final : public Engine {
   size_t waiting_count_ = 0;
   mutable std::mutex stats_mu_;
   EngineStats stats_;
+  std::atomic<int64_t> step_started_ns_{0};  // when the running step began (0: idle), for watchdogs
 
   // Scheduler thread only.
   std::deque<RequestPtr> waiting_;
