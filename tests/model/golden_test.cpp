@@ -55,6 +55,7 @@ class GoldenTest : public ::testing::TestWithParam<std::string> {
       if (d > worst) worst = d, worst_pos = t;
     }
     EXPECT_LE(worst, kLogprobTolerance) << what << ": worst top-5 logprob difference at position " << worst_pos;
+    RecordProperty(what, std::to_string(worst));
   }
 
   TestModel* model_ = nullptr;
