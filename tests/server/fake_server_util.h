@@ -17,11 +17,12 @@ class FakeEngine : public Engine {
   std::string submit_error;         // non-empty: submit() throws this
   std::vector<GenerationRequest> submitted;
   std::vector<std::string> aborted;
+  EngineStats scripted_stats;       // what stats() reports
 
   void submit(GenerationRequest req, OutputCallback cb) override;
   void abort(const std::string& rid) override { aborted.push_back(rid); }
   void flush_cache() override {}
-  EngineStats stats() const override { return {}; }
+  EngineStats stats() const override { return scripted_stats; }
   int64_t context_length() const override { return 256; }
   int vocab_size() const override { return 129280; }
   void shutdown() override {}

@@ -1,0 +1,36 @@
+// The watchdog (see watchdog.h).
+#include "server/watchdog.h"
+
+#include <fmt/format.h>
+
+namespace dsserve::server {
+
+Watchdog::Watchdog(const Engine& engine, double timeout_s, std::function<void(const std::string&)> on_timeout,
+                   double poll_s)
+    : engine_(engine), timeout_s_(timeout_s), poll_s_(poll_s), on_timeout_(std::move(on_timeout)) {
+  if (timeout_s_ > 0) thread_ = std::thread([this] { run(); });
+}
+
+Watchdog::~Watchdog() {
+  {
+    std::lock_guard lk(mu_);
+    stop_ = true;
+  }
+  cv_.notify_all();
+  if (thread_.joinable()) thread_.join();
+}
+
+void Watchdog::run() {
+  std::unique_lock lk(mu_);
+  while (!cv_.wait_for(lk, std::chrono::duration<double>(poll_s_), [&] { return stop_; })) {
+    const double step_s = engine_.stats().current_step_s;
+    if (step_s > timeout_s_) {
+      lk.unlock();
+      on_timeout_(fmt::format("watchdog: one scheduler step has run for {:.0f} s, beyond --watchdog-timeout {} s "
+                              "(a hung kernel or collective?)", step_s, timeout_s_));
+      return;
+    }
+  }
+}
+
+}  // namespace dsserve::server

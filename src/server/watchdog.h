@@ -1,0 +1,36 @@
+// The watchdog (--watchdog-timeout, as SGLang): a thread that checks once a second how long the
+// engine's current step has run, and when one step outlasts the timeout (a hung kernel, a stuck
+// collective) reports it once, so the server can exit non-zero with the reason instead of hanging.
+#pragma once
+#include <atomic>
+#include <condition_variable>
+#include <functional>
+#include <mutex>
+#include <string>
+#include <thread>
+
+#include "runtime/engine.h"
+
+namespace dsserve::server {
+
+class Watchdog {
+ public:
+  // on_timeout gets the reason; it runs on the watchdog's thread, at most once.
+  Watchdog(const Engine& engine, double timeout_s, std::function<void(const std::string&)> on_timeout,
+           double poll_s = 1.0);
+  ~Watchdog();
+  Watchdog(const Watchdog&) = delete;
+  Watchdog& operator=(const Watchdog&) = delete;
+
+ private:
+  void run();
+  const Engine& engine_;
+  double timeout_s_, poll_s_;
+  std::function<void(const std::string&)> on_timeout_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool stop_ = false;
+  std::thread thread_;
+};
+
+}  // namespace dsserve::server
