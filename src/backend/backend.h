@@ -12,7 +12,8 @@
 
 namespace dsserve {
 
-// One row block of a (possibly fused) linear weight as stored in the checkpoint (host memory).
+// One row block of a (possibly fused) linear weight as stored in the checkpoint (host memory, or
+// the backend's own memory when it came from Backend::random_weight).
 // weight [out, in] of BF16/F16/F32, or F8_E4M3 with scale [ceil(out/128), ceil(in/128)] F32
 // (the checkpoint's weight_scale_inv: dequantized = fp8 value x scale of its 128x128 block).
 struct WeightPart {
@@ -91,6 +92,26 @@ struct LatentCache {
   Tensor layer(int i) const { return data.select(i); }  // [slots, latent]
 };
 
+// Random weight values generated where the weight lives (--load-format dummy on a device): element
+// i is offset + scale * N(0, 1) (normal) or offset + scale * U[0, 1) (uniform), drawn from a
+// counter-based generator keyed by (seed, i), rounded to the tensor's dtype (F32, BF16, F8_E4M3).
+struct RandomFill {
+  uint64_t seed = 0;
+  bool normal = true;
+  float scale = 1.0f, offset = 0.0f;
+};
+
+// Device memory as the driver reports it (total 0: the backend has no memory of its own).
+struct DeviceMemory {
+  int64_t free_bytes = 0, total_bytes = 0;
+};
+
+// The machine's measured ceilings (0: not measured): device-to-device copy bandwidth counting the
+// bytes read plus the bytes written, and the dense matrix-product rates.
+struct DeviceCeilings {
+  double copy_gbs = 0, bf16_tflops = 0, fp8_tflops = 0;
+};
+
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -104,8 +125,24 @@ class Backend {
   virtual Tensor to_host_f32(const Tensor& t) = 0;        // host float32 copy (floats) or host copy (ints)
   virtual void begin_forward() = 0;                       // recycles per-forward scratch
   virtual void synchronize() {}
+  // Free and total memory of the device (CPU: {0, 0}), and the bytes of persistent allocations
+  // (alloc, to_device, prepared weights, caches) still alive (CPU: 0, not counted).
+  virtual DeviceMemory memory() const { return {}; }
+  virtual int64_t persistent_bytes() const { return 0; }
+  // Measures copy bandwidth and matrix rates (a few seconds; CPU: not measured, all 0).
+  virtual DeviceCeilings measure_ceilings() { return {}; }
+  // Distinct routed experts run by moe_experts, summed over its calls since construction (-1: not
+  // counted). Benchmarks read it around a forward to count the expert weights it read.
+  virtual int64_t experts_run() const { return -1; }
 
-  // Weights (host checkpoint tensors in, backend layout out).
+  // Weights (host checkpoint tensors in, backend layout out). A backend whose random_weight
+  // returns a defined tensor also accepts such device tensors as WeightPart weights.
+  // random_weight: a persistent tensor filled in place; undefined when the backend has no device
+  // generator (the CPU backend: callers then generate on the host).
+  virtual Tensor random_weight(DType dtype, Shape shape, const RandomFill& fill) {
+    (void)dtype, (void)shape, (void)fill;
+    return {};
+  }
   virtual LinearWeight make_linear(std::span<const WeightPart> row_parts, LinearUse use) = 0;
   virtual HeadWeight make_head_weight(const Tensor& host_f32) = 0;  // [heads, out, in] F32
   virtual ExpertWeights make_experts(std::span<const ExpertParts> experts) = 0;

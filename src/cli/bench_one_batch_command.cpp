@@ -1,19 +1,27 @@
 // `dsserve bench-one-batch`: the latency of one static batch through the model alone (no
 // scheduler, no server), as SGLang's bench_one_batch: a prefill of batch_size x input_len random
-// tokens (expanded attention), then output_len greedy decode steps of batch_size tokens (absorbed
-// attention through the paged cache). Prints one JSON line per input length: prefill latency and
-// throughput, median decode-step latency and throughput. Works on any backend (--device).
+// tokens (expanded attention; whole sequences, at most --max-prefill-tokens per forward), then
+// output_len greedy decode steps of batch_size tokens (absorbed attention through the paged cache).
+// Each step is set beside its physical floor on this machine (measured at start-up): a decode step
+// against the bytes it must read (weights touched, counting only the routed experts it ran, plus
+// the latent cache) over the device-to-device copy bandwidth; the prefill against its FLOPs at the
+// measured FP8 and BF16 matrix rates. A decode step is timed whole (forward, logits read back,
+// argmax on the host) and up to the device finishing the forward. Prints one JSON line per run,
+// then a table. Any --device.
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
+#include <cstdio>
 #include <iostream>
 #include <random>
 
 #include "cli/commands.h"
 #include "cli/model_options.h"
 #include "core/error.h"
+#include "model/forward_cost.h"
 #include "runtime/batch_builder.h"
 #include "runtime/scheduler.h"
 
@@ -26,7 +34,12 @@ struct BenchOneBatchOptions {
   std::vector<int> batch_sizes{1};
   std::vector<int> input_lens{1024};
   int output_len = 16;
+  int max_prefill_tokens = 16384;
 };
+
+double seconds_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
 
 SequenceChunk make_chunk(const SequencePages* pages, int64_t prefix, std::vector<int32_t> tokens, int32_t logit) {
   SequenceChunk c;
@@ -37,61 +50,129 @@ SequenceChunk make_chunk(const SequencePages* pages, int64_t prefix, std::vector
   return c;
 }
 
-double seconds_since(std::chrono::steady_clock::time_point t0) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-}
-
-// One forward, waited for; returns the greedy next token of each sequence.
-std::vector<int32_t> step(LoadedModel& m, const std::vector<SequenceChunk>& chunks, AttentionMode mode) {
+// One forward, waited for; returns the greedy next token of each sequence (argmax on the host) and
+// sets forward_s to the time until the device finished the forward (before the logits are read
+// back). Fails on non-finite logits.
+std::vector<int32_t> step(LoadedModel& m, const std::vector<SequenceChunk>& chunks, AttentionMode mode,
+                          double& forward_s) {
+  const auto t0 = std::chrono::steady_clock::now();
   ForwardBatch fb = build_forward_batch(chunks, BatchLayout{m.cache.page_size, mode});
   ForwardOutput out = m.model->forward(fb, m.cache);
+  m.backend->synchronize();
+  forward_s = seconds_since(t0);
   Tensor logits = m.backend->to_host_f32(out.logits);  // synchronises the device
   std::vector<int32_t> next;
   const int64_t V = logits.size(1);
   for (int64_t r = 0; r < logits.size(0); ++r) {
     const float* row = logits.ptr<float>() + r * V;
+    DS_CHECK(std::all_of(row, row + V, [](float v) { return std::isfinite(v); }),
+             "bench-one-batch: non-finite logits (row {} of a {} forward)", r,
+             mode == AttentionMode::Expanded ? "prefill" : "decode");
     next.push_back(int32_t(std::max_element(row, row + V) - row));
   }
   return next;
 }
 
-nlohmann::json run(LoadedModel& m, const BenchOneBatchOptions& o, int B, int input_len, std::mt19937& rng) {
-  const int vocab = m.model->config().vocab_size;
+double ratio(double measured, double floor) { return floor > 0 ? measured / floor : 0.0; }
+
+nlohmann::json run(LoadedModel& m, const BenchOneBatchOptions& o, const DeviceCeilings& ceil, int B, int input_len,
+                   std::mt19937& rng) {
+  const ModelConfig& cfg = m.model->config();
   std::vector<SequencePages> seqs(static_cast<size_t>(B));
   for (auto& s : seqs)
     DS_CHECK(s.reserve(*m.pool, input_len + o.output_len),
              "bench-one-batch: the KV cache is too small for batch {} x {} tokens (raise --max-total-tokens)", B,
              input_len + o.output_len);
-  std::uniform_int_distribution<int32_t> tok(0, vocab - 1);
+  std::uniform_int_distribution<int32_t> tok(0, cfg.vocab_size - 1);
   std::vector<SequenceChunk> prefill;
   for (auto& s : seqs) {
     std::vector<int32_t> ids(static_cast<size_t>(input_len));
     for (auto& t : ids) t = tok(rng);
     prefill.push_back(make_chunk(&s, 0, std::move(ids), input_len - 1));
   }
+  // Prefill: whole sequences, at most max_prefill_tokens per forward (one sequence at least).
+  const int per_forward = std::max(1, o.max_prefill_tokens / input_len);
+  std::vector<int32_t> next;
   auto t0 = std::chrono::steady_clock::now();
-  std::vector<int32_t> next = step(m, prefill, AttentionMode::Expanded);
+  for (int b = 0; b < B; b += per_forward) {
+    std::vector<SequenceChunk> part(prefill.begin() + b, prefill.begin() + std::min(B, b + per_forward));
+    double fwd = 0;
+    std::vector<int32_t> n = step(m, part, AttentionMode::Expanded, fwd);
+    next.insert(next.end(), n.begin(), n.end());
+  }
   const double prefill_s = seconds_since(t0);
-  std::vector<double> decode_s;
+  std::vector<double> decode_s, forward_s;
+  double decode_bytes = 0, experts = 0;
+  int64_t experts_known = 0;
   for (int i = 0; i < o.output_len; ++i) {
     std::vector<SequenceChunk> chunks;
     for (int b = 0; b < B; ++b) chunks.push_back(make_chunk(&seqs[b], input_len + i, {next[b]}, 0));
+    const int64_t e0 = m.backend->experts_run();
     t0 = std::chrono::steady_clock::now();
-    next = step(m, chunks, AttentionMode::Absorbed);
+    double fwd = 0;
+    next = step(m, chunks, AttentionMode::Absorbed, fwd);
     decode_s.push_back(seconds_since(t0));
+    forward_s.push_back(fwd);
+    const int64_t ran = e0 >= 0 ? m.backend->experts_run() - e0 : -1;
+    std::vector<int64_t> keys(static_cast<size_t>(B), input_len + i + 1);
+    decode_bytes += decode_step_cost(cfg, keys, ran).bytes();
+    if (ran >= 0) experts += double(ran), ++experts_known;
   }
   for (auto& s : seqs) s.release_all(*m.pool);
-  std::vector<double> sorted = decode_s;
-  std::sort(sorted.begin(), sorted.end());
-  const double median = sorted.empty() ? 0.0 : sorted[sorted.size() / 2];
+  auto median_of = [](std::vector<double> v) {
+    std::sort(v.begin(), v.end());
+    return v.empty() ? 0.0 : v[v.size() / 2];
+  };
+  const double median = median_of(decode_s), median_forward = median_of(forward_s);
+  if (!decode_s.empty()) decode_bytes /= double(decode_s.size());
+  int moe_layers = 0;
+  for (int i = 0; i < cfg.num_hidden_layers; ++i) moe_layers += cfg.is_moe_layer(i);
+  const double decode_floor = ceil.copy_gbs > 0 ? decode_bytes / (ceil.copy_gbs * 1e9) : 0.0;
+  std::vector<int64_t> lens(static_cast<size_t>(B), input_len);
+  const ForwardCost pc = prefill_cost(cfg, lens);
+  const double prefill_floor = ceil.fp8_tflops > 0 && ceil.bf16_tflops > 0
+                                   ? pc.fp8_flops / (ceil.fp8_tflops * 1e12) + pc.bf16_flops / (ceil.bf16_tflops * 1e12)
+                                   : 0.0;
+  const double prefill_floor_bf16 = ceil.bf16_tflops > 0 ? pc.flops() / (ceil.bf16_tflops * 1e12) : 0.0;
   return {{"batch_size", B},
           {"input_len", input_len},
           {"output_len", o.output_len},
           {"device", m.backend->name()},
           {"prefill_latency_s", prefill_s},
           {"prefill_throughput_tok_s", double(B) * input_len / prefill_s},
+          {"prefill_forwards", (B + per_forward - 1) / per_forward},
+          {"prefill_tflop", pc.flops() / 1e12},
+          {"prefill_fp8_tflop", pc.fp8_flops / 1e12},
+          {"prefill_floor_s", prefill_floor},
+          {"prefill_floor_bf16_only_s", prefill_floor_bf16},
+          {"prefill_ratio_to_floor", ratio(prefill_s, prefill_floor)},
           {"median_decode_latency_s", median},
-          {"median_decode_throughput_tok_s", median > 0 ? B / median : 0.0}};
+          {"median_decode_throughput_tok_s", median > 0 ? B / median : 0.0},
+          {"decode_bytes_per_step", decode_bytes},
+          {"decode_experts_per_moe_layer", experts_known && moe_layers ? experts / experts_known / moe_layers : -1.0},
+          {"decode_floor_s", decode_floor},
+          {"decode_ratio_to_floor", ratio(median, decode_floor)},
+          {"median_decode_forward_s", median_forward},
+          {"decode_forward_ratio_to_floor", ratio(median_forward, decode_floor)}};
+}
+
+void print_table(const DeviceCeilings& c, const std::vector<nlohmann::json>& rows) {
+  if (c.copy_gbs > 0)
+    std::printf("ceilings: copy %.0f GB/s (read + write), bf16 %.0f TFLOP/s, fp8 %.0f TFLOP/s\n", c.copy_gbs,
+                c.bf16_tflops, c.fp8_tflops);
+  else
+    std::printf("ceilings: not measured on this device (floors and ratios print as 0)\n");
+  std::printf("| batch | input | prefill s | tok/s | TFLOP | floor s | x floor | decode ms | tok/s | GB/step | experts/layer | floor ms | x floor | forward ms | x floor |\n");
+  std::printf("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+  for (const auto& r : rows)
+    std::printf("| %d | %d | %.3f | %.0f | %.1f | %.3f | %.2f | %.2f | %.0f | %.2f | %.1f | %.2f | %.2f | %.2f | %.2f |\n",
+                r["batch_size"].get<int>(), r["input_len"].get<int>(), r["prefill_latency_s"].get<double>(),
+                r["prefill_throughput_tok_s"].get<double>(), r["prefill_tflop"].get<double>(),
+                r["prefill_floor_s"].get<double>(), r["prefill_ratio_to_floor"].get<double>(),
+                1e3 * r["median_decode_latency_s"].get<double>(), r["median_decode_throughput_tok_s"].get<double>(),
+                r["decode_bytes_per_step"].get<double>() / 1e9, r["decode_experts_per_moe_layer"].get<double>(),
+                1e3 * r["decode_floor_s"].get<double>(), r["decode_ratio_to_floor"].get<double>(),
+                1e3 * r["median_decode_forward_s"].get<double>(), r["decode_forward_ratio_to_floor"].get<double>());
 }
 
 }  // namespace
@@ -103,25 +184,37 @@ void add_bench_one_batch_command(CLI::App& app) {
   cmd->add_option("--batch-size", o->batch_sizes, "Sequences in the batch (one run each)")->capture_default_str();
   cmd->add_option("--input-len", o->input_lens, "Prompt lengths to measure (one run each)");
   cmd->add_option("--output-len", o->output_len, "Decode steps after the prefill")->capture_default_str();
+  cmd->add_option("--max-prefill-tokens", o->max_prefill_tokens, "Prompt tokens per prefill forward")
+      ->capture_default_str();
   cmd->callback([o] {
     DS_CHECK(!o->batch_sizes.empty() && *std::min_element(o->batch_sizes.begin(), o->batch_sizes.end()) >= 1 &&
-                 o->output_len >= 0,
-             "bench-one-batch: every --batch-size must be >= 1, --output-len >= 0");
+                 o->output_len >= 0 && o->max_prefill_tokens >= 1,
+             "bench-one-batch: every --batch-size must be >= 1, --output-len >= 0, --max-prefill-tokens >= 1");
     const int largest = *std::max_element(o->batch_sizes.begin(), o->batch_sizes.end());
     DS_CHECK(!o->input_lens.empty() && *std::min_element(o->input_lens.begin(), o->input_lens.end()) >= 1,
              "bench-one-batch: every --input-len must be >= 1");
     const int longest = *std::max_element(o->input_lens.begin(), o->input_lens.end());
     ModelOptions mo = o->model;
+    mo.load_mtp = false;  // plain decoding reads no MTP weights
     const int64_t need = int64_t(largest) * (longest + o->output_len + mo.page_size);
     if (mo.max_total_tokens < need) mo.max_total_tokens = need;
     if (mo.context_length > 0 && mo.context_length < longest + o->output_len)
       fail("bench-one-batch: --context-length {} is shorter than input + output ({})", mo.context_length,
            longest + o->output_len);
     LoadedModel m = load_model(mo);
+    const DeviceCeilings ceil = m.backend->measure_ceilings();
+    if (ceil.copy_gbs > 0)
+      spdlog::info("ceilings: copy {:.0f} GB/s (read + write), bf16 {:.0f} TFLOP/s, fp8 {:.0f} TFLOP/s", ceil.copy_gbs,
+                   ceil.bf16_tflops, ceil.fp8_tflops);
     std::mt19937 rng(uint32_t(mo.random_seed));
-    run(m, *o, 1, std::min(longest, 16), rng);  // warm-up: library handles, algorithm choices, scratch
+    run(m, *o, ceil, 1, longest, rng);  // warm-up: library handles, algorithm choices, scratch
+    std::vector<nlohmann::json> rows;
     for (int b : o->batch_sizes)
-      for (int len : o->input_lens) std::cout << run(m, *o, b, len, rng).dump() << std::endl;
+      for (int len : o->input_lens) {
+        rows.push_back(run(m, *o, ceil, b, len, rng));
+        std::cout << rows.back().dump() << std::endl;
+      }
+    print_table(ceil, rows);
   });
 }
 

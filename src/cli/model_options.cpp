@@ -8,6 +8,7 @@
 #include "core/error.h"
 #include "model/tensor_specs.h"
 #include "model/weight_source.h"
+#include "runtime/kv_capacity.h"
 #include "runtime/scheduler.h"
 
 namespace dsserve {
@@ -20,7 +21,10 @@ void ModelOptions::add_to(CLI::App& app) {
                  "JSON object overriding config.json fields, e.g. '{\"num_hidden_layers\": 4}'");
   app.add_option("--page-size", page_size, "Tokens per KV-cache page")->capture_default_str();
   app.add_option("--context-length", context_length, "Longest sequence (default: min(max_position_embeddings, 32768))");
-  app.add_option("--max-total-tokens", max_total_tokens, "KV-cache capacity in tokens (default: the context length)");
+  app.add_option("--max-total-tokens", max_total_tokens,
+                 "KV-cache capacity in tokens (default: from --mem-fraction-static on a GPU, the context length on the CPU)");
+  app.add_option("--mem-fraction-static", mem_fraction_static,
+                 "Fraction of GPU memory for weights and KV cache (default 0.88)");
   app.add_option("--random-seed", random_seed, "Seed for dummy weights and sampling")->capture_default_str();
 }
 
@@ -52,18 +56,49 @@ LoadedModel load_model(const ModelOptions& o, bool with_mtp_cache) {
     draft_renamed = std::make_unique<RenamedWeights>(*draft, layer_prefix(cfg.num_hidden_layers), layer_prefix(0));
     lo.mtp_weights = draft_renamed.get();
   }
+  lo.load_mtp = o.load_mtp || with_mtp_cache;
   m.model = std::make_unique<DeepseekV3Model>(cfg, *m.backend, *src, ctx, lo);
+  m.backend->synchronize();
+  m.weight_bytes = m.backend->persistent_bytes();
+  if (with_mtp_cache)
+    DS_CHECK(m.model->has_mtp(), "speculative decoding needs the MTP layer, but {} has none (num_nextn_predict_layers "
+             "is {})", o.model_path, cfg.num_nextn_predict_layers);
+  const int64_t cached_layers = cfg.num_hidden_layers + (with_mtp_cache ? std::max(1, cfg.num_nextn_predict_layers) : 0);
+  const int64_t bytes_per_token = cached_layers * cfg.latent_dim() * int64_t(dtype_size(m.backend->activation_dtype()));
+  const DeviceMemory mem = m.backend->memory();
   int64_t tokens = o.max_total_tokens > 0 ? o.max_total_tokens : ctx;
+  std::string sized_by = o.max_total_tokens > 0 ? "--max-total-tokens" : "the context length";
+  if (o.max_total_tokens <= 0 && mem.total_bytes > 0) {
+    KvCapacityInput in;
+    in.free_bytes = mem.free_bytes;
+    in.total_bytes = mem.total_bytes;
+    in.mem_fraction_static = o.mem_fraction_static > 0 ? o.mem_fraction_static : kDefaultMemFractionStatic;
+    in.bytes_per_token = bytes_per_token;
+    in.page_size = o.page_size;
+    KvCapacity kv = kv_capacity_from_fraction(in);
+    DS_CHECK(kv.tokens > 0, "--mem-fraction-static {}: {:.2f} GiB of the {:.2f} GiB budget ({:.1f} GiB GPU) is already "
+             "in use after loading the weights ({:.2f} GiB); no room for the KV cache: raise --mem-fraction-static or "
+             "pass --max-total-tokens", in.mem_fraction_static, double(mem.total_bytes - mem.free_bytes) / (1 << 30),
+             in.mem_fraction_static * double(mem.total_bytes) / (1 << 30), double(mem.total_bytes) / (1 << 30),
+             double(m.weight_bytes) / (1 << 30));
+    tokens = kv.tokens;
+    sized_by = fmt::format("--mem-fraction-static {} of {:.1f} GiB", in.mem_fraction_static,
+                           double(mem.total_bytes) / (1 << 30));
+  }
   int64_t pages = (tokens + o.page_size - 1) / o.page_size;
   m.pool = std::make_unique<PagePool>(pages, o.page_size);
   m.cache = m.model->allocate_cache(cache_pages_for(*m.pool), o.page_size);
-  if (with_mtp_cache) {
-    DS_CHECK(m.model->has_mtp(), "speculative decoding needs the MTP layer, but {} has none (num_nextn_predict_layers "
-             "is {})", o.model_path, cfg.num_nextn_predict_layers);
-    m.mtp_cache = m.model->allocate_cache(cache_pages_for(*m.pool), o.page_size, /*mtp=*/true);
-  }
+  if (with_mtp_cache) m.mtp_cache = m.model->allocate_cache(cache_pages_for(*m.pool), o.page_size, /*mtp=*/true);
   double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   spdlog::info("model ready in {:.2f} s: context {} tokens, KV cache {} pages x {} tokens", s, ctx, pages, o.page_size);
+  if (mem.total_bytes > 0) {
+    const DeviceMemory after = m.backend->memory();
+    spdlog::info("memory: weights {:.2f} GiB ({} bytes); KV cache {} tokens ({:.2f} GiB, {} bytes per token, sized by "
+                 "{}); {:.1f} of {:.1f} GiB free; CUDA graphs: none (decode runs eagerly)",
+                 double(m.weight_bytes) / (1 << 30), m.weight_bytes, pages * o.page_size,
+                 double(pages * o.page_size * bytes_per_token) / (1 << 30), bytes_per_token, sized_by,
+                 double(after.free_bytes) / (1 << 30), double(after.total_bytes) / (1 << 30));
+  }
   return m;
 }
 

@@ -18,7 +18,9 @@ struct ModelOptions {
   std::string json_model_override_args;
   int page_size = 1;
   int64_t context_length = 0;    // 0: min(max_position_embeddings, 32768)
-  int64_t max_total_tokens = 0;  // 0: context_length (one full sequence)
+  int64_t max_total_tokens = 0;  // 0: from --mem-fraction-static on a GPU; the context length on the CPU
+  double mem_fraction_static = 0;  // weights + KV pool as a fraction of GPU memory; 0: 0.88 (SGLang's H200 default)
+  bool load_mtp = true;            // load the checkpoint's MTP layer (bench-one-batch does not need it)
   uint64_t random_seed = 0;
   std::string draft_model_path;  // MTP layer from an export-nextn checkpoint (set by the caller)
 
@@ -31,6 +33,7 @@ struct LoadedModel {
   std::unique_ptr<PagePool> pool;
   LatentCache cache;      // the pool's pages plus the trash page (see cache_pages_for)
   LatentCache mtp_cache;  // the MTP layer's cache, when asked for (speculative decoding)
+  int64_t weight_bytes = 0;  // device bytes of the prepared weights (0 on the CPU: not counted)
 };
 
 LoadedModel load_model(const ModelOptions& o, bool with_mtp_cache = false);

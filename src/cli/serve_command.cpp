@@ -17,6 +17,7 @@
 #include "server/http_server.h"
 #include "server/routes.h"
 #include "server/server_context.h"
+#include "server/watchdog.h"
 #include "text/chat_template.h"
 #include "text/tokenizer.h"
 
@@ -35,7 +36,7 @@ struct ServeOptions {
   bool enable_dp_attention = false, trust_remote_code = false, disable_radix_cache = false,
        disable_cuda_graph = false, enable_torch_compile = false, enable_flashinfer_mla = false,
        skip_tokenizer_init = false, enable_metrics = false;
-  double mem_fraction_static = 0, watchdog_timeout = 300, health_generate_timeout = 20;
+  double watchdog_timeout = 300, health_generate_timeout = 20;
   int max_running_requests = 0, chunked_prefill_size = 8192, max_prefill_tokens = 16384, cuda_graph_max_bs = 0;
   int speculative_num_steps = 0, speculative_eagle_topk = 0, speculative_num_draft_tokens = 0;
   int max_queued_requests = 4096, io_threads = 2;
@@ -53,7 +54,8 @@ void add_flags(CLI::App& s, ServeOptions& o) {
   s.add_option("--json-model-override-args", m.json_model_override_args, "JSON object overriding config.json fields");
   s.add_option("--context-length", m.context_length, "Longest sequence (default: min(max_position_embeddings, 32768))");
   s.add_option("--page-size", m.page_size, "Tokens per KV-cache page")->capture_default_str();
-  s.add_option("--max-total-tokens", m.max_total_tokens, "KV-cache capacity in tokens (default: 4 x the context length)");
+  s.add_option("--max-total-tokens", m.max_total_tokens,
+               "KV-cache capacity in tokens (default: from --mem-fraction-static on a GPU, 4 x the context length on the CPU)");
   s.add_option("--random-seed", m.random_seed, "Seed for dummy weights and unseeded sampling")->capture_default_str();
   s.add_option("--served-model-name", o.served_model_name, "Model name in /v1/models and responses (default: the model path)");
   s.add_option("--chat-template", o.chat_template, "Jinja chat template file (default: the tokenizer's)");
@@ -85,7 +87,7 @@ void add_flags(CLI::App& s, ServeOptions& o) {
   s.add_flag("--trust-remote-code", o.trust_remote_code, "Accepted for compatibility (no remote code exists here)");
   s.add_option("--kv-cache-dtype", o.kv_cache_dtype, "auto | bf16 (fp8_e4m3 / fp8_e5m2 not yet)")->capture_default_str();
   s.add_option("--quantization", o.quantization, "Weight quantization (fp8: the checkpoint's block FP8)");
-  s.add_option("--mem-fraction-static", o.mem_fraction_static, "Fraction of GPU memory for weights and KV cache");
+  s.add_option("--mem-fraction-static", m.mem_fraction_static, "Fraction of GPU memory for weights and KV cache (default 0.88)");
   s.add_option("--cuda-graph-max-bs", o.cuda_graph_max_bs, "Largest decode batch captured in a CUDA graph");
   s.add_flag("--disable-cuda-graph", o.disable_cuda_graph, "Run decode without CUDA graphs");
   s.add_flag("--enable-torch-compile", o.enable_torch_compile, "Accepted for compatibility (nothing to compile)");
@@ -127,15 +129,14 @@ void check_flags(const ServeOptions& o, bool on_cpu) {
   refuse(o.max_request_body_bytes < 1024, "--max-request-body-bytes must be at least 1024");
   static const std::set<std::string> backends = {"", "flashinfer", "fa3", "flashmla", "cutlass_mla", "triton", "torch_native", "trtllm_mla"};
   refuse(!backends.count(o.attention_backend), fmt::format("--attention-backend {}: unknown backend", o.attention_backend));
-  refuse(o.mem_fraction_static < 0 || o.mem_fraction_static > 1, "--mem-fraction-static must be in [0, 1]");
+  refuse(o.model.mem_fraction_static < 0 || o.model.mem_fraction_static > 1, "--mem-fraction-static must be in [0, 1]");
   if (o.trust_remote_code) spdlog::info("--trust-remote-code: accepted; dsserve runs no code from checkpoints");
   if (o.enable_torch_compile) spdlog::info("--enable-torch-compile: accepted; there is nothing to compile (the kernels are native)");
   if (o.enable_flashinfer_mla) spdlog::info("--enable-flashinfer-mla: accepted; MLA kernels are built in");
   if (!o.attention_backend.empty()) spdlog::info("--attention-backend {}: accepted; dsserve uses its own MLA kernels", o.attention_backend);
   if (!o.dist_init_addr.empty() || o.dist_timeout) spdlog::info("--dist-init-addr/--dist-timeout: no effect with --nnodes 1");
-  if (o.mem_fraction_static > 0) spdlog::info("--mem-fraction-static: accepted; the KV cache is sized by --max-total-tokens");
+  if (on_cpu && o.model.mem_fraction_static > 0) spdlog::info("--mem-fraction-static: accepted; on the cpu device the KV cache is sized by --max-total-tokens");
   if (on_cpu && (o.cuda_graph_max_bs || o.disable_cuda_graph)) spdlog::info("--cuda-graph-max-bs/--disable-cuda-graph: no CUDA graphs on the cpu device");
-  if (o.watchdog_timeout != 300) spdlog::info("--watchdog-timeout {}: accepted; the watchdog is not enforced yet", o.watchdog_timeout);
 }
 
 nlohmann::json server_args_json(const ServeOptions& o) {
@@ -154,7 +155,7 @@ nlohmann::json server_args_json(const ServeOptions& o) {
           {"tp_size", o.tp_size}, {"dp_size", o.dp_size}, {"ep_size", o.ep_size}, {"nnodes", o.nnodes},
           {"node_rank", o.node_rank}, {"enable_dp_attention", o.enable_dp_attention}, {"kv_cache_dtype", o.kv_cache_dtype},
           {"quantization", o.quantization.empty() ? nlohmann::json(nullptr) : nlohmann::json(o.quantization)},
-          {"mem_fraction_static", o.mem_fraction_static}, {"watchdog_timeout", o.watchdog_timeout},
+          {"mem_fraction_static", m.mem_fraction_static}, {"watchdog_timeout", o.watchdog_timeout},
           {"max_request_body_bytes", o.max_request_body_bytes}, {"io_threads", o.io_threads},
           {"health_generate_timeout", o.health_generate_timeout},
           {"speculative_algorithm", o.speculative_algorithm.empty() ? nlohmann::json(nullptr) : nlohmann::json(o.speculative_algorithm)},
@@ -166,7 +167,8 @@ nlohmann::json server_args_json(const ServeOptions& o) {
 void serve(ServeOptions& o) {
   auto level = spdlog::level::from_str(o.log_level == "warn" ? "warning" : o.log_level);
   spdlog::set_level(level == spdlog::level::off && o.log_level != "off" ? spdlog::level::info : level);
-  bool on_cpu = o.model.device == "cpu";
+  const DeviceKind kind = parse_device_kind(o.model.device);
+  const bool on_cpu = kind == DeviceKind::Cpu || (kind == DeviceKind::Auto && cuda_device_count() == 0);
   check_flags(o, on_cpu);
 
   // Text layer first: a bad tokenizer path fails before the (slow) weight load.
@@ -187,7 +189,7 @@ void serve(ServeOptions& o) {
     fail("--skip-tokenizer-init serves token ids only: drop --reasoning-parser, --tool-call-parser and --chat-template");
   }
 
-  if (o.model.max_total_tokens == 0) {  // room for several full-context sequences, not one
+  if (o.model.max_total_tokens == 0 && on_cpu) {  // room for several full-context sequences, not one
     ModelConfig cfg = ModelConfig::load(o.model.model_path, o.model.json_model_override_args);
     int64_t ctx = o.model.context_length > 0 ? o.model.context_length
                                              : std::min<int64_t>(cfg.max_position_embeddings, 32768);
@@ -204,6 +206,7 @@ void serve(ServeOptions& o) {
                  spec.num_steps, spec.eagle_topk, spec.num_draft_tokens,
                  o.speculative_draft_model_path.empty() ? "the checkpoint's MTP layer" : o.speculative_draft_model_path);
   o.model.draft_model_path = o.speculative_draft_model_path;
+  o.model.load_mtp = spec.enabled();  // as SGLang: the MTP layer is the draft model, loaded only to draft
   LoadedModel m = load_model(o.model, spec.enabled());
   SchedulerOptions so;
   so.speculative = spec;
@@ -216,6 +219,12 @@ void serve(ServeOptions& o) {
   so.max_queued_requests = o.max_queued_requests;
   so.random_seed = o.model.random_seed;
   std::unique_ptr<Engine> engine = create_engine(*m.model, m.cache, *m.pool, so);
+  // A step that outlasts --watchdog-timeout (a hung kernel) ends the server with the reason.
+  server::Watchdog watchdog(*engine, o.watchdog_timeout, [](const std::string& reason) {
+    spdlog::critical("{}; exiting", reason);
+    std::fflush(nullptr);
+    std::_Exit(3);
+  });
 
   server::ServerSettings settings;
   settings.served_model_name = o.served_model_name.empty() ? o.model.model_path : o.served_model_name;

@@ -53,15 +53,25 @@ class Loader {
     progress_ = std::make_unique<ProgressBar>("Loading weights", total);
   }
 
-  Tensor raw(const std::string& name) {
+  // A tensor from its source: generated in place on the device when the source is random
+  // (--load-format dummy), the backend can, and the loader does not transform it on the host (matrices
+  // and the embedding go to the device; norms, biases, scales and kv_b_proj are made on the host).
+  Tensor raw(const std::string& name, bool host = false) {
     auto it = by_name_.find(name);
     DS_CHECK(it != by_name_.end(), "internal: tensor {} is not in the model's tensor list", name);
-    Tensor t = (it->second->mtp ? mtp_src_ : src_).get(*it->second);
+    const TensorSpec& spec = *it->second;
+    WeightSource& src = spec.mtp ? mtp_src_ : src_;
+    Tensor t;
+    const bool matrix = spec.role == TensorRole::Linear || spec.role == TensorRole::Dense ||
+                        spec.role == TensorRole::Embedding;
+    if (!host && matrix)
+      if (auto fill = src.random_fill(spec)) t = be_.random_weight(spec_storage_dtype(cfg_, spec), spec.shape, *fill);
+    if (!t.defined()) t = src.get(spec);
     progress_->advance(t.nbytes());
     return t;
   }
-  WeightPart part(const std::string& weight_name) {
-    WeightPart p{raw(weight_name), {}};
+  WeightPart part(const std::string& weight_name, bool host = false) {
+    WeightPart p{raw(weight_name, host), {}};
     if (p.weight.dtype() == DType::F8_E4M3 || p.weight.dtype() == DType::F8_E5M2)
       p.scale = raw(weight_name.substr(0, weight_name.size() - 6) + "weight_scale_inv");
     return p;
@@ -88,7 +98,7 @@ class Loader {
       w.qkv_a = linear({a + "q_proj.weight", a + "kv_a_proj_with_mqa.weight"});
     }
     w.kv_a_norm = vec(a + "kv_a_layernorm.weight");
-    WeightPart kv_b = part(a + "kv_b_proj.weight");
+    WeightPart kv_b = part(a + "kv_b_proj.weight", /*host=*/true);  // split on the host below
     w.kv_b = be_.make_linear(std::span<const WeightPart>(&kv_b, 1), LinearUse::Projection);
     // Split kv_b_proj [n * (dn + dv), kr] into W_UK^T [n, kr, dn] and W_UV [n, dv, kr].
     Tensor kvb = dequantize_to_f32(kv_b);

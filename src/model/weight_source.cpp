@@ -14,6 +14,8 @@ bool is_float(DType t) {
   return t == DType::F32 || t == DType::BF16 || t == DType::F16 || t == DType::F8_E4M3 || t == DType::F8_E5M2;
 }
 
+constexpr float kFp8Spread = 64.0f;  // fp8 values ~ N(0, 64^2); the scale brings them to N(0, 1/in)
+
 uint64_t name_hash(const std::string& s) {
   uint64_t h = 1469598103934665603ull;
   for (unsigned char c : s) h = (h ^ c) * 1099511628211ull;
@@ -88,6 +90,35 @@ Tensor RenamedWeights::get(const TensorSpec& spec) {
   return inner_.get(s);
 }
 
+std::optional<RandomFill> RenamedWeights::random_fill(const TensorSpec& spec) const {
+  TensorSpec s = spec;
+  s.name = rename(spec.name);
+  return inner_.random_fill(s);
+}
+
+std::optional<RandomFill> DummyWeights::random_fill(const TensorSpec& spec) const {
+  RandomFill f;
+  f.seed = seed_ ^ name_hash(spec.name);
+  const double fan_in = spec.shape.ndim == 2 ? double(spec.shape[1]) : 1.0;
+  switch (spec.role) {
+    case TensorRole::Linear:
+      f.scale = spec_storage_dtype(cfg_, spec) == DType::F8_E4M3 ? kFp8Spread : float(1.0 / std::sqrt(fan_in));
+      break;
+    case TensorRole::Dense: f.scale = float(1.0 / std::sqrt(fan_in)); break;
+    case TensorRole::Embedding: break;
+    case TensorRole::Norm: f.offset = 1.0f, f.scale = 0.1f; break;
+    case TensorRole::Bias: f.normal = false, f.scale = 0.05f; break;
+    case TensorRole::Scale: {
+      const double in = double(spec.shape[1]) * 128.0;
+      f.normal = false;
+      f.offset = float(0.9 / (kFp8Spread * std::sqrt(in)));
+      f.scale = float(0.2 / (kFp8Spread * std::sqrt(in)));
+      break;
+    }
+  }
+  return f;
+}
+
 Tensor DummyWeights::get(const TensorSpec& spec) {
   std::mt19937_64 rng(seed_ ^ name_hash(spec.name));
   std::normal_distribution<float> normal(0.0f, 1.0f);
@@ -96,7 +127,6 @@ Tensor DummyWeights::get(const TensorSpec& spec) {
   Tensor t = Tensor::zeros_host(dt, spec.shape);
   int64_t n = spec.shape.numel();
   const double fan_in = spec.shape.ndim == 2 ? double(spec.shape[1]) : 1.0;
-  constexpr float kFp8Spread = 64.0f;  // fp8 values ~ N(0, 64^2); the scale brings them to N(0, 1/in)
   std::vector<float> v(size_t(std::min<int64_t>(n, 1 << 20)));
   for (int64_t done = 0; done < n; done += int64_t(v.size())) {
     int64_t m = std::min<int64_t>(int64_t(v.size()), n - done);

@@ -3,9 +3,11 @@
 // listed as a warning) or --load-format dummy (seeded random values of the right shape and dtype).
 #pragma once
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
+#include "backend/backend.h"
 #include "io/safetensors.h"
 #include "model/tensor_specs.h"
 
@@ -19,6 +21,9 @@ class WeightSource {
   virtual bool has(const std::string& name) const = 0;
   virtual Tensor get(const TensorSpec& spec) = 0;  // a host tensor of the spec's shape
   virtual std::string describe() const = 0;
+  // Generated weights: how the tensor's values are drawn, so that a device can generate them in
+  // place (Backend::random_weight) instead of uploading get()'s; nullopt for stored weights.
+  virtual std::optional<RandomFill> random_fill(const TensorSpec&) const { return std::nullopt; }
 };
 
 class CheckpointWeights final : public WeightSource {
@@ -42,6 +47,8 @@ class DummyWeights final : public WeightSource {
   bool has(const std::string&) const override { return true; }
   Tensor get(const TensorSpec& spec) override;
   std::string describe() const override { return "dummy weights (seed " + std::to_string(seed_) + ")"; }
+  // Same distribution per role as get() (which draws its values on the host from another generator).
+  std::optional<RandomFill> random_fill(const TensorSpec& spec) const override;
 
  private:
   const ModelConfig& cfg_;
@@ -59,6 +66,7 @@ class RenamedWeights final : public WeightSource {
   bool has(const std::string& name) const override { return inner_.has(rename(name)); }
   Tensor get(const TensorSpec& spec) override;
   std::string describe() const override { return inner_.describe(); }
+  std::optional<RandomFill> random_fill(const TensorSpec& spec) const override;
 
  private:
   std::string rename(const std::string& name) const;

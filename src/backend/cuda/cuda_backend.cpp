@@ -5,6 +5,7 @@
 
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/elementwise/elementwise.h"
+#include "backend/cuda/random/random_fill.h"
 #include "backend/weight_dequant.h"
 #include "core/error.h"
 
@@ -48,7 +49,11 @@ Tensor CudaBackend::alloc(DType dtype, Shape shape) {
     cudaGetLastError();
     fail("out of GPU memory allocating {} MiB for a {} tensor {}", bytes >> 20, dtype_name(dtype), shape.str());
   }
-  std::shared_ptr<void> storage(p, [](void* q) { cudaFree(q); });
+  *live_bytes_ += int64_t(bytes);
+  std::shared_ptr<void> storage(p, [live = live_bytes_, bytes](void* q) {
+    cudaFree(q);
+    *live -= int64_t(bytes);
+  });
   check(cudaMemsetAsync(p, 0, bytes, stream_), "cudaMemsetAsync (alloc)");
   return Tensor(p, dtype, shape, Device::CUDA, storage);
 }
@@ -92,6 +97,39 @@ Tensor CudaBackend::to_host_f32(const Tensor& t) {
     check(cudaMemcpyAsync(out.data(), dev.data(), out.nbytes(), cudaMemcpyDeviceToHost, stream_), "to_host_f32");
   check(cudaStreamSynchronize(stream_), "to_host_f32 (synchronize: an earlier kernel may have failed)");
   return out;
+}
+
+Tensor CudaBackend::host_copy(const Tensor& t) {
+  DS_CHECK(t.device() == Device::CUDA, "host_copy: expected a device tensor");
+  Tensor dev = t.is_contiguous() ? t : as_dtype(t, t.dtype(), false);
+  if (!dev.is_contiguous()) dev = contiguous(dev);
+  Tensor out = Tensor::zeros_host(t.dtype(), t.shape());
+  if (out.nbytes())
+    check(cudaMemcpyAsync(out.data(), dev.data(), out.nbytes(), cudaMemcpyDeviceToHost, stream_), "host_copy");
+  check(cudaStreamSynchronize(stream_), "host_copy (synchronize)");
+  return out;
+}
+
+WeightPart CudaBackend::on_host(const WeightPart& p) {
+  if (p.weight.device() == Device::CPU) return p;
+  return WeightPart{host_copy(p.weight), p.scale.defined() && p.scale.device() == Device::CUDA ? host_copy(p.scale) : p.scale};
+}
+
+Tensor CudaBackend::random_weight(DType dtype, Shape shape, const RandomFill& fill) {
+  DS_CHECK(dtype == DType::F32 || dtype == DType::BF16 || dtype == DType::F16 || dtype == DType::F8_E4M3,
+           "random_weight: {} tensors cannot be generated on the device", dtype_name(dtype));
+  Tensor t = alloc(dtype, shape);
+  RandomFillParams p;
+  p.dst = t.data(), p.dtype = dtype, p.n = t.numel();
+  p.seed = fill.seed, p.normal = fill.normal, p.scale = fill.scale, p.offset = fill.offset;
+  check(launch_random_fill(p, stream_), "random_weight");
+  return t;
+}
+
+DeviceMemory CudaBackend::memory() const {
+  size_t free = 0, total = 0;
+  cuda_check(cudaMemGetInfo(&free, &total), "cudaMemGetInfo");
+  return {int64_t(free), int64_t(total)};
 }
 
 void CudaBackend::begin_forward() { scratch_.begin_forward(); }

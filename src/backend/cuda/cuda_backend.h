@@ -7,6 +7,7 @@
 #pragma once
 #include <cuda_runtime.h>
 
+#include <atomic>
 #include <memory>
 #include <string>
 #include <vector>
@@ -57,6 +58,12 @@ class CudaBackend final : public Backend {
   Tensor to_host_f32(const Tensor& t) override;
   void begin_forward() override;
   void synchronize() override;
+  DeviceMemory memory() const override;
+  int64_t persistent_bytes() const override { return *live_bytes_; }
+  DeviceCeilings measure_ceilings() override;  // cuda_ceilings.cpp
+  int64_t experts_run() const override { return experts_run_; }
+
+  Tensor random_weight(DType dtype, Shape shape, const RandomFill& fill) override;
 
   LinearWeight make_linear(std::span<const WeightPart> row_parts, LinearUse use) override;
   HeadWeight make_head_weight(const Tensor& host_f32) override;
@@ -110,6 +117,8 @@ class CudaBackend final : public Backend {
 
  private:
   Tensor upload_bytes(const void* host, DType dtype, Shape shape);  // persistent copy of contiguous bytes
+  Tensor host_copy(const Tensor& t);  // a host tensor with t's bytes (any dtype; t packed first if strided)
+  WeightPart on_host(const WeightPart& p);  // p itself when its weight is in host memory
   LinearSegment make_segment(std::span<const WeightPart> parts, int64_t row0, bool fp8, LinearUse use, int64_t in);
 
   int device_ = 0;
@@ -117,6 +126,8 @@ class CudaBackend final : public Backend {
   cudaStream_t stream_ = nullptr;
   std::unique_ptr<LtGemm> gemm_;
   ScratchArena scratch_;
+  std::shared_ptr<std::atomic<int64_t>> live_bytes_ = std::make_shared<std::atomic<int64_t>>(0);
+  int64_t experts_run_ = 0;
 };
 
 }  // namespace dsserve::cuda

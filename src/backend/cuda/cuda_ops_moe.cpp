@@ -58,6 +58,7 @@ Tensor CudaBackend::moe_experts(const Tensor& x_in, const ExpertWeights& w, cons
   std::vector<int32_t> seg_off(static_cast<size_t>(E)), seg_rows(static_cast<size_t>(E));
   int64_t R = 0;
   for (int64_t e = 0; e < E; ++e) {
+    experts_run_ += h_counts[e] > 0;
     seg_off[e] = int32_t(R);
     seg_rows[e] = (h_counts[e] + 7) / 8 * 8;
     R += seg_rows[e];

@@ -2,7 +2,9 @@
 // FP8 (e4m3 with the checkpoint's 128x128 block scales, W8A8 at run time) where the checkpoint is
 // FP8, the input width is a multiple of 128 and the segment starts on a 128-row block boundary;
 // BF16 (dequantized, rounded as the published FP8-to-BF16 conversion) otherwise. The router stays
-// float32. Routed experts are stacked [E, ...] with 64-bit offsets.
+// float32. Routed experts are stacked [E, ...] with 64-bit offsets. Weight parts may be host tensors
+// (checkpoints) or this backend's device tensors (random_weight, --load-format dummy): device parts
+// are copied (or adopted) on the device, and brought to the host only where the host dequantizes.
 #include <cstring>
 
 #include "backend/cuda/cuda_backend.h"
@@ -58,36 +60,45 @@ LinearSegment CudaBackend::make_segment(std::span<const WeightPart> parts, int64
   LinearSegment seg;
   seg.row0 = row0;
   for (const auto& p : parts) seg.rows += p.weight.size(0);
-  if (!fp8) {
-    const bool f32 = use == LinearUse::Router;
-    std::vector<char> host(size_t(seg.rows * in) * (f32 ? 4 : 2));
+  const DType dt = fp8 ? DType::F8_E4M3 : use == LinearUse::Router ? DType::F32 : DType::BF16;
+  const Tensor& first = parts[0].weight;
+  if (parts.size() == 1 && first.device() == Device::CUDA && first.dtype() == dt && first.is_contiguous()) {
+    seg.weight = first;  // generated on the device in its final layout: adopted as is
+  } else {
+    seg.weight = alloc(dt, {seg.rows, in});
     int64_t r = 0;
     for (const auto& p : parts) {
-      Tensor d = dequantize_to_f32(p);
-      size_t off = size_t(r * in) * (f32 ? 4 : 2);
-      if (f32) {
-        std::memcpy(host.data() + off, d.data(), d.nbytes());
-      } else {
-        std::vector<uint16_t> b = to_bf16(d);
-        std::memcpy(host.data() + off, b.data(), b.size() * 2);
+      char* dst = static_cast<char*>(seg.weight.data()) + size_t(r * in) * dtype_size(dt);
+      const bool device_float = p.weight.device() == Device::CUDA &&
+                                (p.weight.dtype() == DType::BF16 || p.weight.dtype() == DType::F32);
+      if (fp8 || device_float) {  // raw e4m3 bytes, or a device BF16/F32 weight converted on the device
+        DS_CHECK(!fp8 || p.weight.is_contiguous(), "fp8 weight {} is not contiguous", p.weight.shape().str());
+        Tensor c = fp8 ? p.weight : as_dtype(p.weight, dt, false);
+        if (!c.is_contiguous()) c = contiguous(c);
+        check(cudaMemcpyAsync(dst, c.data(), c.nbytes(), cudaMemcpyDefault, stream_), "copy weight part");
+      } else {  // dequantized on the host exactly as the CPU oracle dequantizes
+        Tensor d = dequantize_to_f32(on_host(p));
+        if (dt == DType::F32) {
+          check(cudaMemcpyAsync(dst, d.data(), d.nbytes(), cudaMemcpyHostToDevice, stream_), "upload weight part");
+          check(cudaStreamSynchronize(stream_), "upload weight part");
+        } else {
+          std::vector<uint16_t> b = to_bf16(d);
+          check(cudaMemcpyAsync(dst, b.data(), b.size() * 2, cudaMemcpyHostToDevice, stream_), "upload weight part");
+          check(cudaStreamSynchronize(stream_), "upload weight part");
+        }
       }
       r += p.weight.size(0);
     }
-    seg.weight = upload_bytes(host.data(), f32 ? DType::F32 : DType::BF16, {seg.rows, in});
-    return seg;
   }
+  if (!fp8) return seg;
   const int64_t ld = fp8_weight_scale_ld(in), brows = (seg.rows + 127) / 128;
-  std::vector<uint8_t> w(size_t(seg.rows * in));
   std::vector<float> scale(size_t(brows * ld), 0.0f);
   int64_t r = 0;
   for (const auto& p : parts) {
-    DS_CHECK(p.weight.is_contiguous(), "fp8 weight {} is not contiguous", p.weight.shape().str());
-    std::memcpy(w.data() + r * in, p.weight.data(), p.weight.nbytes());
     place_scale(p, scale.data(), r / 128, ld, in);
     r += p.weight.size(0);
   }
   seg.fp8 = true;
-  seg.weight = upload_bytes(w.data(), DType::F8_E4M3, {seg.rows, in});
   seg.scale = upload_bytes(scale.data(), DType::F32, {brows, ld});
   return seg;
 }
@@ -213,13 +224,14 @@ ExpertWeights CudaBackend::make_experts(std::span<const ExpertParts> experts) {
     for (int64_t e = 0; e < E; ++e) {
       const auto& x = experts[e];
       char* gu = static_cast<char*>(ew->gate_up.data()) + size_t(e) * gu_elems;
-      check(cudaMemcpyAsync(gu, x.gate.weight.data(), x.gate.weight.nbytes(), cudaMemcpyHostToDevice, stream_),
+      // cudaMemcpyDefault: the parts are host (checkpoint) or device (random_weight) memory.
+      check(cudaMemcpyAsync(gu, x.gate.weight.data(), x.gate.weight.nbytes(), cudaMemcpyDefault, stream_),
             "upload expert");
-      check(cudaMemcpyAsync(gu + x.gate.weight.nbytes(), x.up.weight.data(), x.up.weight.nbytes(),
-                            cudaMemcpyHostToDevice, stream_),
+      check(cudaMemcpyAsync(gu + x.gate.weight.nbytes(), x.up.weight.data(), x.up.weight.nbytes(), cudaMemcpyDefault,
+                            stream_),
             "upload expert");
       check(cudaMemcpyAsync(static_cast<char*>(ew->down.data()) + size_t(e) * dn_elems, x.down.weight.data(),
-                            x.down.weight.nbytes(), cudaMemcpyHostToDevice, stream_),
+                            x.down.weight.nbytes(), cudaMemcpyDefault, stream_),
             "upload expert");
       std::fill(gs.begin(), gs.end(), 0.0f);
       std::fill(ds.begin(), ds.end(), 0.0f);
@@ -240,8 +252,8 @@ ExpertWeights CudaBackend::make_experts(std::span<const ExpertParts> experts) {
   ew->down = alloc(DType::BF16, {E, H, I});
   for (int64_t e = 0; e < E; ++e) {
     const auto& x = experts[e];
-    std::vector<uint16_t> g = to_bf16(dequantize_to_f32(x.gate)), u = to_bf16(dequantize_to_f32(x.up)),
-                          d = to_bf16(dequantize_to_f32(x.down));
+    std::vector<uint16_t> g = to_bf16(dequantize_to_f32(on_host(x.gate))), u = to_bf16(dequantize_to_f32(on_host(x.up))),
+                          d = to_bf16(dequantize_to_f32(on_host(x.down)));
     uint16_t* gu = ew->gate_up.ptr<uint16_t>() + size_t(e) * gu_elems;
     check(cudaMemcpyAsync(gu, g.data(), g.size() * 2, cudaMemcpyHostToDevice, stream_), "upload expert");
     check(cudaMemcpyAsync(gu + g.size(), u.data(), u.size() * 2, cudaMemcpyHostToDevice, stream_), "upload expert");
@@ -260,6 +272,8 @@ Tensor CudaBackend::make_vector(const Tensor& host) {
 
 Tensor CudaBackend::make_embedding(const Tensor& host) {
   DS_CHECK(host.ndim() == 2, "make_embedding: expected [vocab, hidden], found {}", host.shape().str());
+  if (host.device() == Device::CUDA)  // generated on the device: adopted when already BF16
+    return host.dtype() == DType::BF16 && host.is_contiguous() ? host : to_device(as_dtype(host, DType::BF16, false));
   if (host.dtype() == DType::BF16 && host.is_contiguous()) return upload_bytes(host.data(), DType::BF16, host.shape());
   std::vector<uint16_t> b = to_bf16(host_to_f32(host));
   return upload_bytes(b.data(), DType::BF16, host.shape());

@@ -1,0 +1,125 @@
+// Floors of a forward from the config (see forward_cost.h).
+#include "model/forward_cost.h"
+
+#include <cmath>
+
+namespace dsserve {
+
+namespace {
+
+// A linear [out, in]: block-FP8 (1 byte + block scales) where quantized and in % 128 == 0, else BF16.
+struct Linear {
+  double out, in;
+  bool fp8;
+  double bytes() const {
+    return fp8 ? out * in + std::ceil(out / 128) * std::ceil(in / 128) * 4 : out * in * 2;
+  }
+};
+
+Linear proj(const ModelConfig& c, double out, double in) {
+  return {out, in, c.quantization.has_value() && int64_t(in) % 128 == 0};
+}
+
+// The per-token linear layers of one decoder layer (expanded or absorbed attention aside).
+struct LayerLinears {
+  Linear qkv_a, q_b, kv_b, o_proj, ffn_gate_up, ffn_down;
+  bool has_q_b = false, moe = false;
+};
+
+LayerLinears layer_linears(const ModelConfig& c, int layer) {
+  const double H = c.hidden_size, n = c.num_attention_heads, kr = c.kv_lora_rank, dr = c.qk_rope_head_dim;
+  const double q_out = c.q_lora_rank ? double(*c.q_lora_rank) : n * c.qk_head_dim();
+  LayerLinears l;
+  l.qkv_a = proj(c, q_out + kr + dr, H);
+  l.has_q_b = c.q_lora_rank.has_value();
+  if (l.has_q_b) l.q_b = proj(c, n * c.qk_head_dim(), double(*c.q_lora_rank));
+  l.kv_b = proj(c, n * (c.qk_nope_head_dim + c.v_head_dim), kr);
+  l.o_proj = proj(c, H, n * c.v_head_dim);
+  l.moe = c.is_moe_layer(layer);
+  const double inter = l.moe ? double(c.n_shared_experts) * c.moe_intermediate_size : double(c.intermediate_size);
+  l.ffn_gate_up = proj(c, 2 * inter, H);
+  l.ffn_down = proj(c, H, inter);
+  return l;
+}
+
+void add_flops(ForwardCost& f, const Linear& l, double rows) {
+  (l.fp8 ? f.fp8_flops : f.bf16_flops) += 2 * l.out * l.in * rows;
+}
+
+}  // namespace
+
+double routed_expert_bytes(const ModelConfig& c) {
+  const double H = c.hidden_size, I = c.moe_intermediate_size;
+  return proj(c, 2 * I, H).bytes() + proj(c, H, I).bytes();
+}
+
+ForwardCost decode_step_cost(const ModelConfig& c, std::span<const int64_t> keys, int64_t experts_run) {
+  ForwardCost f;
+  const double B = double(keys.size()), H = c.hidden_size, n = c.num_attention_heads, kr = c.kv_lora_rank;
+  double experts = 0;
+  for (int i = 0; i < c.num_hidden_layers; ++i) {
+    const LayerLinears l = layer_linears(c, i);
+    f.weight_bytes += 2 * H * 4 + kr * 4 + (l.has_q_b ? double(*c.q_lora_rank) * 4 : 0);  // norms (float32)
+    f.weight_bytes += l.qkv_a.bytes() + (l.has_q_b ? l.q_b.bytes() : 0) + l.o_proj.bytes();
+    f.weight_bytes += 2 * n * kr * (c.qk_nope_head_dim + c.v_head_dim);  // W_UK^T and W_UV, BF16
+    add_flops(f, l.qkv_a, B);
+    if (l.has_q_b) add_flops(f, l.q_b, B);
+    add_flops(f, l.o_proj, B);
+    f.bf16_flops += 2 * B * n * kr * (c.qk_nope_head_dim + c.v_head_dim);
+    if (l.moe) {
+      const double E = c.n_routed_experts;
+      f.weight_bytes += E * H * 4 + E * 4;  // router (float32) and its bias
+      f.bf16_flops += 2 * B * E * H;
+      experts += E * (1 - std::pow(1 - c.num_experts_per_tok / E, B));
+      const Linear gu = proj(c, 2.0 * c.moe_intermediate_size, H), dn = proj(c, H, c.moe_intermediate_size);
+      add_flops(f, gu, B * c.num_experts_per_tok);
+      add_flops(f, dn, B * c.num_experts_per_tok);
+    }
+    if (!l.moe || c.n_shared_experts > 0) {
+      f.weight_bytes += l.ffn_gate_up.bytes() + l.ffn_down.bytes();
+      add_flops(f, l.ffn_gate_up, B);
+      add_flops(f, l.ffn_down, B);
+    }
+  }
+  if (experts_run >= 0) experts = double(experts_run);
+  f.weight_bytes += experts * routed_expert_bytes(c);
+  f.weight_bytes += H * 4 + B * H * 2 + double(c.vocab_size) * H * 2;  // final norm, embedding rows, lm_head
+  f.bf16_flops += 2 * B * double(c.vocab_size) * H;
+  double total_keys = 0;
+  for (int64_t k : keys) total_keys += double(k);
+  f.kv_bytes = total_keys * c.num_hidden_layers * c.latent_dim() * 2;
+  f.bf16_flops += 2 * total_keys * c.num_hidden_layers * n * (c.latent_dim() + kr);
+  return f;
+}
+
+ForwardCost prefill_cost(const ModelConfig& c, std::span<const int64_t> lens) {
+  ForwardCost f;
+  double T = 0, pairs = 0;
+  for (int64_t L : lens) {
+    T += double(L);
+    pairs += double(L) * double(L + 1) / 2;
+  }
+  const double H = c.hidden_size, n = c.num_attention_heads;
+  for (int i = 0; i < c.num_hidden_layers; ++i) {
+    const LayerLinears l = layer_linears(c, i);
+    add_flops(f, l.qkv_a, T);
+    if (l.has_q_b) add_flops(f, l.q_b, T);
+    add_flops(f, l.kv_b, T);  // every key is a new token
+    add_flops(f, l.o_proj, T);
+    f.bf16_flops += 2 * pairs * n * (c.qk_head_dim() + c.v_head_dim);
+    if (l.moe) {
+      f.bf16_flops += 2 * T * c.n_routed_experts * H;
+      const Linear gu = proj(c, 2.0 * c.moe_intermediate_size, H), dn = proj(c, H, c.moe_intermediate_size);
+      add_flops(f, gu, T * c.num_experts_per_tok);
+      add_flops(f, dn, T * c.num_experts_per_tok);
+    }
+    if (!l.moe || c.n_shared_experts > 0) {
+      add_flops(f, l.ffn_gate_up, T);
+      add_flops(f, l.ffn_down, T);
+    }
+  }
+  f.bf16_flops += 2 * double(lens.size()) * double(c.vocab_size) * H;
+  return f;
+}
+
+}  // namespace dsserve

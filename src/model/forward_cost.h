@@ -1,0 +1,36 @@
+// The physical floor of a forward, from the config alone: the bytes a decode step must read (weights
+// it touches, with only the routed experts actually run, plus the latent cache it attends over) and
+// the FLOPs a prefill must do (linear layers, expanded attention, last-token logits). bench-one-batch
+// divides them by the machine's measured copy bandwidth and matrix rates.
+// Weight bytes follow the CUDA backend's layout: block-FP8 linear weights at one byte per value plus
+// their float32 128x128 block scales (BF16 where the config is not quantized), the absorbed MLA
+// per-head matrices in BF16, the router in float32, lm_head and the embedding rows in BF16.
+#pragma once
+#include <cstdint>
+#include <span>
+
+#include "io/model_config.h"
+
+namespace dsserve {
+
+struct ForwardCost {
+  double weight_bytes = 0;  // weights read
+  double kv_bytes = 0;      // latent cache read
+  double fp8_flops = 0;     // in block-FP8 products
+  double bf16_flops = 0;    // everything else (attention, BF16 / float32 products)
+  double bytes() const { return weight_bytes + kv_bytes; }
+  double flops() const { return fp8_flops + bf16_flops; }
+};
+
+// Bytes of one routed expert's weights (gate, up, down).
+double routed_expert_bytes(const ModelConfig& cfg);
+
+// A decode step of len(keys) sequences, one new token each, sequence s attending over keys[s] cached
+// tokens (its new one included). experts_run: distinct routed experts run, summed over the MoE layers;
+// negative: the expectation under uniform routing, E (1 - (1 - k/E)^B) per layer.
+ForwardCost decode_step_cost(const ModelConfig& cfg, std::span<const int64_t> keys, int64_t experts_run);
+
+// A prefill of sequences of the given lengths (no cached prefix), logits for each sequence's last token.
+ForwardCost prefill_cost(const ModelConfig& cfg, std::span<const int64_t> lens);
+
+}  // namespace dsserve

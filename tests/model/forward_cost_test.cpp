@@ -1,0 +1,58 @@
+// The forward floors of bench-one-batch on the published DeepSeek-V3 config: a decode step of one
+// token reads about the 37B activated parameters (FP8, so bytes), a one-token prefill does about
+// twice that in FLOPs; the cache and expert terms are exact.
+#include <gtest/gtest.h>
+
+#include <vector>
+
+#include "model/forward_cost.h"
+
+namespace dsserve {
+namespace {
+
+ModelConfig v3() { return ModelConfig::load(std::string(DSSERVE_SOURCE_DIR) + "/configs/deepseek-v3"); }
+
+TEST(ForwardCost, DecodeReadsTheActivatedParameters) {
+  const ModelConfig c = v3();
+  std::vector<int64_t> keys{1};
+  const int moe_layers = c.num_hidden_layers - c.first_k_dense_replace;
+  ForwardCost f = decode_step_cost(c, keys, int64_t(moe_layers) * c.num_experts_per_tok);
+  EXPECT_GT(f.weight_bytes, 34e9);
+  EXPECT_LT(f.weight_bytes, 41e9);
+  EXPECT_DOUBLE_EQ(f.kv_bytes, 1.0 * c.num_hidden_layers * 576 * 2);
+  // Every expert run once more costs exactly one expert's weights.
+  ForwardCost g = decode_step_cost(c, keys, int64_t(moe_layers) * c.num_experts_per_tok + 10);
+  EXPECT_NEAR(g.weight_bytes - f.weight_bytes, 10 * routed_expert_bytes(c), 1.0);
+  EXPECT_NEAR(routed_expert_bytes(c), 3.0 * 2048 * 7168 + (32 * 56 + 56 * 16) * 4, 1.0);
+}
+
+TEST(ForwardCost, UniformRoutingEstimate) {
+  const ModelConfig c = v3();
+  const int moe_layers = c.num_hidden_layers - c.first_k_dense_replace;
+  std::vector<int64_t> one{100}, many(4096, 100);
+  // One token: exactly top_k experts per layer; thousands: nearly all of them.
+  EXPECT_NEAR(decode_step_cost(c, one, -1).weight_bytes,
+              decode_step_cost(c, one, int64_t(moe_layers) * c.num_experts_per_tok).weight_bytes, 1e3);
+  EXPECT_NEAR(decode_step_cost(c, many, -1).weight_bytes,
+              decode_step_cost(c, many, int64_t(moe_layers) * c.n_routed_experts).weight_bytes,
+              0.01 * routed_expert_bytes(c) * moe_layers);
+  EXPECT_DOUBLE_EQ(decode_step_cost(c, many, -1).kv_bytes, 4096.0 * 100 * c.num_hidden_layers * 576 * 2);
+}
+
+TEST(ForwardCost, PrefillFlops) {
+  const ModelConfig c = v3();
+  std::vector<int64_t> one{1};
+  ForwardCost f = prefill_cost(c, one);
+  EXPECT_GT(f.flops(), 2 * 33e9);
+  EXPECT_LT(f.flops(), 2 * 40e9);
+  EXPECT_GT(f.fp8_flops, 0.9 * f.flops() - 2.0 * c.vocab_size * c.hidden_size);
+  // Only attention grows faster than the length: 2 n (192 + 128) L(L+1)/2 per layer (one fewer
+  // last-token logits row on the left).
+  std::vector<int64_t> a{1024}, b{2048};
+  const double head = 2.0 * c.vocab_size * c.hidden_size;
+  const double attn_extra = 2.0 * 128 * (192 + 128) * (2048.0 * 2049 / 2 - 2 * 1024.0 * 1025 / 2) * c.num_hidden_layers;
+  EXPECT_NEAR(prefill_cost(c, b).flops() - 2 * prefill_cost(c, a).flops(), attn_extra - head, 1e6);
+}
+
+}  // namespace
+}  // namespace dsserve
