@@ -12,6 +12,7 @@ void add_tokenize_command(CLI::App& app);
 void add_export_nextn_command(CLI::App& app);
 void add_bench_speculative_command(CLI::App& app);
 void add_plan_memory_command(CLI::App& app);
+void add_bench_speculative_cost_command(CLI::App& app);
 void add_bench_one_batch_command(CLI::App& app);
 
 }  // namespace dsserve

@@ -20,6 +20,7 @@ int main(int argc, char** argv) {
   dsserve::add_export_nextn_command(app);
   dsserve::add_bench_speculative_command(app);
   dsserve::add_plan_memory_command(app);
+  dsserve::add_bench_speculative_cost_command(app);
   dsserve::add_bench_one_batch_command(app);
   try {
     app.parse(argc, argv);
