@@ -26,6 +26,7 @@ class DeepseekV3Model {
   Backend& backend() { return be_; }
   int64_t context_len() const { return context_len_; }
   bool has_mtp() const { return !w_.mtp.empty(); }
+  const ShardSpec& shard() const { return shard_; }  // this rank's part of a tensor-parallel model
 
   // A latent cache for the target's layers (mtp = false) or the MTP layers (mtp = true).
   LatentCache allocate_cache(int64_t num_pages, int page_size, bool mtp = false);
@@ -50,6 +51,8 @@ class DeepseekV3Model {
   Tensor rope_table_;
   RouterParams router_;
   float softmax_scale_;
+  ShardSpec shard_;
+  int64_t local_heads_ = 0;  // attention heads on this rank
 };
 
 }  // namespace dsserve
