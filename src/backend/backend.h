@@ -195,6 +195,9 @@ class Backend {
   // the ranks of this backend's group, the same values on every rank; every rank must call it, in
   // the same order. A backend outside any group (world size 1) leaves x as it is.
   virtual void all_reduce_sum(Tensor& x) { (void)x; }
+  // x [R, C] (contiguous) on every rank -> [R, world * C] with rank r's columns at [r * C, (r + 1) * C)
+  // (the vocabulary-split lm_head's logits). Outside any group: x itself.
+  virtual Tensor all_gather_cols(const Tensor& x) { return x; }
   // Makes the calling thread able to run this backend's ops (CUDA: selects its device). A group's
   // ranks each run on their own thread.
   virtual void bind_thread() {}

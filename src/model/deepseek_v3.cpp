@@ -152,7 +152,8 @@ Tensor DeepseekV3Model::feed_forward(const Tensor& x, const DecoderLayerWeights&
 
 Tensor DeepseekV3Model::logits(const Tensor& normed, const ForwardBatch& b) {
   Tensor rows = be_.upload_i32(b.logit_rows, {int64_t(b.logit_rows.size())});
-  return be_.linear(be_.gather_rows(normed, rows), w_.lm_head);
+  Tensor part = be_.linear(be_.gather_rows(normed, rows), w_.lm_head);
+  return shard_.world > 1 ? be_.all_gather_cols(part) : part;  // each rank holds a slice of the vocabulary
 }
 
 ForwardOutput DeepseekV3Model::forward(const ForwardBatch& b, LatentCache& cache) {

@@ -257,7 +257,10 @@ ModelWeights load_model_weights(const ModelConfig& cfg, WeightSource& src, Backe
   w.embed_tokens = backend.make_embedding(ld.raw("model.embed_tokens.weight"));
   for (int i = 0; i < cfg.num_hidden_layers; ++i) w.layers.push_back(ld.layer(i));
   w.final_norm = ld.vec("model.norm.weight");
-  w.lm_head = ld.linear({cfg.tie_word_embeddings ? "model.embed_tokens.weight" : "lm_head.weight"}, LinearUse::LmHead);
+  {  // vocabulary rows split over the ranks (logits all-gathered by the model)
+    WeightPart head = ld.shard(cfg.tie_word_embeddings ? "model.embed_tokens.weight" : "lm_head.weight", 0);
+    w.lm_head = backend.make_linear(std::span<const WeightPart>(&head, 1), LinearUse::LmHead);
+  }
   if (mtp)
     for (int j = 0; j < cfg.num_nextn_predict_layers; ++j) w.mtp.push_back(ld.mtp(cfg.num_hidden_layers + j));
   return w;

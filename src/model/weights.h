@@ -59,8 +59,8 @@ struct ModelWeights {
 // This process's part of a tensor-parallel model: rank `rank` of `world` holds heads
 // [rank * n / world, (rank + 1) * n / world) of attention (q_b_proj and kv_b_proj rows, o_proj
 // columns) and the same slice of every MLP's intermediate columns (gate/up rows, down columns),
-// dense, shared and each routed expert alike. Everything else (q_a/kv_a, norms, router,
-// embedding, lm_head) is replicated. Block-FP8 weights keep FP8 where the slice starts on a
+// dense, shared and each routed expert alike, and the same slice of the lm_head's vocabulary
+// rows. Everything else (q_a/kv_a, norms, router, embedding) is replicated. Block-FP8 weights keep FP8 where the slice starts on a
 // 128-block boundary; other slices are dequantized to BF16 values.
 struct ShardSpec {
   int rank = 0, world = 1;

@@ -2,7 +2,7 @@
 // backend (rank r on GPU r), its own shard of the weights (see ShardSpec) and its own copy of the
 // latent cache (MLA's latent is shared by all heads, so every rank keeps all of it). A forward
 // runs on every rank at once; the all-reduces inside the model join them; rank 0's output is
-// the result (the lm_head is replicated, so every rank's logits are the same).
+// the result (the logits are all-gathered over the vocabulary-split lm_head, so every rank has all).
 #pragma once
 #include <condition_variable>
 #include <exception>

@@ -49,6 +49,26 @@ class CpuGroupBackend final : public CpuBackend {
     std::memcpy(x.ptr<float>(), sum_.data(), sum_.size() * sizeof(float));
   }
 
+  Tensor all_gather_cols(const Tensor& x) override {
+    DS_CHECK(x.dtype() == DType::F32 && x.is_contiguous() && x.ndim() == 2,
+             "all_gather_cols: expected a contiguous F32 [R, C] tensor, found {} {}", dtype_name(x.dtype()),
+             x.shape().str());
+    HostReduceGroup& g = *group_;
+    const int64_t R = x.size(0), C = x.size(1);
+    g.buffers[rank_] = x.ptr<float>();
+    g.sizes[rank_] = x.numel();
+    g.barrier.arrive_and_wait();
+    Tensor out = Tensor::zeros_host(DType::F32, {R, g.world * C});
+    for (int r = 0; r < g.world; ++r) {
+      DS_CHECK(g.sizes[r] == x.numel(), "all_gather_cols: rank {} has {} values, rank {} has {}", r, g.sizes[r], rank_,
+               x.numel());
+      for (int64_t i = 0; i < R; ++i)
+        std::memcpy(out.ptr<float>() + i * g.world * C + r * C, g.buffers[r] + i * C, size_t(C) * sizeof(float));
+    }
+    g.barrier.arrive_and_wait();
+    return out;
+  }
+
  private:
   std::shared_ptr<HostReduceGroup> group_;
   int rank_;

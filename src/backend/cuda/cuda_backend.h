@@ -100,6 +100,7 @@ class CudaBackend final : public Backend {
   Tensor upload_i32(const std::vector<int32_t>& v, Shape shape) override;
 
   void all_reduce_sum(Tensor& x) override;  // cuda_collective.cpp
+  Tensor all_gather_cols(const Tensor& x) override;
   void bind_thread() override;
   // Joins a tensor-parallel group: comm is an ncclComm_t of this device, owned by the pointer.
   void set_communicator(std::shared_ptr<void> comm) { comm_ = std::move(comm); }

@@ -41,16 +41,42 @@ namespace cuda {
 
 void CudaBackend::bind_thread() { check(cudaSetDevice(device_), "cudaSetDevice"); }
 
+namespace {
+ncclDataType_t nccl_type(DType d) {
+  switch (d) {
+    case DType::BF16: return ncclBfloat16;
+    case DType::F32: return ncclFloat32;
+    default: fail("NCCL collective: unsupported dtype {}", dtype_name(d));
+  }
+}
+}  // namespace
+
+Tensor CudaBackend::all_gather_cols(const Tensor& x) {
+  if (!comm_) return x;
+  DS_CHECK(x.device() == Device::CUDA && x.is_contiguous() && x.ndim() == 2,
+           "all_gather_cols: expected a contiguous device [R, C] tensor, found {}", x.shape().str());
+  auto comm = static_cast<ncclComm_t>(comm_.get());
+  int world = 1;
+  nccl_check(ncclCommCount(comm, &world), "ncclCommCount");
+  const int64_t R = x.size(0), C = x.size(1);
+  const size_t es = dtype_size(x.dtype());
+  Tensor gathered = scratch(x.dtype(), {world, R, C});  // rank-major
+  nccl_check(ncclAllGather(x.data(), gathered.data(), size_t(R * C), nccl_type(x.dtype()), comm, stream_),
+             "ncclAllGather");
+  Tensor out = scratch(x.dtype(), {R, world * C});
+  for (int r = 0; r < world; ++r)
+    check(cudaMemcpy2DAsync(static_cast<char*>(out.data()) + size_t(r * C) * es, size_t(world * C) * es,
+                            static_cast<const char*>(gathered.data()) + size_t(r) * size_t(R * C) * es, size_t(C) * es,
+                            size_t(C) * es, size_t(R), cudaMemcpyDeviceToDevice, stream_),
+          "all_gather_cols (columns into place)");
+  return out;
+}
+
 void CudaBackend::all_reduce_sum(Tensor& x) {
   if (!comm_) return;
   DS_CHECK(x.device() == Device::CUDA && x.is_contiguous(), "all_reduce_sum: expected a contiguous device tensor {}",
            x.shape().str());
-  ncclDataType_t t;
-  switch (x.dtype()) {
-    case DType::BF16: t = ncclBfloat16; break;
-    case DType::F32: t = ncclFloat32; break;
-    default: fail("all_reduce_sum: unsupported dtype {}", dtype_name(x.dtype()));
-  }
+  const ncclDataType_t t = nccl_type(x.dtype());
   nccl_check(ncclAllReduce(x.data(), x.data(), size_t(x.numel()), t, ncclSum, static_cast<ncclComm_t>(comm_.get()),
                            stream_),
              "ncclAllReduce");
