@@ -190,11 +190,26 @@ class Backend {
 
   // Upload the host description of a batch.
   virtual Tensor upload_i32(const std::vector<int32_t>& v, Shape shape) = 0;
+
+  // Tensor parallelism. all_reduce_sum: x (contiguous, activation dtype) becomes the sum of x over
+  // the ranks of this backend's group, the same values on every rank; every rank must call it, in
+  // the same order. A backend outside any group (world size 1) leaves x as it is.
+  virtual void all_reduce_sum(Tensor& x) { (void)x; }
+  // x [R, C] (contiguous) on every rank -> [R, world * C] with rank r's columns at [r * C, (r + 1) * C)
+  // (the vocabulary-split lm_head's logits). Outside any group: x itself.
+  virtual Tensor all_gather_cols(const Tensor& x) { return x; }
+  // Makes the calling thread able to run this backend's ops (CUDA: selects its device). A group's
+  // ranks each run on their own thread.
+  virtual void bind_thread() {}
 };
 
 enum class DeviceKind { Auto, Cpu, Cuda };
 DeviceKind parse_device_kind(const std::string& s);  // "auto" | "cpu" | "cuda"
 int cuda_device_count();                              // 0 when built without CUDA or no GPU
 std::unique_ptr<Backend> create_backend(DeviceKind kind, int device_index = 0);
+// The `world` backends of one tensor-parallel group, rank r on device r (CUDA: one NCCL
+// communicator over devices 0..world-1; CPU: threads summing through host memory). Their forwards
+// must run concurrently, each on its own thread (see all_reduce_sum).
+std::vector<std::unique_ptr<Backend>> create_tensor_parallel_backends(DeviceKind kind, int world);
 
 }  // namespace dsserve

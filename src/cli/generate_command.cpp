@@ -80,7 +80,7 @@ void run(GenerateOptions& o) {
   so.random_seed = o.model.random_seed;
   so.speculative = o.speculative;
   so.mtp_cache = &m.mtp_cache;
-  std::unique_ptr<Engine> engine = create_engine(*m.model, m.cache, *m.pool, so);
+  std::unique_ptr<Engine> engine = create_engine(m.runner(), m.cache, *m.pool, so);
 
   std::vector<int32_t> output_ids;
   nlohmann::json itl = nlohmann::json::array(), itop = nlohmann::json::array(), otl = nlohmann::json::array(),
@@ -128,6 +128,8 @@ void add_generate_command(CLI::App& app) {
   sub->add_option("--top-logprobs-num", opt->top_logprobs_num)->capture_default_str();
   sub->add_option("--chunked-prefill-size", opt->chunked_prefill_size, "Prefill chunk in tokens")->capture_default_str();
   sub->add_flag("--ignore-eos", opt->ignore_eos);
+  sub->add_option("--tp-size,--tp", opt->model.tp_size, "GPUs to split the model over (tensor parallel)")
+      ->capture_default_str();
   sub->add_option("--speculative-algorithm", opt->speculative.algorithm, "EAGLE or NEXTN: draft with the MTP layer");
   sub->add_option("--speculative-draft-model-path", opt->model.draft_model_path,
                   "Draft (MTP) model made by export-nextn (default: the target's own MTP layer)");

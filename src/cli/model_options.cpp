@@ -35,7 +35,16 @@ LoadedModel load_model(const ModelOptions& o, bool with_mtp_cache) {
   auto t0 = std::chrono::steady_clock::now();
   ModelConfig cfg = ModelConfig::load(o.model_path, o.json_model_override_args);
   LoadedModel m;
-  m.backend = create_backend(parse_device_kind(o.device));
+  DS_CHECK(o.tp_size >= 1, "--tp-size must be at least 1, found {}", o.tp_size);
+  std::vector<std::unique_ptr<Backend>> ranks;
+  if (o.tp_size > 1) {
+    DS_CHECK(!with_mtp_cache && o.draft_model_path.empty(),
+             "--tp-size {}: speculative decoding runs on one GPU for now (use --tp-size 1)", o.tp_size);
+    ranks = create_tensor_parallel_backends(parse_device_kind(o.device), o.tp_size);
+  } else {
+    m.backend = create_backend(parse_device_kind(o.device));
+  }
+  Backend& lead = o.tp_size > 1 ? *ranks[0] : *m.backend;
   int64_t ctx = o.context_length > 0 ? o.context_length : std::min<int64_t>(cfg.max_position_embeddings, 32768);
   std::unique_ptr<WeightSource> src;
   if (o.load_format == "dummy")
@@ -43,7 +52,8 @@ LoadedModel load_model(const ModelOptions& o, bool with_mtp_cache) {
   else
     src = std::make_unique<CheckpointWeights>(o.model_path, cfg);
   spdlog::info("loading {} ({} layers, hidden {}, {} experts) from {} on {}", cfg.architecture, cfg.num_hidden_layers,
-               cfg.hidden_size, cfg.n_routed_experts, src->describe(), m.backend->name());
+               cfg.hidden_size, cfg.n_routed_experts, src->describe(),
+               o.tp_size > 1 ? fmt::format("{} x{} (tensor parallel)", lead.name(), o.tp_size) : lead.name());
   LoadOptions lo;
   std::unique_ptr<CheckpointWeights> draft;
   std::unique_ptr<RenamedWeights> draft_renamed;
@@ -56,16 +66,21 @@ LoadedModel load_model(const ModelOptions& o, bool with_mtp_cache) {
     draft_renamed = std::make_unique<RenamedWeights>(*draft, layer_prefix(cfg.num_hidden_layers), layer_prefix(0));
     lo.mtp_weights = draft_renamed.get();
   }
-  lo.load_mtp = o.load_mtp || with_mtp_cache;
-  m.model = std::make_unique<DeepseekV3Model>(cfg, *m.backend, *src, ctx, lo);
-  m.backend->synchronize();
-  m.weight_bytes = m.backend->persistent_bytes();
+  lo.load_mtp = (o.load_mtp || with_mtp_cache) && o.tp_size == 1;
+  if (o.tp_size > 1) {
+    m.tp = std::make_unique<TensorParallelModel>(cfg, std::move(ranks), *src, ctx, lo);
+    m.tp->synchronize();
+  } else {
+    m.model = std::make_unique<DeepseekV3Model>(cfg, *m.backend, *src, ctx, lo);
+    m.backend->synchronize();
+  }
+  m.weight_bytes = lead.persistent_bytes();
   if (with_mtp_cache)
     DS_CHECK(m.model->has_mtp(), "speculative decoding needs the MTP layer, but {} has none (num_nextn_predict_layers "
              "is {})", o.model_path, cfg.num_nextn_predict_layers);
   const int64_t cached_layers = cfg.num_hidden_layers + (with_mtp_cache ? std::max(1, cfg.num_nextn_predict_layers) : 0);
-  const int64_t bytes_per_token = cached_layers * cfg.latent_dim() * int64_t(dtype_size(m.backend->activation_dtype()));
-  const DeviceMemory mem = m.backend->memory();
+  const int64_t bytes_per_token = cached_layers * cfg.latent_dim() * int64_t(dtype_size(lead.activation_dtype()));
+  const DeviceMemory mem = lead.memory();  // rank 0's GPU (every rank holds the same latent cache)
   int64_t tokens = o.max_total_tokens > 0 ? o.max_total_tokens : ctx;
   std::string sized_by = o.max_total_tokens > 0 ? "--max-total-tokens" : "the context length";
   if (o.max_total_tokens <= 0 && mem.total_bytes > 0) {
@@ -87,12 +102,15 @@ LoadedModel load_model(const ModelOptions& o, bool with_mtp_cache) {
   }
   int64_t pages = (tokens + o.page_size - 1) / o.page_size;
   m.pool = std::make_unique<PagePool>(pages, o.page_size);
-  m.cache = m.model->allocate_cache(cache_pages_for(*m.pool), o.page_size);
+  if (m.tp)
+    m.cache = m.tp->allocate_cache(cache_pages_for(*m.pool), o.page_size);
+  else
+    m.cache = m.model->allocate_cache(cache_pages_for(*m.pool), o.page_size);
   if (with_mtp_cache) m.mtp_cache = m.model->allocate_cache(cache_pages_for(*m.pool), o.page_size, /*mtp=*/true);
   double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   spdlog::info("model ready in {:.2f} s: context {} tokens, KV cache {} pages x {} tokens", s, ctx, pages, o.page_size);
   if (mem.total_bytes > 0) {
-    const DeviceMemory after = m.backend->memory();
+    const DeviceMemory after = lead.memory();
     spdlog::info("memory: weights {:.2f} GiB ({} bytes); KV cache {} tokens ({:.2f} GiB, {} bytes per token, sized by "
                  "{}); {:.1f} of {:.1f} GiB free; CUDA graphs: none (decode runs eagerly)",
                  double(m.weight_bytes) / (1 << 30), m.weight_bytes, pages * o.page_size,

@@ -7,6 +7,7 @@
 
 #include "backend/backend.h"
 #include "model/deepseek_v3.h"
+#include "parallel/tensor_parallel.h"
 #include "runtime/page_pool.h"
 
 namespace dsserve {
@@ -22,18 +23,23 @@ struct ModelOptions {
   double mem_fraction_static = 0;  // weights + KV pool as a fraction of GPU memory; 0: 0.88 (SGLang's H200 default)
   bool load_mtp = true;            // load the checkpoint's MTP layer (bench-one-batch does not need it)
   uint64_t random_seed = 0;
+  int tp_size = 1;                 // GPUs the model is split over (--tp-size; set by the commands that offer it)
   std::string draft_model_path;  // MTP layer from an export-nextn checkpoint (set by the caller)
 
   void add_to(CLI::App& app);
 };
 
 struct LoadedModel {
-  std::unique_ptr<Backend> backend;
-  std::unique_ptr<DeepseekV3Model> model;
+  std::unique_ptr<Backend> backend;         // --tp-size 1
+  std::unique_ptr<DeepseekV3Model> model;   // --tp-size 1
+  std::unique_ptr<TensorParallelModel> tp;  // --tp-size > 1 (backend and model then unset)
   std::unique_ptr<PagePool> pool;
   LatentCache cache;      // the pool's pages plus the trash page (see cache_pages_for)
   LatentCache mtp_cache;  // the MTP layer's cache, when asked for (speculative decoding)
-  int64_t weight_bytes = 0;  // device bytes of the prepared weights (0 on the CPU: not counted)
+  int64_t weight_bytes = 0;  // device bytes of the prepared weights (0 on the CPU: not counted; rank 0's with TP)
+
+  ModelRunner& runner() { return tp ? static_cast<ModelRunner&>(*tp) : *model; }
+  Backend& lead_backend() { return tp ? tp->backend() : *backend; }
 };
 
 LoadedModel load_model(const ModelOptions& o, bool with_mtp_cache = false);

@@ -105,13 +105,15 @@ void check_flags(const ServeOptions& o, bool on_cpu) {
   auto refuse = [](bool cond, const std::string& msg) {
     if (cond) fail("{}", msg);
   };
-  refuse(o.tp_size != 1, fmt::format("--tp-size {}: tensor parallelism is not available yet; dsserve serve runs one replica on one device (use --tp-size 1)", o.tp_size));
+  refuse(o.tp_size > 1 && !o.speculative_algorithm.empty(),
+         fmt::format("--tp-size {}: speculative decoding runs on one GPU for now (use --tp-size 1)", o.tp_size));
   refuse(o.dp_size != 1, fmt::format("--dp-size {}: data parallelism is not available yet (use --dp-size 1)", o.dp_size));
   refuse(o.enable_dp_attention, "--enable-dp-attention: data-parallel attention is not available yet");
   refuse(o.ep_size != 1, fmt::format("--ep-size {}: expert parallelism is not available yet (use --ep-size 1)", o.ep_size));
   refuse(o.nnodes != 1, fmt::format("--nnodes {}: multi-node serving is not available yet (use --nnodes 1)", o.nnodes));
   refuse(o.node_rank != 0, fmt::format("--node-rank {}: only node 0 exists with --nnodes 1", o.node_rank));
-  refuse(o.tp_size < 1 || o.port < 0 || o.port > 65535, "--port must be in 0..65535");
+  refuse(o.tp_size < 1, fmt::format("--tp-size must be at least 1, found {}", o.tp_size));
+  refuse(o.port < 0 || o.port > 65535, "--port must be in 0..65535");
   refuse(o.speculative_algorithm.empty() && (o.speculative_num_steps || o.speculative_eagle_topk ||
                                               o.speculative_num_draft_tokens || !o.speculative_draft_model_path.empty()),
          "--speculative-num-steps/-eagle-topk/-num-draft-tokens/-draft-model-path need --speculative-algorithm EAGLE");
@@ -207,6 +209,7 @@ void serve(ServeOptions& o) {
                  o.speculative_draft_model_path.empty() ? "the checkpoint's MTP layer" : o.speculative_draft_model_path);
   o.model.draft_model_path = o.speculative_draft_model_path;
   o.model.load_mtp = spec.enabled();  // as SGLang: the MTP layer is the draft model, loaded only to draft
+  o.model.tp_size = o.tp_size;  // tensor parallel over this node's GPUs, one thread per GPU
   LoadedModel m = load_model(o.model, spec.enabled());
   SchedulerOptions so;
   so.speculative = spec;
@@ -218,7 +221,7 @@ void serve(ServeOptions& o) {
   so.disable_radix_cache = o.disable_radix_cache;
   so.max_queued_requests = o.max_queued_requests;
   so.random_seed = o.model.random_seed;
-  std::unique_ptr<Engine> engine = create_engine(*m.model, m.cache, *m.pool, so);
+  std::unique_ptr<Engine> engine = create_engine(m.runner(), m.cache, *m.pool, so);
   // A step that outlasts --watchdog-timeout (a hung kernel) ends the server with the reason.
   server::Watchdog watchdog(*engine, o.watchdog_timeout, [](const std::string& reason) {
     spdlog::critical("{}; exiting", reason);

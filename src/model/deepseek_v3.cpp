@@ -9,7 +9,10 @@ namespace dsserve {
 
 DeepseekV3Model::DeepseekV3Model(ModelConfig cfg, Backend& backend, WeightSource& weights, int64_t context_len,
                                  const LoadOptions& opt)
-    : cfg_(std::move(cfg)), be_(backend), context_len_(context_len) {
+    : cfg_(std::move(cfg)), be_(backend), context_len_(context_len), shard_(opt.shard) {
+  DS_CHECK(cfg_.num_attention_heads % shard_.world == 0, "--tp-size {}: {} attention heads do not divide", shard_.world,
+           cfg_.num_attention_heads);
+  local_heads_ = cfg_.num_attention_heads / shard_.world;
   w_ = load_model_weights(cfg_, weights, be_, opt);
   rope_table_ = be_.make_rope_table(build_rope_table(cfg_, context_len_));
   bool noaux = cfg_.topk_method == "noaux_tc";
@@ -94,10 +97,10 @@ AttentionBatch DeepseekV3Model::upload(const ForwardBatch& b, int page_size) {
 // into the cache first; both forms then read every key of the sequence from the cache.
 Tensor DeepseekV3Model::attention(const Tensor& x, const MlaWeights& w, const AttentionBatch& ab, AttentionMode mode,
                                   Tensor layer_cache) {
-  const int64_t T = x.size(0), n = cfg_.num_attention_heads, dn = cfg_.qk_nope_head_dim,
+  const int64_t T = x.size(0), n = local_heads_, dn = cfg_.qk_nope_head_dim,
                 dr = cfg_.qk_rope_head_dim, dv = cfg_.v_head_dim, kr = cfg_.kv_lora_rank, dqk = dn + dr;
   const float eps = float(cfg_.rms_norm_eps);
-  const int64_t q_part = cfg_.q_lora_rank ? *cfg_.q_lora_rank : n * dqk;
+  const int64_t q_part = cfg_.q_lora_rank ? *cfg_.q_lora_rank : cfg_.num_attention_heads * dqk;
 
   Tensor qkv_a = be_.linear(x, w.qkv_a);  // [T, q_part + kr + dr]
   Tensor q = w.q_b ? be_.linear(be_.rms_norm(qkv_a.slice(1, 0, q_part), *w.q_a_norm, eps), *w.q_b)
@@ -122,25 +125,35 @@ Tensor DeepseekV3Model::attention(const Tensor& x, const MlaWeights& w, const At
     Tensor kv = be_.linear(keys.slice(1, 0, kr), w.kv_b).unflatten(1, n, dn + dv);  // [K, n, dn + dv]
     o = be_.mla_attention_expanded(q_heads, kv, keys.slice(1, kr, kr + dr), ab, softmax_scale_);
   }
-  return be_.linear(o.reshape({T, n * dv}), w.o_proj);
+  Tensor out = be_.linear(o.reshape({T, n * dv}), w.o_proj);
+  be_.all_reduce_sum(out);  // each rank holds its heads' share of o_proj's product
+  return out;
 }
 
 Tensor DeepseekV3Model::mlp(const Tensor& x, const MlpWeights& w) {
   return be_.linear(be_.silu_mul(be_.linear(x, w.gate_up)), w.down);
 }
 
+// On a tensor-parallel rank every MLP (dense, shared, each routed expert) holds a slice of the
+// intermediate columns, so the outputs are partial sums, reduced once per layer.
 Tensor DeepseekV3Model::feed_forward(const Tensor& x, const DecoderLayerWeights& w) {
-  if (w.mlp) return mlp(x, *w.mlp);
-  const MoeWeights& moe = *w.moe;
-  RouterOutput route = be_.moe_route(x, moe.router, moe.score_bias, router_);
-  Tensor y = be_.moe_experts(x, moe.experts, route);
-  if (moe.shared) be_.add_inplace(y, mlp(x, *moe.shared));
+  Tensor y;
+  if (w.mlp) {
+    y = mlp(x, *w.mlp);
+  } else {
+    const MoeWeights& moe = *w.moe;
+    RouterOutput route = be_.moe_route(x, moe.router, moe.score_bias, router_);
+    y = be_.moe_experts(x, moe.experts, route);
+    if (moe.shared) be_.add_inplace(y, mlp(x, *moe.shared));
+  }
+  be_.all_reduce_sum(y);
   return y;
 }
 
 Tensor DeepseekV3Model::logits(const Tensor& normed, const ForwardBatch& b) {
   Tensor rows = be_.upload_i32(b.logit_rows, {int64_t(b.logit_rows.size())});
-  return be_.linear(be_.gather_rows(normed, rows), w_.lm_head);
+  Tensor part = be_.linear(be_.gather_rows(normed, rows), w_.lm_head);
+  return shard_.world > 1 ? be_.all_gather_cols(part) : part;  // each rank holds a slice of the vocabulary
 }
 
 ForwardOutput DeepseekV3Model::forward(const ForwardBatch& b, LatentCache& cache) {

@@ -7,30 +7,28 @@
 #include "backend/backend.h"
 #include "io/model_config.h"
 #include "model/forward_batch.h"
+#include "model/model_runner.h"
 #include "model/weights.h"
 
 namespace dsserve {
 
-struct ForwardOutput {
-  Tensor logits;  // [logit_rows, vocab] float (backend activation dtype may differ: read with to_host_f32)
-  Tensor hidden;  // [T, hidden] final hidden states after the final norm (what MTP consumes)
-};
-
-class DeepseekV3Model {
+class DeepseekV3Model final : public ModelRunner {
  public:
   // context_len bounds positions (the RoPE table size).
   DeepseekV3Model(ModelConfig cfg, Backend& backend, WeightSource& weights, int64_t context_len,
                   const LoadOptions& opt = {});
 
-  const ModelConfig& config() const { return cfg_; }
-  Backend& backend() { return be_; }
-  int64_t context_len() const { return context_len_; }
+  const ModelConfig& config() const override { return cfg_; }
+  Backend& backend() override { return be_; }
+  int64_t context_len() const override { return context_len_; }
+  DeepseekV3Model* single_device() override { return shard_.world == 1 ? this : nullptr; }
   bool has_mtp() const { return !w_.mtp.empty(); }
+  const ShardSpec& shard() const { return shard_; }  // this rank's part of a tensor-parallel model
 
   // A latent cache for the target's layers (mtp = false) or the MTP layers (mtp = true).
   LatentCache allocate_cache(int64_t num_pages, int page_size, bool mtp = false);
 
-  ForwardOutput forward(const ForwardBatch& batch, LatentCache& cache);
+  ForwardOutput forward(const ForwardBatch& batch, LatentCache& cache) override;
   // The first MTP module: row t combines prev_hidden[t] (the target's final hidden state at the
   // position before) with the embedding of batch.input_ids[t].
   ForwardOutput forward_mtp(const ForwardBatch& batch, const Tensor& prev_hidden, LatentCache& mtp_cache);
@@ -50,6 +48,8 @@ class DeepseekV3Model {
   Tensor rope_table_;
   RouterParams router_;
   float softmax_scale_;
+  ShardSpec shard_;
+  int64_t local_heads_ = 0;  // attention heads on this rank
 };
 
 }  // namespace dsserve

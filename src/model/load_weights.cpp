@@ -40,11 +40,33 @@ class ProgressBar {
   int shown_ = -1;
 };
 
+Shape shard_shape(Shape s, int dim, int64_t n) {
+  s[dim] = n;
+  return s;
+}
+
+// A contiguous host copy of a 2-D host tensor of any dtype (rows may be strided).
+Tensor packed_copy(const Tensor& t) {
+  Tensor out = Tensor::zeros_host(t.dtype(), t.shape());
+  const size_t es = dtype_size(t.dtype()), row = size_t(t.size(1)) * es;
+  for (int64_t r = 0; r < t.size(0); ++r) {
+    const char* src = static_cast<const char*>(t.data()) + size_t(r * t.stride(0)) * es;
+    if (t.stride(1) == 1) {
+      std::memcpy(static_cast<char*>(out.data()) + size_t(r) * row, src, row);
+    } else {
+      for (int64_t c = 0; c < t.size(1); ++c)
+        std::memcpy(static_cast<char*>(out.data()) + size_t(r) * row + size_t(c) * es,
+                    src + size_t(c * t.stride(1)) * es, es);
+    }
+  }
+  return out;
+}
+
 class Loader {
  public:
   Loader(const ModelConfig& cfg, WeightSource& src, WeightSource& mtp_src, Backend& be,
-         const std::vector<TensorSpec>& specs)
-      : cfg_(cfg), src_(src), mtp_src_(mtp_src), be_(be) {
+         const std::vector<TensorSpec>& specs, ShardSpec shard)
+      : cfg_(cfg), src_(src), mtp_src_(mtp_src), be_(be), shard_(shard) {
     size_t total = 0;
     for (const auto& s : specs) {
       by_name_[s.name] = &s;
@@ -76,6 +98,41 @@ class Loader {
       p.scale = raw(weight_name.substr(0, weight_name.size() - 6) + "weight_scale_inv");
     return p;
   }
+  // This rank's slice of a weight along dim (0: rows, 1: columns); see ShardSpec.
+  WeightPart shard(const std::string& weight_name, int dim, bool host = false) {
+    if (shard_.world == 1) return part(weight_name, host);
+    auto it = by_name_.find(weight_name);
+    DS_CHECK(it != by_name_.end(), "internal: tensor {} is not in the model's tensor list", weight_name);
+    const TensorSpec& spec = *it->second;
+    const int64_t len = spec.shape[dim];
+    DS_CHECK(len % shard_.world == 0, "--tp-size {}: {} has {} {} , not divisible", shard_.world, weight_name, len,
+             dim == 0 ? "rows" : "columns");
+    const int64_t n = len / shard_.world, lo = int64_t(shard_.rank) * n;
+    WeightSource& src = spec.mtp ? mtp_src_ : src_;
+    if (auto fill = src.random_fill(spec)) {
+      // Generated weights: draw the slice's shape directly (other values than the whole tensor's).
+      TensorSpec s = spec;
+      s.shape = shard_shape(spec.shape, dim, n);
+      WeightPart p{host ? Tensor() : be_.random_weight(spec_storage_dtype(cfg_, spec), s.shape, *fill), {}};
+      if (!p.weight.defined()) p.weight = src.get(s);
+      progress_->advance(p.weight.nbytes());
+      if (p.weight.dtype() == DType::F8_E4M3) {
+        auto sc = by_name_.find(weight_name.substr(0, weight_name.size() - 6) + "weight_scale_inv");
+        DS_CHECK(sc != by_name_.end(), "internal: no scale for {}", weight_name);
+        TensorSpec ss = *sc->second;
+        ss.shape = shard_shape(ss.shape, dim, (n + 127) / 128);
+        p.scale = src.get(ss);
+      }
+      return p;
+    }
+    WeightPart full = part(weight_name, /*host=*/true);
+    if (!full.scale.defined()) return {host_to_f32(full.weight.slice(dim, lo, lo + n)), {}};
+    if (lo % 128 == 0) {  // FP8 kept: whole scale blocks from the slice's first row or column
+      const int64_t blocks = full.scale.size(dim), b0 = lo / 128, b1 = std::min(blocks, (lo + n + 127) / 128);
+      return {packed_copy(full.weight.slice(dim, lo, lo + n)), host_to_f32(full.scale.slice(dim, b0, b1))};
+    }
+    return {host_to_f32(dequantize_to_f32(full).slice(dim, lo, lo + n)), {}};
+  }
   Tensor vec(const std::string& name) { return be_.make_vector(raw(name)); }
   LinearWeight linear(const std::vector<std::string>& fused, LinearUse use = LinearUse::Projection) {
     std::vector<WeightPart> parts;
@@ -83,22 +140,27 @@ class Loader {
     return be_.make_linear(parts, use);
   }
   MlpWeights mlp(const std::string& p) {
-    return {linear({p + "gate_proj.weight", p + "up_proj.weight"}), linear({p + "down_proj.weight"})};
+    std::vector<WeightPart> gate_up{shard(p + "gate_proj.weight", 0), shard(p + "up_proj.weight", 0)};
+    WeightPart down = shard(p + "down_proj.weight", 1);
+    return {be_.make_linear(gate_up, LinearUse::Projection),
+            be_.make_linear(std::span<const WeightPart>(&down, 1), LinearUse::Projection)};
   }
 
   MlaWeights attention(const std::string& a) {
     MlaWeights w;
-    const int64_t n = cfg_.num_attention_heads, dn = cfg_.qk_nope_head_dim, dv = cfg_.v_head_dim,
+    const int64_t n = cfg_.num_attention_heads / shard_.world, dn = cfg_.qk_nope_head_dim, dv = cfg_.v_head_dim,
                   kr = cfg_.kv_lora_rank;
     if (cfg_.q_lora_rank) {
       w.qkv_a = linear({a + "q_a_proj.weight", a + "kv_a_proj_with_mqa.weight"});
       w.q_a_norm = vec(a + "q_a_layernorm.weight");
-      w.q_b = linear({a + "q_b_proj.weight"});
+      WeightPart q_b = shard(a + "q_b_proj.weight", 0);
+      w.q_b = be_.make_linear(std::span<const WeightPart>(&q_b, 1), LinearUse::Projection);
     } else {
+      DS_CHECK(shard_.world == 1, "--tp-size {}: models without q_lora_rank are not split yet", shard_.world);
       w.qkv_a = linear({a + "q_proj.weight", a + "kv_a_proj_with_mqa.weight"});
     }
     w.kv_a_norm = vec(a + "kv_a_layernorm.weight");
-    WeightPart kv_b = part(a + "kv_b_proj.weight", /*host=*/true);  // split on the host below
+    WeightPart kv_b = shard(a + "kv_b_proj.weight", 0, /*host=*/true);  // split on the host below
     w.kv_b = be_.make_linear(std::span<const WeightPart>(&kv_b, 1), LinearUse::Projection);
     // Split kv_b_proj [n * (dn + dv), kr] into W_UK^T [n, kr, dn] and W_UV [n, dv, kr].
     Tensor kvb = dequantize_to_f32(kv_b);
@@ -112,7 +174,8 @@ class Loader {
     }
     w.w_uk_t = be_.make_head_weight(uk_t);
     w.w_uv = be_.make_head_weight(uv);
-    w.o_proj = linear({a + "o_proj.weight"});
+    WeightPart o = shard(a + "o_proj.weight", 1);
+    w.o_proj = be_.make_linear(std::span<const WeightPart>(&o, 1), LinearUse::Projection);
     return w;
   }
 
@@ -132,7 +195,7 @@ class Loader {
     std::vector<ExpertParts> experts;
     for (int e = 0; e < cfg_.n_routed_experts; ++e) {
       std::string q = m + "experts." + std::to_string(e) + ".";
-      experts.push_back({part(q + "gate_proj.weight"), part(q + "up_proj.weight"), part(q + "down_proj.weight")});
+      experts.push_back({shard(q + "gate_proj.weight", 0), shard(q + "up_proj.weight", 0), shard(q + "down_proj.weight", 1)});
     }
     moe.experts = be_.make_experts(experts);
     if (cfg_.n_shared_experts > 0) moe.shared = mlp(m + "shared_experts.");
@@ -156,6 +219,7 @@ class Loader {
   WeightSource& src_;
   WeightSource& mtp_src_;
   Backend& be_;
+  ShardSpec shard_;
   std::map<std::string, const TensorSpec*> by_name_;
   std::unique_ptr<ProgressBar> progress_;
 };
@@ -186,12 +250,17 @@ ModelWeights load_model_weights(const ModelConfig& cfg, WeightSource& src, Backe
   }
   // Shared MTP copies are neither loaded nor counted.
   std::erase_if(specs, [](const TensorSpec& s) { return s.shared; });
-  Loader ld(cfg, src, mtp_src, backend, specs);
+  DS_CHECK(opt.shard.world >= 1 && opt.shard.rank >= 0 && opt.shard.rank < opt.shard.world, "bad shard {} of {}",
+           opt.shard.rank, opt.shard.world);
+  Loader ld(cfg, src, mtp_src, backend, specs, opt.shard);
   ModelWeights w;
   w.embed_tokens = backend.make_embedding(ld.raw("model.embed_tokens.weight"));
   for (int i = 0; i < cfg.num_hidden_layers; ++i) w.layers.push_back(ld.layer(i));
   w.final_norm = ld.vec("model.norm.weight");
-  w.lm_head = ld.linear({cfg.tie_word_embeddings ? "model.embed_tokens.weight" : "lm_head.weight"}, LinearUse::LmHead);
+  {  // vocabulary rows split over the ranks (logits all-gathered by the model)
+    WeightPart head = ld.shard(cfg.tie_word_embeddings ? "model.embed_tokens.weight" : "lm_head.weight", 0);
+    w.lm_head = backend.make_linear(std::span<const WeightPart>(&head, 1), LinearUse::LmHead);
+  }
   if (mtp)
     for (int j = 0; j < cfg.num_nextn_predict_layers; ++j) w.mtp.push_back(ld.mtp(cfg.num_hidden_layers + j));
   return w;

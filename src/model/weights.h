@@ -56,7 +56,18 @@ struct ModelWeights {
   std::vector<MtpWeights> mtp;  // empty when not loaded
 };
 
+// This process's part of a tensor-parallel model: rank `rank` of `world` holds heads
+// [rank * n / world, (rank + 1) * n / world) of attention (q_b_proj and kv_b_proj rows, o_proj
+// columns) and the same slice of every MLP's intermediate columns (gate/up rows, down columns),
+// dense, shared and each routed expert alike, and the same slice of the lm_head's vocabulary
+// rows. Everything else (q_a/kv_a, norms, router, embedding) is replicated. Block-FP8 weights keep FP8 where the slice starts on a
+// 128-block boundary; other slices are dequantized to BF16 values.
+struct ShardSpec {
+  int rank = 0, world = 1;
+};
+
 struct LoadOptions {
+  ShardSpec shard;
   bool load_mtp = true;                  // load the MTP layers when the checkpoint has them
   WeightSource* mtp_weights = nullptr;   // read the MTP layers from here instead (a draft model)
 };

@@ -37,7 +37,7 @@ std::vector<std::vector<float>> host_rows(Backend& be, const Tensor& t) {
 
 class Scheduler final : public Engine {
  public:
-  Scheduler(DeepseekV3Model& model, LatentCache& cache, PagePool& pool, const SchedulerOptions& opt)
+  Scheduler(ModelRunner& model, LatentCache& cache, PagePool& pool, const SchedulerOptions& opt)
       : model_(model), cache_(cache), pool_(pool), opt_(opt), radix_(pool),
         trash_slot_(int32_t(pool.num_pages() * pool.page_size())) {
     DS_CHECK(cache.num_pages >= cache_pages_for(pool), "latent cache has {} pages; the pool of {} needs {}",
@@ -46,7 +46,9 @@ class Scheduler final : public Engine {
       DS_CHECK(opt_.mtp_cache && opt_.mtp_cache->num_pages >= cache_pages_for(pool) &&
                    opt_.mtp_cache->page_size == pool.page_size(),
                "speculative decoding needs an MTP cache with the pool's page size and {} pages", cache_pages_for(pool));
-      eagle_.emplace(model_, *opt_.mtp_cache, trash_slot_, opt_.speculative);
+      DeepseekV3Model* single = model_.single_device();
+      DS_CHECK(single, "speculative decoding runs on one GPU for now (use --tp-size 1)");
+      eagle_.emplace(*single, *opt_.mtp_cache, trash_slot_, opt_.speculative);
     }
     thread_ = std::thread([this] { loop(); });
   }
@@ -618,7 +620,7 @@ class Scheduler final : public Engine {
     stats_ = s;
   }
 
-  DeepseekV3Model& model_;
+  ModelRunner& model_;
   LatentCache& cache_;
   PagePool& pool_;
   SchedulerOptions opt_;
@@ -651,7 +653,7 @@ class Scheduler final : public Engine {
 
 }  // namespace
 
-std::unique_ptr<Engine> create_engine(DeepseekV3Model& model, LatentCache& cache, PagePool& pool,
+std::unique_ptr<Engine> create_engine(ModelRunner& model, LatentCache& cache, PagePool& pool,
                                       const SchedulerOptions& opt) {
   DS_CHECK(opt.schedule_policy == "fcfs" || opt.schedule_policy == "lpm",
            "--schedule-policy: expected fcfs or lpm, found '{}'", opt.schedule_policy);

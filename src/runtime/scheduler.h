@@ -29,7 +29,7 @@ struct SchedulerOptions {
 inline int64_t cache_pages_for(const PagePool& pool) { return pool.num_pages() + 1; }
 
 // The model, caches and pool must outlive the engine.
-std::unique_ptr<Engine> create_engine(DeepseekV3Model& model, LatentCache& cache, PagePool& pool,
+std::unique_ptr<Engine> create_engine(ModelRunner& model, LatentCache& cache, PagePool& pool,
                                       const SchedulerOptions& opt);
 
 }  // namespace dsserve

@@ -115,6 +115,50 @@ std::vector<int32_t> greedy(TestModel& m, const std::vector<int32_t>& ids, int n
   return out;
 }
 
+std::vector<std::vector<float>> logits_with(const ForwardFn& f, Backend& be, PagePool& pool,
+                                            const std::vector<int32_t>& ids, int decode_from) {
+  const int64_t T = int64_t(ids.size());
+  SequencePages seq;
+  if (!seq.reserve(pool, T)) throw Error("test pool too small");
+  std::vector<std::vector<float>> out;
+  auto step = [&](int64_t s, int64_t e, AttentionMode mode) {
+    SequenceChunk c{&seq, s, std::vector<int32_t>(ids.begin() + s, ids.begin() + e), {}};
+    c.logit_offsets.resize(size_t(e - s));
+    std::iota(c.logit_offsets.begin(), c.logit_offsets.end(), 0);
+    for (auto& row : rows_of(be.to_host_f32(f(build_forward_batch({c}, pool.page_size(), mode)).logits)))
+      out.push_back(std::move(row));
+  };
+  const int64_t prefill_end = decode_from >= 0 ? std::min<int64_t>(decode_from, T) : T;
+  if (prefill_end > 0) step(0, prefill_end, AttentionMode::Expanded);
+  for (int64_t s = prefill_end; s < T; ++s) step(s, s + 1, AttentionMode::Absorbed);
+  seq.release_all(pool);
+  return out;
+}
+
+std::vector<int32_t> greedy_with(const ForwardFn& f, Backend& be, PagePool& pool, const std::vector<int32_t>& ids,
+                                 int n, std::vector<float>* margins) {
+  SequencePages seq;
+  if (!seq.reserve(pool, int64_t(ids.size()) + n)) throw Error("test pool too small");
+  std::vector<int32_t> out;
+  SequenceChunk c{&seq, 0, ids, {int32_t(ids.size()) - 1}};
+  auto logits = rows_of(be.to_host_f32(f(build_forward_batch({c}, pool.page_size(), AttentionMode::Expanded)).logits));
+  for (int i = 0; i < n; ++i) {
+    const auto& row = logits[0];
+    int32_t tok = int32_t(std::max_element(row.begin(), row.end()) - row.begin());
+    out.push_back(tok);
+    if (margins) {
+      float second = -INFINITY;
+      for (size_t j = 0; j < row.size(); ++j)
+        if (int32_t(j) != tok) second = std::max(second, row[j]);
+      margins->push_back(row[size_t(tok)] - second);
+    }
+    SequenceChunk d{&seq, int64_t(ids.size()) + i, {tok}, {0}};
+    logits = rows_of(be.to_host_f32(f(build_forward_batch({d}, pool.page_size(), AttentionMode::Absorbed)).logits));
+  }
+  seq.release_all(pool);
+  return out;
+}
+
 double max_topk_logprob_diff(const std::vector<float>& a, const std::vector<float>& b, int k) {
   auto la = log_softmax(a), lb = log_softmax(b);
   std::vector<size_t> idx(b.size());

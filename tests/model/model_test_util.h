@@ -1,6 +1,7 @@
 // Helpers for model tests: a CPU model with its page pool and cache, prompts run through prefill
 // (whole or chunked) and token-by-token decode, and the comparisons the golden tests use.
 #pragma once
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -45,6 +46,19 @@ std::vector<std::vector<float>> run_mtp(TestModel& m, const std::vector<int32_t>
                                         const std::vector<std::vector<float>>& hidden);
 // Greedy continuation through the cache (prefill then absorbed decode).
 std::vector<int32_t> greedy(TestModel& m, const std::vector<int32_t>& ids, int n);
+
+// A forward of some model on its own cache (one DeepseekV3Model, or a tensor-parallel group), for
+// the helpers below, which run batches of one sequence in `pool`'s pages and read the logits
+// through `be` (the backend the logits live on).
+using ForwardFn = std::function<ForwardOutput(const ForwardBatch&)>;
+// Logits at every position: positions < decode_from in one expanded prefill, the rest one absorbed
+// decode step each (decode_from < 0: all in the prefill).
+std::vector<std::vector<float>> logits_with(const ForwardFn& f, Backend& be, PagePool& pool,
+                                            const std::vector<int32_t>& ids, int decode_from = -1);
+// Greedy continuation of n tokens (prefill, then absorbed decode); margins (when given) receives
+// each step's top-1 minus top-2 logit.
+std::vector<int32_t> greedy_with(const ForwardFn& f, Backend& be, PagePool& pool, const std::vector<int32_t>& ids,
+                                 int n, std::vector<float>* margins = nullptr);
 
 // Largest |log_softmax(a)[i] - log_softmax(b)[i]| over the top-k tokens i of b.
 double max_topk_logprob_diff(const std::vector<float>& a, const std::vector<float>& b, int k = 5);

@@ -5,7 +5,7 @@
 
 namespace dsserve {
 
-class CpuBackend final : public Backend {
+class CpuBackend : public Backend {
  public:
   std::string name() const override { return "cpu"; }
   Device device() const override { return Device::CPU; }

@@ -99,6 +99,12 @@ class CudaBackend final : public Backend {
 
   Tensor upload_i32(const std::vector<int32_t>& v, Shape shape) override;
 
+  void all_reduce_sum(Tensor& x) override;  // cuda_collective.cpp
+  Tensor all_gather_cols(const Tensor& x) override;
+  void bind_thread() override;
+  // Joins a tensor-parallel group: comm is an ncclComm_t of this device, owned by the pointer.
+  void set_communicator(std::shared_ptr<void> comm) { comm_ = std::move(comm); }
+
   // Not in the interface: what a prepared linear runs as ("fp8 [1536] + bf16 [576]"), for logs and tests.
   static std::string describe(const LinearWeight& w);
   static std::string describe(const ExpertWeights& w);
@@ -128,6 +134,7 @@ class CudaBackend final : public Backend {
   ScratchArena scratch_;
   std::shared_ptr<std::atomic<int64_t>> live_bytes_ = std::make_shared<std::atomic<int64_t>>(0);
   int64_t experts_run_ = 0;
+  std::shared_ptr<void> comm_;  // ncclComm_t, when in a tensor-parallel group
 };
 
 }  // namespace dsserve::cuda

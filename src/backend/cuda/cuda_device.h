@@ -1,6 +1,7 @@
 // CUDA device discovery and the CUDA backend's factory.
 #pragma once
 #include <memory>
+#include <vector>
 
 namespace dsserve {
 
@@ -10,6 +11,8 @@ class Backend;
 int cuda_visible_devices();
 // The CUDA backend on one device; fails with a clear message when there is no usable GPU.
 std::unique_ptr<Backend> create_cuda_backend(int device_index);
+// Backends on devices 0..world-1 sharing one NCCL communicator (cuda_collective.cpp).
+std::vector<std::unique_ptr<Backend>> create_cuda_group_backends(int world);
 // Whether the CUDA backend implements every op (so `--device auto` may choose it).
 bool cuda_backend_complete();
 

@@ -1,0 +1,30 @@
+// What the scheduler runs a forward through: one model replica, on one device (DeepseekV3Model)
+// or split over several GPUs of this process (TensorParallelModel). Outputs live on backend().
+#pragma once
+#include "backend/backend.h"
+#include "io/model_config.h"
+#include "model/forward_batch.h"
+
+namespace dsserve {
+
+class DeepseekV3Model;
+
+struct ForwardOutput {
+  Tensor logits;  // [logit_rows, vocab] float (backend activation dtype may differ: read with to_host_f32)
+  Tensor hidden;  // [T, hidden] final hidden states after the final norm (what MTP consumes)
+};
+
+class ModelRunner {
+ public:
+  virtual ~ModelRunner() = default;
+  virtual const ModelConfig& config() const = 0;
+  virtual int64_t context_len() const = 0;
+  virtual Backend& backend() = 0;  // where forward's outputs live
+  // cache: the latent cache the caller allocated through this runner (a tensor-parallel runner
+  // keeps one per rank and hands out rank 0's).
+  virtual ForwardOutput forward(const ForwardBatch& batch, LatentCache& cache) = 0;
+  // The model itself when it runs on one device (speculative decoding needs it); nullptr otherwise.
+  virtual DeepseekV3Model* single_device() { return nullptr; }
+};
+
+}  // namespace dsserve

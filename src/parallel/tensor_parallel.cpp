@@ -1,0 +1,133 @@
+// Tensor-parallel runner (see tensor_parallel.h): rank threads, per-rank loading, and forwards
+// launched on all ranks together.
+#include "parallel/tensor_parallel.h"
+
+#include <mutex>
+
+#include "core/error.h"
+#include "model/weight_source.h"
+
+namespace dsserve {
+
+RankThreads::RankThreads(int world) {
+  DS_CHECK(world >= 1, "RankThreads: world size {}", world);
+  for (int r = 0; r < world; ++r) workers_.push_back(std::make_unique<Worker>());
+  for (int r = 0; r < world; ++r) workers_[size_t(r)]->thread = std::thread([this, r] { loop(r); });
+}
+
+RankThreads::~RankThreads() {
+  for (auto& w : workers_) {
+    std::lock_guard<std::mutex> lock(w->mu);
+    w->stop = true;
+    w->cv.notify_all();
+  }
+  for (auto& w : workers_) w->thread.join();
+}
+
+void RankThreads::loop(int rank) {
+  Worker& w = *workers_[size_t(rank)];
+  uint64_t seen = 0;
+  for (;;) {
+    const std::function<void(int)>* job = nullptr;
+    {
+      std::unique_lock<std::mutex> lock(w.mu);
+      w.cv.wait(lock, [&] { return w.stop || w.generation != seen; });
+      if (w.stop) return;
+      seen = w.generation;
+      job = w.job;
+    }
+    std::exception_ptr err;
+    try {
+      (*job)(rank);
+    } catch (...) {
+      err = std::current_exception();
+    }
+    std::lock_guard<std::mutex> lock(w.mu);
+    w.error = err;
+    w.done = seen;
+    w.cv.notify_all();
+  }
+}
+
+void RankThreads::run_all(const std::function<void(int)>& job) {
+  for (auto& w : workers_) {
+    std::lock_guard<std::mutex> lock(w->mu);
+    w->job = &job;
+    ++w->generation;
+    w->cv.notify_all();
+  }
+  std::exception_ptr first;
+  for (auto& w : workers_) {
+    std::unique_lock<std::mutex> lock(w->mu);
+    w->cv.wait(lock, [&] { return w->done == w->generation; });
+    if (w->error && !first) first = w->error;
+    w->error = nullptr;
+  }
+  if (first) std::rethrow_exception(first);
+}
+
+TensorParallelModel::TensorParallelModel(const ModelConfig& cfg, std::vector<std::unique_ptr<Backend>> backends,
+                                         WeightSource& weights, int64_t context_len, const LoadOptions& opt)
+    : threads_(int(backends.size())) {
+  const int world = int(backends.size());
+  ranks_.resize(size_t(world));
+  for (int r = 0; r < world; ++r) ranks_[size_t(r)].backend = std::move(backends[size_t(r)]);
+  std::mutex load_mu;  // one rank loads at a time: the weight source is not thread-safe
+  threads_.run_all([&](int r) {
+    Rank& k = ranks_[size_t(r)];
+    k.backend->bind_thread();
+    LoadOptions lo = opt;
+    lo.shard = ShardSpec{r, world};
+    {
+      std::lock_guard<std::mutex> lock(load_mu);
+      k.model = std::make_unique<DeepseekV3Model>(cfg, *k.backend, weights, context_len, lo);
+    }
+    k.backend->synchronize();
+  });
+}
+
+LatentCache& TensorParallelModel::allocate_cache(int64_t num_pages, int page_size) {
+  threads_.run_all([&](int r) {
+    Rank& k = ranks_[size_t(r)];
+    k.backend->bind_thread();
+    k.cache = k.model->allocate_cache(num_pages, page_size);
+    k.backend->synchronize();
+  });
+  return ranks_[0].cache;
+}
+
+ForwardOutput TensorParallelModel::forward(const ForwardBatch& batch, LatentCache& cache) {
+  DS_CHECK(cache.data.data() == ranks_[0].cache.data.data(),
+           "TensorParallelModel::forward: pass the cache from allocate_cache");
+  return forward(batch);
+}
+
+TensorParallelModel::~TensorParallelModel() {
+  // Device memory is freed on each rank's own thread (its device current).
+  threads_.run_all([&](int r) {
+    Rank& k = ranks_[size_t(r)];
+    k.backend->bind_thread();
+    k.backend->synchronize();
+    k.last = {};
+    k.cache = {};
+    k.model.reset();
+  });
+}
+
+ForwardOutput TensorParallelModel::forward(const ForwardBatch& batch) {
+  threads_.run_all([&](int r) {
+    Rank& k = ranks_[size_t(r)];
+    k.backend->bind_thread();
+    k.last = k.model->forward(batch, k.cache);
+  });
+  return ranks_[0].last;
+}
+
+void TensorParallelModel::synchronize() {
+  threads_.run_all([&](int r) {
+    ranks_[size_t(r)].backend->bind_thread();
+    ranks_[size_t(r)].backend->synchronize();
+  });
+}
+
+}  // namespace dsserve

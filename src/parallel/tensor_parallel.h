@@ -1,0 +1,81 @@
+// Tensor parallelism in one process (--tp-size N): N ranks, each a worker thread with its own
+// backend (rank r on GPU r), its own shard of the weights (see ShardSpec) and its own copy of the
+// latent cache (MLA's latent is shared by all heads, so every rank keeps all of it). A forward
+// runs on every rank at once; the all-reduces inside the model join them; rank 0's output is
+// the result (the logits are all-gathered over the vocabulary-split lm_head, so every rank has all).
+#pragma once
+#include <condition_variable>
+#include <exception>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "backend/backend.h"
+#include "model/deepseek_v3.h"
+
+namespace dsserve {
+
+// One thread per rank, each running the jobs given to run_all (all ranks at once).
+class RankThreads {
+ public:
+  explicit RankThreads(int world);
+  ~RankThreads();
+  RankThreads(const RankThreads&) = delete;
+  RankThreads& operator=(const RankThreads&) = delete;
+  // Runs job(rank) on every rank's thread and waits for all; rethrows the first rank's exception.
+  void run_all(const std::function<void(int)>& job);
+  int world() const { return int(workers_.size()); }
+
+ private:
+  struct Worker {
+    std::thread thread;
+    std::mutex mu;
+    std::condition_variable cv;
+    const std::function<void(int)>* job = nullptr;
+    uint64_t generation = 0, done = 0;
+    std::exception_ptr error;
+    bool stop = false;
+  };
+  void loop(int rank);
+  std::vector<std::unique_ptr<Worker>> workers_;
+};
+
+class TensorParallelModel final : public ModelRunner {
+ public:
+  // Loads rank r's shard onto backends[r] on rank r's thread (one rank at a time: the weight
+  // source is shared).
+  TensorParallelModel(const ModelConfig& cfg, std::vector<std::unique_ptr<Backend>> backends, WeightSource& weights,
+                      int64_t context_len, const LoadOptions& opt);
+  ~TensorParallelModel() override;
+
+  int world() const { return int(ranks_.size()); }
+  const ModelConfig& config() const override { return ranks_[0].model->config(); }
+  int64_t context_len() const override { return ranks_[0].model->context_len(); }
+  // Rank 0's backend and cache: what a caller reads results through.
+  Backend& backend() override { return *ranks_[0].backend; }
+  Backend& backend(int rank) { return *ranks_[size_t(rank)].backend; }
+  // Gives every rank a latent cache of num_pages pages; returns rank 0's.
+  LatentCache& allocate_cache(int64_t num_pages, int page_size);
+  LatentCache& cache() { return ranks_[0].cache; }
+
+  // The forward on every rank, each on its own cache; rank 0's logits and hidden states.
+  ForwardOutput forward(const ForwardBatch& batch);
+  // As above; cache must be rank 0's (from allocate_cache).
+  ForwardOutput forward(const ForwardBatch& batch, LatentCache& cache) override;
+  // Waits for every rank's device work.
+  void synchronize();
+
+ private:
+  struct Rank {
+    std::unique_ptr<Backend> backend;
+    std::unique_ptr<DeepseekV3Model> model;
+    LatentCache cache;
+    ForwardOutput last;
+  };
+  std::vector<Rank> ranks_;
+  RankThreads threads_;
+};
+
+}  // namespace dsserve
