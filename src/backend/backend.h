@@ -1,8 +1,10 @@
 // The op interface every backend implements (cpu: the float32 reference; cuda: the fast path).
 // The model is written only against this interface: it prepares weights once through the make_*
 // calls and runs a forward as a sequence of ops. Ops allocate their outputs from the backend's
-// per-forward scratch (reset by begin_forward), so a captured forward allocates nothing new.
+// scratch memory, returned when the last tensor using it dies; a backend that can capture a
+// forward (CUDA graphs) replays it later at the same addresses.
 #pragma once
+#include <functional>
 #include <memory>
 #include <span>
 #include <string>
@@ -71,6 +73,9 @@ struct AttentionBatch {
   Tensor page_table;    // [B, max_pages] I32
   Tensor key_start;     // [B + 1] I32: offsets of each sequence in gather_latent's output
   std::vector<int32_t> h_query_start, h_seq_lens, h_key_start;
+  // An upper bound on seq_lens for sizing launches (0: the largest of h_seq_lens). A captured
+  // decode forward sets the context length, so its launches fit every batch replayed through it.
+  int max_seq_len = 0;
   // Key j of a sequence lives at logical position j + key_shift of its page table (1 for the MTP
   // cache, whose entry for position t is stored at the slot of token t + 1).
   int key_shift = 0;
@@ -112,6 +117,14 @@ struct DeviceCeilings {
   double copy_gbs = 0, bf16_tflops = 0, fp8_tflops = 0;
 };
 
+// A forward recorded once and replayed (a CUDA graph): it reads its inputs from, and writes its
+// outputs to, the device tensors it was recorded with.
+class CapturedForward {
+ public:
+  virtual ~CapturedForward() = default;
+  virtual void replay() = 0;
+};
+
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -123,7 +136,7 @@ class Backend {
   virtual Tensor alloc(DType dtype, Shape shape) = 0;     // persistent, zero-filled
   virtual Tensor to_device(const Tensor& host) = 0;       // persistent copy, same dtype
   virtual Tensor to_host_f32(const Tensor& t) = 0;        // host float32 copy (floats) or host copy (ints)
-  virtual void begin_forward() = 0;                       // recycles per-forward scratch
+  virtual void begin_forward() = 0;                       // marks the start of a forward
   virtual void synchronize() {}
   // Free and total memory of the device (CPU: {0, 0}), and the bytes of persistent allocations
   // (alloc, to_device, prepared weights, caches) still alive (CPU: 0, not counted).
@@ -190,6 +203,20 @@ class Backend {
 
   // Upload the host description of a batch.
   virtual Tensor upload_i32(const std::vector<int32_t>& v, Shape shape) = 0;
+  // Writes a [rows, cols] block of host values (row-major, src_ld values apart) into the top-left
+  // corner of dst (a persistent I32 tensor of rank 1 or 2), ordered with the ops around it.
+  virtual void write_i32(Tensor& dst, const int32_t* src, int64_t rows, int64_t cols, int64_t src_ld) = 0;
+
+  // Captured forwards. can_capture: whether capture() records anything. capture() runs `body`
+  // once as usual and then records a second run of it: that run must not touch host memory or
+  // synchronise, and every tensor it creates comes from memory kept for captured forwards (shared
+  // by all of them: read a replay's outputs before replaying another). The tensors the body keeps
+  // (its outputs) should be released at its start so that both runs allocate alike.
+  virtual bool can_capture() const { return false; }
+  virtual std::unique_ptr<CapturedForward> capture(const std::function<void()>& body) {
+    (void)body;
+    return nullptr;
+  }
 
   // Tensor parallelism. all_reduce_sum: x (contiguous, activation dtype) becomes the sum of x over
   // the ranks of this backend's group, the same values on every rank; every rank must call it, in

@@ -196,6 +196,10 @@ void add_bench_one_batch_command(CLI::App& app) {
     const int longest = *std::max_element(o->input_lens.begin(), o->input_lens.end());
     ModelOptions mo = o->model;
     mo.load_mtp = false;  // plain decoding reads no MTP weights
+    if (mo.cuda_graph_bs.empty() && mo.cuda_graph_max_bs == 0) {  // record just the batch sizes measured
+      mo.cuda_graph_bs = o->batch_sizes;
+      mo.cuda_graph_bs.push_back(1);  // the warm-up run
+    }
     const int64_t need = int64_t(largest) * (longest + o->output_len + mo.page_size);
     if (mo.max_total_tokens < need) mo.max_total_tokens = need;
     if (mo.context_length > 0 && mo.context_length < longest + o->output_len)

@@ -3,9 +3,12 @@
 
 #include <spdlog/spdlog.h>
 
+#include <fmt/ranges.h>
+
 #include <chrono>
 
 #include "core/error.h"
+#include "model/decode_graphs.h"
 #include "model/tensor_specs.h"
 #include "model/weight_source.h"
 #include "runtime/kv_capacity.h"
@@ -26,6 +29,14 @@ void ModelOptions::add_to(CLI::App& app) {
   app.add_option("--mem-fraction-static", mem_fraction_static,
                  "Fraction of GPU memory for weights and KV cache (default 0.88)");
   app.add_option("--random-seed", random_seed, "Seed for dummy weights and sampling")->capture_default_str();
+  add_cuda_graph_flags(app);
+}
+
+void ModelOptions::add_cuda_graph_flags(CLI::App& app) {
+  app.add_option("--cuda-graph-max-bs", cuda_graph_max_bs, "Largest decode batch recorded as a CUDA graph (default 160)");
+  app.add_option("--cuda-graph-bs", cuda_graph_bs, "Decode batch sizes recorded as CUDA graphs (default: 1 2 4 8 12 16 "
+                 "24 ... up to --cuda-graph-max-bs)");
+  app.add_flag("--disable-cuda-graph", disable_cuda_graph, "Run decode without CUDA graphs");
 }
 
 LoadedModel load_model(const ModelOptions& o, bool with_mtp_cache) {
@@ -107,15 +118,33 @@ LoadedModel load_model(const ModelOptions& o, bool with_mtp_cache) {
   else
     m.cache = m.model->allocate_cache(cache_pages_for(*m.pool), o.page_size);
   if (with_mtp_cache) m.mtp_cache = m.model->allocate_cache(cache_pages_for(*m.pool), o.page_size, /*mtp=*/true);
+  std::string graphs = "off (--disable-cuda-graph)";
+  if (!lead.can_capture()) {
+    graphs = fmt::format("none (the {} backend runs decode eagerly)", lead.name());
+  } else if (!o.disable_cuda_graph) {
+    std::vector<int> sizes = o.cuda_graph_bs;
+    if (sizes.empty()) sizes = default_cuda_graph_batch_sizes(o.cuda_graph_max_bs > 0 ? o.cuda_graph_max_bs : 160);
+    for (int b : sizes) DS_CHECK(b >= 1, "--cuda-graph-bs: batch sizes must be at least 1, found {}", b);
+    const int32_t trash_slot = int32_t(m.pool->num_pages() * m.pool->page_size());
+    try {
+      m.runner().capture_decode_graphs(m.cache, trash_slot, sizes);
+    } catch (const std::exception& e) {
+      fail("recording the decode forward as CUDA graphs failed: {} (run with --disable-cuda-graph to decode eagerly)",
+           e.what());
+    }
+    std::vector<int> got = m.runner().decode_graph_sizes();
+    graphs = fmt::format("batch sizes {} recorded in {:.2f} s", fmt::join(got, " "),
+                         m.runner().decode_graph_capture_seconds());
+  }
   double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   spdlog::info("model ready in {:.2f} s: context {} tokens, KV cache {} pages x {} tokens", s, ctx, pages, o.page_size);
   if (mem.total_bytes > 0) {
     const DeviceMemory after = lead.memory();
     spdlog::info("memory: weights {:.2f} GiB ({} bytes); KV cache {} tokens ({:.2f} GiB, {} bytes per token, sized by "
-                 "{}); {:.1f} of {:.1f} GiB free; CUDA graphs: none (decode runs eagerly)",
+                 "{}); {:.1f} of {:.1f} GiB free; CUDA graphs: {}",
                  double(m.weight_bytes) / (1 << 30), m.weight_bytes, pages * o.page_size,
                  double(pages * o.page_size * bytes_per_token) / (1 << 30), bytes_per_token, sized_by,
-                 double(after.free_bytes) / (1 << 30), double(after.total_bytes) / (1 << 30));
+                 double(after.free_bytes) / (1 << 30), double(after.total_bytes) / (1 << 30), graphs);
   }
   return m;
 }

@@ -4,6 +4,7 @@
 #include <CLI/CLI.hpp>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "backend/backend.h"
 #include "model/deepseek_v3.h"
@@ -25,8 +26,14 @@ struct ModelOptions {
   uint64_t random_seed = 0;
   int tp_size = 1;                 // GPUs the model is split over (--tp-size; set by the commands that offer it)
   std::string draft_model_path;  // MTP layer from an export-nextn checkpoint (set by the caller)
+  // Decode through CUDA graphs (GPU only): the recorded batch sizes are cuda_graph_bs when given,
+  // else default_cuda_graph_batch_sizes(cuda_graph_max_bs or 160).
+  bool disable_cuda_graph = false;
+  int cuda_graph_max_bs = 0;
+  std::vector<int> cuda_graph_bs;
 
   void add_to(CLI::App& app);
+  void add_cuda_graph_flags(CLI::App& app);  // --cuda-graph-max-bs, --cuda-graph-bs, --disable-cuda-graph
 };
 
 struct LoadedModel {

@@ -34,10 +34,10 @@ struct ServeOptions {
       dist_init_addr, schedule_policy = "fcfs", speculative_algorithm, speculative_draft_model_path;
   int port = 30000, tp_size = 1, dp_size = 1, ep_size = 1, nnodes = 1, node_rank = 0, dist_timeout = 0;
   bool enable_dp_attention = false, trust_remote_code = false, disable_radix_cache = false,
-       disable_cuda_graph = false, enable_torch_compile = false, enable_flashinfer_mla = false,
+       enable_torch_compile = false, enable_flashinfer_mla = false,
        skip_tokenizer_init = false, enable_metrics = false;
   double watchdog_timeout = 300, health_generate_timeout = 20;
-  int max_running_requests = 0, chunked_prefill_size = 8192, max_prefill_tokens = 16384, cuda_graph_max_bs = 0;
+  int max_running_requests = 0, chunked_prefill_size = 8192, max_prefill_tokens = 16384;
   int speculative_num_steps = 0, speculative_eagle_topk = 0, speculative_num_draft_tokens = 0;
   int max_queued_requests = 4096, io_threads = 2;
   int64_t max_request_body_bytes = 32ll << 20;
@@ -88,8 +88,7 @@ void add_flags(CLI::App& s, ServeOptions& o) {
   s.add_option("--kv-cache-dtype", o.kv_cache_dtype, "auto | bf16 (fp8_e4m3 / fp8_e5m2 not yet)")->capture_default_str();
   s.add_option("--quantization", o.quantization, "Weight quantization (fp8: the checkpoint's block FP8)");
   s.add_option("--mem-fraction-static", m.mem_fraction_static, "Fraction of GPU memory for weights and KV cache (default 0.88)");
-  s.add_option("--cuda-graph-max-bs", o.cuda_graph_max_bs, "Largest decode batch captured in a CUDA graph");
-  s.add_flag("--disable-cuda-graph", o.disable_cuda_graph, "Run decode without CUDA graphs");
+  m.add_cuda_graph_flags(s);
   s.add_flag("--enable-torch-compile", o.enable_torch_compile, "Accepted for compatibility (nothing to compile)");
   s.add_option("--attention-backend", o.attention_backend, "Accepted names: flashinfer, fa3, flashmla, cutlass_mla, triton, torch_native");
   s.add_flag("--enable-flashinfer-mla", o.enable_flashinfer_mla, "Accepted for compatibility (MLA kernels are built in)");
@@ -138,7 +137,8 @@ void check_flags(const ServeOptions& o, bool on_cpu) {
   if (!o.attention_backend.empty()) spdlog::info("--attention-backend {}: accepted; dsserve uses its own MLA kernels", o.attention_backend);
   if (!o.dist_init_addr.empty() || o.dist_timeout) spdlog::info("--dist-init-addr/--dist-timeout: no effect with --nnodes 1");
   if (on_cpu && o.model.mem_fraction_static > 0) spdlog::info("--mem-fraction-static: accepted; on the cpu device the KV cache is sized by --max-total-tokens");
-  if (on_cpu && (o.cuda_graph_max_bs || o.disable_cuda_graph)) spdlog::info("--cuda-graph-max-bs/--disable-cuda-graph: no CUDA graphs on the cpu device");
+  if (on_cpu && (o.model.cuda_graph_max_bs || o.model.disable_cuda_graph || !o.model.cuda_graph_bs.empty()))
+    spdlog::info("--cuda-graph-max-bs/--cuda-graph-bs/--disable-cuda-graph: no CUDA graphs on the cpu device");
 }
 
 nlohmann::json server_args_json(const ServeOptions& o) {
@@ -157,7 +157,8 @@ nlohmann::json server_args_json(const ServeOptions& o) {
           {"tp_size", o.tp_size}, {"dp_size", o.dp_size}, {"ep_size", o.ep_size}, {"nnodes", o.nnodes},
           {"node_rank", o.node_rank}, {"enable_dp_attention", o.enable_dp_attention}, {"kv_cache_dtype", o.kv_cache_dtype},
           {"quantization", o.quantization.empty() ? nlohmann::json(nullptr) : nlohmann::json(o.quantization)},
-          {"mem_fraction_static", m.mem_fraction_static}, {"watchdog_timeout", o.watchdog_timeout},
+          {"mem_fraction_static", m.mem_fraction_static}, {"disable_cuda_graph", m.disable_cuda_graph},
+          {"cuda_graph_max_bs", m.cuda_graph_max_bs}, {"cuda_graph_bs", m.cuda_graph_bs}, {"watchdog_timeout", o.watchdog_timeout},
           {"max_request_body_bytes", o.max_request_body_bytes}, {"io_threads", o.io_threads},
           {"health_generate_timeout", o.health_generate_timeout},
           {"speculative_algorithm", o.speculative_algorithm.empty() ? nlohmann::json(nullptr) : nlohmann::json(o.speculative_algorithm)},

@@ -27,6 +27,8 @@ DeepseekV3Model::DeepseekV3Model(ModelConfig cfg, Backend& backend, WeightSource
   softmax_scale_ = float(cfg_.softmax_scale());
 }
 
+DeepseekV3Model::~DeepseekV3Model() = default;
+
 LatentCache DeepseekV3Model::allocate_cache(int64_t num_pages, int page_size, bool mtp) {
   int layers = mtp ? std::max<int>(1, int(w_.mtp.size())) : cfg_.num_hidden_layers;
   LatentCache c;
@@ -150,28 +152,53 @@ Tensor DeepseekV3Model::feed_forward(const Tensor& x, const DecoderLayerWeights&
   return y;
 }
 
-Tensor DeepseekV3Model::logits(const Tensor& normed, const ForwardBatch& b) {
-  Tensor rows = be_.upload_i32(b.logit_rows, {int64_t(b.logit_rows.size())});
-  Tensor part = be_.linear(be_.gather_rows(normed, rows), w_.lm_head);
+Tensor DeepseekV3Model::lm_head(const Tensor& rows) {
+  Tensor part = be_.linear(rows, w_.lm_head);
   return shard_.world > 1 ? be_.all_gather_cols(part) : part;  // each rank holds a slice of the vocabulary
 }
 
-ForwardOutput DeepseekV3Model::forward(const ForwardBatch& b, LatentCache& cache) {
-  be_.begin_forward();
-  AttentionBatch ab = upload(b, cache.page_size);
+Tensor DeepseekV3Model::logits(const Tensor& normed, const ForwardBatch& b) {
+  Tensor rows = be_.upload_i32(b.logit_rows, {int64_t(b.logit_rows.size())});
+  return lm_head(be_.gather_rows(normed, rows));
+}
+
+Tensor DeepseekV3Model::decoder(const AttentionBatch& ab, const Tensor& ids, AttentionMode mode, LatentCache& cache) {
   const float eps = float(cfg_.rms_norm_eps);
-  Tensor h = be_.embedding(w_.embed_tokens, be_.upload_i32(b.input_ids, {b.num_tokens()}));  // residual stream
+  Tensor h = be_.embedding(w_.embed_tokens, ids);  // residual stream
   Tensor x = be_.rms_norm(h, w_.layers[0].input_norm, eps);
   for (int i = 0; i < cfg_.num_hidden_layers; ++i) {
     const DecoderLayerWeights& layer = w_.layers[i];
-    Tensor a = attention(x, layer.attn, ab, b.attention, cache.layer(i));
+    Tensor a = attention(x, layer.attn, ab, mode, cache.layer(i));
     x = be_.add_rms_norm(h, a, layer.post_attention_norm, eps);
     Tensor f = feed_forward(x, layer);
     const Tensor& next_norm = i + 1 < cfg_.num_hidden_layers ? w_.layers[i + 1].input_norm : w_.final_norm;
     x = be_.add_rms_norm(h, f, next_norm, eps);
   }
+  return x;
+}
+
+ForwardOutput DeepseekV3Model::forward(const ForwardBatch& b, LatentCache& cache) {
+  if (graphs_ && graphs_->covers(b, cache)) return graphs_->replay(b);
+  be_.begin_forward();
+  AttentionBatch ab = upload(b, cache.page_size);
+  Tensor x = decoder(ab, be_.upload_i32(b.input_ids, {b.num_tokens()}), b.attention, cache);
   return {logits(x, b), x};
 }
+
+bool DeepseekV3Model::capture_decode_graphs(LatentCache& cache, int32_t trash_slot,
+                                            const std::vector<int>& batch_sizes) {
+  graphs_.reset();
+  if (!be_.can_capture() || batch_sizes.empty()) return false;
+  graphs_ = std::make_unique<DecodeGraphs>(
+      be_, cache, trash_slot, context_len_, batch_sizes, [this, &cache](const AttentionBatch& ab, const Tensor& ids) {
+        Tensor x = decoder(ab, ids, AttentionMode::Absorbed, cache);
+        return ForwardOutput{lm_head(x), x};
+      });
+  return true;
+}
+
+std::vector<int> DeepseekV3Model::decode_graph_sizes() const { return graphs_ ? graphs_->batch_sizes() : std::vector<int>{}; }
+double DeepseekV3Model::decode_graph_capture_seconds() const { return graphs_ ? graphs_->capture_seconds() : 0.0; }
 
 ForwardOutput DeepseekV3Model::forward_mtp(const ForwardBatch& b, const Tensor& prev_hidden, LatentCache& cache) {
   DS_CHECK(has_mtp(), "the model has no multi-token-prediction layer loaded");

@@ -6,6 +6,7 @@
 
 #include "backend/backend.h"
 #include "io/model_config.h"
+#include "model/decode_graphs.h"
 #include "model/forward_batch.h"
 #include "model/model_runner.h"
 #include "model/weights.h"
@@ -17,6 +18,7 @@ class DeepseekV3Model final : public ModelRunner {
   // context_len bounds positions (the RoPE table size).
   DeepseekV3Model(ModelConfig cfg, Backend& backend, WeightSource& weights, int64_t context_len,
                   const LoadOptions& opt = {});
+  ~DeepseekV3Model() override;
 
   const ModelConfig& config() const override { return cfg_; }
   Backend& backend() override { return be_; }
@@ -29,17 +31,24 @@ class DeepseekV3Model final : public ModelRunner {
   LatentCache allocate_cache(int64_t num_pages, int page_size, bool mtp = false);
 
   ForwardOutput forward(const ForwardBatch& batch, LatentCache& cache) override;
+  bool capture_decode_graphs(LatentCache& cache, int32_t trash_slot, const std::vector<int>& batch_sizes) override;
+  std::vector<int> decode_graph_sizes() const override;
+  double decode_graph_capture_seconds() const override;
+  int64_t decode_graph_replays() const { return graphs_ ? graphs_->replays() : 0; }
   // The first MTP module: row t combines prev_hidden[t] (the target's final hidden state at the
   // position before) with the embedding of batch.input_ids[t].
   ForwardOutput forward_mtp(const ForwardBatch& batch, const Tensor& prev_hidden, LatentCache& mtp_cache);
 
  private:
   AttentionBatch upload(const ForwardBatch& b, int page_size);
+  // Embedding, the decoder layers and the final norm over every row of ab: the final hidden states.
+  Tensor decoder(const AttentionBatch& ab, const Tensor& ids, AttentionMode mode, LatentCache& cache);
   Tensor attention(const Tensor& x, const MlaWeights& w, const AttentionBatch& ab, AttentionMode mode,
                    Tensor layer_cache);
   Tensor feed_forward(const Tensor& x, const DecoderLayerWeights& w);
   Tensor mlp(const Tensor& x, const MlpWeights& w);
   Tensor logits(const Tensor& normed, const ForwardBatch& b);
+  Tensor lm_head(const Tensor& rows);  // every rank's vocabulary slice gathered
 
   ModelConfig cfg_;
   Backend& be_;
@@ -50,6 +59,7 @@ class DeepseekV3Model final : public ModelRunner {
   float softmax_scale_;
   ShardSpec shard_;
   int64_t local_heads_ = 0;  // attention heads on this rank
+  std::unique_ptr<DecodeGraphs> graphs_;
 };
 
 }  // namespace dsserve

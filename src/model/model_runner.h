@@ -1,6 +1,8 @@
 // What the scheduler runs a forward through: one model replica, on one device (DeepseekV3Model)
 // or split over several GPUs of this process (TensorParallelModel). Outputs live on backend().
 #pragma once
+#include <vector>
+
 #include "backend/backend.h"
 #include "io/model_config.h"
 #include "model/forward_batch.h"
@@ -22,7 +24,15 @@ class ModelRunner {
   virtual Backend& backend() = 0;  // where forward's outputs live
   // cache: the latent cache the caller allocated through this runner (a tensor-parallel runner
   // keeps one per rank and hands out rank 0's).
+  // The outputs stay valid until the next forward.
   virtual ForwardOutput forward(const ForwardBatch& batch, LatentCache& cache) = 0;
+  // Records the decode forward over `cache` at these batch sizes (CUDA graphs; see
+  // model/decode_graphs.h) so later decode batches replay it. trash_slot: a slot no sequence reads.
+  // Returns false, recording nothing, when the backend cannot record forwards.
+  virtual bool capture_decode_graphs(LatentCache& cache, int32_t trash_slot, const std::vector<int>& batch_sizes) = 0;
+  // The recorded batch sizes (empty: decode runs eagerly) and the seconds the recording took.
+  virtual std::vector<int> decode_graph_sizes() const = 0;
+  virtual double decode_graph_capture_seconds() const = 0;
   // The model itself when it runs on one device (speculative decoding needs it); nullptr otherwise.
   virtual DeepseekV3Model* single_device() { return nullptr; }
 };

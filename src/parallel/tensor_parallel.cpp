@@ -123,6 +123,20 @@ ForwardOutput TensorParallelModel::forward(const ForwardBatch& batch) {
   return ranks_[0].last;
 }
 
+bool TensorParallelModel::capture_decode_graphs(LatentCache& cache, int32_t trash_slot,
+                                                const std::vector<int>& batch_sizes) {
+  DS_CHECK(cache.data.data() == ranks_[0].cache.data.data(),
+           "TensorParallelModel::capture_decode_graphs: pass the cache from allocate_cache");
+  std::vector<char> ok(ranks_.size(), 0);
+  threads_.run_all([&](int r) {
+    Rank& k = ranks_[size_t(r)];
+    k.backend->bind_thread();
+    k.last = {};
+    ok[size_t(r)] = k.model->capture_decode_graphs(k.cache, trash_slot, batch_sizes);
+  });
+  return ok[0] != 0;
+}
+
 void TensorParallelModel::synchronize() {
   threads_.run_all([&](int r) {
     ranks_[size_t(r)].backend->bind_thread();

@@ -64,6 +64,10 @@ class TensorParallelModel final : public ModelRunner {
   ForwardOutput forward(const ForwardBatch& batch);
   // As above; cache must be rank 0's (from allocate_cache).
   ForwardOutput forward(const ForwardBatch& batch, LatentCache& cache) override;
+  // Every rank records its decode forward over its own cache (the collectives inside included).
+  bool capture_decode_graphs(LatentCache& cache, int32_t trash_slot, const std::vector<int>& batch_sizes) override;
+  std::vector<int> decode_graph_sizes() const override { return ranks_[0].model->decode_graph_sizes(); }
+  double decode_graph_capture_seconds() const override { return ranks_[0].model->decode_graph_capture_seconds(); }
   // Waits for every rank's device work.
   void synchronize();
 

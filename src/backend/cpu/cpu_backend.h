@@ -49,6 +49,7 @@ class CpuBackend : public Backend {
   Tensor moe_experts(const Tensor& x, const ExpertWeights& w, const RouterOutput& route) override;
 
   Tensor upload_i32(const std::vector<int32_t>& v, Shape shape) override;
+  void write_i32(Tensor& dst, const int32_t* src, int64_t rows, int64_t cols, int64_t src_ld) override;
 };
 
 // Backend-private weight layouts, shared by the CPU op files.

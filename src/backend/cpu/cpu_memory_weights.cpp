@@ -1,4 +1,5 @@
 // CPU backend: memory and weight preparation (everything dequantized to contiguous float32).
+#include <algorithm>
 #include <cstring>
 
 #include "backend/cpu/cpu_backend.h"
@@ -97,5 +98,17 @@ const Tensor& cpu_linear_weight(const LinearWeight& w) { return static_cast<CpuL
 const Tensor& cpu_head_weight(const HeadWeight& w) { return static_cast<CpuLinear*>(w.impl.get())->w; }
 const Tensor& cpu_experts_gate_up(const ExpertWeights& w) { return static_cast<CpuExperts*>(w.impl.get())->gate_up; }
 const Tensor& cpu_experts_down(const ExpertWeights& w) { return static_cast<CpuExperts*>(w.impl.get())->down; }
+
+void CpuBackend::write_i32(Tensor& dst, const int32_t* src, int64_t rows, int64_t cols, int64_t src_ld) {
+  DS_CHECK(dst.device() == Device::CPU && dst.dtype() == DType::I32 && dst.is_contiguous() &&
+               (dst.ndim() == 1 || dst.ndim() == 2),
+           "write_i32: destination must be a contiguous I32 vector or matrix, found {} {}", dtype_name(dst.dtype()),
+           dst.shape().str());
+  const int64_t dst_rows = dst.ndim() == 2 ? dst.size(0) : 1, dst_cols = dst.size(-1);
+  DS_CHECK(rows >= 0 && cols >= 0 && rows <= dst_rows && cols <= dst_cols && src_ld >= cols,
+           "write_i32: a {}x{} block does not fit {}", rows, cols, dst.shape().str());
+  int32_t* d = dst.ptr<int32_t>();
+  for (int64_t r = 0; r < rows; ++r) std::copy(src + r * src_ld, src + r * src_ld + cols, d + r * dst_cols);
+}
 
 }  // namespace dsserve

@@ -1,4 +1,4 @@
-// CUDA backend: construction, device memory, host transfers and the per-forward scratch.
+// CUDA backend: construction, device memory, host transfers and the scratch memory of the ops.
 #include "backend/cuda/cuda_backend.h"
 
 #include <cstring>
@@ -132,13 +132,13 @@ DeviceMemory CudaBackend::memory() const {
   return {int64_t(free), int64_t(total)};
 }
 
-void CudaBackend::begin_forward() { scratch_.begin_forward(); }
+void CudaBackend::begin_forward() {}
 
 void CudaBackend::synchronize() { check(cudaStreamSynchronize(stream_), "synchronize"); }
 
 Tensor CudaBackend::scratch(DType dtype, Shape shape) {
   std::shared_ptr<void> keep;
-  void* p = scratch_.allocate(size_t(shape.numel()) * dtype_size(dtype), keep);
+  void* p = active_pool_->allocate(size_t(shape.numel()) * dtype_size(dtype), keep);
   return Tensor(p, dtype, shape, Device::CUDA, keep);
 }
 
@@ -175,6 +175,20 @@ Tensor CudaBackend::upload_i32(const std::vector<int32_t>& v, Shape shape) {
   if (!v.empty())
     check(cudaMemcpyAsync(t.data(), v.data(), v.size() * 4, cudaMemcpyHostToDevice, stream_), "upload_i32");
   return t;
+}
+
+void CudaBackend::write_i32(Tensor& dst, const int32_t* src, int64_t rows, int64_t cols, int64_t src_ld) {
+  DS_CHECK(dst.device() == Device::CUDA && dst.dtype() == DType::I32 && dst.is_contiguous() &&
+               (dst.ndim() == 1 || dst.ndim() == 2),
+           "write_i32: destination must be a contiguous GPU I32 vector or matrix, found {} {}",
+           dtype_name(dst.dtype()), dst.shape().str());
+  const int64_t dst_rows = dst.ndim() == 2 ? dst.size(0) : 1, dst_cols = dst.size(-1);
+  DS_CHECK(rows >= 0 && cols >= 0 && rows <= dst_rows && cols <= dst_cols && src_ld >= cols,
+           "write_i32: a {}x{} block does not fit {}", rows, cols, dst.shape().str());
+  if (rows == 0 || cols == 0) return;
+  check(cudaMemcpy2DAsync(dst.data(), size_t(dst_cols) * 4, src, size_t(src_ld) * 4, size_t(cols) * 4, size_t(rows),
+                          cudaMemcpyHostToDevice, stream_),
+        "write_i32");
 }
 
 }  // namespace dsserve::cuda

@@ -1,8 +1,8 @@
 // The CUDA backend: every op of backend.h on one GPU (sm_90a). Activations and the latent cache
 // are BF16 with float32 accumulation; linear layers run on cuBLASLt as BF16 products or, for FP8
 // checkpoints, as W8A8 block-scaled FP8 products; the router and the logits are float32.
-// Ops allocate their outputs from a per-forward scratch arena (see memory/scratch_arena.h) and
-// run on one stream; host copies (to_host_f32) synchronise it. Kernels live in one folder per
+// Ops allocate their outputs from a caching pool (see memory/scratch_pool.h) and run on one
+// stream; decode forwards can be captured as CUDA graphs; host copies (to_host_f32) synchronise it. Kernels live in one folder per
 // family beside their launchers; this class only checks shapes, picks kernels and sizes scratch.
 #pragma once
 #include <cuda_runtime.h>
@@ -14,7 +14,7 @@
 
 #include "backend/backend.h"
 #include "backend/cuda/gemm/cublaslt_gemm.h"
-#include "backend/cuda/memory/scratch_arena.h"
+#include "backend/cuda/memory/scratch_pool.h"
 
 namespace dsserve::cuda {
 
@@ -98,6 +98,9 @@ class CudaBackend final : public Backend {
   Tensor moe_experts(const Tensor& x, const ExpertWeights& w, const RouterOutput& route) override;
 
   Tensor upload_i32(const std::vector<int32_t>& v, Shape shape) override;
+  void write_i32(Tensor& dst, const int32_t* src, int64_t rows, int64_t cols, int64_t src_ld) override;
+  bool can_capture() const override { return true; }
+  std::unique_ptr<CapturedForward> capture(const std::function<void()>& body) override;  // cuda_graph.cpp
 
   void all_reduce_sum(Tensor& x) override;  // cuda_collective.cpp
   Tensor all_gather_cols(const Tensor& x) override;
@@ -114,6 +117,7 @@ class CudaBackend final : public Backend {
   void set_tensor_core_attention(bool on) { tensor_core_attention_ = on; }
   cudaStream_t stream() const { return stream_; }
   size_t scratch_bytes() const { return scratch_.capacity_bytes(); }
+  size_t graph_pool_bytes() const { return graph_pool_.capacity_bytes(); }
 
   // Helpers shared by the op files (public so the op files' free functions can use them).
   Tensor scratch(DType dtype, Shape shape);                      // per-forward, uninitialised
@@ -131,7 +135,9 @@ class CudaBackend final : public Backend {
   bool tensor_core_attention_ = true;
   cudaStream_t stream_ = nullptr;
   std::unique_ptr<LtGemm> gemm_;
-  ScratchArena scratch_;
+  ScratchPool scratch_{"scratch memory of the ops"};
+  ScratchPool graph_pool_{"memory of captured CUDA graphs"};
+  ScratchPool* active_pool_ = &scratch_;  // graph_pool_ while capture() runs its body
   std::shared_ptr<std::atomic<int64_t>> live_bytes_ = std::make_shared<std::atomic<int64_t>>(0);
   int64_t experts_run_ = 0;
   std::shared_ptr<void> comm_;  // ncclComm_t, when in a tensor-parallel group

@@ -110,7 +110,8 @@ Tensor CudaBackend::mla_attention_absorbed(const Tensor& q_in, const Tensor& cac
   Tensor c = cache.dtype() == DType::BF16 ? cache : as_dtype(cache, DType::BF16, false);
   Tensor out = scratch(DType::BF16, {T, n, kr});
   if (T == 0) return out;
-  const int max_len = *std::max_element(b.h_seq_lens.begin(), b.h_seq_lens.end());
+  const int max_len =
+      b.max_seq_len > 0 ? b.max_seq_len : *std::max_element(b.h_seq_lens.begin(), b.h_seq_lens.end());
   MlaAbsorbedParams p{};
   p.q = q.data(), p.q_stride_t = q.stride(0), p.q_stride_h = q.stride(1);
   p.cache = c.data(), p.cache_stride = c.stride(0);

@@ -1,0 +1,135 @@
+// Decode forwards replayed from captured graphs (see decode_graphs.h).
+#include "model/decode_graphs.h"
+
+#include <algorithm>
+#include <chrono>
+#include <numeric>
+
+#include "core/error.h"
+
+namespace dsserve {
+
+std::vector<int> default_cuda_graph_batch_sizes(int max_bs) {
+  std::vector<int> s;
+  for (int b : {1, 2, 4, 8, 12})
+    if (b < max_bs) s.push_back(b);
+  for (int b = 16; b < max_bs; b += b < 256 ? 8 : 32) s.push_back(b);
+  if (max_bs >= 1) s.push_back(max_bs);
+  return s;
+}
+
+DecodeGraphs::DecodeGraphs(Backend& be, const LatentCache& cache, int32_t trash_slot, int64_t context_len,
+                           std::vector<int> batch_sizes, const Body& body)
+    : be_(be),
+      cache_data_(cache.data.data()),
+      page_size_(cache.page_size),
+      trash_slot_(trash_slot),
+      context_len_(context_len),
+      sizes_(std::move(batch_sizes)) {
+  std::sort(sizes_.begin(), sizes_.end());
+  sizes_.erase(std::unique(sizes_.begin(), sizes_.end()), sizes_.end());
+  DS_CHECK(!sizes_.empty() && sizes_.front() >= 1, "CUDA graphs: batch sizes must be at least 1");
+  DS_CHECK(trash_slot >= 0 && int64_t(trash_slot) < cache.num_pages * cache.page_size,
+           "CUDA graphs: trash slot {} outside the cache of {} slots", trash_slot, cache.num_pages * cache.page_size);
+  const int max_bs = sizes_.back();
+  max_pages_ = int((context_len + page_size_ - 1) / page_size_);
+  ids_ = be_.alloc(DType::I32, {max_bs});
+  positions_ = be_.alloc(DType::I32, {max_bs});
+  out_slots_ = be_.alloc(DType::I32, {max_bs});
+  seq_lens_ = be_.alloc(DType::I32, {max_bs});
+  query_start_ = be_.alloc(DType::I32, {max_bs + 1});
+  key_start_ = be_.alloc(DType::I32, {max_bs + 1});
+  page_table_ = be_.alloc(DType::I32, {max_bs, max_pages_});
+  // Until a batch is written, every row is padding: one key, in the trash slot.
+  std::vector<int32_t> iota(size_t(max_bs) + 1), ones(size_t(max_bs), 1), trash(size_t(max_bs), trash_slot_),
+      trash_page(size_t(max_bs), trash_slot_ / page_size_);
+  std::iota(iota.begin(), iota.end(), 0);
+  be_.write_i32(query_start_, iota.data(), 1, max_bs + 1, max_bs + 1);
+  be_.write_i32(key_start_, iota.data(), 1, max_bs + 1, max_bs + 1);
+  be_.write_i32(seq_lens_, ones.data(), 1, max_bs, max_bs);
+  be_.write_i32(out_slots_, trash.data(), 1, max_bs, max_bs);
+  be_.write_i32(page_table_, trash_page.data(), max_bs, 1, 1);
+
+  auto t0 = std::chrono::steady_clock::now();
+  for (int bs : sizes_) {
+    Graph g;
+    g.batch_size = bs;
+    AttentionBatch ab = batch_view(bs);
+    Tensor ids = ids_.slice(0, 0, bs);
+    g.forward = be_.capture([&] {
+      g.out = {};  // both runs allocate alike
+      g.out = body(ab, ids);
+    });
+    DS_CHECK(g.forward != nullptr, "CUDA graphs: the {} backend cannot record forwards", be_.name());
+    graphs_.push_back(std::move(g));
+  }
+  be_.synchronize();
+  capture_s_ = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+AttentionBatch DecodeGraphs::batch_view(int bs) const {
+  AttentionBatch ab;
+  ab.num_seqs = ab.num_tokens = bs;
+  ab.page_size = page_size_;
+  ab.max_pages = max_pages_;
+  ab.positions = positions_.slice(0, 0, bs);
+  ab.out_slots = out_slots_.slice(0, 0, bs);
+  ab.query_start = query_start_.slice(0, 0, bs + 1);
+  ab.seq_lens = seq_lens_.slice(0, 0, bs);
+  ab.key_start = key_start_.slice(0, 0, bs + 1);
+  ab.page_table = page_table_.slice(0, 0, bs);
+  ab.h_query_start.resize(size_t(bs) + 1);
+  std::iota(ab.h_query_start.begin(), ab.h_query_start.end(), 0);
+  ab.h_key_start = ab.h_query_start;
+  ab.h_seq_lens.assign(size_t(bs), 1);
+  ab.max_seq_len = int(context_len_);  // launches sized for any length
+  return ab;
+}
+
+bool DecodeGraphs::covers(const ForwardBatch& b, const LatentCache& cache) const {
+  const int B = b.num_seqs();
+  if (B < 1 || B > sizes_.back() || b.num_tokens() != B || b.attention != AttentionMode::Absorbed ||
+      !b.tree_mask.empty() || b.key_shift != 0 || cache.data.data() != cache_data_ || cache.page_size != page_size_ ||
+      b.max_pages > max_pages_ || int(b.logit_rows.size()) != B)
+    return false;
+  for (int i = 0; i < B; ++i)
+    if (b.logit_rows[size_t(i)] != i || b.query_start[size_t(i) + 1] != i + 1 ||
+        b.prefix_lens[size_t(i)] + 1 > context_len_)
+      return false;
+  return true;
+}
+
+ForwardOutput DecodeGraphs::replay(const ForwardBatch& b) {
+  const int B = b.num_seqs();
+  auto it = std::lower_bound(sizes_.begin(), sizes_.end(), B);
+  DS_CHECK(it != sizes_.end(), "CUDA graphs: no recorded batch size holds {} sequences", B);
+  Graph& g = graphs_[size_t(it - sizes_.begin())];
+  const int bs = g.batch_size;
+  std::vector<int32_t> ids(size_t(bs), 0), pos(size_t(bs), 0), slots(size_t(bs), trash_slot_), lens(size_t(bs), 1);
+  for (int i = 0; i < B; ++i) {
+    DS_CHECK(b.positions[size_t(i)] >= 0 && b.positions[size_t(i)] < context_len_,
+             "token {} has position {} outside the context of {}", i, b.positions[size_t(i)], context_len_);
+    ids[size_t(i)] = b.input_ids[size_t(i)];
+    pos[size_t(i)] = b.positions[size_t(i)];
+    slots[size_t(i)] = b.out_cache_slots[size_t(i)];
+    lens[size_t(i)] = b.prefix_lens[size_t(i)] + 1;
+  }
+  be_.write_i32(ids_, ids.data(), 1, bs, bs);
+  be_.write_i32(positions_, pos.data(), 1, bs, bs);
+  be_.write_i32(out_slots_, slots.data(), 1, bs, bs);
+  be_.write_i32(seq_lens_, lens.data(), 1, bs, bs);
+  // Page table: the batch's rows (only their first max_pages columns are read), then padding rows
+  // whose one key is the trash slot.
+  const int w = std::max(1, b.max_pages);
+  h_pages_.assign(size_t(bs) * size_t(w), trash_slot_ / page_size_);
+  std::copy(b.page_table.begin(), b.page_table.begin() + int64_t(B) * b.max_pages, h_pages_.begin());
+  be_.write_i32(page_table_, h_pages_.data(), bs, w, w);
+  g.forward->replay();
+  ++replays_;
+  ForwardOutput out;
+  out.logits = g.out.logits.slice(0, 0, B);
+  out.hidden = g.out.hidden.slice(0, 0, B);
+  return out;
+}
+
+}  // namespace dsserve

@@ -1,0 +1,65 @@
+// Decode forwards replayed from captured graphs (CUDA graphs): for each recorded batch size, the
+// forward of one new token per sequence through absorbed attention, recorded once over fixed
+// device buffers (token ids, positions, cache slots, sequence lengths, page table). A decode batch
+// of B sequences is padded to the smallest recorded size >= B: padding rows read and write only
+// the trash slot. Replaying copies the batch into those buffers and launches the graph; nothing
+// is allocated and the host does not wait for the device.
+#pragma once
+#include <functional>
+#include <memory>
+#include <vector>
+
+#include "backend/backend.h"
+#include "model/forward_batch.h"
+#include "model/model_runner.h"
+
+namespace dsserve {
+
+class DecodeGraphs {
+ public:
+  // The body of a decode forward over all rows of `ab` (token ids `ids`): what gets recorded.
+  using Body = std::function<ForwardOutput(const AttentionBatch& ab, const Tensor& ids)>;
+
+  // cache: the latent cache the graphs read and write (its address is recorded); trash_slot: a
+  // cache slot no sequence reads; context_len bounds positions and sequence lengths.
+  DecodeGraphs(Backend& be, const LatentCache& cache, int32_t trash_slot, int64_t context_len,
+               std::vector<int> batch_sizes, const Body& body);
+
+  // Whether `b` is a decode batch this can replay over `cache`.
+  bool covers(const ForwardBatch& b, const LatentCache& cache) const;
+  // Replays the graph of the smallest recorded size >= b.num_seqs(). The outputs' first B rows
+  // are b's; they stay valid until the next replay.
+  ForwardOutput replay(const ForwardBatch& b);
+
+  const std::vector<int>& batch_sizes() const { return sizes_; }
+  double capture_seconds() const { return capture_s_; }
+  int64_t replays() const { return replays_; }
+
+ private:
+  struct Graph {
+    int batch_size = 0;
+    std::unique_ptr<CapturedForward> forward;
+    ForwardOutput out;
+  };
+  AttentionBatch batch_view(int bs) const;
+
+  Backend& be_;
+  const void* cache_data_ = nullptr;
+  int page_size_ = 0;
+  int32_t trash_slot_ = 0;
+  int64_t context_len_ = 0;
+  int max_pages_ = 0;  // page-table width of the recorded forwards
+  std::vector<int> sizes_;
+  std::vector<Graph> graphs_;
+  // Fixed inputs, sized for the largest batch: a recorded forward of size bs reads their first bs rows.
+  Tensor ids_, positions_, out_slots_, query_start_, seq_lens_, key_start_, page_table_;
+  std::vector<int32_t> h_pages_;  // host staging for the page table
+  double capture_s_ = 0;
+  int64_t replays_ = 0;
+};
+
+// Batch sizes recorded by default, up to max_bs (which is always included): 1, 2, 4, 8, 12, 16,
+// then steps of 8 to 256 and steps of 32 beyond, as SGLang's list does.
+std::vector<int> default_cuda_graph_batch_sizes(int max_bs);
+
+}  // namespace dsserve
