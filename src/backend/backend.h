@@ -38,10 +38,15 @@ struct HeadWeight {
 };
 
 // The routed experts of one MoE layer, each a SiLU-gated MLP (gate, up: [inter, hidden]; down:
-// [hidden, inter]).
+// [hidden, inter]). Under expert parallelism a rank holds experts [first_expert, first_expert +
+// num_experts) of the layer: moe_experts then skips the (token, expert) pairs routed elsewhere,
+// whose contribution the rank holding that expert adds (the all-reduce after the MoE sums them).
 struct ExpertWeights {
   int64_t num_experts = 0, hidden = 0, intermediate = 0;
   std::shared_ptr<void> impl;
+  int64_t first_expert = 0;
+  int64_t total_experts = 0;  // the layer's routed experts over all ranks (0: num_experts)
+  int64_t layer_experts() const { return total_experts > 0 ? total_experts : num_experts; }
 };
 
 struct ExpertParts {

@@ -130,6 +130,8 @@ void add_generate_command(CLI::App& app) {
   sub->add_flag("--ignore-eos", opt->ignore_eos);
   sub->add_option("--tp-size,--tp", opt->model.tp_size, "GPUs to split the model over (tensor parallel)")
       ->capture_default_str();
+  sub->add_option("--ep-size,--ep", opt->model.ep_size, "1, or --tp-size: routed experts placed whole on the ranks")
+      ->capture_default_str();
   sub->add_option("--speculative-algorithm", opt->speculative.algorithm, "EAGLE or NEXTN: draft with the MTP layer");
   sub->add_option("--speculative-draft-model-path", opt->model.draft_model_path,
                   "Draft (MTP) model made by export-nextn (default: the target's own MTP layer)");

@@ -47,6 +47,9 @@ LoadedModel load_model(const ModelOptions& o, bool with_mtp_cache) {
   ModelConfig cfg = ModelConfig::load(o.model_path, o.json_model_override_args);
   LoadedModel m;
   DS_CHECK(o.tp_size >= 1, "--tp-size must be at least 1, found {}", o.tp_size);
+  DS_CHECK(o.ep_size == 1 || o.ep_size == o.tp_size,
+           "--ep-size {}: expert parallelism runs over the tensor-parallel ranks: use --ep-size 1 or --ep-size {} "
+           "(= --tp-size)", o.ep_size, o.tp_size);
   std::vector<std::unique_ptr<Backend>> ranks;
   if (o.tp_size > 1) {
     DS_CHECK(!with_mtp_cache && o.draft_model_path.empty(),
@@ -64,7 +67,9 @@ LoadedModel load_model(const ModelOptions& o, bool with_mtp_cache) {
     src = std::make_unique<CheckpointWeights>(o.model_path, cfg);
   spdlog::info("loading {} ({} layers, hidden {}, {} experts) from {} on {}", cfg.architecture, cfg.num_hidden_layers,
                cfg.hidden_size, cfg.n_routed_experts, src->describe(),
-               o.tp_size > 1 ? fmt::format("{} x{} (tensor parallel)", lead.name(), o.tp_size) : lead.name());
+               o.tp_size > 1 ? fmt::format("{} x{} (tensor parallel{})", lead.name(), o.tp_size,
+                                           o.ep_size > 1 ? ", routed experts whole per rank" : "")
+                             : lead.name());
   LoadOptions lo;
   std::unique_ptr<CheckpointWeights> draft;
   std::unique_ptr<RenamedWeights> draft_renamed;
@@ -78,6 +83,7 @@ LoadedModel load_model(const ModelOptions& o, bool with_mtp_cache) {
     lo.mtp_weights = draft_renamed.get();
   }
   lo.load_mtp = (o.load_mtp || with_mtp_cache) && o.tp_size == 1;
+  lo.shard.expert_parallel = o.ep_size > 1;
   if (o.tp_size > 1) {
     m.tp = std::make_unique<TensorParallelModel>(cfg, std::move(ranks), *src, ctx, lo);
     m.tp->synchronize();

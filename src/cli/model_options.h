@@ -25,6 +25,7 @@ struct ModelOptions {
   bool load_mtp = true;            // load the checkpoint's MTP layer (bench-one-batch does not need it)
   uint64_t random_seed = 0;
   int tp_size = 1;                 // GPUs the model is split over (--tp-size; set by the commands that offer it)
+  int ep_size = 1;                 // 1, or tp_size: whole routed experts placed on the ranks (--ep-size)
   std::string draft_model_path;  // MTP layer from an export-nextn checkpoint (set by the caller)
   // Decode through CUDA graphs (GPU only): the recorded batch sizes are cuda_graph_bs when given,
   // else default_cuda_graph_batch_sizes(cuda_graph_max_bs or 160).

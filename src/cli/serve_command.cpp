@@ -108,7 +108,9 @@ void check_flags(const ServeOptions& o, bool on_cpu) {
          fmt::format("--tp-size {}: speculative decoding runs on one GPU for now (use --tp-size 1)", o.tp_size));
   refuse(o.dp_size != 1, fmt::format("--dp-size {}: data parallelism is not available yet (use --dp-size 1)", o.dp_size));
   refuse(o.enable_dp_attention, "--enable-dp-attention: data-parallel attention is not available yet");
-  refuse(o.ep_size != 1, fmt::format("--ep-size {}: expert parallelism is not available yet (use --ep-size 1)", o.ep_size));
+  refuse(o.ep_size != 1 && o.ep_size != o.tp_size,
+         fmt::format("--ep-size {}: expert parallelism runs over the tensor-parallel ranks (use 1 or --tp-size {})",
+                     o.ep_size, o.tp_size));
   refuse(o.nnodes != 1, fmt::format("--nnodes {}: multi-node serving is not available yet (use --nnodes 1)", o.nnodes));
   refuse(o.node_rank != 0, fmt::format("--node-rank {}: only node 0 exists with --nnodes 1", o.node_rank));
   refuse(o.tp_size < 1, fmt::format("--tp-size must be at least 1, found {}", o.tp_size));
@@ -211,6 +213,7 @@ void serve(ServeOptions& o) {
   o.model.draft_model_path = o.speculative_draft_model_path;
   o.model.load_mtp = spec.enabled();  // as SGLang: the MTP layer is the draft model, loaded only to draft
   o.model.tp_size = o.tp_size;  // tensor parallel over this node's GPUs, one thread per GPU
+  o.model.ep_size = o.ep_size;
   LoadedModel m = load_model(o.model, spec.enabled());
   SchedulerOptions so;
   so.speculative = spec;

@@ -193,11 +193,24 @@ class Loader {
     moe.router = linear({m + "gate.weight"}, LinearUse::Router);
     if (cfg_.topk_method == "noaux_tc") moe.score_bias = vec(m + "gate.e_score_correction_bias");
     std::vector<ExpertParts> experts;
-    for (int e = 0; e < cfg_.n_routed_experts; ++e) {
+    int first = 0, count = cfg_.n_routed_experts;
+    if (shard_.expert_parallel && shard_.world > 1) {  // whole experts, a contiguous range per rank
+      DS_CHECK(cfg_.n_routed_experts % shard_.world == 0, "--ep-size {}: {} routed experts do not divide",
+               shard_.world, cfg_.n_routed_experts);
+      count = cfg_.n_routed_experts / shard_.world;
+      first = shard_.rank * count;
+    }
+    for (int e = first; e < first + count; ++e) {
       std::string q = m + "experts." + std::to_string(e) + ".";
-      experts.push_back({shard(q + "gate_proj.weight", 0), shard(q + "up_proj.weight", 0), shard(q + "down_proj.weight", 1)});
+      if (shard_.expert_parallel)
+        experts.push_back({part(q + "gate_proj.weight"), part(q + "up_proj.weight"), part(q + "down_proj.weight")});
+      else
+        experts.push_back({shard(q + "gate_proj.weight", 0), shard(q + "up_proj.weight", 0),
+                           shard(q + "down_proj.weight", 1)});
     }
     moe.experts = be_.make_experts(experts);
+    moe.experts.first_expert = first;
+    moe.experts.total_experts = cfg_.n_routed_experts;
     if (cfg_.n_shared_experts > 0) moe.shared = mlp(m + "shared_experts.");
     w.moe = std::move(moe);
     return w;

@@ -64,6 +64,9 @@ struct ModelWeights {
 // 128-block boundary; other slices are dequantized to BF16 values.
 struct ShardSpec {
   int rank = 0, world = 1;
+  // Expert parallelism over the same ranks (--ep-size equal to --tp-size): each rank holds
+  // n_routed_experts / world whole routed experts instead of a column slice of every expert.
+  bool expert_parallel = false;
 };
 
 struct LoadOptions {

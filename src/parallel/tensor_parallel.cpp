@@ -77,7 +77,7 @@ TensorParallelModel::TensorParallelModel(const ModelConfig& cfg, std::vector<std
     Rank& k = ranks_[size_t(r)];
     k.backend->bind_thread();
     LoadOptions lo = opt;
-    lo.shard = ShardSpec{r, world};
+    lo.shard = ShardSpec{r, world, opt.shard.expert_parallel};
     {
       std::lock_guard<std::mutex> lock(load_mu);
       k.model = std::make_unique<DeepseekV3Model>(cfg, *k.backend, weights, context_len, lo);

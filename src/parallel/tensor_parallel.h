@@ -45,7 +45,8 @@ class RankThreads {
 class TensorParallelModel final : public ModelRunner {
  public:
   // Loads rank r's shard onto backends[r] on rank r's thread (one rank at a time: the weight
-  // source is shared).
+  // source is shared). opt.shard.expert_parallel places whole routed experts on the ranks
+  // (--ep-size equal to --tp-size) instead of splitting every expert's columns.
   TensorParallelModel(const ModelConfig& cfg, std::vector<std::unique_ptr<Backend>> backends, WeightSource& weights,
                       int64_t context_len, const LoadOptions& opt);
   ~TensorParallelModel() override;

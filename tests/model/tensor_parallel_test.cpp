@@ -1,5 +1,6 @@
 // Tensor parallelism on the CPU: the fixture checkpoints split over 2 and 4 ranks (threads of CPU
-// backends summing in host memory) give the logits of the unsplit model, up to float32 summation
+// backends summing in host memory), with the routed experts split by columns or placed whole on
+// the ranks (expert parallelism), give the logits of the unsplit model, up to float32 summation
 // order, for prefill and absorbed decode, and the same greedy continuations; the loader's shards
 // have the shapes ShardSpec promises.
 #include <gtest/gtest.h>
@@ -20,11 +21,11 @@ std::vector<int32_t> prompt_ids(const Checkpoint& ref, int k) {
   return {ids.ptr<int32_t>(), ids.ptr<int32_t>() + ids.numel()};
 }
 
-class CpuTensorParallel : public ::testing::TestWithParam<std::tuple<std::string, int>> {};
+class CpuTensorParallel : public ::testing::TestWithParam<std::tuple<std::string, int, bool>> {};
 
 TEST_P(CpuTensorParallel, MatchesUnsplitModel) {
   DS_REQUIRE_FIXTURES();
-  const auto [name, world] = GetParam();
+  const auto [name, world, expert_parallel] = GetParam();
   const std::string dir = fixtures_dir() + "/" + name;
   const int page_size = 16;
   const int64_t pages = 64;
@@ -33,6 +34,7 @@ TEST_P(CpuTensorParallel, MatchesUnsplitModel) {
   CheckpointWeights src(dir, cfg);
   LoadOptions lo;
   lo.load_mtp = false;
+  lo.shard.expert_parallel = expert_parallel;
   TensorParallelModel tp(cfg, create_tensor_parallel_backends(DeviceKind::Cpu, world), src, 4096, lo);
   tp.allocate_cache(pages, page_size);
   PagePool pool(pages, page_size);
@@ -55,15 +57,16 @@ TEST_P(CpuTensorParallel, MatchesUnsplitModel) {
     greedy_same += ga == gb;
   }
   RecordProperty("max_top5_dlogprob", std::to_string(worst));
-  EXPECT_LT(worst, 2e-3) << name << " TP" << world;
-  EXPECT_EQ(greedy_same, 5) << name << " TP" << world;
+  EXPECT_LT(worst, 2e-3) << name << " TP" << world << (expert_parallel ? " EP" : "");
+  EXPECT_EQ(greedy_same, 5) << name << " TP" << world << (expert_parallel ? " EP" : "");
 }
 
 INSTANTIATE_TEST_SUITE_P(Fixtures, CpuTensorParallel,
-                         ::testing::Combine(::testing::Values("tiny-v3-bf16", "tiny-v3-fp8"), ::testing::Values(2, 4)),
+                         ::testing::Combine(::testing::Values("tiny-v3-bf16", "tiny-v3-fp8"), ::testing::Values(2, 4),
+                                            ::testing::Bool()),
                          [](const auto& info) {
                            return std::string(std::get<0>(info.param) == "tiny-v3-bf16" ? "bf16" : "fp8") + "_tp" +
-                                  std::to_string(std::get<1>(info.param));
+                                  std::to_string(std::get<1>(info.param)) + (std::get<2>(info.param) ? "_ep" : "");
                          });
 
 TEST(CpuTensorParallel, DummyWeightsRunSplit) {

@@ -65,13 +65,14 @@ Tensor CpuBackend::moe_experts(const Tensor& x, const ExpertWeights& w, const Ro
   int64_t T = x.size(0), H = w.hidden, I = w.intermediate, K = route.topk_ids.size(1);
   DS_CHECK(x.size(1) == H, "moe_experts: input has {} features, experts expect {}", x.size(1), H);
   Tensor out = alloc(DType::F32, {T, H});
-  // Group (token, slot) pairs by expert.
+  // Group (token, slot) pairs by this rank's experts (all of them without expert parallelism).
   std::vector<std::vector<std::pair<int64_t, float>>> by_expert(size_t(w.num_experts));
   for (int64_t t = 0; t < T; ++t)
     for (int64_t k = 0; k < K; ++k) {
-      int32_t e = route.topk_ids.ptr<int32_t>()[t * K + k];
-      DS_CHECK(e >= 0 && e < w.num_experts, "moe_experts: expert id {} of {}", e, w.num_experts);
-      by_expert[e].push_back({t, route.topk_weights.ptr<float>()[t * K + k]});
+      const int64_t id = route.topk_ids.ptr<int32_t>()[t * K + k], e = id - w.first_expert;
+      DS_CHECK(id >= 0 && id < w.layer_experts(), "moe_experts: expert id {} of {}", id, w.layer_experts());
+      if (e < 0 || e >= w.num_experts) continue;  // another rank's expert
+      by_expert[size_t(e)].push_back({t, route.topk_weights.ptr<float>()[t * K + k]});
     }
   const float* gu = cpu_experts_gate_up(w).ptr<float>();
   const float* dn = cpu_experts_down(w).ptr<float>();

@@ -37,6 +37,9 @@ RouterOutput CudaBackend::moe_route(const Tensor& x, const LinearWeight& gate, c
 Tensor CudaBackend::moe_experts(const Tensor& x_in, const ExpertWeights& w, const RouterOutput& route) {
   DS_CHECK(x_in.ndim() == 2 && x_in.size(1) == w.hidden, "moe_experts: input {} for experts of hidden size {}",
            x_in.shape().str(), w.hidden);
+  DS_CHECK(w.first_expert == 0 && w.layer_experts() == w.num_experts,
+           "moe_experts: expert-parallel placement (experts {}..{} of {}) is not supported by this CUDA path",
+           w.first_expert, w.first_expert + w.num_experts - 1, w.layer_experts());
   const auto& ew = *static_cast<const CudaExperts*>(w.impl.get());
   const int64_t T = x_in.size(0), H = w.hidden, I = w.intermediate, E = w.num_experts, K = route.topk_ids.size(1);
   Tensor out = scratch(DType::BF16, {T, H});
