@@ -18,6 +18,8 @@ if [[ "${1:-}" == "--bundle" ]]; then
   mkdir -p "$STAGE/bin" "$STAGE/lib" "$STAGE/fixtures" "$CARRY"
   cp "$BUILD/tests/gpu/test_gpu" "$STAGE/bin/"
   for d in "$BUILD/dsserve" "$BUILD/src/dsserve"; do [[ -x "$d" ]] && cp "$d" "$STAGE/bin/" && break; done
+  for d in "$BUILD"/bench/bench_*; do [[ -x "$d" && -f "$d" ]] && cp "$d" "$STAGE/bin/"; done
+  strip --strip-debug "$STAGE"/bin/*
   # Libraries the device image lacks (everything but glibc, libstdc++ and the CUDA libraries).
   for lib in $(ldd "$STAGE"/bin/* | awk '/=> \//{print $3}' | sort -u); do
     case "$(basename "$lib")" in

@@ -1,26 +1,56 @@
 #!/usr/bin/env bash
-# One device-machine call for a session: every GPU test (scripts/gpu-check.sh), then the engine end
-# to end on the GPU from the bundle: greedy generation with and without speculative decoding on both
-# fixtures, bench-one-batch, bench-speculative, and the server answering /generate.
+# One device-machine call for a session (carry [".gpu-carry"], bundle from
+# `scripts/gpu-check.sh --bundle build`): every GPU test, greedy generation on the fixtures (plain,
+# chain and tree speculation; with and without CUDA graphs), bench-one-batch of the issue's table
+# (full-width DeepSeek-V3 layers, dummy FP8 weights; with CUDA graphs, and eager for comparison),
+# the MoE decode benchmark, and `serve --device cuda` on the full-width dummy model answering
+# /generate. Prints short tables; logs go to $OUT.
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-bash "$ROOT/scripts/gpu-check.sh" 2>&1 | tail -45
+OUTDIR=${OUT:-/tmp/dsserve-gpu-out}
+mkdir -p "$OUTDIR"
+STAGES=${DSSERVE_STAGES:-tests,generate,bench,moe,serve}
+has() { [[ ",$STAGES," == *",$1,"* ]]; }
+if has tests; then
+  bash "$ROOT/scripts/gpu-check.sh" ${DSSERVE_GTEST_FILTER:+--gtest_filter=$DSSERVE_GTEST_FILTER} 2>&1 | tail -70
+else
+  R=/tmp/dsserve-gpu; rm -rf "$R" && mkdir -p "$R" && tar -C "$R" -xJf "$ROOT/.gpu-carry/bundle.tar.xz"
+fi
 R=/tmp/dsserve-gpu
 export LD_LIBRARY_PATH=$R/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
-B=$R/bin/dsserve F=$R/fixtures
-echo "== greedy on cuda: plain / chain / tree (24 tokens, fixture prompt)"
-for m in tiny-v3-bf16 tiny-v3-fp8; do
-  for s in "" "--speculative-algorithm EAGLE" "--speculative-algorithm EAGLE --speculative-num-steps 2 --speculative-eagle-topk 2 --speculative-num-draft-tokens 4"; do
-    $B generate --model-path $F/$m --device cuda --input-ids 478,30,371,143,343,403 --max-new-tokens 24 $s 2>&1 |
-      python3 -c "import sys,json; l=sys.stdin.read().strip().splitlines()[-1]; d=json.loads(l) if l.startswith('{') else None; print('$m', '${s:-plain}'[:40], d['output_ids'] if d else l, d and d['meta_info'].get('spec_verify_ct'))"
+B=$R/bin/dsserve F=$R/fixtures V3=$ROOT/configs/deepseek-v3
+if has generate; then
+  echo "== greedy on cuda, 24 tokens (plain / plain eager / chain / tree)"
+  for m in tiny-v3-bf16 tiny-v3-fp8; do
+    for s in "" "--disable-cuda-graph" "--speculative-algorithm EAGLE" "--speculative-algorithm EAGLE --speculative-num-steps 2 --speculative-eagle-topk 2 --speculative-num-draft-tokens 4"; do
+      $B generate --model-path $F/$m --device cuda --input-ids 478,30,371,143,343,403 --max-new-tokens 24 $s 2>&1 |
+        python3 -c "import sys,json; l=sys.stdin.read().strip().splitlines()[-1]; d=json.loads(l) if l.startswith('{') else None; print('$m', '${s:-graphs}'[:40], d['output_ids'] if d else l, d and d['meta_info'].get('spec_verify_ct'))"
+    done
   done
-done
-echo "== bench-one-batch (fixture fp8)"
-$B bench-one-batch --model-path $F/tiny-v3-fp8 --device cuda --batch-size 1 8 64 --input-len 256 --output-len 32 2>&1 | tail -12
-echo "== bench-speculative (fixture bf16)"
-$B bench-speculative --model-path $F/tiny-v3-bf16 --device cuda --batch-size 1 8 --steps 0 1 3 --topk 1 2 --num-draft-tokens 0 4 --input-len 64 --output-len 32 --num-prompts 8 2>/dev/null
-echo "== serve --device cuda"
-$B serve --model-path $F/tiny-v3-bf16 --device cuda --skip-tokenizer-init --port 31555 --max-total-tokens 8192 > /tmp/serve.log 2>&1 &
-for i in $(seq 1 60); do curl -sf localhost:31555/health >/dev/null && break; sleep 1; done
-curl -s localhost:31555/generate -d '{"input_ids":[478,30,371,143,343,403],"sampling_params":{"max_new_tokens":8,"temperature":0}}'; echo
-kill %1; wait; tail -3 /tmp/serve.log
+fi
+if has bench; then
+  echo "== bench-one-batch: DeepSeek-V3 width, 4 layers, dummy FP8, input 1024, output 64 (CUDA graphs)"
+  $B bench-one-batch --model-path $V3 --load-format dummy --device cuda --json-model-override-args '{"num_hidden_layers": 4}' \
+    --batch-size 1 8 64 256 --input-len 1024 --output-len 64 > "$OUTDIR/bench_graphs.log" 2>&1
+  grep -E "^\||ceilings|CUDA graphs|error" "$OUTDIR/bench_graphs.log" | sed -E 's/^\[[^]]*\] \[[a-z]+\] //' | tail -12
+  echo "== the same, eager (--disable-cuda-graph), batch 1 and 64"
+  $B bench-one-batch --model-path $V3 --load-format dummy --device cuda --json-model-override-args '{"num_hidden_layers": 4}' \
+    --batch-size 1 64 --input-len 1024 --output-len 64 --disable-cuda-graph > "$OUTDIR/bench_eager.log" 2>&1
+  grep -E "^\||error" "$OUTDIR/bench_eager.log" | tail -5
+fi
+if has moe && [[ -x $R/bin/bench_moe_decode ]]; then
+  echo "== MoE decode (routing + experts), DeepSeek-V3 shape, FP8"
+  $R/bin/bench_moe_decode 2>&1 | tail -12
+fi
+if has serve; then
+  echo "== serve --device cuda: DeepSeek-V3 width, 4 layers, dummy FP8"
+  $B serve --model-path $V3 --load-format dummy --json-model-override-args '{"num_hidden_layers": 4}' --device cuda \
+    --skip-tokenizer-init --port 31555 --context-length 4096 > "$OUTDIR/serve.log" 2>&1 &
+  for i in $(seq 1 180); do curl -sf localhost:31555/health >/dev/null && break; sleep 1; done
+  grep -E "memory:|model ready|listening" "$OUTDIR/serve.log" | sed -E 's/^\[[^]]*\] \[[a-z]+\] //' | cut -c1-400
+  for n in 1 2; do
+    curl -s localhost:31555/generate -d '{"input_ids":[478,30,371,143,343,403],"sampling_params":{"max_new_tokens":16,"temperature":0}}' | cut -c1-300; echo
+  done
+  curl -s localhost:31555/generate -d '{"input_ids":[1,2,3],"sampling_params":{"max_new_tokens":8,"temperature":0.7,"top_p":0.9,"seed":5}}' | cut -c1-300; echo
+  kill %1; wait; tail -2 "$OUTDIR/serve.log" | cut -c1-300
+fi
