@@ -3,7 +3,8 @@
 # (tests/gpu: ops against the CPU backend, golden fixtures through CUDA, op timings) and prints a
 # compact table. The device machine lacks the -dev libraries the build needs, so the build
 # travels as a bundle made here:
-#   scripts/gpu-check.sh --bundle [build-dir]   # here: pack test_gpu, its libraries, the fixtures
+#   scripts/gpu-check.sh --bundle [build-dir]   # here: pack test_gpu (and dsserve, bench_moe_decode),
+#                                               # their libraries, the fixtures
 #   scripts/gpu-check.sh [gtest args...]        # there: unpack, run, summarise
 # Without a bundle it runs <build-dir>/tests/gpu/test_gpu (DSSERVE_BUILD, default build-cuda).
 # Full results land in $OUT (or /tmp/dsserve-gpu-out): gpu_tests.json, gpu_tests.log.

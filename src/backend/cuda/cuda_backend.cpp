@@ -31,6 +31,7 @@ CudaBackend::CudaBackend(int device_index) : device_(device_index) {
            prop.name, prop.major, prop.minor);
   check(cudaStreamCreate(&stream_), "cudaStreamCreate");
   gemm_ = std::make_unique<LtGemm>(stream_);
+  experts_run_device_ = alloc(DType::I64, {1});
 }
 
 CudaBackend::~CudaBackend() {

@@ -61,7 +61,8 @@ class CudaBackend final : public Backend {
   DeviceMemory memory() const override;
   int64_t persistent_bytes() const override { return *live_bytes_; }
   DeviceCeilings measure_ceilings() override;  // cuda_ceilings.cpp
-  int64_t experts_run() const override { return experts_run_; }
+  // Synchronises the stream (the decode path counts on the device): not inside a captured forward.
+  int64_t experts_run() const override;
 
   Tensor random_weight(DType dtype, Shape shape, const RandomFill& fill) override;
 
@@ -115,6 +116,12 @@ class CudaBackend final : public Backend {
   // Attention kernels: tensor-core (WMMA) versions where the shapes allow (default), or the
   // scalar reference kernels (tests check both against the CPU backend).
   void set_tensor_core_attention(bool on) { tensor_core_attention_ = on; }
+  // Routed experts: Auto runs batches of at most kMoeGroupedMaxPairs (token, expert) pairs on the
+  // device-side grouped products (no host synchronisation: capturable) and larger ones on cuBLASLt
+  // (one product per active expert, after reading the counts back); tests and benchmarks force one.
+  enum class MoePath { Auto, Grouped, Cublaslt };
+  static constexpr int64_t kMoeGroupedMaxPairs = 2048;
+  void set_moe_path(MoePath path) { moe_path_ = path; }
   cudaStream_t stream() const { return stream_; }
   size_t scratch_bytes() const { return scratch_.capacity_bytes(); }
   size_t graph_pool_bytes() const { return graph_pool_.capacity_bytes(); }
@@ -130,6 +137,9 @@ class CudaBackend final : public Backend {
   Tensor host_copy(const Tensor& t);  // a host tensor with t's bytes (any dtype; t packed first if strided)
   WeightPart on_host(const WeightPart& p);  // p itself when its weight is in host memory
   LinearSegment make_segment(std::span<const WeightPart> parts, int64_t row0, bool fp8, LinearUse use, int64_t in);
+  bool moe_grouped_supported(const ExpertWeights& w, int64_t pairs) const;
+  Tensor moe_experts_grouped(const Tensor& x, const ExpertWeights& w, const RouterOutput& route);
+  Tensor moe_experts_cublaslt(const Tensor& x, const ExpertWeights& w, const RouterOutput& route);
 
   int device_ = 0;
   bool tensor_core_attention_ = true;
@@ -139,7 +149,9 @@ class CudaBackend final : public Backend {
   ScratchPool graph_pool_{"memory of captured CUDA graphs"};
   ScratchPool* active_pool_ = &scratch_;  // graph_pool_ while capture() runs its body
   std::shared_ptr<std::atomic<int64_t>> live_bytes_ = std::make_shared<std::atomic<int64_t>>(0);
-  int64_t experts_run_ = 0;
+  MoePath moe_path_ = MoePath::Auto;
+  int64_t experts_run_ = 0;     // counted on the host by the cuBLASLt path
+  Tensor experts_run_device_;   // [1] I64: counted on the device by the grouped path
   std::shared_ptr<void> comm_;  // ncclComm_t, when in a tensor-parallel group
 };
 

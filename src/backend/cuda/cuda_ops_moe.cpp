@@ -1,14 +1,29 @@
 // CUDA backend: the DeepSeekMoE router (float32 logits, grouped top-k kernel) and the routed
-// experts: (token, expert) pairs are counted and scattered into per-expert row segments (padded
-// to multiples of 8 rows, as the FP8 products need), each active expert runs its gate_up and down
-// products on its segment (cuBLASLt, FP8 W8A8 or BF16), and a weighted un-permute sums each
-// token's top-k rows. The segment sizes are read back to the host to launch the products, so this
-// op synchronises the stream once per call (a device-side grouped GEMM would remove that).
+// experts, on one of two paths (shared experts are the model's business):
+// - Decode sizes, T * top_k <= kMoeGroupedMaxPairs (2048): nothing leaves the device, so the op can
+//   be captured in a CUDA graph. moe_align groups the (token, k) pairs by expert (counts, offsets,
+//   active experts, work items of at most 8, 16 or 32 rows, and the device-side count behind
+//   experts_run()); the grouped products run gate_up with SiLU-and-mul fused (input rows gathered
+//   by token; BF16 activations against BF16 weights, or FP8 weights dequantized in registers as the
+//   CPU oracle does), then down (output rows scattered to pair order); the weighted un-permute sums
+//   each token's top_k rows. Grids depend on T, top_k, E and the weight shapes only; scratch comes
+//   from the per-forward arena. Each active expert's weights are read once per work item.
+// - Prefill sizes: pairs are counted and scattered into per-expert row segments (padded to
+//   multiples of 8 rows, as the FP8 products need), each active expert runs its gate_up and down
+//   products on its segment (cuBLASLt, FP8 W8A8 or BF16), and the same un-permute. The segment
+//   sizes are read back to launch the products, so this path synchronises the stream once per call.
+// Why 2048 pairs (T <= 256 at top-8): up to there an expert gets few rows (8 on average over 256
+// experts), so the step is bound by reading the active experts' weights, which the grouped kernel
+// streams at a large fraction of the copy bandwidth while one cuBLASLt launch per expert does not;
+// it also covers the decode batch sizes that are captured. Beyond it the products become
+// matrix-bound, where cuBLASLt's FP8 W8A8 kernels are much faster than mma.sync on BF16.
 #include <numeric>
 
 #include "backend/cuda/cuda_backend.h"
+#include "backend/cuda/cuda_check.h"
 #include "backend/cuda/elementwise/elementwise.h"
 #include "backend/cuda/gemm/fp8_quant.h"
+#include "backend/cuda/moe/moe_grouped_gemm.h"
 #include "backend/cuda/moe/moe_kernels.h"
 #include "core/error.h"
 
@@ -34,19 +49,109 @@ RouterOutput CudaBackend::moe_route(const Tensor& x, const LinearWeight& gate, c
   return r;
 }
 
-Tensor CudaBackend::moe_experts(const Tensor& x_in, const ExpertWeights& w, const RouterOutput& route) {
+int64_t CudaBackend::experts_run() const {
+  int64_t on_device = 0;
+  cuda_check(cudaMemcpyAsync(&on_device, experts_run_device_.data(), sizeof(on_device), cudaMemcpyDeviceToHost,
+                             stream_),
+             "experts_run");
+  cuda_check(cudaStreamSynchronize(stream_), "experts_run (synchronize)");
+  return experts_run_ + on_device;
+}
+
+bool CudaBackend::moe_grouped_supported(const ExpertWeights& w, int64_t pairs) const {
+  return w.num_experts <= kMoeAlignMaxExperts && pairs <= kMoeAlignMaxPairs && w.hidden % 8 == 0 &&
+         w.intermediate % 8 == 0;
+}
+
+Tensor CudaBackend::moe_experts(const Tensor& x_in, const ExpertWeights& w, const RouterOutput& route_in) {
   DS_CHECK(x_in.ndim() == 2 && x_in.size(1) == w.hidden, "moe_experts: input {} for experts of hidden size {}",
            x_in.shape().str(), w.hidden);
-  DS_CHECK(w.first_expert == 0 && w.layer_experts() == w.num_experts,
-           "moe_experts: expert-parallel placement (experts {}..{} of {}) is not supported by this CUDA path",
-           w.first_expert, w.first_expert + w.num_experts - 1, w.layer_experts());
+  RouterOutput route = route_in;
+  if (w.first_expert != 0) {  // expert parallelism: this rank's experts as 0..n-1, the others skipped
+    DS_CHECK(route_in.topk_ids.dtype() == DType::I32 && route_in.topk_ids.is_contiguous(),
+             "moe_experts: route ids must be contiguous I32");
+    route.topk_ids = scratch(DType::I32, route_in.topk_ids.shape());
+    check(launch_moe_shift_ids(route_in.topk_ids.ptr<int32_t>(), route.topk_ids.ptr<int32_t>(),
+                               route_in.topk_ids.numel(), int32_t(w.first_expert), stream_),
+          "moe expert-parallel ids");
+  }
+  DS_CHECK(route.topk_ids.dtype() == DType::I32 && route.topk_ids.is_contiguous() &&
+               route.topk_weights.dtype() == DType::F32 && route.topk_weights.is_contiguous() &&
+               route.topk_ids.ndim() == 2 && route.topk_ids.size(0) == x_in.size(0) &&
+               route.topk_weights.shape() == route.topk_ids.shape(),
+           "moe_experts: route must be contiguous I32 ids and F32 weights of [{}, top_k], found {} and {}",
+           x_in.size(0), route.topk_ids.shape().str(), route.topk_weights.shape().str());
+  const int64_t pairs = x_in.size(0) * route.topk_ids.size(1);
+  if (moe_path_ == MoePath::Grouped)
+    DS_CHECK(moe_grouped_supported(w, pairs),
+             "moe_experts: the grouped path takes <= {} experts, <= {} pairs and sizes that are multiples of 8 "
+             "({} experts, {} pairs, hidden {}, intermediate {})",
+             kMoeAlignMaxExperts, kMoeAlignMaxPairs, w.num_experts, pairs, w.hidden, w.intermediate);
+  const bool grouped = moe_path_ == MoePath::Grouped ||
+                       (moe_path_ == MoePath::Auto && pairs <= kMoeGroupedMaxPairs && moe_grouped_supported(w, pairs));
+  if (x_in.size(0) == 0 || pairs == 0) {
+    Tensor out = scratch(DType::BF16, {x_in.size(0), w.hidden});
+    if (out.nbytes()) check(cudaMemsetAsync(out.data(), 0, out.nbytes(), stream_), "moe zero output");
+    return out;
+  }
+  return grouped ? moe_experts_grouped(x_in, w, route) : moe_experts_cublaslt(x_in, w, route);
+}
+
+Tensor CudaBackend::moe_experts_grouped(const Tensor& x_in, const ExpertWeights& w, const RouterOutput& route) {
+  const auto& ew = *static_cast<const CudaExperts*>(w.impl.get());
+  const int64_t T = x_in.size(0), H = w.hidden, I = w.intermediate, E = w.num_experts, K = route.topk_ids.size(1);
+  const int64_t pairs = T * K;
+  const int rows_per_item = moe_grouped_rows_per_item(pairs, E);
+  const int64_t max_items = moe_max_work_items(pairs, E, rows_per_item);
+  const Tensor x = as_dtype(x_in, DType::BF16, /*need_packed_rows=*/true);
+
+  // 1. Pairs grouped by expert, on the device.
+  Tensor counts = scratch(DType::I32, {E}), offsets = scratch(DType::I32, {E + 1}), active = scratch(DType::I32, {E});
+  Tensor totals = scratch(DType::I32, {2});  // active experts, work items
+  Tensor items = scratch(DType::I32, {max_items, 4});
+  Tensor sorted_pair = scratch(DType::I32, {pairs}), pair_row = scratch(DType::I32, {pairs});
+  MoeAlignParams ap{};
+  ap.topk_ids = route.topk_ids.ptr<int32_t>();
+  ap.counts = counts.ptr<int32_t>(), ap.offsets = offsets.ptr<int32_t>(), ap.active = active.ptr<int32_t>();
+  ap.num_active = totals.ptr<int32_t>(), ap.num_items = totals.ptr<int32_t>() + 1;
+  ap.items = reinterpret_cast<MoeWorkItem*>(items.data());
+  ap.sorted_pair = sorted_pair.ptr<int32_t>(), ap.pair_row = pair_row.ptr<int32_t>();
+  ap.experts_run = static_cast<unsigned long long*>(experts_run_device_.data());
+  ap.pairs = int(pairs), ap.experts = int(E), ap.rows_per_item = rows_per_item;
+  check(launch_moe_align(ap, stream_), "moe align");
+
+  // 2. gate_up with SiLU-and-mul, rows in expert order; 3. down, rows in pair order.
+  MoeGroupedGemmParams gp;
+  gp.sorted_pair = sorted_pair.ptr<int32_t>(), gp.top_k = int(K);
+  gp.items = ap.items, gp.num_items = ap.num_items;
+  gp.fp8 = ew.fp8;
+  gp.rows_per_item = rows_per_item, gp.max_items = max_items;
+  Tensor act = scratch(DType::BF16, {pairs, I});
+  gp.kind = MoeGemmKind::GateUp;
+  gp.x = x.data(), gp.ldx = x.stride(0);
+  gp.w = ew.gate_up.data(), gp.N = 2 * I, gp.K = H;
+  if (ew.fp8) gp.w_scale = ew.gate_up_scale.ptr<float>(), gp.scale_ld = ew.gate_up_scale.size(2);
+  gp.y = act.data(), gp.ldy = I;
+  check(launch_moe_grouped_gemm(gp, stream_), "moe grouped gate_up");
+  Tensor y = scratch(DType::BF16, {pairs, H});
+  gp.kind = MoeGemmKind::Down;
+  gp.x = act.data(), gp.ldx = I;
+  gp.w = ew.down.data(), gp.N = H, gp.K = I;
+  if (ew.fp8) gp.w_scale = ew.down_scale.ptr<float>(), gp.scale_ld = ew.down_scale.size(2);
+  gp.y = y.data(), gp.ldy = H;
+  check(launch_moe_grouped_gemm(gp, stream_), "moe grouped down");
+
+  // 4. Weighted sum back in token order (pairs of out-of-range experts contribute nothing).
+  Tensor out = scratch(DType::BF16, {T, H});
+  MoeUnpermuteParams up{y.data(), pair_row.ptr<int32_t>(), route.topk_weights.ptr<float>(), out.data(), T, H, int(K)};
+  check(launch_moe_unpermute(up, stream_), "moe unpermute");
+  return out;
+}
+
+Tensor CudaBackend::moe_experts_cublaslt(const Tensor& x_in, const ExpertWeights& w, const RouterOutput& route) {
   const auto& ew = *static_cast<const CudaExperts*>(w.impl.get());
   const int64_t T = x_in.size(0), H = w.hidden, I = w.intermediate, E = w.num_experts, K = route.topk_ids.size(1);
   Tensor out = scratch(DType::BF16, {T, H});
-  if (T == 0) return out;
-  DS_CHECK(route.topk_ids.dtype() == DType::I32 && route.topk_ids.is_contiguous() &&
-               route.topk_weights.dtype() == DType::F32 && route.topk_weights.is_contiguous(),
-           "moe_experts: route must be contiguous I32 ids and F32 weights");
   const int64_t pairs = T * K;
 
   // 1. Rows per expert, back on the host.

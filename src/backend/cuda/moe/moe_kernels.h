@@ -1,6 +1,8 @@
-// DeepSeekMoE kernels: the router's grouped top-k on float32 logits, and the permutation of
-// (token, expert) pairs into per-expert row segments and back (the weighted un-permute). The
-// expert products themselves are cuBLASLt calls over those segments (see cuda_ops_moe.cpp).
+// DeepSeekMoE kernels: the router's grouped top-k on float32 logits, the permutation of
+// (token, expert) pairs into per-expert row segments and back (the weighted un-permute), and the
+// device-side alignment of pairs by expert that feeds the grouped expert products of decode sizes
+// (moe_grouped_gemm.h). At prefill sizes the expert products are cuBLASLt calls over the segments
+// (see cuda_ops_moe.cpp).
 #pragma once
 #include <cuda_runtime.h>
 
@@ -23,6 +25,10 @@ struct MoeRouteParams {
 };
 // Requirements: experts <= 512, experts % n_group == 0, n_group <= 32, top_k <= 32.
 cudaError_t launch_moe_route(const MoeRouteParams& p, cudaStream_t stream);
+
+// Expert parallelism: out[i] = ids[i] - offset, so this rank's experts become 0..n-1 and every
+// other expert falls out of range (the kernels below skip out-of-range pairs).
+cudaError_t launch_moe_shift_ids(const int32_t* ids, int32_t* out, int64_t n, int32_t offset, cudaStream_t stream);
 
 // counts[e] += number of (token, k) pairs routed to expert e (counts must be zeroed first).
 struct MoeCountParams {
@@ -50,6 +56,36 @@ struct MoeScatterParams {
   int top_k, experts;
 };
 cudaError_t launch_moe_scatter(const MoeScatterParams& p, cudaStream_t stream);
+
+// Groups the (token, k) pairs by expert without leaving the device (one block; the decode path):
+// per-expert counts and their exclusive prefix sum, the compact list of active experts, the pairs
+// in expert order, and work items of at most rows_per_item rows each (an expert with more rows
+// gets several items). Rows of one expert keep their arrival order (atomics), which changes no
+// result: every row is computed on its own and the un-permute sums a token's rows in k order.
+// Ids outside [0, experts) take part in nothing (their pair_row is -1).
+struct MoeWorkItem {
+  int32_t expert, row_begin, row_end, unused;  // rows [row_begin, row_end) of the expert order
+};
+struct MoeAlignParams {
+  const int32_t* topk_ids;  // [pairs] (pair = token * top_k + k)
+  int32_t* counts;          // [experts]: pairs routed to each expert
+  int32_t* offsets;         // [experts + 1]: first row of each expert in the expert order; [experts] = rows
+  int32_t* active;          // [experts]: experts with pairs, ascending (the first *num_active are valid)
+  int32_t* num_active;      // [1]
+  MoeWorkItem* items;       // [moe_max_work_items(...)] (the first *num_items are valid)
+  int32_t* num_items;       // [1]
+  int32_t* sorted_pair;     // [pairs]: the pair of each row of the expert order (rows past offsets[experts]: unset)
+  int32_t* pair_row;        // [pairs]: the pair's own index, or -1 if its expert id is out of range
+  unsigned long long* experts_run;  // [1] or null: incremented by the number of active experts
+  int pairs, experts, rows_per_item;
+};
+constexpr int kMoeAlignMaxExperts = 1024, kMoeAlignMaxPairs = 8192;
+// Upper bound on the work items of any routing: each active expert has one partial item at most.
+inline int64_t moe_max_work_items(int64_t pairs, int64_t experts, int64_t rows_per_item) {
+  return (pairs < experts ? pairs : experts) + pairs / rows_per_item;
+}
+// Requirements: experts <= kMoeAlignMaxExperts, pairs <= kMoeAlignMaxPairs, rows_per_item >= 1.
+cudaError_t launch_moe_align(const MoeAlignParams& p, cudaStream_t stream);
 
 // out[t, :] = sum_k topk_weights[t, k] * y[pair_row[t * top_k + k], :] (float32 sum, stored BF16).
 struct MoeUnpermuteParams {

@@ -9,6 +9,11 @@ namespace dsserve::cuda {
 
 namespace {
 
+__global__ void moe_shift_ids_kernel(const int32_t* ids, int32_t* out, int64_t n, int32_t offset) {
+  int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i < n) out[i] = ids[i] - offset;
+}
+
 __global__ void moe_count_kernel(MoeCountParams p) {
   int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i >= p.pairs) return;
@@ -53,6 +58,12 @@ __global__ void moe_unpermute_kernel(MoeUnpermuteParams p) {
 }
 
 }  // namespace
+
+cudaError_t launch_moe_shift_ids(const int32_t* ids, int32_t* out, int64_t n, int32_t offset, cudaStream_t stream) {
+  if (n == 0) return cudaSuccess;
+  moe_shift_ids_kernel<<<unsigned(ceil_div(n, 256)), 256, 0, stream>>>(ids, out, n, offset);
+  return cudaGetLastError();
+}
 
 cudaError_t launch_moe_count(const MoeCountParams& p, cudaStream_t stream) {
   if (p.pairs == 0) return cudaSuccess;
