@@ -49,6 +49,8 @@ class CpuBackend : public Backend {
   Tensor moe_experts(const Tensor& x, const ExpertWeights& w, const RouterOutput& route) override;
 
   Tensor upload_i32(const std::vector<int32_t>& v, Shape shape) override;
+
+  std::vector<SampledToken> sample(const Tensor& logits, std::span<const SamplingRow> rows) override;  // cpu_sampling.cpp
 };
 
 // Backend-private weight layouts, shared by the CPU op files.

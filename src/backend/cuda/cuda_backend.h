@@ -2,8 +2,9 @@
 // are BF16 with float32 accumulation; linear layers run on cuBLASLt as BF16 products or, for FP8
 // checkpoints, as W8A8 block-scaled FP8 products; the router and the logits are float32.
 // Ops allocate their outputs from a per-forward scratch arena (see memory/scratch_arena.h) and
-// run on one stream; host copies (to_host_f32) synchronise it. Kernels live in one folder per
-// family beside their launchers; this class only checks shapes, picks kernels and sizes scratch.
+// run on one stream; host copies (to_host_f32) and token choice (sample) synchronise it. Kernels
+// live in one folder per family beside their launchers; this class only checks shapes, picks
+// kernels and sizes scratch.
 #pragma once
 #include <cuda_runtime.h>
 
@@ -98,6 +99,8 @@ class CudaBackend final : public Backend {
   Tensor moe_experts(const Tensor& x, const ExpertWeights& w, const RouterOutput& route) override;
 
   Tensor upload_i32(const std::vector<int32_t>& v, Shape shape) override;
+
+  std::vector<SampledToken> sample(const Tensor& logits, std::span<const SamplingRow> rows) override;  // cuda_ops_sampling.cpp
 
   void all_reduce_sum(Tensor& x) override;  // cuda_collective.cpp
   Tensor all_gather_cols(const Tensor& x) override;
