@@ -1,8 +1,11 @@
 // Backend selection: --device auto|cpu|cuda (auto = cuda when a GPU is visible and the CUDA backend
-// is built in).
+// is built in), and the checks every backend applies to its op arguments (sampling rows).
 #include "backend/backend.h"
 
+#include <cmath>
+
 #include "backend/cpu/cpu_backend.h"
+#include "backend/sampling_math.h"
 #include "core/error.h"
 
 #ifdef DSSERVE_HAVE_CUDA
@@ -14,6 +17,30 @@ namespace dsserve {
 void Backend::move_cache_slots(Tensor&, const Tensor&, const Tensor&) {
   fail("the {} backend cannot move cache slots (needed by speculative tree drafting, --speculative-eagle-topk > 1)",
        name());
+}
+
+void check_sampling_rows(std::span<const SamplingRow> rows, int64_t vocab) {
+  auto check_token = [&](size_t i, const char* list, int32_t t) {
+    DS_CHECK(t >= 0 && t < vocab, "sample: row {}: {} holds token {}, outside the vocabulary [0, {})", i, list, t, vocab);
+  };
+  for (size_t i = 0; i < rows.size(); ++i) {
+    const SamplingRow& r = rows[i];
+    DS_CHECK(std::isfinite(r.temperature) && r.temperature >= 0, "sample: row {}: temperature {} (expected >= 0)", i,
+             r.temperature);
+    DS_CHECK(r.top_p > 0 && r.top_p <= 1, "sample: row {}: top_p {} (expected (0, 1])", i, r.top_p);
+    DS_CHECK(r.min_p >= 0 && r.min_p <= 1, "sample: row {}: min_p {} (expected [0, 1])", i, r.min_p);
+    DS_CHECK(std::isfinite(r.repetition_penalty) && r.repetition_penalty > 0,
+             "sample: row {}: repetition_penalty {} (expected > 0)", i, r.repetition_penalty);
+    DS_CHECK(std::isfinite(r.frequency_penalty) && std::isfinite(r.presence_penalty),
+             "sample: row {}: frequency_penalty {} / presence_penalty {} must be finite", i, r.frequency_penalty,
+             r.presence_penalty);
+    DS_CHECK(r.top_logprobs >= 0 && r.top_logprobs <= sampling::kMaxTopLogprobs,
+             "sample: row {}: top_logprobs {} (expected 0 to {})", i, r.top_logprobs, sampling::kMaxTopLogprobs);
+    for (auto& [t, b] : r.logit_bias) check_token(i, "logit_bias", t);
+    for (auto& [t, n] : r.output_counts) check_token(i, "output_counts", t);
+    for (int32_t t : r.seen) check_token(i, "seen", t);
+    for (int32_t t : r.suppressed) check_token(i, "suppressed", t);
+  }
 }
 
 DeviceKind parse_device_kind(const std::string& s) {

@@ -2,12 +2,14 @@
 // The model is written only against this interface: it prepares weights once through the make_*
 // calls and runs a forward as a sequence of ops. Ops allocate their outputs from the backend's
 // scratch memory, returned when the last tensor using it dies; a backend that can capture a
-// forward (CUDA graphs) replays it later at the same addresses.
+// forward (CUDA graphs) replays it later at the same addresses. The scheduler chooses tokens
+// through `sample`, where the logits are, by rules both backends share (sampling_math.h).
 #pragma once
 #include <functional>
 #include <memory>
 #include <span>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "core/tensor.h"
@@ -110,6 +112,40 @@ struct RandomFill {
   bool normal = true;
   float scale = 1.0f, offset = 0.0f;
 };
+
+// How Backend::sample chooses the token of one row of logits (the rules in detail, shared by both
+// backends: backend/sampling_math.h). The lists are views the caller keeps alive during the call;
+// token ids must lie in the vocabulary.
+struct SamplingRow {
+  float temperature = 1.0f;        // 0: greedy
+  int top_k = -1;                  // <= 0 or >= vocab: no cut
+  float top_p = 1.0f;              // (0, 1]
+  float min_p = 0.0f;              // [0, 1]
+  float frequency_penalty = 0.0f;  // over output_counts
+  float presence_penalty = 0.0f;   // over output_counts
+  float repetition_penalty = 1.0f; // over seen
+  std::span<const std::pair<int32_t, float>> logit_bias;       // distinct tokens
+  std::span<const std::pair<int32_t, int32_t>> output_counts;  // (token, times generated), distinct tokens
+  std::span<const int32_t> seen;        // distinct tokens of the prompt and the output
+  std::span<const int32_t> suppressed;  // tokens that cannot be chosen (stop tokens before min_new_tokens)
+  uint64_t seed = 0;
+  uint64_t step = 0;                // index of the token being chosen in its request's output
+  int top_logprobs = 0;             // (logprob, id) pairs to return, 0 to sampling::kMaxTopLogprobs
+  bool want_logprob = false;        // the chosen token's logprob
+};
+
+// The choice for one row. Log-probabilities are log_softmax of the raw logits (before penalties,
+// bias and temperature).
+struct SampledToken {
+  int32_t token = 0;
+  float logprob = 0.0f;  // of `token`, when want_logprob or top_logprobs > 0
+  std::vector<std::pair<float, int32_t>> top_logprobs;  // (logprob, id), best first, ties lower id first
+};
+
+// Throws naming the row and the field when a row is out of range (temperature < 0 or not finite,
+// top_p outside (0, 1], min_p outside [0, 1], repetition_penalty <= 0, top_logprobs outside
+// [0, kMaxTopLogprobs], a listed token outside [0, vocab)). Both backends call it.
+void check_sampling_rows(std::span<const SamplingRow> rows, int64_t vocab);
 
 // Device memory as the driver reports it (total 0: the backend has no memory of its own).
 struct DeviceMemory {
@@ -222,6 +258,11 @@ class Backend {
     (void)body;
     return nullptr;
   }
+
+  // Token choice: logits [R, V] (F32 or the activation dtype; rows may be strided, columns
+  // contiguous), rows[i] for row i. Returns the choice of every row; only these come back to the
+  // host. Same inputs, same tokens on every backend. The logits are not modified.
+  virtual std::vector<SampledToken> sample(const Tensor& logits, std::span<const SamplingRow> rows) = 0;
 
   // Tensor parallelism. all_reduce_sum: x (contiguous, activation dtype) becomes the sum of x over
   // the ranks of this backend's group, the same values on every rank; every rank must call it, in

@@ -5,9 +5,9 @@
 // Each step is set beside its physical floor on this machine (measured at start-up): a decode step
 // against the bytes it must read (weights touched, counting only the routed experts it ran, plus
 // the latent cache) over the device-to-device copy bandwidth; the prefill against its FLOPs at the
-// measured FP8 and BF16 matrix rates. A decode step is timed whole (forward, logits read back,
-// argmax on the host) and up to the device finishing the forward. Prints one JSON line per run,
-// then a table. Any --device.
+// measured FP8 and BF16 matrix rates. A decode step is timed whole (forward, then greedy token
+// choice where the logits are: Backend::sample, only the tokens and their logprobs read back) and up
+// to the device finishing the forward. Prints one JSON line per run, then a table. Any --device.
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
 
@@ -50,9 +50,9 @@ SequenceChunk make_chunk(const SequencePages* pages, int64_t prefix, std::vector
   return c;
 }
 
-// One forward, waited for; returns the greedy next token of each sequence (argmax on the host) and
-// sets forward_s to the time until the device finished the forward (before the logits are read
-// back). Fails on non-finite logits.
+// One forward, waited for; returns the greedy next token of each sequence (Backend::sample) and
+// sets forward_s to the time until the device finished the forward. Fails when a chosen token's
+// logprob is not finite (a NaN or +inf logit anywhere in its row makes it so).
 std::vector<int32_t> step(LoadedModel& m, const std::vector<SequenceChunk>& chunks, AttentionMode mode,
                           double& forward_s) {
   const auto t0 = std::chrono::steady_clock::now();
@@ -60,15 +60,15 @@ std::vector<int32_t> step(LoadedModel& m, const std::vector<SequenceChunk>& chun
   ForwardOutput out = m.model->forward(fb, m.cache);
   m.backend->synchronize();
   forward_s = seconds_since(t0);
-  Tensor logits = m.backend->to_host_f32(out.logits);  // synchronises the device
+  SamplingRow greedy;
+  greedy.temperature = 0;
+  greedy.want_logprob = true;
+  const std::vector<SamplingRow> rows(static_cast<size_t>(out.logits.size(0)), greedy);
   std::vector<int32_t> next;
-  const int64_t V = logits.size(1);
-  for (int64_t r = 0; r < logits.size(0); ++r) {
-    const float* row = logits.ptr<float>() + r * V;
-    DS_CHECK(std::all_of(row, row + V, [](float v) { return std::isfinite(v); }),
-             "bench-one-batch: non-finite logits (row {} of a {} forward)", r,
+  for (const SampledToken& t : m.backend->sample(out.logits, rows)) {
+    DS_CHECK(std::isfinite(t.logprob), "bench-one-batch: non-finite logits (row {} of a {} forward)", next.size(),
              mode == AttentionMode::Expanded ? "prefill" : "decode");
-    next.push_back(int32_t(std::max_element(row, row + V) - row));
+    next.push_back(t.token);
   }
   return next;
 }

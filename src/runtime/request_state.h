@@ -1,7 +1,8 @@
 // The scheduler's view of one request while it lives: its tokens, its pages, where it is in the
-// cache, its sampler, and (with speculative decoding) its draft state.
+// cache, its sampling state, and (with speculative decoding) its draft state.
 #pragma once
 #include <memory>
+#include <optional>
 #include <vector>
 
 #include "runtime/page_pool.h"
@@ -29,7 +30,7 @@ struct RequestState {
   int cached_tokens = 0;      // prompt tokens reused from the prefix cache (first admission)
   bool admitted_once = false;
   bool sent_input_logprobs = false;
-  std::unique_ptr<Sampler> sampler;
+  std::optional<SamplingState> sampling;  // from its first token choice on
   std::vector<TokenLogprob> input_lp;  // input logprobs gathered over prefill chunks
   std::vector<TopLogprobs> input_top;
   DraftState draft;

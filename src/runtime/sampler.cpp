@@ -1,4 +1,4 @@
-// Token choice and log-probabilities (see sampler.h).
+// Per-request sampling state and rows, host log-probabilities, validation (see sampler.h).
 #include "runtime/sampler.h"
 
 #include <algorithm>
@@ -17,10 +17,6 @@ double log_sum_exp(std::span<const float> x) {
   return m + std::log(s);
 }
 }  // namespace
-
-int32_t argmax(std::span<const float> logits) {
-  return int32_t(std::max_element(logits.begin(), logits.end()) - logits.begin());
-}
 
 float token_logprob(std::span<const float> logits, int32_t id) { return float(logits[id] - log_sum_exp(logits)); }
 
@@ -57,52 +53,83 @@ void validate_sampling_params(const SamplingParams& p, int vocab_size) {
     DS_CHECK(id >= 0 && id < vocab_size, "stop_token_ids: {} is outside the vocabulary [0, {})", id, vocab_size);
 }
 
-Sampler::Sampler(const SamplingParams& p, uint64_t seed, std::span<const int32_t> prompt, std::vector<int32_t> stop_ids)
-    : p_(p), rng_(seed), stop_ids_(std::move(stop_ids)) {
-  if (p_.repetition_penalty != 1.0f)
-    for (int32_t t : prompt)
-      if (seen_set_.emplace(t, 1).second) seen_.push_back(t);
-}
-
-void Sampler::accept(int32_t token) {
-  ++generated_;
-  ++output_counts_[token];
-  if (p_.repetition_penalty != 1.0f && seen_set_.emplace(token, 1).second) seen_.push_back(token);
-}
-
-int32_t Sampler::sample(std::vector<float>& l) {
-  for (auto& [id, bias] : p_.logit_bias) l[id] += bias;
-  if (p_.repetition_penalty != 1.0f)
-    for (int32_t t : seen_) l[t] = l[t] > 0 ? l[t] / p_.repetition_penalty : l[t] * p_.repetition_penalty;
-  if (p_.frequency_penalty != 0.0f || p_.presence_penalty != 0.0f)
-    for (auto& [t, n] : output_counts_) l[t] -= p_.frequency_penalty * float(n) + p_.presence_penalty;
-  if (generated_ < p_.min_new_tokens)
-    for (int32_t t : stop_ids_) l[t] = -INFINITY;
-  if (p_.temperature <= 0.0f) return argmax(l);
-
-  // Candidates sorted by logit; cut by top_k, then softmax over them with the temperature.
-  std::vector<int32_t> idx(l.size());
-  std::iota(idx.begin(), idx.end(), 0);
-  size_t k = p_.top_k > 0 ? std::min<size_t>(size_t(p_.top_k), l.size()) : l.size();
-  std::partial_sort(idx.begin(), idx.begin() + k, idx.end(), [&](int32_t a, int32_t b) { return l[a] > l[b]; });
-  idx.resize(k);
-  std::vector<double> prob(k);
-  double m = l[idx[0]], sum = 0;
-  for (size_t i = 0; i < k; ++i) sum += (prob[i] = std::exp((double(l[idx[i]]) - m) / p_.temperature));
-  for (double& q : prob) q /= sum;
-  // top_p: the smallest prefix whose mass reaches top_p; min_p: drop tokens below min_p x best.
-  size_t keep = k;
-  if (p_.top_p < 1.0f) {
-    double cum = 0;
-    for (size_t i = 0; i < k; ++i) {
-      cum += prob[i];
-      if (cum >= p_.top_p) { keep = i + 1; break; }
-    }
+SamplingState::SamplingState(const SamplingParams& p, uint64_t seed, std::span<const int32_t> prompt,
+                             std::vector<int32_t> stop_ids)
+    : p_(p), seed_(seed), stop_ids_(std::move(stop_ids)),
+      counts_used_(p.frequency_penalty != 0.0f || p.presence_penalty != 0.0f),
+      seen_used_(p.repetition_penalty != 1.0f) {
+  for (auto& [id, bias] : p_.logit_bias) {
+    auto it = std::find_if(bias_.begin(), bias_.end(), [&](auto& e) { return e.first == id; });
+    if (it == bias_.end()) bias_.push_back({id, bias});
+    else it->second += bias;
   }
-  if (p_.min_p > 0.0f)
-    while (keep > 1 && prob[keep - 1] < p_.min_p * prob[0]) --keep;
-  std::discrete_distribution<size_t> dist(prob.begin(), prob.begin() + keep);
-  return idx[dist(rng_)];
+  if (seen_used_)
+    for (int32_t t : prompt)
+      if (seen_set_.insert(t).second) seen_.push_back(t);
+}
+
+void SamplingState::accept(int32_t token) {
+  ++generated_;
+  if (counts_used_) {
+    auto [it, fresh] = count_index_.emplace(token, counts_.size());
+    if (fresh) counts_.push_back({token, 1});
+    else ++counts_[it->second].second;
+  }
+  if (seen_used_ && seen_set_.insert(token).second) seen_.push_back(token);
+}
+
+SamplingRow SamplingState::base_row() const {
+  SamplingRow r;
+  r.temperature = p_.temperature;
+  r.top_k = p_.top_k;
+  r.top_p = p_.top_p;
+  r.min_p = p_.min_p;
+  r.frequency_penalty = p_.frequency_penalty;
+  r.presence_penalty = p_.presence_penalty;
+  r.repetition_penalty = p_.repetition_penalty;
+  r.logit_bias = bias_;
+  r.seed = seed_;
+  return r;
+}
+
+SamplingRow SamplingState::row() const {
+  SamplingRow r = base_row();
+  r.output_counts = counts_;
+  r.seen = seen_;
+  if (generated_ < p_.min_new_tokens) r.suppressed = stop_ids_;
+  r.step = uint64_t(generated_);
+  return r;
+}
+
+SamplingRow SamplingState::row_after(std::span<const int32_t> path, SamplingRowLists& lists) const {
+  SamplingRow r = base_row();
+  const int generated = generated_ + int(path.size());
+  if (counts_used_) {
+    lists.output_counts = counts_;
+    for (int32_t t : path) {
+      auto it = count_index_.find(t);
+      if (it != count_index_.end()) {
+        ++lists.output_counts[it->second].second;
+        continue;
+      }
+      auto added = std::find_if(lists.output_counts.begin() + ptrdiff_t(counts_.size()), lists.output_counts.end(),
+                                [&](auto& e) { return e.first == t; });
+      if (added == lists.output_counts.end()) lists.output_counts.push_back({t, 1});
+      else ++added->second;
+    }
+    r.output_counts = lists.output_counts;
+  }
+  if (seen_used_) {
+    lists.seen = seen_;
+    for (int32_t t : path)
+      if (!seen_set_.count(t) &&
+          std::find(lists.seen.begin() + ptrdiff_t(seen_.size()), lists.seen.end(), t) == lists.seen.end())
+        lists.seen.push_back(t);
+    r.seen = lists.seen;
+  }
+  if (generated < p_.min_new_tokens) r.suppressed = stop_ids_;
+  r.step = uint64_t(generated);
+  return r;
 }
 
 }  // namespace dsserve

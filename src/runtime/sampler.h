@@ -1,40 +1,59 @@
-// Token choice from one row of logits (host float32), per request: logit_bias, repetition /
-// frequency / presence penalties, min_new_tokens suppression of stop tokens, then greedy at
-// temperature 0 or sampling from softmax(logits / temperature) cut by top_k, top_p and min_p, with
-// the request's own seeded generator (same seed, same output). Also the log-probabilities SGLang
-// reports: log_softmax of the model's logits, before any of the above.
+// A request's sampling state between steps, and the rows it hands Backend::sample: logit_bias,
+// repetition / frequency / presence penalties, min_new_tokens suppression of stop tokens, then
+// greedy at temperature 0 or sampling from softmax(logits / temperature) cut by top_k, top_p and
+// min_p, with randomness from (seed, step) (same seed, same output; the rules and their tie
+// treatment: backend/sampling_math.h). The token choice itself runs in the backend, where the
+// logits are. Also the log-probabilities SGLang reports (log_softmax of the model's logits, before
+// any of the above) of host rows, for the prompt positions asked for.
 #pragma once
 #include <cstdint>
-#include <random>
 #include <span>
 #include <unordered_map>
+#include <unordered_set>
 #include <utility>
 #include <vector>
 
+#include "backend/backend.h"
 #include "runtime/request.h"
 
 namespace dsserve {
 
-class Sampler {
+// Storage for the lists of a row built by SamplingState::row_after.
+struct SamplingRowLists {
+  std::vector<std::pair<int32_t, int32_t>> output_counts;
+  std::vector<int32_t> seen;
+};
+
+class SamplingState {
  public:
   // stop_ids: tokens suppressed while fewer than min_new_tokens were generated (eos and stop_token_ids).
-  Sampler(const SamplingParams& p, uint64_t seed, std::span<const int32_t> prompt, std::vector<int32_t> stop_ids);
-  // Picks the next token; `logits` is a scratch copy that the sampler may modify.
-  int32_t sample(std::vector<float>& logits);
-  // Records a generated token (for penalties and min_new_tokens); sample() does not.
+  SamplingState(const SamplingParams& p, uint64_t seed, std::span<const int32_t> prompt, std::vector<int32_t> stop_ids);
+  // The row choosing the next token (step = tokens generated so far). Its lists point into this
+  // state: valid until the next accept(). Log-probabilities are not asked for (the caller sets them).
+  SamplingRow row() const;
+  // The row choosing the token that follows `path` (tokens not yet accepted, as if they had been:
+  // a speculative draft's ancestors); its lists live in `lists`, which must outlive the row.
+  SamplingRow row_after(std::span<const int32_t> path, SamplingRowLists& lists) const;
+  // Records a generated token (for penalties, min_new_tokens and the step).
   void accept(int32_t token);
+  int generated() const { return generated_; }
+  uint64_t seed() const { return seed_; }
 
  private:
+  SamplingRow base_row() const;
+
   SamplingParams p_;
-  std::mt19937_64 rng_;
+  uint64_t seed_;
+  std::vector<std::pair<int32_t, float>> bias_;  // distinct tokens; a token listed twice gets the sum
   std::vector<int32_t> stop_ids_;
-  std::unordered_map<int32_t, int> output_counts_;
-  std::vector<int32_t> seen_;  // prompt and output tokens, for the repetition penalty (distinct)
-  std::unordered_map<int32_t, char> seen_set_;
+  bool counts_used_, seen_used_;                          // the penalties that need them are on
+  std::vector<std::pair<int32_t, int32_t>> counts_;       // output tokens and their counts, distinct
+  std::unordered_map<int32_t, size_t> count_index_;
+  std::vector<int32_t> seen_;  // prompt and output tokens, distinct (repetition penalty)
+  std::unordered_set<int32_t> seen_set_;
   int generated_ = 0;
 };
 
-int32_t argmax(std::span<const float> logits);
 // log_softmax(logits)[id].
 float token_logprob(std::span<const float> logits, int32_t id);
 // The k most likely tokens as (logprob, id), best first (ties: lower id first).

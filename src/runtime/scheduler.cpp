@@ -2,7 +2,8 @@
 // aborts, then runs either a prefill batch (chunked, admitted against free pages, after a prefix
 // match in the radix cache) or a decode batch (one token for every running request, or with
 // speculative decoding one verification of its drafts; the newest requests are retracted when pages
-// run out), samples, and sends each request its new tokens.
+// run out), chooses the next tokens of the whole batch in one Backend::sample call (only the tokens
+// and the log-probabilities asked for come back to the host), and sends each request its new tokens.
 #include "runtime/scheduler.h"
 
 #include <spdlog/spdlog.h>
@@ -14,9 +15,11 @@
 #include <deque>
 #include <mutex>
 #include <optional>
+#include <span>
 #include <thread>
 #include <unordered_map>
 
+#include "backend/sampling_math.h"
 #include "core/error.h"
 #include "runtime/batch_builder.h"
 #include "runtime/radix_cache.h"
@@ -33,6 +36,13 @@ std::vector<std::vector<float>> host_rows(Backend& be, const Tensor& t) {
   std::vector<std::vector<float>> rows(static_cast<size_t>(R));
   for (int64_t i = 0; i < R; ++i) rows[i].assign(h.ptr<float>() + i * C, h.ptr<float>() + (i + 1) * C);
   return rows;
+}
+
+// Rows `which` of t [R, C] (t itself when they are all its rows in order).
+Tensor select_rows(Backend& be, const Tensor& t, const std::vector<int32_t>& which) {
+  bool all = int64_t(which.size()) == t.size(0);
+  for (size_t i = 0; all && i < which.size(); ++i) all = which[i] == int32_t(i);
+  return all ? t : be.gather_rows(t, be.upload_i32(which, {int64_t(which.size())}));
 }
 
 class Scheduler final : public Engine {
@@ -62,6 +72,8 @@ class Scheduler final : public Engine {
                "request {}: input_ids[{}] = {} is outside the vocabulary [0, {})", g.rid, i, g.input_ids[i],
                cfg.vocab_size);
     validate_sampling_params(g.sampling, cfg.vocab_size);
+    DS_CHECK(g.top_logprobs_num >= 0 && g.top_logprobs_num <= sampling::kMaxTopLogprobs,
+             "request {}: top_logprobs_num {} (expected 0 to {})", g.rid, g.top_logprobs_num, sampling::kMaxTopLogprobs);
     const int64_t total = int64_t(g.input_ids.size()) + g.sampling.max_new_tokens;
     DS_CHECK(total <= model_.context_len(),
              "request {}: {} prompt tokens + {} max_new_tokens = {} exceed the context length {}", g.rid,
@@ -262,35 +274,52 @@ class Scheduler final : public Engine {
     if (batch_.empty()) return false;
     BatchLayout layout{pool_.page_size(), AttentionMode::Expanded, 0, trash_slot_};
     ForwardOutput fo = model_.forward(build_forward_batch(chunks, layout), cache_);
-    std::vector<std::vector<float>> rows = host_rows(model_.backend(), fo.logits);
-    std::vector<std::vector<float>> hidden = eagle_ ? host_rows(model_.backend(), fo.hidden) : decltype(hidden){};
+    Backend& be = model_.backend();
+    std::vector<std::vector<float>> hidden = eagle_ ? host_rows(be, fo.hidden) : decltype(hidden){};
 
-    // Sample the first token of every request whose prompt is now complete.
-    size_t row = 0, hidden_row = 0;
+    // The logits rows, in chunk order, are the last position of every request whose prompt is now
+    // complete (its first token is chosen on the device) and the positions whose input logprobs
+    // were asked for (read back to the host).
+    std::vector<int32_t> last_rows, logprob_rows;
+    std::vector<RequestState*> completing;
+    int32_t row = 0;
+    for (size_t i = 0; i < batch_.size(); ++i) {
+      RequestState& r = *batch_[i];
+      for (int32_t off : chunks[i].logit_offsets) {
+        const int64_t p = chunks[i].prefix_len + off;
+        if (wants_input_logprob(r, p)) logprob_rows.push_back(row);
+        if (p == r.fill_len() - 1) last_rows.push_back(row), completing.push_back(&r);
+        ++row;
+      }
+    }
+    std::vector<std::vector<float>> logprob_logits;
+    if (!logprob_rows.empty()) logprob_logits = host_rows(be, select_rows(be, fo.logits, logprob_rows));
+    std::vector<SampledToken> first;
+    if (!completing.empty()) first = choose(select_rows(be, fo.logits, last_rows), completing);
+
+    size_t logprob_row = 0, hidden_row = 0;
     std::vector<RequestPtr> completed, continuing;
-    std::vector<const std::vector<float>*> first_logits;
     std::vector<std::vector<DraftRow>> draft_rows;
     std::vector<float> draft_hidden;
     for (size_t i = 0; i < batch_.size(); ++i) {
       RequestPtr r = batch_[i];
       const int64_t start = chunks[i].prefix_len, n = int64_t(chunks[i].tokens.size()), len = r->fill_len();
-      const std::vector<float>* last_logits = nullptr;
+      bool complete = false;
       for (int32_t off : chunks[i].logit_offsets) {
         const int64_t p = start + off;
         if (wants_input_logprob(*r, p)) {
+          const std::vector<float>& lg = logprob_logits[logprob_row++];
           int32_t next = r->g.input_ids[p + 1];
-          r->input_lp.push_back({token_logprob(rows[row], next), next});
-          r->input_top.push_back(top_logprobs(rows[row], r->g.top_logprobs_num));
+          r->input_lp.push_back({token_logprob(lg, next), next});
+          r->input_top.push_back(top_logprobs(lg, r->g.top_logprobs_num));
         }
-        if (p == len - 1) last_logits = &rows[row];
-        ++row;
+        if (p == len - 1) complete = true;
       }
       r->kv_len = start + n;
-      if (last_logits) {
-        r->output_ids.push_back(choose(*r, *last_logits));
+      if (complete) {
+        r->output_ids.push_back(first[completed.size()].token);
         r->admitted_once = true;
         completed.push_back(r);
-        first_logits.push_back(last_logits);
       } else {
         continuing.push_back(r);
       }
@@ -319,7 +348,7 @@ class Scheduler final : public Engine {
         radix_.insert(f, r->pages.pages);
       }
       running_.push_back(r);
-      deliver(r, r->output_ids.size() - 1, {first_logits[i]});
+      deliver(r, r->output_ids.size() - 1, std::span(&first[i], 1));
     }
     waiting_.insert(waiting_.begin(), continuing.begin(), continuing.end());
     return true;
@@ -402,21 +431,27 @@ class Scheduler final : public Engine {
     for (auto& r : batch_) chunks.push_back(SequenceChunk{&r->pages, r->kv_len, {r->output_ids.back()}, {0}});
     auto t0 = std::chrono::steady_clock::now();
     BatchLayout layout{pool_.page_size(), AttentionMode::Absorbed, 0, trash_slot_};
-    auto rows = host_rows(model_.backend(), model_.forward(build_forward_batch(chunks, layout), cache_).logits);
+    ForwardOutput fo = model_.forward(build_forward_batch(chunks, layout), cache_);
+    std::vector<RequestState*> reqs;
+    for (auto& r : batch_) reqs.push_back(r.get());
+    std::vector<SampledToken> picked = choose(fo.logits, reqs);
     double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     last_decode_tps_ = s > 0 ? double(batch_.size()) / s : 0;
     for (size_t i = 0; i < batch_.size(); ++i) {
       RequestPtr r = batch_[i];
       r->kv_len += 1;
-      r->output_ids.push_back(choose(*r, rows[i]));
-      deliver(r, r->output_ids.size() - 1, {&rows[i]});
+      r->output_ids.push_back(picked[i].token);
+      deliver(r, r->output_ids.size() - 1, std::span(&picked[i], 1));
     }
   }
 
   // One verification of every running request's draft tree: the target scores [last token, nodes]
-  // (each node seeing its ancestors), the request's own sampler picks the target's token at each
-  // row walking down from the root, a node is accepted while it matches, and the first token with
-  // no matching child is the bonus. Accepted nodes' latents move to their sequence positions.
+  // (each node seeing its ancestors), the target's token at every row is chosen in one
+  // Backend::sample call, each node's row as if its ancestors had been accepted (their tokens
+  // counted for penalties, min_new_tokens and the step: the only case in which the walk reads that
+  // row), then walking down from the root a node is accepted while it matches the token chosen at
+  // its parent, and the first token with no matching child is the bonus. Accepted nodes' latents
+  // move to their sequence positions.
   void run_speculative_decode() {
     reserve_running(spec_margin());
     if (running_.empty()) return;
@@ -440,12 +475,26 @@ class Scheduler final : public Engine {
     auto t0 = std::chrono::steady_clock::now();
     BatchLayout layout{pool_.page_size(), AttentionMode::Absorbed, 0, trash_slot_};
     ForwardOutput fo = model_.forward(build_forward_batch(chunks, layout), cache_);
-    auto rows = host_rows(model_.backend(), fo.logits);
     auto hidden = host_rows(model_.backend(), fo.hidden);
+    std::vector<SamplingRow> rows;
+    std::deque<SamplingRowLists> lists;
+    for (auto& rp : batch_) {
+      RequestState& r = *rp;
+      const SamplingState& st = sampling_state(r);
+      const DraftState& d = r.draft;
+      rows.push_back(with_logprobs(r, st.row()));
+      for (size_t x = 0; x < d.tokens.size(); ++x) {
+        std::vector<int32_t> path;  // the node's ancestors below the root, then the node
+        for (int y = int(x); y >= 0; y = d.parent[size_t(y)]) path.push_back(d.tokens[size_t(y)]);
+        std::reverse(path.begin(), path.end());
+        rows.push_back(with_logprobs(r, st.row_after(path, lists.emplace_back())));
+      }
+    }
+    const std::vector<SampledToken> picked = model_.backend().sample(fo.logits, rows);
     std::vector<std::vector<DraftRow>> draft_rows;
     std::vector<float> draft_hidden;
     std::vector<size_t> first_new;
-    std::vector<std::vector<const std::vector<float>*>> used_rows;
+    std::vector<std::vector<SampledToken>> used_rows;
     std::vector<int32_t> move_src, move_dst;
     size_t base = 0;
     for (size_t i = 0; i < batch_.size(); ++i) {
@@ -457,14 +506,15 @@ class Scheduler final : public Engine {
       int node = -1;  // -1: the root (row 0); node x is row x + 1
       while (true) {
         const size_t row = base + size_t(node + 1);
-        const int32_t tok = choose(r, rows[row]);
+        const int32_t tok = picked[row].token;
+        r.sampling->accept(tok);
         const int64_t at = r.kv_len + int64_t(dr.size());  // sequence position of this row's token
         if (row != base + dr.size()) {                      // an accepted node off the chain: move it
           move_src.push_back(r.pages.slot(r.kv_len + node + 1, pool_.page_size()));
           move_dst.push_back(r.pages.slot(at, pool_.page_size()));
         }
         r.output_ids.push_back(tok);
-        used_rows.back().push_back(&rows[row]);
+        used_rows.back().push_back(picked[row]);
         dr.push_back({at, tok});
         draft_hidden.insert(draft_hidden.end(), hidden[row].begin(), hidden[row].end());
         int child = -1;
@@ -506,22 +556,38 @@ class Scheduler final : public Engine {
   }
 
   // ---------------------------------------------------------------- sampling and events
-  int32_t choose(RequestState& r, const std::vector<float>& logits) {
-    if (!r.sampler) {
+  // The request's sampling state, made at its first token choice: a request without a seed of its
+  // own takes the next of the run's seeds, in the order requests first choose.
+  SamplingState& sampling_state(RequestState& r) {
+    if (!r.sampling) {
       std::vector<int32_t> stop_ids = r.g.sampling.stop_token_ids;
       if (!r.g.sampling.ignore_eos) stop_ids.push_back(model_.config().eos_token_id);
       uint64_t seed = r.g.sampling.seed ? *r.g.sampling.seed : opt_.random_seed + 7919 * (++seed_counter_);
-      r.sampler = std::make_unique<Sampler>(r.g.sampling, seed, r.g.input_ids, stop_ids);
+      r.sampling.emplace(r.g.sampling, seed, r.g.input_ids, std::move(stop_ids));
     }
-    std::vector<float> scratch = logits;
-    int32_t tok = r.sampler->sample(scratch);
-    r.sampler->accept(tok);
-    return tok;
+    return *r.sampling;
   }
 
-  // Sends output_ids[from...] (each chosen from the matching logits row) as one event, applying the
-  // stop conditions token by token: tokens after a stop are dropped.
-  void deliver(const RequestPtr& r, size_t from, const std::vector<const std::vector<float>*>& logits) {
+  // The row asking for the log-probabilities the request reports.
+  static SamplingRow with_logprobs(const RequestState& r, SamplingRow row) {
+    row.want_logprob = r.g.return_logprob;
+    row.top_logprobs = r.g.return_logprob ? r.g.top_logprobs_num : 0;
+    return row;
+  }
+
+  // Chooses the next token of every request, reqs[i] from row i of logits, in one backend call,
+  // and records it in the request's sampling state.
+  std::vector<SampledToken> choose(const Tensor& logits, const std::vector<RequestState*>& reqs) {
+    std::vector<SamplingRow> rows;
+    for (RequestState* r : reqs) rows.push_back(with_logprobs(*r, sampling_state(*r).row()));
+    std::vector<SampledToken> picked = model_.backend().sample(logits, rows);
+    for (size_t i = 0; i < reqs.size(); ++i) reqs[i]->sampling->accept(picked[i].token);
+    return picked;
+  }
+
+  // Sends output_ids[from...] (picked[k] the choice of output_ids[from + k], with its logprobs) as
+  // one event, applying the stop conditions token by token: tokens after a stop are dropped.
+  void deliver(const RequestPtr& r, size_t from, std::span<const SampledToken> picked) {
     RequestOutput out;
     out.rid = r->g.rid;
     if (r->g.return_logprob && !r->sent_input_logprobs) {
@@ -547,9 +613,9 @@ class Scheduler final : public Engine {
       out.new_token_ids.push_back(tok);
       ++generation_tokens_;
       if (r->g.return_logprob) {
-        const auto& lg = *logits[i - from];
-        out.output_token_logprobs.push_back({token_logprob(lg, tok), tok});
-        out.output_top_logprobs.push_back(top_logprobs(lg, r->g.top_logprobs_num));
+        const SampledToken& c = picked[i - from];
+        out.output_token_logprobs.push_back({c.logprob, tok});
+        out.output_top_logprobs.push_back(c.top_logprobs);
       }
       const bool eos = !sp.ignore_eos && tok == cfg.eos_token_id;
       const bool listed = std::find(sp.stop_token_ids.begin(), sp.stop_token_ids.end(), tok) != sp.stop_token_ids.end();

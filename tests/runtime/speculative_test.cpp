@@ -202,6 +202,31 @@ TEST(Speculative, RandomModelsBatchesOfOneToThirtyTwoMatchPlainDecoding) {
   }
 }
 
+TEST(Speculative, PenaltiesAndMinNewTokensCountTheDraftPathAsPlainDecodingDoes) {
+  // Every verify row is chosen as if its ancestors had been accepted: under greedy choice with
+  // penalties, stop tokens suppressed until min_new_tokens and a logit bias, outputs equal plain
+  // decoding exactly.
+  const ModelConfig cfg = small_vocab_config(6);
+  auto reqs = random_batch(6, 6, 16, 41);
+  for (size_t i = 0; i < reqs.size(); ++i) {
+    SamplingParams& sp = reqs[i].sampling;
+    sp.repetition_penalty = i % 2 ? 1.4f : 1.0f;
+    sp.frequency_penalty = i % 3 == 0 ? 0.3f : 0.0f;
+    sp.presence_penalty = i % 3 == 1 ? 0.5f : 0.0f;
+    sp.logit_bias = {{int32_t(i % 6), 0.25f}};
+    sp.stop_token_ids = {int32_t((i + 2) % 6)};
+    sp.min_new_tokens = 8;
+  }
+  SpecHarness plain(std::make_unique<DummyWeights>(cfg, 21), cfg, 1, spec_options(0));
+  auto want = run_all(*plain.engine, reqs);
+  for (auto [steps, topk, draft] : kSettings) {
+    SpecHarness h(std::make_unique<DummyWeights>(cfg, 21), cfg, 1, spec_options(steps, 16, true, topk, draft));
+    auto got = run_all(*h.engine, reqs);
+    for (size_t i = 0; i < reqs.size(); ++i)
+      EXPECT_EQ(got[i], want[i]) << "request " << i << " steps " << steps << " topk " << topk;
+  }
+}
+
 TEST(Speculative, TightCacheRetractsWithoutChangingOutputs) {
   const ModelConfig cfg = small_vocab_config(6);
   auto reqs = random_batch(8, 6, 24, 77);

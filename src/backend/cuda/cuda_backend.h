@@ -2,8 +2,9 @@
 // are BF16 with float32 accumulation; linear layers run on cuBLASLt as BF16 products or, for FP8
 // checkpoints, as W8A8 block-scaled FP8 products; the router and the logits are float32.
 // Ops allocate their outputs from a caching pool (see memory/scratch_pool.h) and run on one
-// stream; decode forwards can be captured as CUDA graphs; host copies (to_host_f32) synchronise it. Kernels live in one folder per
-// family beside their launchers; this class only checks shapes, picks kernels and sizes scratch.
+// stream; decode forwards can be captured as CUDA graphs; host copies (to_host_f32) and token
+// choice (sample) synchronise the stream. Kernels live in one folder per family beside their
+// launchers; this class only checks shapes, picks kernels and sizes scratch.
 #pragma once
 #include <cuda_runtime.h>
 
@@ -102,6 +103,8 @@ class CudaBackend final : public Backend {
   void write_i32(Tensor& dst, const int32_t* src, int64_t rows, int64_t cols, int64_t src_ld) override;
   bool can_capture() const override { return true; }
   std::unique_ptr<CapturedForward> capture(const std::function<void()>& body) override;  // cuda_graph.cpp
+
+  std::vector<SampledToken> sample(const Tensor& logits, std::span<const SamplingRow> rows) override;  // cuda_ops_sampling.cpp
 
   void all_reduce_sum(Tensor& x) override;  // cuda_collective.cpp
   Tensor all_gather_cols(const Tensor& x) override;
