@@ -386,6 +386,41 @@ TEST_F(GpuOps, MlaDecodeKernelsOverV3Shapes) {
                      cuda::MlaDecodeKernel::Wmma);
 }
 
+// The absorbed attention recorded once in a CUDA graph sized for a 4096-token context, then replayed
+// after the sequence lengths change on the device (as decode graphs are): every split computes its
+// key range from seq_lens, empty splits included, and the merge runs inside the graph.
+TEST_F(GpuOps, MlaDecodeGraphReplayFollowsDeviceLengths) {
+  const int kr = 512, L = 576, B = 5;
+  for (int n : {16, 128}) {
+    BatchSpec spec = make_batch_spec(std::vector<std::pair<int, int>>(B, {1999, 1}), 64, rng);
+    AttentionBatch bg = make_batch(gpu(), spec);
+    bg.max_seq_len = 4096;
+    Pair cache = both(randn({spec.num_pages * 64, L}, rng));
+    Pair q = both(randn({B, n, L}, rng, 0.3f));
+    const float scale = 0.0723f;
+    Tensor og;
+    auto graph = gpu().capture([&] {
+      og = Tensor();
+      og = gpu().mla_attention_absorbed(q.g, cache.g, bg, kr, scale);
+    });
+    ASSERT_NE(graph, nullptr);
+    const auto ran = static_cast<cuda::CudaBackend&>(gpu()).last_mla_decode();
+    RecordProperty(("splits_n" + std::to_string(n)).c_str(), ran.num_splits);
+    for (const std::vector<int32_t>& lens : {std::vector<int32_t>{2000, 1, 64, 65, 700}, {3, 2000, 129, 1, 1000}}) {
+      gpu().write_i32(bg.seq_lens, lens.data(), 1, B, B);
+      graph->replay();
+      BatchSpec now = spec;
+      for (int i = 0; i < B; ++i) now.seqs[size_t(i)] = {lens[size_t(i)] - 1, 1};
+      AttentionBatch bc = make_batch(cpu(), now);
+      Tensor oc = cpu().mla_attention_absorbed(q.c, cache.c, bc, kr, scale);
+      const std::string tag = "n" + std::to_string(n) + "_len" + std::to_string(lens[1]);
+      const double err = rel_err(cpu(), oc, gpu(), og), row = worst_row_err(oc, og, kr);
+      expect_close(("err_" + tag).c_str(), err, kBf16Out);
+      expect_close(("row_err_" + tag).c_str(), row, 3e-2);
+    }
+  }
+}
+
 // Same ids per token (as sets) and the same weights; near-ties in the biased scores may flip.
 void compare_routes(GpuOps* self, const RouterOutput& c, const RouterOutput& g, int64_t T, int64_t K, const char* tag) {
   Tensor ic = cpu().to_host_f32(c.topk_ids), ig = gpu().to_host_f32(g.topk_ids);
