@@ -1,6 +1,7 @@
 // Timings of the CUDA backend's main ops at DeepSeek-V3 shapes, each beside the ceiling it is
-// bound by (measured here: device-to-device copy bandwidth, and cuBLASLt's BF16 rate on a large
-// square product). Prints one table row per op; asserts nothing but that the ops run.
+// bound by (measured in the same run by Backend::measure_ceilings: device-to-device copy bandwidth,
+// and cuBLASLt's BF16 rate on a large square product). Prints one table row per op; asserts
+// nothing but that the ops run. Run: build/tests/gpu/test_gpu --gtest_filter='GpuBench.*'.
 #include <gtest/gtest.h>
 
 #include <cuda_runtime.h>
@@ -73,25 +74,9 @@ class GpuBench : public ::testing::Test {
     if (g_ceil.gbs == 0) measure_ceilings();
   }
   static void measure_ceilings() {
-    const size_t bytes = size_t(2) << 30;
-    void *a, *b;
-    cudaMalloc(&a, bytes);
-    cudaMalloc(&b, bytes);
-    cudaMemset(a, 1, bytes);
-    cudaStream_t s = cg().stream();
-    double ms = time_ms([&] { cudaMemcpyAsync(b, a, bytes, cudaMemcpyDeviceToDevice, s); });
-    g_ceil.gbs = 2.0 * double(bytes) / ms / 1e6;
-    cudaFree(a);
-    cudaFree(b);
-    Rng rng(1);
-    const int64_t n = 8192;
-    LinearWeight w = gpu().make_linear(std::vector<WeightPart>{random_bf16_part(n, n, rng)}, LinearUse::Projection);
-    Tensor x = fast_random({n, n}, 2);
-    ms = time_ms([&] {
-      gpu().begin_forward();
-      gpu().linear(x, w);
-    });
-    g_ceil.tflops = 2.0 * double(n) * n * n / ms / 1e9;
+    const DeviceCeilings c = gpu().measure_ceilings();
+    g_ceil.gbs = c.copy_gbs;
+    g_ceil.tflops = c.bf16_tflops;
     std::printf("[ bench    ] ceilings: copy %.0f GB/s (read + write), bf16 cuBLASLt 8192^3 %.0f TFLOP/s\n", g_ceil.gbs,
                 g_ceil.tflops);
   }
@@ -130,25 +115,66 @@ TEST_F(GpuBench, NormRopeSilu) {
   row("silu_mul", "4096x2x18432", ms, 0, 3.0 * T * 18432 * 2);
 }
 
+// Absorbed MLA decode over a paged (64-slot pages) V3 latent cache: the mma.sync kernel (default)
+// beside the WMMA kernel it replaced. A call (attention + merge of splits) is timed as replays of a
+// recorded CUDA graph, as decode runs, rotating over enough copies of the inputs that they do not
+// stay in L2. Bandwidth counts each sequence's cached bytes once; FLOPs are 2 * ctx * heads *
+// (576 + 512) per token. The last case is a graph sized for a 32k context replayed on short
+// sequences (most splits empty). Filter: --gtest_filter=GpuBench.MlaDecode.
+TEST_F(GpuBench, MlaDecode) {
+  const int kr = 512, L = 576, page = 64;
+  struct Case {
+    int B, ctx, heads, max_seq_len;
+  };
+  for (const Case cs : {Case{64, 4096, 16, 0}, Case{64, 4096, 128, 0}, Case{8, 4096, 16, 0}, Case{1, 32768, 128, 0},
+                        Case{64, 100, 16, 32768}}) {
+    const double cache_bytes = double(cs.B) * cs.ctx * L * 2, flops = 2.0 * cs.B * cs.ctx * cs.heads * (L + kr);
+    const int copies = int(std::clamp(std::ceil(256e6 / cache_bytes), 1.0, 8.0));
+    std::vector<AttentionBatch> batches;
+    std::vector<Tensor> caches, qs;
+    for (int c = 0; c < copies; ++c) {
+      BatchSpec spec = make_batch_spec(std::vector<std::pair<int, int>>(size_t(cs.B), {cs.ctx - 1, 1}), page, rng);
+      batches.push_back(make_batch(gpu(), spec));
+      batches.back().max_seq_len = cs.max_seq_len;
+      caches.push_back(fast_random({spec.num_pages * page, L}, 100 + uint64_t(c)));
+      qs.push_back(fast_random({cs.B, int64_t(cs.heads) * L}, 200 + uint64_t(c), 0.3f).unflatten(1, cs.heads, L));
+    }
+    char shape[64];
+    std::snprintf(shape, sizeof(shape), "B=%d ctx=%d h=%d%s", cs.B, cs.ctx, cs.heads,
+                  cs.max_seq_len ? " graph@32k" : "");
+    double ms_of[2] = {0, 0};
+    for (auto k : {cuda::MlaDecodeKernel::Mma, cuda::MlaDecodeKernel::Wmma}) {
+      cg().set_mla_decode_kernel(k);
+      std::vector<std::unique_ptr<CapturedForward>> graphs;
+      Tensor out;
+      for (int c = 0; c < copies; ++c)
+        graphs.push_back(gpu().capture([&] {
+          out = Tensor();
+          out = gpu().mla_attention_absorbed(qs[size_t(c)], caches[size_t(c)], batches[size_t(c)], kr, 0.07f);
+        }));
+      const auto ran = cg().last_mla_decode();
+      const int rounds = std::max(1, 40 / copies);
+      const double ms = time_ms([&] {
+        for (int r = 0; r < rounds; ++r)
+          for (auto& g : graphs) g->replay();
+      }, 7) / (rounds * copies);
+      ms_of[k == cuda::MlaDecodeKernel::Mma ? 0 : 1] = ms;
+      const double gbs = cache_bytes / ms / 1e6, tf = flops / ms / 1e9;
+      std::printf("[ bench    ] mla decode %-6s %-28s splits %2d %9.4f ms  %6.0f GB/s (%3.0f%% of copy %.0f)  "
+                  "%6.1f TFLOP/s (%3.0f%% of bf16 %.0f)\n",
+                  cuda::mla_decode_kernel_name(ran.kernel), shape, ran.num_splits, ms, gbs, 100 * gbs / g_ceil.gbs,
+                  g_ceil.gbs, tf, 100 * tf / g_ceil.tflops, g_ceil.tflops);
+      const std::string name = std::string("mla decode ") + cuda::mla_decode_kernel_name(ran.kernel) + " " + shape;
+      ::testing::Test::RecordProperty(name, std::to_string(ms) + " ms, " + std::to_string(100 * gbs / g_ceil.gbs) +
+                                                "% of copy, " + std::to_string(100 * tf / g_ceil.tflops) + "% of bf16");
+    }
+    std::printf("[ bench    ] mla decode %-35s mma is %.2fx the speed of wmma\n", shape, ms_of[1] / ms_of[0]);
+    cg().set_mla_decode_kernel(cuda::MlaDecodeKernel::Mma);
+  }
+}
+
 TEST_F(GpuBench, MlaAttention) {
   const int n = 128, dn = 128, dr = 64, dv = 128, kr = 512, L = kr + dr;
-  {  // Decode: 64 sequences of 4096 cached tokens, one query each.
-    std::vector<std::pair<int, int>> seqs(64, {4095, 1});
-    BatchSpec spec = make_batch_spec(seqs, 64, rng);
-    AttentionBatch b = make_batch(gpu(), spec);
-    Tensor cache = fast_random({spec.num_pages * 64, L}, 3);
-    Tensor q = to_backend(gpu(), randn({64, n, L}, rng, 0.3f));
-    for (bool tc : {true, false}) {
-      cg().set_tensor_core_attention(tc);
-      double ms = time_ms([&] {
-        gpu().begin_forward();
-        gpu().mla_attention_absorbed(q, cache, b, kr, 0.07f);
-      });
-      row(tc ? "mla absorbed wmma" : "mla absorbed scalar", "B=64 ctx=4096 h=128", ms, 2.0 * 64 * 4096 * n * (L + kr),
-          64.0 * 4096 * L * 2);
-    }
-    cg().set_tensor_core_attention(true);
-  }
   {  // Prefill: one sequence of 4096 tokens.
     const int T = 4096;
     BatchSpec spec = make_batch_spec({{0, T}}, 64, rng);
@@ -166,18 +192,6 @@ TEST_F(GpuBench, MlaAttention) {
           2.0 * n * (double(T) * T / 2) * (dn + dr + dv), double(T) * n * (dn + dr + dn + dv + dv) * 2);
     }
     cg().set_tensor_core_attention(true);
-    {  // Decode with one long context: the split-K path.
-      std::vector<std::pair<int, int>> one(1, {32767, 1});
-      BatchSpec s1 = make_batch_spec(one, 64, rng);
-      AttentionBatch b1 = make_batch(gpu(), s1);
-      Tensor c1 = fast_random({s1.num_pages * 64, L}, 13);
-      Tensor q1 = fast_random({1, n * L}, 14, 0.3f).unflatten(1, n, L);
-      double ms = time_ms([&] {
-        gpu().begin_forward();
-        gpu().mla_attention_absorbed(q1, c1, b1, kr, 0.07f);
-      });
-      row("mla absorbed wmma", "B=1 ctx=32768 h=128", ms, 2.0 * 32768 * n * (L + kr), 32768.0 * L * 2);
-    }
   }
 }
 

@@ -277,33 +277,147 @@ TEST_F(GpuOps, MlaExpandedCausalWithPrefixes) {
   }
 }
 
-TEST_F(GpuOps, MlaAbsorbedOverPagedCache) {
-  struct Case {
-    int n, kr, dr, page_size;
-    std::vector<std::pair<int, int>> seqs;
-    int key_shift = 0;
-    bool tree = false;
-    const char* name;
-  };
-  for (const Case& cs : {Case{128, 512, 64, 16, {{0, 1}, {16, 1}, {299, 1}, {1200, 1}, {40, 3}}, 0, false, "decode"},
-                         Case{128, 512, 64, 1, {{2047, 1}}, 0, false, "ps1"},
-                         Case{4, 128, 32, 16, {{0, 5}, {77, 1}, {500, 2}}, 0, false, "tiny"},
-                         Case{128, 512, 64, 16, {{40, 6}, {0, 3}, {700, 4}}, 0, true, "tree_verify"},
-                         Case{4, 128, 32, 16, {{30, 1}, {0, 4}}, 1, false, "mtp_shift"}}) {
-    BatchSpec spec = make_batch_spec(cs.seqs, cs.page_size, rng, cs.key_shift, cs.tree);
-    AttentionBatch bc = make_batch(cpu(), spec), bg = make_batch(gpu(), spec);
-    const int64_t T = bc.num_tokens, L = cs.kr + cs.dr, slots = spec.num_pages * cs.page_size;
-    Pair cache = both(randn({slots, L}, rng));
-    Pair q = both(randn({T, cs.n, L}, rng, 0.3f));
-    const float scale = 0.0723f;
-    Tensor oc = cpu().mla_attention_absorbed(q.c, cache.c, bc, cs.kr, scale);
-    for (bool tc : {true, false}) {
-      static_cast<cuda::CudaBackend&>(gpu()).set_tensor_core_attention(tc);
-      Tensor og = gpu().mla_attention_absorbed(q.g, cache.g, bg, cs.kr, scale);
-      expect_close((std::string(tc ? "tc_err_" : "simple_err_") + cs.name).c_str(), rel_err(cpu(), oc, gpu(), og),
-                   kBf16Out);
+// Worst relative error of one output row (one head of one token): a wrong head, token or split
+// that the norm over the whole output would dilute.
+double worst_row_err(const Tensor& ref_dev, const Tensor& got_dev, int64_t row_len) {
+  Tensor ref = cpu().to_host_f32(ref_dev), got = gpu().to_host_f32(got_dev);
+  double worst = 0;
+  for (int64_t r = 0; r * row_len < ref.numel(); ++r) {
+    double num = 0, den = 0;
+    for (int64_t c = 0; c < row_len; ++c) {
+      const double a = ref.ptr<float>()[r * row_len + c], b = got.ptr<float>()[r * row_len + c];
+      num += (a - b) * (a - b);
+      den += a * a;
     }
-    static_cast<cuda::CudaBackend&>(gpu()).set_tensor_core_attention(true);
+    if (!std::isfinite(num)) return INFINITY;
+    worst = std::max(worst, std::sqrt(num / std::max(den, 1e-30)));
+  }
+  return worst;
+}
+
+// Decode batches of `count` sequences of random lengths in [1, max_len] (one new token each),
+// starting with the given edge lengths.
+std::vector<std::pair<int, int>> decode_seqs(int count, int max_len, std::vector<int> edges, Rng& rng) {
+  std::vector<std::pair<int, int>> seqs;
+  for (int len : edges) seqs.push_back({len - 1, 1});
+  while (int(seqs.size()) < count) seqs.push_back({int(rng() % uint64_t(max_len)), 1});
+  return seqs;
+}
+
+struct MlaCase {
+  const char* name;
+  int n, kr, dr, page_size;
+  std::vector<std::pair<int, int>> seqs;  // (cached prefix, new tokens)
+  int key_shift = 0;
+  bool tree = false;
+  int max_seq_len = 0;  // as a captured forward sets it (0: the batch's longest)
+  float scale = 0.0723f;
+};
+
+// Every absorbed kernel (mma.sync, WMMA, scalar) against the CPU backend on the same inputs.
+void check_mla_absorbed(const MlaCase& cs, Rng& rng, cuda::MlaDecodeKernel expect_default) {
+  auto& cg = static_cast<cuda::CudaBackend&>(gpu());
+  BatchSpec spec = make_batch_spec(cs.seqs, cs.page_size, rng, cs.key_shift, cs.tree);
+  AttentionBatch bc = make_batch(cpu(), spec), bg = make_batch(gpu(), spec);
+  bg.max_seq_len = cs.max_seq_len;
+  const int64_t T = bc.num_tokens, L = cs.kr + cs.dr, slots = spec.num_pages * cs.page_size;
+  Pair cache = both(randn({slots, L}, rng));
+  Pair q = both(randn({T, cs.n, L}, rng, 0.3f));
+  Tensor oc = cpu().mla_attention_absorbed(q.c, cache.c, bc, cs.kr, cs.scale);
+  for (auto k : {cuda::MlaDecodeKernel::Mma, cuda::MlaDecodeKernel::Wmma, cuda::MlaDecodeKernel::Scalar}) {
+    cg.set_mla_decode_kernel(k);
+    Tensor og = gpu().mla_attention_absorbed(q.g, cache.g, bg, cs.kr, cs.scale);
+    const auto ran = cg.last_mla_decode();
+    const std::string tag = std::string(cuda::mla_decode_kernel_name(k)) + "_" + cs.name;
+    if (k == cuda::MlaDecodeKernel::Mma) {
+      EXPECT_EQ(int(ran.kernel), int(expect_default)) << tag;
+    }
+    ::testing::Test::RecordProperty(("splits_" + tag).c_str(), ran.num_splits);
+    const double err = rel_err(cpu(), oc, gpu(), og), row = worst_row_err(oc, og, cs.kr);
+    ::testing::Test::RecordProperty(("err_" + tag).c_str(), std::to_string(err));
+    ::testing::Test::RecordProperty(("row_err_" + tag).c_str(), std::to_string(row));
+    EXPECT_LE(err, kBf16Out) << tag << " (" << ran.num_splits << " splits)";
+    EXPECT_LE(row, 3e-2) << tag << " (" << ran.num_splits << " splits): worst row";
+  }
+  cg.set_mla_decode_kernel(cuda::MlaDecodeKernel::Mma);
+}
+
+TEST_F(GpuOps, MlaAbsorbedOverPagedCache) {
+  for (const MlaCase& cs : {MlaCase{"decode", 128, 512, 64, 16, {{0, 1}, {16, 1}, {299, 1}, {1200, 1}, {40, 3}}},
+                            MlaCase{"ps1", 128, 512, 64, 1, {{2047, 1}}},
+                            MlaCase{"tiny", 4, 128, 32, 16, {{0, 5}, {77, 1}, {500, 2}}},
+                            MlaCase{"tree_verify", 128, 512, 64, 16, {{40, 6}, {0, 3}, {700, 4}}, 0, true},
+                            MlaCase{"mtp_shift", 4, 128, 32, 16, {{30, 1}, {0, 4}}, 1}})
+    check_mla_absorbed(cs, rng, cuda::MlaDecodeKernel::Mma);
+}
+
+// The mma.sync kernel's two block shapes (16 heads, 64 heads) over V3's latent: batches of 1..64
+// sequences of mixed lengths (1..5000) on pages of 1, 16 and 64 slots, odd head counts (padded head
+// tiles), multi-token causal queries, tree masks, the MTP cache's key shift, a peaked softmax, and
+// the many splits a captured forward sizes for its context length on short sequences (empty splits).
+TEST_F(GpuOps, MlaDecodeKernelsOverV3Shapes) {
+  const std::vector<int> edges{1, 2, 63, 64, 65, 127, 128, 129, 5000};
+  const std::vector<std::pair<int, int>> short_seqs{{0, 1}, {5, 1}, {70, 1}, {200, 2}, {1000, 1}};
+  const MlaCase cases[] = {
+      {"h16_b64_ps64", 16, 512, 64, 64, decode_seqs(64, 5000, edges, rng)},
+      {"h128_b24_ps16", 128, 512, 64, 16, decode_seqs(24, 1500, {1, 64, 65, 1500}, rng)},
+      {"h128_long_ps64", 128, 512, 64, 64, {{4999, 1}, {3000, 1}}},
+      {"h16_b1_ps64", 16, 512, 64, 64, {{4095, 1}}},
+      {"h20_ps1", 20, 512, 64, 1, {{0, 1}, {62, 1}, {63, 1}, {999, 1}, {2500, 1}}},
+      {"h80_ps16", 80, 512, 64, 16, {{100, 1}, {700, 1}}},
+      {"h12_ps16", 12, 512, 64, 16, {{100, 1}, {1700, 1}}},
+      {"causal_h16", 16, 512, 64, 16, {{0, 5}, {40, 6}, {700, 4}, {127, 3}, {63, 2}}},
+      {"causal_h128", 128, 512, 64, 64, {{0, 4}, {500, 3}, {63, 2}, {1, 1}}},
+      {"tree_h16", 16, 512, 64, 16, {{40, 6}, {0, 3}, {700, 4}, {300, 8}}, 0, true},
+      {"tree_h128", 128, 512, 64, 64, {{40, 6}, {0, 3}, {700, 4}}, 0, true},
+      {"shift1_h16", 16, 512, 64, 16, {{30, 1}, {0, 4}, {900, 1}}, 1},
+      {"shift1_h128", 128, 512, 64, 64, {{100, 2}, {63, 1}}, 1},
+      {"splits_short_h16", 16, 512, 64, 64, short_seqs, 0, false, 32768},
+      {"splits_short_h128", 128, 512, 64, 16, short_seqs, 0, false, 32768},
+      {"splits_short_tree_h16", 16, 512, 64, 1, {{40, 6}, {0, 3}}, 0, true, 32768},
+      {"peaked_h128", 128, 512, 64, 64, {{2000, 1}, {300, 2}}, 0, false, 0, 0.5f},
+      {"peaked_h16", 16, 512, 64, 16, {{2000, 1}, {4000, 1}}, 0, false, 0, 0.5f},
+      {"tiny_h4_splits_ps1", 4, 128, 32, 1, {{0, 5}, {77, 1}, {500, 2}}, 0, false, 4096},
+      {"tiny_h20_tree", 20, 128, 32, 16, {{30, 4}, {200, 2}}, 0, true},
+  };
+  for (const MlaCase& cs : cases) check_mla_absorbed(cs, rng, cuda::MlaDecodeKernel::Mma);
+  // A shape the mma.sync kernel does not take hands the call to the WMMA kernel.
+  check_mla_absorbed(MlaCase{"fallback_kr64", 8, 64, 32, 16, {{50, 1}, {300, 2}}}, rng,
+                     cuda::MlaDecodeKernel::Wmma);
+}
+
+// The absorbed attention recorded once in a CUDA graph sized for a 4096-token context, then replayed
+// after the sequence lengths change on the device (as decode graphs are): every split computes its
+// key range from seq_lens, empty splits included, and the merge runs inside the graph.
+TEST_F(GpuOps, MlaDecodeGraphReplayFollowsDeviceLengths) {
+  const int kr = 512, L = 576, B = 5;
+  for (int n : {16, 128}) {
+    BatchSpec spec = make_batch_spec(std::vector<std::pair<int, int>>(B, {1999, 1}), 64, rng);
+    AttentionBatch bg = make_batch(gpu(), spec);
+    bg.max_seq_len = 4096;
+    Pair cache = both(randn({spec.num_pages * 64, L}, rng));
+    Pair q = both(randn({B, n, L}, rng, 0.3f));
+    const float scale = 0.0723f;
+    Tensor og;
+    auto graph = gpu().capture([&] {
+      og = Tensor();
+      og = gpu().mla_attention_absorbed(q.g, cache.g, bg, kr, scale);
+    });
+    ASSERT_NE(graph, nullptr);
+    const auto ran = static_cast<cuda::CudaBackend&>(gpu()).last_mla_decode();
+    RecordProperty(("splits_n" + std::to_string(n)).c_str(), ran.num_splits);
+    for (const std::vector<int32_t>& lens : {std::vector<int32_t>{2000, 1, 64, 65, 700}, {3, 2000, 129, 1, 1000}}) {
+      gpu().write_i32(bg.seq_lens, lens.data(), 1, B, B);
+      graph->replay();
+      BatchSpec now = spec;
+      for (int i = 0; i < B; ++i) now.seqs[size_t(i)] = {lens[size_t(i)] - 1, 1};
+      AttentionBatch bc = make_batch(cpu(), now);
+      Tensor oc = cpu().mla_attention_absorbed(q.c, cache.c, bc, kr, scale);
+      const std::string tag = "n" + std::to_string(n) + "_len" + std::to_string(lens[1]);
+      const double err = rel_err(cpu(), oc, gpu(), og), row = worst_row_err(oc, og, kr);
+      expect_close(("err_" + tag).c_str(), err, kBf16Out);
+      expect_close(("row_err_" + tag).c_str(), row, 3e-2);
+    }
   }
 }
 

@@ -16,6 +16,7 @@
 #include "backend/backend.h"
 #include "backend/cuda/gemm/cublaslt_gemm.h"
 #include "backend/cuda/memory/scratch_pool.h"
+#include "backend/cuda/mla_decode/mla_absorbed.h"
 
 namespace dsserve::cuda {
 
@@ -116,9 +117,21 @@ class CudaBackend final : public Backend {
   static std::string describe(const LinearWeight& w);
   static std::string describe(const ExpertWeights& w);
   int device_index() const { return device_; }
-  // Attention kernels: tensor-core (WMMA) versions where the shapes allow (default), or the
-  // scalar reference kernels (tests check both against the CPU backend).
-  void set_tensor_core_attention(bool on) { tensor_core_attention_ = on; }
+  // Attention kernels: tensor-core versions where the shapes allow (default), or the scalar
+  // reference kernels (tests check each against the CPU backend). set_tensor_core_attention sets
+  // both families (absorbed: the mma.sync kernel, or the scalar one); set_mla_decode_kernel picks
+  // any absorbed kernel (a kernel that cannot take a call's shapes hands it to the next one).
+  void set_tensor_core_attention(bool on) {
+    tensor_core_attention_ = on;
+    mla_decode_kernel_ = on ? MlaDecodeKernel::Mma : MlaDecodeKernel::Scalar;
+  }
+  void set_mla_decode_kernel(MlaDecodeKernel k) { mla_decode_kernel_ = k; }
+  // The kernel and split count of the last mla_attention_absorbed call (for tests and benchmarks).
+  struct MlaDecodeLaunch {
+    MlaDecodeKernel kernel = MlaDecodeKernel::Mma;
+    int num_splits = 0;
+  };
+  MlaDecodeLaunch last_mla_decode() const { return last_mla_decode_; }
   // Routed experts: Auto runs batches of at most kMoeGroupedMaxPairs (token, expert) pairs on the
   // device-side grouped products (no host synchronisation: capturable) and larger ones on cuBLASLt
   // (one product per active expert, after reading the counts back); tests and benchmarks force one.
@@ -146,6 +159,8 @@ class CudaBackend final : public Backend {
 
   int device_ = 0;
   bool tensor_core_attention_ = true;
+  MlaDecodeKernel mla_decode_kernel_ = MlaDecodeKernel::Mma;
+  MlaDecodeLaunch last_mla_decode_;
   cudaStream_t stream_ = nullptr;
   std::unique_ptr<LtGemm> gemm_;
   ScratchPool scratch_{"scratch memory of the ops"};

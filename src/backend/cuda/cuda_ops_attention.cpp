@@ -105,8 +105,7 @@ Tensor CudaBackend::mla_attention_absorbed(const Tensor& q_in, const Tensor& cac
   DS_CHECK(cache.size(1) == L && kr < L, "mla_attention_absorbed: query width {} vs cache width {} (kv_lora_rank {})",
            L, cache.size(1), kr);
   DS_CHECK(T == b.num_tokens, "mla_attention_absorbed: {} queries for a batch of {} tokens", T, b.num_tokens);
-  Tensor q = as_dtype(q_in, DType::BF16, false);
-  if (q.stride(0) % 2 || q.stride(1) % 2) q = contiguous(q);
+  Tensor q = as_dtype(q_in, DType::BF16, true);  // 16-byte aligned rows, as the tensor-core kernels read them
   Tensor c = cache.dtype() == DType::BF16 ? cache : as_dtype(cache, DType::BF16, false);
   Tensor out = scratch(DType::BF16, {T, n, kr});
   if (T == 0) return out;
@@ -131,9 +130,11 @@ Tensor CudaBackend::mla_attention_absorbed(const Tensor& q_in, const Tensor& cac
     p.mask_cols = b.mask_cols.ptr<int32_t>();
   }
   p.scale = scale;
-  p.tensor_cores = tensor_core_attention_;
-  p.num_splits = mla_absorbed_num_splits(int(T), int(n), max_len, p.tensor_cores);
   p.out = out.data();
+  p.kernel = mla_decode_kernel_;
+  p.kernel = mla_absorbed_kernel_for(p);
+  p.num_splits = mla_absorbed_num_splits(int(T), int(n), int(kr), max_len, p.kernel);
+  last_mla_decode_ = {p.kernel, p.num_splits};
   Tensor part_out, part_ml;
   if (p.num_splits > 1) {
     part_out = scratch(DType::F32, {p.num_splits, T, n, kr});

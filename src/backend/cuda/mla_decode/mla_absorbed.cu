@@ -1,5 +1,6 @@
-// Absorbed (decode) MLA attention kernels (see mla_absorbed.h). One block of 8 warps per
-// (query token, group of 8 heads, key split); warp w owns head 8g + w. Tiles of 32 cached latent
+// Absorbed (decode) MLA attention: the scalar reference kernel, the merge of split results shared by
+// all kernels, and the dispatch between kernels (see mla_absorbed.h). Scalar kernel: one block of 8
+// warps per (query token, group of 8 heads, key split); warp w owns head 8g + w. Tiles of 32 cached latent
 // rows are staged in shared memory once per block and read by all 8 heads: each lane scores one
 // key of the tile against its warp's head, the warp runs the online softmax in registers, then
 // each lane accumulates kv_rank / 64 column pairs of the output. Scalar float32 arithmetic.
@@ -152,33 +153,78 @@ __global__ void __launch_bounds__(kThreads) mla_absorbed_kernel(MlaAbsorbedParam
   }
 }
 
-// out[t, h, :] = sum_s w_s part_out[s, t, h, :] / sum_s w_s l_s with w_s = 2^(m_s - max m).
-__global__ void mla_combine_kernel(MlaAbsorbedParams p) {
-  const int64_t th = blockIdx.x;
-  const int64_t stride = int64_t(p.num_tokens) * p.heads;
+// out[t, h, :] = sum_s w_s part_out[s, t, h, :] / sum_s w_s l_s with w_s = 2^(m_s - max m), over the
+// splits that saw a key (m_s > -inf; the others' part_out is never read). One warp per (t, h) row.
+constexpr int kCombineWarps = 4;
+__global__ void __launch_bounds__(32 * kCombineWarps) mla_combine_kernel(MlaAbsorbedParams p) {
+  asm volatile("griddepcontrol.wait;\n" ::: "memory");  // the attention grid's results are complete
+  const int64_t rows = int64_t(p.num_tokens) * p.heads;
+  const int64_t row = int64_t(blockIdx.x) * kCombineWarps + (threadIdx.x >> 5);
+  const int lane = threadIdx.x & 31;
+  if (row >= rows) return;
+  const float* ml = p.part_ml + row * 2;
   float mx = -INFINITY;
-  for (int s = 0; s < p.num_splits; ++s) mx = fmaxf(mx, p.part_ml[(s * stride + th) * 2]);
+  for (int s = lane; s < p.num_splits; s += 32) mx = fmaxf(mx, ml[s * rows * 2]);
+  mx = warp_max(mx);
   float denom = 0.0f;
-  for (int s = 0; s < p.num_splits; ++s) {
-    float ms = p.part_ml[(s * stride + th) * 2];
-    if (ms != -INFINITY) denom += exp2f(ms - mx) * p.part_ml[(s * stride + th) * 2 + 1];
+  for (int s = lane; s < p.num_splits; s += 32) {
+    const float m = ml[s * rows * 2];
+    if (m != -INFINITY) denom += exp2f(m - mx) * ml[s * rows * 2 + 1];
   }
+  denom = warp_sum(denom);
   const float inv = denom > 0.0f ? 1.0f / denom : 0.0f;
-  bf16* out = static_cast<bf16*>(p.out) + th * p.kv_rank;
-  for (int c = threadIdx.x; c < p.kv_rank; c += blockDim.x) {
-    float v = 0.0f;
-    for (int s = 0; s < p.num_splits; ++s) {
-      float ms = p.part_ml[(s * stride + th) * 2];
-      if (ms != -INFINITY) v += exp2f(ms - mx) * p.part_out[(s * stride + th) * p.kv_rank + c];
+  const int vecs = p.kv_rank / 4;  // float4 columns of a row; lane handles lane, lane + 32, ...
+  float4 acc[kMaxPairsPerLane / 2];
+#pragma unroll
+  for (int j = 0; j < kMaxPairsPerLane / 2; ++j) acc[j] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+  for (int s = 0; s < p.num_splits; ++s) {
+    const float m = ml[s * rows * 2];
+    if (m == -INFINITY) continue;  // the same for every lane
+    const float w = exp2f(m - mx) * inv;
+    const float4* src = reinterpret_cast<const float4*>(p.part_out + (s * rows + row) * p.kv_rank);
+#pragma unroll
+    for (int j = 0; j < kMaxPairsPerLane / 2; ++j) {
+      const int c = lane + 32 * j;
+      if (c < vecs) {
+        const float4 v = src[c];
+        acc[j].x += w * v.x, acc[j].y += w * v.y, acc[j].z += w * v.z, acc[j].w += w * v.w;
+      }
     }
-    out[c] = __float2bfloat16_rn(v * inv);
+  }
+  bf16* out = static_cast<bf16*>(p.out) + row * p.kv_rank;
+#pragma unroll
+  for (int j = 0; j < kMaxPairsPerLane / 2; ++j) {
+    const int c = lane + 32 * j;
+    if (c < vecs) {
+      __nv_bfloat162 lo = __floats2bfloat162_rn(acc[j].x, acc[j].y), hi = __floats2bfloat162_rn(acc[j].z, acc[j].w);
+      uint2 v;
+      v.x = *reinterpret_cast<uint32_t*>(&lo);
+      v.y = *reinterpret_cast<uint32_t*>(&hi);
+      *reinterpret_cast<uint2*>(out + 4 * c) = v;
+    }
   }
 }
 
 }  // namespace
 
-int mla_absorbed_num_splits(int num_tokens, int heads, int max_seq_len, bool tensor_cores) {
-  const int per_block = tensor_cores ? 64 : kHeadsPerBlock;  // heads per block of each kernel
+const char* mla_decode_kernel_name(MlaDecodeKernel k) {
+  switch (k) {
+    case MlaDecodeKernel::Mma: return "mma";
+    case MlaDecodeKernel::Wmma: return "wmma";
+    case MlaDecodeKernel::Scalar: return "scalar";
+  }
+  return "?";
+}
+
+MlaDecodeKernel mla_absorbed_kernel_for(const MlaAbsorbedParams& p) {
+  if (p.kernel == MlaDecodeKernel::Mma && mla_decode_mma_supports(p)) return MlaDecodeKernel::Mma;
+  if (p.kernel != MlaDecodeKernel::Scalar && mla_absorbed_tc_supports(p)) return MlaDecodeKernel::Wmma;
+  return MlaDecodeKernel::Scalar;
+}
+
+int mla_absorbed_num_splits(int num_tokens, int heads, int kv_rank, int max_seq_len, MlaDecodeKernel kernel) {
+  if (kernel == MlaDecodeKernel::Mma) return mla_decode_mma_num_splits(num_tokens, heads, kv_rank, max_seq_len);
+  const int per_block = kernel == MlaDecodeKernel::Wmma ? 64 : kHeadsPerBlock;  // heads per block of each kernel
   const int groups = (heads + per_block - 1) / per_block;
   const int blocks = std::max(1, num_tokens * groups);
   int by_len = (max_seq_len + 255) / 256;           // at least 256 keys per split
@@ -189,25 +235,43 @@ int mla_absorbed_num_splits(int num_tokens, int heads, int max_seq_len, bool ten
 cudaError_t launch_mla_absorbed(const MlaAbsorbedParams& p, cudaStream_t stream) {
   if (p.num_tokens == 0 || p.heads == 0) return cudaSuccess;
   if (p.latent % 8 || p.latent > 640 || p.kv_rank % 64 || p.kv_rank > 64 * kMaxPairsPerLane ||
-      p.kv_rank >= p.latent || p.cache_stride % 8 || p.q_stride_t % 2 || p.q_stride_h % 2 || p.num_splits < 1)
+      p.kv_rank >= p.latent || p.cache_stride % 8 || p.q_stride_t % 2 || p.q_stride_h % 2 || p.num_splits < 1 ||
+      p.num_splits > kMaxSplits || p.kernel != mla_absorbed_kernel_for(p))
     return cudaErrorInvalidValue;
   cudaError_t e = cudaSuccess;
-  if (p.tensor_cores && launch_mla_absorbed_tc(p, stream, &e)) {
+  if (p.kernel == MlaDecodeKernel::Mma) {
+    e = launch_mla_decode_mma(p, stream);
+  } else if (p.kernel == MlaDecodeKernel::Wmma) {
+    e = launch_mla_absorbed_tc(p, stream);
+  } else {
+    const size_t bytes = smem_bytes(p.latent);
+    e = cudaFuncSetAttribute(mla_absorbed_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes));
     if (e != cudaSuccess) return e;
-    return p.num_splits > 1 ? launch_mla_combine(p, stream) : cudaSuccess;
+    dim3 grid(unsigned(p.num_tokens), unsigned(ceil_div(p.heads, kHeadsPerBlock)), unsigned(p.num_splits));
+    mla_absorbed_kernel<<<grid, kThreads, bytes, stream>>>(p);
+    e = cudaGetLastError();
   }
-  const size_t bytes = smem_bytes(p.latent);
-  e = cudaFuncSetAttribute(mla_absorbed_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes));
   if (e != cudaSuccess) return e;
-  dim3 grid(unsigned(p.num_tokens), unsigned(ceil_div(p.heads, kHeadsPerBlock)), unsigned(p.num_splits));
-  mla_absorbed_kernel<<<grid, kThreads, bytes, stream>>>(p);
-  if ((e = cudaGetLastError()) != cudaSuccess) return e;
   return p.num_splits > 1 ? launch_mla_combine(p, stream) : cudaSuccess;
 }
 
 cudaError_t launch_mla_combine(const MlaAbsorbedParams& p, cudaStream_t stream) {
-  mla_combine_kernel<<<unsigned(int64_t(p.num_tokens) * p.heads), 128, 0, stream>>>(p);
-  return cudaGetLastError();
+  const int64_t rows = int64_t(p.num_tokens) * p.heads;
+  cudaLaunchConfig_t cfg{};
+  cfg.gridDim = dim3(unsigned(ceil_div(rows, kCombineWarps)));
+  cfg.blockDim = dim3(32 * kCombineWarps);
+  cfg.dynamicSmemBytes = 0;
+  cfg.stream = stream;
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr[0].val.programmaticStreamSerializationAllowed = 1;
+  cfg.attrs = attr;
+  cfg.numAttrs = 1;
+  if (cudaLaunchKernelEx(&cfg, mla_combine_kernel, p) == cudaSuccess) return cudaSuccess;
+  cudaGetLastError();  // a driver without programmatic launches: an ordinary launch
+  cfg.numAttrs = 0;
+  cudaError_t e = cudaLaunchKernelEx(&cfg, mla_combine_kernel, p);
+  return e != cudaSuccess ? e : cudaGetLastError();
 }
 
 }  // namespace dsserve::cuda

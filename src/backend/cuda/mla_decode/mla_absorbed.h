@@ -1,13 +1,21 @@
 // Absorbed MLA attention for decode / verify: multi-query attention of every head's latent-space
 // query (kv_lora_rank + rope dims) over the paged 576-wide latent cache (one shared "KV head"),
-// values being the first kv_lora_rank columns. Causal within each sequence. Long key ranges are
-// split across blocks (flash-decoding) and merged by a second kernel.
+// values being the first kv_lora_rank columns. Causal within each sequence, or a speculative tree
+// mask. Long key ranges are split across blocks (flash-decoding) and merged by a second kernel.
+// Three kernels compute it (README.md): mma.sync (default), WMMA, and the scalar reference.
 #pragma once
 #include <cuda_runtime.h>
 
 #include <cstdint>
 
 namespace dsserve::cuda {
+
+// Which kernel runs an absorbed attention. A kernel that cannot take the shapes hands over to the
+// next one (Mma -> Wmma -> Scalar); see mla_absorbed_kernel_for.
+enum class MlaDecodeKernel { Mma, Wmma, Scalar };
+const char* mla_decode_kernel_name(MlaDecodeKernel k);  // "mma", "wmma", "scalar"
+
+constexpr int kMaxSplits = 64;  // upper bound of num_splits (partial buffers are sized by it)
 
 struct MlaAbsorbedParams {
   const void* q;               // [tokens, heads, latent] BF16, strided by (q_stride_t, q_stride_h, 1)
@@ -25,23 +33,36 @@ struct MlaAbsorbedParams {
   int num_seqs, num_tokens, heads, latent, kv_rank, max_pages, page_size;
   int key_shift;               // key j of a sequence is at logical position j + key_shift
   float scale;                 // softmax scale
-  int num_splits;              // >= 1; with more than one, part_out / part_ml hold the partial results
-  bool tensor_cores = true;    // the WMMA kernel where the shapes allow it, else the scalar one
+  int num_splits;              // >= 1; with more than one, part_out / part_ml hold the partial results.
+                               // Each (token, split) block computes its key range from seq_lens on the
+                               // device; splits left without keys write m = -inf, l = 0.
+  MlaDecodeKernel kernel = MlaDecodeKernel::Mma;  // as resolved by mla_absorbed_kernel_for
   void* out;                   // [tokens, heads, kv_rank] BF16 contiguous
   float* part_out;             // [num_splits, tokens, heads, kv_rank] unnormalised partial outputs
   float* part_ml;              // [num_splits, tokens, heads, 2]: running max (log2 units) and sum
 };
 // Requirements (cudaErrorInvalidValue otherwise): latent % 8 == 0, latent <= 640,
-// kv_rank % 64 == 0, kv_rank <= 512, cache_stride % 8 == 0, q strides even.
+// kv_rank % 64 == 0, kv_rank <= 512, cache_stride % 8 == 0, q strides even, 1 <= num_splits <= 64.
+// Runs p.kernel (which must be what mla_absorbed_kernel_for returns for p), then the merge.
 cudaError_t launch_mla_absorbed(const MlaAbsorbedParams& p, cudaStream_t stream);
 
-// Splits the launcher would pick for this batch (the caller sizes part_out / part_ml with it).
-int mla_absorbed_num_splits(int num_tokens, int heads, int max_seq_len, bool tensor_cores);
+// The kernel that takes p's shapes and alignment when p.kernel is asked for. Launch configuration
+// depends only on shapes, never on device data (the call is recorded in CUDA graphs).
+MlaDecodeKernel mla_absorbed_kernel_for(const MlaAbsorbedParams& p);
+// Splits for this batch and kernel (the caller sizes part_out / part_ml with it); max_seq_len is an
+// upper bound of seq_lens (a captured forward passes the context length).
+int mla_absorbed_num_splits(int num_tokens, int heads, int kv_rank, int max_seq_len, MlaDecodeKernel kernel);
 
-// The tensor-core kernel (mla_absorbed_tc.cu): true when it took the launch, false when the
-// shapes need the scalar kernel (latent or kv_rank not multiples of 16, strides not multiples of 8).
-bool launch_mla_absorbed_tc(const MlaAbsorbedParams& p, cudaStream_t stream, cudaError_t* err);
-// The merge of split partial results (shared by both kernels).
+// The mma.sync kernel (mla_decode_mma.cu): latent 576 / kv_rank 512 (V3) or 160 / 128 (the tiny
+// test models), q strides multiples of 8, q and cache 16-byte aligned.
+bool mla_decode_mma_supports(const MlaAbsorbedParams& p);
+cudaError_t launch_mla_decode_mma(const MlaAbsorbedParams& p, cudaStream_t stream);
+int mla_decode_mma_num_splits(int num_tokens, int heads, int kv_rank, int max_seq_len);
+// The WMMA kernel (mla_absorbed_tc.cu): latent and kv_rank multiples of 16 / 32, strides multiples of 8.
+bool mla_absorbed_tc_supports(const MlaAbsorbedParams& p);
+cudaError_t launch_mla_absorbed_tc(const MlaAbsorbedParams& p, cudaStream_t stream);
+// The merge of split partial results (shared by all kernels). Launched as a programmatic dependent
+// of the attention kernel where the driver allows it, so that its launch overlaps that kernel's tail.
 cudaError_t launch_mla_combine(const MlaAbsorbedParams& p, cudaStream_t stream);
 
 }  // namespace dsserve::cuda

@@ -1,4 +1,5 @@
-// Tensor-core absorbed (decode) MLA attention (see mla_absorbed.h). One block of 8 warps per
+// Tensor-core absorbed (decode) MLA attention with WMMA (see mla_absorbed.h): the previous default,
+// kept for comparison and for shapes the mma.sync kernel does not take. One block of 8 warps per
 // (query token, 64 heads, key split): the 64 heads' latent queries stay in shared memory and each
 // 32-key tile of the paged cache is staged once (cp.async, double-buffered: the next tile loads
 // while this one is used) and read by all of them, so the cache is read once per token and head
@@ -257,20 +258,24 @@ __global__ void __launch_bounds__(kThreads, 1) mla_absorbed_tc_kernel(MlaAbsorbe
 
 }  // namespace
 
-bool launch_mla_absorbed_tc(const MlaAbsorbedParams& p, cudaStream_t stream, cudaError_t* err) {
+bool mla_absorbed_tc_supports(const MlaAbsorbedParams& p) {
   if (p.latent % 16 || p.kv_rank % 32 || p.kv_rank / 32 > kMaxOutFrags || p.q_stride_t % 8 || p.q_stride_h % 8 ||
       p.cache_stride % 8)
     return false;
   const Layout Y = layout(p.latent, p.kv_rank);
   const size_t stage = size_t(kHeads) * Y.ld_o * 4;
-  if (stage > Y.s) return false;  // the staged output must fit over Q and the key tiles
-  if (Y.bytes > 227 * 1024) return false;
-  *err = cudaFuncSetAttribute(mla_absorbed_tc_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(Y.bytes));
-  if (*err != cudaSuccess) return true;
+  return stage <= Y.s && Y.bytes <= 227 * 1024;  // the staged output must fit over Q and the key tiles
+}
+
+cudaError_t launch_mla_absorbed_tc(const MlaAbsorbedParams& p, cudaStream_t stream) {
+  if (!mla_absorbed_tc_supports(p)) return cudaErrorInvalidValue;
+  const Layout Y = layout(p.latent, p.kv_rank);
+  cudaError_t e =
+      cudaFuncSetAttribute(mla_absorbed_tc_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(Y.bytes));
+  if (e != cudaSuccess) return e;
   dim3 grid(unsigned(p.num_tokens), unsigned(ceil_div(p.heads, kHeads)), unsigned(p.num_splits));
   mla_absorbed_tc_kernel<<<grid, kThreads, Y.bytes, stream>>>(p);
-  *err = cudaGetLastError();
-  return true;
+  return cudaGetLastError();
 }
 
 }  // namespace dsserve::cuda

@@ -1,0 +1,541 @@
+// Absorbed (decode) MLA attention on tensor cores with mma.sync (m16n8k16, BF16 in, float32
+// accumulation): the default kernel of mla_absorbed.h. One block of 8 warps per (query token, head
+// tile, key split); the cache is read in tiles of 64 latent rows (cp.async, 2-3 stages, swizzled
+// shared memory) once for all heads of the tile, and the value product reuses the same tile (values
+// are its first kv_rank columns). S and P stay in registers; only P's BF16 fragments and per-row
+// maxima cross warps, through a few KB of shared memory.
+//
+// Two shapes of block (README.md has the reasoning):
+//  - wide (heads > 16): 64 heads per block in two row groups of 32 heads; the 4 warps of a group each
+//    score 16 keys of the tile for the group's 32 heads (two m-tiles), exchange P, and each
+//    accumulate a quarter of the output columns (32 heads x 128 columns). Q in shared memory,
+//    two cache stages.
+//  - narrow (heads <= 16): 16 heads per block, one row group of 8 warps: each warp scores 8 keys and
+//    accumulates 64 output columns. Q lives in registers, which leaves room for three cache stages
+//    (two tiles in flight), what a bandwidth-bound launch needs.
+// Instantiated for V3's latent (kv_lora_rank 512 + rope 64) and the tiny test models' (128 + 32);
+// other shapes run the WMMA or scalar kernel. Not here: FP8 caches, wgmma/TMA (see README.md).
+#include "backend/cuda/common/device_utils.cuh"
+#include "backend/cuda/mla_decode/mla_absorbed.h"
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+
+namespace dsserve::cuda {
+
+namespace {
+
+constexpr float kLog2e = 1.4426950408889634f;
+constexpr int kMaxSmemBytes = 227 * 1024;  // opt-in dynamic shared memory per block on sm_90
+constexpr int kBlockKeys = 64;             // cache rows per tile
+
+// Heads per block for a head count (the launcher and mla_decode_mma_num_splits agree through it).
+inline int rows_per_block(int heads) { return heads <= 16 ? 16 : 64; }
+
+// Tile constants of one instantiation.
+template <int kLatent_, int kKvRank_, bool kWide>
+struct Cfg {
+  static constexpr int kLatent = kLatent_, kKvRank = kKvRank_;
+  static constexpr int kWarps = 8, kThreads = 32 * kWarps;
+  static constexpr int kMTiles = kWide ? 2 : 1;                      // 16-head m-tiles per warp
+  static constexpr int kGroupWarps = kWide ? 4 : 8;                  // warps sharing one row group
+  static constexpr int kGroups = kWarps / kGroupWarps;
+  static constexpr int kGroupRows = 16 * kMTiles;                    // heads per row group
+  static constexpr int kRows = kGroups * kGroupRows;                 // heads per block
+  static constexpr int kKeyTiles = kBlockKeys / 8 / kGroupWarps;     // 8-key n-tiles of S per warp
+  static constexpr int kColTiles = kKvRank / 8 / kGroupWarps;        // 8-column n-tiles of O per warp
+  static constexpr bool kQInRegs = !kWide;
+  static constexpr int kStages = kWide ? 2 : 3;
+  static constexpr int kChunks = kLatent / 8;                        // 16-byte chunks per latent row
+  static constexpr int kRowChunks = (kChunks + 7) / 8 * 8;           // the swizzle permutes groups of 8
+  static constexpr int kRowBytes = kRowChunks * 16;
+  static constexpr int kKSteps = kLatent / 16;                       // k-steps of S
+  // Independent accumulator chains of S, so that a warp with one S fragment still overlaps mma latency.
+  static constexpr int kSChains = kMTiles * kKeyTiles >= 4 ? 1 : 4 / (kMTiles * kKeyTiles);
+  // Shared memory: [Q (wide only)][kStages cache tiles][P fragments][per-row maxima / sums].
+  static constexpr int kQBytes = kQInRegs ? 0 : kRows * kRowBytes;
+  static constexpr int kTileBytes = kBlockKeys * kRowBytes;
+  static constexpr int kTilesOffset = kQBytes;
+  static constexpr int kPOffset = kTilesOffset + kStages * kTileBytes;
+  static constexpr int kPBytes = kWarps * kMTiles * kKeyTiles * 32 * 8;  // one uint2 per lane and fragment
+  static constexpr int kStatOffset = kPOffset + kPBytes;
+  static constexpr int kSmemBytes = kStatOffset + kWarps * kGroupRows * 4;
+
+  static_assert(kLatent % 32 == 0, "S loads B fragments for two k-steps (32 latent columns) at a time");
+  static_assert(kKvRank < kLatent, "values are the first kv_rank columns of the latent row");
+  static_assert(kKvRank % (16 * kGroupWarps) == 0, "each warp's output columns must be whole 16-column pairs");
+  static_assert(kKeyTiles >= 1 && kBlockKeys % (8 * kGroupWarps) == 0, "each warp scores whole 8-key n-tiles");
+  static_assert(!kQInRegs || kRows * kRowBytes <= kTileBytes, "Q is staged through the last cache buffer");
+  static_assert(kThreads == 4 * kBlockKeys, "the tile copy gives each cache row four threads");
+  static_assert(kSmemBytes <= kMaxSmemBytes, "shared memory over the sm_90 limit");
+};
+
+// Byte offset of 16-byte chunk `chunk` of row `row` in a swizzled [rows][kRowChunks] tile: the chunk
+// index is XORed with row % 8 inside its group of 8, so the 8 rows an ldmatrix phase reads (same
+// chunk, consecutive rows) fall in 8 different bank groups.
+template <int kRowBytes>
+__device__ __forceinline__ uint32_t swizzle(int row, int chunk) {
+  return uint32_t(row * kRowBytes + ((chunk ^ (row & 7)) << 4));
+}
+
+__device__ __forceinline__ uint32_t smem_u32(const void* p) {
+  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
+}
+
+// 16-byte global -> shared copy; with valid = false the destination is zero-filled, nothing read.
+__device__ __forceinline__ void cp_async_16_u32(uint32_t dst, const void* src, bool valid) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(valid ? 16 : 0));
+}
+
+__device__ __forceinline__ void ldsm_x4(uint32_t addr, uint32_t (&r)[4]) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(addr));
+}
+
+__device__ __forceinline__ void ldsm_x4_trans(uint32_t addr, uint32_t (&r)[4]) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(addr));
+}
+
+// d += a b for one m16n8k16 tile (A row-major 16x16, B "col" 16x8, float32 accumulators).
+__device__ __forceinline__ void mma_bf16(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+      "{%0, %1, %2, %3};\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+__device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
+  __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);  // .x (the lower column) in the low half
+  return *reinterpret_cast<uint32_t*>(&v);
+}
+
+// Barrier over the `threads` threads of one row group (named barrier `id`, 1..15).
+__device__ __forceinline__ void group_barrier(int id, int threads) {
+  asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
+}
+
+// Programmatic dependent launch: lets the combine kernel be scheduled while this grid runs (it
+// still waits for this grid's completion and memory before reading anything).
+__device__ __forceinline__ void launch_dependents() { asm volatile("griddepcontrol.launch_dependents;\n" ::); }
+
+__device__ int seq_of_token(const int32_t* query_start, int num_seqs, int t) {
+  int lo = 0, hi = num_seqs - 1;
+  while (lo < hi) {
+    int mid = (lo + hi + 1) / 2;
+    if (query_start[mid] <= t) lo = mid; else hi = mid - 1;
+  }
+  return lo;
+}
+
+// Fragment notation (PTX ISA, mma.m16n8k16): lane = 4 g + t4. A holds rows g and g + 8, columns
+// 2 t4 (+1) and 2 t4 + 8 (+1); B holds k = 2 t4 (+1), 2 t4 + 8 (+1) of column g; C holds rows g and
+// g + 8, columns 2 t4 (+1). C of two adjacent 8-key n-tiles, rounded to BF16, is A of one k-step of
+// P V: that is why P never has to be laid out as a matrix.
+template <class C>
+__global__ void __launch_bounds__(C::kThreads, 1) mla_decode_mma_kernel(MlaAbsorbedParams p) {
+  launch_dependents();
+  const int head_tiles = (p.heads + C::kRows - 1) / C::kRows;
+  const int hg = int(blockIdx.x % unsigned(head_tiles));
+  const int t = int((blockIdx.x / unsigned(head_tiles)) % unsigned(p.num_tokens));
+  const int split = int(blockIdx.x / unsigned(head_tiles) / unsigned(p.num_tokens));
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  const int group = warp / C::kGroupWarps, wig = warp % C::kGroupWarps;  // row group, warp in group
+  const int g = lane >> 2, t4 = lane & 3;
+  const int h0 = hg * C::kRows;
+
+  // Keys of this (token, split): the split's chunk is a whole number of tiles.
+  const int seq = seq_of_token(p.query_start, p.num_seqs, t);
+  const int qlen = p.query_start[seq + 1] - p.query_start[seq], i = t - p.query_start[seq];
+  const int klen = p.seq_lens[seq], prefix = klen - qlen;
+  const int mcols = p.tree_mask ? p.mask_cols[seq] : 0, masked_from = klen - mcols;
+  const int32_t* mask = p.tree_mask ? p.tree_mask + p.mask_start[seq] + int64_t(i) * mcols : nullptr;
+  const int nk = mask ? klen : prefix + i + 1;  // keys this query may see (a tree mask filters the last ones)
+  int chunk = (nk + p.num_splits - 1) / p.num_splits;
+  chunk = (chunk + kBlockKeys - 1) / kBlockKeys * kBlockKeys;
+  const int ks = split * chunk, ke = min(nk, ks + chunk);
+  const int ntiles = ke > ks ? (ke - ks + kBlockKeys - 1) / kBlockKeys : 0;
+  const int rows = min(C::kRows, p.heads - h0);
+
+  if (ntiles == 0) {  // an empty split (short sequence, many splits): nothing to merge
+    if (p.num_splits > 1) {
+      const int64_t base = (int64_t(split) * p.num_tokens + t) * p.heads + h0;
+      for (int r = tid; r < rows; r += C::kThreads) {
+        p.part_ml[(base + r) * 2] = -INFINITY;
+        p.part_ml[(base + r) * 2 + 1] = 0.0f;
+      }
+    } else {
+      bf16* out = static_cast<bf16*>(p.out) + (int64_t(t) * p.heads + h0) * C::kKvRank;
+      for (int idx = tid; idx < rows * C::kKvRank; idx += C::kThreads) out[idx] = __float2bfloat16_rn(0.0f);
+    }
+    return;
+  }
+
+  extern __shared__ __align__(128) unsigned char smem[];
+  const uint32_t sbase = smem_u32(smem);
+  const uint32_t tiles = sbase + C::kTilesOffset;
+  uint2* sP = reinterpret_cast<uint2*>(smem + C::kPOffset);             // [warp][m-tile][n-tile][lane]
+  float* sStat = reinterpret_cast<float*>(smem + C::kStatOffset) +      // [warp in group][row of group]
+                 group * C::kGroupWarps * C::kGroupRows;
+
+  // Queries of the block's heads (zero rows past the last head), into their own region or, when
+  // they are to live in registers, into the last cache buffer (free until the loop refills it).
+  const uint32_t q_s = C::kQInRegs ? tiles + (C::kStages - 1) * C::kTileBytes : sbase;
+  {
+    const bf16* qg = static_cast<const bf16*>(p.q) + int64_t(t) * p.q_stride_t;
+    for (int idx = tid; idx < C::kRows * C::kChunks; idx += C::kThreads) {
+      const int r = idx / C::kChunks, c = idx % C::kChunks;
+      const bool ok = r < rows;
+      const bf16* src = ok ? qg + int64_t(h0 + r) * p.q_stride_h + 8 * c : qg;
+      cp_async_16_u32(q_s + swizzle<C::kRowBytes>(r, c), src, ok);
+    }
+    cp_async_commit();
+  }
+
+  // Cache tiles: thread tid copies row tid / 4 of a tile, chunks tid % 4, tid % 4 + 4, ... The page
+  // of the row it copies next is loaded one tile ahead, so no copy waits on the page table.
+  const bf16* cache = static_cast<const bf16*>(p.cache);
+  const int lrow = tid >> 2, quarter = tid & 3;
+  const int32_t* pages = p.page_table + int64_t(seq) * p.max_pages;
+  auto page_of = [&](int it) -> int32_t {
+    const int key = ks + it * kBlockKeys + lrow;
+    if (it >= ntiles || key >= ke) return -1;
+    return pages[(key + p.key_shift) / p.page_size];
+  };
+  auto issue = [&](int it, int32_t page) {
+    if (it >= ntiles) return;
+    const bool ok = page >= 0;
+    const bf16* src = cache;
+    if (ok) {
+      const int pos = ks + it * kBlockKeys + lrow + p.key_shift;
+      const int64_t slot = int64_t(page) * p.page_size + pos % p.page_size;
+      src = cache + slot * p.cache_stride;
+    }
+    const uint32_t dst = tiles + (it % C::kStages) * C::kTileBytes + lrow * C::kRowBytes;
+#pragma unroll
+    for (int j = 0; j < (C::kChunks + 3) / 4; ++j) {
+      const int c = quarter + 4 * j;
+      if (c < C::kChunks) cp_async_16_u32(dst + ((c ^ (lrow & 7)) << 4), src + 8 * c, ok);
+    }
+  };
+  int32_t next_page = page_of(0);
+#pragma unroll
+  for (int s = 0; s < C::kStages - 1; ++s) {
+    issue(s, next_page);
+    cp_async_commit();  // one group per stage, empty or not, so the wait counts stay uniform
+    next_page = page_of(s + 1);
+  }
+
+  uint32_t qf[C::kQInRegs ? C::kKSteps : 1][4];  // A fragments of Q (narrow blocks)
+  if constexpr (C::kQInRegs) {
+    cp_async_wait<C::kStages - 1>();  // the Q group
+    __syncthreads();
+#pragma unroll
+    for (int k = 0; k < C::kKSteps; ++k) ldsm_x4(q_s + swizzle<C::kRowBytes>(lane & 15, 2 * k + (lane >> 4)), qf[k]);
+  }
+
+  // Lane-constant parts of the ldmatrix addresses (rows are 8-aligned, so row % 8 == lane % 8).
+  const int xr = lane & 7;
+  const uint32_t k_lane = uint32_t((wig * C::kKeyTiles * 8 + xr) * C::kRowBytes);  // S: B from the keys
+  const int k_chunk = lane >> 3;                                                   // 0..3
+  const uint32_t q_lane = uint32_t((group * C::kGroupRows + (lane & 15)) * C::kRowBytes);  // S: A from Q
+  const int q_chunk = lane >> 4;                                                   // 0..1
+  const uint32_t v_lane = uint32_t((xr + ((lane >> 3) & 1) * 8) * C::kRowBytes);  // P V: B from the values
+  const int v_chunk = wig * C::kColTiles + (lane >> 4);
+
+  const float qscale = p.scale * kLog2e;  // scores in log2 units
+  float o[C::kMTiles][C::kColTiles][4];
+  float m_run[C::kMTiles][2], l_run[C::kMTiles][2];  // rows g and g + 8 of each m-tile
+#pragma unroll
+  for (int mt = 0; mt < C::kMTiles; ++mt) {
+#pragma unroll
+    for (int j = 0; j < C::kColTiles; ++j) o[mt][j][0] = o[mt][j][1] = o[mt][j][2] = o[mt][j][3] = 0.0f;
+    m_run[mt][0] = m_run[mt][1] = -INFINITY;
+    l_run[mt][0] = l_run[mt][1] = 0.0f;
+  }
+  auto sync_group = [&]() {
+    if constexpr (C::kGroups == 1) __syncthreads();
+    else group_barrier(1 + group, C::kGroupWarps * 32);
+  };
+
+  for (int it = 0; it < ntiles; ++it) {
+    cp_async_wait<C::kStages - 2>();
+    __syncthreads();  // tile `it` is visible to all; every warp is done with tile it - 1's buffer
+    issue(it + C::kStages - 1, next_page);
+    cp_async_commit();
+    next_page = page_of(it + C::kStages);
+    const uint32_t kbuf = tiles + (it % C::kStages) * C::kTileBytes;
+    const int kt = ks + it * kBlockKeys;
+
+    // S = Q K^T for this warp's heads and keys.
+    float s[C::kMTiles][C::kKeyTiles][4];
+    {
+      float acc[C::kSChains][C::kMTiles][C::kKeyTiles][4];
+#pragma unroll
+      for (int c = 0; c < C::kSChains; ++c)
+#pragma unroll
+        for (int mt = 0; mt < C::kMTiles; ++mt)
+#pragma unroll
+          for (int nt = 0; nt < C::kKeyTiles; ++nt)
+#pragma unroll
+            for (int e = 0; e < 4; ++e) acc[c][mt][nt][e] = 0.0f;
+#pragma unroll
+      for (int kp = 0; kp < C::kKSteps / 2; ++kp) {  // 32 latent columns: chunks 4 kp .. 4 kp + 3
+        uint32_t b[C::kKeyTiles][4];  // n-tile nt: {b0, b1} of k-step 2 kp, {b0, b1} of k-step 2 kp + 1
+#pragma unroll
+        for (int nt = 0; nt < C::kKeyTiles; ++nt)
+          ldsm_x4(kbuf + k_lane + nt * 8 * C::kRowBytes + (((4 * kp + k_chunk) ^ xr) << 4), b[nt]);
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          const int k = 2 * kp + h;
+          uint32_t a[C::kMTiles][4];
+#pragma unroll
+          for (int mt = 0; mt < C::kMTiles; ++mt) {
+            if constexpr (C::kQInRegs) {
+              a[mt][0] = qf[k][0], a[mt][1] = qf[k][1], a[mt][2] = qf[k][2], a[mt][3] = qf[k][3];
+            } else {
+              ldsm_x4(q_s + q_lane + mt * 16 * C::kRowBytes + (((2 * k + q_chunk) ^ xr) << 4), a[mt]);
+            }
+          }
+#pragma unroll
+          for (int mt = 0; mt < C::kMTiles; ++mt)
+#pragma unroll
+            for (int nt = 0; nt < C::kKeyTiles; ++nt)
+              mma_bf16(acc[kp % C::kSChains][mt][nt], a[mt], b[nt][2 * h], b[nt][2 * h + 1]);
+        }
+      }
+#pragma unroll
+      for (int mt = 0; mt < C::kMTiles; ++mt)
+#pragma unroll
+        for (int nt = 0; nt < C::kKeyTiles; ++nt)
+#pragma unroll
+          for (int e = 0; e < 4; ++e) {
+            float v = acc[0][mt][nt][e];
+#pragma unroll
+            for (int c = 1; c < C::kSChains; ++c) v += acc[c][mt][nt][e];
+            s[mt][nt][e] = v;
+          }
+    }
+
+    // Mask (past the split's end, or hidden by the tree), scale, and the row maxima of the group.
+    bool key_ok[C::kKeyTiles][2];
+#pragma unroll
+    for (int nt = 0; nt < C::kKeyTiles; ++nt)
+#pragma unroll
+      for (int e = 0; e < 2; ++e) {
+        const int key = kt + (wig * C::kKeyTiles + nt) * 8 + 2 * t4 + e;
+        bool ok = key < ke;
+        if (mask && ok && key >= masked_from) ok = mask[key - masked_from] != 0;
+        key_ok[nt][e] = ok;
+      }
+    float mx[C::kMTiles][2];
+#pragma unroll
+    for (int mt = 0; mt < C::kMTiles; ++mt) {
+      mx[mt][0] = mx[mt][1] = -INFINITY;
+#pragma unroll
+      for (int nt = 0; nt < C::kKeyTiles; ++nt)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const float v = key_ok[nt][e & 1] ? s[mt][nt][e] * qscale : -INFINITY;
+          s[mt][nt][e] = v;
+          mx[mt][e >> 1] = fmaxf(mx[mt][e >> 1], v);
+        }
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        mx[mt][h] = fmaxf(mx[mt][h], __shfl_xor_sync(0xffffffffu, mx[mt][h], 1));
+        mx[mt][h] = fmaxf(mx[mt][h], __shfl_xor_sync(0xffffffffu, mx[mt][h], 2));
+        if (t4 == 0) sStat[wig * C::kGroupRows + mt * 16 + g + 8 * h] = mx[mt][h];
+      }
+    }
+    sync_group();  // (A) every warp's maxima are in sStat
+
+    // New running maxima (identical in every warp of the group), rescale factors, P.
+    float alpha[C::kMTiles][2], m_use[C::kMTiles][2];
+#pragma unroll
+    for (int mt = 0; mt < C::kMTiles; ++mt)
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        float m = m_run[mt][h];
+#pragma unroll
+        for (int w = 0; w < C::kGroupWarps; ++w) m = fmaxf(m, sStat[w * C::kGroupRows + mt * 16 + g + 8 * h]);
+        m_use[mt][h] = m == -INFINITY ? 0.0f : m;  // every key so far masked: P = 0, nothing to rescale
+        alpha[mt][h] = exp2f(m_run[mt][h] - m_use[mt][h]);  // 0 on the first tile with a visible key
+        m_run[mt][h] = m;
+      }
+    uint2* p_own = sP + warp * C::kMTiles * C::kKeyTiles * 32 + lane;
+#pragma unroll
+    for (int mt = 0; mt < C::kMTiles; ++mt) {
+      float rs0 = 0.0f, rs1 = 0.0f;
+#pragma unroll
+      for (int nt = 0; nt < C::kKeyTiles; ++nt) {
+        const float p0 = exp2f(s[mt][nt][0] - m_use[mt][0]), p1 = exp2f(s[mt][nt][1] - m_use[mt][0]);
+        const float p2 = exp2f(s[mt][nt][2] - m_use[mt][1]), p3 = exp2f(s[mt][nt][3] - m_use[mt][1]);
+        rs0 += p0 + p1;
+        rs1 += p2 + p3;
+        p_own[(mt * C::kKeyTiles + nt) * 32] = make_uint2(pack_bf16(p0, p1), pack_bf16(p2, p3));
+      }
+      // Per-lane partial sums over this warp's keys; lanes and warps are summed once, at the end.
+      l_run[mt][0] = l_run[mt][0] * alpha[mt][0] + rs0;
+      l_run[mt][1] = l_run[mt][1] * alpha[mt][1] + rs1;
+    }
+    bool rescale = false;
+#pragma unroll
+    for (int mt = 0; mt < C::kMTiles; ++mt) rescale |= alpha[mt][0] != 1.0f || alpha[mt][1] != 1.0f;
+    if (__any_sync(0xffffffffu, rescale)) {
+#pragma unroll
+      for (int mt = 0; mt < C::kMTiles; ++mt)
+#pragma unroll
+        for (int j = 0; j < C::kColTiles; ++j) {
+          o[mt][j][0] *= alpha[mt][0];
+          o[mt][j][1] *= alpha[mt][0];
+          o[mt][j][2] *= alpha[mt][1];
+          o[mt][j][3] *= alpha[mt][1];
+        }
+    }
+    sync_group();  // (B) the group's P fragments are in sP
+
+    // O += P V over the tile's 64 keys (4 k-steps), this warp's columns.
+    const uint2* p_group = sP + group * C::kGroupWarps * C::kMTiles * C::kKeyTiles * 32 + lane;
+#pragma unroll
+    for (int kk = 0; kk < kBlockKeys / 16; ++kk) {
+      uint32_t a[C::kMTiles][4];
+#pragma unroll
+      for (int mt = 0; mt < C::kMTiles; ++mt) {
+        constexpr int kT = C::kKeyTiles;
+        const uint2 lo = p_group[(((2 * kk) / kT * C::kMTiles + mt) * kT + (2 * kk) % kT) * 32];
+        const uint2 hi = p_group[(((2 * kk + 1) / kT * C::kMTiles + mt) * kT + (2 * kk + 1) % kT) * 32];
+        a[mt][0] = lo.x, a[mt][1] = lo.y, a[mt][2] = hi.x, a[mt][3] = hi.y;
+      }
+#pragma unroll
+      for (int np = 0; np < C::kColTiles / 2; ++np) {
+        uint32_t b[4];  // {b0, b1} of column n-tiles 2 np and 2 np + 1
+        ldsm_x4_trans(kbuf + v_lane + kk * 16 * C::kRowBytes + (((v_chunk + 2 * np) ^ xr) << 4), b);
+#pragma unroll
+        for (int mt = 0; mt < C::kMTiles; ++mt) {
+          mma_bf16(o[mt][2 * np], a[mt], b[0], b[1]);
+          mma_bf16(o[mt][2 * np + 1], a[mt], b[2], b[3]);
+        }
+      }
+    }
+  }
+
+  // Row sums: over the 4 lanes of a row, then over the group's warps (sStat is free: every warp
+  // has passed the last tile's barrier B, after which nobody reads the maxima).
+  float l_tot[C::kMTiles][2];
+#pragma unroll
+  for (int mt = 0; mt < C::kMTiles; ++mt)
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      float l = l_run[mt][h];
+      l += __shfl_xor_sync(0xffffffffu, l, 1);
+      l += __shfl_xor_sync(0xffffffffu, l, 2);
+      if (t4 == 0) sStat[wig * C::kGroupRows + mt * 16 + g + 8 * h] = l;
+    }
+  sync_group();
+#pragma unroll
+  for (int mt = 0; mt < C::kMTiles; ++mt)
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      float l = 0.0f;
+#pragma unroll
+      for (int w = 0; w < C::kGroupWarps; ++w) l += sStat[w * C::kGroupRows + mt * 16 + g + 8 * h];
+      l_tot[mt][h] = l;
+    }
+
+  const int col0 = wig * C::kColTiles * 8 + 2 * t4;
+#pragma unroll
+  for (int mt = 0; mt < C::kMTiles; ++mt)
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const int r = group * C::kGroupRows + mt * 16 + g + 8 * h;
+      if (r >= rows) continue;
+      const int head = h0 + r;
+      if (p.num_splits == 1) {
+        const float inv = l_tot[mt][h] > 0.0f ? 1.0f / l_tot[mt][h] : 0.0f;
+        bf16* dst = static_cast<bf16*>(p.out) + (int64_t(t) * p.heads + head) * C::kKvRank + col0;
+#pragma unroll
+        for (int j = 0; j < C::kColTiles; ++j)
+          *reinterpret_cast<__nv_bfloat162*>(dst + 8 * j) =
+              __floats2bfloat162_rn(o[mt][j][2 * h] * inv, o[mt][j][2 * h + 1] * inv);
+      } else {
+        const int64_t part = (int64_t(split) * p.num_tokens + t) * p.heads + head;
+        float* dst = p.part_out + part * C::kKvRank + col0;
+#pragma unroll
+        for (int j = 0; j < C::kColTiles; ++j)
+          *reinterpret_cast<float2*>(dst + 8 * j) = make_float2(o[mt][j][2 * h], o[mt][j][2 * h + 1]);
+        if (wig == 0 && t4 == 0) {
+          p.part_ml[part * 2] = m_run[mt][h];  // -inf (with l = 0) when the tree hid every key of the split
+          p.part_ml[part * 2 + 1] = l_tot[mt][h];
+        }
+      }
+    }
+}
+
+template <class C>
+cudaError_t launch_cfg(const MlaAbsorbedParams& p, cudaStream_t stream) {
+  auto kernel = mla_decode_mma_kernel<C>;
+  cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, C::kSmemBytes);
+  if (e != cudaSuccess) return e;
+  const int64_t blocks = ceil_div(p.heads, C::kRows) * int64_t(p.num_tokens) * p.num_splits;
+  if (blocks > 0x7fffffff) return cudaErrorInvalidValue;
+  kernel<<<unsigned(blocks), C::kThreads, C::kSmemBytes, stream>>>(p);
+  return cudaGetLastError();
+}
+
+template <int kLatent, int kKvRank>
+cudaError_t launch_shape(const MlaAbsorbedParams& p, cudaStream_t stream) {
+  if (rows_per_block(p.heads) == 16) return launch_cfg<Cfg<kLatent, kKvRank, false>>(p, stream);
+  return launch_cfg<Cfg<kLatent, kKvRank, true>>(p, stream);
+}
+
+// Streaming multiprocessors of the current device (cached per device).
+int sm_count() {
+  static std::atomic<int> cached[64];
+  int dev = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess || dev < 0 || dev >= 64) return 132;
+  int n = cached[dev].load(std::memory_order_relaxed);
+  if (n == 0) {
+    if (cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess || n <= 0) n = 132;
+    cached[dev].store(n, std::memory_order_relaxed);
+  }
+  return n;
+}
+
+}  // namespace
+
+bool mla_decode_mma_supports(const MlaAbsorbedParams& p) {
+  const bool shape = (p.latent == 576 && p.kv_rank == 512) || (p.latent == 160 && p.kv_rank == 128);
+  return shape && p.q_stride_t % 8 == 0 && p.q_stride_h % 8 == 0 && p.cache_stride % 8 == 0 &&
+         reinterpret_cast<uintptr_t>(p.q) % 16 == 0 && reinterpret_cast<uintptr_t>(p.cache) % 16 == 0;
+}
+
+cudaError_t launch_mla_decode_mma(const MlaAbsorbedParams& p, cudaStream_t stream) {
+  if (!mla_decode_mma_supports(p)) return cudaErrorInvalidValue;
+  if (p.latent == 576) return launch_shape<576, 512>(p, stream);
+  return launch_shape<160, 128>(p, stream);
+}
+
+// Splits: the count that minimises an estimate of the call's time, in units of one tile's work on
+// one SM: waves of blocks x (tiles per split + one for the block's start and end), plus the merge
+// (its launch, and its partial results read and written at about the same rate) when split.
+int mla_decode_mma_num_splits(int num_tokens, int heads, int kv_rank, int max_seq_len) {
+  const int sms = sm_count();
+  const int64_t blocks = std::max<int64_t>(1, int64_t(num_tokens) * ceil_div(heads, rows_per_block(heads)));
+  const int64_t max_tiles = std::max<int64_t>(1, ceil_div(max_seq_len, kBlockKeys));
+  const double tile_bytes = double(kBlockKeys) * 576 * 2;
+  int best = 1;
+  double best_cost = 1e300;
+  for (int s = 1; s <= std::min<int64_t>(kMaxSplits, max_tiles); ++s) {
+    const double waves = double(ceil_div(blocks * s, sms));
+    double cost = waves * double(ceil_div(max_tiles, s) + 1);
+    if (s > 1) cost += 1.0 + double(num_tokens) * heads * kv_rank * 4.0 * (s + 0.5) / (double(sms) * tile_bytes);
+    if (cost < best_cost * 0.999) best = s, best_cost = cost;
+  }
+  return best;
+}
+
+}  // namespace dsserve::cuda
