@@ -104,6 +104,7 @@ nlohmann::json run(LoadedModel& m, const BenchOneBatchOptions& o, const DeviceCe
   std::vector<double> decode_s, forward_s;
   double decode_bytes = 0, experts = 0;
   int64_t experts_known = 0;
+  const int64_t replays0 = m.model->decode_graph_replays();
   for (int i = 0; i < o.output_len; ++i) {
     std::vector<SequenceChunk> chunks;
     for (int b = 0; b < B; ++b) chunks.push_back(make_chunk(&seqs[b], input_len + i, {next[b]}, 0));
@@ -135,6 +136,7 @@ nlohmann::json run(LoadedModel& m, const BenchOneBatchOptions& o, const DeviceCe
                                    : 0.0;
   const double prefill_floor_bf16 = ceil.bf16_tflops > 0 ? pc.flops() / (ceil.bf16_tflops * 1e12) : 0.0;
   return {{"batch_size", B},
+          {"decode_steps_from_cuda_graphs", m.model->decode_graph_replays() - replays0},
           {"input_len", input_len},
           {"output_len", o.output_len},
           {"device", m.backend->name()},
@@ -162,17 +164,18 @@ void print_table(const DeviceCeilings& c, const std::vector<nlohmann::json>& row
                 c.bf16_tflops, c.fp8_tflops);
   else
     std::printf("ceilings: not measured on this device (floors and ratios print as 0)\n");
-  std::printf("| batch | input | prefill s | tok/s | TFLOP | floor s | x floor | decode ms | tok/s | GB/step | experts/layer | floor ms | x floor | forward ms | x floor |\n");
-  std::printf("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+  std::printf("| batch | input | prefill s | tok/s | TFLOP | floor s | x floor | decode ms | tok/s | GB/step | experts/layer | floor ms | x floor | forward ms | x floor | graph steps |\n");
+  std::printf("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
   for (const auto& r : rows)
-    std::printf("| %d | %d | %.3f | %.0f | %.1f | %.3f | %.2f | %.2f | %.0f | %.2f | %.1f | %.2f | %.2f | %.2f | %.2f |\n",
+    std::printf("| %d | %d | %.3f | %.0f | %.1f | %.3f | %.2f | %.2f | %.0f | %.2f | %.1f | %.2f | %.2f | %.2f | %.2f | %lld |\n",
                 r["batch_size"].get<int>(), r["input_len"].get<int>(), r["prefill_latency_s"].get<double>(),
                 r["prefill_throughput_tok_s"].get<double>(), r["prefill_tflop"].get<double>(),
                 r["prefill_floor_s"].get<double>(), r["prefill_ratio_to_floor"].get<double>(),
                 1e3 * r["median_decode_latency_s"].get<double>(), r["median_decode_throughput_tok_s"].get<double>(),
                 r["decode_bytes_per_step"].get<double>() / 1e9, r["decode_experts_per_moe_layer"].get<double>(),
                 1e3 * r["decode_floor_s"].get<double>(), r["decode_ratio_to_floor"].get<double>(),
-                1e3 * r["median_decode_forward_s"].get<double>(), r["decode_forward_ratio_to_floor"].get<double>());
+                1e3 * r["median_decode_forward_s"].get<double>(), r["decode_forward_ratio_to_floor"].get<double>(),
+                static_cast<long long>(r["decode_steps_from_cuda_graphs"].get<int64_t>()));
 }
 
 }  // namespace
