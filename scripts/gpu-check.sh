@@ -24,7 +24,7 @@ if [[ "${1:-}" == "--bundle" ]]; then
   # Libraries the device image lacks (everything but glibc, libstdc++ and the CUDA libraries).
   for lib in $(ldd "$STAGE"/bin/* | awk '/=> \//{print $3}' | sort -u); do
     case "$(basename "$lib")" in
-      libc.so*|libm.so*|libstdc++*|libgcc_s*|libpthread*|libdl.so*|librt.so*|ld-linux*|libcublas*|libcudart*|libcuda.so*) ;;
+      libc.so*|libm.so*|libstdc++*|libgcc_s*|libpthread*|libdl.so*|librt.so*|ld-linux*|libcublas*|libcudart*|libcuda.so*|libnccl*) ;;
       *) cp -L "$lib" "$STAGE/lib/" ;;
     esac
   done
