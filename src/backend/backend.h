@@ -274,6 +274,9 @@ class Backend {
   // Makes the calling thread able to run this backend's ops (CUDA: selects its device). A group's
   // ranks each run on their own thread.
   virtual void bind_thread() {}
+  // Non-empty when the device can run nothing more (a CUDA kernel fault leaves its context
+  // unusable): the reason. Empty while healthy (always, on the CPU).
+  virtual std::string fatal_error() { return {}; }
 };
 
 enum class DeviceKind { Auto, Cpu, Cuda };

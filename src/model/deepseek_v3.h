@@ -33,6 +33,7 @@ class DeepseekV3Model final : public ModelRunner {
   ForwardOutput forward(const ForwardBatch& batch, LatentCache& cache) override;
   bool capture_decode_graphs(LatentCache& cache, int32_t trash_slot, const std::vector<int>& batch_sizes) override;
   std::vector<int> decode_graph_sizes() const override;
+  std::string device_fatal_error() override { return be_.fatal_error(); }
   double decode_graph_capture_seconds() const override;
   int64_t decode_graph_replays() const { return graphs_ ? graphs_->replays() : 0; }
   // The first MTP module: row t combines prev_hidden[t] (the target's final hidden state at the

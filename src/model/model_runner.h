@@ -33,6 +33,8 @@ class ModelRunner {
   // The recorded batch sizes (empty: decode runs eagerly) and the seconds the recording took.
   virtual std::vector<int> decode_graph_sizes() const = 0;
   virtual double decode_graph_capture_seconds() const = 0;
+  // Non-empty when a device of this runner can run nothing more (see Backend::fatal_error).
+  virtual std::string device_fatal_error() = 0;
   // The model itself when it runs on one device (speculative decoding needs it); nullptr otherwise.
   virtual DeepseekV3Model* single_device() { return nullptr; }
 };

@@ -137,6 +137,14 @@ bool TensorParallelModel::capture_decode_graphs(LatentCache& cache, int32_t tras
   return ok[0] != 0;
 }
 
+std::string TensorParallelModel::device_fatal_error() {
+  for (size_t r = 0; r < ranks_.size(); ++r) {
+    std::string e = ranks_[r].backend->fatal_error();
+    if (!e.empty()) return fmt::format("rank {}: {}", r, e);
+  }
+  return {};
+}
+
 void TensorParallelModel::synchronize() {
   threads_.run_all([&](int r) {
     ranks_[size_t(r)].backend->bind_thread();

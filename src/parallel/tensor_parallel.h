@@ -68,6 +68,7 @@ class TensorParallelModel final : public ModelRunner {
   // Every rank records its decode forward over its own cache (the collectives inside included).
   bool capture_decode_graphs(LatentCache& cache, int32_t trash_slot, const std::vector<int>& batch_sizes) override;
   std::vector<int> decode_graph_sizes() const override { return ranks_[0].model->decode_graph_sizes(); }
+  std::string device_fatal_error() override;  // the first failed rank's reason
   double decode_graph_capture_seconds() const override { return ranks_[0].model->decode_graph_capture_seconds(); }
   // Waits for every rank's device work.
   void synchronize();

@@ -18,6 +18,7 @@ struct EngineStats {
   int64_t retractions_total = 0;
   double last_decode_tokens_per_s = 0;
   double current_step_s = 0;              // how long the scheduler's current step has run (0: idle)
+  std::string fatal_error;                // non-empty: the device failed and no forward can run again
   int64_t spec_verify_total = 0;          // verification forwards (per request)
   int64_t spec_accepted_tokens_total = 0; // tokens emitted by them (accepted drafts + bonus)
   double spec_accept_length() const {

@@ -88,6 +88,7 @@ class Scheduler final : public Engine {
     {
       std::lock_guard lk(mu_);
       DS_CHECK(!stopping_, "request {}: the server is shutting down", r->g.rid);
+      DS_CHECK(fatal_.empty(), "request {}: the device failed ({}); the server cannot generate", r->g.rid, fatal_);
       DS_CHECK(int(inbox_.size() + waiting_count_) < opt_.max_queued_requests,
                "queue full: {} requests are waiting (limit {}); retry later", inbox_.size() + waiting_count_,
                opt_.max_queued_requests);
@@ -158,6 +159,22 @@ class Scheduler final : public Engine {
         // A failed forward must not take the server down: fail the requests of that batch.
         spdlog::error("scheduler: forward failed: {}", e.what());
         for (auto& r : std::vector<RequestPtr>(batch_)) finish(r, {"abort", {}, 0, std::string("internal error: ") + e.what()});
+        // A device that faulted runs nothing more: fail everything, refuse new work, and say why
+        // (the server's watchdog ends the process with this reason).
+        std::string fatal = model_.device_fatal_error();
+        if (!fatal.empty()) {
+          spdlog::critical("scheduler: the device failed: {}", fatal);
+          {
+            std::lock_guard lk(mu_);
+            fatal_ = fatal;
+          }
+          batch_.clear();
+          for (auto& r : std::vector<RequestPtr>(running_)) finish(r, {"abort", {}, 0, "device failed: " + fatal});
+          for (auto& r : std::vector<RequestPtr>(waiting_.begin(), waiting_.end()))
+            finish(r, {"abort", {}, 0, "device failed: " + fatal});
+          running_.clear();
+          waiting_.clear();
+        }
       }
       step_started_ns_.store(0);
       batch_.clear();
@@ -681,6 +698,10 @@ class Scheduler final : public Engine {
     s.last_decode_tokens_per_s = last_decode_tps_;
     s.spec_verify_total = spec_verify_total_;
     s.spec_accepted_tokens_total = spec_accepted_total_;
+    {
+      std::lock_guard lk(mu_);
+      s.fatal_error = fatal_;
+    }
     set_waiting_count();
     std::lock_guard lk(stats_mu_);
     stats_ = s;
@@ -698,6 +719,7 @@ class Scheduler final : public Engine {
   mutable std::mutex mu_;
   std::condition_variable cv_;
   std::vector<RequestPtr> inbox_;
+  std::string fatal_;  // the device failed (see loop)
   std::vector<std::string> aborts_;
   bool flush_ = false, stopping_ = false;
   size_t waiting_count_ = 0;

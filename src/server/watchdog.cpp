@@ -23,7 +23,13 @@ Watchdog::~Watchdog() {
 void Watchdog::run() {
   std::unique_lock lk(mu_);
   while (!cv_.wait_for(lk, std::chrono::duration<double>(poll_s_), [&] { return stop_; })) {
-    const double step_s = engine_.stats().current_step_s;
+    const EngineStats st = engine_.stats();
+    if (!st.fatal_error.empty()) {
+      lk.unlock();
+      on_timeout_(fmt::format("engine: the device failed: {}", st.fatal_error));
+      return;
+    }
+    const double step_s = st.current_step_s;
     if (step_s > timeout_s_) {
       lk.unlock();
       on_timeout_(fmt::format("watchdog: one scheduler step has run for {:.0f} s, beyond --watchdog-timeout {} s "

@@ -1,6 +1,8 @@
 // The watchdog (--watchdog-timeout, as SGLang): a thread that checks once a second how long the
 // engine's current step has run, and when one step outlasts the timeout (a hung kernel, a stuck
-// collective) reports it once, so the server can exit non-zero with the reason instead of hanging.
+// collective) or the engine reports a failed device (a kernel fault: EngineStats::fatal_error),
+// reports it once, so the server can exit non-zero with the reason instead of hanging or serving
+// errors forever.
 #pragma once
 #include <atomic>
 #include <condition_variable>

@@ -1,4 +1,5 @@
-// The watchdog fires once when a step outlasts --watchdog-timeout, and stays quiet otherwise.
+// The watchdog fires once when a step outlasts --watchdog-timeout or the device failed, and stays
+// quiet otherwise.
 #include <gtest/gtest.h>
 
 #include <atomic>
@@ -21,6 +22,20 @@ TEST(Watchdog, FiresOnceWhenAStepOutlastsTheTimeout) {
   }
   EXPECT_EQ(fired, 1);
   EXPECT_NE(reason.find("--watchdog-timeout 10"), std::string::npos) << reason;
+}
+
+TEST(Watchdog, FiresWithTheReasonWhenTheDeviceFailed) {
+  FakeEngine engine;
+  engine.scripted_stats.fatal_error = "GPU 0: an illegal memory access was encountered (cudaErrorIllegalAddress)";
+  std::atomic<int> fired{0};
+  std::string reason;
+  {
+    server::Watchdog w(engine, 300.0, [&](const std::string& r) { reason = r, ++fired; }, 0.01);
+    for (int i = 0; i < 200 && fired == 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  EXPECT_EQ(fired, 1);
+  EXPECT_NE(reason.find("device failed: GPU 0: an illegal memory access"), std::string::npos) << reason;
 }
 
 TEST(Watchdog, QuietWhileStepsAreShortOrIdle) {

@@ -135,6 +135,14 @@ DeviceMemory CudaBackend::memory() const {
 
 void CudaBackend::begin_forward() {}
 
+std::string CudaBackend::fatal_error() {
+  // Launch errors are reported where they happen; an error a stream query returns is a fault of
+  // an executed kernel, which the driver keeps for the context (sticky): nothing more can run.
+  cudaError_t e = cudaStreamQuery(stream_);
+  if (e == cudaSuccess || e == cudaErrorNotReady) return {};
+  return fmt::format("GPU {}: {} ({})", device_, cudaGetErrorString(e), cudaGetErrorName(e));
+}
+
 void CudaBackend::synchronize() { check(cudaStreamSynchronize(stream_), "synchronize"); }
 
 Tensor CudaBackend::scratch(DType dtype, Shape shape) {

@@ -110,6 +110,7 @@ class CudaBackend final : public Backend {
   void all_reduce_sum(Tensor& x) override;  // cuda_collective.cpp
   Tensor all_gather_cols(const Tensor& x) override;
   void bind_thread() override;
+  std::string fatal_error() override;  // cuda_backend.cpp: a sticky error of the context
   // Joins a tensor-parallel group: comm is an ncclComm_t of this device, owned by the pointer.
   void set_communicator(std::shared_ptr<void> comm) { comm_ = std::move(comm); }
 
