@@ -51,11 +51,13 @@ EagleWorker::Rows EagleWorker::run(const std::vector<SequenceChunk>& chunks, con
   std::copy(hidden.begin(), hidden.end(), h.ptr<float>());
   Backend& be = model_.backend();
   ForwardOutput out = model_.forward_mtp(fb, be.to_device(h), mtp_cache_);
-  Tensor logits = be.to_host_f32(out.logits), hid = be.to_host_f32(out.hidden);
+  // The draft's choices are made where the logits are: the topk best tokens of each row come back.
+  std::vector<SamplingRow> pick(static_cast<size_t>(out.logits.size(0)));
+  for (auto& p : pick) p.temperature = 0.0f, p.top_logprobs = std::max(1, opt_.eagle_topk);
+  std::vector<SampledToken> picked = be.sample(out.logits, pick);
+  Tensor hid = be.to_host_f32(out.hidden);
   Rows r;
-  const int64_t V = logits.size(1);
-  for (int64_t i = 0; i < logits.size(0); ++i)
-    r.logits.emplace_back(logits.ptr<float>() + i * V, logits.ptr<float>() + (i + 1) * V);
+  for (auto& p : picked) r.top.push_back(std::move(p.top_logprobs));
   for (int64_t i = 0; i < hid.size(0); ++i) r.hidden.emplace_back(hid.ptr<float>() + i * H, hid.ptr<float>() + (i + 1) * H);
   return r;
 }
@@ -79,7 +81,7 @@ std::vector<EagleWorker::LastRow> EagleWorker::extend(const std::vector<RequestS
   size_t row = 0;
   for (size_t i = 0; i < reqs.size(); ++i) {
     row += rows[i].size();
-    last[i].logits = std::move(r.logits[i]);
+    last[i].top = std::move(r.top[i]);  // one logits row per request: its last
     last[i].hidden = r.hidden[row - 1];
   }
   return last;
@@ -101,8 +103,7 @@ void EagleWorker::draft_chain(const std::vector<RequestState*>& reqs, std::vecto
     std::vector<std::vector<DraftRow>> rows(reqs.size());
     std::vector<float> hidden;
     for (size_t i = 0; i < reqs.size(); ++i) {
-      const auto& lg = last[i].logits;
-      int32_t tok = int32_t(std::max_element(lg.begin(), lg.end()) - lg.begin());
+      const int32_t tok = last[i].top.front().second;  // the draft's greedy token
       DraftState& d = reqs[i]->draft;
       d.parent.push_back(int32_t(d.tokens.size()) - 1);
       d.depth.push_back(int32_t(d.tokens.size()) + 1);
@@ -116,22 +117,6 @@ void EagleWorker::draft_chain(const std::vector<RequestState*>& reqs, std::vecto
 }
 
 namespace {
-// The k best tokens of a row by log-probability, best first.
-std::vector<std::pair<float, int32_t>> top_k_logprobs(const std::vector<float>& logits, int k) {
-  float m = *std::max_element(logits.begin(), logits.end());
-  double s = 0;
-  for (float v : logits) s += std::exp(double(v) - m);
-  const double lse = m + std::log(s);
-  std::vector<int32_t> idx(logits.size());
-  std::iota(idx.begin(), idx.end(), 0);
-  k = std::min<int>(k, int(idx.size()));
-  std::partial_sort(idx.begin(), idx.begin() + k, idx.end(),
-                    [&](int32_t a, int32_t b) { return logits[a] > logits[b] || (logits[a] == logits[b] && a < b); });
-  std::vector<std::pair<float, int32_t>> out;
-  for (int i = 0; i < k; ++i) out.push_back({float(logits[idx[i]] - lse), idx[i]});
-  return out;
-}
-
 struct TreeNode {
   int32_t token, parent, depth;
   double score;              // cumulative draft log-probability
@@ -148,7 +133,7 @@ void EagleWorker::draft_tree(const std::vector<RequestState*>& reqs, std::vector
   std::vector<std::vector<int>> beam(R);
   for (size_t i = 0; i < R; ++i) {
     hiddens[i].push_back(std::move(last[i].hidden));
-    for (auto& [lp, tok] : top_k_logprobs(last[i].logits, k)) {
+    for (auto& [lp, tok] : last[i].top) {
       beam[i].push_back(int(nodes[i].size()));
       nodes[i].push_back({tok, -1, 1, lp, 0});
     }
@@ -184,7 +169,7 @@ void EagleWorker::draft_tree(const std::vector<RequestState*>& reqs, std::vector
         hiddens[i].push_back(std::move(out.hidden[row]));
         const int hidden_index = int(hiddens[i].size()) - 1;
         const TreeNode parent = nodes[i][b];
-        for (auto& [lp, tok] : top_k_logprobs(out.logits[row], k)) {
+        for (auto& [lp, tok] : out.top[row]) {
           children.push_back(int(nodes[i].size()));
           nodes[i].push_back({tok, b, parent.depth + 1, parent.score + lp, hidden_index});
         }

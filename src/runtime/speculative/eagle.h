@@ -43,10 +43,13 @@ class EagleWorker {
   const SpeculativeOptions& options() const { return opt_; }
 
   // Runs the MTP over rows of several requests (hidden: rows x hidden, host F32, in row order),
-  // writing their MTP cache entries. Returns for each request its last row's draft logits and
-  // MTP output hidden state.
+  // writing their MTP cache entries. Returns for each request its last row's most likely draft
+  // tokens (the topk best (log-probability, token) pairs, best first, ties lower id first; chosen
+  // on the device, so only they come back) and MTP output hidden state.
+  using TopTokens = std::vector<std::pair<float, int32_t>>;
   struct LastRow {
-    std::vector<float> logits, hidden;
+    TopTokens top;
+    std::vector<float> hidden;
   };
   std::vector<LastRow> extend(const std::vector<RequestState*>& reqs, const std::vector<std::vector<DraftRow>>& rows,
                               const std::vector<float>& hidden);
@@ -58,7 +61,8 @@ class EagleWorker {
 
  private:
   struct Rows {
-    std::vector<std::vector<float>> logits, hidden;
+    std::vector<TopTokens> top;
+    std::vector<std::vector<float>> hidden;
   };
   Rows run(const std::vector<struct SequenceChunk>& chunks, const std::vector<float>& hidden);
   void draft_chain(const std::vector<RequestState*>& reqs, std::vector<LastRow> last);
