@@ -10,6 +10,10 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 OUTDIR=${OUT:-/tmp/dsserve-gpu-out}
 mkdir -p "$OUTDIR"
 STAGES=${DSSERVE_STAGES:-tests,generate,bench,moe,serve}
+# Stage "node": what one GPU can do of the 8xH200 run (issue 9): the real DeepSeek-V3 config with
+# the layer count scaled to fit one H200 (DSSERVE_NODE_LAYERS, default 10: 3 dense + 7 MoE layers),
+# dummy FP8 weights, TP1: bench-one-batch at batch 1, 32, 256 (input 1024, output 256), the
+# speculative cost measurement, and bench-serving against the served model.
 has() { [[ ",$STAGES," == *",$1,"* ]]; }
 if has tests; then
   bash "$ROOT/scripts/gpu-check.sh" ${DSSERVE_GTEST_FILTER:+--gtest_filter=$DSSERVE_GTEST_FILTER} 2>&1 | tail -70
@@ -53,4 +57,28 @@ if has serve; then
   done
   curl -s localhost:31555/generate -d '{"input_ids":[1,2,3],"sampling_params":{"max_new_tokens":8,"temperature":0.7,"top_p":0.9,"seed":5}}' | cut -c1-300; echo
   kill %1; wait; tail -2 "$OUTDIR/serve.log" | cut -c1-300
+fi
+if has node; then
+  L=${DSSERVE_NODE_LAYERS:-10}
+  O="{\"num_hidden_layers\": $L}"
+  echo "== node (one H200): DeepSeek-V3 config, $L layers, dummy FP8, TP1"
+  $B bench-one-batch --model-path $V3 --load-format dummy --device cuda --json-model-override-args "$O" \
+    --batch-size 1 32 256 --input-len 1024 --output-len 256 > "$OUTDIR/node_bench.log" 2>&1
+  grep -E "^\||ceilings|memory:|error" "$OUTDIR/node_bench.log" | sed -E 's/^\[[^]]*\] \[?[a-z]+\]? //' | cut -c1-330 | tail -8
+  echo "== node: speculative cost (verify / draft step times, projected speed-up at 2.44)"
+  timeout 120 $B bench-speculative-cost --model-path $V3 --load-format dummy --device cuda \
+    --layers 2 3 4 5 --batch-size 1 32 --context-tokens 1024 --repeats 20 2>&1 | grep -v "Loading weights" | tail -14
+  echo "== node: serve + bench-serving (random 1000-token inputs, 256-token outputs)"
+  $B serve --model-path $V3 --load-format dummy --json-model-override-args "$O" --device cuda \
+    --skip-tokenizer-init --port 31556 --context-length 4096 --cuda-graph-max-bs 256 --max-running-requests 256 \
+    > "$OUTDIR/node_serve.log" 2>&1 &
+  for i in $(seq 1 240); do curl -sf localhost:31556/health >/dev/null && break; sleep 1; done
+  grep -E "memory:|model ready" "$OUTDIR/node_serve.log" | sed -E 's/^\[[^]]*\] \[?[a-z]+\]? //' | cut -c1-400
+  for c in 1 32 256; do
+    n=$((c < 32 ? 8 : 2 * c))
+    timeout 150 $B bench-serving --port 31556 --num-prompts $n --random-input-len 1000 --random-output-len 256 \
+      --max-concurrency $c --vocab-size 129280 --output-file "$OUTDIR/node_serving.jsonl" > "$OUTDIR/node_serving_$c.log" 2>&1
+    echo "concurrency $c: $(tail -1 "$OUTDIR/node_serving.jsonl" | cut -c1-600)"
+  done
+  kill %1; wait
 fi
