@@ -12,6 +12,7 @@
 #include <numeric>
 
 #include "backend/cuda/cuda_backend.h"
+#include "backend/cuda/mla_decode/mla_absorbed.h"
 #include "gpu/gpu_test_util.h"
 
 namespace dsserve::test {
@@ -170,6 +171,46 @@ TEST_F(GpuBench, MlaDecode) {
     }
     std::printf("[ bench    ] mla decode %-35s mma is %.2fx the speed of wmma\n", shape, ms_of[1] / ms_of[0]);
     cg().set_mla_decode_kernel(cuda::MlaDecodeKernel::Mma);
+  }
+}
+
+// The merge of split partial results alone (mla_combine_kernel), at the splits the decode shapes
+// above use: its share of their times. Bytes: partial outputs and (m, l) read, BF16 output written.
+TEST_F(GpuBench, MlaCombine) {
+  const int kr = 512;
+  struct Case {
+    int tokens, heads, splits;
+    const char* of;
+  };
+  for (const Case cs : {Case{64, 16, 2, "B=64 h=16"}, Case{8, 16, 16, "B=8 h=16"}, Case{1, 128, 64, "B=1 h=128"},
+                        Case{64, 16, 64, "B=64 h=16 graph@32k"}}) {
+    const int64_t rows = int64_t(cs.tokens) * cs.heads, parts = rows * cs.splits;
+    std::vector<float> ml(size_t(parts) * 2);
+    for (int64_t i = 0; i < parts; ++i) ml[size_t(2 * i)] = float(i % 7) * 0.25f, ml[size_t(2 * i + 1)] = 1.0f;
+    float *part_out = nullptr, *part_ml = nullptr;
+    void* out = nullptr;
+    ASSERT_EQ(cudaMalloc(&part_out, size_t(parts) * kr * 4), cudaSuccess);
+    ASSERT_EQ(cudaMalloc(&part_ml, size_t(parts) * 8), cudaSuccess);
+    ASSERT_EQ(cudaMalloc(&out, size_t(rows) * kr * 2), cudaSuccess);
+    ASSERT_EQ(cudaMemset(part_out, 0, size_t(parts) * kr * 4), cudaSuccess);
+    ASSERT_EQ(cudaMemcpy(part_ml, ml.data(), ml.size() * 4, cudaMemcpyHostToDevice), cudaSuccess);
+    cuda::MlaAbsorbedParams p{};
+    p.num_tokens = cs.tokens, p.heads = cs.heads, p.kv_rank = kr, p.latent = kr + 64, p.num_splits = cs.splits;
+    p.out = out, p.part_out = part_out, p.part_ml = part_ml;
+    auto graph = gpu().capture([&] {
+      for (int r = 0; r < 10; ++r) EXPECT_EQ(cuda::launch_mla_combine(p, cg().stream()), cudaSuccess);
+    });
+    ASSERT_NE(graph, nullptr);
+    const double ms = time_ms([&] { graph->replay(); }, 7) / 10;
+    const double gbs = double(parts) * (kr * 4 + 8) + double(rows) * kr * 2;
+    std::printf("[ bench    ] mla combine %-20s splits %2d %9.4f ms  %6.0f GB/s (%3.0f%% of copy %.0f)\n", cs.of,
+                cs.splits, ms, gbs / ms / 1e6, 100 * gbs / ms / 1e6 / g_ceil.gbs, g_ceil.gbs);
+    ::testing::Test::RecordProperty(std::string("mla combine ") + cs.of + " splits " + std::to_string(cs.splits),
+                                    std::to_string(ms) + " ms");
+    graph.reset();
+    cudaFree(part_out);
+    cudaFree(part_ml);
+    cudaFree(out);
   }
 }
 

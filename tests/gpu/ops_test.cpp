@@ -384,6 +384,9 @@ TEST_F(GpuOps, MlaDecodeKernelsOverV3Shapes) {
   // A shape the mma.sync kernel does not take hands the call to the WMMA kernel.
   check_mla_absorbed(MlaCase{"fallback_kr64", 8, 64, 32, 16, {{50, 1}, {300, 2}}}, rng,
                      cuda::MlaDecodeKernel::Wmma);
+  // Many splits of a kv_rank whose float4 columns (48) do not divide the merge's block: idle threads.
+  check_mla_absorbed(MlaCase{"fallback_kr192_splits", 8, 192, 32, 16, {{50, 1}, {3000, 2}}, 0, false, 8192}, rng,
+                     cuda::MlaDecodeKernel::Wmma);
 }
 
 // The absorbed attention recorded once in a CUDA graph sized for a 4096-token context, then replayed

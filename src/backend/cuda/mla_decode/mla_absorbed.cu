@@ -154,55 +154,86 @@ __global__ void __launch_bounds__(kThreads) mla_absorbed_kernel(MlaAbsorbedParam
 }
 
 // out[t, h, :] = sum_s w_s part_out[s, t, h, :] / sum_s w_s l_s with w_s = 2^(m_s - max m), over the
-// splits that saw a key (m_s > -inf; the others' part_out is never read). One warp per (t, h) row.
-constexpr int kCombineWarps = 4;
-__global__ void __launch_bounds__(32 * kCombineWarps) mla_combine_kernel(MlaAbsorbedParams p) {
+// splits that saw a key (m_s > -inf; the others' part_out is never read). One block per (t, h) row:
+// warp 0 computes the weights of all splits into shared memory; then thread (sg, c) sums float4
+// column c over splits sg, sg + SG, ... (SG = kCombineThreads / (kv_rank / 4) split groups), with
+// kCombineBatch loads issued before any is used, and split groups are summed through shared memory.
+// The loads of a row are thus spread over a whole block and overlap, rather than one warp walking
+// the splits one dependent round trip at a time (what made the merge of 16-64 splits expensive).
+// The launch bound's 4 blocks per SM give ptxas 64 registers, enough to keep a batch in flight (at
+// the default target of full occupancy it takes 32 and issues fewer loads at a time).
+constexpr int kCombineThreads = 256, kCombineBatch = 8;
+
+// *ptr if pred, else zeros; one predicated load (no branch), so a batch of them is issued back to back.
+__device__ __forceinline__ float4 load_f4_if(const float4* ptr, bool pred) {
+  float4 v;
+  asm volatile(
+      "{\n .reg .pred p;\n setp.ne.b32 p, %5, 0;\n"
+      " mov.f32 %0, 0f00000000;\n mov.f32 %1, 0f00000000;\n mov.f32 %2, 0f00000000;\n mov.f32 %3, 0f00000000;\n"
+      " @p ld.global.v4.f32 {%0, %1, %2, %3}, [%4];\n}\n"
+      : "=f"(v.x), "=f"(v.y), "=f"(v.z), "=f"(v.w)
+      : "l"(ptr), "r"(int(pred)));
+  return v;
+}
+__global__ void __launch_bounds__(kCombineThreads, 4) mla_combine_kernel(MlaAbsorbedParams p) {
+  __shared__ float sW[kMaxSplits];
+  __shared__ float4 sAcc[kCombineThreads];
   asm volatile("griddepcontrol.wait;\n" ::: "memory");  // the attention grid's results are complete
   const int64_t rows = int64_t(p.num_tokens) * p.heads;
-  const int64_t row = int64_t(blockIdx.x) * kCombineWarps + (threadIdx.x >> 5);
-  const int lane = threadIdx.x & 31;
-  if (row >= rows) return;
-  const float* ml = p.part_ml + row * 2;
-  float mx = -INFINITY;
-  for (int s = lane; s < p.num_splits; s += 32) mx = fmaxf(mx, ml[s * rows * 2]);
-  mx = warp_max(mx);
-  float denom = 0.0f;
-  for (int s = lane; s < p.num_splits; s += 32) {
-    const float m = ml[s * rows * 2];
-    if (m != -INFINITY) denom += exp2f(m - mx) * ml[s * rows * 2 + 1];
+  const int64_t row = blockIdx.x;
+  const int tid = threadIdx.x, n = p.num_splits;
+  if (tid < 32) {
+    const float* ml = p.part_ml + row * 2;
+    float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.0f, l1 = 0.0f;  // splits tid and tid + 32
+    if (tid < n) m0 = ml[int64_t(tid) * rows * 2], l0 = ml[int64_t(tid) * rows * 2 + 1];
+    if (tid + 32 < n) m1 = ml[int64_t(tid + 32) * rows * 2], l1 = ml[int64_t(tid + 32) * rows * 2 + 1];
+    const float mx = warp_max(fmaxf(m0, m1));
+    const float e0 = m0 == -INFINITY ? 0.0f : exp2f(m0 - mx), e1 = m1 == -INFINITY ? 0.0f : exp2f(m1 - mx);
+    const float denom = warp_sum(e0 * l0 + e1 * l1);
+    const float inv = denom > 0.0f ? 1.0f / denom : 0.0f;
+    if (tid < n) sW[tid] = e0 * inv;  // 0 for a split without keys: its part_out is not read
+    if (tid + 32 < n) sW[tid + 32] = e1 * inv;
   }
-  denom = warp_sum(denom);
-  const float inv = denom > 0.0f ? 1.0f / denom : 0.0f;
-  const int vecs = p.kv_rank / 4;  // float4 columns of a row; lane handles lane, lane + 32, ...
-  float4 acc[kMaxPairsPerLane / 2];
+  __syncthreads();
+  const int vecs = p.kv_rank / 4;                 // float4 columns of a row (16..128)
+  const int groups = kCombineThreads / vecs;      // split groups (2 for kv_rank 512)
+  const int sg = tid / vecs, c = tid % vecs;
+  float4 acc = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+  if (sg < groups) {
+    const float4* src = reinterpret_cast<const float4*>(p.part_out + row * p.kv_rank) + c;
+    const int64_t split_stride = rows * vecs;  // float4s between splits of one row
+    for (int s0 = sg; s0 < n; s0 += groups * kCombineBatch) {
+      float4 v[kCombineBatch];
+      float w[kCombineBatch];
 #pragma unroll
-  for (int j = 0; j < kMaxPairsPerLane / 2; ++j) acc[j] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-  for (int s = 0; s < p.num_splits; ++s) {
-    const float m = ml[s * rows * 2];
-    if (m == -INFINITY) continue;  // the same for every lane
-    const float w = exp2f(m - mx) * inv;
-    const float4* src = reinterpret_cast<const float4*>(p.part_out + (s * rows + row) * p.kv_rank);
+      for (int j = 0; j < kCombineBatch; ++j) {
+        const int s = s0 + j * groups;
+        const float ws = sW[min(s, n - 1)];  // an unconditional shared load: no branch in the batch
+        w[j] = s < n ? ws : 0.0f;
+        v[j] = load_f4_if(src + s * split_stride, w[j] != 0.0f);
+      }
 #pragma unroll
-    for (int j = 0; j < kMaxPairsPerLane / 2; ++j) {
-      const int c = lane + 32 * j;
-      if (c < vecs) {
-        const float4 v = src[c];
-        acc[j].x += w * v.x, acc[j].y += w * v.y, acc[j].z += w * v.z, acc[j].w += w * v.w;
+      for (int j = 0; j < kCombineBatch; ++j) {
+        acc.x += w[j] * v[j].x, acc.y += w[j] * v[j].y, acc.z += w[j] * v[j].z, acc.w += w[j] * v[j].w;
       }
     }
   }
-  bf16* out = static_cast<bf16*>(p.out) + row * p.kv_rank;
-#pragma unroll
-  for (int j = 0; j < kMaxPairsPerLane / 2; ++j) {
-    const int c = lane + 32 * j;
-    if (c < vecs) {
-      __nv_bfloat162 lo = __floats2bfloat162_rn(acc[j].x, acc[j].y), hi = __floats2bfloat162_rn(acc[j].z, acc[j].w);
-      uint2 v;
-      v.x = *reinterpret_cast<uint32_t*>(&lo);
-      v.y = *reinterpret_cast<uint32_t*>(&hi);
-      *reinterpret_cast<uint2*>(out + 4 * c) = v;
+  if (groups > 1) {
+    sAcc[tid] = acc;
+    __syncthreads();
+    if (sg != 0) return;
+    for (int k = 1; k < groups; ++k) {
+      const float4 o = sAcc[k * vecs + c];
+      acc.x += o.x, acc.y += o.y, acc.z += o.z, acc.w += o.w;
     }
+  } else if (sg != 0) {
+    return;
   }
+  __nv_bfloat162 lo = __floats2bfloat162_rn(acc.x, acc.y), hi = __floats2bfloat162_rn(acc.z, acc.w);
+  uint2 out;
+  out.x = *reinterpret_cast<uint32_t*>(&lo);
+  out.y = *reinterpret_cast<uint32_t*>(&hi);
+  reinterpret_cast<uint2*>(static_cast<bf16*>(p.out) + row * p.kv_rank)[c] = out;
 }
 
 }  // namespace
@@ -258,8 +289,9 @@ cudaError_t launch_mla_absorbed(const MlaAbsorbedParams& p, cudaStream_t stream)
 cudaError_t launch_mla_combine(const MlaAbsorbedParams& p, cudaStream_t stream) {
   const int64_t rows = int64_t(p.num_tokens) * p.heads;
   cudaLaunchConfig_t cfg{};
-  cfg.gridDim = dim3(unsigned(ceil_div(rows, kCombineWarps)));
-  cfg.blockDim = dim3(32 * kCombineWarps);
+  if (rows > 0x7fffffff) return cudaErrorInvalidValue;
+  cfg.gridDim = dim3(unsigned(rows));  // one block per (token, head) row
+  cfg.blockDim = dim3(kCombineThreads);
   cfg.dynamicSmemBytes = 0;
   cfg.stream = stream;
   cudaLaunchAttribute attr[1];
