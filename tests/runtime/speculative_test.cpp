@@ -139,6 +139,7 @@ TEST(Speculative, DraftMtpLogitsMatchTheFixture) {
   LatentCache mtp = model.allocate_cache(cache_pages_for(pool), 16, true);
   SpeculativeOptions so;
   so.algorithm = "EAGLE";
+  so.eagle_topk = 4;  // four ranked draft tokens per row to compare
   so.validate_and_default();
   EagleWorker eagle(model, mtp, int32_t(pool.num_pages() * 16), so);
   for (int k = 1; k < 5; ++k) {
@@ -154,11 +155,23 @@ TEST(Speculative, DraftMtpLogitsMatchTheFixture) {
     Tensor hid = backend->to_host_f32(fo.hidden);
     std::vector<float> h(hid.ptr<float>(), hid.ptr<float>() + (int64_t(ids.size()) - 1) * hid.size(1));
     auto last = eagle.extend({&r}, {rows}, h);
+    // The draft returns its row's best tokens with their log-probabilities: the reference's top
+    // tokens of log_softmax(mtp_logits), in order, with the same values.
     const int64_t V = want.size(1), T = want.size(0);
     const float* wl = want.ptr<float>() + (T - 1) * V;
-    double worst = 0;
-    for (int64_t v = 0; v < V; ++v) worst = std::max(worst, double(std::fabs(last[0].logits[v] - wl[v])));
-    EXPECT_LT(worst, 1e-3) << "prompt " << k << ": last MTP row through the shifted MTP cache";
+    double mx = wl[0], sum = 0;
+    for (int64_t v = 0; v < V; ++v) mx = std::max(mx, double(wl[v]));
+    for (int64_t v = 0; v < V; ++v) sum += std::exp(double(wl[v]) - mx);
+    const double lse = mx + std::log(sum);
+    std::vector<int32_t> order(static_cast<size_t>(V));
+    std::iota(order.begin(), order.end(), 0);
+    std::stable_sort(order.begin(), order.end(), [&](int32_t x, int32_t y) { return wl[x] > wl[y]; });
+    ASSERT_EQ(last[0].top.size(), size_t(so.eagle_topk)) << "prompt " << k;
+    for (size_t j = 0; j < last[0].top.size(); ++j) {
+      EXPECT_EQ(last[0].top[j].second, order[j]) << "prompt " << k << ", rank " << j;
+      EXPECT_NEAR(last[0].top[j].first, double(wl[order[j]]) - lse, 1e-3)
+          << "prompt " << k << ": last MTP row through the shifted MTP cache, rank " << j;
+    }
     r.pages.release_all(pool);
   }
 }
