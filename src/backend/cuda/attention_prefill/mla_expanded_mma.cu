@@ -297,6 +297,9 @@ template <class C>
 cudaError_t launch_cfg(const MlaExpandedParams& p, cudaStream_t stream) {
   auto kernel = mla_expanded_mma_kernel<C>;
   cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, C::kSmemBytes);
+  // All of the unified L1 / shared memory as shared memory, so that two blocks fit on an SM.
+  if (e == cudaSuccess)
+    e = cudaFuncSetAttribute(kernel, cudaFuncAttributePreferredSharedMemoryCarveout, int(cudaSharedmemCarveoutMaxShared));
   if (e != cudaSuccess) return e;
   const int64_t rows = ceil_div(p.num_tokens, kBQ) + p.num_seqs;  // query tiles (upper bound)
   if (rows > 65535) return cudaErrorInvalidValue;
