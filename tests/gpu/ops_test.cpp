@@ -265,15 +265,17 @@ TEST_F(GpuOps, MlaExpandedCausalWithPrefixes) {
     const float scale = 0.1352f;
     Tensor oc = cpu().mla_attention_expanded(q.c.unflatten(1, cs.n, cs.dn + cs.dr), kv.c.unflatten(1, cs.n, cs.dn + cs.dv),
                                              keys.c.slice(1, kr, kr + cs.dr), bc, scale);
-    for (bool tc : {true, false}) {
-      static_cast<cuda::CudaBackend&>(gpu()).set_tensor_core_attention(tc);
+    auto& cgpu = static_cast<cuda::CudaBackend&>(gpu());
+    for (auto k : {cuda::MlaPrefillKernel::Mma, cuda::MlaPrefillKernel::Wmma, cuda::MlaPrefillKernel::Scalar}) {
+      cgpu.set_mla_prefill_kernel(k);
       Tensor og = gpu().mla_attention_expanded(q.g.unflatten(1, cs.n, cs.dn + cs.dr),
                                                kv.g.unflatten(1, cs.n, cs.dn + cs.dv), keys.g.slice(1, kr, kr + cs.dr), bg,
                                                scale);
-      expect_close(((tc ? "tc_err_n" : "simple_err_n") + std::to_string(cs.n)).c_str(), rel_err(cpu(), oc, gpu(), og),
-                   kBf16Out);
+      EXPECT_EQ(cgpu.last_mla_prefill(), k);  // both shapes are instantiated for the mma kernel
+      expect_close((std::string(cuda::mla_prefill_kernel_name(k)) + "_err_n" + std::to_string(cs.n)).c_str(),
+                   rel_err(cpu(), oc, gpu(), og), kBf16Out);
     }
-    static_cast<cuda::CudaBackend&>(gpu()).set_tensor_core_attention(true);
+    cgpu.set_mla_prefill_kernel(cuda::MlaPrefillKernel::Mma);
   }
 }
 
@@ -293,6 +295,40 @@ double worst_row_err(const Tensor& ref_dev, const Tensor& got_dev, int64_t row_l
     worst = std::max(worst, std::sqrt(num / std::max(den, 1e-30)));
   }
   return worst;
+}
+
+// The mma.sync prefill kernel on longer sequences (a 300-token prefix and 1000 new tokens), mixed
+// lengths around the 64-token tiles, and strided q / kv / k_pe views, against the CPU backend:
+// both the whole output and its worst (token, head) row.
+TEST_F(GpuOps, MlaExpandedMmaLongAndStrided) {
+  struct Case {
+    int n, dn, dr, dv;
+    std::vector<std::pair<int, int>> seqs;
+  };
+  auto& cgpu = static_cast<cuda::CudaBackend&>(gpu());
+  for (const Case& cs : {Case{16, 128, 64, 128, {{300, 1000}, {0, 65}, {64, 64}, {1, 127}, {130, 3}}},
+                         Case{4, 64, 32, 64, {{0, 1000}, {63, 129}, {5, 1}}}}) {
+    BatchSpec spec = make_batch_spec(cs.seqs, 16, rng);
+    AttentionBatch bc = make_batch(cpu(), spec), bg = make_batch(gpu(), spec);
+    const int64_t T = bc.num_tokens, K = bc.h_key_start.back(), kr = 512, dqk = cs.dn + cs.dr;
+    // q: heads 8 values apart beyond their width; kv: rows 16 values wider; k_pe: a column slice.
+    Pair q = both(randn({T, int64_t(cs.n) * (dqk + 8)}, rng));
+    Pair kv = both(randn({K, int64_t(cs.n) * (cs.dn + cs.dv) + 16}, rng));
+    Pair keys = both(randn({K, kr + cs.dr}, rng));
+    auto qv = [&](const Tensor& t) { return t.unflatten(1, cs.n, dqk + 8).slice(2, 0, dqk); };
+    auto kvv = [&](const Tensor& t) { return t.slice(1, 0, int64_t(cs.n) * (cs.dn + cs.dv)).unflatten(1, cs.n, cs.dn + cs.dv); };
+    const float scale = 0.0722f;
+    Tensor oc = cpu().mla_attention_expanded(qv(q.c), kvv(kv.c), keys.c.slice(1, kr, kr + cs.dr), bc, scale);
+    for (auto k : {cuda::MlaPrefillKernel::Mma, cuda::MlaPrefillKernel::Wmma}) {
+      cgpu.set_mla_prefill_kernel(k);
+      Tensor og = gpu().mla_attention_expanded(qv(q.g), kvv(kv.g), keys.g.slice(1, kr, kr + cs.dr), bg, scale);
+      EXPECT_EQ(cgpu.last_mla_prefill(), k);
+      const std::string tag = std::string(cuda::mla_prefill_kernel_name(k)) + "_n" + std::to_string(cs.n);
+      expect_close(("err_" + tag).c_str(), rel_err(cpu(), oc, gpu(), og), kBf16Out);
+      expect_close(("row_err_" + tag).c_str(), worst_row_err(oc, og, cs.dv), 3e-2);
+    }
+  }
+  cgpu.set_mla_prefill_kernel(cuda::MlaPrefillKernel::Mma);
 }
 
 // Decode batches of `count` sequences of random lengths in [1, max_len] (one new token each),

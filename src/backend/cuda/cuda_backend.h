@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "backend/backend.h"
+#include "backend/cuda/attention_prefill/mla_expanded.h"
 #include "backend/cuda/gemm/cublaslt_gemm.h"
 #include "backend/cuda/memory/scratch_pool.h"
 #include "backend/cuda/mla_decode/mla_absorbed.h"
@@ -120,13 +121,17 @@ class CudaBackend final : public Backend {
   int device_index() const { return device_; }
   // Attention kernels: tensor-core versions where the shapes allow (default), or the scalar
   // reference kernels (tests check each against the CPU backend). set_tensor_core_attention sets
-  // both families (absorbed: the mma.sync kernel, or the scalar one); set_mla_decode_kernel picks
-  // any absorbed kernel (a kernel that cannot take a call's shapes hands it to the next one).
+  // both families (the mma.sync kernels, or the scalar ones); set_mla_decode_kernel and
+  // set_mla_prefill_kernel pick any absorbed / expanded kernel (a kernel that cannot take a call's
+  // shapes hands it to the next one).
   void set_tensor_core_attention(bool on) {
-    tensor_core_attention_ = on;
+    mla_prefill_kernel_ = on ? MlaPrefillKernel::Mma : MlaPrefillKernel::Scalar;
     mla_decode_kernel_ = on ? MlaDecodeKernel::Mma : MlaDecodeKernel::Scalar;
   }
   void set_mla_decode_kernel(MlaDecodeKernel k) { mla_decode_kernel_ = k; }
+  void set_mla_prefill_kernel(MlaPrefillKernel k) { mla_prefill_kernel_ = k; }
+  // The kernel that ran the last mla_attention_expanded call (for tests and benchmarks).
+  MlaPrefillKernel last_mla_prefill() const { return last_mla_prefill_; }
   // The kernel and split count of the last mla_attention_absorbed call (for tests and benchmarks).
   struct MlaDecodeLaunch {
     MlaDecodeKernel kernel = MlaDecodeKernel::Mma;
@@ -162,7 +167,8 @@ class CudaBackend final : public Backend {
   Tensor moe_experts_cublaslt(const Tensor& x, const ExpertWeights& w, const RouterOutput& route);
 
   int device_ = 0;
-  bool tensor_core_attention_ = true;
+  MlaPrefillKernel mla_prefill_kernel_ = MlaPrefillKernel::Mma;
+  MlaPrefillKernel last_mla_prefill_ = MlaPrefillKernel::Mma;
   MlaDecodeKernel mla_decode_kernel_ = MlaDecodeKernel::Mma;
   MlaDecodeLaunch last_mla_decode_;
   cudaStream_t stream_ = nullptr;

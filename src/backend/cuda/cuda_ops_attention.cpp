@@ -87,8 +87,8 @@ Tensor CudaBackend::mla_attention_expanded(const Tensor& q_in, const Tensor& kv_
   p.num_seqs = b.num_seqs, p.num_tokens = int(T), p.heads = int(n);
   p.dn = int(dn), p.dr = int(dr), p.dv = int(dv);
   p.scale = scale;
-  p.tensor_cores = tensor_core_attention_;
-  cudaError_t e = launch_mla_expanded(p, stream_);
+  p.kernel = mla_prefill_kernel_;
+  cudaError_t e = launch_mla_expanded(p, stream_, &last_mla_prefill_);
   DS_CHECK(e != cudaErrorInvalidValue,
            "mla_attention_expanded: unsupported head dims (dn {}, dr {}, dv {}: need even, dv <= 128, dn + dr <= 256)",
            dn, dr, dv);

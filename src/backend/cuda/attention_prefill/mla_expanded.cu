@@ -196,10 +196,27 @@ __global__ void __launch_bounds__(kThreads) mla_expanded_kernel(MlaExpandedParam
 
 }  // namespace
 
-cudaError_t launch_mla_expanded(const MlaExpandedParams& p, cudaStream_t stream) {
+const char* mla_prefill_kernel_name(MlaPrefillKernel k) {
+  switch (k) {
+    case MlaPrefillKernel::Mma: return "mma";
+    case MlaPrefillKernel::Wmma: return "wmma";
+    case MlaPrefillKernel::Scalar: return "scalar";
+  }
+  return "?";
+}
+
+cudaError_t launch_mla_expanded(const MlaExpandedParams& p, cudaStream_t stream, MlaPrefillKernel* ran) {
   if (p.num_tokens == 0 || p.heads == 0) return cudaSuccess;
+  if (p.kernel == MlaPrefillKernel::Mma && mla_expanded_mma_supports(p)) {
+    if (ran) *ran = MlaPrefillKernel::Mma;
+    return launch_mla_expanded_mma(p, stream);
+  }
   cudaError_t tc_err = cudaSuccess;
-  if (p.tensor_cores && launch_mla_expanded_tc(p, stream, &tc_err)) return tc_err;
+  if (p.kernel != MlaPrefillKernel::Scalar && launch_mla_expanded_tc(p, stream, &tc_err)) {
+    if (ran) *ran = MlaPrefillKernel::Wmma;
+    return tc_err;
+  }
+  if (ran) *ran = MlaPrefillKernel::Scalar;
   const int dqk = p.dn + p.dr;
   if (p.dn % 2 || p.dr % 2 || p.dv % 2 || p.dv > 2 * 64 || dqk > 256 || p.q_stride_t % 2 || p.q_stride_h % 2 ||
       p.kv_stride_k % 2 || p.kv_stride_h % 2 || p.k_pe_stride % 2)
