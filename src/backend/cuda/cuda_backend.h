@@ -144,9 +144,6 @@ class CudaBackend final : public Backend {
   enum class MoePath { Auto, Grouped, Cublaslt };
   static constexpr int64_t kMoeGroupedMaxPairs = 2048;
   void set_moe_path(MoePath path) { moe_path_ = path; }
-  // The grouped products' split-K choice (MoeGroupedGemmParams::split_k): -1 automatic (the
-  // default); tests force 0 (never) or 1 (whenever an item has 8 rows) to check both kernels.
-  void set_moe_split_k(int mode) { moe_split_k_ = mode; }
   cudaStream_t stream() const { return stream_; }
   size_t scratch_bytes() const { return scratch_.capacity_bytes(); }
   size_t graph_pool_bytes() const { return graph_pool_.capacity_bytes(); }
@@ -178,7 +175,6 @@ class CudaBackend final : public Backend {
   ScratchPool* active_pool_ = &scratch_;  // graph_pool_ while capture() runs its body
   std::shared_ptr<std::atomic<int64_t>> live_bytes_ = std::make_shared<std::atomic<int64_t>>(0);
   MoePath moe_path_ = MoePath::Auto;
-  int moe_split_k_ = -1;
   int64_t experts_run_ = 0;     // counted on the host by the cuBLASLt path
   Tensor experts_run_device_;   // [1] I64: counted on the device by the grouped path
   std::shared_ptr<void> comm_;  // ncclComm_t, when in a tensor-parallel group

@@ -126,7 +126,6 @@ Tensor CudaBackend::moe_experts_grouped(const Tensor& x_in, const ExpertWeights&
   gp.items = ap.items, gp.num_items = ap.num_items;
   gp.fp8 = ew.fp8;
   gp.rows_per_item = rows_per_item, gp.max_items = max_items;
-  gp.split_k = moe_split_k_;
   Tensor act = scratch(DType::BF16, {pairs, I});
   gp.kind = MoeGemmKind::GateUp;
   gp.x = x.data(), gp.ldx = x.stride(0);

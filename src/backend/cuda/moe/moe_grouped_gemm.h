@@ -1,10 +1,9 @@
 // Grouped expert products for decode sizes: for every work item of moe_align (an expert and up to
 // rows_per_item of its rows), Y[row, :] = X[in_row(row), :] W[e]^T, reading expert e's weight once
-// per item. Weights BF16 or FP8 e4m3 with 128x128 block scales (FP8: the e4m3 values enter the
-// tensor cores exactly, and each block's scale multiplies the float32 sums of its 128-wide K chunk);
-// activations BF16; float32 accumulation on the tensor cores (mma.sync m16n8k16). Launch
-// configuration depends on the shapes, the number of routed pairs and the SM count only, never on
-// the routing itself, so it can be captured.
+// per item. Weights BF16 or FP8 e4m3 with 128x128 block scales (dequantized in registers exactly
+// as the CPU oracle does: e4m3 x scale in float32, rounded to BF16); activations BF16; float32
+// accumulation on the tensor cores (mma.sync m16n8k16). Launch configuration depends on the shapes
+// and on the number of routed pairs only, never on the routing itself, so it can be captured.
 #pragma once
 #include <cuda_runtime.h>
 
@@ -41,10 +40,6 @@ struct MoeGroupedGemmParams {
   int64_t ldy = 0;
   int rows_per_item = 8;                   // 8, 16 or 32 (moe_grouped_rows_per_item)
   int64_t max_items = 0;                   // grid.y: moe_max_work_items(pairs, experts, rows_per_item)
-  // Split each warp tile's K over the block's 4 warps (more weight rows streaming at once when the
-  // grid is small): -1 chooses from the shapes, T and the SM count; 0 never; 1 whenever
-  // rows_per_item is 8 (the only size it is built for). Tests force both.
-  int split_k = -1;
 };
 
 // Rows per work item for a batch of `pairs` routed pairs over `experts` experts: 8 while the mean
@@ -55,7 +50,7 @@ inline int moe_grouped_rows_per_item(int64_t pairs, int64_t experts) {
 }
 
 // Requirements: K % 8 == 0, ldx % 8 == 0, ldy % 2 == 0, 16-byte aligned x; FP8: K % 128 == 0 and
-// N % 128 == 0, and finite activations below 2^63 in magnitude (see moe/README.md); GateUp: N even; rows_per_item in {8, 16, 32}; max_items <= 65535.
+// N % 128 == 0; GateUp: N even; rows_per_item in {8, 16, 32}; max_items <= 65535.
 cudaError_t launch_moe_grouped_gemm(const MoeGroupedGemmParams& p, cudaStream_t stream);
 
 }  // namespace dsserve::cuda
