@@ -14,6 +14,7 @@
 // Fragment conventions as in mla_decode/mla_decode_mma.cu.
 #include "backend/cuda/attention_prefill/mla_expanded.h"
 #include "backend/cuda/common/device_utils.cuh"
+#include "backend/cuda/common/mma_sync.cuh"
 
 namespace dsserve::cuda {
 
@@ -50,37 +51,6 @@ __device__ __forceinline__ uint32_t smem_u32(const void* p) {
 template <int kRowBytes>
 __device__ __forceinline__ uint32_t swz(int row, int chunk) {
   return uint32_t(row * kRowBytes + ((chunk ^ (row & 7)) << 4));
-}
-
-// 16-byte global -> shared copy; with valid = false the destination is zero-filled, nothing read.
-__device__ __forceinline__ void cp16(uint32_t dst, const void* src, bool valid) {
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(valid ? 16 : 0));
-}
-
-__device__ __forceinline__ void ldsm_x4(uint32_t addr, uint32_t (&r)[4]) {
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(addr));
-}
-
-__device__ __forceinline__ void ldsm_x4_trans(uint32_t addr, uint32_t (&r)[4]) {
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(addr));
-}
-
-// d += a b for one m16n8k16 tile (A row-major 16x16, B "col" 16x8, float32 accumulators).
-__device__ __forceinline__ void mma_bf16(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
-  asm volatile(
-      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
-      "{%0, %1, %2, %3};\n"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-
-__device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
-  __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);  // .x (the lower column) in the low half
-  return *reinterpret_cast<uint32_t*>(&v);
 }
 
 // Maps grid row b to (sequence, first query of its tile), each sequence's tiles from the last to
@@ -127,7 +97,7 @@ __global__ void __launch_bounds__(kThreads, 2) mla_expanded_mma_kernel(MlaExpand
   for (int idx = tid; idx < kBQ * C::kQkChunks; idx += kThreads) {
     const int r = idx / C::kQkChunks, c = idx % C::kQkChunks;
     const bf16* src = qg + int64_t(qstart + q0 + min(r, nq - 1)) * p.q_stride_t + int64_t(h) * p.q_stride_h + 8 * c;
-    cp16(sq + swz<C::kQkRowBytes>(r, c), src, r < nq);
+    cp_async_16_u32(sq + swz<C::kQkRowBytes>(r, c), src, r < nq);
   }
   cp_async_commit();
 
@@ -139,13 +109,13 @@ __global__ void __launch_bounds__(kThreads, 2) mla_expanded_mma_kernel(MlaExpand
       const int64_t row = k0 + min(kt + r, kend - 1);
       const bf16* src = c < vn ? kvg + row * p.kv_stride_k + int64_t(h) * p.kv_stride_h + 8 * c
                                : kpeg + row * p.k_pe_stride + 8 * (c - vn);
-      cp16(sk + swz<C::kQkRowBytes>(r, c), src, kt + r < kend);
+      cp_async_16_u32(sk + swz<C::kQkRowBytes>(r, c), src, kt + r < kend);
     }
     for (int idx = tid; idx < kBK * C::kVChunks; idx += kThreads) {
       const int r = idx / C::kVChunks, c = idx % C::kVChunks;
       const int64_t row = k0 + min(kt + r, kend - 1);
       const bf16* src = kvg + row * p.kv_stride_k + int64_t(h) * p.kv_stride_h + p.dn + 8 * c;
-      cp16(sv + swz<C::kVRowBytes>(r, c), src, kt + r < kend);
+      cp_async_16_u32(sv + swz<C::kVRowBytes>(r, c), src, kt + r < kend);
     }
   };
   issue(0);
