@@ -254,6 +254,9 @@ class Backend {
   // by all of them: read a replay's outputs before replaying another). The tensors the body keeps
   // (its outputs) should be released at its start so that both runs allocate alike.
   virtual bool can_capture() const { return false; }
+  // The most (token, routed expert) pairs one MoE call may have inside a recorded forward (larger
+  // calls synchronise with the host); 0: no limit known.
+  virtual int64_t max_recorded_moe_pairs() const { return 0; }
   virtual std::unique_ptr<CapturedForward> capture(const std::function<void()>& body) {
     (void)body;
     return nullptr;

@@ -74,6 +74,7 @@ void run(GenerateOptions& o) {
   if (o.model.max_total_tokens == 0)  // one sequence, plus what one speculative round may touch
     o.model.max_total_tokens = int64_t(req.input_ids.size()) + std::max(0, req.sampling.max_new_tokens) +
                                o.speculative.cache_margin();
+  o.model.verify_tokens = o.speculative.enabled() ? o.speculative.num_draft_tokens : 0;
   LoadedModel m = load_model(o.model, o.speculative.enabled());
   SchedulerOptions so;
   so.chunked_prefill_size = o.chunked_prefill_size;

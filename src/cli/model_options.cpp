@@ -132,8 +132,24 @@ LoadedModel load_model(const ModelOptions& o, bool with_mtp_cache) {
     if (sizes.empty()) sizes = default_cuda_graph_batch_sizes(o.cuda_graph_max_bs > 0 ? o.cuda_graph_max_bs : 160);
     for (int b : sizes) DS_CHECK(b >= 1, "--cuda-graph-bs: batch sizes must be at least 1, found {}", b);
     const int32_t trash_slot = int32_t(m.pool->num_pages() * m.pool->page_size());
+    // A recorded forward must not synchronise: keep the sizes whose MoE calls stay on the device.
+    auto recordable = [&](std::vector<int> s, int tokens_per_seq) {
+      const int64_t max_pairs = lead.max_recorded_moe_pairs();
+      if (max_pairs <= 0 || cfg.n_routed_experts == 0) return s;
+      std::vector<int> kept;
+      for (int b : s)
+        if (int64_t(b) * tokens_per_seq * cfg.num_experts_per_tok <= max_pairs) kept.push_back(b);
+        else spdlog::info("CUDA graphs: batch size {} x {} tokens not recorded ({} expert pairs exceed the {} that "
+                          "run without the host)", b, tokens_per_seq, int64_t(b) * tokens_per_seq * cfg.num_experts_per_tok,
+                          max_pairs);
+      return kept;
+    };
     try {
-      m.runner().capture_decode_graphs(m.cache, trash_slot, sizes);
+      m.runner().capture_decode_graphs(m.cache, trash_slot, recordable(sizes, 1));
+      if (o.verify_tokens > 1 && m.model) {
+        std::vector<int> vs = recordable(sizes, o.verify_tokens);
+        if (!vs.empty()) m.model->capture_verify_graphs(m.cache, trash_slot, vs, o.verify_tokens);
+      }
     } catch (const std::exception& e) {
       fail("recording the decode forward as CUDA graphs failed: {} (run with --disable-cuda-graph to decode eagerly)",
            e.what());
@@ -141,6 +157,9 @@ LoadedModel load_model(const ModelOptions& o, bool with_mtp_cache) {
     std::vector<int> got = m.runner().decode_graph_sizes();
     graphs = fmt::format("batch sizes {} recorded in {:.2f} s", fmt::join(got, " "),
                          m.runner().decode_graph_capture_seconds());
+    if (m.model && !m.model->verify_graph_sizes().empty())
+      graphs += fmt::format("; verify ({} tokens per sequence): batch sizes {}", o.verify_tokens,
+                            fmt::join(m.model->verify_graph_sizes(), " "));
   }
   double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   spdlog::info("model ready in {:.2f} s: context {} tokens, KV cache {} pages x {} tokens", s, ctx, pages, o.page_size);

@@ -32,6 +32,7 @@ struct ModelOptions {
   bool disable_cuda_graph = false;
   int cuda_graph_max_bs = 0;
   std::vector<int> cuda_graph_bs;
+  int verify_tokens = 0;  // speculative decoding: tokens per sequence of the verify forward (its graphs)
 
   void add_to(CLI::App& app);
   void add_cuda_graph_flags(CLI::App& app);  // --cuda-graph-max-bs, --cuda-graph-bs, --disable-cuda-graph

@@ -211,7 +211,8 @@ void serve(ServeOptions& o) {
                  spec.num_steps, spec.eagle_topk, spec.num_draft_tokens,
                  o.speculative_draft_model_path.empty() ? "the checkpoint's MTP layer" : o.speculative_draft_model_path);
   o.model.draft_model_path = o.speculative_draft_model_path;
-  o.model.load_mtp = spec.enabled();  // as SGLang: the MTP layer is the draft model, loaded only to draft
+  o.model.load_mtp = spec.enabled();
+  o.model.verify_tokens = spec.enabled() ? spec.num_draft_tokens : 0;  // as SGLang: the MTP layer is the draft model, loaded only to draft
   o.model.tp_size = o.tp_size;  // tensor parallel over this node's GPUs, one thread per GPU
   o.model.ep_size = o.ep_size;
   LoadedModel m = load_model(o.model, spec.enabled());

@@ -1,9 +1,11 @@
-// Decode forwards replayed from captured graphs (CUDA graphs): for each recorded batch size, the
-// forward of one new token per sequence through absorbed attention, recorded once over fixed
-// device buffers (token ids, positions, cache slots, sequence lengths, page table). A decode batch
-// of B sequences is padded to the smallest recorded size >= B: padding rows read and write only
-// the trash slot. Replaying copies the batch into those buffers and launches the graph; nothing
-// is allocated and the host does not wait for the device.
+// Decode and verify forwards replayed from captured graphs (CUDA graphs). For each recorded batch
+// size, the forward of q new tokens per sequence through absorbed attention is recorded once over
+// fixed device buffers (token ids, positions, cache slots, sequence lengths, page table, and for
+// speculative verification the per-sequence [q, q] tree masks). q = 1 is plain decode; q =
+// num_draft_tokens with tree masks is EAGLE's verify forward. A batch of B sequences is padded to
+// the smallest recorded size >= B: padding rows read and write only the trash page. Replaying
+// copies the batch into those buffers and launches the graph; nothing is allocated and the host
+// does not wait for the device.
 #pragma once
 #include <functional>
 #include <memory>
@@ -17,21 +19,23 @@ namespace dsserve {
 
 class DecodeGraphs {
  public:
-  // The body of a decode forward over all rows of `ab` (token ids `ids`): what gets recorded.
+  // The body of a forward over all rows of `ab` (token ids `ids`): what gets recorded.
   using Body = std::function<ForwardOutput(const AttentionBatch& ab, const Tensor& ids)>;
 
-  // cache: the latent cache the graphs read and write (its address is recorded); trash_slot: a
-  // cache slot no sequence reads; context_len bounds positions and sequence lengths.
+  // cache: the latent cache the graphs read and write (its address is recorded); trash_slot: the
+  // first slot of a page no sequence reads; context_len bounds positions and sequence lengths;
+  // tokens_per_seq: q; tree: whether batches carry tree masks (verify) or are causal (q = 1).
   DecodeGraphs(Backend& be, const LatentCache& cache, int32_t trash_slot, int64_t context_len,
-               std::vector<int> batch_sizes, const Body& body);
+               std::vector<int> batch_sizes, const Body& body, int tokens_per_seq = 1, bool tree = false);
 
-  // Whether `b` is a decode batch this can replay over `cache`.
+  // Whether `b` is a batch this can replay over `cache`.
   bool covers(const ForwardBatch& b, const LatentCache& cache) const;
-  // Replays the graph of the smallest recorded size >= b.num_seqs(). The outputs' first B rows
+  // Replays the graph of the smallest recorded size >= b.num_seqs(). The outputs' first B * q rows
   // are b's; they stay valid until the next replay.
   ForwardOutput replay(const ForwardBatch& b);
 
   const std::vector<int>& batch_sizes() const { return sizes_; }
+  int tokens_per_seq() const { return q_; }
   double capture_seconds() const { return capture_s_; }
   int64_t replays() const { return replays_; }
 
@@ -48,11 +52,14 @@ class DecodeGraphs {
   int page_size_ = 0;
   int32_t trash_slot_ = 0;
   int64_t context_len_ = 0;
+  int q_ = 1;
+  bool tree_ = false;
   int max_pages_ = 0;  // page-table width of the recorded forwards
   std::vector<int> sizes_;
   std::vector<Graph> graphs_;
-  // Fixed inputs, sized for the largest batch: a recorded forward of size bs reads their first bs rows.
+  // Fixed inputs, sized for the largest batch: a recorded forward of size bs reads their first rows.
   Tensor ids_, positions_, out_slots_, query_start_, seq_lens_, key_start_, page_table_;
+  Tensor tree_mask_, mask_start_, mask_cols_;  // tree: [max_bs * q * q], [max_bs + 1], [max_bs]
   std::vector<int32_t> h_pages_;  // host staging for the page table
   double capture_s_ = 0;
   int64_t replays_ = 0;

@@ -179,6 +179,7 @@ Tensor DeepseekV3Model::decoder(const AttentionBatch& ab, const Tensor& ids, Att
 
 ForwardOutput DeepseekV3Model::forward(const ForwardBatch& b, LatentCache& cache) {
   if (graphs_ && graphs_->covers(b, cache)) return graphs_->replay(b);
+  if (verify_graphs_ && verify_graphs_->covers(b, cache)) return verify_graphs_->replay(b);
   be_.begin_forward();
   AttentionBatch ab = upload(b, cache.page_size);
   Tensor x = decoder(ab, be_.upload_i32(b.input_ids, {b.num_tokens()}), b.attention, cache);
@@ -194,6 +195,20 @@ bool DeepseekV3Model::capture_decode_graphs(LatentCache& cache, int32_t trash_sl
         Tensor x = decoder(ab, ids, AttentionMode::Absorbed, cache);
         return ForwardOutput{lm_head(x), x};
       });
+  return true;
+}
+
+bool DeepseekV3Model::capture_verify_graphs(LatentCache& cache, int32_t trash_slot,
+                                            const std::vector<int>& batch_sizes, int tokens_per_seq) {
+  verify_graphs_.reset();
+  if (!be_.can_capture() || batch_sizes.empty()) return false;
+  verify_graphs_ = std::make_unique<DecodeGraphs>(
+      be_, cache, trash_slot, context_len_, batch_sizes,
+      [this, &cache](const AttentionBatch& ab, const Tensor& ids) {
+        Tensor x = decoder(ab, ids, AttentionMode::Absorbed, cache);
+        return ForwardOutput{lm_head(x), x};
+      },
+      tokens_per_seq, /*tree=*/true);
   return true;
 }
 

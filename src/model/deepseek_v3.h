@@ -36,6 +36,12 @@ class DeepseekV3Model final : public ModelRunner {
   std::string device_fatal_error() override { return be_.fatal_error(); }
   double decode_graph_capture_seconds() const override;
   int64_t decode_graph_replays() const { return graphs_ ? graphs_->replays() : 0; }
+  // Records EAGLE's verify forward (tokens_per_seq tokens per sequence with tree masks) at these
+  // batch sizes, as capture_decode_graphs does for decode. False when the backend cannot record.
+  bool capture_verify_graphs(LatentCache& cache, int32_t trash_slot, const std::vector<int>& batch_sizes,
+                             int tokens_per_seq);
+  std::vector<int> verify_graph_sizes() const { return verify_graphs_ ? verify_graphs_->batch_sizes() : std::vector<int>{}; }
+  int64_t verify_graph_replays() const { return verify_graphs_ ? verify_graphs_->replays() : 0; }
   // The first MTP module: row t combines prev_hidden[t] (the target's final hidden state at the
   // position before) with the embedding of batch.input_ids[t].
   ForwardOutput forward_mtp(const ForwardBatch& batch, const Tensor& prev_hidden, LatentCache& mtp_cache);
@@ -60,7 +66,7 @@ class DeepseekV3Model final : public ModelRunner {
   float softmax_scale_;
   ShardSpec shard_;
   int64_t local_heads_ = 0;  // attention heads on this rank
-  std::unique_ptr<DecodeGraphs> graphs_;
+  std::unique_ptr<DecodeGraphs> graphs_, verify_graphs_;
 };
 
 }  // namespace dsserve

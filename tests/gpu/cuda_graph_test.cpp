@@ -1,5 +1,6 @@
 // Decode with and without CUDA graphs: the golden fixtures decoded token by token, through recorded
-// graphs and eagerly, at page sizes 1 and 64, held to the golden bounds, and a batch of sequences of
+// graphs and eagerly, at page sizes 1 and 64, held to the golden bounds; speculative decoding with
+// its verify forward replayed from graphs giving the greedy tokens of plain decoding; and a batch of sequences of
 // different lengths, padded to the next recorded size, matching the same batch decoded eagerly.
 #include <gtest/gtest.h>
 
@@ -10,6 +11,12 @@
 #include "gpu/gpu_test_util.h"
 #include "io/safetensors.h"
 #include "runtime/batch_builder.h"
+#include "runtime/engine.h"
+#include "runtime/scheduler.h"
+#include "runtime/speculative/eagle.h"
+
+#include <condition_variable>
+#include <mutex>
 
 namespace dsserve::test {
 namespace {
@@ -150,6 +157,78 @@ TEST(CudaGraphs, PaddedBatchMatchesEager) {
     EXPECT_LE(worst, 0.05) << "page size " << page_size;  // only the split of the key range differs
     for (Side& side : sides)
       for (auto& s : side.seqs) s.release_all(*side.m->pool);
+  }
+}
+
+// Greedy speculative decoding (chain and tree) on a fixture with the decode and verify forwards
+// recorded: every request's tokens equal plain eager decoding's, and verify graphs were replayed.
+TEST(CudaGraphs, SpeculativeVerifyThroughGraphsMatchesPlainDecoding) {
+  DS_REQUIRE_GPU();
+  DS_REQUIRE_FIXTURES();
+  const std::string dir = fixtures_dir() + "/tiny-v3-bf16";
+  auto run = [&](bool graphs, int steps, int topk, int draft, int64_t* verify_replays) {
+    TestModel m;
+    m.backend = create_backend(DeviceKind::Cuda);
+    ModelConfig cfg = ModelConfig::load(dir);
+    m.source = std::make_unique<CheckpointWeights>(dir, cfg);
+    m.model = std::make_unique<DeepseekV3Model>(cfg, *m.backend, *m.source, 4096);
+    const int page_size = 16;
+    const int64_t pages = 256;
+    m.pool = std::make_unique<PagePool>(pages, page_size);
+    m.cache = m.model->allocate_cache(pages + 1, page_size);
+    m.mtp_cache = m.model->allocate_cache(pages + 1, page_size, /*mtp=*/true);
+    const int32_t trash = int32_t(pages * page_size);
+    SchedulerOptions so;
+    if (steps > 0) {
+      so.speculative.algorithm = "EAGLE";
+      so.speculative.num_steps = steps;
+      so.speculative.eagle_topk = topk;
+      so.speculative.num_draft_tokens = draft;
+      so.speculative.validate_and_default();
+      so.mtp_cache = &m.mtp_cache;
+    }
+    if (graphs) {
+      EXPECT_TRUE(m.model->capture_decode_graphs(m.cache, trash, {1, 2, 4}));
+      if (steps > 0) EXPECT_TRUE(m.model->capture_verify_graphs(m.cache, trash, {1, 2, 4}, so.speculative.num_draft_tokens));
+    }
+    std::unique_ptr<Engine> engine = create_engine(*m.model, m.cache, *m.pool, so);
+    std::vector<std::vector<int32_t>> prompts = {{0, 100, 200, 300}, {0, 5, 6, 7, 8, 9, 10, 11}, {0, 1242, 17}};
+    std::mutex mu;
+    std::condition_variable cv;
+    std::vector<std::vector<int32_t>> out(prompts.size());
+    size_t done = 0;
+    for (size_t i = 0; i < prompts.size(); ++i) {
+      GenerationRequest r;
+      r.rid = "r" + std::to_string(i);
+      r.input_ids = prompts[i];
+      r.sampling.temperature = 0;
+      r.sampling.max_new_tokens = 20;
+      r.sampling.ignore_eos = true;
+      engine->submit(r, [&, i](RequestOutput ev) {
+        std::lock_guard lk(mu);
+        out[i].insert(out[i].end(), ev.new_token_ids.begin(), ev.new_token_ids.end());
+        if (ev.finished) ++done, cv.notify_all();
+      });
+    }
+    {
+      std::unique_lock lk(mu);
+      cv.wait(lk, [&] { return done == prompts.size(); });
+    }
+    engine->shutdown();
+    if (verify_replays) *verify_replays = m.model->verify_graph_replays();
+    return out;
+  };
+  const auto plain = run(false, 0, 0, 0, nullptr);
+  struct Setting {
+    int steps, topk, draft;
+  };
+  for (Setting st : {Setting{3, 1, 4}, Setting{2, 2, 4}}) {
+    int64_t replays = 0;
+    auto got = run(true, st.steps, st.topk, st.draft, &replays);
+    EXPECT_EQ(got, plain) << "steps " << st.steps << " topk " << st.topk;
+    EXPECT_GT(replays, 0) << "steps " << st.steps << " topk " << st.topk << ": no verify forward was replayed";
+    std::printf("[ stats    ] speculative steps %d topk %d: %lld verify forwards replayed from graphs\n", st.steps,
+                st.topk, static_cast<long long>(replays));
   }
 }
 
