@@ -189,7 +189,9 @@ TEST(CudaGraphs, SpeculativeVerifyThroughGraphsMatchesPlainDecoding) {
     }
     if (graphs) {
       EXPECT_TRUE(m.model->capture_decode_graphs(m.cache, trash, {1, 2, 4}));
-      if (steps > 0) EXPECT_TRUE(m.model->capture_verify_graphs(m.cache, trash, {1, 2, 4}, so.speculative.num_draft_tokens));
+      if (steps > 0) {
+        EXPECT_TRUE(m.model->capture_verify_graphs(m.cache, trash, {1, 2, 4}, so.speculative.num_draft_tokens));
+      }
     }
     std::unique_ptr<Engine> engine = create_engine(*m.model, m.cache, *m.pool, so);
     std::vector<std::vector<int32_t>> prompts = {{0, 100, 200, 300}, {0, 5, 6, 7, 8, 9, 10, 11}, {0, 1242, 17}};
