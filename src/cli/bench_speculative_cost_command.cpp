@@ -5,6 +5,8 @@
 // the plain decode step, the verify forward with 2, 4 and 8 tokens per request, and one draft step
 // (eh_proj, the MTP layer, the head). Per-layer times come from differences between layer counts;
 // the projection is speed-up(a) = a x T_decode / (T_verify + steps x T_draft) for the real depth.
+// Verify forwards carry a chain's tree mask, as the scheduler's do; on a GPU the decode step and the
+// 4-token verify replay CUDA graphs (as when serving with steps 3, topk 1), the others run eagerly.
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
 
@@ -80,6 +82,11 @@ Times measure(LoadedModel& m, const CostOptions& o, int B) {
     for (auto& s : seqs) {
       SequenceChunk k{&s, ctx, std::vector<int32_t>(static_cast<size_t>(n), 5), {}};
       for (int j = 0; j < n; ++j) k.logit_offsets.push_back(j);
+      if (n > 1) {  // a chain as the verify forward sees it: a tree mask where each node sees those before
+        k.tree_mask.assign(size_t(n) * size_t(n), 0);
+        for (int a = 0; a < n; ++a)
+          for (int c = 0; c <= a; ++c) k.tree_mask[size_t(a) * size_t(n) + size_t(c)] = 1;
+      }
       c.push_back(std::move(k));
     }
     return build_forward_batch(c, ps, AttentionMode::Absorbed);
@@ -113,6 +120,7 @@ void run(CostOptions& o) {
     mo.json_model_override_args = ov.dump();
     const int largest = *std::max_element(o.batch_sizes.begin(), o.batch_sizes.end());
     mo.max_total_tokens = int64_t(largest) * (o.context_tokens + 32 + mo.page_size);
+    mo.verify_tokens = 4;  // the verify forward of steps 3, topk 1 replays CUDA graphs, as when serving
     LoadedModel m = load_model(mo, /*with_mtp_cache=*/true);
     for (int B : o.batch_sizes) {
       Times t = measure(m, o, B);
