@@ -13,8 +13,8 @@ struct SequenceChunk {
   int64_t prefix_len;                   // tokens of this sequence already in the cache
   std::vector<int32_t> tokens;          // new tokens; token i goes to logical position prefix_len + i
   std::vector<int32_t> logit_offsets;   // offsets into tokens whose logits are wanted
-  std::vector<int32_t> positions;       // RoPE positions; empty: prefix_len + i
-  std::vector<uint8_t> tree_mask;       // [n, mask_cols] over the last mask_cols keys; empty: causal
+  std::vector<int32_t> positions{};     // RoPE positions; empty: prefix_len + i
+  std::vector<uint8_t> tree_mask{};     // [n, mask_cols] over the last mask_cols keys; empty: causal
   int64_t mask_cols = 0;                // 0: n (the mask covers the new tokens)
   int64_t discard_before = 0;           // tokens at logical positions below this are recomputed for
                                         // their outputs only: their cache writes go to the trash slot

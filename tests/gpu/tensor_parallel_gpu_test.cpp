@@ -86,10 +86,11 @@ TEST_P(GpuTensorParallel, Tp2MatchesTp1) {
     // greedy path until a step where the reference's own margin is small.
     const auto ref_margin = ref.view("prompt." + std::to_string(k) + ".greedy_margin");
     const int d2 = prefix(g2, ref_greedy), d1 = prefix(g1, ref_greedy);
-    if (d2 < int(ref_greedy.size()) && d2 < kSteps)
+    if (d2 < int(ref_greedy.size()) && d2 < kSteps) {
       EXPECT_LT(ref_margin.ptr<float>()[d2], margin_bound)
           << "prompt " << k << ": TP2 leaves the reference's greedy path at step " << d2
           << " where the reference margin is " << ref_margin.ptr<float>()[d2];
+    }
     std::printf("[ stats    ] %s prompt %d: reference greedy path kept by TP1 for %d, TP2 for %d steps (reference "
                 "margin where TP2 leaves it: %s)\n", GetParam().c_str(), k, d1, d2,
                 d2 < int(ref_greedy.size()) && d2 < kSteps ? std::to_string(ref_margin.ptr<float>()[d2]).c_str() : "-");
