@@ -55,7 +55,7 @@ if has serve; then
   for n in 1 2; do
     curl -s localhost:31555/generate -d '{"input_ids":[478,30,371,143,343,403],"sampling_params":{"max_new_tokens":16,"temperature":0}}' | cut -c1-300; echo
   done
-  curl -s localhost:31555/generate -d '{"input_ids":[1,2,3],"sampling_params":{"max_new_tokens":8,"temperature":0.7,"top_p":0.9,"seed":5}}' | cut -c1-300; echo
+  curl -s localhost:31555/generate -d '{"input_ids":[1,2,3],"sampling_params":{"max_new_tokens":8,"temperature":0.7,"top_p":0.9,"sampling_seed":5}}' | cut -c1-300; echo
   kill %1; wait; tail -2 "$OUTDIR/serve.log" | cut -c1-300
 fi
 if has node; then
