@@ -11,11 +11,14 @@
 // only what it wrote itself (so no barrier), then to registers, where FP8 becomes scaled BF16 A
 // fragments of mma.sync.m16n8k16. Input rows (B fragments) are read straight from global memory:
 // the 4 warps of a block, and all blocks of an item, read the same rows (L1 / L2 hits).
-// K is permuted inside each chunk so that a lane's operands are contiguous: lane (g = lane / 4,
-// t = lane % 4) holds weight rows g and g + 8 and input row g over the chunk's k range
-// [t * KC / 4, (t + 1) * KC / 4), and mma step s uses its offsets 4s .. 4s + 3, which the m16n8k16
-// fragment layout sees as logical k {2t, 2t + 1} and {2t + 8, 2t + 9}. Both operands use the same
-// permutation, so each dot product is unchanged.
+// K is permuted inside each chunk so that a lane's operands come in two 16-byte weight pieces:
+// lane (g = lane / 4, t = lane % 4) holds weight rows g and g + 8 and input row g over the chunk's
+// k in [t KC / 8, (t + 1) KC / 8) and [KC / 2 + t KC / 8, KC / 2 + (t + 1) KC / 8) (its 32 span
+// positions, in that order), so the 4 lanes of a row copy 64 contiguous bytes per instruction: two
+// whole 32-byte sectors (a lane-contiguous 32-byte span would make each instruction touch half of
+// every sector and fetch each sector twice through L2). mma step s uses span positions 4s .. 4s + 3,
+// which the m16n8k16 fragment layout sees as logical k {2t, 2t + 1} and {2t + 8, 2t + 9}. Both
+// operands use the same permutation, so each dot product is unchanged.
 #include <cuda_fp16.h>
 #include <cuda_fp8.h>
 
@@ -36,7 +39,6 @@ struct ChunkShape {
   static constexpr int kLaneK = kChunk / 4;               // k per lane per chunk (32 weight bytes)
   static constexpr int kSteps = kChunk / 16;              // mma k-steps per chunk
   static constexpr int kXVecs = kLaneK / 8;               // 16-byte BF16 input vectors per lane, row and chunk
-  static constexpr int kWElemsPerVec = kFp8 ? 16 : 8;     // weights per 16-byte vector
   static constexpr int kWBytes = kFp8 ? 1 : 2;
   static_assert(kLaneK * kWBytes == 32, "each lane streams 32 bytes of each of its weight rows per chunk");
 };
@@ -107,7 +109,7 @@ __global__ void __launch_bounds__(kThreads, kNF == 4 ? 3 : 4) moe_grouped_gemm_k
     for (int h = 0; h < 2; ++h) {
       w_ok[mt][h] = col_of(mt, h) < out_cols;
       const int64_t row = tile_row[mt] + g + 8 * h;
-      w_row[mt][h] = w_expert + (w_ok[mt][h] ? row : 0) * K * S::kWBytes + t * 32;
+      w_row[mt][h] = w_expert + (w_ok[mt][h] ? row : 0) * K * S::kWBytes + t * 16;
     }
   const float* scale_row[2] = {nullptr, nullptr};
   if constexpr (kFp8) {
@@ -126,7 +128,7 @@ __global__ void __launch_bounds__(kThreads, kNF == 4 ? 3 : 4) moe_grouped_gemm_k
     x_ok[nf] = r < item.row_end;
     int64_t src = 0;
     if (x_ok[nf]) src = kGateUp ? p.sorted_pair[r] / p.top_k : r;
-    x_row[nf] = x + src * p.ldx + t * S::kLaneK;
+    x_row[nf] = x + src * p.ldx + t * (S::kChunk / 8);
   }
 
   auto issue = [&](int c) {
@@ -137,8 +139,8 @@ __global__ void __launch_bounds__(kThreads, kNF == 4 ? 3 : 4) moe_grouped_gemm_k
       for (int h = 0; h < 2; ++h)
 #pragma unroll
         for (int j = 0; j < 2; ++j) {
-          const int64_t k = int64_t(c) * S::kChunk + j * S::kWElemsPerVec;  // lane offset t * kLaneK is in w_row
-          const bool ok = w_ok[mt][h] && k + t * S::kLaneK < K;
+          const int64_t k = int64_t(c) * S::kChunk + j * (S::kChunk / 2);  // lane offset t * KC / 8 is in w_row
+          const bool ok = w_ok[mt][h] && k + t * (S::kChunk / 8) < K;
           cp_async_16(slot + (mt * 4 + h * 2 + j) * 32, ok ? w_row[mt][h] + k * S::kWBytes : w_expert, ok);
         }
   };
@@ -167,8 +169,9 @@ __global__ void __launch_bounds__(kThreads, kNF == 4 ? 3 : 4) moe_grouped_gemm_k
     for (int nf = 0; nf < kNF; ++nf)
 #pragma unroll
       for (int v = 0; v < S::kXVecs; ++v) {
-        const int64_t k = int64_t(c) * S::kChunk + v * 8;
-        const bool ok = x_ok[nf] && k + t * S::kLaneK < K;
+        // Span positions 8v .. 8v + 7: piece v / (kXVecs / 2), 8 (v % (kXVecs / 2)) into it.
+        const int64_t k = int64_t(c) * S::kChunk + (v / (S::kXVecs / 2)) * (S::kChunk / 2) + (v % (S::kXVecs / 2)) * 8;
+        const bool ok = x_ok[nf] && k + t * (S::kChunk / 8) < K;
         xv[nf][v] = ok ? __ldg(reinterpret_cast<const uint4*>(x_row[nf] + k)) : make_uint4(0, 0, 0, 0);
       }
     float scale[2] = {1.0f, 1.0f};

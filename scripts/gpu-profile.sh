@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Kernel-level profile on the device machine with Nsight Compute (ncu), from the gpu-check bundle
+# (scripts/gpu-check.sh --bundle build here, then this there with carry [".gpu-carry"]):
+#  1. the MoE decode grouped kernel (bench_moe_decode) at T = 1 and 64: speed of light, occupancy,
+#     warp stall reasons, memory workload;
+#  2. every kernel of bench-one-batch's decode steps (DeepSeek-V3 width, 4 layers, dummy FP8,
+#     eager) at batch 1 and 64: duration per launch, in order, as CSV for later grouping.
+# Results in $OUT: moe_T*.txt, decode_b*.csv.
+set -uo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+OUTDIR=${OUT:-/tmp/dsserve-profile-out}
+mkdir -p "$OUTDIR"
+R=/tmp/dsserve-gpu
+rm -rf $R && mkdir -p $R && tar -C $R -xJf "$ROOT/.gpu-carry/bundle.tar.xz"
+export LD_LIBRARY_PATH=$R/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+NCU=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
+[[ -x "$NCU" ]] || { echo "gpu-profile: no ncu"; exit 2; }
+echo "ncu: $NCU"
+STAGES=${DSSERVE_PROFILE:-moe,decode}
+has() { [[ ",$STAGES," == *",$1,"* ]]; }
+if has moe; then
+  for T in 1 64; do
+    timeout 240 "$NCU" --clock-control none -k regex:moe_grouped --launch-skip 6 --launch-count 2 \
+      --section SpeedOfLight --section Occupancy --section LaunchStats --section WarpStateStats \
+      --section SchedulerStats --section MemoryWorkloadAnalysis \
+      $R/bin/bench_moe_decode 4 $T > "$OUTDIR/moe_T$T.txt" 2>&1
+    echo "== moe grouped T=$T (exit $?)"
+    grep -E "moe_grouped_gemm_kernel|Duration|DRAM Throughput|Memory Throughput|Compute \(SM\) Throughput|Achieved Occupancy|Issue Slots Busy|No Eligible|Registers Per|Block Limit|Stall|Theoretical Occ" "$OUTDIR/moe_T$T.txt" | head -40
+  done
+fi
+if has decode; then
+  V3=$ROOT/configs/deepseek-v3
+  for b in 1 64; do
+    timeout 300 "$NCU" --clock-control none --metrics gpu__time_duration.sum --csv --print-units base \
+      $R/bin/dsserve bench-one-batch --model-path $V3 --load-format dummy --device cuda \
+      --json-model-override-args '{"num_hidden_layers": 4}' --batch-size $b --input-len 1024 --output-len 3 \
+      --disable-cuda-graph > "$OUTDIR/decode_b$b.csv" 2>&1
+    echo "== decode kernels batch $b (exit $?): $(grep -c gpu__time_duration "$OUTDIR/decode_b$b.csv") launches"
+  done
+fi
