@@ -247,6 +247,9 @@ class Backend {
   // Writes a [rows, cols] block of host values (row-major, src_ld values apart) into the top-left
   // corner of dst (a persistent I32 tensor of rank 1 or 2), ordered with the ops around it.
   virtual void write_i32(Tensor& dst, const int32_t* src, int64_t rows, int64_t cols, int64_t src_ld) = 0;
+  // Copies src (host or this backend's, contiguous) into dst (this backend's, contiguous): the same
+  // dtype and element count; ordered with the ops around it (fills the fixed inputs of recorded forwards).
+  virtual void copy_into(Tensor& dst, const Tensor& src) = 0;
 
   // Captured forwards. can_capture: whether capture() records anything. capture() runs `body`
   // once as usual and then records a second run of it: that run must not touch host memory or

@@ -102,7 +102,7 @@ Times measure(LoadedModel& m, const CostOptions& o, int B) {
   std::vector<SequenceChunk> dc;
   for (auto& s : seqs) dc.push_back({&s, ctx - 1, {5}, {0}});
   ForwardBatch draft = build_forward_batch(dc, draft_layout);
-  Tensor hidden = be.alloc(be.activation_dtype(), {B, m.model->config().hidden_size});
+  Tensor hidden = be.alloc(DType::F32, {B, m.model->config().hidden_size});  // float32, as the draft worker passes it
   t.draft = median_time(be, o.repeats, [&] { m.model->forward_mtp(draft, hidden, m.mtp_cache); });
   for (auto& s : seqs) s.release_all(*m.pool);
   return t;

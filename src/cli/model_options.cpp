@@ -149,6 +149,7 @@ LoadedModel load_model(const ModelOptions& o, bool with_mtp_cache) {
       if (o.verify_tokens > 1 && m.model) {
         std::vector<int> vs = recordable(sizes, o.verify_tokens);
         if (!vs.empty()) m.model->capture_verify_graphs(m.cache, trash_slot, vs, o.verify_tokens);
+        if (m.mtp_cache.data.defined()) m.model->capture_mtp_graphs(m.mtp_cache, trash_slot, recordable(sizes, 1));
       }
     } catch (const std::exception& e) {
       fail("recording the decode forward as CUDA graphs failed: {} (run with --disable-cuda-graph to decode eagerly)",
@@ -160,6 +161,8 @@ LoadedModel load_model(const ModelOptions& o, bool with_mtp_cache) {
     if (m.model && !m.model->verify_graph_sizes().empty())
       graphs += fmt::format("; verify ({} tokens per sequence): batch sizes {}", o.verify_tokens,
                             fmt::join(m.model->verify_graph_sizes(), " "));
+    if (m.model && !m.model->mtp_graph_sizes().empty())
+      graphs += fmt::format("; MTP draft step: batch sizes {}", fmt::join(m.model->mtp_graph_sizes(), " "));
   }
   double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   spdlog::info("model ready in {:.2f} s: context {} tokens, KV cache {} pages x {} tokens", s, ctx, pages, o.page_size);

@@ -1,4 +1,4 @@
-// Decode and verify forwards replayed from captured graphs (see decode_graphs.h).
+// Decode, verify and draft forwards replayed from captured graphs (see decode_graphs.h).
 #include "model/decode_graphs.h"
 
 #include <algorithm>
@@ -19,14 +19,16 @@ std::vector<int> default_cuda_graph_batch_sizes(int max_bs) {
 }
 
 DecodeGraphs::DecodeGraphs(Backend& be, const LatentCache& cache, int32_t trash_slot, int64_t context_len,
-                           std::vector<int> batch_sizes, const Body& body, int tokens_per_seq, bool tree)
+                           std::vector<int> batch_sizes, const Body& body, DecodeGraphShape shape)
     : be_(be),
       cache_data_(cache.data.data()),
       page_size_(cache.page_size),
       trash_slot_(trash_slot),
       context_len_(context_len),
-      q_(tokens_per_seq),
-      tree_(tree),
+      q_(shape.tokens_per_seq),
+      tree_(shape.tree),
+      key_shift_(shape.key_shift),
+      hidden_cols_(shape.hidden_cols),
       sizes_(std::move(batch_sizes)) {
   DS_CHECK(q_ >= 1 && (q_ == 1 || tree_), "CUDA graphs: {} tokens per sequence need tree masks", q_);
   std::sort(sizes_.begin(), sizes_.end());
@@ -35,7 +37,8 @@ DecodeGraphs::DecodeGraphs(Backend& be, const LatentCache& cache, int32_t trash_
   DS_CHECK(trash_slot >= 0 && int64_t(trash_slot) < cache.num_pages * cache.page_size,
            "CUDA graphs: trash slot {} outside the cache of {} slots", trash_slot, cache.num_pages * cache.page_size);
   const int max_bs = sizes_.back(), max_t = max_bs * q_;
-  max_pages_ = int((context_len + page_size_ - 1) / page_size_);
+  DS_CHECK(key_shift_ >= 0 && hidden_cols_ >= 0, "CUDA graphs: key shift {} and hidden width {}", key_shift_, hidden_cols_);
+  max_pages_ = int((context_len + key_shift_ + page_size_ - 1) / page_size_);
   ids_ = be_.alloc(DType::I32, {max_t});
   positions_ = be_.alloc(DType::I32, {max_t});
   out_slots_ = be_.alloc(DType::I32, {max_t});
@@ -63,15 +66,18 @@ DecodeGraphs::DecodeGraphs(Backend& be, const LatentCache& cache, int32_t trash_
     be_.write_i32(tree_mask_, ones.data(), 1, int64_t(ones.size()), int64_t(ones.size()));
   }
 
+  if (hidden_cols_ > 0) hidden_ = be_.alloc(DType::F32, {max_t, hidden_cols_});
+
   auto t0 = std::chrono::steady_clock::now();
   for (int bs : sizes_) {
     Graph g;
     g.batch_size = bs;
     AttentionBatch ab = batch_view(bs);
     Tensor ids = ids_.slice(0, 0, int64_t(bs) * q_);
+    Tensor hidden = hidden_cols_ > 0 ? hidden_.slice(0, 0, int64_t(bs) * q_) : Tensor();
     g.forward = be_.capture([&] {
       g.out = {};  // both runs allocate alike
-      g.out = body(ab, ids);
+      g.out = body(ab, ids, hidden);
     });
     DS_CHECK(g.forward != nullptr, "CUDA graphs: the {} backend cannot record forwards", be_.name());
     graphs_.push_back(std::move(g));
@@ -98,6 +104,7 @@ AttentionBatch DecodeGraphs::batch_view(int bs) const {
   ab.h_key_start = ab.h_query_start;
   ab.h_seq_lens.assign(size_t(bs), q_);
   ab.max_seq_len = int(context_len_);  // launches sized for any length
+  ab.key_shift = key_shift_;
   if (tree_) {
     ab.tree_mask = tree_mask_.slice(0, 0, int64_t(T) * q_);
     ab.mask_start = mask_start_.slice(0, 0, bs + 1);
@@ -113,7 +120,7 @@ AttentionBatch DecodeGraphs::batch_view(int bs) const {
 bool DecodeGraphs::covers(const ForwardBatch& b, const LatentCache& cache) const {
   const int B = b.num_seqs(), T = B * q_;
   if (B < 1 || B > sizes_.back() || b.num_tokens() != T || b.attention != AttentionMode::Absorbed ||
-      b.tree_mask.empty() == tree_ || b.key_shift != 0 || cache.data.data() != cache_data_ ||
+      b.tree_mask.empty() == tree_ || b.key_shift != key_shift_ || cache.data.data() != cache_data_ ||
       cache.page_size != page_size_ || b.max_pages > max_pages_ || int(b.logit_rows.size()) != T)
     return false;
   if (tree_ && (int64_t(b.tree_mask.size()) != int64_t(T) * q_ || int(b.mask_cols.size()) != B)) return false;
@@ -126,8 +133,10 @@ bool DecodeGraphs::covers(const ForwardBatch& b, const LatentCache& cache) const
   return true;
 }
 
-ForwardOutput DecodeGraphs::replay(const ForwardBatch& b) {
+ForwardOutput DecodeGraphs::replay(const ForwardBatch& b, const Tensor* hidden) {
   const int B = b.num_seqs(), T = B * q_;
+  DS_CHECK((hidden != nullptr) == (hidden_cols_ > 0), "CUDA graphs: these forwards {} previous hidden states",
+           hidden_cols_ > 0 ? "take" : "take no");
   auto it = std::lower_bound(sizes_.begin(), sizes_.end(), B);
   DS_CHECK(it != sizes_.end(), "CUDA graphs: no recorded batch size holds {} sequences", B);
   Graph& g = graphs_[size_t(it - sizes_.begin())];
@@ -156,6 +165,14 @@ ForwardOutput DecodeGraphs::replay(const ForwardBatch& b) {
   h_pages_.assign(size_t(bs) * size_t(w), trash_slot_ / page_size_);
   std::copy(b.page_table.begin(), b.page_table.begin() + int64_t(B) * b.max_pages, h_pages_.begin());
   be_.write_i32(page_table_, h_pages_.data(), bs, w, w);
+  if (hidden) {  // padding rows keep whatever they held: their results land in the trash page
+    DS_CHECK(hidden->dtype() == DType::F32 && hidden->ndim() == 2 && hidden->size(0) == T &&
+                 hidden->size(1) == hidden_cols_,
+             "CUDA graphs: expected [{}, {}] float32 hidden states, found {} {}", T, hidden_cols_,
+             dtype_name(hidden->dtype()), hidden->shape().str());
+    Tensor rows = hidden_.slice(0, 0, T);
+    be_.copy_into(rows, *hidden);
+  }
   g.forward->replay();
   ++replays_;
   ForwardOutput out;

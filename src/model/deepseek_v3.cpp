@@ -191,7 +191,7 @@ bool DeepseekV3Model::capture_decode_graphs(LatentCache& cache, int32_t trash_sl
   graphs_.reset();
   if (!be_.can_capture() || batch_sizes.empty()) return false;
   graphs_ = std::make_unique<DecodeGraphs>(
-      be_, cache, trash_slot, context_len_, batch_sizes, [this, &cache](const AttentionBatch& ab, const Tensor& ids) {
+      be_, cache, trash_slot, context_len_, batch_sizes, [this, &cache](const AttentionBatch& ab, const Tensor& ids, const Tensor&) {
         Tensor x = decoder(ab, ids, AttentionMode::Absorbed, cache);
         return ForwardOutput{lm_head(x), x};
       });
@@ -204,11 +204,27 @@ bool DeepseekV3Model::capture_verify_graphs(LatentCache& cache, int32_t trash_sl
   if (!be_.can_capture() || batch_sizes.empty()) return false;
   verify_graphs_ = std::make_unique<DecodeGraphs>(
       be_, cache, trash_slot, context_len_, batch_sizes,
-      [this, &cache](const AttentionBatch& ab, const Tensor& ids) {
+      [this, &cache](const AttentionBatch& ab, const Tensor& ids, const Tensor&) {
         Tensor x = decoder(ab, ids, AttentionMode::Absorbed, cache);
         return ForwardOutput{lm_head(x), x};
       },
-      tokens_per_seq, /*tree=*/true);
+      DecodeGraphShape{tokens_per_seq, /*tree=*/true});
+  return true;
+}
+
+bool DeepseekV3Model::capture_mtp_graphs(LatentCache& mtp_cache, int32_t trash_slot, const std::vector<int>& batch_sizes) {
+  mtp_graphs_.reset();
+  if (!has_mtp() || !be_.can_capture() || batch_sizes.empty()) return false;
+  DecodeGraphShape shape;
+  shape.key_shift = 1;
+  shape.hidden_cols = cfg_.hidden_size;
+  mtp_graphs_ = std::make_unique<DecodeGraphs>(
+      be_, mtp_cache, trash_slot, context_len_, batch_sizes,
+      [this, &mtp_cache](const AttentionBatch& ab, const Tensor& ids, const Tensor& hidden) {
+        Tensor x = mtp_layer(ab, ids, hidden, AttentionMode::Absorbed, mtp_cache);
+        return ForwardOutput{lm_head(x), x};
+      },
+      shape);
   return true;
 }
 
@@ -219,17 +235,24 @@ ForwardOutput DeepseekV3Model::forward_mtp(const ForwardBatch& b, const Tensor& 
   DS_CHECK(has_mtp(), "the model has no multi-token-prediction layer loaded");
   DS_CHECK(prev_hidden.size(0) == b.num_tokens(), "forward_mtp: {} hidden states for {} tokens", prev_hidden.size(0),
            b.num_tokens());
+  if (mtp_graphs_ && mtp_graphs_->covers(b, cache) && prev_hidden.dtype() == DType::F32)
+    return mtp_graphs_->replay(b, &prev_hidden);
   be_.begin_forward();
-  const MtpWeights& m = w_.mtp[0];
   AttentionBatch ab = upload(b, cache.page_size);
+  Tensor x = mtp_layer(ab, be_.upload_i32(b.input_ids, {b.num_tokens()}), prev_hidden, b.attention, cache);
+  return {logits(x, b), x};
+}
+
+Tensor DeepseekV3Model::mtp_layer(const AttentionBatch& ab, const Tensor& ids, const Tensor& prev_hidden,
+                                  AttentionMode mode, LatentCache& cache) {
+  const MtpWeights& m = w_.mtp[0];
   const float eps = float(cfg_.rms_norm_eps);
-  Tensor e = be_.rms_norm(be_.embedding(w_.embed_tokens, be_.upload_i32(b.input_ids, {b.num_tokens()})), m.enorm, eps);
+  Tensor e = be_.rms_norm(be_.embedding(w_.embed_tokens, ids), m.enorm, eps);
   Tensor h = be_.linear(be_.concat_cols(e, be_.rms_norm(prev_hidden, m.hnorm, eps)), m.eh_proj);
   Tensor x = be_.rms_norm(h, m.layer.input_norm, eps);
-  Tensor a = attention(x, m.layer.attn, ab, b.attention, cache.layer(0));
+  Tensor a = attention(x, m.layer.attn, ab, mode, cache.layer(0));
   x = be_.add_rms_norm(h, a, m.layer.post_attention_norm, eps);
-  x = be_.add_rms_norm(h, feed_forward(x, m.layer), m.head_norm, eps);
-  return {logits(x, b), x};
+  return be_.add_rms_norm(h, feed_forward(x, m.layer), m.head_norm, eps);
 }
 
 }  // namespace dsserve

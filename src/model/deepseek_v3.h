@@ -42,6 +42,11 @@ class DeepseekV3Model final : public ModelRunner {
                              int tokens_per_seq);
   std::vector<int> verify_graph_sizes() const { return verify_graphs_ ? verify_graphs_->batch_sizes() : std::vector<int>{}; }
   int64_t verify_graph_replays() const { return verify_graphs_ ? verify_graphs_->replays() : 0; }
+  // Records one MTP draft step (one token per sequence over the MTP cache, float32 previous hidden
+  // states) at these batch sizes; forward_mtp replays it for such batches. False when it cannot.
+  bool capture_mtp_graphs(LatentCache& mtp_cache, int32_t trash_slot, const std::vector<int>& batch_sizes);
+  std::vector<int> mtp_graph_sizes() const { return mtp_graphs_ ? mtp_graphs_->batch_sizes() : std::vector<int>{}; }
+  int64_t mtp_graph_replays() const { return mtp_graphs_ ? mtp_graphs_->replays() : 0; }
   // The first MTP module: row t combines prev_hidden[t] (the target's final hidden state at the
   // position before) with the embedding of batch.input_ids[t].
   ForwardOutput forward_mtp(const ForwardBatch& batch, const Tensor& prev_hidden, LatentCache& mtp_cache);
@@ -52,6 +57,9 @@ class DeepseekV3Model final : public ModelRunner {
   Tensor decoder(const AttentionBatch& ab, const Tensor& ids, AttentionMode mode, LatentCache& cache);
   Tensor attention(const Tensor& x, const MlaWeights& w, const AttentionBatch& ab, AttentionMode mode,
                    Tensor layer_cache);
+  // The MTP module over every row of ab: its output hidden states after the head norm.
+  Tensor mtp_layer(const AttentionBatch& ab, const Tensor& ids, const Tensor& prev_hidden, AttentionMode mode,
+                   LatentCache& cache);
   Tensor feed_forward(const Tensor& x, const DecoderLayerWeights& w);
   Tensor mlp(const Tensor& x, const MlpWeights& w);
   Tensor logits(const Tensor& normed, const ForwardBatch& b);
@@ -66,7 +74,7 @@ class DeepseekV3Model final : public ModelRunner {
   float softmax_scale_;
   ShardSpec shard_;
   int64_t local_heads_ = 0;  // attention heads on this rank
-  std::unique_ptr<DecodeGraphs> graphs_, verify_graphs_;
+  std::unique_ptr<DecodeGraphs> graphs_, verify_graphs_, mtp_graphs_;
 };
 
 }  // namespace dsserve

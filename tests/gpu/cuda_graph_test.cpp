@@ -162,11 +162,11 @@ TEST(CudaGraphs, PaddedBatchMatchesEager) {
 
 // Greedy speculative decoding (chain and tree) on a fixture with the decode and verify forwards
 // recorded: every request's tokens equal plain eager decoding's, and verify graphs were replayed.
-TEST(CudaGraphs, SpeculativeVerifyThroughGraphsMatchesPlainDecoding) {
+TEST(CudaGraphs, SpeculativeVerifyAndDraftThroughGraphsMatchPlainDecoding) {
   DS_REQUIRE_GPU();
   DS_REQUIRE_FIXTURES();
   const std::string dir = fixtures_dir() + "/tiny-v3-bf16";
-  auto run = [&](bool graphs, int steps, int topk, int draft, int64_t* verify_replays) {
+  auto run = [&](bool graphs, int steps, int topk, int draft, int64_t* verify_replays, int64_t* mtp_replays) {
     TestModel m;
     m.backend = create_backend(DeviceKind::Cuda);
     ModelConfig cfg = ModelConfig::load(dir);
@@ -191,6 +191,7 @@ TEST(CudaGraphs, SpeculativeVerifyThroughGraphsMatchesPlainDecoding) {
       EXPECT_TRUE(m.model->capture_decode_graphs(m.cache, trash, {1, 2, 4}));
       if (steps > 0) {
         EXPECT_TRUE(m.model->capture_verify_graphs(m.cache, trash, {1, 2, 4}, so.speculative.num_draft_tokens));
+        EXPECT_TRUE(m.model->capture_mtp_graphs(m.mtp_cache, trash, {1, 2, 4}));
       }
     }
     std::unique_ptr<Engine> engine = create_engine(*m.model, m.cache, *m.pool, so);
@@ -218,19 +219,23 @@ TEST(CudaGraphs, SpeculativeVerifyThroughGraphsMatchesPlainDecoding) {
     }
     engine->shutdown();
     if (verify_replays) *verify_replays = m.model->verify_graph_replays();
+    if (mtp_replays) *mtp_replays = m.model->mtp_graph_replays();
     return out;
   };
-  const auto plain = run(false, 0, 0, 0, nullptr);
+  const auto plain = run(false, 0, 0, 0, nullptr, nullptr);
   struct Setting {
     int steps, topk, draft;
   };
   for (Setting st : {Setting{3, 1, 4}, Setting{2, 2, 4}}) {
-    int64_t replays = 0;
-    auto got = run(true, st.steps, st.topk, st.draft, &replays);
+    int64_t replays = 0, mtp_replays = 0;
+    auto got = run(true, st.steps, st.topk, st.draft, &replays, &mtp_replays);
     EXPECT_EQ(got, plain) << "steps " << st.steps << " topk " << st.topk;
     EXPECT_GT(replays, 0) << "steps " << st.steps << " topk " << st.topk << ": no verify forward was replayed";
-    std::printf("[ stats    ] speculative steps %d topk %d: %lld verify forwards replayed from graphs\n", st.steps,
-                st.topk, static_cast<long long>(replays));
+    if (st.topk == 1) {  // chain steps after the first are one token per sequence: the recorded draft step
+      EXPECT_GT(mtp_replays, 0) << "steps " << st.steps << ": no MTP draft step was replayed";
+    }
+    std::printf("[ stats    ] speculative steps %d topk %d: %lld verify forwards and %lld MTP draft steps replayed "
+                "from graphs\n", st.steps, st.topk, static_cast<long long>(replays), static_cast<long long>(mtp_replays));
   }
 }
 

@@ -50,6 +50,7 @@ class CpuBackend : public Backend {
 
   Tensor upload_i32(const std::vector<int32_t>& v, Shape shape) override;
   void write_i32(Tensor& dst, const int32_t* src, int64_t rows, int64_t cols, int64_t src_ld) override;
+  void copy_into(Tensor& dst, const Tensor& src) override;
 
   std::vector<SampledToken> sample(const Tensor& logits, std::span<const SamplingRow> rows) override;  // cpu_sampling.cpp
 };

@@ -111,4 +111,12 @@ void CpuBackend::write_i32(Tensor& dst, const int32_t* src, int64_t rows, int64_
   for (int64_t r = 0; r < rows; ++r) std::copy(src + r * src_ld, src + r * src_ld + cols, d + r * dst_cols);
 }
 
+void CpuBackend::copy_into(Tensor& dst, const Tensor& src) {
+  DS_CHECK(dst.device() == Device::CPU && src.device() == Device::CPU && dst.is_contiguous() && src.is_contiguous() &&
+               dst.dtype() == src.dtype() && dst.numel() == src.numel(),
+           "copy_into: expected contiguous tensors of one dtype and size, found {} {} <- {} {}", dtype_name(dst.dtype()),
+           dst.shape().str(), dtype_name(src.dtype()), src.shape().str());
+  if (dst.nbytes()) std::memcpy(dst.data(), src.data(), dst.nbytes());
+}
+
 }  // namespace dsserve

@@ -200,4 +200,14 @@ void CudaBackend::write_i32(Tensor& dst, const int32_t* src, int64_t rows, int64
         "write_i32");
 }
 
+void CudaBackend::copy_into(Tensor& dst, const Tensor& src) {
+  DS_CHECK(dst.device() == Device::CUDA && dst.is_contiguous() && src.is_contiguous() && dst.dtype() == src.dtype() &&
+               dst.numel() == src.numel(),
+           "copy_into: expected contiguous tensors of one dtype and size (destination on the GPU), found {} {} <- {} {}",
+           dtype_name(dst.dtype()), dst.shape().str(), dtype_name(src.dtype()), src.shape().str());
+  if (dst.nbytes() == 0) return;
+  const auto kind = src.device() == Device::CUDA ? cudaMemcpyDeviceToDevice : cudaMemcpyHostToDevice;
+  check(cudaMemcpyAsync(dst.data(), src.data(), dst.nbytes(), kind, stream_), "copy_into");
+}
+
 }  // namespace dsserve::cuda

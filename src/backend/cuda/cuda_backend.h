@@ -103,6 +103,7 @@ class CudaBackend final : public Backend {
 
   Tensor upload_i32(const std::vector<int32_t>& v, Shape shape) override;
   void write_i32(Tensor& dst, const int32_t* src, int64_t rows, int64_t cols, int64_t src_ld) override;
+  void copy_into(Tensor& dst, const Tensor& src) override;
   bool can_capture() const override { return true; }
   int64_t max_recorded_moe_pairs() const override { return kMoeGroupedMaxPairs; }
   std::unique_ptr<CapturedForward> capture(const std::function<void()>& body) override;  // cuda_graph.cpp
