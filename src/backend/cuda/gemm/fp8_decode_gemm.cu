@@ -49,12 +49,12 @@ __global__ void __launch_bounds__(kThreads, kNF >= 8 ? 2 : 3)
   extern __shared__ uint4 s_ring[];  // [kWarps][kStages][kLaneVecs][32]
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
   const int row_sub = warp % row_warps, k_sub = warp / row_warps, cluster = int(gridDim.y);
-  const int64_t K = p.K, rows = p.rows, chunks = K / kChunk;
-  const int64_t part = int64_t(blockIdx.y) * (kWarps / row_warps) + k_sub;
+  const int64_t K = p.K, rows = p.rows;
+  const int chunks = int(K / kChunk), part = int(blockIdx.y) * (kWarps / row_warps) + k_sub;
   const int64_t tile_row0 = int64_t(blockIdx.x) * kWarpRows * row_warps;
   const int64_t row_base = tile_row0 + int64_t(row_sub) * kWarpRows;  // this warp's 32 rows (one scale block row)
-  const int64_t c_begin = std::min(chunks, part * chunks_per_part);
-  const int64_t c_end = row_base < rows ? std::min(chunks, c_begin + chunks_per_part) : c_begin;
+  const int c_begin = min(chunks, part * chunks_per_part);
+  const int c_end = row_base < rows ? min(chunks, c_begin + chunks_per_part) : c_begin;
 
   const uint8_t* w_row[2][2];
   bool w_ok[2][2];
@@ -78,8 +78,8 @@ __global__ void __launch_bounds__(kThreads, kNF >= 8 ? 2 : 3)
   }
 
   uint4* ring = s_ring + warp * kWarpRingVecs + lane;
-  auto slot_of = [&](int64_t c) { return ring + int((c - c_begin) % kStages) * kLaneVecs * 32; };
-  auto issue = [&](int64_t c) {
+  auto slot_of = [&](int c) { return ring + ((c - c_begin) % kStages) * kLaneVecs * 32; };
+  auto issue = [&](int c) {
     uint4* slot = slot_of(c);
 #pragma unroll
     for (int mt = 0; mt < 2; ++mt)
@@ -91,7 +91,7 @@ __global__ void __launch_bounds__(kThreads, kNF >= 8 ? 2 : 3)
                       w_ok[mt][h]);
   };
   // Activation vectors q * kPartVecs .. of this lane's 32 elements of chunk c, for every n fragment.
-  auto load_x = [&](uint4 (&xv)[kNF][kPartVecs], int64_t c, int q) {
+  auto load_x = [&](uint4 (&xv)[kNF][kPartVecs], int c, int q) {
 #pragma unroll
     for (int nf = 0; nf < kNF; ++nf)
 #pragma unroll
@@ -113,7 +113,7 @@ __global__ void __launch_bounds__(kThreads, kNF >= 8 ? 2 : 3)
     if (c_begin + s < c_end) issue(c_begin + s);
     cp_async_commit();
   }
-  for (int64_t c = c_begin; c < c_end; ++c) {
+  for (int c = c_begin; c < c_end; ++c) {
     compiler_fence();  // the previous iteration's reads of the slot refilled here stay above
     if (c + kStages - 1 < c_end) issue(c + kStages - 1);
     cp_async_commit();
@@ -124,16 +124,19 @@ __global__ void __launch_bounds__(kThreads, kNF >= 8 ? 2 : 3)
     cp_async_wait<kStages - 1>();  // this lane's copies of chunk c have landed
     compiler_fence();
     const uint4* slot = slot_of(c);
-    uint4 wv[kLaneVecs];
-#pragma unroll
-    for (int i = 0; i < kLaneVecs; ++i) wv[i] = slot[i * 32];
+    uint4 wv[kLaneVecs];  // [mt][h][j]: bytes 16 j .. 16 j + 15 of the lane's 32 in row g + 8 h of tile mt
 
 #pragma unroll
     for (int q = 0; q < kXParts; ++q) {
       if (q > 0) {
-        compiler_fence();  // keeps the next piece's loads below this one's products (registers)
+        compiler_fence();  // keeps this piece's loads (and so its conversions) below the previous piece
         load_x(xv, c, q);
       }
+#pragma unroll
+      for (int j = 0; j < 2; ++j)  // weight half j is first used by step 4j: read it in that step's piece
+        if (4 * j >= q * kPartSteps && 4 * j < (q + 1) * kPartSteps)
+#pragma unroll
+          for (int i = 0; i < 4; ++i) wv[2 * i + j] = slot[(2 * i + j) * 32];
 #pragma unroll
       for (int ss = 0; ss < kPartSteps; ++ss) {
         const int s = q * kPartSteps + ss;
