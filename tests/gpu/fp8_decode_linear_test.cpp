@@ -167,5 +167,34 @@ TEST_F(Fp8DecodeLinear, DispatchByTokenCount) {
   EXPECT_EQ(rel_err(gpu(), replayed, gpu(), decode), 0.0);
 }
 
+// The planner is host code: checked without a GPU. Every plan covers K, uses clusters of at most 8,
+// keeps all blocks resident whenever it splits K, and on an H200 (132 SMs, 2-3 blocks each) keeps
+// every SM busy on each V3 shape.
+TEST(Fp8DecodePlan, CoversKAndKeepsSplitsResident) {
+  Rng rng(11);
+  for (int i = 0; i < 2000; ++i) {
+    const int64_t rows = 1 + int64_t(rng() % 40000), K = 128 * (1 + int64_t(rng() % 160));
+    const int sms = 1 + int(rng() % 160), per_sm = 1 + int(rng() % 4);
+    const cuda::Fp8DecodePlan pl = cuda::plan_fp8_decode_gemm(rows, K, sms, per_sm);
+    const int64_t chunks = K / 128;
+    const std::string at = std::to_string(rows) + "x" + std::to_string(K) + " on " + std::to_string(sms) + "x" +
+                           std::to_string(per_sm);
+    ASSERT_TRUE(pl.row_warps == 4 || pl.row_warps == 2 || pl.row_warps == 1) << at;
+    ASSERT_TRUE(pl.cluster == 1 || pl.cluster == 2 || pl.cluster == 4 || pl.cluster == 8) << at;
+    EXPECT_LE(pl.k_parts(), chunks) << at;  // parts are chunks / k_parts rounded down or up: none empty
+    EXPECT_EQ(pl.chunks_per_part, (chunks + pl.k_parts() - 1) / pl.k_parts()) << at;
+    EXPECT_EQ(pl.blocks, (rows + 32 * pl.row_warps - 1) / (32 * pl.row_warps) * pl.cluster) << at;
+    if (pl.k_parts() > 1) {
+      EXPECT_LE(pl.blocks, int64_t(sms) * per_sm) << at;
+    }
+  }
+  for (auto [rows, K] : {std::pair<int64_t, int64_t>{2112, 7168}, {24576, 1536}, {7168, 16384}, {36864, 7168},
+                         {7168, 18432}})
+    for (int per_sm : {2, 3}) {
+      const cuda::Fp8DecodePlan pl = cuda::plan_fp8_decode_gemm(rows, K, 132, per_sm);
+      EXPECT_GE(pl.blocks, 132) << rows << "x" << K << " at " << per_sm << " blocks per SM";
+    }
+}
+
 }  // namespace
 }  // namespace dsserve::test

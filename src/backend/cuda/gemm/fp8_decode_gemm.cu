@@ -44,7 +44,7 @@ static_assert(kWarpRingVecs * 4 >= 8 * 8 * 32, "a warp's ring holds its partial 
 // kXParts pieces so that 64 tokens fit in the registers of 3 blocks per SM.
 template <int kNF, typename OutT>
 __global__ void __launch_bounds__(kThreads, kNF >= 8 ? 2 : 3)
-    fp8_decode_gemm_kernel(const Fp8DecodeGemmParams p, const int row_warps, const int chunks_per_part) {
+    fp8_decode_gemm_kernel(const Fp8DecodeGemmParams p, const int row_warps, const int k_parts) {
   constexpr int kXParts = kNF >= 8 ? 4 : kNF >= 4 ? 2 : 1, kPartVecs = 4 / kXParts, kPartSteps = kSteps / kXParts;
   extern __shared__ uint4 s_ring[];  // [kWarps][kStages][kLaneVecs][32]
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
@@ -53,8 +53,9 @@ __global__ void __launch_bounds__(kThreads, kNF >= 8 ? 2 : 3)
   const int chunks = int(K / kChunk), part = int(blockIdx.y) * (kWarps / row_warps) + k_sub;
   const int64_t tile_row0 = int64_t(blockIdx.x) * kWarpRows * row_warps;
   const int64_t row_base = tile_row0 + int64_t(row_sub) * kWarpRows;  // this warp's 32 rows (one scale block row)
-  const int c_begin = min(chunks, part * chunks_per_part);
-  const int c_end = row_base < rows ? min(chunks, c_begin + chunks_per_part) : c_begin;
+  // Part `part` of k_parts <= chunks: chunks [part chunks / k_parts, (part + 1) chunks / k_parts).
+  const int c_begin = int(int64_t(part) * chunks / k_parts);
+  const int c_end = row_base < rows ? int(int64_t(part + 1) * chunks / k_parts) : c_begin;
 
   const uint8_t* w_row[2][2];
   bool w_ok[2][2];
@@ -253,7 +254,7 @@ cudaError_t launch_typed(const Fp8DecodeGemmParams& p, cudaStream_t stream) {
   attr[0].val.clusterDim.z = 1;
   cfg.attrs = attr;
   cfg.numAttrs = plan.cluster > 1 ? 1 : 0;
-  e = cudaLaunchKernelEx(&cfg, kernel, p, plan.row_warps, int(plan.chunks_per_part));
+  e = cudaLaunchKernelEx(&cfg, kernel, p, plan.row_warps, plan.k_parts());
   if (e != cudaSuccess) return e;
   return cudaGetLastError();
 }

@@ -29,12 +29,12 @@ struct Fp8DecodeGemmParams {
 
 // How a product is spread over the GPU: blocks of 4 warps each own 32 * row_warps weight rows;
 // the 4 / row_warps warp groups of a block and the `cluster` blocks of a thread-block cluster
-// split K into parts of chunks_per_part 128-wide chunks; partial sums meet in shared memory
-// (distributed shared memory across the cluster).
+// split the K / 128 chunks into k_parts() near-equal parts (at most chunks_per_part each, none
+// empty); partial sums meet in shared memory (distributed shared memory across the cluster).
 struct Fp8DecodePlan {
   int row_warps = 4;        // 4, 2 or 1
   int cluster = 1;          // 1, 2, 4 or 8 blocks along K
-  int64_t chunks_per_part = 0;
+  int64_t chunks_per_part = 0;  // ceil(chunks / k_parts())
   int64_t blocks = 0;       // row tiles x cluster
   int k_parts() const { return cluster * 4 / row_warps; }
 };
