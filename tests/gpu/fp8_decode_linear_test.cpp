@@ -175,7 +175,11 @@ TEST(Fp8DecodePlan, CoversKAndKeepsSplitsResident) {
   for (int i = 0; i < 2000; ++i) {
     const int64_t rows = 1 + int64_t(rng() % 40000), K = 128 * (1 + int64_t(rng() % 160));
     const int sms = 1 + int(rng() % 160), per_sm = 1 + int(rng() % 4);
-    const cuda::Fp8DecodePlan pl = cuda::plan_fp8_decode_gemm(rows, K, sms, per_sm);
+    cuda::Fp8DecodeCapacity cap = cuda::Fp8DecodeCapacity::uniform(sms, per_sm);
+    for (int c = 1; c < 4; ++c)  // clusters bound by the GPCs: fewer resident blocks
+      cap.resident[c] = std::max<int64_t>(0, cap.resident[c] - int64_t(rng() % 3) * (1 << c) * 4);
+    const cuda::Fp8DecodePlan pl = cuda::plan_fp8_decode_gemm(rows, K, cap);
+    const int64_t resident = cap.resident[pl.cluster == 1 ? 0 : pl.cluster == 2 ? 1 : pl.cluster == 4 ? 2 : 3];
     const int64_t chunks = K / 128;
     const std::string at = std::to_string(rows) + "x" + std::to_string(K) + " on " + std::to_string(sms) + "x" +
                            std::to_string(per_sm);
@@ -185,13 +189,13 @@ TEST(Fp8DecodePlan, CoversKAndKeepsSplitsResident) {
     EXPECT_EQ(pl.chunks_per_part, (chunks + pl.k_parts() - 1) / pl.k_parts()) << at;
     EXPECT_EQ(pl.blocks, (rows + 32 * pl.row_warps - 1) / (32 * pl.row_warps) * pl.cluster) << at;
     if (pl.k_parts() > 1) {
-      EXPECT_LE(pl.blocks, int64_t(sms) * per_sm) << at;
+      EXPECT_LE(pl.blocks, resident) << at;
     }
   }
   for (auto [rows, K] : {std::pair<int64_t, int64_t>{2112, 7168}, {24576, 1536}, {7168, 16384}, {36864, 7168},
                          {7168, 18432}})
     for (int per_sm : {2, 3}) {
-      const cuda::Fp8DecodePlan pl = cuda::plan_fp8_decode_gemm(rows, K, 132, per_sm);
+      const cuda::Fp8DecodePlan pl = cuda::plan_fp8_decode_gemm(rows, K, cuda::Fp8DecodeCapacity::uniform(132, per_sm));
       EXPECT_GE(pl.blocks, 132) << rows << "x" << K << " at " << per_sm << " blocks per SM";
     }
 }

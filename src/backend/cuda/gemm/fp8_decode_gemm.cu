@@ -201,37 +201,59 @@ __global__ void __launch_bounds__(kThreads, kNF >= 8 ? 2 : 3)
   if (cluster > 1) cgr::this_cluster().sync();  // the blocks' shared memory outlives every read of it
 }
 
-template <int kNF, typename OutT>
-int blocks_per_sm_of() {
-  static std::atomic<int> cached[64];
-  int dev = 0;
-  if (cudaGetDevice(&dev) != cudaSuccess || dev < 0 || dev >= 64) return 2;
-  int n = cached[dev].load(std::memory_order_relaxed);
-  if (n == 0) {
-    auto kernel = fp8_decode_gemm_kernel<kNF, OutT>;
-    if (cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmemBytes) != cudaSuccess ||
-        cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, kernel, kThreads, kSmemBytes) != cudaSuccess || n <= 0)
-      n = 1;
-    cached[dev].store(n, std::memory_order_relaxed);
-  }
-  return n;
+cudaLaunchConfig_t launch_config(dim3 grid, int cluster, cudaStream_t stream, cudaLaunchAttribute (&attr)[1]) {
+  cudaLaunchConfig_t cfg{};
+  cfg.gridDim = grid;
+  cfg.blockDim = dim3(kThreads, 1, 1);
+  cfg.dynamicSmemBytes = kSmemBytes;
+  cfg.stream = stream;
+  attr[0].id = cudaLaunchAttributeClusterDimension;
+  attr[0].val.clusterDim.x = 1;
+  attr[0].val.clusterDim.y = unsigned(cluster);
+  attr[0].val.clusterDim.z = 1;
+  cfg.attrs = attr;
+  cfg.numAttrs = cluster > 1 ? 1 : 0;
+  return cfg;
 }
 
-int sm_count() {
-  static std::atomic<int> cached[64];
+// The current device's capacity for one kernel variant (queried once per device).
+template <int kNF, typename OutT>
+Fp8DecodeCapacity capacity_of() {
+  static std::atomic<int64_t> cached[64][5];  // [device][sms, resident by cluster 1, 2, 4, 8]
   int dev = 0;
-  if (cudaGetDevice(&dev) != cudaSuccess || dev < 0 || dev >= 64) return 132;
-  int n = cached[dev].load(std::memory_order_relaxed);
-  if (n == 0) {
-    if (cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess || n <= 0) n = 132;
-    cached[dev].store(n, std::memory_order_relaxed);
+  if (cudaGetDevice(&dev) != cudaSuccess || dev < 0 || dev >= 64) return Fp8DecodeCapacity::uniform(132, 2);
+  Fp8DecodeCapacity cap;
+  if (cached[dev][0].load(std::memory_order_acquire) == 0) {
+    int sms = 0, per_sm = 0;
+    auto kernel = fp8_decode_gemm_kernel<kNF, OutT>;
+    if (cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess || sms <= 0) sms = 132;
+    if (cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmemBytes) != cudaSuccess ||
+        cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kThreads, kSmemBytes) != cudaSuccess ||
+        per_sm <= 0)
+      per_sm = 1;
+    cap = Fp8DecodeCapacity::uniform(sms, per_sm);
+    for (int i = 1; i < 4; ++i) {  // clusters: what fits in the GPCs, never more than the uniform bound
+      const int cluster = 1 << i;
+      cudaLaunchAttribute attr[1];
+      const cudaLaunchConfig_t cfg = launch_config(dim3(unsigned(cluster), unsigned(cluster)), cluster, nullptr, attr);
+      int clusters = 0;
+      if (cudaOccupancyMaxActiveClusters(&clusters, kernel, &cfg) == cudaSuccess && clusters > 0)
+        cap.resident[i] = std::min(cap.resident[i], int64_t(clusters) * cluster);
+      else
+        cudaGetLastError();  // no answer: keep the uniform bound
+    }
+    for (int i = 0; i < 4; ++i) cached[dev][i + 1].store(cap.resident[i], std::memory_order_relaxed);
+    cached[dev][0].store(sms, std::memory_order_release);
+    return cap;
   }
-  return n;
+  cap.sms = int(cached[dev][0].load(std::memory_order_acquire));
+  for (int i = 0; i < 4; ++i) cap.resident[i] = cached[dev][i + 1].load(std::memory_order_relaxed);
+  return cap;
 }
 
 template <int kNF, typename OutT>
 Fp8DecodePlan plan_typed(const Fp8DecodeGemmParams& p) {
-  return plan_fp8_decode_gemm(p.rows, p.K, sm_count(), blocks_per_sm_of<kNF, OutT>());
+  return plan_fp8_decode_gemm(p.rows, p.K, capacity_of<kNF, OutT>());
 }
 
 template <int kNF, typename OutT>
@@ -242,18 +264,8 @@ cudaError_t launch_typed(const Fp8DecodeGemmParams& p, cudaStream_t stream) {
   if (e != cudaSuccess) return e;
   const int64_t tiles = plan.blocks / plan.cluster;
   if (tiles <= 0 || tiles > 0x7fffffff) return cudaErrorInvalidValue;
-  cudaLaunchConfig_t cfg{};
-  cfg.gridDim = dim3(unsigned(tiles), unsigned(plan.cluster), 1);
-  cfg.blockDim = dim3(kThreads, 1, 1);
-  cfg.dynamicSmemBytes = kSmemBytes;
-  cfg.stream = stream;
   cudaLaunchAttribute attr[1];
-  attr[0].id = cudaLaunchAttributeClusterDimension;
-  attr[0].val.clusterDim.x = 1;
-  attr[0].val.clusterDim.y = unsigned(plan.cluster);
-  attr[0].val.clusterDim.z = 1;
-  cfg.attrs = attr;
-  cfg.numAttrs = plan.cluster > 1 ? 1 : 0;
+  const cudaLaunchConfig_t cfg = launch_config(dim3(unsigned(tiles), unsigned(plan.cluster)), plan.cluster, stream, attr);
   e = cudaLaunchKernelEx(&cfg, kernel, p, plan.row_warps, plan.k_parts());
   if (e != cudaSuccess) return e;
   return cudaGetLastError();
@@ -287,10 +299,9 @@ struct LaunchFn {
 
 }  // namespace
 
-Fp8DecodePlan plan_fp8_decode_gemm(int64_t rows, int64_t K, int sms, int blocks_per_sm) {
+Fp8DecodePlan plan_fp8_decode_gemm(int64_t rows, int64_t K, const Fp8DecodeCapacity& cap) {
   const int64_t chunks = std::max<int64_t>(1, K / kChunk);
-  const int64_t resident = int64_t(std::max(sms, 1)) * std::max(blocks_per_sm, 1);
-  const int64_t want = std::min<int64_t>(2 * int64_t(std::max(sms, 1)), resident);
+  const int64_t want = std::min<int64_t>(2 * int64_t(std::max(cap.sms, 1)), cap.resident[0]);
   auto make = [&](int row_warps, int cluster) {
     Fp8DecodePlan pl;
     pl.row_warps = row_warps;
@@ -308,12 +319,19 @@ Fp8DecodePlan plan_fp8_decode_gemm(int64_t rows, int64_t K, int sms, int blocks_
       const int groups = kWarps / row_warps;
       if (parts % groups != 0 || parts / groups > kMaxCluster) continue;
       const Fp8DecodePlan pl = make(row_warps, parts / groups);
-      if (pl.blocks > resident) continue;
+      const int cluster_index = pl.cluster == 1 ? 0 : pl.cluster == 2 ? 1 : pl.cluster == 4 ? 2 : 3;
+      if (pl.blocks > cap.resident[cluster_index]) continue;
       if (pl.blocks >= want) return pl;
       if (!have_resident || pl.blocks > best_resident.blocks) best_resident = pl, have_resident = true;
     }
   }
   return have_resident ? best_resident : first;
+}
+
+cudaError_t prepare_fp8_decode_gemm() {
+  capacity_of<1, bf16>(), capacity_of<2, bf16>(), capacity_of<4, bf16>(), capacity_of<8, bf16>();
+  capacity_of<1, float>(), capacity_of<2, float>(), capacity_of<4, float>(), capacity_of<8, float>();
+  return cudaGetLastError();
 }
 
 Fp8DecodePlan fp8_decode_gemm_plan(const Fp8DecodeGemmParams& p) {

@@ -39,10 +39,28 @@ struct Fp8DecodePlan {
   int k_parts() const { return cluster * 4 / row_warps; }
 };
 
-// The plan for a rows x K product on `sms` SMs holding `blocks_per_sm` blocks each: the fewest K
-// parts that give at least two blocks per SM with all of them resident; failing that, the most
-// blocks that are all resident; failing that (more row tiles than resident blocks), no split.
-Fp8DecodePlan plan_fp8_decode_gemm(int64_t rows, int64_t K, int sms, int blocks_per_sm);
+// What the device holds at once: its SMs, and the blocks of one kernel variant resident together
+// when launched in clusters of 1, 2, 4 and 8 (clusters must fit in one GPC, so the larger ones can
+// hold fewer than SMs x blocks per SM).
+struct Fp8DecodeCapacity {
+  int sms = 132;
+  int64_t resident[4] = {396, 396, 396, 396};  // by cluster size 1, 2, 4, 8
+  static Fp8DecodeCapacity uniform(int sms, int blocks_per_sm) {
+    Fp8DecodeCapacity c;
+    c.sms = sms;
+    for (auto& r : c.resident) r = int64_t(sms) * blocks_per_sm;
+    return c;
+  }
+};
+
+// The plan for a rows x K product: the fewest K parts (then the most rows per block) that give at
+// least two blocks per SM with all of them resident; failing that, the most blocks that are all
+// resident; failing that (more row tiles than resident blocks), no split.
+Fp8DecodePlan plan_fp8_decode_gemm(int64_t rows, int64_t K, const Fp8DecodeCapacity& cap);
+
+// Queries the current device's capacity for every kernel variant once (the launcher would on its
+// first call): called at load time, so that no query runs while a CUDA graph is being recorded.
+cudaError_t prepare_fp8_decode_gemm();
 
 // Runs the product on `stream` (no allocation, no synchronisation: capturable). Returns
 // cudaErrorInvalidValue when the parameters break the requirements above.
