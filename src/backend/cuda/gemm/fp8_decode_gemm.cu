@@ -217,8 +217,9 @@ cudaLaunchConfig_t launch_config(dim3 grid, int cluster, cudaStream_t stream, cu
 }
 
 // The current device's capacity for one kernel variant (queried once per device).
+// err (when given) receives a failure to configure the kernel; the capacity then assumes 1 block per SM.
 template <int kNF, typename OutT>
-Fp8DecodeCapacity capacity_of() {
+Fp8DecodeCapacity capacity_of(cudaError_t* err = nullptr) {
   static std::atomic<int64_t> cached[64][5];  // [device][sms, resident by cluster 1, 2, 4, 8]
   int dev = 0;
   if (cudaGetDevice(&dev) != cudaSuccess || dev < 0 || dev >= 64) return Fp8DecodeCapacity::uniform(132, 2);
@@ -227,18 +228,20 @@ Fp8DecodeCapacity capacity_of() {
     int sms = 0, per_sm = 0;
     auto kernel = fp8_decode_gemm_kernel<kNF, OutT>;
     if (cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess || sms <= 0) sms = 132;
-    if (cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmemBytes) != cudaSuccess ||
-        cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kThreads, kSmemBytes) != cudaSuccess ||
-        per_sm <= 0)
+    cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmemBytes);
+    if (e == cudaSuccess) e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kThreads, kSmemBytes);
+    if (e != cudaSuccess || per_sm <= 0) {
+      if (err && e != cudaSuccess) *err = e;
       per_sm = 1;
+    }
     cap = Fp8DecodeCapacity::uniform(sms, per_sm);
     for (int i = 1; i < 4; ++i) {  // clusters: what fits in the GPCs, never more than the uniform bound
       const int cluster = 1 << i;
       cudaLaunchAttribute attr[1];
       const cudaLaunchConfig_t cfg = launch_config(dim3(unsigned(cluster), unsigned(cluster)), cluster, nullptr, attr);
       int clusters = 0;
-      if (cudaOccupancyMaxActiveClusters(&clusters, kernel, &cfg) == cudaSuccess && clusters > 0)
-        cap.resident[i] = std::min(cap.resident[i], int64_t(clusters) * cluster);
+      if (cudaOccupancyMaxActiveClusters(&clusters, kernel, &cfg) == cudaSuccess)
+        cap.resident[i] = std::min(cap.resident[i], int64_t(std::max(clusters, 0)) * cluster);
       else
         cudaGetLastError();  // no answer: keep the uniform bound
     }
@@ -329,9 +332,10 @@ Fp8DecodePlan plan_fp8_decode_gemm(int64_t rows, int64_t K, const Fp8DecodeCapac
 }
 
 cudaError_t prepare_fp8_decode_gemm() {
-  capacity_of<1, bf16>(), capacity_of<2, bf16>(), capacity_of<4, bf16>(), capacity_of<8, bf16>();
-  capacity_of<1, float>(), capacity_of<2, float>(), capacity_of<4, float>(), capacity_of<8, float>();
-  return cudaGetLastError();
+  cudaError_t e = cudaSuccess;
+  capacity_of<1, bf16>(&e), capacity_of<2, bf16>(&e), capacity_of<4, bf16>(&e), capacity_of<8, bf16>(&e);
+  capacity_of<1, float>(&e), capacity_of<2, float>(&e), capacity_of<4, float>(&e), capacity_of<8, float>(&e);
+  return e;
 }
 
 Fp8DecodePlan fp8_decode_gemm_plan(const Fp8DecodeGemmParams& p) {
