@@ -6,10 +6,14 @@
 // ring in which each lane reads back only what it wrote (no barrier in the main loop). In registers
 // the e4m3 bytes become BF16 A fragments of mma.sync.m16n8k16 (e4m3 -> f16 -> f32 times the block
 // scale, rounded to BF16: the CPU oracle's dequantization); activations are BF16 B fragments read
-// straight from global memory (L1 / L2 hits: every block reads the same rows). K is permuted inside
-// each chunk so a lane's operands are contiguous, as in moe/moe_grouped_gemm.cu: lane (g, t) holds
-// k in [32 t, 32 t + 32) and mma step s uses its offsets 4s .. 4s + 3 (logical k {2t, 2t+1, 2t+8,
-// 2t+9}); both operands share the permutation, so each dot product is unchanged.
+// straight from global memory (L1 / L2 hits: every block reads the same rows).
+// K is permuted inside each chunk so that a lane's operands are contiguous. Lane (g, t) holds a list
+// of 32 k: positions 0..15 are k = 16t + 0..15 and positions 16..31 are k = 64 + 16t + 0..15, so one
+// 16-byte cp.async of the warp (list half j, rows g) reads bytes [64 j, 64 j + 64) of 8 rows: whole
+// 32-byte sectors (a lane reading 32 contiguous bytes in two instructions would fetch every sector
+// from L2 twice). mma step s uses list positions 4s .. 4s + 3, which the fragment layout sees as
+// logical k {2t, 2t+1, 2t+8, 2t+9}; weights and activations share the permutation, so every dot
+// product is unchanged.
 // K is split between the warp groups of a block (row_warps < 4) and between the blocks of a
 // thread-block cluster (grid.y = cluster): after the loop every warp writes its sums into its own
 // (now idle) ring, and the blocks of the cluster sum the parts in a fixed order through distributed
@@ -65,7 +69,7 @@ __global__ void __launch_bounds__(kThreads, kNF >= 8 ? 2 : 3)
     for (int h = 0; h < 2; ++h) {
       const int64_t r = row_base + mt * 16 + h * 8 + g;
       w_ok[mt][h] = r < rows;
-      w_row[mt][h] = p.w + (w_ok[mt][h] ? r : 0) * K + t * 32;
+      w_row[mt][h] = p.w + (w_ok[mt][h] ? r : 0) * K + t * 16;
     }
   const float* scale_row = p.w_scale + (row_base < rows ? row_base / 128 : 0) * p.scale_ld;
 
@@ -75,7 +79,7 @@ __global__ void __launch_bounds__(kThreads, kNF >= 8 ? 2 : 3)
   for (int nf = 0; nf < kNF; ++nf) {
     const int64_t token = nf * 8 + g;
     x_ok[nf] = token < p.T;
-    x_row[nf] = static_cast<const bf16*>(p.x) + (x_ok[nf] ? token : 0) * p.ldx + t * 32;
+    x_row[nf] = static_cast<const bf16*>(p.x) + (x_ok[nf] ? token : 0) * p.ldx + t * 16;
   }
 
   uint4* ring = s_ring + warp * kWarpRingVecs + lane;
@@ -88,17 +92,20 @@ __global__ void __launch_bounds__(kThreads, kNF >= 8 ? 2 : 3)
       for (int h = 0; h < 2; ++h)
 #pragma unroll
         for (int j = 0; j < 2; ++j)
-          cp_async_16(slot + (mt * 4 + h * 2 + j) * 32, w_ok[mt][h] ? w_row[mt][h] + c * kChunk + j * 16 : p.w,
+          cp_async_16(slot + (mt * 4 + h * 2 + j) * 32, w_ok[mt][h] ? w_row[mt][h] + c * kChunk + j * 64 : p.w,
                       w_ok[mt][h]);
   };
-  // Activation vectors q * kPartVecs .. of this lane's 32 elements of chunk c, for every n fragment.
+  // Activation vectors q * kPartVecs .. of this lane's 32 elements of chunk c, for every n fragment:
+  // vector u holds list positions 8u .. 8u + 7, i.e. elements 64 (u / 2) + 16 t + 8 (u % 2) + 0..7.
   auto load_x = [&](uint4 (&xv)[kNF][kPartVecs], int c, int q) {
 #pragma unroll
     for (int nf = 0; nf < kNF; ++nf)
 #pragma unroll
-      for (int v = 0; v < kPartVecs; ++v)
-        xv[nf][v] = x_ok[nf] ? __ldg(reinterpret_cast<const uint4*>(x_row[nf] + c * kChunk + (q * kPartVecs + v) * 8))
+      for (int v = 0; v < kPartVecs; ++v) {
+        const int u = q * kPartVecs + v;
+        xv[nf][v] = x_ok[nf] ? __ldg(reinterpret_cast<const uint4*>(x_row[nf] + c * kChunk + (u / 2) * 64 + (u % 2) * 8))
                              : make_uint4(0, 0, 0, 0);
+      }
   };
 
   float acc[2][kNF][4];
@@ -125,7 +132,7 @@ __global__ void __launch_bounds__(kThreads, kNF >= 8 ? 2 : 3)
     cp_async_wait<kStages - 1>();  // this lane's copies of chunk c have landed
     compiler_fence();
     const uint4* slot = slot_of(c);
-    uint4 wv[kLaneVecs];  // [mt][h][j]: bytes 16 j .. 16 j + 15 of the lane's 32 in row g + 8 h of tile mt
+    uint4 wv[kLaneVecs];  // [mt][h][j]: list positions 16 j .. 16 j + 15 of row g + 8 h of tile mt
 
 #pragma unroll
     for (int q = 0; q < kXParts; ++q) {
@@ -143,7 +150,7 @@ __global__ void __launch_bounds__(kThreads, kNF >= 8 ? 2 : 3)
         const int s = q * kPartSteps + ss;
         uint32_t a[2][4];
 #pragma unroll
-        for (int mt = 0; mt < 2; ++mt) {  // bytes 4s .. 4s + 3 of the lane's 32: vector s / 4, word s % 4
+        for (int mt = 0; mt < 2; ++mt) {  // list positions 4s .. 4s + 3: vector s / 4, word s % 4
           const uint32_t lo = word(wv[mt * 4 + 0 + s / 4], s % 4), hi = word(wv[mt * 4 + 2 + s / 4], s % 4);
           a[mt][0] = e4m3x2_to_scaled_bf16x2(lo, scale);
           a[mt][1] = e4m3x2_to_scaled_bf16x2(hi, scale);
@@ -152,8 +159,8 @@ __global__ void __launch_bounds__(kThreads, kNF >= 8 ? 2 : 3)
         }
 #pragma unroll
         for (int nf = 0; nf < kNF; ++nf) {
-          // Activation elements 4s .. 4s + 3 of the lane's 32: vector s / 2 (local s / 2 - q kPartVecs),
-          // words 2s % 4 and 2s % 4 + 1.
+          // Activation list positions 4s .. 4s + 3: vector s / 2 (local s / 2 - q kPartVecs), words
+          // 2s % 4 and 2s % 4 + 1.
           const uint4& v = xv[nf][s / 2 - q * kPartVecs];
           const uint32_t b0 = word(v, (2 * s) % 4), b1 = word(v, (2 * s) % 4 + 1);
 #pragma unroll
