@@ -7,8 +7,7 @@
 // the e4m3 bytes become BF16 A fragments of mma.sync.m16n8k16 (e4m3 -> f16 -> f32 times the block
 // scale, rounded to BF16: the CPU oracle's dequantization); activations are BF16 B fragments read
 // straight from global memory (L1 / L2 hits: every block reads the same rows).
-// K is permuted inside each chunk so that a lane's operands are contiguous. Lane (g, t) holds a list
-// of 32 k: positions 0..15 are k = 16t + 0..15 and positions 16..31 are k = 64 + 16t + 0..15, so one
+// K is permuted inside each chunk. Lane (g, t) holds a list of 32 k: positions 0..15 are k = 16t + 0..15 and positions 16..31 are k = 64 + 16t + 0..15, so one
 // 16-byte cp.async of the warp (list half j, rows g) reads bytes [64 j, 64 j + 64) of 8 rows: whole
 // 32-byte sectors (a lane reading 32 contiguous bytes in two instructions would fetch every sector
 // from L2 twice). mma step s uses list positions 4s .. 4s + 3, which the fragment layout sees as
