@@ -97,7 +97,8 @@ TEST_F(GpuBench, Linear) {
       });
       char shape[64];
       std::snprintf(shape, sizeof(shape), "T=%ld %ldx%ld", long(T), long(N), long(K));
-      row(fp8 ? "linear fp8 w8a8" : "linear bf16", shape, ms, 2.0 * T * N * K,
+      const bool decode = fp8 && cg().last_fp8_linear() == cuda::CudaBackend::Fp8LinearPath::Decode;
+      row(!fp8 ? "linear bf16" : decode ? "linear fp8 w8a16 (decode)" : "linear fp8 w8a8", shape, ms, 2.0 * T * N * K,
           double(N * K) * (fp8 ? 1 : 2) + double(T * (K + N)) * 2);
     }
   }
