@@ -97,8 +97,78 @@ TEST_F(GpuBench, Linear) {
       });
       char shape[64];
       std::snprintf(shape, sizeof(shape), "T=%ld %ldx%ld", long(T), long(N), long(K));
-      row(fp8 ? "linear fp8 w8a8" : "linear bf16", shape, ms, 2.0 * T * N * K,
+      const bool decode = fp8 && cg().last_fp8_linear() == cuda::CudaBackend::Fp8LinearPath::Decode;
+      row(!fp8 ? "linear bf16" : decode ? "linear fp8 w8a16 (decode)" : "linear fp8 w8a8", shape, ms, 2.0 * T * N * K,
           double(N * K) * (fp8 ? 1 : 2) + double(T * (K + N)) * 2);
+    }
+  }
+}
+
+// The FP8 linears of DeepSeek-V3 at decode sizes: the decode kernel (gemm/fp8_decode_gemm.h)
+// beside cuBLASLt's W8A8 product (activation quantization included, tokens padded to 8) in the
+// same run. GB/s counts the weight bytes once (e4m3; scales, inputs and outputs are < 1% at
+// T <= 64); each call is one replay of a recorded CUDA graph, rotating over enough weight copies
+// (>= 256 MB) that they do not stay in L2. Filter: --gtest_filter=GpuBench.Fp8DecodeLinear.
+TEST_F(GpuBench, Fp8DecodeLinear) {
+  struct Case {
+    const char* name;
+    int64_t in;
+    std::vector<int64_t> outs;
+  };
+  const Case cases[] = {{"q_a+kv_a", 7168, {1536, 576}},
+                        {"q_b", 1536, {24576}},
+                        {"o_proj", 16384, {7168}},
+                        {"gate_up", 7168, {18432, 18432}},
+                        {"down", 18432, {7168}}};
+  for (const Case& cs : cases) {
+    int64_t N = 0;
+    for (int64_t o : cs.outs) N += o;
+    const double weight_bytes = double(N) * double(cs.in);
+    const int copies = int(std::clamp(std::ceil(256e6 / weight_bytes), 2.0, 16.0));
+    std::vector<LinearWeight> ws;
+    for (int c = 0; c < copies; ++c) {
+      std::vector<WeightPart> parts;
+      for (int64_t o : cs.outs) parts.push_back(random_fp8_part(o, cs.in, rng));
+      ws.push_back(gpu().make_linear(parts, LinearUse::Projection));
+    }
+    const std::string layout = cuda::CudaBackend::describe(ws[0]);
+    for (int64_t T : {1, 2, 4, 8, 16, 32, 64}) {
+      Tensor x = fast_random({T, cs.in}, 300 + uint64_t(T));
+      double gbs[2] = {0, 0};
+      for (int path = 0; path < 2; ++path) {  // 0: decode kernel, 1: cuBLASLt
+        cg().set_fp8_decode_max_tokens(path == 0 ? cuda::kFp8DecodeMaxTokens : 0);
+        std::vector<std::unique_ptr<CapturedForward>> graphs;
+        std::vector<Tensor> outs(static_cast<size_t>(copies));
+        for (int c = 0; c < copies; ++c)
+          graphs.push_back(gpu().capture([&] {
+            outs[size_t(c)] = Tensor();
+            outs[size_t(c)] = gpu().linear(x, ws[size_t(c)]);
+          }));
+        const int rounds = std::max(1, 64 / copies);
+        const double ms = time_ms([&] {
+          for (int r = 0; r < rounds; ++r)
+            for (auto& g : graphs) g->replay();
+        }, 7) / (rounds * copies);
+        gbs[path] = weight_bytes / ms / 1e6;
+      }
+      cg().set_fp8_decode_max_tokens(cuda::kFp8DecodeMaxTokens);
+      cuda::Fp8DecodeGemmParams p;  // the plan (every V3 shape is one fp8 segment); only alignment matters
+      p.w = reinterpret_cast<const uint8_t*>(uintptr_t(256));
+      p.x = p.w;
+      p.w_scale = reinterpret_cast<const float*>(uintptr_t(256));
+      p.y = reinterpret_cast<void*>(uintptr_t(256));
+      p.T = T, p.rows = N, p.K = cs.in;
+      p.ldx = p.K, p.scale_ld = cuda::fp8_weight_scale_ld(p.K), p.ldy = N;
+      const cuda::Fp8DecodePlan plan = cuda::fp8_decode_gemm_plan(p);
+      char shape[96];
+      std::snprintf(shape, sizeof(shape), "%s %ldx%ld T=%ld", cs.name, long(N), long(cs.in), long(T));
+      std::printf("[ bench    ] fp8 decode linear %-30s %-14s decode %6.0f GB/s (%3.0f%% of copy %.0f) "
+                  "[%ld blocks, %d x 32 rows, %d K parts]  cuBLASLt %6.0f GB/s (%3.0f%%)  %.2fx\n",
+                  shape, layout.c_str(), gbs[0], 100 * gbs[0] / g_ceil.gbs, g_ceil.gbs, long(plan.blocks),
+                  plan.row_warps, plan.k_parts(), gbs[1], 100 * gbs[1] / g_ceil.gbs, gbs[0] / gbs[1]);
+      ::testing::Test::RecordProperty(std::string("fp8 decode linear ") + shape,
+                                      std::to_string(gbs[0]) + " GB/s decode, " + std::to_string(gbs[1]) +
+                                          " GB/s cuBLASLt, copy " + std::to_string(g_ceil.gbs));
     }
   }
 }

@@ -1,6 +1,7 @@
 // The CUDA backend: every op of backend.h on one GPU (sm_90a). Activations and the latent cache
 // are BF16 with float32 accumulation; linear layers run on cuBLASLt as BF16 products or, for FP8
-// checkpoints, as W8A8 block-scaled FP8 products; the router and the logits are float32.
+// checkpoints, as W8A8 block-scaled FP8 products (decode sizes: our own W8A16 kernel); the router
+// and the logits are float32.
 // Ops allocate their outputs from a caching pool (see memory/scratch_pool.h) and run on one
 // stream; decode forwards can be captured as CUDA graphs; host copies (to_host_f32) and token
 // choice (sample) synchronise the stream. Kernels live in one folder per family beside their
@@ -8,6 +9,7 @@
 #pragma once
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <atomic>
 #include <memory>
 #include <string>
@@ -16,6 +18,7 @@
 #include "backend/backend.h"
 #include "backend/cuda/attention_prefill/mla_expanded.h"
 #include "backend/cuda/gemm/cublaslt_gemm.h"
+#include "backend/cuda/gemm/fp8_decode_gemm.h"
 #include "backend/cuda/memory/scratch_pool.h"
 #include "backend/cuda/mla_decode/mla_absorbed.h"
 
@@ -146,6 +149,13 @@ class CudaBackend final : public Backend {
   enum class MoePath { Auto, Grouped, Cublaslt };
   static constexpr int64_t kMoeGroupedMaxPairs = 2048;
   void set_moe_path(MoePath path) { moe_path_ = path; }
+  // FP8 linear segments: calls of at most this many tokens run on the decode kernel
+  // (gemm/fp8_decode_gemm.h), larger ones on cuBLASLt; 0 sends every call to cuBLASLt (benchmarks
+  // compare the two). Clamped to [0, kFp8DecodeMaxTokens].
+  void set_fp8_decode_max_tokens(int64_t t) { fp8_decode_max_tokens_ = std::clamp<int64_t>(t, 0, kFp8DecodeMaxTokens); }
+  // The path of the last linear call that had FP8 segments (for tests and benchmarks).
+  enum class Fp8LinearPath { None, Decode, Cublaslt };
+  Fp8LinearPath last_fp8_linear() const { return last_fp8_linear_; }
   cudaStream_t stream() const { return stream_; }
   size_t scratch_bytes() const { return scratch_.capacity_bytes(); }
   size_t graph_pool_bytes() const { return graph_pool_.capacity_bytes(); }
@@ -177,6 +187,8 @@ class CudaBackend final : public Backend {
   ScratchPool* active_pool_ = &scratch_;  // graph_pool_ while capture() runs its body
   std::shared_ptr<std::atomic<int64_t>> live_bytes_ = std::make_shared<std::atomic<int64_t>>(0);
   MoePath moe_path_ = MoePath::Auto;
+  int64_t fp8_decode_max_tokens_ = kFp8DecodeMaxTokens;
+  Fp8LinearPath last_fp8_linear_ = Fp8LinearPath::None;
   int64_t experts_run_ = 0;     // counted on the host by the cuBLASLt path
   Tensor experts_run_device_;   // [1] I64: counted on the device by the grouped path
   std::shared_ptr<void> comm_;  // ncclComm_t, when in a tensor-parallel group

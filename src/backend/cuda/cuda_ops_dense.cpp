@@ -3,6 +3,7 @@
 #include "backend/cuda/cuda_backend.h"
 #include "backend/cuda/elementwise/elementwise.h"
 #include "backend/cuda/embedding_norm_rope/norm_rope.h"
+#include "backend/cuda/gemm/fp8_decode_gemm.h"
 #include "backend/cuda/gemm/fp8_quant.h"
 #include "core/error.h"
 
@@ -82,17 +83,22 @@ Tensor CudaBackend::linear(const Tensor& x_in, const LinearWeight& w) {
   }
   const DType out_dtype = lin.use == LinearUse::LmHead ? DType::F32 : DType::BF16;
   const bool fp8 = lin.any_fp8();
-  // FP8 products need at least 8 token rows: pad to a multiple of 8 (zero rows, scale 1).
-  const int64_t Tp = fp8 ? round_up(std::max<int64_t>(T, 1), 8) : T;
+  // FP8 segments: up to fp8_decode_max_tokens_ tokens on the decode kernel (W8A16, weights read
+  // once), more as cuBLASLt W8A8 products, which need at least 8 token rows: padded to a multiple
+  // of 8 (zero rows, scale 1).
+  const bool fp8_decode = fp8 && T <= fp8_decode_max_tokens_;
+  if (fp8) last_fp8_linear_ = fp8_decode ? Fp8LinearPath::Decode : Fp8LinearPath::Cublaslt;
+  const int64_t Tp = fp8 && !fp8_decode ? round_up(std::max<int64_t>(T, 1), 8) : T;
   Tensor out_full = scratch(out_dtype, {Tp, N});
   Tensor out(out_full.data(), out_dtype, {T, N}, Device::CUDA, out_full.storage());
   if (T == 0) return out;
   bool any_bf16 = false;
   for (const auto& s : lin.segments) any_bf16 = any_bf16 || !s.fp8;
-  Tensor xb;  // BF16 operand with aligned rows, when a BF16 product or the quantizer needs it
-  if (any_bf16 || !is_float(x_in.dtype()) || x_in.stride(1) != 1) xb = as_dtype(x_in, DType::BF16, true);
+  Tensor xb;  // BF16 operand with aligned rows, when a BF16 product, the decode kernel or the quantizer needs it
+  if (any_bf16 || fp8_decode || !is_float(x_in.dtype()) || x_in.stride(1) != 1)
+    xb = as_dtype(x_in, DType::BF16, true);
   Tensor xq, xs;
-  if (fp8) {
+  if (fp8 && !fp8_decode) {
     xq = scratch(DType::F8_E4M3, {Tp, K});
     xs = scratch(DType::F32, {K / 128, Tp});
     Fp8QuantParams q{};
@@ -112,11 +118,22 @@ Tensor CudaBackend::linear(const Tensor& x_in, const LinearWeight& w) {
     check(launch_fp8_quant(q, stream_), "fp8 activation quantization");
   }
   for (const auto& s : lin.segments) {
+    char* d = static_cast<char*>(out_full.data()) + s.row0 * int64_t(dtype_size(out_dtype));
+    if (s.fp8 && fp8_decode) {
+      Fp8DecodeGemmParams p;
+      p.x = xb.data(), p.ldx = xb.stride(0);
+      p.w = static_cast<const uint8_t*>(s.weight.data());
+      p.w_scale = s.scale.ptr<float>(), p.scale_ld = s.scale.size(1);
+      p.y = d, p.y_dtype = out_dtype, p.ldy = N;
+      p.T = T, p.rows = s.rows, p.K = K;
+      check(launch_fp8_decode_gemm(p, stream_), "fp8 decode linear");
+      continue;
+    }
     GemmArgs a;
     a.m = s.rows, a.k = K;
     a.w = s.weight.data(), a.ldw = K;
     a.ldd = N;
-    a.d = static_cast<char*>(out_full.data()) + s.row0 * int64_t(dtype_size(out_dtype));
+    a.d = d;
     a.d_type = out_dtype == DType::F32 ? CUDA_R_32F : CUDA_R_16BF;
     if (s.fp8) {
       a.kind = GemmKind::Fp8BlockScaled;

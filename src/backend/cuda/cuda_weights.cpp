@@ -155,6 +155,7 @@ LinearWeight CudaBackend::make_linear(std::span<const WeightPart> parts, LinearU
     lin->segments.push_back(std::move(seg));
   }
   check(cudaStreamSynchronize(stream_), "make_linear");
+  if (lin->any_fp8()) check(prepare_fp8_decode_gemm(), "fp8 decode linear: device capacity");
   return LinearWeight{out, in, lin};
 }
 

@@ -1,6 +1,6 @@
 // Building blocks of the mma.sync kernels (sm_80+ PTX): 16-byte cp.async with zero fill by shared
 // address, ldmatrix (plain and transposed) of four 8x8 BF16 tiles, the m16n8k16 BF16 product with
-// float32 accumulators, and packing two floats as a BF16 pair.
+// float32 accumulators, a compiler fence, and packing two floats as a BF16 pair.
 #pragma once
 #include <cuda_bf16.h>
 
@@ -33,6 +33,17 @@ __device__ __forceinline__ void mma_bf16(float (&d)[4], const uint32_t (&a)[4], 
       : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
+
+// As mma_bf16, but not volatile: the compiler may move it among the conversions that feed it.
+__device__ __forceinline__ void mma_bf16_reorderable(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+  asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+      "{%0, %1, %2, %3};\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+// Keeps the compiler from moving memory accesses across this point (no instruction).
+__device__ __forceinline__ void compiler_fence() { asm volatile("" ::: "memory"); }
 
 __device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
   __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);  // .x (the lower column) in the low half

@@ -19,10 +19,9 @@
 // every sector and fetch each sector twice through L2). mma step s uses span positions 4s .. 4s + 3,
 // which the m16n8k16 fragment layout sees as logical k {2t, 2t + 1} and {2t + 8, 2t + 9}. Both
 // operands use the same permutation, so each dot product is unchanged.
-#include <cuda_fp16.h>
-#include <cuda_fp8.h>
-
 #include "backend/cuda/common/device_utils.cuh"
+#include "backend/cuda/common/fp8_dequant.cuh"
+#include "backend/cuda/common/mma_sync.cuh"
 #include "backend/cuda/moe/moe_grouped_gemm.h"
 
 namespace dsserve::cuda {
@@ -45,29 +44,6 @@ struct ChunkShape {
 
 // The kernel's shared memory is one ring slot per (warp, stage, vector, lane): 48 KiB, the static limit.
 static_assert(sizeof(uint4) * kWarps * kStages * kLaneVecs * 32 <= 48 * 1024, "static shared memory limit");
-
-__device__ __forceinline__ void compiler_fence() { asm volatile("" ::: "memory"); }
-
-__device__ __forceinline__ uint32_t word(const uint4& v, int i) {
-  return i == 0 ? v.x : i == 1 ? v.y : i == 2 ? v.z : v.w;
-}
-
-// Two e4m3 values (the low byte first) times their block scale, rounded to BF16: the dequantization
-// of the CPU oracle (e4m3 -> f16 -> f32 are exact; the product is a float32 multiply).
-__device__ __forceinline__ uint32_t e4m3x2_to_scaled_bf16x2(uint32_t two, float scale) {
-  const __half2_raw h = __nv_cvt_fp8x2_to_halfraw2(__nv_fp8x2_storage_t(two & 0xffffu), __NV_E4M3);
-  const float2 f = __half22float2(__half2(h));
-  const __nv_bfloat162 b = __floats2bfloat162_rn(f.x * scale, f.y * scale);
-  return (uint32_t(__bfloat16_as_ushort(b.y)) << 16) | __bfloat16_as_ushort(b.x);
-}
-
-// c[16 x 8] += a[16 x 16] b[16 x 8]: BF16 in, float32 accumulate.
-__device__ __forceinline__ void mma_16816(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
-  asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
-      "{%0, %1, %2, %3};\n"
-      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
 
 // kNF: n fragments of 8 rows per work item (rows_per_item = 8 * kNF). Four blocks per SM (the shared
 // memory allows 4) need <= 128 registers; the 32-row items take 3 rather than spill.
@@ -213,7 +189,7 @@ __global__ void __launch_bounds__(kThreads, kNF == 4 ? 3 : 4) moe_grouped_gemm_k
         // Input elements 4s .. 4s + 3 of the lane's span: words 2s and 2s + 1.
         const uint32_t b0 = word(xv[nf][(2 * s) / 4], (2 * s) % 4), b1 = word(xv[nf][(2 * s + 1) / 4], (2 * s + 1) % 4);
 #pragma unroll
-        for (int mt = 0; mt < 2; ++mt) mma_16816(acc[mt][nf], a[mt], b0, b1);
+        for (int mt = 0; mt < 2; ++mt) mma_bf16_reorderable(acc[mt][nf], a[mt], b0, b1);
       }
     }
   }
