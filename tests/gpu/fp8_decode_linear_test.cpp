@@ -54,9 +54,10 @@ class Fp8DecodeLinear : public ::testing::Test {
     DS_REQUIRE_GPU();
     gpu().begin_forward();
     cpu().begin_forward();
+    cg().set_fp8_decode_max_tokens(cuda::kFp8DecodeMaxTokens);  // the kernel on every shape it supports
   }
   void TearDown() override {
-    if (gpu_available()) cg().set_fp8_decode_max_tokens(cuda::kFp8DecodeMaxTokens);
+    if (gpu_available()) cg().reset_fp8_decode_policy();
   }
   // Runs T tokens (taken from a wider tensor's column slice when `strided`) through both backends.
   void check(const std::string& name, const LinearWeight& wc, const LinearWeight& wg, int64_t T, bool strided) {
@@ -153,6 +154,22 @@ TEST_F(Fp8DecodeLinear, DispatchByTokenCount) {
   Tensor lt = gpu().linear(xg, wg);
   EXPECT_EQ(cg().last_fp8_linear(), Path::Cublaslt);
   EXPECT_LE(rel_err(gpu(), lt, gpu(), decode), 8e-2);
+  cg().set_fp8_decode_max_tokens(cuda::kFp8DecodeMaxTokens);
+
+  // The measured default: the kernel up to 16 tokens on linears of at most 2,560 rows (this one has
+  // 2,112), cuBLASLt beyond and on wider linears.
+  cg().reset_fp8_decode_policy();
+  for (int64_t T : {int64_t{1}, cuda::CudaBackend::kFp8DecodeDefaultTokens, cuda::CudaBackend::kFp8DecodeDefaultTokens + 1}) {
+    gpu().linear(to_backend(gpu(), randn({T, 7168}, rng)), wg);
+    EXPECT_EQ(cg().last_fp8_linear(), T <= cuda::CudaBackend::kFp8DecodeDefaultTokens ? Path::Decode : Path::Cublaslt)
+        << "default policy, T=" << T;
+  }
+  {
+    std::vector<WeightPart> wide{fp8_part(4096, 1024, rng)};
+    LinearWeight ww = gpu().make_linear(wide, LinearUse::Projection);
+    gpu().linear(to_backend(gpu(), randn({1, 1024}, rng)), ww);
+    EXPECT_EQ(cg().last_fp8_linear(), Path::Cublaslt) << "default policy, 4096 rows";
+  }
   cg().set_fp8_decode_max_tokens(cuda::kFp8DecodeMaxTokens);
 
   // Captured in a CUDA graph and replayed: the same bits as the eager call (fixed summation order).

@@ -151,7 +151,7 @@ TEST_F(GpuBench, Fp8DecodeLinear) {
         }, 7) / (rounds * copies);
         gbs[path] = weight_bytes / ms / 1e6;
       }
-      cg().set_fp8_decode_max_tokens(cuda::kFp8DecodeMaxTokens);
+      cg().reset_fp8_decode_policy();
       cuda::Fp8DecodeGemmParams p;  // the plan (every V3 shape is one fp8 segment); only alignment matters
       p.w = reinterpret_cast<const uint8_t*>(uintptr_t(256));
       p.x = p.w;

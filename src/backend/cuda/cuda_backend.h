@@ -149,10 +149,24 @@ class CudaBackend final : public Backend {
   enum class MoePath { Auto, Grouped, Cublaslt };
   static constexpr int64_t kMoeGroupedMaxPairs = 2048;
   void set_moe_path(MoePath path) { moe_path_ = path; }
-  // FP8 linear segments: calls of at most this many tokens run on the decode kernel
-  // (gemm/fp8_decode_gemm.h), larger ones on cuBLASLt; 0 sends every call to cuBLASLt (benchmarks
-  // compare the two). Clamped to [0, kFp8DecodeMaxTokens].
-  void set_fp8_decode_max_tokens(int64_t t) { fp8_decode_max_tokens_ = std::clamp<int64_t>(t, 0, kFp8DecodeMaxTokens); }
+  // FP8 linears run on the decode kernel (gemm/fp8_decode_gemm.h) where it was measured faster than
+  // cuBLASLt on the H200 (gemm/README.md): calls of at most kFp8DecodeDefaultTokens tokens on
+  // linears of at most kFp8DecodeDefaultRows output rows (the fused q_a + kv_a); everything else on
+  // cuBLASLt. set_fp8_decode_max_tokens(t) overrides that for tests and benchmarks: every FP8 linear
+  // of at most t tokens (clamped to [0, kFp8DecodeMaxTokens]) on the kernel, whatever its rows; 0
+  // sends every call to cuBLASLt. reset_fp8_decode_policy() restores the measured rule.
+  static constexpr int64_t kFp8DecodeDefaultTokens = 16, kFp8DecodeDefaultRows = 2560;
+  void set_fp8_decode_max_tokens(int64_t t) {
+    fp8_decode_max_tokens_ = std::clamp<int64_t>(t, 0, kFp8DecodeMaxTokens);
+    fp8_decode_max_rows_ = INT64_MAX;
+  }
+  void reset_fp8_decode_policy() {
+    fp8_decode_max_tokens_ = kFp8DecodeDefaultTokens;
+    fp8_decode_max_rows_ = kFp8DecodeDefaultRows;
+  }
+  bool fp8_decode_applies(int64_t tokens, int64_t rows) const {
+    return tokens <= fp8_decode_max_tokens_ && rows <= fp8_decode_max_rows_;
+  }
   // The path of the last linear call that had FP8 segments (for tests and benchmarks).
   enum class Fp8LinearPath { None, Decode, Cublaslt };
   Fp8LinearPath last_fp8_linear() const { return last_fp8_linear_; }
@@ -187,7 +201,7 @@ class CudaBackend final : public Backend {
   ScratchPool* active_pool_ = &scratch_;  // graph_pool_ while capture() runs its body
   std::shared_ptr<std::atomic<int64_t>> live_bytes_ = std::make_shared<std::atomic<int64_t>>(0);
   MoePath moe_path_ = MoePath::Auto;
-  int64_t fp8_decode_max_tokens_ = kFp8DecodeMaxTokens;
+  int64_t fp8_decode_max_tokens_ = kFp8DecodeDefaultTokens, fp8_decode_max_rows_ = kFp8DecodeDefaultRows;
   Fp8LinearPath last_fp8_linear_ = Fp8LinearPath::None;
   int64_t experts_run_ = 0;     // counted on the host by the cuBLASLt path
   Tensor experts_run_device_;   // [1] I64: counted on the device by the grouped path

@@ -83,10 +83,10 @@ Tensor CudaBackend::linear(const Tensor& x_in, const LinearWeight& w) {
   }
   const DType out_dtype = lin.use == LinearUse::LmHead ? DType::F32 : DType::BF16;
   const bool fp8 = lin.any_fp8();
-  // FP8 segments: up to fp8_decode_max_tokens_ tokens on the decode kernel (W8A16, weights read
-  // once), more as cuBLASLt W8A8 products, which need at least 8 token rows: padded to a multiple
-  // of 8 (zero rows, scale 1).
-  const bool fp8_decode = fp8 && T <= fp8_decode_max_tokens_;
+  // FP8 segments: on the decode kernel (W8A16, weights read once) where fp8_decode_applies, else
+  // as cuBLASLt W8A8 products, which need at least 8 token rows: padded to a multiple of 8 (zero
+  // rows, scale 1).
+  const bool fp8_decode = fp8 && fp8_decode_applies(T, N);
   if (fp8) last_fp8_linear_ = fp8_decode ? Fp8LinearPath::Decode : Fp8LinearPath::Cublaslt;
   const int64_t Tp = fp8 && !fp8_decode ? round_up(std::max<int64_t>(T, 1), 8) : T;
   Tensor out_full = scratch(out_dtype, {Tp, N});
