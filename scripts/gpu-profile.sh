@@ -5,7 +5,8 @@
 #     warp stall reasons, memory workload;
 #  2. every kernel of bench-one-batch's decode steps (DeepSeek-V3 width, 4 layers, dummy FP8,
 #     eager) at batch 1 and 64: duration per launch, in order, as CSV for later grouping.
-# Results in $OUT: moe_T*.txt, decode_b*.csv.
+#  3. (stage attention) the MLA decode kernel at B=64 h16 and the prefill attention kernel.
+# Results in $OUT: moe_T*.txt, decode_b*.csv, mla_*.txt. Stages: DSSERVE_PROFILE=moe,decode,attention.
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 OUTDIR=${OUT:-/tmp/dsserve-profile-out}
@@ -36,5 +37,18 @@ if has decode; then
       --json-model-override-args '{"num_hidden_layers": 4}' --batch-size $b --input-len 1024 --output-len 3 \
       --disable-cuda-graph > "$OUTDIR/decode_b$b.csv" 2>&1
     echo "== decode kernels batch $b (exit $?): $(grep -c gpu__time_duration "$OUTDIR/decode_b$b.csv") launches"
+  done
+fi
+if has attention; then
+  S="--section SpeedOfLight --section Occupancy --section LaunchStats --section WarpStateStats --section SchedulerStats --section MemoryWorkloadAnalysis --section ComputeWorkloadAnalysis"
+  export DSSERVE_FIXTURES=$R/fixtures
+  timeout 200 "$NCU" --clock-control none -k regex:"mla_decode_mma|mla_combine" --launch-count 2 $S \
+    $R/bin/test_gpu --gtest_filter=GpuBench.MlaDecode > "$OUTDIR/mla_decode.txt" 2>&1
+  echo "== mla decode B=64 h16 (exit $?)"
+  timeout 200 "$NCU" --clock-control none -k regex:mla_expanded_mma --launch-count 1 $S \
+    $R/bin/test_gpu --gtest_filter=GpuBench.MlaAttention > "$OUTDIR/mla_prefill.txt" 2>&1
+  echo "== mla prefill T=4096 h128 (exit $?)"
+  for f in mla_decode mla_prefill; do
+    grep -E "_kernel|Duration|DRAM Throughput|L2 Cache Throughput|L1/TEX Cache|Compute \(SM\) Throughput|Achieved Occupancy|Registers Per|Issue Slots|Executed Ipc|L2 Hit|L1/TEX Hit|Tensor|No Eligible|Theoretical Occ" "$OUTDIR/$f.txt" | head -40
   done
 fi
