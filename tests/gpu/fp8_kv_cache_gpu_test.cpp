@@ -202,10 +202,14 @@ INSTANTIATE_TEST_SUITE_P(Formats, GpuFp8Cache, ::testing::Values(DType::F8_E4M3,
 struct Bounds {
   double median, p90, agreement;
 };
-// The BF16 model with a BF16 cache is held to 0.04 / 0.25 / 92% (golden_gpu_test.cpp), W8A8 to
-// 0.25 / 1.0 / 88%; the e4m3 cache adds its rounding (CPU: fp8_kv_cache_test.cpp measures it).
-const Bounds kBf16Fp8Cache{0.06, 0.35, 0.9};
-const Bounds kFp8Fp8Cache{0.3, 1.2, 0.85};
+// Not yet measured on a GPU: estimates from what is measured. The e4m3 cache alone (CPU oracle,
+// fp8_kv_cache_test.cpp) costs 0.065 / 0.30 / 97% (bf16 fixture) and 0.056 / 0.23 / 96% (fp8
+// fixture); BF16 arithmetic on the GPU alone 0.021 / 0.11 / 96%, W8A8 0.13 / 0.58 / 94%
+// (golden_gpu_test.cpp). Against the reference the bounds allow about the sum; against the CPU
+// oracle with the same cache, about the GPU arithmetic's share plus latents that round to the
+// neighbouring FP8 value. Record the measured values here once run.
+const Bounds kRefBf16{0.12, 0.5, 0.9}, kRefFp8{0.3, 1.2, 0.85};
+const Bounds kOracleBf16{0.08, 0.4, 0.9}, kOracleFp8{0.3, 1.2, 0.85};
 
 class GpuFp8CacheGolden : public ::testing::TestWithParam<std::string> {
  protected:
@@ -218,24 +222,26 @@ class GpuFp8CacheGolden : public ::testing::TestWithParam<std::string> {
     if (!m) m = std::make_shared<TestModel>(load_model_on(DeviceKind::Cuda, dir_, 16, 2048, DType::F8_E4M3));
     model_ = m.get();
     ref_ = std::make_unique<Checkpoint>(Checkpoint::open(dir_ + "/reference.safetensors"));
-    bounds_ = GetParam() == "tiny-v3-fp8" ? kFp8Fp8Cache : kBf16Fp8Cache;
+    const bool w8a8 = GetParam() == "tiny-v3-fp8";
+    bounds_ = w8a8 ? kRefFp8 : kRefBf16;
+    oracle_bounds_ = w8a8 ? kOracleFp8 : kOracleBf16;
   }
   std::vector<int32_t> ids(int k) {
     Tensor t = ref_->view("prompt." + std::to_string(k) + ".ids");
     return {t.ptr<int32_t>(), t.ptr<int32_t>() + t.numel()};
   }
-  void expect_within(const LogprobStats& s, const std::string& what) {
+  void expect_within(const LogprobStats& s, const std::string& what, const Bounds& b) {
     RecordProperty(what + "_median", std::to_string(s.quantile(0.5)));
     RecordProperty(what + "_p90", std::to_string(s.quantile(0.9)));
     std::printf("[ stats    ] %s fp8 cache %s: %s\n", GetParam().c_str(), what.c_str(), s.str().c_str());
-    EXPECT_LE(s.quantile(0.5), bounds_.median) << what << ": " << s.str();
-    EXPECT_LE(s.quantile(0.9), bounds_.p90) << what << ": " << s.str();
-    EXPECT_GE(s.agreement(), bounds_.agreement) << what << ": " << s.str();
+    EXPECT_LE(s.quantile(0.5), b.median) << what << ": " << s.str();
+    EXPECT_LE(s.quantile(0.9), b.p90) << what << ": " << s.str();
+    EXPECT_GE(s.agreement(), b.agreement) << what << ": " << s.str();
   }
   std::string dir_;
   TestModel* model_ = nullptr;
   std::unique_ptr<Checkpoint> ref_;
-  Bounds bounds_{};
+  Bounds bounds_{}, oracle_bounds_{};
 };
 
 TEST_P(GpuFp8CacheGolden, CacheIsFp8) {
@@ -256,8 +262,8 @@ TEST_P(GpuFp8CacheGolden, PrefillAndChunkedDecodeAgainstTheReference) {
     prefill.add(a.logits, want);
     decode.add(b.logits, want);
   }
-  expect_within(prefill, "prefill");
-  expect_within(decode, "chunked_decode");
+  expect_within(prefill, "prefill", bounds_);
+  expect_within(decode, "chunked_decode", bounds_);
 }
 
 TEST_P(GpuFp8CacheGolden, AgainstTheCpuOracleWithTheSameCache) {
@@ -271,7 +277,7 @@ TEST_P(GpuFp8CacheGolden, AgainstTheCpuOracleWithTheSameCache) {
     RunResult got = run_on(*model_, ids_k, RunOptions{7, int(ids_k.size()) / 2});
     s.add(got.logits, want.logits);
   }
-  expect_within(s, "vs_cpu_fp8_cache");
+  expect_within(s, "vs_cpu_fp8_cache", oracle_bounds_);
 }
 
 INSTANTIATE_TEST_SUITE_P(Fixtures, GpuFp8CacheGolden, ::testing::Values("tiny-v3-bf16", "tiny-v3-fp8"),
