@@ -2,8 +2,8 @@
 // inputs: store (same FP8 bytes, saturation included), gather (FP8 widened to BF16, exactly the
 // oracle's values) and move_cache_slots on one-byte rows; absorbed MLA decode reading the FP8 cache
 // (mma.sync kernel, 16 and 128 heads, pages of 1 and 64, several lengths, multi-token and tree
-// queries, the MTP key shift; the scalar kernel; WMMA handing FP8 to the scalar kernel) and through
-// a CUDA graph replayed after the lengths change; and the fixture models with an FP8 cache against
+// queries, the MTP key shift; the scalar kernel; WMMA handing FP8 to the scalar kernel), every FP8
+// value widened exactly, and through a CUDA graph replayed after the lengths change; and the fixture models with an FP8 cache against
 // their float32 reference.
 #include <gtest/gtest.h>
 
@@ -160,6 +160,50 @@ TEST_P(GpuFp8Cache, MlaDecodeReadsTheFp8CacheAsTheOracleDoes) {
       expect_close("row_err_" + tag, worst_row_err(oc, og, cs.kr), kRowErr);
     }
     cgpu.set_mla_decode_kernel(cuda::MlaDecodeKernel::Mma);
+  }
+}
+
+TEST_P(GpuFp8Cache, MlaDecodeWidensEveryFp8ValueExactly) {
+  // With one key per sequence the softmax weight is exactly 1, so the output row is that key's
+  // first kv_rank values as BF16: every finite FP8 encoding (subnormals, zeros, the largest) must
+  // come out as the oracle decodes it, through each kernel that reads FP8.
+  auto& cgpu = static_cast<cuda::CudaBackend&>(gpu());
+  std::vector<uint8_t> finite;
+  for (int v = 0; v < 256; ++v) {
+    const float f = t() == DType::F8_E4M3 ? e4m3_to_f32(uint8_t(v)) : e5m2_to_f32(uint8_t(v));
+    if (std::isfinite(f)) finite.push_back(uint8_t(v));
+  }
+  for (int n : {16, 128}) {
+    for (int kr : {512, 128}) {
+      const int L = kr + (kr == 512 ? 64 : 32), B = 3;
+      BatchSpec spec = make_batch_spec(std::vector<std::pair<int, int>>(B, {0, 1}), 1, rng);
+      AttentionBatch bg = make_batch(gpu(), spec);
+      Tensor h = Tensor::zeros_host(t(), {spec.num_pages, L});
+      uint8_t* bytes = static_cast<uint8_t*>(h.data());
+      for (int s = 0; s < B; ++s) {
+        const int64_t slot = spec.page_table[size_t(s) * size_t(spec.max_pages)];
+        for (int c = 0; c < L; ++c) bytes[slot * L + c] = finite[size_t(s * kr + c) % finite.size()];
+      }
+      Tensor cache = gpu().to_device(h);
+      Tensor q = to_backend(gpu(), randn({B, n, L}, rng, 0.3f));
+      for (auto k : {cuda::MlaDecodeKernel::Mma, cuda::MlaDecodeKernel::Scalar}) {
+        cgpu.set_mla_decode_kernel(k);
+        Tensor out = gpu().to_host_f32(gpu().mla_attention_absorbed(q, cache, bg, kr, 0.0723f));
+        EXPECT_EQ(int(cgpu.last_mla_decode().kernel), int(k));
+        int64_t bad = 0;
+        for (int s = 0; s < B; ++s) {
+          const int64_t slot = spec.page_table[size_t(s) * size_t(spec.max_pages)];
+          for (int hd = 0; hd < n; ++hd)
+            for (int c = 0; c < kr; ++c) {
+              const uint8_t b = bytes[slot * L + c];
+              const float want = t() == DType::F8_E4M3 ? e4m3_to_f32(b) : e5m2_to_f32(b);
+              bad += out.ptr<float>()[(int64_t(s) * n + hd) * kr + c] != want;
+            }
+        }
+        EXPECT_EQ(bad, 0) << fmt() << " " << cuda::mla_decode_kernel_name(k) << " heads " << n << " kv_rank " << kr;
+      }
+      cgpu.set_mla_decode_kernel(cuda::MlaDecodeKernel::Mma);
+    }
   }
 }
 
