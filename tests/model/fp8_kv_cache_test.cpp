@@ -123,6 +123,7 @@ TEST_P(Fp8KvCacheGolden, CacheHoldsOneBytePerValue) {
 TEST_P(Fp8KvCacheGolden, LogitsCloseToTheFloat32Reference) {
   const Bounds bound = bounds_for(GetParam().cache_dtype);
   Stats prefill, decode;
+  double forms = 0;
   for (int k = 0; k < kPrompts; ++k) {
     const auto want = logits_ref(k);
     const auto ids_k = ids(k);
@@ -132,8 +133,16 @@ TEST_P(Fp8KvCacheGolden, LogitsCloseToTheFloat32Reference) {
     ASSERT_EQ(b.logits.size(), want.size());
     prefill.add(a.logits, want);
     decode.add(b.logits, want);
+    // Both attention forms read the same FP8 values (gathered keys, the absorbed kernel's reads), so
+    // they agree far more closely than either agrees with the reference (measured 7e-6 to 2.9e-3:
+    // the forms' float32 differences in one layer occasionally move a later latent across an FP8
+    // rounding boundary); a form that read unrounded values would differ by the FP8 error itself.
+    for (size_t t = 0; t < want.size(); ++t) forms = std::max(forms, max_topk_logprob_diff(b.logits[t], a.logits[t]));
   }
+  EXPECT_LE(forms, 1e-2) << "one prefill vs chunked prefill + absorbed decode over the same FP8 cache";
+  RecordProperty("prefill_vs_decode", std::to_string(forms));
   const std::string name = case_name({GetParam(), 0});
+  std::printf("[ stats    ] %s prefill vs chunked + decode: %.2e\n", name.c_str(), forms);
   for (const auto& [what, s] : {std::pair<const char*, const Stats&>{"prefill", prefill}, {"chunked_decode", decode}}) {
     std::printf("[ stats    ] %s %s: %s\n", name.c_str(), what, s.str().c_str());
     RecordProperty(std::string(what) + "_median", std::to_string(s.quantile(0.5)));
