@@ -1,8 +1,8 @@
 // Decode with and without CUDA graphs: the golden fixtures decoded token by token, through recorded
-// graphs and eagerly, at page sizes 1 and 64, held to the golden bounds; speculative decoding with
-// its verify forward replayed from graphs giving the greedy tokens of plain decoding; and a batch of sequences of
-// different lengths, padded to the next recorded size, matching the same batch decoded eagerly; and
-// decode through graphs over an FP8 latent cache.
+// graphs and eagerly, at page sizes 1 and 64, held to the golden bounds, and through graphs over an
+// FP8 latent cache; speculative decoding with its verify forward replayed from graphs giving the
+// greedy tokens of plain decoding; and a batch of sequences of different lengths, padded to the next
+// recorded size, matching the same batch decoded eagerly.
 #include <gtest/gtest.h>
 
 #include <algorithm>

@@ -3,8 +3,9 @@
 // oracle's values) and move_cache_slots on one-byte rows; absorbed MLA decode reading the FP8 cache
 // (mma.sync kernel, 16 and 128 heads, pages of 1 and 64, several lengths, multi-token and tree
 // queries, the MTP key shift; the scalar kernel; WMMA handing FP8 to the scalar kernel), every FP8
-// value widened exactly, and through a CUDA graph replayed after the lengths change; and the fixture models with an FP8 cache against
-// their float32 reference.
+// value widened exactly, and through a CUDA graph replayed after the lengths change; and the fixture
+// models with an FP8 cache against their float32 reference and against the CPU oracle with the same
+// cache. Whole decode forwards through CUDA graphs over an FP8 cache: cuda_graph_test.cpp.
 #include <gtest/gtest.h>
 
 #include <cmath>
