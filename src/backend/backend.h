@@ -96,7 +96,10 @@ struct AttentionBatch {
   std::vector<uint8_t> h_tree_mask;
 };
 
-// Latent cache of the layers of one model: [layers, slots, kv_lora_rank + qk_rope_head_dim].
+// Latent cache of the layers of one model: [layers, slots, kv_lora_rank + qk_rope_head_dim], of the
+// backend's activation type (BF16 on a GPU, F32 on the CPU) or, with --kv-cache-dtype fp8_e4m3 /
+// fp8_e5m2, F8_E4M3 / F8_E5M2 with scale 1.0: store_latent rounds each value to the FP8 type
+// (saturating at +-448 / +-57344), and every read (gather, absorbed attention) converts it back.
 struct LatentCache {
   Tensor data;
   int page_size = 0;

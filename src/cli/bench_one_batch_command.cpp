@@ -116,7 +116,8 @@ nlohmann::json run(LoadedModel& m, const BenchOneBatchOptions& o, const DeviceCe
     forward_s.push_back(fwd);
     const int64_t ran = e0 >= 0 ? m.backend->experts_run() - e0 : -1;
     std::vector<int64_t> keys(static_cast<size_t>(B), input_len + i + 1);
-    decode_bytes += decode_step_cost(cfg, keys, ran).bytes();
+    const int kv_value_bytes = dtype_size(m.cache.data.dtype()) == 1 ? 1 : 2;  // FP8, else as BF16 on a GPU
+    decode_bytes += decode_step_cost(cfg, keys, ran, kv_value_bytes).bytes();
     if (ran >= 0) experts += double(ran), ++experts_known;
   }
   for (auto& s : seqs) s.release_all(*m.pool);

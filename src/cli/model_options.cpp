@@ -9,6 +9,7 @@
 
 #include "core/error.h"
 #include "model/decode_graphs.h"
+#include "model/kv_cache_dtype.h"
 #include "model/tensor_specs.h"
 #include "model/weight_source.h"
 #include "runtime/kv_capacity.h"
@@ -29,7 +30,14 @@ void ModelOptions::add_to(CLI::App& app) {
   app.add_option("--mem-fraction-static", mem_fraction_static,
                  "Fraction of GPU memory for weights and KV cache (default 0.88)");
   app.add_option("--random-seed", random_seed, "Seed for dummy weights and sampling")->capture_default_str();
+  add_kv_cache_dtype_flag(app);
   add_cuda_graph_flags(app);
+}
+
+void ModelOptions::add_kv_cache_dtype_flag(CLI::App& app) {
+  app.add_option("--kv-cache-dtype", kv_cache_dtype,
+                 "auto | bf16 | fp8_e4m3 | fp8_e5m2 (the latent cache in FP8, scale 1.0: half the bytes per token)")
+      ->capture_default_str();
 }
 
 void ModelOptions::add_cuda_graph_flags(CLI::App& app) {
@@ -43,6 +51,7 @@ LoadedModel load_model(const ModelOptions& o, bool with_mtp_cache) {
   DS_CHECK(o.load_format == "auto" || o.load_format == "safetensors" || o.load_format == "dummy",
            "--load-format: expected auto, safetensors or dummy, found '{}'", o.load_format);
   DS_CHECK(o.page_size >= 1, "--page-size must be at least 1, found {}", o.page_size);
+  const std::optional<DType> cache_dtype = parse_kv_cache_dtype(o.kv_cache_dtype);
   auto t0 = std::chrono::steady_clock::now();
   ModelConfig cfg = ModelConfig::load(o.model_path, o.json_model_override_args);
   LoadedModel m;
@@ -96,7 +105,9 @@ LoadedModel load_model(const ModelOptions& o, bool with_mtp_cache) {
     DS_CHECK(m.model->has_mtp(), "speculative decoding needs the MTP layer, but {} has none (num_nextn_predict_layers "
              "is {})", o.model_path, cfg.num_nextn_predict_layers);
   const int64_t cached_layers = cfg.num_hidden_layers + (with_mtp_cache ? std::max(1, cfg.num_nextn_predict_layers) : 0);
-  const int64_t bytes_per_token = cached_layers * cfg.latent_dim() * int64_t(dtype_size(lead.activation_dtype()));
+  const DType cache_type = cache_dtype.value_or(lead.activation_dtype());
+  const int64_t bytes_per_token =
+      latent_bytes_per_token(cached_layers, cfg.latent_dim(), int64_t(dtype_size(cache_type)));
   const DeviceMemory mem = lead.memory();  // rank 0's GPU (every rank holds the same latent cache)
   int64_t tokens = o.max_total_tokens > 0 ? o.max_total_tokens : ctx;
   std::string sized_by = o.max_total_tokens > 0 ? "--max-total-tokens" : "the context length";
@@ -120,10 +131,11 @@ LoadedModel load_model(const ModelOptions& o, bool with_mtp_cache) {
   int64_t pages = (tokens + o.page_size - 1) / o.page_size;
   m.pool = std::make_unique<PagePool>(pages, o.page_size);
   if (m.tp)
-    m.cache = m.tp->allocate_cache(cache_pages_for(*m.pool), o.page_size);
+    m.cache = m.tp->allocate_cache(cache_pages_for(*m.pool), o.page_size, cache_type);
   else
-    m.cache = m.model->allocate_cache(cache_pages_for(*m.pool), o.page_size);
-  if (with_mtp_cache) m.mtp_cache = m.model->allocate_cache(cache_pages_for(*m.pool), o.page_size, /*mtp=*/true);
+    m.cache = m.model->allocate_cache(cache_pages_for(*m.pool), o.page_size, false, cache_type);
+  if (with_mtp_cache)  // the MTP layer's cache has the target's element type
+    m.mtp_cache = m.model->allocate_cache(cache_pages_for(*m.pool), o.page_size, /*mtp=*/true, cache_type);
   std::string graphs = "off (--disable-cuda-graph)";
   if (!lead.can_capture()) {
     graphs = fmt::format("none (the {} backend runs decode eagerly)", lead.name());
@@ -165,7 +177,8 @@ LoadedModel load_model(const ModelOptions& o, bool with_mtp_cache) {
       graphs += fmt::format("; MTP draft step: batch sizes {}", fmt::join(m.model->mtp_graph_sizes(), " "));
   }
   double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  spdlog::info("model ready in {:.2f} s: context {} tokens, KV cache {} pages x {} tokens", s, ctx, pages, o.page_size);
+  spdlog::info("model ready in {:.2f} s: context {} tokens, KV cache {} pages x {} tokens of {} (--kv-cache-dtype {})",
+               s, ctx, pages, o.page_size, kv_cache_dtype_name(cache_type), o.kv_cache_dtype);
   if (mem.total_bytes > 0) {
     const DeviceMemory after = lead.memory();
     spdlog::info("memory: weights {:.2f} GiB ({} bytes); KV cache {} tokens ({:.2f} GiB, {} bytes per token, sized by "

@@ -18,6 +18,7 @@ struct ModelOptions {
   std::string device = "auto";
   std::string load_format = "auto";  // auto | safetensors | dummy
   std::string json_model_override_args;
+  std::string kv_cache_dtype = "auto";  // auto | bf16 | fp8_e4m3 | fp8_e5m2 (model/kv_cache_dtype.h)
   int page_size = 1;
   int64_t context_length = 0;    // 0: min(max_position_embeddings, 32768)
   int64_t max_total_tokens = 0;  // 0: from --mem-fraction-static on a GPU; the context length on the CPU
@@ -35,6 +36,7 @@ struct ModelOptions {
   int verify_tokens = 0;  // speculative decoding: tokens per sequence of the verify forward (its graphs)
 
   void add_to(CLI::App& app);
+  void add_kv_cache_dtype_flag(CLI::App& app);  // --kv-cache-dtype
   void add_cuda_graph_flags(CLI::App& app);  // --cuda-graph-max-bs, --cuda-graph-bs, --disable-cuda-graph
 };
 

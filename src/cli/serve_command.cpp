@@ -30,7 +30,7 @@ namespace {
 struct ServeOptions {
   ModelOptions model;
   std::string tokenizer_path, host = "127.0.0.1", served_model_name, chat_template, reasoning_parser,
-      tool_call_parser, api_key, log_level = "info", kv_cache_dtype = "auto", quantization, attention_backend,
+      tool_call_parser, api_key, log_level = "info", quantization, attention_backend,
       dist_init_addr, schedule_policy = "fcfs", speculative_algorithm, speculative_draft_model_path;
   int port = 30000, tp_size = 1, dp_size = 1, ep_size = 1, nnodes = 1, node_rank = 0, dist_timeout = 0;
   bool enable_dp_attention = false, trust_remote_code = false, disable_radix_cache = false,
@@ -85,7 +85,7 @@ void add_flags(CLI::App& s, ServeOptions& o) {
   s.add_option("--dist-init-addr", o.dist_init_addr, "host:port of node 0 for multi-node bootstrap");
   s.add_option("--dist-timeout", o.dist_timeout, "Seconds for distributed bootstrap and collectives");
   s.add_flag("--trust-remote-code", o.trust_remote_code, "Accepted for compatibility (no remote code exists here)");
-  s.add_option("--kv-cache-dtype", o.kv_cache_dtype, "auto | bf16 (fp8_e4m3 / fp8_e5m2 not yet)")->capture_default_str();
+  m.add_kv_cache_dtype_flag(s);
   s.add_option("--quantization", o.quantization, "Weight quantization (fp8: the checkpoint's block FP8)");
   s.add_option("--mem-fraction-static", m.mem_fraction_static, "Fraction of GPU memory for weights and KV cache (default 0.88)");
   m.add_cuda_graph_flags(s);
@@ -118,8 +118,11 @@ void check_flags(const ServeOptions& o, bool on_cpu) {
   refuse(o.speculative_algorithm.empty() && (o.speculative_num_steps || o.speculative_eagle_topk ||
                                               o.speculative_num_draft_tokens || !o.speculative_draft_model_path.empty()),
          "--speculative-num-steps/-eagle-topk/-num-draft-tokens/-draft-model-path need --speculative-algorithm EAGLE");
-  refuse(o.kv_cache_dtype != "auto" && o.kv_cache_dtype != "bf16" && o.kv_cache_dtype != "bfloat16",
-         fmt::format("--kv-cache-dtype {}: only auto / bf16 is available yet (an FP8 latent cache is planned)", o.kv_cache_dtype));
+  {
+    static const std::set<std::string> cache_dtypes = {"auto", "bf16", "bfloat16", "fp8_e4m3", "fp8_e5m2"};
+    refuse(!cache_dtypes.count(o.model.kv_cache_dtype),
+           fmt::format("--kv-cache-dtype {}: expected auto, bf16, fp8_e4m3 or fp8_e5m2", o.model.kv_cache_dtype));
+  }
   refuse(!o.quantization.empty() && o.quantization != "fp8",
          fmt::format("--quantization {}: only the checkpoint's block FP8 (fp8) is supported", o.quantization));
   refuse(!o.reasoning_parser.empty() && o.reasoning_parser != "deepseek-r1",
@@ -157,7 +160,7 @@ nlohmann::json server_args_json(const ServeOptions& o) {
           {"max_prefill_tokens", o.max_prefill_tokens}, {"schedule_policy", o.schedule_policy},
           {"disable_radix_cache", o.disable_radix_cache}, {"max_queued_requests", o.max_queued_requests},
           {"tp_size", o.tp_size}, {"dp_size", o.dp_size}, {"ep_size", o.ep_size}, {"nnodes", o.nnodes},
-          {"node_rank", o.node_rank}, {"enable_dp_attention", o.enable_dp_attention}, {"kv_cache_dtype", o.kv_cache_dtype},
+          {"node_rank", o.node_rank}, {"enable_dp_attention", o.enable_dp_attention}, {"kv_cache_dtype", m.kv_cache_dtype},
           {"quantization", o.quantization.empty() ? nlohmann::json(nullptr) : nlohmann::json(o.quantization)},
           {"mem_fraction_static", m.mem_fraction_static}, {"disable_cuda_graph", m.disable_cuda_graph},
           {"cuda_graph_max_bs", m.cuda_graph_max_bs}, {"cuda_graph_bs", m.cuda_graph_bs}, {"watchdog_timeout", o.watchdog_timeout},

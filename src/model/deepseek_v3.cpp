@@ -29,12 +29,12 @@ DeepseekV3Model::DeepseekV3Model(ModelConfig cfg, Backend& backend, WeightSource
 
 DeepseekV3Model::~DeepseekV3Model() = default;
 
-LatentCache DeepseekV3Model::allocate_cache(int64_t num_pages, int page_size, bool mtp) {
+LatentCache DeepseekV3Model::allocate_cache(int64_t num_pages, int page_size, bool mtp, std::optional<DType> dtype) {
   int layers = mtp ? std::max<int>(1, int(w_.mtp.size())) : cfg_.num_hidden_layers;
   LatentCache c;
   c.page_size = page_size;
   c.num_pages = num_pages;
-  c.data = be_.alloc(be_.activation_dtype(), {layers, num_pages * page_size, cfg_.latent_dim()});
+  c.data = be_.alloc(dtype.value_or(be_.activation_dtype()), {layers, num_pages * page_size, cfg_.latent_dim()});
   return c;
 }
 

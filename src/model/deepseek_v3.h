@@ -3,6 +3,7 @@
 // No threads, no scheduling, no device code here.
 #pragma once
 #include <memory>
+#include <optional>
 
 #include "backend/backend.h"
 #include "io/model_config.h"
@@ -27,8 +28,10 @@ class DeepseekV3Model final : public ModelRunner {
   bool has_mtp() const { return !w_.mtp.empty(); }
   const ShardSpec& shard() const { return shard_; }  // this rank's part of a tensor-parallel model
 
-  // A latent cache for the target's layers (mtp = false) or the MTP layers (mtp = true).
-  LatentCache allocate_cache(int64_t num_pages, int page_size, bool mtp = false);
+  // A latent cache for the target's layers (mtp = false) or the MTP layers (mtp = true), of element
+  // type dtype (model/kv_cache_dtype.h; unset: the backend's activation type).
+  LatentCache allocate_cache(int64_t num_pages, int page_size, bool mtp = false,
+                             std::optional<DType> dtype = std::nullopt);
 
   ForwardOutput forward(const ForwardBatch& batch, LatentCache& cache) override;
   bool capture_decode_graphs(LatentCache& cache, int32_t trash_slot, const std::vector<int>& batch_sizes) override;

@@ -53,7 +53,8 @@ double routed_expert_bytes(const ModelConfig& c) {
   return proj(c, 2 * I, H).bytes() + proj(c, H, I).bytes();
 }
 
-ForwardCost decode_step_cost(const ModelConfig& c, std::span<const int64_t> keys, int64_t experts_run) {
+ForwardCost decode_step_cost(const ModelConfig& c, std::span<const int64_t> keys, int64_t experts_run,
+                             int kv_value_bytes) {
   ForwardCost f;
   const double B = double(keys.size()), H = c.hidden_size, n = c.num_attention_heads, kr = c.kv_lora_rank;
   double experts = 0;
@@ -87,7 +88,7 @@ ForwardCost decode_step_cost(const ModelConfig& c, std::span<const int64_t> keys
   f.bf16_flops += 2 * B * double(c.vocab_size) * H;
   double total_keys = 0;
   for (int64_t k : keys) total_keys += double(k);
-  f.kv_bytes = total_keys * c.num_hidden_layers * c.latent_dim() * 2;
+  f.kv_bytes = total_keys * c.num_hidden_layers * c.latent_dim() * kv_value_bytes;
   f.bf16_flops += 2 * total_keys * c.num_hidden_layers * n * (c.latent_dim() + kr);
   return f;
 }

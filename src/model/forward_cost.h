@@ -27,8 +27,10 @@ double routed_expert_bytes(const ModelConfig& cfg);
 
 // A decode step of len(keys) sequences, one new token each, sequence s attending over keys[s] cached
 // tokens (its new one included). experts_run: distinct routed experts run, summed over the MoE layers;
-// negative: the expectation under uniform routing, E (1 - (1 - k/E)^B) per layer.
-ForwardCost decode_step_cost(const ModelConfig& cfg, std::span<const int64_t> keys, int64_t experts_run);
+// negative: the expectation under uniform routing, E (1 - (1 - k/E)^B) per layer. kv_value_bytes: bytes
+// of one cached latent value (2 BF16, 1 FP8).
+ForwardCost decode_step_cost(const ModelConfig& cfg, std::span<const int64_t> keys, int64_t experts_run,
+                             int kv_value_bytes = 2);
 
 // A prefill of sequences of the given lengths (no cached prefix), logits for each sequence's last token.
 ForwardCost prefill_cost(const ModelConfig& cfg, std::span<const int64_t> lens);

@@ -86,11 +86,11 @@ TensorParallelModel::TensorParallelModel(const ModelConfig& cfg, std::vector<std
   });
 }
 
-LatentCache& TensorParallelModel::allocate_cache(int64_t num_pages, int page_size) {
+LatentCache& TensorParallelModel::allocate_cache(int64_t num_pages, int page_size, std::optional<DType> dtype) {
   threads_.run_all([&](int r) {
     Rank& k = ranks_[size_t(r)];
     k.backend->bind_thread();
-    k.cache = k.model->allocate_cache(num_pages, page_size);
+    k.cache = k.model->allocate_cache(num_pages, page_size, false, dtype);
     k.backend->synchronize();
   });
   return ranks_[0].cache;

@@ -9,6 +9,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <thread>
 #include <vector>
 
@@ -57,8 +58,9 @@ class TensorParallelModel final : public ModelRunner {
   // Rank 0's backend and cache: what a caller reads results through.
   Backend& backend() override { return *ranks_[0].backend; }
   Backend& backend(int rank) { return *ranks_[size_t(rank)].backend; }
-  // Gives every rank a latent cache of num_pages pages; returns rank 0's.
-  LatentCache& allocate_cache(int64_t num_pages, int page_size);
+  // Gives every rank a latent cache of num_pages pages (dtype as DeepseekV3Model::allocate_cache);
+  // returns rank 0's.
+  LatentCache& allocate_cache(int64_t num_pages, int page_size, std::optional<DType> dtype = std::nullopt);
   LatentCache& cache() { return ranks_[0].cache; }
 
   // The forward on every rank, each on its own cache; rank 0's logits and hidden states.

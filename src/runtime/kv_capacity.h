@@ -25,4 +25,10 @@ struct KvCapacity {
 
 KvCapacity kv_capacity_from_fraction(const KvCapacityInput& in);
 
+// Bytes of the latent cache per token: cached_layers x latent_dim values of value_bytes each (2 for
+// BF16, 1 for an FP8 cache, 4 for the CPU oracle's float32).
+inline int64_t latent_bytes_per_token(int64_t cached_layers, int64_t latent_dim, int64_t value_bytes) {
+  return cached_layers * latent_dim * value_bytes;
+}
+
 }  // namespace dsserve

@@ -1,11 +1,13 @@
 // Decode with and without CUDA graphs: the golden fixtures decoded token by token, through recorded
-// graphs and eagerly, at page sizes 1 and 64, held to the golden bounds; speculative decoding with
-// its verify forward replayed from graphs giving the greedy tokens of plain decoding; and a batch of sequences of
-// different lengths, padded to the next recorded size, matching the same batch decoded eagerly.
+// graphs and eagerly, at page sizes 1 and 64, held to the golden bounds, and through graphs over an
+// FP8 latent cache; speculative decoding with its verify forward replayed from graphs giving the
+// greedy tokens of plain decoding; and a batch of sequences of different lengths, padded to the next
+// recorded size, matching the same batch decoded eagerly.
 #include <gtest/gtest.h>
 
 #include <algorithm>
 #include <numeric>
+#include <optional>
 
 #include "common/test_paths.h"
 #include "gpu/gpu_test_util.h"
@@ -21,8 +23,10 @@
 namespace dsserve::test {
 namespace {
 
-// A CUDA model whose cache has one page beyond the pool's: the trash page the graphs pad into.
-TestModel graph_model(const std::string& dir, int page_size, bool graphs) {
+// A CUDA model whose cache has one page beyond the pool's: the trash page the graphs pad into;
+// cache_dtype as DeepseekV3Model::allocate_cache (unset: BF16).
+TestModel graph_model(const std::string& dir, int page_size, bool graphs,
+                      std::optional<DType> cache_dtype = std::nullopt) {
   TestModel m;
   m.backend = create_backend(DeviceKind::Cuda);
   ModelConfig cfg = ModelConfig::load(dir);
@@ -30,7 +34,7 @@ TestModel graph_model(const std::string& dir, int page_size, bool graphs) {
   m.model = std::make_unique<DeepseekV3Model>(cfg, *m.backend, *m.source, 4096);
   const int64_t pages = (4096 + page_size - 1) / page_size;
   m.pool = std::make_unique<PagePool>(pages, page_size);
-  m.cache = m.model->allocate_cache(pages + 1, page_size);
+  m.cache = m.model->allocate_cache(pages + 1, page_size, false, cache_dtype);
   if (graphs) {
     EXPECT_TRUE(m.model->capture_decode_graphs(m.cache, int32_t(pages * page_size), {1, 2, 4, 8}));
     EXPECT_EQ(m.model->decode_graph_sizes(), (std::vector<int>{1, 2, 4, 8}));
@@ -81,6 +85,35 @@ INSTANTIATE_TEST_SUITE_P(Fixtures, CudaGraphGolden,
                                   "_page" + std::to_string(info.param.page_size) +
                                   (info.param.graphs ? "_graphs" : "_eager");
                          });
+
+// The same through graphs recorded over an FP8 (e4m3) latent cache: every decode token a replay, the
+// logits within the bounds of fp8_kv_cache_gpu_test.cpp's fixtures with that cache (estimates until
+// measured: the CPU oracle's e4m3 cache error plus the GPU arithmetic's).
+TEST(CudaGraphs, Fp8CacheDecodeThroughGraphsMatchesReference) {
+  DS_REQUIRE_GPU();
+  DS_REQUIRE_FIXTURES();
+  for (std::string fixture : {"tiny-v3-bf16", "tiny-v3-fp8"}) {
+    const std::string dir = fixtures_dir() + "/" + fixture;
+    TestModel m = graph_model(dir, 64, true, DType::F8_E4M3);
+    ASSERT_EQ(m.cache.data.dtype(), DType::F8_E4M3);
+    Checkpoint ref = Checkpoint::open(dir + "/reference.safetensors");
+    LogprobStats s;
+    for (int k = 0; k < 5; ++k) {
+      std::string p = "prompt." + std::to_string(k) + ".";
+      Tensor ids_t = ref.view(p + "ids");
+      std::vector<int32_t> ids(ids_t.ptr<int32_t>(), ids_t.ptr<int32_t>() + ids_t.numel());
+      const int64_t before = m.model->decode_graph_replays();
+      RunResult r = run_on(m, ids, RunOptions{0, 1});
+      EXPECT_EQ(m.model->decode_graph_replays() - before, int64_t(ids.size()) - 1);
+      s.add(r.logits, rows_of(ref.view(p + "logits")));
+    }
+    std::printf("[ stats    ] %s fp8 cache decode through graphs: %s\n", fixture.c_str(), s.str().c_str());
+    const bool w8a8 = fixture == "tiny-v3-fp8";
+    EXPECT_LE(s.quantile(0.5), w8a8 ? 0.3 : 0.12) << fixture << ": " << s.str();
+    EXPECT_LE(s.quantile(0.9), w8a8 ? 1.2 : 0.5) << fixture << ": " << s.str();
+    EXPECT_GE(s.agreement(), w8a8 ? 0.85 : 0.9) << fixture << ": " << s.str();
+  }
+}
 
 // Five sequences of different lengths decoded together for several steps: replayed from the graph
 // of 8 (three padding rows) and run eagerly give the same greedy tokens and close logits.

@@ -187,41 +187,57 @@ TEST_F(GpuBench, NormRopeSilu) {
 }
 
 // Absorbed MLA decode over a paged (64-slot pages) V3 latent cache: the mma.sync kernel (default)
-// beside the WMMA kernel it replaced. A call (attention + merge of splits) is timed as replays of a
-// recorded CUDA graph, as decode runs, rotating over enough copies of the inputs that they do not
-// stay in L2. Bandwidth counts each sequence's cached bytes once; FLOPs are 2 * ctx * heads *
-// (576 + 512) per token. The last case is a graph sized for a 32k context replayed on short
-// sequences (most splits empty). Filter: --gtest_filter=GpuBench.MlaDecode.
+// beside the WMMA kernel it replaced, and at the shapes (B=64 ctx=4096 h=16 and h=128, B=8
+// h=16) the mma.sync kernel over an FP8 (e4m3) cache in the same run. A call (attention + merge of
+// splits) is timed as replays of a recorded CUDA graph, as decode runs, rotating over enough copies
+// of the inputs that they do not stay in L2. Bandwidth counts each sequence's cached bytes once, as
+// stored (576 x 2 bytes per key in BF16, 576 x 1 in FP8); FLOPs are 2 * ctx * heads * (576 + 512) per
+// token. The last case is a graph sized for a 32k context replayed on short sequences (most splits
+// empty). Filter: --gtest_filter=GpuBench.MlaDecode.
 TEST_F(GpuBench, MlaDecode) {
   const int kr = 512, L = 576, page = 64;
   struct Case {
     int B, ctx, heads, max_seq_len;
+    bool fp8;  // also time an FP8 cache
   };
-  for (const Case cs : {Case{64, 4096, 16, 0}, Case{64, 4096, 128, 0}, Case{8, 4096, 16, 0}, Case{1, 32768, 128, 0},
-                        Case{64, 100, 16, 32768}}) {
-    const double cache_bytes = double(cs.B) * cs.ctx * L * 2, flops = 2.0 * cs.B * cs.ctx * cs.heads * (L + kr);
-    const int copies = int(std::clamp(std::ceil(256e6 / cache_bytes), 1.0, 8.0));
+  // A device FP8 e4m3 tensor of random values below 2 in magnitude (never NaN: exponent bit 3 clear).
+  auto fast_random_fp8 = [](Shape s, uint64_t seed) {
+    Tensor h = Tensor::zeros_host(DType::F8_E4M3, s);
+    uint8_t* p = static_cast<uint8_t*>(h.data());
+    uint64_t x = seed * 0x9E3779B97F4A7C15ull + 1;
+    for (int64_t i = 0; i < h.numel(); ++i) {
+      x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+      p[i] = uint8_t((x >> 32) & 0xB7);
+    }
+    return gpu().to_device(h);
+  };
+  for (const Case cs : {Case{64, 4096, 16, 0, true}, Case{64, 4096, 128, 0, true}, Case{8, 4096, 16, 0, true},
+                        Case{1, 32768, 128, 0, false}, Case{64, 100, 16, 32768, false}}) {
+    const double keys_bytes = double(cs.B) * cs.ctx * L, flops = 2.0 * cs.B * cs.ctx * cs.heads * (L + kr);
+    const int copies = int(std::clamp(std::ceil(256e6 / (keys_bytes * 2)), 1.0, 8.0));
     std::vector<AttentionBatch> batches;
-    std::vector<Tensor> caches, qs;
+    std::vector<Tensor> caches, caches_fp8, qs;
     for (int c = 0; c < copies; ++c) {
       BatchSpec spec = make_batch_spec(std::vector<std::pair<int, int>>(size_t(cs.B), {cs.ctx - 1, 1}), page, rng);
       batches.push_back(make_batch(gpu(), spec));
       batches.back().max_seq_len = cs.max_seq_len;
       caches.push_back(fast_random({spec.num_pages * page, L}, 100 + uint64_t(c)));
+      if (cs.fp8) caches_fp8.push_back(fast_random_fp8({spec.num_pages * page, L}, 300 + uint64_t(c)));
       qs.push_back(fast_random({cs.B, int64_t(cs.heads) * L}, 200 + uint64_t(c), 0.3f).unflatten(1, cs.heads, L));
     }
     char shape[64];
     std::snprintf(shape, sizeof(shape), "B=%d ctx=%d h=%d%s", cs.B, cs.ctx, cs.heads,
                   cs.max_seq_len ? " graph@32k" : "");
-    double ms_of[2] = {0, 0};
-    for (auto k : {cuda::MlaDecodeKernel::Mma, cuda::MlaDecodeKernel::Wmma}) {
+    // Times the kernel over the given caches; returns milliseconds per call.
+    auto bench = [&](cuda::MlaDecodeKernel k, const std::vector<Tensor>& over, const char* cache_name) {
       cg().set_mla_decode_kernel(k);
+      const double cache_bytes = keys_bytes * double(dtype_size(over[0].dtype()));
       std::vector<std::unique_ptr<CapturedForward>> graphs;
       Tensor out;
       for (int c = 0; c < copies; ++c)
         graphs.push_back(gpu().capture([&] {
           out = Tensor();
-          out = gpu().mla_attention_absorbed(qs[size_t(c)], caches[size_t(c)], batches[size_t(c)], kr, 0.07f);
+          out = gpu().mla_attention_absorbed(qs[size_t(c)], over[size_t(c)], batches[size_t(c)], kr, 0.07f);
         }));
       const auto ran = cg().last_mla_decode();
       const int rounds = std::max(1, 40 / copies);
@@ -229,17 +245,25 @@ TEST_F(GpuBench, MlaDecode) {
         for (int r = 0; r < rounds; ++r)
           for (auto& g : graphs) g->replay();
       }, 7) / (rounds * copies);
-      ms_of[k == cuda::MlaDecodeKernel::Mma ? 0 : 1] = ms;
       const double gbs = cache_bytes / ms / 1e6, tf = flops / ms / 1e9;
-      std::printf("[ bench    ] mla decode %-6s %-28s splits %2d %9.4f ms  %6.0f GB/s (%3.0f%% of copy %.0f)  "
+      std::printf("[ bench    ] mla decode %-6s %-4s %-28s splits %2d %9.4f ms  %6.0f GB/s (%3.0f%% of copy %.0f)  "
                   "%6.1f TFLOP/s (%3.0f%% of bf16 %.0f)\n",
-                  cuda::mla_decode_kernel_name(ran.kernel), shape, ran.num_splits, ms, gbs, 100 * gbs / g_ceil.gbs,
-                  g_ceil.gbs, tf, 100 * tf / g_ceil.tflops, g_ceil.tflops);
-      const std::string name = std::string("mla decode ") + cuda::mla_decode_kernel_name(ran.kernel) + " " + shape;
+                  cuda::mla_decode_kernel_name(ran.kernel), cache_name, shape, ran.num_splits, ms, gbs,
+                  100 * gbs / g_ceil.gbs, g_ceil.gbs, tf, 100 * tf / g_ceil.tflops, g_ceil.tflops);
+      const std::string name =
+          std::string("mla decode ") + cuda::mla_decode_kernel_name(ran.kernel) + " " + cache_name + " " + shape;
       ::testing::Test::RecordProperty(name, std::to_string(ms) + " ms, " + std::to_string(100 * gbs / g_ceil.gbs) +
                                                 "% of copy, " + std::to_string(100 * tf / g_ceil.tflops) + "% of bf16");
+      return ms;
+    };
+    const double mma = bench(cuda::MlaDecodeKernel::Mma, caches, "bf16");
+    const double wmma = bench(cuda::MlaDecodeKernel::Wmma, caches, "bf16");
+    std::printf("[ bench    ] mla decode %-35s mma is %.2fx the speed of wmma\n", shape, wmma / mma);
+    if (cs.fp8) {
+      const double fp8 = bench(cuda::MlaDecodeKernel::Mma, caches_fp8, "fp8");
+      std::printf("[ bench    ] mla decode %-35s fp8 cache is %.2fx the speed of bf16 (half the bytes)\n", shape,
+                  mma / fp8);
     }
-    std::printf("[ bench    ] mla decode %-35s mma is %.2fx the speed of wmma\n", shape, ms_of[1] / ms_of[0]);
     cg().set_mla_decode_kernel(cuda::MlaDecodeKernel::Mma);
   }
 }

@@ -213,7 +213,8 @@ std::string LogprobStats::str() const {
   return buf;
 }
 
-TestModel load_model_on(DeviceKind kind, const std::string& dir, int page_size, int64_t tokens) {
+TestModel load_model_on(DeviceKind kind, const std::string& dir, int page_size, int64_t tokens,
+                        std::optional<DType> cache_dtype) {
   TestModel m;
   m.backend = create_backend(kind);
   ModelConfig cfg = ModelConfig::load(dir);
@@ -221,9 +222,9 @@ TestModel load_model_on(DeviceKind kind, const std::string& dir, int page_size, 
   m.model = std::make_unique<DeepseekV3Model>(cfg, *m.backend, *m.source, 4096);
   int64_t pages = (tokens + page_size - 1) / page_size;
   m.pool = std::make_unique<PagePool>(pages, page_size);
-  m.cache = m.model->allocate_cache(pages, page_size);
+  m.cache = m.model->allocate_cache(pages, page_size, false, cache_dtype);
   m.mtp_pool = std::make_unique<PagePool>(pages, page_size);
-  if (m.model->has_mtp()) m.mtp_cache = m.model->allocate_cache(pages, page_size, /*mtp=*/true);
+  if (m.model->has_mtp()) m.mtp_cache = m.model->allocate_cache(pages, page_size, /*mtp=*/true, cache_dtype);
   return m;
 }
 

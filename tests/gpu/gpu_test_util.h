@@ -4,6 +4,7 @@
 #pragma once
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <random>
 #include <string>
 #include <vector>
@@ -68,8 +69,10 @@ struct LogprobStats {
   std::string str() const;
 };
 
-// A model on a given backend (CPU or CUDA) from a checkpoint directory.
-TestModel load_model_on(DeviceKind kind, const std::string& dir, int page_size = 16, int64_t tokens = 2048);
+// A model on a given backend (CPU or CUDA) from a checkpoint directory; cache_dtype: the latent
+// caches' element type (unset: the backend's activation type; F8_E4M3 / F8_E5M2: an FP8 cache).
+TestModel load_model_on(DeviceKind kind, const std::string& dir, int page_size = 16, int64_t tokens = 2048,
+                        std::optional<DType> cache_dtype = std::nullopt);
 // As run_sequence / run_mtp / greedy of model_test_util, through Backend::to_host_f32 (any backend).
 RunResult run_on(TestModel& m, const std::vector<int32_t>& ids, const RunOptions& opt = {});
 std::vector<std::vector<float>> run_mtp_on(TestModel& m, const std::vector<int32_t>& ids,

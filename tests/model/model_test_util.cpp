@@ -12,12 +12,12 @@
 namespace dsserve::test {
 
 namespace {
-TestModel finish(TestModel m, int page_size, int64_t tokens) {
+TestModel finish(TestModel m, int page_size, int64_t tokens, std::optional<DType> cache_dtype = std::nullopt) {
   int64_t pages = (tokens + page_size - 1) / page_size;
   m.pool = std::make_unique<PagePool>(pages, page_size);
-  m.cache = m.model->allocate_cache(pages, page_size);
+  m.cache = m.model->allocate_cache(pages, page_size, false, cache_dtype);
   m.mtp_pool = std::make_unique<PagePool>(pages, page_size);
-  if (m.model->has_mtp()) m.mtp_cache = m.model->allocate_cache(pages, page_size, /*mtp=*/true);
+  if (m.model->has_mtp()) m.mtp_cache = m.model->allocate_cache(pages, page_size, /*mtp=*/true, cache_dtype);
   return m;
 }
 
@@ -31,13 +31,14 @@ std::vector<double> log_softmax(const std::vector<float>& x) {
 }
 }  // namespace
 
-TestModel load_checkpoint_model(const std::string& dir, int page_size, int64_t tokens) {
+TestModel load_checkpoint_model(const std::string& dir, int page_size, int64_t tokens,
+                                std::optional<DType> cache_dtype) {
   TestModel m;
   m.backend = create_backend(DeviceKind::Cpu);
   ModelConfig cfg = ModelConfig::load(dir);
   m.source = std::make_unique<CheckpointWeights>(dir, cfg);
   m.model = std::make_unique<DeepseekV3Model>(cfg, *m.backend, *m.source, 4096);
-  return finish(std::move(m), page_size, tokens);
+  return finish(std::move(m), page_size, tokens, cache_dtype);
 }
 
 TestModel dummy_model(const ModelConfig& cfg, uint64_t seed, int page_size, int64_t tokens) {

@@ -3,6 +3,7 @@
 #pragma once
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -23,8 +24,10 @@ struct TestModel {
   LatentCache mtp_cache;
 };
 
-// A CPU model from a checkpoint directory, or from dummy weights when cfg is given.
-TestModel load_checkpoint_model(const std::string& dir, int page_size = 16, int64_t tokens = 1024);
+// A CPU model from a checkpoint directory, or from dummy weights when cfg is given; cache_dtype:
+// the latent cache's element type (unset: float32; F8_E4M3 / F8_E5M2: --kv-cache-dtype fp8_*).
+TestModel load_checkpoint_model(const std::string& dir, int page_size = 16, int64_t tokens = 1024,
+                                std::optional<DType> cache_dtype = std::nullopt);
 TestModel dummy_model(const ModelConfig& cfg, uint64_t seed, int page_size = 16, int64_t tokens = 1024);
 
 struct RunOptions {

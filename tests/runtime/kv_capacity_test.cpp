@@ -2,6 +2,7 @@
 // total kept outside the fraction), whole pages, the trash page, and weights that leave no room.
 #include <gtest/gtest.h>
 
+#include "core/dtype.h"
 #include "runtime/kv_capacity.h"
 
 namespace dsserve {
@@ -42,6 +43,30 @@ TEST(KvCapacity, WeightsBeyondTheFractionLeaveNothing) {
   KvCapacity c = kv_capacity_from_fraction(in);
   EXPECT_LT(c.budget_bytes, 0);
   EXPECT_EQ(c.tokens, 0);
+}
+
+TEST(KvCapacity, Fp8LatentCacheHalvesBytesPerTokenAndDoublesTokens) {
+  // V3: 61 layers (62 with the MTP layer's cache), 576 latent values per layer.
+  const int64_t bf16 = latent_bytes_per_token(61, 576, int64_t(dtype_size(DType::BF16)));
+  const int64_t fp8 = latent_bytes_per_token(61, 576, int64_t(dtype_size(DType::F8_E4M3)));
+  EXPECT_EQ(bf16, 61 * 576 * 2);
+  EXPECT_EQ(fp8, 61 * 576);
+  EXPECT_EQ(latent_bytes_per_token(62, 576, int64_t(dtype_size(DType::F8_E5M2))), 62 * 576);
+  KvCapacityInput in;
+  in.total_bytes = 140 * GiB;
+  in.free_bytes = 100 * GiB;
+  in.mem_fraction_static = 0.88;
+  in.page_size = 64;
+  in.bytes_per_token = bf16;
+  const KvCapacity a = kv_capacity_from_fraction(in);
+  in.bytes_per_token = fp8;
+  const KvCapacity b = kv_capacity_from_fraction(in);
+  EXPECT_EQ(a.budget_bytes, b.budget_bytes);
+  const int64_t budget_pages_bf16 = a.budget_bytes / (bf16 * 64), budget_pages_fp8 = b.budget_bytes / (fp8 * 64);
+  EXPECT_EQ(a.tokens, (budget_pages_bf16 - 1) * 64);
+  EXPECT_EQ(b.tokens, (budget_pages_fp8 - 1) * 64);
+  EXPECT_GE(b.tokens, 2 * a.tokens) << "the same budget holds twice the tokens";
+  EXPECT_LE(b.tokens, 2 * a.tokens + 2 * 64);
 }
 
 TEST(KvCapacity, RejectsFractionOutOfRange) {

@@ -88,6 +88,13 @@ Tensor CudaBackend::to_host_f32(const Tensor& t) {
     std::memcpy(out.data(), t.data(), t.nbytes());
     return out;
   }
+  if ((t.dtype() == DType::F8_E4M3 || t.dtype() == DType::F8_E5M2) && t.is_contiguous()) {  // an FP8 latent cache
+    Tensor bytes = Tensor::zeros_host(t.dtype(), t.shape());
+    if (bytes.nbytes())
+      check(cudaMemcpyAsync(bytes.data(), t.data(), bytes.nbytes(), cudaMemcpyDeviceToHost, stream_), "to_host_f32");
+    check(cudaStreamSynchronize(stream_), "to_host_f32 (synchronize: an earlier kernel may have failed)");
+    return host_to_f32(bytes);
+  }
   DType target = integer ? t.dtype() : DType::F32;
   DS_CHECK(integer || t.dtype() == DType::F32 || t.dtype() == DType::BF16,
            "to_host_f32: {} tensors are not readable as float", dtype_name(t.dtype()));

@@ -1,5 +1,6 @@
-// CUDA backend: the paged latent cache (store, gather) and MLA attention in both forms, expanded
-// (prefill) and absorbed (decode). Kernels: kv_cache/, attention_prefill/, mla_decode/.
+// CUDA backend: the paged latent cache (store, gather, move; BF16, F32 or FP8 with scale 1.0) and
+// MLA attention in both forms, expanded (prefill) and absorbed (decode: reads an FP8 cache as is).
+// Kernels: kv_cache/, attention_prefill/, mla_decode/.
 #include <algorithm>
 
 #include "backend/cuda/attention_prefill/mla_expanded.h"
@@ -11,6 +12,10 @@
 namespace dsserve::cuda {
 
 namespace {
+bool is_latent_cache_dtype(DType t) {
+  return t == DType::F32 || t == DType::BF16 || t == DType::F8_E4M3 || t == DType::F8_E5M2;
+}
+
 void check_batch(const AttentionBatch& b, const char* op) {
   DS_CHECK(b.num_seqs >= 1 && int(b.h_query_start.size()) == b.num_seqs + 1 && int(b.h_seq_lens.size()) == b.num_seqs &&
                int(b.h_key_start.size()) == b.num_seqs + 1,
@@ -28,6 +33,8 @@ void CudaBackend::store_latent(Tensor& cache, const Tensor& c_kv_in, const Tenso
            b.num_tokens);
   const int64_t kr = c_kv_in.size(1), dr = k_pe_in.size(1), L = cache.size(1);
   DS_CHECK(kr + dr == L, "store_latent: {} + {} values for a cache of width {}", kr, dr, L);
+  DS_CHECK(is_latent_cache_dtype(cache.dtype()), "store_latent: cache of {} (expected F32, BF16, F8_E4M3 or F8_E5M2)",
+           dtype_name(cache.dtype()));
   Tensor c_kv = c_kv_in, k_pe = k_pe_in;
   if (c_kv.dtype() != k_pe.dtype() || c_kv.stride(1) != 1 || k_pe.stride(1) != 1 ||
       (c_kv.dtype() != DType::BF16 && c_kv.dtype() != DType::F32)) {
@@ -42,9 +49,12 @@ void CudaBackend::store_latent(Tensor& cache, const Tensor& c_kv_in, const Tenso
 Tensor CudaBackend::gather_latent(const Tensor& cache, const AttentionBatch& b) {
   check_batch(b, "gather_latent");
   DS_CHECK(cache.ndim() == 2 && cache.is_contiguous(), "gather_latent: cache must be a contiguous [slots, latent]");
+  DS_CHECK(is_latent_cache_dtype(cache.dtype()), "gather_latent: cache of {} (expected F32, BF16, F8_E4M3 or F8_E5M2)",
+           dtype_name(cache.dtype()));
   const int64_t total = b.h_key_start[b.num_seqs], L = cache.size(1);
-  Tensor out = scratch(cache.dtype(), {total, L});
-  GatherLatentParams p{cache.data(), cache.dtype(), b.page_table.ptr<int32_t>(), b.seq_lens.ptr<int32_t>(),
+  const bool fp8 = dtype_size(cache.dtype()) == 1;
+  Tensor out = scratch(fp8 ? DType::BF16 : cache.dtype(), {total, L});  // FP8 keys come back as BF16
+  GatherLatentParams p{cache.data(), cache.dtype(), out.dtype(), b.page_table.ptr<int32_t>(), b.seq_lens.ptr<int32_t>(),
                        b.key_start.ptr<int32_t>(), out.data(), b.num_seqs, b.max_pages, b.page_size, b.key_shift,
                        total, L};
   check(launch_gather_latent(p, stream_), "gather_latent");
@@ -106,14 +116,15 @@ Tensor CudaBackend::mla_attention_absorbed(const Tensor& q_in, const Tensor& cac
            L, cache.size(1), kr);
   DS_CHECK(T == b.num_tokens, "mla_attention_absorbed: {} queries for a batch of {} tokens", T, b.num_tokens);
   Tensor q = as_dtype(q_in, DType::BF16, true);  // 16-byte aligned rows, as the tensor-core kernels read them
-  Tensor c = cache.dtype() == DType::BF16 ? cache : as_dtype(cache, DType::BF16, false);
+  const bool fp8 = cache.dtype() == DType::F8_E4M3 || cache.dtype() == DType::F8_E5M2;
+  Tensor c = cache.dtype() == DType::BF16 || fp8 ? cache : as_dtype(cache, DType::BF16, false);  // FP8: read as is
   Tensor out = scratch(DType::BF16, {T, n, kr});
   if (T == 0) return out;
   const int max_len =
       b.max_seq_len > 0 ? b.max_seq_len : *std::max_element(b.h_seq_lens.begin(), b.h_seq_lens.end());
   MlaAbsorbedParams p{};
   p.q = q.data(), p.q_stride_t = q.stride(0), p.q_stride_h = q.stride(1);
-  p.cache = c.data(), p.cache_stride = c.stride(0);
+  p.cache = c.data(), p.cache_stride = c.stride(0), p.cache_dtype = c.dtype();
   p.page_table = b.page_table.ptr<int32_t>();
   p.query_start = b.query_start.ptr<int32_t>();
   p.seq_lens = b.seq_lens.ptr<int32_t>();
@@ -133,7 +144,7 @@ Tensor CudaBackend::mla_attention_absorbed(const Tensor& q_in, const Tensor& cac
   p.out = out.data();
   p.kernel = mla_decode_kernel_;
   p.kernel = mla_absorbed_kernel_for(p);
-  p.num_splits = mla_absorbed_num_splits(int(T), int(n), int(kr), max_len, p.kernel);
+  p.num_splits = mla_absorbed_num_splits(int(T), int(n), int(kr), max_len, p.kernel, int(dtype_size(c.dtype())));
   last_mla_decode_ = {p.kernel, p.num_splits};
   Tensor part_out, part_ml;
   if (p.num_splits > 1) {

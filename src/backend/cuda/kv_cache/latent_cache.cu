@@ -1,7 +1,11 @@
 // Latent cache kernels (see latent_cache.h): memory-bound copies, one block per token or key,
-// threads across the 576 latent values of a row.
+// threads across the 576 latent values of a row; element types converted on the way (to FP8 when
+// storing into an FP8 cache, back to BF16 when gathering from it).
 #include "backend/cuda/common/device_utils.cuh"
+#include "backend/cuda/common/fp8_convert.cuh"
 #include "backend/cuda/kv_cache/latent_cache.h"
+
+#include <type_traits>
 
 namespace dsserve::cuda {
 
@@ -30,16 +34,19 @@ __device__ int find_seq(const int32_t* starts, int n, int64_t key) {
   return lo;
 }
 
-template <typename T>
+template <typename TC, typename TO>
 __global__ void gather_latent_kernel(GatherLatentParams p) {
   const int64_t key = blockIdx.x;
   const int s = find_seq(p.key_start, p.num_seqs, key);
   const int64_t j = key - p.key_start[s] + p.key_shift;
   const int32_t page = p.page_table[int64_t(s) * p.max_pages + j / p.page_size];
   const int64_t slot = int64_t(page) * p.page_size + j % p.page_size;
-  const T* src = static_cast<const T*>(p.cache) + slot * p.latent;
-  T* dst = static_cast<T*>(p.out) + key * p.latent;
-  for (int64_t c = threadIdx.x; c < p.latent; c += blockDim.x) dst[c] = src[c];
+  const TC* src = static_cast<const TC*>(p.cache) + slot * p.latent;
+  TO* dst = static_cast<TO*>(p.out) + key * p.latent;
+  for (int64_t c = threadIdx.x; c < p.latent; c += blockDim.x) {
+    if constexpr (std::is_same_v<TC, TO>) dst[c] = src[c];
+    else dst[c] = from_f<TO>(to_f(src[c]));
+  }
 }
 
 __global__ void move_slots_kernel(MoveSlotsParams p) {
@@ -64,14 +71,20 @@ cudaError_t launch_move_slots(const MoveSlotsParams& p, cudaStream_t stream) {
 
 cudaError_t launch_store_latent(const StoreLatentParams& p, cudaStream_t stream) {
   if (p.tokens == 0) return cudaSuccess;
-  DS_DISPATCH_FLOAT(p.in_dtype, TI, DS_DISPATCH_FLOAT(p.cache_dtype, TC,
+  DS_DISPATCH_FLOAT(p.in_dtype, TI, DS_DISPATCH_CACHE(p.cache_dtype, TC,
       store_latent_kernel<TI, TC><<<unsigned(p.tokens), 128, 0, stream>>>(p)));
   return cudaGetLastError();
 }
 
 cudaError_t launch_gather_latent(const GatherLatentParams& p, cudaStream_t stream) {
   if (p.total_keys == 0) return cudaSuccess;
-  DS_DISPATCH_FLOAT(p.dtype, T, gather_latent_kernel<T><<<unsigned(p.total_keys), 128, 0, stream>>>(p));
+  if (p.out_dtype == p.dtype) {
+    DS_DISPATCH_CACHE(p.dtype, T, gather_latent_kernel<T, T><<<unsigned(p.total_keys), 128, 0, stream>>>(p));
+  } else if (p.out_dtype == DType::BF16) {
+    DS_DISPATCH_CACHE(p.dtype, T, gather_latent_kernel<T, bf16><<<unsigned(p.total_keys), 128, 0, stream>>>(p));
+  } else {
+    return cudaErrorInvalidValue;
+  }
   return cudaGetLastError();
 }
 

@@ -3,8 +3,10 @@
 // warps per (query token, group of 8 heads, key split); warp w owns head 8g + w. Tiles of 32 cached latent
 // rows are staged in shared memory once per block and read by all 8 heads: each lane scores one
 // key of the tile against its warp's head, the warp runs the online softmax in registers, then
-// each lane accumulates kv_rank / 64 column pairs of the output. Scalar float32 arithmetic.
+// each lane accumulates kv_rank / 64 column pairs of the output. Scalar float32 arithmetic. An FP8
+// cache is widened to BF16 as its rows are staged.
 #include "backend/cuda/common/device_utils.cuh"
+#include "backend/cuda/common/fp8_convert.cuh"
 #include "backend/cuda/mla_decode/mla_absorbed.h"
 
 #include <algorithm>
@@ -66,6 +68,8 @@ __global__ void __launch_bounds__(kThreads) mla_absorbed_kernel(MlaAbsorbedParam
   for (int j = 0; j < kMaxPairsPerLane; ++j) acc[j][0] = acc[j][1] = 0.0f;
 
   const bf16* cache = static_cast<const bf16*>(p.cache);
+  const uint8_t* cache8 = static_cast<const uint8_t*>(p.cache);  // an FP8 cache
+  const bool cache_fp8 = p.cache_dtype != DType::BF16;
   const int64_t qrow = int64_t(warp) * L;
   for (int kt = ks; kt < ke; kt += kBK) {
     const int kn = min(kBK, ke - kt);
@@ -84,7 +88,14 @@ __global__ void __launch_bounds__(kThreads) mla_absorbed_kernel(MlaAbsorbedParam
     for (int idx = tid; idx < kBK * vec_per_row; idx += kThreads) {
       int r = idx / vec_per_row, c = idx % vec_per_row;
       uint4 v = make_uint4(0, 0, 0, 0);
-      if (r < kn) v = reinterpret_cast<const uint4*>(cache + sSlot[r] * p.cache_stride)[c];
+      if (r < kn) {
+        if (cache_fp8) {
+          const uint2 v8 = reinterpret_cast<const uint2*>(cache8 + sSlot[r] * p.cache_stride)[c];
+          v = p.cache_dtype == DType::F8_E5M2 ? fp8x8_to_bf16x8<true>(v8) : fp8x8_to_bf16x8<false>(v8);
+        } else {
+          v = reinterpret_cast<const uint4*>(cache + sSlot[r] * p.cache_stride)[c];
+        }
+      }
       uint32_t* dst = sK + r * KW + 4 * c;
       dst[0] = v.x;
       dst[1] = v.y;
@@ -253,8 +264,10 @@ MlaDecodeKernel mla_absorbed_kernel_for(const MlaAbsorbedParams& p) {
   return MlaDecodeKernel::Scalar;
 }
 
-int mla_absorbed_num_splits(int num_tokens, int heads, int kv_rank, int max_seq_len, MlaDecodeKernel kernel) {
-  if (kernel == MlaDecodeKernel::Mma) return mla_decode_mma_num_splits(num_tokens, heads, kv_rank, max_seq_len);
+int mla_absorbed_num_splits(int num_tokens, int heads, int kv_rank, int max_seq_len, MlaDecodeKernel kernel,
+                            int cache_bytes) {
+  if (kernel == MlaDecodeKernel::Mma)
+    return mla_decode_mma_num_splits(num_tokens, heads, kv_rank, max_seq_len, cache_bytes);
   const int per_block = kernel == MlaDecodeKernel::Wmma ? 64 : kHeadsPerBlock;  // heads per block of each kernel
   const int groups = (heads + per_block - 1) / per_block;
   const int blocks = std::max(1, num_tokens * groups);
@@ -265,7 +278,9 @@ int mla_absorbed_num_splits(int num_tokens, int heads, int kv_rank, int max_seq_
 
 cudaError_t launch_mla_absorbed(const MlaAbsorbedParams& p, cudaStream_t stream) {
   if (p.num_tokens == 0 || p.heads == 0) return cudaSuccess;
-  if (p.latent % 8 || p.latent > 640 || p.kv_rank % 64 || p.kv_rank > 64 * kMaxPairsPerLane ||
+  const bool cache_ok = p.cache_dtype == DType::BF16 || p.cache_dtype == DType::F8_E4M3 ||
+                        p.cache_dtype == DType::F8_E5M2;
+  if (!cache_ok || p.latent % 8 || p.latent > 640 || p.kv_rank % 64 || p.kv_rank > 64 * kMaxPairsPerLane ||
       p.kv_rank >= p.latent || p.cache_stride % 8 || p.q_stride_t % 2 || p.q_stride_h % 2 || p.num_splits < 1 ||
       p.num_splits > kMaxSplits || p.kernel != mla_absorbed_kernel_for(p))
     return cudaErrorInvalidValue;

@@ -8,6 +8,8 @@
 
 #include <cstdint>
 
+#include "core/dtype.h"
+
 namespace dsserve::cuda {
 
 // Which kernel runs an absorbed attention. A kernel that cannot take the shapes hands over to the
@@ -20,8 +22,9 @@ constexpr int kMaxSplits = 64;  // upper bound of num_splits (partial buffers ar
 struct MlaAbsorbedParams {
   const void* q;               // [tokens, heads, latent] BF16, strided by (q_stride_t, q_stride_h, 1)
   int64_t q_stride_t, q_stride_h;
-  const void* cache;           // [slots, latent] BF16, rows strided by cache_stride
+  const void* cache;           // [slots, latent] cache_dtype, rows strided by cache_stride (elements)
   int64_t cache_stride;
+  DType cache_dtype = DType::BF16;  // BF16, or F8_E4M3 / F8_E5M2 (scale 1.0: mma and scalar kernels only)
   const int32_t* page_table;   // [num_seqs, max_pages]
   const int32_t* query_start;  // [num_seqs + 1]
   const int32_t* seq_lens;     // [num_seqs]
@@ -42,7 +45,8 @@ struct MlaAbsorbedParams {
   float* part_ml;              // [num_splits, tokens, heads, 2]: running max (log2 units) and sum
 };
 // Requirements (cudaErrorInvalidValue otherwise): latent % 8 == 0, latent <= 640,
-// kv_rank % 64 == 0, kv_rank <= 512, cache_stride % 8 == 0, q strides even, 1 <= num_splits <= 64.
+// kv_rank % 64 == 0, kv_rank <= 512, cache_stride % 8 == 0, q strides even, 1 <= num_splits <= 64,
+// cache_dtype BF16, F8_E4M3 or F8_E5M2 (FP8 runs the mma or the scalar kernel; WMMA refuses it).
 // Runs p.kernel (which must be what mla_absorbed_kernel_for returns for p), then the merge.
 cudaError_t launch_mla_absorbed(const MlaAbsorbedParams& p, cudaStream_t stream);
 
@@ -50,15 +54,19 @@ cudaError_t launch_mla_absorbed(const MlaAbsorbedParams& p, cudaStream_t stream)
 // depends only on shapes, never on device data (the call is recorded in CUDA graphs).
 MlaDecodeKernel mla_absorbed_kernel_for(const MlaAbsorbedParams& p);
 // Splits for this batch and kernel (the caller sizes part_out / part_ml with it); max_seq_len is an
-// upper bound of seq_lens (a captured forward passes the context length).
-int mla_absorbed_num_splits(int num_tokens, int heads, int kv_rank, int max_seq_len, MlaDecodeKernel kernel);
+// upper bound of seq_lens (a captured forward passes the context length); cache_bytes: bytes per
+// cached value (2 BF16, 1 FP8).
+int mla_absorbed_num_splits(int num_tokens, int heads, int kv_rank, int max_seq_len, MlaDecodeKernel kernel,
+                            int cache_bytes = 2);
 
 // The mma.sync kernel (mla_decode_mma.cu): latent 576 / kv_rank 512 (V3) or 160 / 128 (the tiny
-// test models), q strides multiples of 8, q and cache 16-byte aligned.
+// test models), q strides multiples of 8, q and cache 16-byte aligned; a BF16 or FP8 cache (FP8 rows
+// 16-byte aligned: cache_stride % 16 == 0).
 bool mla_decode_mma_supports(const MlaAbsorbedParams& p);
 cudaError_t launch_mla_decode_mma(const MlaAbsorbedParams& p, cudaStream_t stream);
-int mla_decode_mma_num_splits(int num_tokens, int heads, int kv_rank, int max_seq_len);
-// The WMMA kernel (mla_absorbed_tc.cu): latent and kv_rank multiples of 16 / 32, strides multiples of 8.
+int mla_decode_mma_num_splits(int num_tokens, int heads, int kv_rank, int max_seq_len, int cache_bytes = 2);
+// The WMMA kernel (mla_absorbed_tc.cu): latent and kv_rank multiples of 16 / 32, strides multiples of
+// 8, a BF16 cache only.
 bool mla_absorbed_tc_supports(const MlaAbsorbedParams& p);
 cudaError_t launch_mla_absorbed_tc(const MlaAbsorbedParams& p, cudaStream_t stream);
 // The merge of split partial results (shared by all kernels). Launched as a programmatic dependent

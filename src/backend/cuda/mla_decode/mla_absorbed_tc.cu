@@ -259,6 +259,7 @@ __global__ void __launch_bounds__(kThreads, 1) mla_absorbed_tc_kernel(MlaAbsorbe
 }  // namespace
 
 bool mla_absorbed_tc_supports(const MlaAbsorbedParams& p) {
+  if (p.cache_dtype != DType::BF16) return false;  // FP8 caches run the mma or the scalar kernel
   if (p.latent % 16 || p.kv_rank % 32 || p.kv_rank / 32 > kMaxOutFrags || p.q_stride_t % 8 || p.q_stride_h % 8 ||
       p.cache_stride % 8)
     return false;

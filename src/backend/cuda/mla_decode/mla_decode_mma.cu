@@ -13,9 +13,12 @@
 //  - narrow (heads <= 16): 16 heads per block, one row group of 8 warps: each warp scores 8 keys and
 //    accumulates 64 output columns. Q lives in registers, which leaves room for three cache stages
 //    (two tiles in flight), what a bandwidth-bound launch needs.
+// FP8 caches (e4m3 / e5m2, scale 1.0): the tiles land in shared memory as FP8 (half the bytes read
+// from HBM), and each is widened once to the same swizzled BF16 tile the products read.
 // Instantiated for V3's latent (kv_lora_rank 512 + rope 64) and the tiny test models' (128 + 32);
-// other shapes run the WMMA or scalar kernel. Not here: FP8 caches, wgmma/TMA (see README.md).
+// other shapes run the WMMA or scalar kernel. Not here: wgmma/TMA (see README.md).
 #include "backend/cuda/common/device_utils.cuh"
+#include "backend/cuda/common/fp8_convert.cuh"
 #include "backend/cuda/common/mma_sync.cuh"
 #include "backend/cuda/mla_decode/mla_absorbed.h"
 
@@ -34,10 +37,15 @@ constexpr int kBlockKeys = 64;             // cache rows per tile
 // Heads per block for a head count (the launcher and mla_decode_mma_num_splits agree through it).
 inline int rows_per_block(int heads) { return heads <= 16 ? 16 : 64; }
 
+// Element type of the cache an instantiation reads.
+enum class CacheFormat { Bf16, E4m3, E5m2 };
+
 // Tile constants of one instantiation.
-template <int kLatent_, int kKvRank_, bool kWide>
+template <int kLatent_, int kKvRank_, bool kWide, CacheFormat kFormat_>
 struct Cfg {
   static constexpr int kLatent = kLatent_, kKvRank = kKvRank_;
+  static constexpr CacheFormat kFormat = kFormat_;
+  static constexpr bool kFp8 = kFormat != CacheFormat::Bf16;
   static constexpr int kWarps = 8, kThreads = 32 * kWarps;
   static constexpr int kMTiles = kWide ? 2 : 1;                      // 16-head m-tiles per warp
   static constexpr int kGroupWarps = kWide ? 4 : 8;                  // warps sharing one row group
@@ -47,18 +55,25 @@ struct Cfg {
   static constexpr int kKeyTiles = kBlockKeys / 8 / kGroupWarps;     // 8-key n-tiles of S per warp
   static constexpr int kColTiles = kKvRank / 8 / kGroupWarps;        // 8-column n-tiles of O per warp
   static constexpr bool kQInRegs = !kWide;
-  static constexpr int kStages = kWide ? 2 : 3;
+  // Cache tiles in flight: an FP8 stage is half a BF16 one, so the narrow block keeps 3 of its 4 in flight.
+  static constexpr int kStages = kWide ? 2 : (kFp8 ? 4 : 3);
   static constexpr int kChunks = kLatent / 8;                        // 16-byte chunks per latent row
   static constexpr int kRowChunks = (kChunks + 7) / 8 * 8;           // the swizzle permutes groups of 8
   static constexpr int kRowBytes = kRowChunks * 16;
   static constexpr int kKSteps = kLatent / 16;                       // k-steps of S
   // Independent accumulator chains of S, so that a warp with one S fragment still overlaps mma latency.
   static constexpr int kSChains = kMTiles * kKeyTiles >= 4 ? 1 : 4 / (kMTiles * kKeyTiles);
-  // Shared memory: [Q (wide only)][kStages cache tiles][P fragments][per-row maxima / sums].
+  // Shared memory: [Q (wide only)][kStages cache tiles][FP8 only: the widened BF16 tile][P fragments]
+  // [per-row maxima / sums]. BF16 stages are swizzled BF16 tiles; FP8 stages hold the rows packed as
+  // they are in HBM (kLatent bytes each), and the products read the widened tile.
   static constexpr int kQBytes = kQInRegs ? 0 : kRows * kRowBytes;
-  static constexpr int kTileBytes = kBlockKeys * kRowBytes;
+  static constexpr int kTileBytes = kBlockKeys * kRowBytes;                  // one swizzled BF16 tile
+  static constexpr int kStageRowBytes = kFp8 ? kLatent : kRowBytes;
+  static constexpr int kStageBytes = kBlockKeys * kStageRowBytes;
+  static constexpr int kStageChunks = kStageRowBytes / 16;                   // 16-byte copies per row
   static constexpr int kTilesOffset = kQBytes;
-  static constexpr int kPOffset = kTilesOffset + kStages * kTileBytes;
+  static constexpr int kWideOffset = kTilesOffset + kStages * kStageBytes;  // the widened tile (FP8)
+  static constexpr int kPOffset = kWideOffset + (kFp8 ? kTileBytes : 0);
   static constexpr int kPBytes = kWarps * kMTiles * kKeyTiles * 32 * 8;  // one uint2 per lane and fragment
   static constexpr int kStatOffset = kPOffset + kPBytes;
   static constexpr int kSmemBytes = kStatOffset + kWarps * kGroupRows * 4;
@@ -68,6 +83,7 @@ struct Cfg {
   static_assert(kKvRank % (16 * kGroupWarps) == 0, "each warp's output columns must be whole 16-column pairs");
   static_assert(kKeyTiles >= 1 && kBlockKeys % (8 * kGroupWarps) == 0, "each warp scores whole 8-key n-tiles");
   static_assert(!kQInRegs || kRows * kRowBytes <= kTileBytes, "Q is staged through the last cache buffer");
+  static_assert(!kFp8 || kLatent % 16 == 0, "FP8 rows are copied in 16-byte pieces");
   static_assert(kThreads == 4 * kBlockKeys, "the tile copy gives each cache row four threads");
   static_assert(kSmemBytes <= kMaxSmemBytes, "shared memory over the sm_90 limit");
 };
@@ -153,8 +169,11 @@ __global__ void __launch_bounds__(C::kThreads, 1) mla_decode_mma_kernel(MlaAbsor
                  group * C::kGroupWarps * C::kGroupRows;
 
   // Queries of the block's heads (zero rows past the last head), into their own region or, when
-  // they are to live in registers, into the last cache buffer (free until the loop refills it).
-  const uint32_t q_s = C::kQInRegs ? tiles + (C::kStages - 1) * C::kTileBytes : sbase;
+  // they are to live in registers, into the last BF16 cache buffer or the widened tile (free until
+  // the loop refills it).
+  const uint32_t q_s = !C::kQInRegs ? sbase
+                       : C::kFp8    ? sbase + C::kWideOffset
+                                    : tiles + (C::kStages - 1) * C::kStageBytes;
   {
     const bf16* qg = static_cast<const bf16*>(p.q) + int64_t(t) * p.q_stride_t;
     for (int idx = tid; idx < C::kRows * C::kChunks; idx += C::kThreads) {
@@ -168,7 +187,8 @@ __global__ void __launch_bounds__(C::kThreads, 1) mla_decode_mma_kernel(MlaAbsor
 
   // Cache tiles: thread tid copies row tid / 4 of a tile, chunks tid % 4, tid % 4 + 4, ... The page
   // of the row it copies next is loaded one tile ahead, so no copy waits on the page table.
-  const bf16* cache = static_cast<const bf16*>(p.cache);
+  const unsigned char* cache = static_cast<const unsigned char*>(p.cache);
+  const int64_t cache_row_bytes = p.cache_stride * (C::kFp8 ? 1 : 2);
   const int lrow = tid >> 2, quarter = tid & 3;
   const int32_t* pages = p.page_table + int64_t(seq) * p.max_pages;
   auto page_of = [&](int it) -> int32_t {
@@ -179,17 +199,18 @@ __global__ void __launch_bounds__(C::kThreads, 1) mla_decode_mma_kernel(MlaAbsor
   auto issue = [&](int it, int32_t page) {
     if (it >= ntiles) return;
     const bool ok = page >= 0;
-    const bf16* src = cache;
+    const unsigned char* src = cache;
     if (ok) {
       const int pos = ks + it * kBlockKeys + lrow + p.key_shift;
       const int64_t slot = int64_t(page) * p.page_size + pos % p.page_size;
-      src = cache + slot * p.cache_stride;
+      src = cache + slot * cache_row_bytes;
     }
-    const uint32_t dst = tiles + (it % C::kStages) * C::kTileBytes + lrow * C::kRowBytes;
+    const uint32_t dst = tiles + (it % C::kStages) * C::kStageBytes + lrow * C::kStageRowBytes;
+    constexpr int kCopies = C::kFp8 ? C::kStageChunks : C::kChunks;
 #pragma unroll
-    for (int j = 0; j < (C::kChunks + 3) / 4; ++j) {
+    for (int j = 0; j < (kCopies + 3) / 4; ++j) {
       const int c = quarter + 4 * j;
-      if (c < C::kChunks) cp_async_16_u32(dst + ((c ^ (lrow & 7)) << 4), src + 8 * c, ok);
+      if (c < kCopies) cp_async_16_u32(dst + (C::kFp8 ? c << 4 : (c ^ (lrow & 7)) << 4), src + 16 * c, ok);
     }
   };
   int32_t next_page = page_of(0);
@@ -238,7 +259,23 @@ __global__ void __launch_bounds__(C::kThreads, 1) mla_decode_mma_kernel(MlaAbsor
     issue(it + C::kStages - 1, next_page);
     cp_async_commit();
     next_page = page_of(it + C::kStages);
-    const uint32_t kbuf = tiles + (it % C::kStages) * C::kTileBytes;
+    uint32_t kbuf = tiles + (it % C::kStages) * C::kStageBytes;
+    if constexpr (C::kFp8) {
+      // Widen the FP8 tile into the swizzled BF16 tile: 8 values (one 16-byte BF16 chunk) per step,
+      // consecutive threads on consecutive chunks of a row. Every warp finished reading the widened
+      // tile of the previous iteration before the barrier above.
+      const unsigned char* stage = smem + C::kTilesOffset + (it % C::kStages) * C::kStageBytes;
+      unsigned char* wide = smem + C::kWideOffset;
+#pragma unroll 2
+      for (int u = tid; u < kBlockKeys * C::kChunks; u += C::kThreads) {
+        const int r = u / C::kChunks, c = u % C::kChunks;
+        const uint2 v = *reinterpret_cast<const uint2*>(stage + r * C::kStageRowBytes + 8 * c);
+        *reinterpret_cast<uint4*>(wide + swizzle<C::kRowBytes>(r, c)) =
+            fp8x8_to_bf16x8<C::kFormat == CacheFormat::E5m2>(v);
+      }
+      __syncthreads();  // the widened tile is complete
+      kbuf = sbase + C::kWideOffset;
+    }
     const int kt = ks + it * kBlockKeys;
 
     // S = Q K^T for this warp's heads and keys.
@@ -456,10 +493,17 @@ cudaError_t launch_cfg(const MlaAbsorbedParams& p, cudaStream_t stream) {
   return cudaGetLastError();
 }
 
+template <int kLatent, int kKvRank, CacheFormat kFormat>
+cudaError_t launch_format(const MlaAbsorbedParams& p, cudaStream_t stream) {
+  if (rows_per_block(p.heads) == 16) return launch_cfg<Cfg<kLatent, kKvRank, false, kFormat>>(p, stream);
+  return launch_cfg<Cfg<kLatent, kKvRank, true, kFormat>>(p, stream);
+}
+
 template <int kLatent, int kKvRank>
 cudaError_t launch_shape(const MlaAbsorbedParams& p, cudaStream_t stream) {
-  if (rows_per_block(p.heads) == 16) return launch_cfg<Cfg<kLatent, kKvRank, false>>(p, stream);
-  return launch_cfg<Cfg<kLatent, kKvRank, true>>(p, stream);
+  if (p.cache_dtype == DType::F8_E4M3) return launch_format<kLatent, kKvRank, CacheFormat::E4m3>(p, stream);
+  if (p.cache_dtype == DType::F8_E5M2) return launch_format<kLatent, kKvRank, CacheFormat::E5m2>(p, stream);
+  return launch_format<kLatent, kKvRank, CacheFormat::Bf16>(p, stream);
 }
 
 // Streaming multiprocessors of the current device (cached per device).
@@ -479,7 +523,9 @@ int sm_count() {
 
 bool mla_decode_mma_supports(const MlaAbsorbedParams& p) {
   const bool shape = (p.latent == 576 && p.kv_rank == 512) || (p.latent == 160 && p.kv_rank == 128);
-  return shape && p.q_stride_t % 8 == 0 && p.q_stride_h % 8 == 0 && p.cache_stride % 8 == 0 &&
+  const bool fp8 = p.cache_dtype == DType::F8_E4M3 || p.cache_dtype == DType::F8_E5M2;
+  if (!fp8 && p.cache_dtype != DType::BF16) return false;
+  return shape && p.q_stride_t % 8 == 0 && p.q_stride_h % 8 == 0 && p.cache_stride % (fp8 ? 16 : 8) == 0 &&
          reinterpret_cast<uintptr_t>(p.q) % 16 == 0 && reinterpret_cast<uintptr_t>(p.cache) % 16 == 0;
 }
 
@@ -492,11 +538,11 @@ cudaError_t launch_mla_decode_mma(const MlaAbsorbedParams& p, cudaStream_t strea
 // Splits: the count that minimises an estimate of the call's time, in units of one tile's work on
 // one SM: waves of blocks x (tiles per split + one for the block's start and end), plus the merge
 // (its launch, and its partial results read and written at about the same rate) when split.
-int mla_decode_mma_num_splits(int num_tokens, int heads, int kv_rank, int max_seq_len) {
+int mla_decode_mma_num_splits(int num_tokens, int heads, int kv_rank, int max_seq_len, int cache_bytes) {
   const int sms = sm_count();
   const int64_t blocks = std::max<int64_t>(1, int64_t(num_tokens) * ceil_div(heads, rows_per_block(heads)));
   const int64_t max_tiles = std::max<int64_t>(1, ceil_div(max_seq_len, kBlockKeys));
-  const double tile_bytes = double(kBlockKeys) * 576 * 2;
+  const double tile_bytes = double(kBlockKeys) * 576 * cache_bytes;  // FP8: tiles take half as long
   int best = 1;
   double best_cost = 1e300;
   for (int s = 1; s <= std::min<int64_t>(kMaxSplits, max_tiles); ++s) {
