@@ -19,7 +19,7 @@ MultiNodeModel::MultiNodeModel(NodeGroup group, const ModelConfig& cfg, WeightSo
 
 MultiNodeModel::~MultiNodeModel() {
   if (device_fatal_error().empty()) {
-    const std::string bytes = encode_command(NodeCommand{NodeCommandKind::Shutdown});
+    const std::string bytes = encode_command(command_of(NodeCommandKind::Shutdown));
     for (auto& p : group_.peers) {
       try {
         p->send(bytes);
@@ -80,7 +80,7 @@ void MultiNodeModel::run_everywhere(const NodeCommand& c, const std::function<vo
 }
 
 LatentCache& MultiNodeModel::allocate_cache(int64_t num_pages, int page_size) {
-  NodeCommand c{NodeCommandKind::AllocateCache};
+  NodeCommand c = command_of(NodeCommandKind::AllocateCache);
   c.num_pages = num_pages;
   c.page_size = page_size;
   run_everywhere(c, [&] { local_->allocate_cache(num_pages, page_size); });
@@ -88,7 +88,7 @@ LatentCache& MultiNodeModel::allocate_cache(int64_t num_pages, int page_size) {
 }
 
 ForwardOutput MultiNodeModel::forward(const ForwardBatch& batch, LatentCache& cache) {
-  NodeCommand c{NodeCommandKind::Forward};
+  NodeCommand c = command_of(NodeCommandKind::Forward);
   c.batch = batch;
   ForwardOutput out;
   run_everywhere(c, [&] { out = local_->forward(batch, cache); });
@@ -96,7 +96,7 @@ ForwardOutput MultiNodeModel::forward(const ForwardBatch& batch, LatentCache& ca
 }
 
 bool MultiNodeModel::capture_decode_graphs(LatentCache& cache, int32_t trash_slot, const std::vector<int>& batch_sizes) {
-  NodeCommand c{NodeCommandKind::CaptureDecodeGraphs};
+  NodeCommand c = command_of(NodeCommandKind::CaptureDecodeGraphs);
   c.trash_slot = trash_slot;
   c.batch_sizes.assign(batch_sizes.begin(), batch_sizes.end());
   bool ok = false;

@@ -51,6 +51,12 @@ const char* command_name(NodeCommandKind k) {
   return "unknown";
 }
 
+NodeCommand command_of(NodeCommandKind k) {
+  NodeCommand c;
+  c.kind = k;
+  return c;
+}
+
 std::string encode_command(const NodeCommand& c) {
   std::string out(kCommandMagic, 4);
   put(out, kVersion);
@@ -89,7 +95,7 @@ NodeCommand decode_command(const std::string& bytes) {
       c.trash_slot = r.get<int32_t>("trash_slot");
       const int32_t n = r.get<int32_t>("batch_sizes");
       DS_CHECK(n >= 0 && size_t(n) <= (bytes.size() - r.pos) / 4,
-               "node command capture-decode-graphs: {} batch sizes claimed, {} bytes remain", n, bytes.size() - r.pos);
+               "node command capture-decode-graphs: field batch_sizes claims {} values, {} bytes remain", n, bytes.size() - r.pos);
       for (int32_t i = 0; i < n; ++i) c.batch_sizes.push_back(r.get<int32_t>("batch_sizes"));
       break;
     }

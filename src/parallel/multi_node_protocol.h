@@ -28,6 +28,7 @@ struct NodeCommand {
   ForwardBatch batch;
 };
 
+NodeCommand command_of(NodeCommandKind k);  // a command of this kind, its fields zero
 std::string encode_command(const NodeCommand& c);
 NodeCommand decode_command(const std::string& bytes);
 
