@@ -126,6 +126,11 @@ void Channel::set_send_timeout(double timeout_s) {
   ::setsockopt(fd_, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
 }
 
+bool Channel::hung_up() {
+  pollfd p{fd_, POLLRDHUP, 0};
+  return ::poll(&p, 1, 0) > 0 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR)) != 0;
+}
+
 bool Channel::readable(double timeout_s) { return wait_fd(fd_, POLLIN, timeout_s); }
 
 std::string Channel::receive(double timeout_s) {

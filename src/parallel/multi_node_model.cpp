@@ -3,6 +3,10 @@
 
 #include <spdlog/spdlog.h>
 
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+
 #include "core/error.h"
 
 namespace dsserve {
@@ -15,9 +19,41 @@ MultiNodeModel::MultiNodeModel(NodeGroup group, const ModelConfig& cfg, WeightSo
   local_ = std::make_unique<TensorParallelModel>(cfg, std::move(group_.backends), weights, context_len, opt,
                                                  RankSpan{0, group_.world});
   local_->synchronize();
+  monitor_ = std::thread([this] { monitor(); });
+}
+
+void MultiNodeModel::monitor() {
+  using Clock = std::chrono::steady_clock;
+  std::string lost;
+  int64_t lost_ns = 0;
+  while (!stop_monitor_.load()) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    const int64_t now = Clock::now().time_since_epoch().count();
+    if (lost.empty()) {
+      for (auto& p : group_.peers)
+        if (p->hung_up()) {
+          lost = p->peer() + " went away (its connection closed)";
+          lost_ns = now;
+          spdlog::error("{}", lost);
+          set_fatal(lost);
+          break;
+        }
+      continue;
+    }
+    const int64_t started = op_started_ns_.load();
+    const double stuck_s = started ? double(now - std::max(started, lost_ns)) * 1e-9 : 0;
+    if (stuck_s > kStuckGraceSeconds) {
+      spdlog::critical("{}; the operation in flight across {} nodes has not returned {:.0f} s later (a collective "
+                       "waiting for it); exiting", lost, group_.nnodes, stuck_s);
+      std::fflush(nullptr);
+      std::_Exit(3);
+    }
+  }
 }
 
 MultiNodeModel::~MultiNodeModel() {
+  stop_monitor_ = true;
+  if (monitor_.joinable()) monitor_.join();
   if (device_fatal_error().empty()) {
     const std::string bytes = encode_command(command_of(NodeCommandKind::Shutdown));
     for (auto& p : group_.peers) {
@@ -59,6 +95,7 @@ void MultiNodeModel::run_everywhere(const NodeCommand& c, const std::function<vo
     }
   }
   std::string local_error, peer_error;
+  op_started_ns_ = std::chrono::steady_clock::now().time_since_epoch().count();
   try {
     local();
   } catch (const std::exception& e) {
@@ -72,6 +109,7 @@ void MultiNodeModel::run_everywhere(const NodeCommand& c, const std::function<vo
       if (peer_error.empty()) peer_error = e.what();
     }
   }
+  op_started_ns_ = 0;
   if (peer_error.empty() && local_error.empty()) return;
   std::string reason = peer_error.empty() ? "node 0 failed: " + local_error : peer_error;
   if (!peer_error.empty() && !local_error.empty()) reason += "; on node 0: " + local_error;

@@ -8,11 +8,16 @@
 // Any failure of an operation spanning nodes (a node gone, a forward failed on some node, a
 // collective timed out) is fatal: the nodes may be out of step, so device_fatal_error() reports
 // the reason and nothing more runs (the scheduler aborts; the server's watchdog exits non-zero).
+// A monitor thread watches the control channels: a node that goes away while idle makes the next
+// operation fail at once; one that goes away while an operation stays stuck (an NCCL collective
+// waits for it forever) ends the process with the reason after kStuckGraceSeconds.
 #pragma once
+#include <atomic>
 #include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
+#include <thread>
 
 #include "parallel/multi_node_protocol.h"
 #include "parallel/node_group.h"
@@ -44,11 +49,16 @@ class MultiNodeModel final : public ModelRunner {
   // Sends c to every other node, runs `local` here, then waits for every node's reply.
   void run_everywhere(const NodeCommand& c, const std::function<void()>& local);
   void set_fatal(const std::string& reason);
+  void monitor();
 
+  static constexpr double kStuckGraceSeconds = 10;
   NodeGroup group_;
   std::unique_ptr<TensorParallelModel> local_;
   std::mutex mu_;
   std::string fatal_;
+  std::atomic<int64_t> op_started_ns_{0};  // steady-clock start of the operation in flight; 0: none
+  std::atomic<bool> stop_monitor_{false};
+  std::thread monitor_;
 };
 
 // A node other than node 0: loads this node's ranks' shards and executes node 0's commands until it

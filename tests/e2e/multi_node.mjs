@@ -207,6 +207,19 @@ async function failureCases(model) {
     check(e.code !== 0 && e.code !== 'timeout' && /node rank 1/.test(run.nodes[0].log),
       `node 0 exits non-zero naming node rank 1 (${e.code ?? e.signal}): ${run.nodes[0].log.split('\n').filter((l) => /node rank 1/.test(l)).pop()}`);
   }
+  // Node 1 killed while idle: the next request fails at once, node 0 exits naming node rank 1.
+  {
+    const run = await launch(model, { tp: 2, nnodes: 2, timeout: 20 });
+    run.nodes[1].proc.kill('SIGKILL');
+    await run.nodes[1].exited;
+    await new Promise((r) => setTimeout(r, 500));
+    const t0 = Date.now();
+    const health = await fetch(`${run.base}/health_generate`).then((r) => r.status, (e) => `unreachable (${e.cause?.code ?? e.message})`);
+    check(health !== 200 && Date.now() - t0 < 15000, `/health_generate fails when node 1 died while idle: ${health}`);
+    const e = await Promise.race([run.nodes[0].exited, new Promise((r) => setTimeout(() => r({ code: 'timeout' }), 30000))]);
+    check(e.code !== 0 && e.code !== 'timeout' && /node rank 1 went away/.test(run.nodes[0].log),
+      `node 0 exits non-zero naming node rank 1 after it died while idle (${e.code ?? e.signal})`);
+  }
   // Node 0 killed: node 1 exits non-zero naming node 0.
   {
     const run = await launch(model, { tp: 2, nnodes: 2, timeout: 20 });
