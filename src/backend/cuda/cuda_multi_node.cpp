@@ -25,22 +25,22 @@ std::string nccl_unique_id() {
 }
 
 std::vector<std::unique_ptr<Backend>> create_cuda_node_backends(int world, int first_rank, int local_world,
-                                                                const std::string& unique_id) {
+                                                                const std::string& unique_id, int first_device) {
   ncclUniqueId id;
   DS_CHECK(unique_id.size() == sizeof id.internal, "NCCL unique id from node 0: {} bytes, expected {}",
            unique_id.size(), sizeof id.internal);
   std::memcpy(id.internal, unique_id.data(), sizeof id.internal);
   const int visible = cuda_visible_devices();
-  DS_CHECK(visible >= local_world, "this node runs {} ranks (--tp-size / --nnodes) but sees {} GPUs", local_world,
-           visible);
+  DS_CHECK(visible >= first_device + local_world, "this node runs {} ranks (--tp-size / --nnodes) on GPUs from {} but "
+           "sees {} GPUs", local_world, first_device, visible);
   int caller_device = 0;
   cuda::cuda_check(cudaGetDevice(&caller_device), "cudaGetDevice");
   std::vector<std::unique_ptr<cuda::CudaBackend>> backends;
-  for (int l = 0; l < local_world; ++l) backends.push_back(std::make_unique<cuda::CudaBackend>(l));
+  for (int l = 0; l < local_world; ++l) backends.push_back(std::make_unique<cuda::CudaBackend>(first_device + l));
   std::vector<ncclComm_t> comms(size_t(local_world), nullptr);
   nccl_ok(ncclGroupStart(), "ncclGroupStart");
   for (int l = 0; l < local_world; ++l) {
-    cuda::cuda_check(cudaSetDevice(l), "cudaSetDevice");
+    cuda::cuda_check(cudaSetDevice(first_device + l), "cudaSetDevice");
     nccl_ok(ncclCommInitRank(&comms[size_t(l)], world, id, first_rank + l), "ncclCommInitRank");
   }
   nccl_ok(ncclGroupEnd(), "ncclGroupEnd (joining the communicator of every node)");
