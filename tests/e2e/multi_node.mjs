@@ -9,6 +9,7 @@
 // DSSERVE_E2E_DEVICE=cuda runs the same on GPUs (node r sees GPUs r*N/2.. through
 // CUDA_VISIBLE_DEVICES; NCCL between the processes); there, rounding differs between --tp-size 1
 // and 2, so the two-node runs are compared with the one-process run of the same layout only.
+// With DSSERVE_E2E_GPUS=4 (or on the CPU) it also runs --tp-size 4 over 2 nodes (2 ranks per node).
 // Usage: node multi_node.mjs DSSERVE_BINARY REPO_ROOT
 import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
@@ -126,7 +127,7 @@ async function outputs(base, vocab) {
   return out;
 }
 
-async function compareLayouts(model, name) {
+async function compareLayouts(model, name, { twoRanksPerNode = false } = {}) {
   const vocab = JSON.parse(fs.readFileSync(path.join(model, 'config.json'))).vocab_size;
   const layouts = [
     { tp: 1, label: '--tp-size 1' },
@@ -135,6 +136,11 @@ async function compareLayouts(model, name) {
     { tp: 2, ep: 2, nnodes: 2, label: '--tp-size 2 --ep-size 2 --nnodes 2' },
     { tp: 2, ep: 2, label: '--tp-size 2 --ep-size 2 (one process)' },
   ];
+  // Two ranks per node (threads meeting before the exchange between nodes): compared with one
+  // process of the same --tp-size only (four-way sums may round differently from --tp-size 1).
+  if (twoRanksPerNode)
+    layouts.push({ tp: 4, nnodes: 2, vsOnlySameLayout: true, label: '--tp-size 4 --nnodes 2' },
+      { tp: 4, vsOnlySameLayout: true, label: '--tp-size 4 (one process)' });
   const results = [];
   for (const l of layouts) {
     const run = await launch(model, l);
@@ -156,7 +162,7 @@ async function compareLayouts(model, name) {
   check(ref && new Set(ref.got.map((o) => JSON.stringify(o))).size > 1, `${name}: the prompts give different outputs`);
   if (DEVICE !== 'cpu') console.log(`SKIPPED on ${DEVICE}: comparison with --tp-size 1 (reductions round differently)`);
   for (const r of DEVICE === 'cpu' ? results : []) {
-    if (r === ref) continue;
+    if (r === ref || r.l.vsOnlySameLayout) continue;
     const same = ref && JSON.stringify(r.got) === JSON.stringify(ref.got);
     check(same, `${name} ${r.l.label}: greedy outputs identical to --tp-size 1` +
       (same ? '' : `\n  tp1: ${JSON.stringify(ref?.got)}\n  got: ${JSON.stringify(r.got)}`));
@@ -164,6 +170,7 @@ async function compareLayouts(model, name) {
   // The multi-node runs against the one-process run of the same layout.
   const pairs = [['--tp-size 2 --nnodes 2', '--tp-size 2 (one process)'],
     ['--tp-size 2 --ep-size 2 --nnodes 2', '--tp-size 2 --ep-size 2 (one process)']];
+  if (twoRanksPerNode) pairs.push(['--tp-size 4 --nnodes 2', '--tp-size 4 (one process)']);
   for (const [a, b] of pairs) {
     const x = results.find((r) => r.l.label === a), y = results.find((r) => r.l.label === b);
     check(x && y && JSON.stringify(x.got) === JSON.stringify(y.got), `${name} ${a}: identical to ${b}`);
@@ -240,7 +247,7 @@ async function failureCases(model) {
 const tiny = path.join(work, 'tiny');
 const init = spawnSync(dsserve, ['init-tiny-model', tiny, '--fp8', '--seed', '3'], { stdio: 'inherit' });
 if (init.status !== 0) { console.error('init-tiny-model failed'); process.exit(1); }
-await compareLayouts(tiny, 'random tiny model');
+await compareLayouts(tiny, 'random tiny model', { twoRanksPerNode: DEVICE === 'cpu' || Number(process.env.DSSERVE_E2E_GPUS) >= 4 });
 const fixtures = process.env.DSSERVE_FIXTURES || path.join(repo, '..', 'shared', 'fixtures');
 for (const f of ['tiny-v3-fp8', 'tiny-v3-bf16']) {
   const dir = path.join(fixtures, f);
