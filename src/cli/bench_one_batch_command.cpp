@@ -185,6 +185,7 @@ void add_bench_one_batch_command(CLI::App& app) {
   auto o = std::make_shared<BenchOneBatchOptions>();
   CLI::App* cmd = app.add_subcommand("bench-one-batch", "Latency of one static batch: prefill, then decode steps");
   o->model.add_to(*cmd);
+  o->model.add_single_node_flags(*cmd, "bench-one-batch");
   cmd->add_option("--batch-size", o->batch_sizes, "Sequences in the batch (one run each)")->capture_default_str();
   cmd->add_option("--input-len", o->input_lens, "Prompt lengths to measure (one run each)");
   cmd->add_option("--output-len", o->output_len, "Decode steps after the prefill")->capture_default_str();

@@ -133,6 +133,7 @@ void add_generate_command(CLI::App& app) {
       ->capture_default_str();
   sub->add_option("--ep-size,--ep", opt->model.ep_size, "1, or --tp-size: routed experts placed whole on the ranks")
       ->capture_default_str();
+  opt->model.add_single_node_flags(*sub, "generate");
   sub->add_option("--speculative-algorithm", opt->speculative.algorithm, "EAGLE or NEXTN: draft with the MTP layer");
   sub->add_option("--speculative-draft-model-path", opt->model.draft_model_path,
                   "Draft (MTP) model made by export-nextn (default: the target's own MTP layer)");

@@ -7,6 +7,7 @@
 
 #include <chrono>
 
+#include "cli/multi_node_serving.h"
 #include "core/error.h"
 #include "model/decode_graphs.h"
 #include "model/kv_cache_dtype.h"
@@ -47,6 +48,17 @@ void ModelOptions::add_cuda_graph_flags(CLI::App& app) {
   app.add_flag("--disable-cuda-graph", disable_cuda_graph, "Run decode without CUDA graphs");
 }
 
+void ModelOptions::add_single_node_flags(CLI::App& app, const std::string& command) {
+  const std::string why = command + " runs on one node; serve a model over several nodes with `dsserve serve --nnodes K "
+                          "--node-rank R --dist-init-addr HOST:PORT`";
+  app.add_option("--nnodes", nnodes, "Number of nodes (1: " + command + " runs on one node)")
+      ->check(CLI::Validator([why](std::string& v) { return v == "1" ? std::string() : "--nnodes " + v + ": " + why; },
+                             "1", "one node"));
+  app.add_option("--node-rank", node_rank, "Rank of this node (0)")
+      ->check(CLI::Validator([why](std::string& v) { return v == "0" ? std::string() : "--node-rank " + v + ": " + why; },
+                             "0", "node 0"));
+}
+
 LoadedModel load_model(const ModelOptions& o, bool with_mtp_cache) {
   DS_CHECK(o.load_format == "auto" || o.load_format == "safetensors" || o.load_format == "dummy",
            "--load-format: expected auto, safetensors or dummy, found '{}'", o.load_format);
@@ -59,16 +71,21 @@ LoadedModel load_model(const ModelOptions& o, bool with_mtp_cache) {
   DS_CHECK(o.ep_size == 1 || o.ep_size == o.tp_size,
            "--ep-size {}: expert parallelism runs over the tensor-parallel ranks: use --ep-size 1 or --ep-size {} "
            "(= --tp-size)", o.ep_size, o.tp_size);
+  int64_t ctx = o.context_length > 0 ? o.context_length : std::min<int64_t>(cfg.max_position_embeddings, 32768);
   std::vector<std::unique_ptr<Backend>> ranks;
-  if (o.tp_size > 1) {
+  std::unique_ptr<NodeGroup> nodes;  // several nodes: joined before any device is touched
+  if (o.nnodes > 1) {
+    DS_CHECK(!with_mtp_cache && o.draft_model_path.empty(),
+             "--nnodes {}: speculative decoding runs on one GPU for now (use --nnodes 1 --tp-size 1)", o.nnodes);
+    nodes = std::make_unique<NodeGroup>(join_node_group(node_group_options(o, cfg, ctx)));
+  } else if (o.tp_size > 1) {
     DS_CHECK(!with_mtp_cache && o.draft_model_path.empty(),
              "--tp-size {}: speculative decoding runs on one GPU for now (use --tp-size 1)", o.tp_size);
     ranks = create_tensor_parallel_backends(parse_device_kind(o.device), o.tp_size);
   } else {
     m.backend = create_backend(parse_device_kind(o.device));
   }
-  Backend& lead = o.tp_size > 1 ? *ranks[0] : *m.backend;
-  int64_t ctx = o.context_length > 0 ? o.context_length : std::min<int64_t>(cfg.max_position_embeddings, 32768);
+  Backend& lead = nodes ? *nodes->backends[0] : o.tp_size > 1 ? *ranks[0] : *m.backend;
   std::unique_ptr<WeightSource> src;
   if (o.load_format == "dummy")
     src = std::make_unique<DummyWeights>(cfg, o.random_seed);
@@ -76,9 +93,12 @@ LoadedModel load_model(const ModelOptions& o, bool with_mtp_cache) {
     src = std::make_unique<CheckpointWeights>(o.model_path, cfg);
   spdlog::info("loading {} ({} layers, hidden {}, {} experts) from {} on {}", cfg.architecture, cfg.num_hidden_layers,
                cfg.hidden_size, cfg.n_routed_experts, src->describe(),
-               o.tp_size > 1 ? fmt::format("{} x{} (tensor parallel{})", lead.name(), o.tp_size,
-                                           o.ep_size > 1 ? ", routed experts whole per rank" : "")
-                             : lead.name());
+               nodes ? fmt::format("{} x{} on each of {} nodes (tensor parallel over {} ranks{})", lead.name(),
+                                   nodes->ranks_per_node, o.nnodes, o.tp_size,
+                                   o.ep_size > 1 ? ", routed experts whole per rank" : "")
+               : o.tp_size > 1 ? fmt::format("{} x{} (tensor parallel{})", lead.name(), o.tp_size,
+                                             o.ep_size > 1 ? ", routed experts whole per rank" : "")
+                               : lead.name());
   LoadOptions lo;
   std::unique_ptr<CheckpointWeights> draft;
   std::unique_ptr<RenamedWeights> draft_renamed;
@@ -93,7 +113,9 @@ LoadedModel load_model(const ModelOptions& o, bool with_mtp_cache) {
   }
   lo.load_mtp = (o.load_mtp || with_mtp_cache) && o.tp_size == 1;
   lo.shard.expert_parallel = o.ep_size > 1;
-  if (o.tp_size > 1) {
+  if (nodes) {
+    m.nodes = std::make_unique<MultiNodeModel>(std::move(*nodes), cfg, *src, ctx, lo);
+  } else if (o.tp_size > 1) {
     m.tp = std::make_unique<TensorParallelModel>(cfg, std::move(ranks), *src, ctx, lo);
     m.tp->synchronize();
   } else {
@@ -130,7 +152,9 @@ LoadedModel load_model(const ModelOptions& o, bool with_mtp_cache) {
   }
   int64_t pages = (tokens + o.page_size - 1) / o.page_size;
   m.pool = std::make_unique<PagePool>(pages, o.page_size);
-  if (m.tp)
+  if (m.nodes)
+    m.cache = m.nodes->allocate_cache(cache_pages_for(*m.pool), o.page_size, cache_type);
+  else if (m.tp)
     m.cache = m.tp->allocate_cache(cache_pages_for(*m.pool), o.page_size, cache_type);
   else
     m.cache = m.model->allocate_cache(cache_pages_for(*m.pool), o.page_size, false, cache_type);

@@ -8,6 +8,7 @@
 
 #include "backend/backend.h"
 #include "model/deepseek_v3.h"
+#include "parallel/multi_node_model.h"
 #include "parallel/tensor_parallel.h"
 #include "runtime/page_pool.h"
 
@@ -27,6 +28,11 @@ struct ModelOptions {
   uint64_t random_seed = 0;
   int tp_size = 1;                 // GPUs the model is split over (--tp-size; set by the commands that offer it)
   int ep_size = 1;                 // 1, or tp_size: whole routed experts placed on the ranks (--ep-size)
+  // Several nodes (set by serve): tp_size ranks over nnodes nodes, tp_size / nnodes on each.
+  int nnodes = 1;
+  int node_rank = 0;
+  std::string dist_init_addr;
+  double dist_timeout_s = 600;
   std::string draft_model_path;  // MTP layer from an export-nextn checkpoint (set by the caller)
   // Decode through CUDA graphs (GPU only): the recorded batch sizes are cuda_graph_bs when given,
   // else default_cuda_graph_batch_sizes(cuda_graph_max_bs or 160).
@@ -38,21 +44,27 @@ struct ModelOptions {
   void add_to(CLI::App& app);
   void add_kv_cache_dtype_flag(CLI::App& app);  // --kv-cache-dtype
   void add_cuda_graph_flags(CLI::App& app);  // --cuda-graph-max-bs, --cuda-graph-bs, --disable-cuda-graph
+  // --nnodes / --node-rank for commands that run on one node: anything but 1 / 0 is refused saying so.
+  void add_single_node_flags(CLI::App& app, const std::string& command);
 };
 
 struct LoadedModel {
   std::unique_ptr<Backend> backend;         // --tp-size 1
   std::unique_ptr<DeepseekV3Model> model;   // --tp-size 1
   std::unique_ptr<TensorParallelModel> tp;  // --tp-size > 1 (backend and model then unset)
+  std::unique_ptr<MultiNodeModel> nodes;    // --nnodes > 1, on node 0 (backend, model and tp then unset)
   std::unique_ptr<PagePool> pool;
   LatentCache cache;      // the pool's pages plus the trash page (see cache_pages_for)
   LatentCache mtp_cache;  // the MTP layer's cache, when asked for (speculative decoding)
   int64_t weight_bytes = 0;  // device bytes of the prepared weights (0 on the CPU: not counted; rank 0's with TP)
 
-  ModelRunner& runner() { return tp ? static_cast<ModelRunner&>(*tp) : *model; }
-  Backend& lead_backend() { return tp ? tp->backend() : *backend; }
+  ModelRunner& runner() {
+    return nodes ? static_cast<ModelRunner&>(*nodes) : tp ? static_cast<ModelRunner&>(*tp) : *model;
+  }
+  Backend& lead_backend() { return nodes ? nodes->backend() : tp ? tp->backend() : *backend; }
 };
 
+// On node 0 of several (o.nnodes > 1) this joins the other nodes first (see multi_node_serving.h).
 LoadedModel load_model(const ModelOptions& o, bool with_mtp_cache = false);
 
 }  // namespace dsserve

@@ -1,8 +1,9 @@
 // `dsserve serve`: the HTTP server, with SGLang's launch_server flag names. Loads the model and the
 // text layer, starts the engine (scheduler thread) and the Asio HTTP server, and on SIGINT/SIGTERM
-// stops accepting, aborts in-flight requests, lets their last bytes go out and exits 0. Flags that
-// cannot apply yet (tensor/data/expert parallel, several nodes, FP8 KV cache)
-// are refused with a message; flags with nothing to do here are accepted and say so in the log.
+// stops accepting, aborts in-flight requests, lets their last bytes go out and exits 0. With
+// --nnodes K only node 0 serves HTTP; the other nodes run its commands (multi_node_serving.h). Flags
+// that cannot apply yet (data parallel, FP8 KV cache) are refused with a message; flags with
+// nothing to do here are accepted and say so in the log.
 #include <spdlog/spdlog.h>
 
 #include <filesystem>
@@ -11,6 +12,7 @@
 
 #include "cli/commands.h"
 #include "cli/model_options.h"
+#include "cli/multi_node_serving.h"
 #include "core/error.h"
 #include "io/model_config.h"
 #include "runtime/scheduler.h"
@@ -80,10 +82,10 @@ void add_flags(CLI::App& s, ServeOptions& o) {
   s.add_option("--dp-size,--dp", o.dp_size, "Data-parallel size")->capture_default_str();
   s.add_flag("--enable-dp-attention", o.enable_dp_attention, "Data-parallel attention");
   s.add_option("--ep-size,--ep", o.ep_size, "Expert-parallel size")->capture_default_str();
-  s.add_option("--nnodes", o.nnodes, "Number of nodes")->capture_default_str();
-  s.add_option("--node-rank", o.node_rank, "Rank of this node")->capture_default_str();
+  s.add_option("--nnodes", o.nnodes, "Number of nodes (--tp-size counts the GPUs of all of them)")->capture_default_str();
+  s.add_option("--node-rank", o.node_rank, "Rank of this node (0 serves HTTP)")->capture_default_str();
   s.add_option("--dist-init-addr", o.dist_init_addr, "host:port of node 0 for multi-node bootstrap");
-  s.add_option("--dist-timeout", o.dist_timeout, "Seconds for distributed bootstrap and collectives");
+  s.add_option("--dist-timeout", o.dist_timeout, "Seconds for the multi-node rendezvous and each wait on another node (default 600)");
   s.add_flag("--trust-remote-code", o.trust_remote_code, "Accepted for compatibility (no remote code exists here)");
   m.add_kv_cache_dtype_flag(s);
   s.add_option("--quantization", o.quantization, "Weight quantization (fp8: the checkpoint's block FP8)");
@@ -99,6 +101,22 @@ void add_flags(CLI::App& s, ServeOptions& o) {
   s.add_option("--speculative-draft-model-path", o.speculative_draft_model_path);
 }
 
+// Several nodes: the same command on every node, only --node-rank differs (see multi_node_serving.h).
+void check_multi_node_flags(const ServeOptions& o) {
+  DS_CHECK(o.nnodes >= 1, "--nnodes must be at least 1, found {}", o.nnodes);
+  DS_CHECK(o.node_rank >= 0 && o.node_rank < o.nnodes, "--node-rank {} is outside [0, --nnodes {})", o.node_rank,
+           o.nnodes);
+  DS_CHECK(o.dist_timeout >= 0, "--dist-timeout must be positive, found {}", o.dist_timeout);
+  if (o.nnodes == 1) return;
+  DS_CHECK(o.tp_size >= o.nnodes && o.tp_size % o.nnodes == 0,
+           "--tp-size {} with --nnodes {}: --tp-size counts the ranks of all nodes and every node runs the same number, "
+           "so it must be a multiple of --nnodes", o.tp_size, o.nnodes);
+  DS_CHECK(!o.dist_init_addr.empty(), "--nnodes {} needs --dist-init-addr HOST:PORT (node 0's address, the same on "
+           "every node)", o.nnodes);
+  DS_CHECK(o.speculative_algorithm.empty(), "--speculative-algorithm with --nnodes {}: speculative decoding runs on one "
+           "GPU for now (use --nnodes 1 --tp-size 1)", o.nnodes);
+}
+
 // Refuses what cannot apply and logs what is accepted without effect.
 void check_flags(const ServeOptions& o, bool on_cpu) {
   auto refuse = [](bool cond, const std::string& msg) {
@@ -111,8 +129,7 @@ void check_flags(const ServeOptions& o, bool on_cpu) {
   refuse(o.ep_size != 1 && o.ep_size != o.tp_size,
          fmt::format("--ep-size {}: expert parallelism runs over the tensor-parallel ranks (use 1 or --tp-size {})",
                      o.ep_size, o.tp_size));
-  refuse(o.nnodes != 1, fmt::format("--nnodes {}: multi-node serving is not available yet (use --nnodes 1)", o.nnodes));
-  refuse(o.node_rank != 0, fmt::format("--node-rank {}: only node 0 exists with --nnodes 1", o.node_rank));
+  check_multi_node_flags(o);
   refuse(o.tp_size < 1, fmt::format("--tp-size must be at least 1, found {}", o.tp_size));
   refuse(o.port < 0 || o.port > 65535, "--port must be in 0..65535");
   refuse(o.speculative_algorithm.empty() && (o.speculative_num_steps || o.speculative_eagle_topk ||
@@ -140,7 +157,8 @@ void check_flags(const ServeOptions& o, bool on_cpu) {
   if (o.enable_torch_compile) spdlog::info("--enable-torch-compile: accepted; there is nothing to compile (the kernels are native)");
   if (o.enable_flashinfer_mla) spdlog::info("--enable-flashinfer-mla: accepted; MLA kernels are built in");
   if (!o.attention_backend.empty()) spdlog::info("--attention-backend {}: accepted; dsserve uses its own MLA kernels", o.attention_backend);
-  if (!o.dist_init_addr.empty() || o.dist_timeout) spdlog::info("--dist-init-addr/--dist-timeout: no effect with --nnodes 1");
+  if (o.nnodes == 1 && (!o.dist_init_addr.empty() || o.dist_timeout))
+    spdlog::info("--dist-init-addr/--dist-timeout: no effect with --nnodes 1");
   if (on_cpu && o.model.mem_fraction_static > 0) spdlog::info("--mem-fraction-static: accepted; on the cpu device the KV cache is sized by --max-total-tokens");
   if (on_cpu && (o.model.cuda_graph_max_bs || o.model.disable_cuda_graph || !o.model.cuda_graph_bs.empty()))
     spdlog::info("--cuda-graph-max-bs/--cuda-graph-bs/--disable-cuda-graph: no CUDA graphs on the cpu device");
@@ -160,7 +178,9 @@ nlohmann::json server_args_json(const ServeOptions& o) {
           {"max_prefill_tokens", o.max_prefill_tokens}, {"schedule_policy", o.schedule_policy},
           {"disable_radix_cache", o.disable_radix_cache}, {"max_queued_requests", o.max_queued_requests},
           {"tp_size", o.tp_size}, {"dp_size", o.dp_size}, {"ep_size", o.ep_size}, {"nnodes", o.nnodes},
-          {"node_rank", o.node_rank}, {"enable_dp_attention", o.enable_dp_attention}, {"kv_cache_dtype", m.kv_cache_dtype},
+          {"node_rank", o.node_rank},
+          {"dist_init_addr", o.dist_init_addr.empty() ? nlohmann::json(nullptr) : nlohmann::json(o.dist_init_addr)},
+          {"dist_timeout", o.model.dist_timeout_s}, {"enable_dp_attention", o.enable_dp_attention}, {"kv_cache_dtype", m.kv_cache_dtype},
           {"quantization", o.quantization.empty() ? nlohmann::json(nullptr) : nlohmann::json(o.quantization)},
           {"mem_fraction_static", m.mem_fraction_static}, {"disable_cuda_graph", m.disable_cuda_graph},
           {"cuda_graph_max_bs", m.cuda_graph_max_bs}, {"cuda_graph_bs", m.cuda_graph_bs}, {"watchdog_timeout", o.watchdog_timeout},
@@ -178,6 +198,16 @@ void serve(ServeOptions& o) {
   const DeviceKind kind = parse_device_kind(o.model.device);
   const bool on_cpu = kind == DeviceKind::Cpu || (kind == DeviceKind::Auto && cuda_device_count() == 0);
   check_flags(o, on_cpu);
+  o.model.tp_size = o.tp_size;
+  o.model.ep_size = o.ep_size;
+  o.model.nnodes = o.nnodes;
+  o.model.node_rank = o.node_rank;
+  o.model.dist_init_addr = o.dist_init_addr;
+  if (o.dist_timeout > 0) o.model.dist_timeout_s = o.dist_timeout;
+  if (o.node_rank > 0) {  // no HTTP, no text layer: this node's ranks run node 0's commands
+    serve_other_node(o.model);
+    return;
+  }
 
   // Text layer first: a bad tokenizer path fails before the (slow) weight load.
   std::unique_ptr<text::Tokenizer> tokenizer;
@@ -216,8 +246,6 @@ void serve(ServeOptions& o) {
   o.model.draft_model_path = o.speculative_draft_model_path;
   o.model.load_mtp = spec.enabled();
   o.model.verify_tokens = spec.enabled() ? spec.num_draft_tokens : 0;  // as SGLang: the MTP layer is the draft model, loaded only to draft
-  o.model.tp_size = o.tp_size;  // tensor parallel over this node's GPUs, one thread per GPU
-  o.model.ep_size = o.ep_size;
   LoadedModel m = load_model(o.model, spec.enabled());
   SchedulerOptions so;
   so.speculative = spec;

@@ -7,8 +7,10 @@
 #include <netinet/tcp.h>
 #include <poll.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <nlohmann/json.hpp>
@@ -28,7 +30,7 @@ double seconds_left(Clock::time_point deadline) {
 // Waits until fd is readable (or writable); false on timeout.
 bool wait_fd(int fd, short events, double timeout_s) {
   pollfd p{fd, events, 0};
-  int ms = timeout_s <= 0 ? 0 : int(timeout_s * 1000) + 1;
+  int ms = timeout_s <= 0 ? 0 : int(std::min(timeout_s, 1e6) * 1000) + 1;  // poll() waits at most ~11 days
   int r;
   do r = ::poll(&p, 1, ms);
   while (r < 0 && errno == EINTR);
@@ -39,6 +41,8 @@ void write_all(int fd, const char* p, size_t n, const std::string& peer) {
   while (n > 0) {
     ssize_t w = ::send(fd, p, n, MSG_NOSIGNAL);
     if (w < 0 && errno == EINTR) continue;
+    DS_CHECK(w > 0 || (errno != EAGAIN && errno != EWOULDBLOCK), "sending to {} failed: it read nothing within the "
+             "time allowed", peer);
     DS_CHECK(w > 0, "sending to {} failed: {}", peer, std::strerror(errno));
     p += w;
     n -= size_t(w);
@@ -114,6 +118,20 @@ void Channel::send(const std::string& bytes) {
   write_all(fd_, header, 8, peer_);
   write_all(fd_, bytes.data(), bytes.size(), peer_);
 }
+
+void Channel::set_send_timeout(double timeout_s) {
+  timeval tv{};
+  tv.tv_sec = time_t(std::min(timeout_s, 1e6));
+  tv.tv_usec = suseconds_t((timeout_s - double(tv.tv_sec)) * 1e6);
+  ::setsockopt(fd_, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+}
+
+bool Channel::hung_up() {
+  pollfd p{fd_, POLLRDHUP, 0};
+  return ::poll(&p, 1, 0) > 0 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR)) != 0;
+}
+
+bool Channel::readable(double timeout_s) { return wait_fd(fd_, POLLIN, timeout_s); }
 
 std::string Channel::receive(double timeout_s) {
   auto deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(timeout_s));

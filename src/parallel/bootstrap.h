@@ -31,6 +31,12 @@ class Channel {
   void send(const std::string& bytes);
   // Throws naming the peer when nothing arrives within timeout_s or the peer went away.
   std::string receive(double timeout_s);
+  // True when a message (or the peer's hang-up) is waiting; false after timeout_s of silence.
+  bool readable(double timeout_s);
+  // True once the peer has closed its end (its process ended); never consumes a message.
+  bool hung_up();
+  // Bounds each send: a peer that stops reading for timeout_s makes send throw naming it.
+  void set_send_timeout(double timeout_s);
   const std::string& peer() const { return peer_; }
   void set_peer(std::string name) { peer_ = std::move(name); }
 

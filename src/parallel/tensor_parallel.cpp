@@ -67,17 +67,21 @@ void RankThreads::run_all(const std::function<void(int)>& job) {
 }
 
 TensorParallelModel::TensorParallelModel(const ModelConfig& cfg, std::vector<std::unique_ptr<Backend>> backends,
-                                         WeightSource& weights, int64_t context_len, const LoadOptions& opt)
-    : threads_(int(backends.size())) {
-  const int world = int(backends.size());
-  ranks_.resize(size_t(world));
-  for (int r = 0; r < world; ++r) ranks_[size_t(r)].backend = std::move(backends[size_t(r)]);
+                                         WeightSource& weights, int64_t context_len, const LoadOptions& opt,
+                                         RankSpan span)
+    : first_rank_(span.first), threads_(int(backends.size())) {
+  const int local_world = int(backends.size());
+  const int world = span.world > 0 ? span.world : local_world;
+  DS_CHECK(span.first >= 0 && span.first + local_world <= world, "TensorParallelModel: ranks {}..{} of a group of {}",
+           span.first, span.first + local_world - 1, world);
+  ranks_.resize(size_t(local_world));
+  for (int r = 0; r < local_world; ++r) ranks_[size_t(r)].backend = std::move(backends[size_t(r)]);
   std::mutex load_mu;  // one rank loads at a time: the weight source is not thread-safe
   threads_.run_all([&](int r) {
     Rank& k = ranks_[size_t(r)];
     k.backend->bind_thread();
     LoadOptions lo = opt;
-    lo.shard = ShardSpec{r, world, opt.shard.expert_parallel};
+    lo.shard = ShardSpec{span.first + r, world, opt.shard.expert_parallel};
     {
       std::lock_guard<std::mutex> lock(load_mu);
       k.model = std::make_unique<DeepseekV3Model>(cfg, *k.backend, weights, context_len, lo);
@@ -140,7 +144,7 @@ bool TensorParallelModel::capture_decode_graphs(LatentCache& cache, int32_t tras
 std::string TensorParallelModel::device_fatal_error() {
   for (size_t r = 0; r < ranks_.size(); ++r) {
     std::string e = ranks_[r].backend->fatal_error();
-    if (!e.empty()) return fmt::format("rank {}: {}", r, e);
+    if (!e.empty()) return fmt::format("rank {}: {}", first_rank_ + int(r), e);
   }
   return {};
 }

@@ -43,13 +43,20 @@ class RankThreads {
   std::vector<std::unique_ptr<Worker>> workers_;
 };
 
+// Which global ranks this process's backends are: all of them on one node; a contiguous range of a
+// larger group when the ranks span several nodes (see multi_node_model.h).
+struct RankSpan {
+  int first = 0;  // global rank of backends[0]
+  int world = 0;  // ranks in the whole group; 0: the number of backends
+};
+
 class TensorParallelModel final : public ModelRunner {
  public:
   // Loads rank r's shard onto backends[r] on rank r's thread (one rank at a time: the weight
   // source is shared). opt.shard.expert_parallel places whole routed experts on the ranks
   // (--ep-size equal to --tp-size) instead of splitting every expert's columns.
   TensorParallelModel(const ModelConfig& cfg, std::vector<std::unique_ptr<Backend>> backends, WeightSource& weights,
-                      int64_t context_len, const LoadOptions& opt);
+                      int64_t context_len, const LoadOptions& opt, RankSpan span = {});
   ~TensorParallelModel() override;
 
   int world() const { return int(ranks_.size()); }
@@ -83,6 +90,7 @@ class TensorParallelModel final : public ModelRunner {
     ForwardOutput last;
   };
   std::vector<Rank> ranks_;
+  int first_rank_ = 0;
   RankThreads threads_;
 };
 
