@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "core/dtype.h"
 #include "model/forward_batch.h"
 
 namespace dsserve {

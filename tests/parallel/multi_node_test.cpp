@@ -85,6 +85,9 @@ TEST(NodeCommands, EveryKindRoundTrips) {
   EXPECT_EQ(a.kind, NodeCommandKind::AllocateCache);
   EXPECT_EQ(a.num_pages, alloc.num_pages);
   EXPECT_EQ(a.page_size, 64);
+  EXPECT_FALSE(a.cache_dtype.has_value());
+  alloc.cache_dtype = DType::F8_E4M3;  // --kv-cache-dtype fp8_e4m3 reaches every node
+  EXPECT_EQ(decode_command(encode_command(alloc)).cache_dtype, std::optional<DType>(DType::F8_E4M3));
 
   NodeCommand cap = command_of(NodeCommandKind::CaptureDecodeGraphs);
   cap.trash_slot = 123456;
