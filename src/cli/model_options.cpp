@@ -11,6 +11,7 @@
 #include "model/decode_graphs.h"
 #include "model/tensor_specs.h"
 #include "model/weight_source.h"
+#include "runtime/data_parallel_engine.h"
 #include "runtime/kv_capacity.h"
 #include "runtime/scheduler.h"
 
@@ -50,8 +51,15 @@ LoadedModel load_model(const ModelOptions& o, bool with_mtp_cache) {
   DS_CHECK(o.ep_size == 1 || o.ep_size == o.tp_size,
            "--ep-size {}: expert parallelism runs over the tensor-parallel ranks: use --ep-size 1 or --ep-size {} "
            "(= --tp-size)", o.ep_size, o.tp_size);
+  DS_CHECK(o.dp_size >= 1 && o.tp_size % o.dp_size == 0,
+           "--dp-size {} must divide --tp-size {} with --enable-dp-attention", o.dp_size, o.tp_size);
+  const bool data_parallel = o.dp_size > 1;
   std::vector<std::unique_ptr<Backend>> ranks;
-  if (o.tp_size > 1) {
+  if (data_parallel) {
+    DS_CHECK(!with_mtp_cache && o.draft_model_path.empty(),
+             "--dp-size {}: speculative decoding is not available with data-parallel attention", o.dp_size);
+    ranks = create_data_parallel_backends(parse_device_kind(o.device), o.tp_size, o.dp_size);
+  } else if (o.tp_size > 1) {
     DS_CHECK(!with_mtp_cache && o.draft_model_path.empty(),
              "--tp-size {}: speculative decoding runs on one GPU for now (use --tp-size 1)", o.tp_size);
     ranks = create_tensor_parallel_backends(parse_device_kind(o.device), o.tp_size);
@@ -59,6 +67,9 @@ LoadedModel load_model(const ModelOptions& o, bool with_mtp_cache) {
     m.backend = create_backend(parse_device_kind(o.device));
   }
   Backend& lead = o.tp_size > 1 ? *ranks[0] : *m.backend;
+  const std::string layout = data_parallel ? fmt::format(" (data-parallel attention: {} groups of {}{})", o.dp_size,
+                                                         o.tp_size / o.dp_size, o.ep_size > 1 ? ", routed experts whole per rank" : "")
+                                           : fmt::format(" (tensor parallel{})", o.ep_size > 1 ? ", routed experts whole per rank" : "");
   int64_t ctx = o.context_length > 0 ? o.context_length : std::min<int64_t>(cfg.max_position_embeddings, 32768);
   std::unique_ptr<WeightSource> src;
   if (o.load_format == "dummy")
@@ -67,9 +78,7 @@ LoadedModel load_model(const ModelOptions& o, bool with_mtp_cache) {
     src = std::make_unique<CheckpointWeights>(o.model_path, cfg);
   spdlog::info("loading {} ({} layers, hidden {}, {} experts) from {} on {}", cfg.architecture, cfg.num_hidden_layers,
                cfg.hidden_size, cfg.n_routed_experts, src->describe(),
-               o.tp_size > 1 ? fmt::format("{} x{} (tensor parallel{})", lead.name(), o.tp_size,
-                                           o.ep_size > 1 ? ", routed experts whole per rank" : "")
-                             : lead.name());
+               o.tp_size > 1 ? fmt::format("{} x{}{}", lead.name(), o.tp_size, layout) : lead.name());
   LoadOptions lo;
   std::unique_ptr<CheckpointWeights> draft;
   std::unique_ptr<RenamedWeights> draft_renamed;
@@ -84,7 +93,10 @@ LoadedModel load_model(const ModelOptions& o, bool with_mtp_cache) {
   }
   lo.load_mtp = (o.load_mtp || with_mtp_cache) && o.tp_size == 1;
   lo.shard.expert_parallel = o.ep_size > 1;
-  if (o.tp_size > 1) {
+  if (data_parallel) {
+    m.dp = std::make_unique<DataParallelModel>(cfg, std::move(ranks), o.dp_size, *src, ctx, lo);
+    m.dp->synchronize();
+  } else if (o.tp_size > 1) {
     m.tp = std::make_unique<TensorParallelModel>(cfg, std::move(ranks), *src, ctx, lo);
     m.tp->synchronize();
   } else {
@@ -119,13 +131,19 @@ LoadedModel load_model(const ModelOptions& o, bool with_mtp_cache) {
   }
   int64_t pages = (tokens + o.page_size - 1) / o.page_size;
   m.pool = std::make_unique<PagePool>(pages, o.page_size);
-  if (m.tp)
+  if (m.dp) {  // each attention group its own pool and cache of this size (each GPU is in one group)
+    m.dp->allocate_caches(cache_pages_for(*m.pool), o.page_size);
+    for (int g = 0; g < o.dp_size; ++g) m.dp_pools.push_back(std::make_unique<PagePool>(pages, o.page_size));
+    m.pool.reset();
+  } else if (m.tp)
     m.cache = m.tp->allocate_cache(cache_pages_for(*m.pool), o.page_size);
   else
     m.cache = m.model->allocate_cache(cache_pages_for(*m.pool), o.page_size);
   if (with_mtp_cache) m.mtp_cache = m.model->allocate_cache(cache_pages_for(*m.pool), o.page_size, /*mtp=*/true);
   std::string graphs = "off (--disable-cuda-graph)";
-  if (!lead.can_capture()) {
+  if (m.dp) {
+    graphs = "none (data-parallel attention decodes eagerly)";
+  } else if (!lead.can_capture()) {
     graphs = fmt::format("none (the {} backend runs decode eagerly)", lead.name());
   } else if (!o.disable_cuda_graph) {
     std::vector<int> sizes = o.cuda_graph_bs;
@@ -162,7 +180,8 @@ LoadedModel load_model(const ModelOptions& o, bool with_mtp_cache) {
                             fmt::join(m.model->verify_graph_sizes(), " "));
   }
   double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  spdlog::info("model ready in {:.2f} s: context {} tokens, KV cache {} pages x {} tokens", s, ctx, pages, o.page_size);
+  spdlog::info("model ready in {:.2f} s: context {} tokens, KV cache {} pages x {} tokens{}", s, ctx, pages, o.page_size,
+               m.dp ? fmt::format(" in each of {} attention groups", o.dp_size) : "");
   if (mem.total_bytes > 0) {
     const DeviceMemory after = lead.memory();
     spdlog::info("memory: weights {:.2f} GiB ({} bytes); KV cache {} tokens ({:.2f} GiB, {} bytes per token, sized by "
@@ -172,6 +191,14 @@ LoadedModel load_model(const ModelOptions& o, bool with_mtp_cache) {
                  double(after.free_bytes) / (1 << 30), double(after.total_bytes) / (1 << 30), graphs);
   }
   return m;
+}
+
+std::unique_ptr<Engine> start_engine(LoadedModel& m, const SchedulerOptions& opt) {
+  if (!m.dp) return create_engine(m.runner(), m.cache, *m.pool, opt);
+  std::vector<std::unique_ptr<Engine>> groups;
+  for (int g = 0; g < m.dp->groups(); ++g)
+    groups.push_back(create_engine(m.dp->group(g), m.dp->cache(g), *m.dp_pools[size_t(g)], opt));
+  return std::make_unique<DataParallelEngine>(std::move(groups));
 }
 
 }  // namespace dsserve

@@ -8,8 +8,11 @@
 
 #include "backend/backend.h"
 #include "model/deepseek_v3.h"
+#include "parallel/data_parallel_model.h"
 #include "parallel/tensor_parallel.h"
+#include "runtime/engine.h"
 #include "runtime/page_pool.h"
+#include "runtime/scheduler.h"
 
 namespace dsserve {
 
@@ -26,6 +29,7 @@ struct ModelOptions {
   uint64_t random_seed = 0;
   int tp_size = 1;                 // GPUs the model is split over (--tp-size; set by the commands that offer it)
   int ep_size = 1;                 // 1, or tp_size: whole routed experts placed on the ranks (--ep-size)
+  int dp_size = 1;                 // attention groups over the tp_size GPUs (--enable-dp-attention --dp-size)
   std::string draft_model_path;  // MTP layer from an export-nextn checkpoint (set by the caller)
   // Decode through CUDA graphs (GPU only): the recorded batch sizes are cuda_graph_bs when given,
   // else default_cuda_graph_batch_sizes(cuda_graph_max_bs or 160).
@@ -42,15 +46,20 @@ struct LoadedModel {
   std::unique_ptr<Backend> backend;         // --tp-size 1
   std::unique_ptr<DeepseekV3Model> model;   // --tp-size 1
   std::unique_ptr<TensorParallelModel> tp;  // --tp-size > 1 (backend and model then unset)
+  std::unique_ptr<DataParallelModel> dp;    // --dp-size > 1 (instead of tp; pool and cache then unset)
+  std::vector<std::unique_ptr<PagePool>> dp_pools;  // one per attention group
   std::unique_ptr<PagePool> pool;
   LatentCache cache;      // the pool's pages plus the trash page (see cache_pages_for)
   LatentCache mtp_cache;  // the MTP layer's cache, when asked for (speculative decoding)
   int64_t weight_bytes = 0;  // device bytes of the prepared weights (0 on the CPU: not counted; rank 0's with TP)
 
-  ModelRunner& runner() { return tp ? static_cast<ModelRunner&>(*tp) : *model; }
-  Backend& lead_backend() { return tp ? tp->backend() : *backend; }
+  ModelRunner& runner() { return dp ? dp->group(0) : tp ? static_cast<ModelRunner&>(*tp) : *model; }
+  Backend& lead_backend() { return dp ? dp->backend(0) : tp ? tp->backend() : *backend; }
 };
 
 LoadedModel load_model(const ModelOptions& o, bool with_mtp_cache = false);
+// The engine over a loaded model: one scheduler, or with --dp-size > 1 one per attention group
+// behind a DataParallelEngine.
+std::unique_ptr<Engine> start_engine(LoadedModel& m, const SchedulerOptions& opt);
 
 }  // namespace dsserve

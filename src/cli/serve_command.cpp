@@ -1,8 +1,9 @@
 // `dsserve serve`: the HTTP server, with SGLang's launch_server flag names. Loads the model and the
 // text layer, starts the engine (scheduler thread) and the Asio HTTP server, and on SIGINT/SIGTERM
 // stops accepting, aborts in-flight requests, lets their last bytes go out and exits 0. Flags that
-// cannot apply yet (tensor/data/expert parallel, several nodes, FP8 KV cache)
-// are refused with a message; flags with nothing to do here are accepted and say so in the log.
+// cannot apply yet (several nodes, FP8 KV cache, speculative decoding with parallelism, plain data
+// parallelism without --enable-dp-attention) are refused with a message; flags with nothing to do
+// here are accepted and say so in the log.
 #include <spdlog/spdlog.h>
 
 #include <filesystem>
@@ -104,10 +105,18 @@ void check_flags(const ServeOptions& o, bool on_cpu) {
   auto refuse = [](bool cond, const std::string& msg) {
     if (cond) fail("{}", msg);
   };
+  refuse(o.dp_size < 1, fmt::format("--dp-size must be at least 1, found {}", o.dp_size));
+  refuse(o.dp_size != 1 && !o.enable_dp_attention,
+         fmt::format("--dp-size {}: data parallelism runs as data-parallel attention here: add --enable-dp-attention "
+                     "(--dp-size attention groups over the --tp-size GPUs)", o.dp_size));
+  refuse(o.enable_dp_attention && o.tp_size >= 1 && o.dp_size >= 1 && o.tp_size % o.dp_size != 0,
+         fmt::format("--enable-dp-attention: --dp-size {} must divide --tp-size {} (each attention group gets "
+                     "--tp-size / --dp-size GPUs)", o.dp_size, o.tp_size));
+  refuse(o.enable_dp_attention && o.dp_size > 1 && !o.speculative_algorithm.empty(),
+         fmt::format("--enable-dp-attention --dp-size {}: speculative decoding is not available with data-parallel "
+                     "attention (drop --speculative-algorithm, or use --dp-size 1)", o.dp_size));
   refuse(o.tp_size > 1 && !o.speculative_algorithm.empty(),
          fmt::format("--tp-size {}: speculative decoding runs on one GPU for now (use --tp-size 1)", o.tp_size));
-  refuse(o.dp_size != 1, fmt::format("--dp-size {}: data parallelism is not available yet (use --dp-size 1)", o.dp_size));
-  refuse(o.enable_dp_attention, "--enable-dp-attention: data-parallel attention is not available yet");
   refuse(o.ep_size != 1 && o.ep_size != o.tp_size,
          fmt::format("--ep-size {}: expert parallelism runs over the tensor-parallel ranks (use 1 or --tp-size {})",
                      o.ep_size, o.tp_size));
@@ -133,6 +142,10 @@ void check_flags(const ServeOptions& o, bool on_cpu) {
   static const std::set<std::string> backends = {"", "flashinfer", "fa3", "flashmla", "cutlass_mla", "triton", "torch_native", "trtllm_mla"};
   refuse(!backends.count(o.attention_backend), fmt::format("--attention-backend {}: unknown backend", o.attention_backend));
   refuse(o.model.mem_fraction_static < 0 || o.model.mem_fraction_static > 1, "--mem-fraction-static must be in [0, 1]");
+  if (o.enable_dp_attention && o.dp_size == 1)
+    spdlog::info("--enable-dp-attention with --dp-size 1: one attention group, as plain tensor parallelism");
+  if (o.enable_dp_attention && o.dp_size > 1 && !on_cpu)
+    spdlog::warn("--enable-dp-attention: decode runs without CUDA graphs in data-parallel attention (eagerly)");
   if (o.trust_remote_code) spdlog::info("--trust-remote-code: accepted; dsserve runs no code from checkpoints");
   if (o.enable_torch_compile) spdlog::info("--enable-torch-compile: accepted; there is nothing to compile (the kernels are native)");
   if (o.enable_flashinfer_mla) spdlog::info("--enable-flashinfer-mla: accepted; MLA kernels are built in");
@@ -215,6 +228,7 @@ void serve(ServeOptions& o) {
   o.model.verify_tokens = spec.enabled() ? spec.num_draft_tokens : 0;  // as SGLang: the MTP layer is the draft model, loaded only to draft
   o.model.tp_size = o.tp_size;  // tensor parallel over this node's GPUs, one thread per GPU
   o.model.ep_size = o.ep_size;
+  o.model.dp_size = o.enable_dp_attention ? o.dp_size : 1;
   LoadedModel m = load_model(o.model, spec.enabled());
   SchedulerOptions so;
   so.speculative = spec;
@@ -226,7 +240,7 @@ void serve(ServeOptions& o) {
   so.disable_radix_cache = o.disable_radix_cache;
   so.max_queued_requests = o.max_queued_requests;
   so.random_seed = o.model.random_seed;
-  std::unique_ptr<Engine> engine = create_engine(m.runner(), m.cache, *m.pool, so);
+  std::unique_ptr<Engine> engine = start_engine(m, so);
   // A step that outlasts --watchdog-timeout (a hung kernel) ends the server with the reason.
   server::Watchdog watchdog(*engine, o.watchdog_timeout, [](const std::string& reason) {
     spdlog::critical("{}; exiting", reason);

@@ -10,9 +10,9 @@ namespace dsserve {
 DeepseekV3Model::DeepseekV3Model(ModelConfig cfg, Backend& backend, WeightSource& weights, int64_t context_len,
                                  const LoadOptions& opt)
     : cfg_(std::move(cfg)), be_(backend), context_len_(context_len), shard_(opt.shard) {
-  DS_CHECK(cfg_.num_attention_heads % shard_.world == 0, "--tp-size {}: {} attention heads do not divide", shard_.world,
-           cfg_.num_attention_heads);
-  local_heads_ = cfg_.num_attention_heads / shard_.world;
+  DS_CHECK(cfg_.num_attention_heads % shard_.attention_world() == 0, "{} GPUs per attention group: {} attention heads "
+           "do not divide", shard_.attention_world(), cfg_.num_attention_heads);
+  local_heads_ = cfg_.num_attention_heads / shard_.attention_world();
   w_ = load_model_weights(cfg_, weights, be_, opt);
   rope_table_ = be_.make_rope_table(build_rope_table(cfg_, context_len_));
   bool noaux = cfg_.topk_method == "noaux_tc";
@@ -128,7 +128,7 @@ Tensor DeepseekV3Model::attention(const Tensor& x, const MlaWeights& w, const At
     o = be_.mla_attention_expanded(q_heads, kv, keys.slice(1, kr, kr + dr), ab, softmax_scale_);
   }
   Tensor out = be_.linear(o.reshape({T, n * dv}), w.o_proj);
-  be_.all_reduce_sum(out);  // each rank holds its heads' share of o_proj's product
+  be_.all_reduce_sum(out);  // each rank holds its heads' share of o_proj's product (within its attention group)
   return out;
 }
 
@@ -139,6 +139,28 @@ Tensor DeepseekV3Model::mlp(const Tensor& x, const MlpWeights& w) {
 // On a tensor-parallel rank every MLP (dense, shared, each routed expert) holds a slice of the
 // intermediate columns, so the outputs are partial sums, reduced once per layer.
 Tensor DeepseekV3Model::feed_forward(const Tensor& x, const DecoderLayerWeights& w) {
+  if (shard_.attention_groups > 1) return feed_forward_all_groups(x, w);
+  Tensor y = feed_forward_part(x, w);
+  be_.all_reduce_sum(y);
+  return y;
+}
+
+// Data-parallel attention: every rank holds a slice of every MLP, so the MLP runs over the tokens
+// of all attention groups (gathered), its partial sums are reduced over all ranks, and each group
+// keeps its own rows.
+Tensor DeepseekV3Model::feed_forward_all_groups(const Tensor& x, const DecoderLayerWeights& w) {
+  const std::vector<int32_t>& counts = group_tokens_;
+  const int g = shard_.attention_group();
+  int64_t first = 0;
+  for (int k = 0; k < g; ++k) first += counts[size_t(k)];
+  Tensor all = be_.all_gather_rows_groups(x, counts);  // [tokens of every group, hidden]
+  Tensor y = feed_forward_part(all, w);
+  be_.all_reduce_sum_world(y);
+  return y.slice(0, first, first + counts[size_t(g)]);
+}
+
+// This rank's share of the MLP or MoE output (a partial sum over the ranks).
+Tensor DeepseekV3Model::feed_forward_part(const Tensor& x, const DecoderLayerWeights& w) {
   Tensor y;
   if (w.mlp) {
     y = mlp(x, *w.mlp);
@@ -148,13 +170,13 @@ Tensor DeepseekV3Model::feed_forward(const Tensor& x, const DecoderLayerWeights&
     y = be_.moe_experts(x, moe.experts, route);
     if (moe.shared) be_.add_inplace(y, mlp(x, *moe.shared));
   }
-  be_.all_reduce_sum(y);
   return y;
 }
 
 Tensor DeepseekV3Model::lm_head(const Tensor& rows) {
   Tensor part = be_.linear(rows, w_.lm_head);
-  return shard_.world > 1 ? be_.all_gather_cols(part) : part;  // each rank holds a slice of the vocabulary
+  // each rank holds a slice of the vocabulary (split within its attention group)
+  return shard_.attention_world() > 1 ? be_.all_gather_cols(part) : part;
 }
 
 Tensor DeepseekV3Model::logits(const Tensor& normed, const ForwardBatch& b) {
@@ -186,10 +208,26 @@ ForwardOutput DeepseekV3Model::forward(const ForwardBatch& b, LatentCache& cache
   return {logits(x, b), x};
 }
 
+ForwardOutput DeepseekV3Model::forward_all_groups(const ForwardBatch& b, LatentCache& cache,
+                                                  std::span<const int32_t> group_tokens) {
+  DS_CHECK(int(group_tokens.size()) == shard_.attention_groups &&
+               group_tokens[size_t(shard_.attention_group())] == b.num_tokens(),
+           "data-parallel forward: {} token counts for {} attention groups, group {} has {} tokens",
+           group_tokens.size(), shard_.attention_groups, shard_.attention_group(), b.num_tokens());
+  group_tokens_.assign(group_tokens.begin(), group_tokens.end());
+  if (b.num_tokens() > 0) return forward(b, cache);
+  // No work here: join every layer's MLP over the other groups' tokens.
+  be_.begin_forward();
+  const Tensor none(nullptr, be_.activation_dtype(), {0, cfg_.hidden_size}, be_.device());
+  for (int i = 0; i < cfg_.num_hidden_layers; ++i) feed_forward_all_groups(none, w_.layers[size_t(i)]);
+  return {};
+}
+
 bool DeepseekV3Model::capture_decode_graphs(LatentCache& cache, int32_t trash_slot,
                                             const std::vector<int>& batch_sizes) {
   graphs_.reset();
-  if (!be_.can_capture() || batch_sizes.empty()) return false;
+  // Data-parallel attention decodes eagerly: the gathered MLP batch changes with every group's size.
+  if (!be_.can_capture() || batch_sizes.empty() || shard_.attention_groups > 1) return false;
   graphs_ = std::make_unique<DecodeGraphs>(
       be_, cache, trash_slot, context_len_, batch_sizes, [this, &cache](const AttentionBatch& ab, const Tensor& ids) {
         Tensor x = decoder(ab, ids, AttentionMode::Absorbed, cache);

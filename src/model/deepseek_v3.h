@@ -3,6 +3,7 @@
 // No threads, no scheduling, no device code here.
 #pragma once
 #include <memory>
+#include <span>
 
 #include "backend/backend.h"
 #include "io/model_config.h"
@@ -31,6 +32,11 @@ class DeepseekV3Model final : public ModelRunner {
   LatentCache allocate_cache(int64_t num_pages, int page_size, bool mtp = false);
 
   ForwardOutput forward(const ForwardBatch& batch, LatentCache& cache) override;
+  // Data-parallel attention (ShardSpec::attention_groups > 1): this rank's group runs `batch` (no
+  // sequences when the group has no work) while group_tokens[g] is the token count of group g's
+  // batch in the same round; every rank of every group calls it together. Empty output when the
+  // batch is empty.
+  ForwardOutput forward_all_groups(const ForwardBatch& batch, LatentCache& cache, std::span<const int32_t> group_tokens);
   bool capture_decode_graphs(LatentCache& cache, int32_t trash_slot, const std::vector<int>& batch_sizes) override;
   std::vector<int> decode_graph_sizes() const override;
   std::string device_fatal_error() override { return be_.fatal_error(); }
@@ -53,6 +59,8 @@ class DeepseekV3Model final : public ModelRunner {
   Tensor attention(const Tensor& x, const MlaWeights& w, const AttentionBatch& ab, AttentionMode mode,
                    Tensor layer_cache);
   Tensor feed_forward(const Tensor& x, const DecoderLayerWeights& w);
+  Tensor feed_forward_part(const Tensor& x, const DecoderLayerWeights& w);
+  Tensor feed_forward_all_groups(const Tensor& x, const DecoderLayerWeights& w);
   Tensor mlp(const Tensor& x, const MlpWeights& w);
   Tensor logits(const Tensor& normed, const ForwardBatch& b);
   Tensor lm_head(const Tensor& rows);  // every rank's vocabulary slice gathered
@@ -66,6 +74,7 @@ class DeepseekV3Model final : public ModelRunner {
   float softmax_scale_;
   ShardSpec shard_;
   int64_t local_heads_ = 0;  // attention heads on this rank
+  std::vector<int32_t> group_tokens_;  // data-parallel attention: tokens of each group this round
   std::unique_ptr<DecodeGraphs> graphs_, verify_graphs_;
 };
 
