@@ -141,15 +141,13 @@ LoadedModel load_model(const ModelOptions& o, bool with_mtp_cache) {
     m.cache = m.model->allocate_cache(cache_pages_for(*m.pool), o.page_size);
   if (with_mtp_cache) m.mtp_cache = m.model->allocate_cache(cache_pages_for(*m.pool), o.page_size, /*mtp=*/true);
   std::string graphs = "off (--disable-cuda-graph)";
-  if (m.dp) {
-    graphs = "none (data-parallel attention decodes eagerly)";
-  } else if (!lead.can_capture()) {
+  if (!lead.can_capture()) {
     graphs = fmt::format("none (the {} backend runs decode eagerly)", lead.name());
   } else if (!o.disable_cuda_graph) {
     std::vector<int> sizes = o.cuda_graph_bs;
     if (sizes.empty()) sizes = default_cuda_graph_batch_sizes(o.cuda_graph_max_bs > 0 ? o.cuda_graph_max_bs : 160);
     for (int b : sizes) DS_CHECK(b >= 1, "--cuda-graph-bs: batch sizes must be at least 1, found {}", b);
-    const int32_t trash_slot = int32_t(m.pool->num_pages() * m.pool->page_size());
+    const int32_t trash_slot = int32_t(pages * o.page_size);  // the first slot after the pool's pages
     // A recorded forward must not synchronise: keep the sizes whose MoE calls stay on the device.
     auto recordable = [&](std::vector<int> s, int tokens_per_seq) {
       const int64_t max_pairs = lead.max_recorded_moe_pairs();
@@ -163,7 +161,10 @@ LoadedModel load_model(const ModelOptions& o, bool with_mtp_cache) {
       return kept;
     };
     try {
-      m.runner().capture_decode_graphs(m.cache, trash_slot, recordable(sizes, 1));
+      if (m.dp)  // every group's batch padded to the size: the MoE runs over dp_size times as many tokens
+        m.dp->capture_decode_graphs(trash_slot, recordable(sizes, o.dp_size));
+      else
+        m.runner().capture_decode_graphs(m.cache, trash_slot, recordable(sizes, 1));
       if (o.verify_tokens > 1 && m.model) {
         std::vector<int> vs = recordable(sizes, o.verify_tokens);
         if (!vs.empty()) m.model->capture_verify_graphs(m.cache, trash_slot, vs, o.verify_tokens);

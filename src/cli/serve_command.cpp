@@ -144,8 +144,6 @@ void check_flags(const ServeOptions& o, bool on_cpu) {
   refuse(o.model.mem_fraction_static < 0 || o.model.mem_fraction_static > 1, "--mem-fraction-static must be in [0, 1]");
   if (o.enable_dp_attention && o.dp_size == 1)
     spdlog::info("--enable-dp-attention with --dp-size 1: one attention group, as plain tensor parallelism");
-  if (o.enable_dp_attention && o.dp_size > 1 && !on_cpu)
-    spdlog::warn("--enable-dp-attention: decode runs without CUDA graphs in data-parallel attention (eagerly)");
   if (o.trust_remote_code) spdlog::info("--trust-remote-code: accepted; dsserve runs no code from checkpoints");
   if (o.enable_torch_compile) spdlog::info("--enable-torch-compile: accepted; there is nothing to compile (the kernels are native)");
   if (o.enable_flashinfer_mla) spdlog::info("--enable-flashinfer-mla: accepted; MLA kernels are built in");

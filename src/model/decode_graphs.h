@@ -30,9 +30,12 @@ class DecodeGraphs {
 
   // Whether `b` is a batch this can replay over `cache`.
   bool covers(const ForwardBatch& b, const LatentCache& cache) const;
-  // Replays the graph of the smallest recorded size >= b.num_seqs(). The outputs' first B * q rows
-  // are b's; they stay valid until the next replay.
-  ForwardOutput replay(const ForwardBatch& b);
+  // Replays the graph of the smallest recorded size >= b.num_seqs(), or of batch_size when given (a
+  // recorded size >= B; B may then be 0: all rows padding). The outputs' first B * q rows are b's;
+  // they stay valid until the next replay.
+  ForwardOutput replay(const ForwardBatch& b, int batch_size = 0);
+  // The recorded size a batch of B sequences replays through (0: none holds it).
+  int size_for(int num_seqs) const;
 
   const std::vector<int>& batch_sizes() const { return sizes_; }
   int tokens_per_seq() const { return q_; }

@@ -200,7 +200,8 @@ Tensor DeepseekV3Model::decoder(const AttentionBatch& ab, const Tensor& ids, Att
 }
 
 ForwardOutput DeepseekV3Model::forward(const ForwardBatch& b, LatentCache& cache) {
-  if (graphs_ && graphs_->covers(b, cache)) return graphs_->replay(b);
+  // With data-parallel attention every group must replay the same size: the round chooses.
+  if (graphs_ && shard_.attention_groups == 1 && graphs_->covers(b, cache)) return graphs_->replay(b);
   if (verify_graphs_ && verify_graphs_->covers(b, cache)) return verify_graphs_->replay(b);
   be_.begin_forward();
   AttentionBatch ab = upload(b, cache.page_size);
@@ -226,14 +227,26 @@ ForwardOutput DeepseekV3Model::forward_all_groups(const ForwardBatch& b, LatentC
 bool DeepseekV3Model::capture_decode_graphs(LatentCache& cache, int32_t trash_slot,
                                             const std::vector<int>& batch_sizes) {
   graphs_.reset();
-  // Data-parallel attention decodes eagerly: the gathered MLP batch changes with every group's size.
-  if (!be_.can_capture() || batch_sizes.empty() || shard_.attention_groups > 1) return false;
+  if (!be_.can_capture() || batch_sizes.empty()) return false;
   graphs_ = std::make_unique<DecodeGraphs>(
       be_, cache, trash_slot, context_len_, batch_sizes, [this, &cache](const AttentionBatch& ab, const Tensor& ids) {
+        // Data-parallel attention: every group replays the same size, so the MLP's gather is fixed.
+        if (shard_.attention_groups > 1) group_tokens_.assign(size_t(shard_.attention_groups), ab.num_tokens);
         Tensor x = decoder(ab, ids, AttentionMode::Absorbed, cache);
         return ForwardOutput{lm_head(x), x};
       });
   return true;
+}
+
+int DeepseekV3Model::decode_graph_size(const ForwardBatch& b, const LatentCache& cache) const {
+  if (!graphs_) return 0;
+  if (b.num_seqs() == 0) return graphs_->batch_sizes().front();
+  return graphs_->covers(b, cache) ? graphs_->size_for(b.num_seqs()) : 0;
+}
+
+ForwardOutput DeepseekV3Model::replay_decode_graph(const ForwardBatch& b, int batch_size) {
+  DS_CHECK(graphs_ != nullptr, "replay_decode_graph: no decode graphs recorded");
+  return graphs_->replay(b, batch_size);
 }
 
 bool DeepseekV3Model::capture_verify_graphs(LatentCache& cache, int32_t trash_slot,

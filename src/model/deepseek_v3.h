@@ -37,6 +37,11 @@ class DeepseekV3Model final : public ModelRunner {
   // batch in the same round; every rank of every group calls it together. Empty output when the
   // batch is empty.
   ForwardOutput forward_all_groups(const ForwardBatch& batch, LatentCache& cache, std::span<const int32_t> group_tokens);
+  // Data-parallel decode through CUDA graphs: the recorded size a decode batch of this group replays
+  // at (0: not recordable: the round runs eagerly), and the replay of `batch` (no sequences: all
+  // padding) at a size every group of the round uses, each group's rows padded to it.
+  int decode_graph_size(const ForwardBatch& batch, const LatentCache& cache) const;
+  ForwardOutput replay_decode_graph(const ForwardBatch& batch, int batch_size);
   bool capture_decode_graphs(LatentCache& cache, int32_t trash_slot, const std::vector<int>& batch_sizes) override;
   std::vector<int> decode_graph_sizes() const override;
   std::string device_fatal_error() override { return be_.fatal_error(); }

@@ -15,9 +15,10 @@ class DataParallelModel::GroupRunner final : public ModelRunner {
   int64_t context_len() const override { return owner_.ranks_[0].model->context_len(); }
   Backend& backend() override { return *owner_.ranks_[size_t(owner_.lead(g_))].backend; }
   ForwardOutput forward(const ForwardBatch& batch, LatentCache& cache) override { return owner_.submit(g_, batch, cache); }
+  // Recording involves every group at once: DataParallelModel::capture_decode_graphs.
   bool capture_decode_graphs(LatentCache&, int32_t, const std::vector<int>&) override { return false; }
-  std::vector<int> decode_graph_sizes() const override { return {}; }
-  double decode_graph_capture_seconds() const override { return 0; }
+  std::vector<int> decode_graph_sizes() const override { return lead().decode_graph_sizes(); }
+  double decode_graph_capture_seconds() const override { return lead().decode_graph_capture_seconds(); }
   std::string device_fatal_error() override {  // any rank's failure stops every group
     for (size_t r = 0; r < owner_.ranks_.size(); ++r) {
       std::string e = owner_.ranks_[r].backend->fatal_error();
@@ -28,6 +29,7 @@ class DataParallelModel::GroupRunner final : public ModelRunner {
   void set_has_work(bool has_work) override { owner_.set_has_work(g_, has_work); }
 
  private:
+  const DeepseekV3Model& lead() const { return *owner_.ranks_[size_t(owner_.lead(g_))].model; }
   DataParallelModel& owner_;
   int g_;
 };
@@ -107,6 +109,22 @@ int64_t DataParallelModel::rounds() const {
   return rounds_;
 }
 
+int64_t DataParallelModel::graph_rounds() const {
+  std::lock_guard lk(mu_);
+  return graph_rounds_;
+}
+
+bool DataParallelModel::capture_decode_graphs(int32_t trash_slot, const std::vector<int>& batch_sizes) {
+  std::vector<char> ok(ranks_.size(), 0);
+  threads_.run_all([&](int r) {
+    Rank& k = ranks_[size_t(r)];
+    k.backend->bind_thread();
+    k.last = {};
+    ok[size_t(r)] = k.model->capture_decode_graphs(k.cache, trash_slot, batch_sizes);
+  });
+  return ok[0] != 0;
+}
+
 ForwardOutput DataParallelModel::submit(int g, const ForwardBatch& batch, const LatentCache& cache) {
   DS_CHECK(cache.data.data() == ranks_[size_t(lead(g))].cache.data.data(),
            "data-parallel group {}: pass the group's cache (DataParallelModel::cache)", g);
@@ -164,13 +182,25 @@ void DataParallelModel::coordinate() {
         in_round.push_back(g);
       }
     lk.unlock();
+    // Decode graphs when every group's batch has one (empty batches always do): all at the largest size.
+    int graph_size = 0;
+    bool replay = true;
+    for (int g = 0; g < groups_; ++g) {
+      const Rank& k = ranks_[size_t(lead(g))];
+      const int size = k.model->decode_graph_size(*batches[size_t(g)], k.cache);
+      replay = replay && size > 0;
+      graph_size = std::max(graph_size, size);
+    }
+    if (!replay) graph_size = 0;
     std::exception_ptr err;
     try {
       const int per_group = ranks_per_group();
       threads_.run_all([&](int r) {
         Rank& k = ranks_[size_t(r)];
         k.backend->bind_thread();
-        k.last = k.model->forward_all_groups(*batches[size_t(r / per_group)], k.cache, tokens);
+        const ForwardBatch& b = *batches[size_t(r / per_group)];
+        k.last = graph_size > 0 ? k.model->replay_decode_graph(b, graph_size)
+                                : k.model->forward_all_groups(b, k.cache, tokens);
       });
     } catch (...) {
       err = std::current_exception();
@@ -183,6 +213,7 @@ void DataParallelModel::coordinate() {
       done_[size_t(g)] = 1;
     }
     ++rounds_;
+    if (graph_size > 0) ++graph_rounds_;
     cv_.notify_all();
   }
 }

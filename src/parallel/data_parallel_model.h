@@ -7,7 +7,9 @@
 // a round starts once every group that has work has handed in its batch; groups without work join
 // it with an empty batch, so every rank meets every collective (the MLP runs over the tokens of all
 // groups). Group g's scheduler sees the model through group(g), a ModelRunner whose forward blocks
-// until its round is done. Decode runs eagerly (no CUDA graphs) in this layout.
+// until its round is done. With decode graphs recorded (CUDA), a round whose batches are all
+// recordable decode batches (or empty) replays them: every group's batch padded to one recorded
+// size, so the gather before each MLP has a fixed shape; any other round runs eagerly.
 #pragma once
 #include <condition_variable>
 #include <memory>
@@ -41,7 +43,11 @@ class DataParallelModel {
   ModelRunner& group(int g);
   LatentCache& cache(int g) { return ranks_[size_t(lead(g))].cache; }
   Backend& backend(int rank) { return *ranks_[size_t(rank)].backend; }
-  int64_t rounds() const;  // lockstep rounds run so far
+  // Every rank records its decode forward at these batch sizes (sizes per group: the MLP runs over
+  // groups() times as many rows), all ranks together. False when the backends cannot record.
+  bool capture_decode_graphs(int32_t trash_slot, const std::vector<int>& batch_sizes);
+  int64_t rounds() const;        // lockstep rounds run so far
+  int64_t graph_rounds() const;  // of which replayed decode graphs
   void synchronize();      // waits for every rank's device work
 
  private:
@@ -69,7 +75,7 @@ class DataParallelModel {
   std::vector<char> busy_, done_;
   std::vector<ForwardOutput> results_;
   std::vector<std::exception_ptr> errors_;
-  int64_t rounds_ = 0;
+  int64_t rounds_ = 0, graph_rounds_ = 0;
   bool stop_ = false;
   std::thread coordinator_;
 };
