@@ -38,13 +38,41 @@ LatentCache DeepseekV3Model::allocate_cache(int64_t num_pages, int page_size, bo
   return c;
 }
 
-AttentionBatch DeepseekV3Model::upload(const ForwardBatch& b, int page_size) {
+void DeepseekV3Model::check_batch(const ForwardBatch& b, int page_size) const {
   const int B = b.num_seqs(), T = b.num_tokens();
   DS_CHECK(B >= 1 && int(b.prefix_lens.size()) == B && int(b.positions.size()) == T &&
                int(b.out_cache_slots.size()) == T && b.query_start.back() == T &&
                int(b.page_table.size()) == B * b.max_pages,
            "malformed ForwardBatch: {} sequences, {} tokens, {} positions, {} slots, {} page-table entries", B, T,
            b.positions.size(), b.out_cache_slots.size(), b.page_table.size());
+  for (int s = 0; s < B; ++s) {
+    const int64_t len = b.prefix_lens[s] + b.query_start[s + 1] - b.query_start[s];
+    DS_CHECK(len <= int64_t(b.max_pages) * page_size, "sequence {} has {} tokens but only {} pages of {} in its page table",
+             s, len, b.max_pages, page_size);
+    DS_CHECK(len + b.key_shift <= int64_t(b.max_pages) * page_size,
+             "sequence {} reads {} cache positions but has pages for {}", s, len + b.key_shift,
+             int64_t(b.max_pages) * page_size);
+  }
+  if (!b.tree_mask.empty()) {
+    DS_CHECK(int(b.mask_cols.size()) == B, "tree mask needs mask_cols for each of the {} sequences", B);
+    int64_t entries = 0;
+    for (int s = 0; s < B; ++s) {
+      const int64_t q = b.query_start[s + 1] - b.query_start[s], len = b.prefix_lens[s] + q;
+      DS_CHECK(b.mask_cols[s] >= q && b.mask_cols[s] <= len, "sequence {}: mask over {} keys for {} queries and {} keys",
+               s, b.mask_cols[s], q, len);
+      entries += q * b.mask_cols[s];
+    }
+    DS_CHECK(int64_t(b.tree_mask.size()) == entries, "tree mask has {} entries, the batch needs {}", b.tree_mask.size(),
+             entries);
+  }
+  for (int t = 0; t < T; ++t)
+    DS_CHECK(b.positions[t] >= 0 && b.positions[t] < context_len_, "token {} has position {} outside the context of {}",
+             t, b.positions[t], context_len_);
+}
+
+AttentionBatch DeepseekV3Model::upload(const ForwardBatch& b, int page_size) {
+  check_batch(b, page_size);
+  const int B = b.num_seqs(), T = b.num_tokens();
   AttentionBatch ab;
   ab.num_seqs = B;
   ab.num_tokens = T;
@@ -55,37 +83,20 @@ AttentionBatch DeepseekV3Model::upload(const ForwardBatch& b, int page_size) {
   ab.h_key_start.assign(B + 1, 0);
   for (int s = 0; s < B; ++s) {
     ab.h_seq_lens[s] = b.prefix_lens[s] + b.query_start[s + 1] - b.query_start[s];
-    DS_CHECK(ab.h_seq_lens[s] <= int64_t(b.max_pages) * page_size,
-             "sequence {} has {} tokens but only {} pages of {} in its page table", s, ab.h_seq_lens[s], b.max_pages,
-             page_size);
     ab.h_key_start[s + 1] = ab.h_key_start[s] + ab.h_seq_lens[s];
   }
   ab.key_shift = b.key_shift;
-  for (int s = 0; s < B; ++s)
-    DS_CHECK(ab.h_seq_lens[s] + b.key_shift <= int64_t(b.max_pages) * page_size,
-             "sequence {} reads {} cache positions but has pages for {}", s, ab.h_seq_lens[s] + b.key_shift,
-             int64_t(b.max_pages) * page_size);
   if (!b.tree_mask.empty()) {
-    DS_CHECK(int(b.mask_cols.size()) == B, "tree mask needs mask_cols for each of the {} sequences", B);
     ab.h_mask_cols = b.mask_cols;
     ab.h_mask_start.assign(B + 1, 0);
-    for (int s = 0; s < B; ++s) {
-      int64_t q = b.query_start[s + 1] - b.query_start[s];
-      DS_CHECK(b.mask_cols[s] >= q && b.mask_cols[s] <= ab.h_seq_lens[s], "sequence {}: mask over {} keys for {} "
-               "queries and {} keys", s, b.mask_cols[s], q, ab.h_seq_lens[s]);
-      ab.h_mask_start[s + 1] = int32_t(ab.h_mask_start[s] + q * b.mask_cols[s]);
-    }
+    for (int s = 0; s < B; ++s)
+      ab.h_mask_start[s + 1] = int32_t(ab.h_mask_start[s] + (b.query_start[s + 1] - b.query_start[s]) * b.mask_cols[s]);
     ab.mask_cols = be_.upload_i32(ab.h_mask_cols, {B});
-    DS_CHECK(int64_t(b.tree_mask.size()) == ab.h_mask_start[B], "tree mask has {} entries, the batch needs {}",
-             b.tree_mask.size(), ab.h_mask_start[B]);
     ab.h_tree_mask = b.tree_mask;
     ab.mask_start = be_.upload_i32(ab.h_mask_start, {B + 1});
     std::vector<int32_t> as_i32(b.tree_mask.begin(), b.tree_mask.end());
     ab.tree_mask = be_.upload_i32(as_i32, {int64_t(as_i32.size())});
   }
-  for (int t = 0; t < T; ++t)
-    DS_CHECK(b.positions[t] >= 0 && b.positions[t] < context_len_, "token {} has position {} outside the context of {}",
-             t, b.positions[t], context_len_);
   ab.positions = be_.upload_i32(b.positions, {T});
   ab.out_slots = be_.upload_i32(b.out_cache_slots, {T});
   ab.query_start = be_.upload_i32(b.query_start, {B + 1});

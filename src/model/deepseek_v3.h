@@ -41,6 +41,9 @@ class DeepseekV3Model final : public ModelRunner {
   // at (0: not recordable: the round runs eagerly), and the replay of `batch` (no sequences: all
   // padding) at a size every group of the round uses, each group's rows padded to it.
   int decode_graph_size(const ForwardBatch& batch, const LatentCache& cache) const;
+  // Throws naming the field when `batch` cannot run over a cache of this page size (what a forward
+  // checks before it uploads anything).
+  void check_batch(const ForwardBatch& batch, int page_size) const;
   ForwardOutput replay_decode_graph(const ForwardBatch& batch, int batch_size);
   bool capture_decode_graphs(LatentCache& cache, int32_t trash_slot, const std::vector<int>& batch_sizes) override;
   std::vector<int> decode_graph_sizes() const override;

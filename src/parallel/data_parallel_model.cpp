@@ -175,12 +175,24 @@ void DataParallelModel::coordinate() {
     std::vector<const ForwardBatch*> batches(size_t(groups_), &empty);
     std::vector<int32_t> tokens(size_t(groups_), 0);
     std::vector<int> in_round;
-    for (int g = 0; g < groups_; ++g)
-      if (pending_[size_t(g)]) {
-        batches[size_t(g)] = pending_[size_t(g)];
-        tokens[size_t(g)] = pending_[size_t(g)]->num_tokens();
-        in_round.push_back(g);
+    for (int g = 0; g < groups_; ++g) {
+      const ForwardBatch* b = pending_[size_t(g)];
+      if (!b) continue;
+      // A batch that cannot run fails its own group only: the others' ranks would wait for it.
+      try {
+        ranks_[size_t(lead(g))].model->check_batch(*b, ranks_[size_t(lead(g))].cache.page_size);
+      } catch (...) {
+        errors_[size_t(g)] = std::current_exception();
+        pending_[size_t(g)] = nullptr;
+        done_[size_t(g)] = 1;
+        cv_.notify_all();
+        continue;
       }
+      batches[size_t(g)] = b;
+      tokens[size_t(g)] = b->num_tokens();
+      in_round.push_back(g);
+    }
+    if (in_round.empty()) continue;
     lk.unlock();
     // Decode graphs when every group's batch has one (empty batches always do): all at the largest size.
     int graph_size = 0;

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `dsserve serve` with data-parallel attention on the CPU: the flags are accepted (the server starts
 # with two attention groups over four ranks and expert parallelism, /get_server_info reports
-# dp_size 2, batched /generate requests spread over both groups give the outputs of one device)
+# dp_size 2, /generate requests sent together spread over both groups and give the outputs of one
+# device, /metrics sums the groups: twice the KV capacity, every prompt token counted once)
 # and unsupported combinations are refused with the reason.
 # Usage: serve_dp_flags.sh DSSERVE_BINARY
 set -u
@@ -63,7 +64,7 @@ declare -a want
 for i in "${!prompts[@]}"; do want[$i]=$(generate "${prompts[$i]}") || fail "/generate failed on one device"; done
 stop
 
-start --enable-dp-attention --dp-size 2 --tp-size 4 --ep-size 4
+start --enable-dp-attention --dp-size 2 --tp-size 4 --ep-size 4 --enable-metrics
 info=$(curl -sf "http://127.0.0.1:$port/get_server_info") || fail "/get_server_info failed"
 echo "$info" | python3 -c 'import json, sys; d = json.load(sys.stdin); assert d["dp_size"] == 2 and d["enable_dp_attention"] is True and d["tp_size"] == 4, d' ||
   fail "/get_server_info does not report dp_size 2: $info"
@@ -73,6 +74,29 @@ for i in "${!prompts[@]}"; do
   got=$(cat "$work/got.$i")
   [ "$got" = "${want[$i]}" ] || fail "prompt $i: data-parallel attention gave $got, one device ${want[$i]}"
 done
+# metric NAME: its value on the server's /metrics.
+metric() {
+  curl -sf "http://127.0.0.1:$port/metrics" | python3 -c '
+import sys
+name = sys.argv[1]
+for line in sys.stdin:
+    if line.startswith(name + " ") or line.startswith(name + "{"):
+        print(int(float(line.split()[-1]))); break' "$1"
+}
+# expect_metric NAME VALUE: waits up to 5 s (the stats follow a step's last events by a moment).
+expect_metric() {
+  local v=""
+  for _ in $(seq 1 50); do
+    v=$(metric "$1")
+    [ "$v" = "$2" ] && return 0
+    sleep 0.1
+  done
+  fail "/metrics: $1 is $v, expected $2"
+}
+expect_metric sglang:max_total_num_tokens 4096  # 2 groups x 2048
+expect_metric sglang:prompt_tokens_total 21
+expect_metric sglang:generation_tokens_total 24
+expect_metric sglang:num_running_reqs 0
 stop
 grep -q "data-parallel attention: 2 groups of 2" "$work/serve.log" || { cat "$work/serve.log"; fail "the log does not name the layout"; }
 echo "serve_dp_flags: ok"

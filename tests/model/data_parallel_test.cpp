@@ -23,6 +23,7 @@
 #include "model/checkpoint_writer.h"
 #include "model/model_test_util.h"
 #include "parallel/data_parallel_model.h"
+#include "runtime/batch_builder.h"
 #include "runtime/data_parallel_engine.h"
 #include "runtime/scheduler.h"
 
@@ -178,6 +179,48 @@ TEST(DataParallelModelTest, RefusesSplitsThatDoNotDivide) {
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("attention heads do not divide"), std::string::npos) << e.what();
   }
+}
+
+TEST(DataParallelModelTest, ABatchThatCannotRunFailsOnlyItsGroup) {
+  const std::string dir = random_checkpoint();
+  const int page_size = 16;
+  const int64_t pages = 32;
+  TestModel one = load_checkpoint_model(dir, page_size, pages * page_size);
+  ModelConfig cfg = ModelConfig::load(dir);
+  CheckpointWeights src(dir, cfg);
+  auto dp = load_dp(dir, {2, 2, false}, src);
+  dp->allocate_caches(pages, page_size);
+  PagePool pool0(pages, page_size), pool1(pages, page_size);
+  const std::vector<int32_t> ids = random_ids(9, 4, cfg.vocab_size);
+  ForwardFn f_one = [&](const ForwardBatch& b) { return one.model->forward(b, one.cache); };
+  const auto want = greedy_with(f_one, *one.backend, *one.pool, ids, 6);
+
+  dp->group(0).set_has_work(true);
+  dp->group(1).set_has_work(true);
+  std::vector<int32_t> got;
+  std::string error;
+  std::thread good([&] {
+    ForwardFn f = [&](const ForwardBatch& b) { return dp->group(0).forward(b, dp->cache(0)); };
+    got = greedy_with(f, dp->group(0).backend(), pool0, ids, 6);
+    dp->group(0).set_has_work(false);
+  });
+  std::thread bad([&] {
+    SequencePages seq;
+    ASSERT_TRUE(seq.reserve(pool1, 4));
+    SequenceChunk c{&seq, 0, {3, 4, 5, 6}, {3}};
+    ForwardBatch b = build_forward_batch({c}, page_size, AttentionMode::Expanded);
+    b.positions[2] = 1 << 20;  // beyond the context
+    try {
+      dp->group(1).forward(b, dp->cache(1));
+    } catch (const Error& e) {
+      error = e.what();
+    }
+    dp->group(1).set_has_work(false);
+  });
+  good.join();
+  bad.join();
+  EXPECT_NE(error.find("outside the context"), std::string::npos) << error;
+  EXPECT_EQ(got, want) << "the other group kept running";
 }
 
 // ---------------------------------------------------------------- engine level
