@@ -50,7 +50,9 @@ TEST_P(GpuDataParallel, GroupsMatchTheCpuOracle) {
   lo.shard.expert_parallel = c.ep;
   DataParallelModel dp(cfg, create_data_parallel_backends(DeviceKind::Cuda, c.tp, c.dp), c.dp, src, 4096, lo);
   dp.allocate_caches(pages + 1, page_size);  // the pool's pages and the trash page
-  if (c.graphs) ASSERT_TRUE(dp.capture_decode_graphs(int32_t(pages * page_size), {1, 2, 4}));
+  if (c.graphs) {
+    ASSERT_TRUE(dp.capture_decode_graphs(int32_t(pages * page_size), {1, 2, 4}));
+  }
   std::vector<std::unique_ptr<PagePool>> pools;
   for (int g = 0; g < c.dp; ++g) pools.push_back(std::make_unique<PagePool>(pages, page_size));
 
@@ -99,18 +101,22 @@ TEST_P(GpuDataParallel, GroupsMatchTheCpuOracle) {
     const auto& b = want_greedy[size_t(g)];
     size_t i = 0;
     while (i < a.size() && i < b.size() && a[i] == b[i]) ++i;
-    if (i < b.size())
+    if (i < b.size()) {
       EXPECT_LT(margins[size_t(g)][i], margin_bound)
           << case_name(c) << " group " << g << " leaves the oracle's greedy path at step " << i << " where its margin is "
           << margins[size_t(g)][i];
+    }
   }
   std::printf("[ stats    ] %s vs CPU oracle: %s; rounds %lld, of which CUDA graphs %lld\n", case_name(c).c_str(),
               stats.str().c_str(), (long long)dp.rounds(), (long long)dp.graph_rounds());
   EXPECT_LE(stats.quantile(0.5), median) << stats.str();
   EXPECT_LE(stats.quantile(0.9), p90) << stats.str();
   EXPECT_GE(stats.agreement(), agreement) << stats.str();
-  if (c.graphs) EXPECT_GT(dp.graph_rounds(), 0) << "decode steps of every group together replay a recorded size";
-  else EXPECT_EQ(dp.graph_rounds(), 0);
+  if (c.graphs) {
+    EXPECT_GT(dp.graph_rounds(), 0) << "decode steps of every group together replay a recorded size";
+  } else {
+    EXPECT_EQ(dp.graph_rounds(), 0);
+  }
 }
 
 std::vector<Case> cases() {
