@@ -344,10 +344,13 @@ std::vector<std::vector<int32_t>> one_device_outputs(const std::string& dir, con
 }
 
 class DataParallelEngineTest : public ::testing::TestWithParam<Split> {};
+// The same through the fixture checkpoints (and the random one).
+class DataParallelEngineModelsTest : public ::testing::TestWithParam<std::tuple<std::string, Split>> {};
 
-TEST_P(DataParallelEngineTest, ConcurrentRequestsMatchOneDevice) {
-  const Split s = GetParam();
-  const std::string dir = random_checkpoint();
+TEST_P(DataParallelEngineModelsTest, ConcurrentRequestsMatchOneDevice) {
+  const auto& [name, s] = GetParam();
+  if (name != "random") DS_REQUIRE_FIXTURES();
+  const std::string dir = model_dir(name);
   DpEngine h(dir, s);
   const int vocab = h.cfg.vocab_size;
   auto first = phase1(vocab);
@@ -385,9 +388,10 @@ TEST_P(DataParallelEngineTest, ConcurrentRequestsMatchOneDevice) {
   EXPECT_EQ(h.engine->stats().kv_pages_used, 0) << "flush_cache reached every group";
 }
 
-TEST_P(DataParallelEngineTest, OneRequestAloneMatchesOneDevice) {
-  const Split s = GetParam();
-  const std::string dir = random_checkpoint();
+TEST_P(DataParallelEngineModelsTest, OneRequestAloneMatchesOneDevice) {
+  const auto& [name, s] = GetParam();
+  if (name != "random") DS_REQUIRE_FIXTURES();
+  const std::string dir = model_dir(name);
   DpEngine h(dir, s);
   std::vector<GenerationRequest> one = {greedy_request("solo", random_ids(21, 5, h.cfg.vocab_size), 14)};
   const auto reference = one_device_outputs(dir, one);
@@ -452,6 +456,14 @@ TEST_P(DataParallelEngineTest, DispatchIsRoundRobinAndAbortReachesTheRightGroup)
 
 INSTANTIATE_TEST_SUITE_P(Splits, DataParallelEngineTest, ::testing::ValuesIn(kSplits),
                          [](const auto& info) { return split_name(info.param); });
+INSTANTIATE_TEST_SUITE_P(Models, DataParallelEngineModelsTest,
+                         ::testing::Combine(::testing::Values("random", "tiny-v3-bf16", "tiny-v3-fp8"),
+                                            ::testing::ValuesIn(kSplits)),
+                         [](const auto& info) {
+                           std::string m = std::get<0>(info.param);
+                           m = m == "random" ? "random" : m == "tiny-v3-bf16" ? "bf16" : "fp8";
+                           return m + "_" + split_name(std::get<1>(info.param));
+                         });
 
 }  // namespace
 }  // namespace dsserve::test
