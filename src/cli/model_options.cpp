@@ -155,9 +155,9 @@ LoadedModel load_model(const ModelOptions& o, bool with_mtp_cache) {
       std::vector<int> kept;
       for (int b : s)
         if (int64_t(b) * tokens_per_seq * cfg.num_experts_per_tok <= max_pairs) kept.push_back(b);
-        else spdlog::info("CUDA graphs: batch size {} x {} tokens not recorded ({} expert pairs exceed the {} that "
-                          "run without the host)", b, tokens_per_seq, int64_t(b) * tokens_per_seq * cfg.num_experts_per_tok,
-                          max_pairs);
+        else spdlog::info("CUDA graphs: batch size {} not recorded ({} tokens through each MoE: {} expert pairs "
+                          "exceed the {} that run without the host)", b, int64_t(b) * tokens_per_seq,
+                          int64_t(b) * tokens_per_seq * cfg.num_experts_per_tok, max_pairs);
       return kept;
     };
     try {

@@ -45,14 +45,18 @@ std::vector<std::unique_ptr<Backend>> create_cuda_data_parallel_backends(int wor
   nccl_ok(ncclCommInitAll(all.data(), world, devices.data()), "ncclCommInitAll");
   // One thread splits every device's communicator: the calls form one NCCL group.
   nccl_ok(ncclGroupStart(), "ncclGroupStart");
-  for (int r = 0; r < world; ++r)
+  for (int r = 0; r < world; ++r) {
+    cuda::cuda_check(cudaSetDevice(r), "cudaSetDevice");
     nccl_ok(ncclCommSplit(all[size_t(r)], r / per_group, r % per_group, &group[size_t(r)], nullptr),
             "ncclCommSplit (attention groups)");
+  }
   nccl_ok(ncclGroupEnd(), "ncclGroupEnd");
   nccl_ok(ncclGroupStart(), "ncclGroupStart");
-  for (int r = 0; r < world; ++r)
+  for (int r = 0; r < world; ++r) {
+    cuda::cuda_check(cudaSetDevice(r), "cudaSetDevice");
     nccl_ok(ncclCommSplit(all[size_t(r)], r % per_group, r / per_group, &across[size_t(r)], nullptr),
             "ncclCommSplit (across groups)");
+  }
   nccl_ok(ncclGroupEnd(), "ncclGroupEnd");
   std::vector<std::unique_ptr<Backend>> out;
   for (int r = 0; r < world; ++r) {
