@@ -280,6 +280,17 @@ class Backend {
   // x [R, C] (contiguous) on every rank -> [R, world * C] with rank r's columns at [r * C, (r + 1) * C)
   // (the vocabulary-split lm_head's logits). Outside any group: x itself.
   virtual Tensor all_gather_cols(const Tensor& x) { return x; }
+  // Data-parallel attention (parallel/data_parallel_model.h): the ranks form `groups` attention
+  // groups; all_reduce_sum and all_gather_cols above stay within this backend's attention group,
+  // these two span the groups. all_reduce_sum_world: x summed over every rank of every group.
+  // all_gather_rows_groups: x is this group's rows [rows_per_group[g], C] (the same on every rank
+  // of the group; 0 rows allowed, with no memory) -> every group's rows in group order
+  // [sum of rows_per_group, C], on every rank. Outside data-parallel attention: as one group.
+  virtual void all_reduce_sum_world(Tensor& x) { all_reduce_sum(x); }
+  virtual Tensor all_gather_rows_groups(const Tensor& x, std::span<const int32_t> rows_per_group) {
+    (void)rows_per_group;
+    return x;
+  }
   // Makes the calling thread able to run this backend's ops (CUDA: selects its device). A group's
   // ranks each run on their own thread.
   virtual void bind_thread() {}
@@ -296,5 +307,12 @@ std::unique_ptr<Backend> create_backend(DeviceKind kind, int device_index = 0);
 // communicator over devices 0..world-1; CPU: threads summing through host memory). Their forwards
 // must run concurrently, each on its own thread (see all_reduce_sum).
 std::vector<std::unique_ptr<Backend>> create_tensor_parallel_backends(DeviceKind kind, int world);
+// The `world` backends of a model with data-parallel attention: `groups` attention groups of
+// world / groups consecutive ranks (rank r in group r / (world / groups)), rank r on device r.
+// all_reduce_sum and all_gather_cols run within a group; all_reduce_sum_world and
+// all_gather_rows_groups over all ranks (CUDA: NCCL communicators split from one over all devices;
+// CPU: threads meeting in host memory). As create_tensor_parallel_backends, forwards run on one
+// thread per rank, all ranks at once.
+std::vector<std::unique_ptr<Backend>> create_data_parallel_backends(DeviceKind kind, int world, int groups);
 
 }  // namespace dsserve

@@ -13,6 +13,7 @@
 #include "model/kv_cache_dtype.h"
 #include "model/tensor_specs.h"
 #include "model/weight_source.h"
+#include "runtime/data_parallel_engine.h"
 #include "runtime/kv_capacity.h"
 #include "runtime/scheduler.h"
 
@@ -71,6 +72,11 @@ LoadedModel load_model(const ModelOptions& o, bool with_mtp_cache) {
   DS_CHECK(o.ep_size == 1 || o.ep_size == o.tp_size,
            "--ep-size {}: expert parallelism runs over the tensor-parallel ranks: use --ep-size 1 or --ep-size {} "
            "(= --tp-size)", o.ep_size, o.tp_size);
+  DS_CHECK(o.dp_size >= 1 && o.tp_size % o.dp_size == 0,
+           "--dp-size {} must divide --tp-size {} with --enable-dp-attention", o.dp_size, o.tp_size);
+  const bool data_parallel = o.dp_size > 1;
+  DS_CHECK(!(data_parallel && o.nnodes > 1), "--enable-dp-attention over --nnodes {}: data-parallel attention runs "
+           "on one node for now", o.nnodes);
   int64_t ctx = o.context_length > 0 ? o.context_length : std::min<int64_t>(cfg.max_position_embeddings, 32768);
   std::vector<std::unique_ptr<Backend>> ranks;
   std::unique_ptr<NodeGroup> nodes;  // several nodes: joined before any device is touched
@@ -78,6 +84,10 @@ LoadedModel load_model(const ModelOptions& o, bool with_mtp_cache) {
     DS_CHECK(!with_mtp_cache && o.draft_model_path.empty(),
              "--nnodes {}: speculative decoding runs on one GPU for now (use --nnodes 1 --tp-size 1)", o.nnodes);
     nodes = std::make_unique<NodeGroup>(join_node_group(node_group_options(o, cfg, ctx)));
+  } else if (data_parallel) {
+    DS_CHECK(!with_mtp_cache && o.draft_model_path.empty(),
+             "--dp-size {}: speculative decoding is not available with data-parallel attention", o.dp_size);
+    ranks = create_data_parallel_backends(parse_device_kind(o.device), o.tp_size, o.dp_size);
   } else if (o.tp_size > 1) {
     DS_CHECK(!with_mtp_cache && o.draft_model_path.empty(),
              "--tp-size {}: speculative decoding runs on one GPU for now (use --tp-size 1)", o.tp_size);
@@ -86,6 +96,9 @@ LoadedModel load_model(const ModelOptions& o, bool with_mtp_cache) {
     m.backend = create_backend(parse_device_kind(o.device));
   }
   Backend& lead = nodes ? *nodes->backends[0] : o.tp_size > 1 ? *ranks[0] : *m.backend;
+  const std::string layout = data_parallel ? fmt::format(" (data-parallel attention: {} groups of {}{})", o.dp_size,
+                                                         o.tp_size / o.dp_size, o.ep_size > 1 ? ", routed experts whole per rank" : "")
+                                           : fmt::format(" (tensor parallel{})", o.ep_size > 1 ? ", routed experts whole per rank" : "");
   std::unique_ptr<WeightSource> src;
   if (o.load_format == "dummy")
     src = std::make_unique<DummyWeights>(cfg, o.random_seed);
@@ -96,8 +109,7 @@ LoadedModel load_model(const ModelOptions& o, bool with_mtp_cache) {
                nodes ? fmt::format("{} x{} on each of {} nodes (tensor parallel over {} ranks{})", lead.name(),
                                    nodes->ranks_per_node, o.nnodes, o.tp_size,
                                    o.ep_size > 1 ? ", routed experts whole per rank" : "")
-               : o.tp_size > 1 ? fmt::format("{} x{} (tensor parallel{})", lead.name(), o.tp_size,
-                                             o.ep_size > 1 ? ", routed experts whole per rank" : "")
+               : o.tp_size > 1 ? fmt::format("{} x{}{}", lead.name(), o.tp_size, layout)
                                : lead.name());
   LoadOptions lo;
   std::unique_ptr<CheckpointWeights> draft;
@@ -115,6 +127,9 @@ LoadedModel load_model(const ModelOptions& o, bool with_mtp_cache) {
   lo.shard.expert_parallel = o.ep_size > 1;
   if (nodes) {
     m.nodes = std::make_unique<MultiNodeModel>(std::move(*nodes), cfg, *src, ctx, lo);
+  } else if (data_parallel) {
+    m.dp = std::make_unique<DataParallelModel>(cfg, std::move(ranks), o.dp_size, *src, ctx, lo);
+    m.dp->synchronize();
   } else if (o.tp_size > 1) {
     m.tp = std::make_unique<TensorParallelModel>(cfg, std::move(ranks), *src, ctx, lo);
     m.tp->synchronize();
@@ -152,7 +167,11 @@ LoadedModel load_model(const ModelOptions& o, bool with_mtp_cache) {
   }
   int64_t pages = (tokens + o.page_size - 1) / o.page_size;
   m.pool = std::make_unique<PagePool>(pages, o.page_size);
-  if (m.nodes)
+  if (m.dp) {  // each attention group its own pool and cache of this size (each GPU is in one group)
+    m.dp->allocate_caches(cache_pages_for(*m.pool), o.page_size, cache_type);
+    for (int g = 0; g < o.dp_size; ++g) m.dp_pools.push_back(std::make_unique<PagePool>(pages, o.page_size));
+    m.pool.reset();
+  } else if (m.nodes)
     m.cache = m.nodes->allocate_cache(cache_pages_for(*m.pool), o.page_size, cache_type);
   else if (m.tp)
     m.cache = m.tp->allocate_cache(cache_pages_for(*m.pool), o.page_size, cache_type);
@@ -167,7 +186,7 @@ LoadedModel load_model(const ModelOptions& o, bool with_mtp_cache) {
     std::vector<int> sizes = o.cuda_graph_bs;
     if (sizes.empty()) sizes = default_cuda_graph_batch_sizes(o.cuda_graph_max_bs > 0 ? o.cuda_graph_max_bs : 160);
     for (int b : sizes) DS_CHECK(b >= 1, "--cuda-graph-bs: batch sizes must be at least 1, found {}", b);
-    const int32_t trash_slot = int32_t(m.pool->num_pages() * m.pool->page_size());
+    const int32_t trash_slot = int32_t(pages * o.page_size);  // the first slot after the pool's pages
     // A recorded forward must not synchronise: keep the sizes whose MoE calls stay on the device.
     auto recordable = [&](std::vector<int> s, int tokens_per_seq) {
       const int64_t max_pairs = lead.max_recorded_moe_pairs();
@@ -175,13 +194,16 @@ LoadedModel load_model(const ModelOptions& o, bool with_mtp_cache) {
       std::vector<int> kept;
       for (int b : s)
         if (int64_t(b) * tokens_per_seq * cfg.num_experts_per_tok <= max_pairs) kept.push_back(b);
-        else spdlog::info("CUDA graphs: batch size {} x {} tokens not recorded ({} expert pairs exceed the {} that "
-                          "run without the host)", b, tokens_per_seq, int64_t(b) * tokens_per_seq * cfg.num_experts_per_tok,
-                          max_pairs);
+        else spdlog::info("CUDA graphs: batch size {} not recorded ({} tokens through each MoE: {} expert pairs "
+                          "exceed the {} that run without the host)", b, int64_t(b) * tokens_per_seq,
+                          int64_t(b) * tokens_per_seq * cfg.num_experts_per_tok, max_pairs);
       return kept;
     };
     try {
-      m.runner().capture_decode_graphs(m.cache, trash_slot, recordable(sizes, 1));
+      if (m.dp)  // every group's batch padded to the size: the MoE runs over dp_size times as many tokens
+        m.dp->capture_decode_graphs(trash_slot, recordable(sizes, o.dp_size));
+      else
+        m.runner().capture_decode_graphs(m.cache, trash_slot, recordable(sizes, 1));
       if (o.verify_tokens > 1 && m.model) {
         std::vector<int> vs = recordable(sizes, o.verify_tokens);
         if (!vs.empty()) m.model->capture_verify_graphs(m.cache, trash_slot, vs, o.verify_tokens);
@@ -201,8 +223,9 @@ LoadedModel load_model(const ModelOptions& o, bool with_mtp_cache) {
       graphs += fmt::format("; MTP draft step: batch sizes {}", fmt::join(m.model->mtp_graph_sizes(), " "));
   }
   double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  spdlog::info("model ready in {:.2f} s: context {} tokens, KV cache {} pages x {} tokens of {} (--kv-cache-dtype {})",
-               s, ctx, pages, o.page_size, kv_cache_dtype_name(cache_type), o.kv_cache_dtype);
+  spdlog::info("model ready in {:.2f} s: context {} tokens, KV cache {} pages x {} tokens of {} (--kv-cache-dtype {}){}",
+               s, ctx, pages, o.page_size, kv_cache_dtype_name(cache_type), o.kv_cache_dtype,
+               m.dp ? fmt::format(" in each of {} attention groups", o.dp_size) : "");
   if (mem.total_bytes > 0) {
     const DeviceMemory after = lead.memory();
     spdlog::info("memory: weights {:.2f} GiB ({} bytes); KV cache {} tokens ({:.2f} GiB, {} bytes per token, sized by "
@@ -212,6 +235,14 @@ LoadedModel load_model(const ModelOptions& o, bool with_mtp_cache) {
                  double(after.free_bytes) / (1 << 30), double(after.total_bytes) / (1 << 30), graphs);
   }
   return m;
+}
+
+std::unique_ptr<Engine> start_engine(LoadedModel& m, const SchedulerOptions& opt) {
+  if (!m.dp) return create_engine(m.runner(), m.cache, *m.pool, opt);
+  std::vector<std::unique_ptr<Engine>> groups;
+  for (int g = 0; g < m.dp->groups(); ++g)
+    groups.push_back(create_engine(m.dp->group(g), m.dp->cache(g), *m.dp_pools[size_t(g)], opt));
+  return std::make_unique<DataParallelEngine>(std::move(groups));
 }
 
 }  // namespace dsserve

@@ -8,9 +8,12 @@
 
 #include "backend/backend.h"
 #include "model/deepseek_v3.h"
+#include "parallel/data_parallel_model.h"
 #include "parallel/multi_node_model.h"
 #include "parallel/tensor_parallel.h"
+#include "runtime/engine.h"
 #include "runtime/page_pool.h"
+#include "runtime/scheduler.h"
 
 namespace dsserve {
 
@@ -33,6 +36,7 @@ struct ModelOptions {
   int node_rank = 0;
   std::string dist_init_addr;
   double dist_timeout_s = 600;
+  int dp_size = 1;                 // attention groups over the tp_size GPUs (--enable-dp-attention --dp-size)
   std::string draft_model_path;  // MTP layer from an export-nextn checkpoint (set by the caller)
   // Decode through CUDA graphs (GPU only): the recorded batch sizes are cuda_graph_bs when given,
   // else default_cuda_graph_batch_sizes(cuda_graph_max_bs or 160).
@@ -53,18 +57,26 @@ struct LoadedModel {
   std::unique_ptr<DeepseekV3Model> model;   // --tp-size 1
   std::unique_ptr<TensorParallelModel> tp;  // --tp-size > 1 (backend and model then unset)
   std::unique_ptr<MultiNodeModel> nodes;    // --nnodes > 1, on node 0 (backend, model and tp then unset)
+  std::unique_ptr<DataParallelModel> dp;    // --dp-size > 1 (instead of tp; pool and cache then unset)
+  std::vector<std::unique_ptr<PagePool>> dp_pools;  // one per attention group
   std::unique_ptr<PagePool> pool;
   LatentCache cache;      // the pool's pages plus the trash page (see cache_pages_for)
   LatentCache mtp_cache;  // the MTP layer's cache, when asked for (speculative decoding)
   int64_t weight_bytes = 0;  // device bytes of the prepared weights (0 on the CPU: not counted; rank 0's with TP)
 
   ModelRunner& runner() {
-    return nodes ? static_cast<ModelRunner&>(*nodes) : tp ? static_cast<ModelRunner&>(*tp) : *model;
+    return dp      ? dp->group(0)
+           : nodes ? static_cast<ModelRunner&>(*nodes)
+           : tp    ? static_cast<ModelRunner&>(*tp)
+                   : *model;
   }
-  Backend& lead_backend() { return nodes ? nodes->backend() : tp ? tp->backend() : *backend; }
+  Backend& lead_backend() { return dp ? dp->backend(0) : nodes ? nodes->backend() : tp ? tp->backend() : *backend; }
 };
 
 // On node 0 of several (o.nnodes > 1) this joins the other nodes first (see multi_node_serving.h).
 LoadedModel load_model(const ModelOptions& o, bool with_mtp_cache = false);
+// The engine over a loaded model: one scheduler, or with --dp-size > 1 one per attention group
+// behind a DataParallelEngine.
+std::unique_ptr<Engine> start_engine(LoadedModel& m, const SchedulerOptions& opt);
 
 }  // namespace dsserve

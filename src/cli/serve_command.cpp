@@ -2,8 +2,9 @@
 // text layer, starts the engine (scheduler thread) and the Asio HTTP server, and on SIGINT/SIGTERM
 // stops accepting, aborts in-flight requests, lets their last bytes go out and exits 0. With
 // --nnodes K only node 0 serves HTTP; the other nodes run its commands (multi_node_serving.h). Flags
-// that cannot apply yet (data parallel, FP8 KV cache) are refused with a message; flags with
-// nothing to do here are accepted and say so in the log.
+// that cannot apply yet (speculative decoding with parallelism, data-parallel attention over several
+// nodes, plain data parallelism without --enable-dp-attention) are refused with a message; flags
+// with nothing to do here are accepted and say so in the log.
 #include <spdlog/spdlog.h>
 
 #include <filesystem>
@@ -108,6 +109,8 @@ void check_multi_node_flags(const ServeOptions& o) {
            o.nnodes);
   DS_CHECK(o.dist_timeout >= 0, "--dist-timeout must be positive, found {}", o.dist_timeout);
   if (o.nnodes == 1) return;
+  DS_CHECK(!o.enable_dp_attention, "--enable-dp-attention with --nnodes {}: data-parallel attention runs on one node "
+           "for now", o.nnodes);
   DS_CHECK(o.tp_size >= o.nnodes && o.tp_size % o.nnodes == 0,
            "--tp-size {} with --nnodes {}: --tp-size counts the ranks of all nodes and every node runs the same number, "
            "so it must be a multiple of --nnodes", o.tp_size, o.nnodes);
@@ -122,10 +125,18 @@ void check_flags(const ServeOptions& o, bool on_cpu) {
   auto refuse = [](bool cond, const std::string& msg) {
     if (cond) fail("{}", msg);
   };
+  refuse(o.dp_size < 1, fmt::format("--dp-size must be at least 1, found {}", o.dp_size));
+  refuse(o.dp_size != 1 && !o.enable_dp_attention,
+         fmt::format("--dp-size {}: data parallelism runs as data-parallel attention here: add --enable-dp-attention "
+                     "(--dp-size attention groups over the --tp-size GPUs)", o.dp_size));
+  refuse(o.enable_dp_attention && o.tp_size >= 1 && o.dp_size >= 1 && o.tp_size % o.dp_size != 0,
+         fmt::format("--enable-dp-attention: --dp-size {} must divide --tp-size {} (each attention group gets "
+                     "--tp-size / --dp-size GPUs)", o.dp_size, o.tp_size));
+  refuse(o.enable_dp_attention && o.dp_size > 1 && !o.speculative_algorithm.empty(),
+         fmt::format("--enable-dp-attention --dp-size {}: speculative decoding is not available with data-parallel "
+                     "attention (drop --speculative-algorithm, or use --dp-size 1)", o.dp_size));
   refuse(o.tp_size > 1 && !o.speculative_algorithm.empty(),
          fmt::format("--tp-size {}: speculative decoding runs on one GPU for now (use --tp-size 1)", o.tp_size));
-  refuse(o.dp_size != 1, fmt::format("--dp-size {}: data parallelism is not available yet (use --dp-size 1)", o.dp_size));
-  refuse(o.enable_dp_attention, "--enable-dp-attention: data-parallel attention is not available yet");
   refuse(o.ep_size != 1 && o.ep_size != o.tp_size,
          fmt::format("--ep-size {}: expert parallelism runs over the tensor-parallel ranks (use 1 or --tp-size {})",
                      o.ep_size, o.tp_size));
@@ -153,6 +164,8 @@ void check_flags(const ServeOptions& o, bool on_cpu) {
   static const std::set<std::string> backends = {"", "flashinfer", "fa3", "flashmla", "cutlass_mla", "triton", "torch_native", "trtllm_mla"};
   refuse(!backends.count(o.attention_backend), fmt::format("--attention-backend {}: unknown backend", o.attention_backend));
   refuse(o.model.mem_fraction_static < 0 || o.model.mem_fraction_static > 1, "--mem-fraction-static must be in [0, 1]");
+  if (o.enable_dp_attention && o.dp_size == 1)
+    spdlog::info("--enable-dp-attention with --dp-size 1: one attention group, as plain tensor parallelism");
   if (o.trust_remote_code) spdlog::info("--trust-remote-code: accepted; dsserve runs no code from checkpoints");
   if (o.enable_torch_compile) spdlog::info("--enable-torch-compile: accepted; there is nothing to compile (the kernels are native)");
   if (o.enable_flashinfer_mla) spdlog::info("--enable-flashinfer-mla: accepted; MLA kernels are built in");
@@ -200,6 +213,7 @@ void serve(ServeOptions& o) {
   check_flags(o, on_cpu);
   o.model.tp_size = o.tp_size;
   o.model.ep_size = o.ep_size;
+  o.model.dp_size = o.enable_dp_attention ? o.dp_size : 1;
   o.model.nnodes = o.nnodes;
   o.model.node_rank = o.node_rank;
   o.model.dist_init_addr = o.dist_init_addr;
@@ -257,7 +271,7 @@ void serve(ServeOptions& o) {
   so.disable_radix_cache = o.disable_radix_cache;
   so.max_queued_requests = o.max_queued_requests;
   so.random_seed = o.model.random_seed;
-  std::unique_ptr<Engine> engine = create_engine(m.runner(), m.cache, *m.pool, so);
+  std::unique_ptr<Engine> engine = start_engine(m, so);
   // A step that outlasts --watchdog-timeout (a hung kernel) ends the server with the reason.
   server::Watchdog watchdog(*engine, o.watchdog_timeout, [](const std::string& reason) {
     spdlog::critical("{}; exiting", reason);

@@ -133,12 +133,19 @@ bool DecodeGraphs::covers(const ForwardBatch& b, const LatentCache& cache) const
   return true;
 }
 
-ForwardOutput DecodeGraphs::replay(const ForwardBatch& b, const Tensor* hidden) {
+int DecodeGraphs::size_for(int num_seqs) const {
+  auto it = std::lower_bound(sizes_.begin(), sizes_.end(), num_seqs);
+  return it == sizes_.end() ? 0 : *it;
+}
+
+ForwardOutput DecodeGraphs::replay(const ForwardBatch& b, int batch_size, const Tensor* hidden) {
   const int B = b.num_seqs(), T = B * q_;
   DS_CHECK((hidden != nullptr) == (hidden_cols_ > 0), "CUDA graphs: these forwards {} previous hidden states",
            hidden_cols_ > 0 ? "take" : "take no");
-  auto it = std::lower_bound(sizes_.begin(), sizes_.end(), B);
-  DS_CHECK(it != sizes_.end(), "CUDA graphs: no recorded batch size holds {} sequences", B);
+  auto it = std::lower_bound(sizes_.begin(), sizes_.end(), std::max(B, batch_size));
+  DS_CHECK(it != sizes_.end() && (batch_size == 0 || *it == batch_size),
+           "CUDA graphs: no recorded batch size holds {} sequences{}", B,
+           batch_size ? fmt::format(" at size {}", batch_size) : std::string());
   Graph& g = graphs_[size_t(it - sizes_.begin())];
   const int bs = g.batch_size, bt = bs * q_;
   std::vector<int32_t> ids(size_t(bt), 0), pos(size_t(bt), 0), slots(size_t(bt), trash_slot_), lens(size_t(bs), q_);

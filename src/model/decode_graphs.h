@@ -39,10 +39,13 @@ class DecodeGraphs {
 
   // Whether `b` is a batch this can replay over `cache`.
   bool covers(const ForwardBatch& b, const LatentCache& cache) const;
-  // Replays the graph of the smallest recorded size >= b.num_seqs(); `hidden` ([T, hidden_cols]
-  // float32, host or device) when the graphs take hidden states. The outputs' first B * q rows are
-  // b's; they stay valid until the next replay.
-  ForwardOutput replay(const ForwardBatch& b, const Tensor* hidden = nullptr);
+  // Replays the graph of the smallest recorded size >= b.num_seqs(), or of batch_size when given (a
+  // recorded size >= B; B may then be 0: all rows padding); `hidden` ([T, hidden_cols] float32, host
+  // or device) when the graphs take hidden states. The outputs' first B * q rows are b's; they stay
+  // valid until the next replay.
+  ForwardOutput replay(const ForwardBatch& b, int batch_size = 0, const Tensor* hidden = nullptr);
+  // The recorded size a batch of B sequences replays through (0: none holds it).
+  int size_for(int num_seqs) const;
 
   const std::vector<int>& batch_sizes() const { return sizes_; }
   int tokens_per_seq() const { return q_; }

@@ -10,9 +10,9 @@ namespace dsserve {
 DeepseekV3Model::DeepseekV3Model(ModelConfig cfg, Backend& backend, WeightSource& weights, int64_t context_len,
                                  const LoadOptions& opt)
     : cfg_(std::move(cfg)), be_(backend), context_len_(context_len), shard_(opt.shard) {
-  DS_CHECK(cfg_.num_attention_heads % shard_.world == 0, "--tp-size {}: {} attention heads do not divide", shard_.world,
-           cfg_.num_attention_heads);
-  local_heads_ = cfg_.num_attention_heads / shard_.world;
+  DS_CHECK(cfg_.num_attention_heads % shard_.attention_world() == 0, "{} GPUs per attention group: {} attention heads "
+           "do not divide", shard_.attention_world(), cfg_.num_attention_heads);
+  local_heads_ = cfg_.num_attention_heads / shard_.attention_world();
   w_ = load_model_weights(cfg_, weights, be_, opt);
   rope_table_ = be_.make_rope_table(build_rope_table(cfg_, context_len_));
   bool noaux = cfg_.topk_method == "noaux_tc";
@@ -38,13 +38,41 @@ LatentCache DeepseekV3Model::allocate_cache(int64_t num_pages, int page_size, bo
   return c;
 }
 
-AttentionBatch DeepseekV3Model::upload(const ForwardBatch& b, int page_size) {
+void DeepseekV3Model::check_batch(const ForwardBatch& b, int page_size) const {
   const int B = b.num_seqs(), T = b.num_tokens();
   DS_CHECK(B >= 1 && int(b.prefix_lens.size()) == B && int(b.positions.size()) == T &&
                int(b.out_cache_slots.size()) == T && b.query_start.back() == T &&
                int(b.page_table.size()) == B * b.max_pages,
            "malformed ForwardBatch: {} sequences, {} tokens, {} positions, {} slots, {} page-table entries", B, T,
            b.positions.size(), b.out_cache_slots.size(), b.page_table.size());
+  for (int s = 0; s < B; ++s) {
+    const int64_t len = b.prefix_lens[s] + b.query_start[s + 1] - b.query_start[s];
+    DS_CHECK(len <= int64_t(b.max_pages) * page_size, "sequence {} has {} tokens but only {} pages of {} in its page table",
+             s, len, b.max_pages, page_size);
+    DS_CHECK(len + b.key_shift <= int64_t(b.max_pages) * page_size,
+             "sequence {} reads {} cache positions but has pages for {}", s, len + b.key_shift,
+             int64_t(b.max_pages) * page_size);
+  }
+  if (!b.tree_mask.empty()) {
+    DS_CHECK(int(b.mask_cols.size()) == B, "tree mask needs mask_cols for each of the {} sequences", B);
+    int64_t entries = 0;
+    for (int s = 0; s < B; ++s) {
+      const int64_t q = b.query_start[s + 1] - b.query_start[s], len = b.prefix_lens[s] + q;
+      DS_CHECK(b.mask_cols[s] >= q && b.mask_cols[s] <= len, "sequence {}: mask over {} keys for {} queries and {} keys",
+               s, b.mask_cols[s], q, len);
+      entries += q * b.mask_cols[s];
+    }
+    DS_CHECK(int64_t(b.tree_mask.size()) == entries, "tree mask has {} entries, the batch needs {}", b.tree_mask.size(),
+             entries);
+  }
+  for (int t = 0; t < T; ++t)
+    DS_CHECK(b.positions[t] >= 0 && b.positions[t] < context_len_, "token {} has position {} outside the context of {}",
+             t, b.positions[t], context_len_);
+}
+
+AttentionBatch DeepseekV3Model::upload(const ForwardBatch& b, int page_size) {
+  check_batch(b, page_size);
+  const int B = b.num_seqs(), T = b.num_tokens();
   AttentionBatch ab;
   ab.num_seqs = B;
   ab.num_tokens = T;
@@ -55,37 +83,20 @@ AttentionBatch DeepseekV3Model::upload(const ForwardBatch& b, int page_size) {
   ab.h_key_start.assign(B + 1, 0);
   for (int s = 0; s < B; ++s) {
     ab.h_seq_lens[s] = b.prefix_lens[s] + b.query_start[s + 1] - b.query_start[s];
-    DS_CHECK(ab.h_seq_lens[s] <= int64_t(b.max_pages) * page_size,
-             "sequence {} has {} tokens but only {} pages of {} in its page table", s, ab.h_seq_lens[s], b.max_pages,
-             page_size);
     ab.h_key_start[s + 1] = ab.h_key_start[s] + ab.h_seq_lens[s];
   }
   ab.key_shift = b.key_shift;
-  for (int s = 0; s < B; ++s)
-    DS_CHECK(ab.h_seq_lens[s] + b.key_shift <= int64_t(b.max_pages) * page_size,
-             "sequence {} reads {} cache positions but has pages for {}", s, ab.h_seq_lens[s] + b.key_shift,
-             int64_t(b.max_pages) * page_size);
   if (!b.tree_mask.empty()) {
-    DS_CHECK(int(b.mask_cols.size()) == B, "tree mask needs mask_cols for each of the {} sequences", B);
     ab.h_mask_cols = b.mask_cols;
     ab.h_mask_start.assign(B + 1, 0);
-    for (int s = 0; s < B; ++s) {
-      int64_t q = b.query_start[s + 1] - b.query_start[s];
-      DS_CHECK(b.mask_cols[s] >= q && b.mask_cols[s] <= ab.h_seq_lens[s], "sequence {}: mask over {} keys for {} "
-               "queries and {} keys", s, b.mask_cols[s], q, ab.h_seq_lens[s]);
-      ab.h_mask_start[s + 1] = int32_t(ab.h_mask_start[s] + q * b.mask_cols[s]);
-    }
+    for (int s = 0; s < B; ++s)
+      ab.h_mask_start[s + 1] = int32_t(ab.h_mask_start[s] + (b.query_start[s + 1] - b.query_start[s]) * b.mask_cols[s]);
     ab.mask_cols = be_.upload_i32(ab.h_mask_cols, {B});
-    DS_CHECK(int64_t(b.tree_mask.size()) == ab.h_mask_start[B], "tree mask has {} entries, the batch needs {}",
-             b.tree_mask.size(), ab.h_mask_start[B]);
     ab.h_tree_mask = b.tree_mask;
     ab.mask_start = be_.upload_i32(ab.h_mask_start, {B + 1});
     std::vector<int32_t> as_i32(b.tree_mask.begin(), b.tree_mask.end());
     ab.tree_mask = be_.upload_i32(as_i32, {int64_t(as_i32.size())});
   }
-  for (int t = 0; t < T; ++t)
-    DS_CHECK(b.positions[t] >= 0 && b.positions[t] < context_len_, "token {} has position {} outside the context of {}",
-             t, b.positions[t], context_len_);
   ab.positions = be_.upload_i32(b.positions, {T});
   ab.out_slots = be_.upload_i32(b.out_cache_slots, {T});
   ab.query_start = be_.upload_i32(b.query_start, {B + 1});
@@ -128,7 +139,7 @@ Tensor DeepseekV3Model::attention(const Tensor& x, const MlaWeights& w, const At
     o = be_.mla_attention_expanded(q_heads, kv, keys.slice(1, kr, kr + dr), ab, softmax_scale_);
   }
   Tensor out = be_.linear(o.reshape({T, n * dv}), w.o_proj);
-  be_.all_reduce_sum(out);  // each rank holds its heads' share of o_proj's product
+  be_.all_reduce_sum(out);  // each rank holds its heads' share of o_proj's product (within its attention group)
   return out;
 }
 
@@ -139,6 +150,28 @@ Tensor DeepseekV3Model::mlp(const Tensor& x, const MlpWeights& w) {
 // On a tensor-parallel rank every MLP (dense, shared, each routed expert) holds a slice of the
 // intermediate columns, so the outputs are partial sums, reduced once per layer.
 Tensor DeepseekV3Model::feed_forward(const Tensor& x, const DecoderLayerWeights& w) {
+  if (shard_.attention_groups > 1) return feed_forward_all_groups(x, w);
+  Tensor y = feed_forward_part(x, w);
+  be_.all_reduce_sum(y);
+  return y;
+}
+
+// Data-parallel attention: every rank holds a slice of every MLP, so the MLP runs over the tokens
+// of all attention groups (gathered), its partial sums are reduced over all ranks, and each group
+// keeps its own rows.
+Tensor DeepseekV3Model::feed_forward_all_groups(const Tensor& x, const DecoderLayerWeights& w) {
+  const std::vector<int32_t>& counts = group_tokens_;
+  const int g = shard_.attention_group();
+  int64_t first = 0;
+  for (int k = 0; k < g; ++k) first += counts[size_t(k)];
+  Tensor all = be_.all_gather_rows_groups(x, counts);  // [tokens of every group, hidden]
+  Tensor y = feed_forward_part(all, w);
+  be_.all_reduce_sum_world(y);
+  return y.slice(0, first, first + counts[size_t(g)]);
+}
+
+// This rank's share of the MLP or MoE output (a partial sum over the ranks).
+Tensor DeepseekV3Model::feed_forward_part(const Tensor& x, const DecoderLayerWeights& w) {
   Tensor y;
   if (w.mlp) {
     y = mlp(x, *w.mlp);
@@ -148,13 +181,13 @@ Tensor DeepseekV3Model::feed_forward(const Tensor& x, const DecoderLayerWeights&
     y = be_.moe_experts(x, moe.experts, route);
     if (moe.shared) be_.add_inplace(y, mlp(x, *moe.shared));
   }
-  be_.all_reduce_sum(y);
   return y;
 }
 
 Tensor DeepseekV3Model::lm_head(const Tensor& rows) {
   Tensor part = be_.linear(rows, w_.lm_head);
-  return shard_.world > 1 ? be_.all_gather_cols(part) : part;  // each rank holds a slice of the vocabulary
+  // each rank holds a slice of the vocabulary (split within its attention group)
+  return shard_.attention_world() > 1 ? be_.all_gather_cols(part) : part;
 }
 
 Tensor DeepseekV3Model::logits(const Tensor& normed, const ForwardBatch& b) {
@@ -178,12 +211,28 @@ Tensor DeepseekV3Model::decoder(const AttentionBatch& ab, const Tensor& ids, Att
 }
 
 ForwardOutput DeepseekV3Model::forward(const ForwardBatch& b, LatentCache& cache) {
-  if (graphs_ && graphs_->covers(b, cache)) return graphs_->replay(b);
+  // With data-parallel attention every group must replay the same size: the round chooses.
+  if (graphs_ && shard_.attention_groups == 1 && graphs_->covers(b, cache)) return graphs_->replay(b);
   if (verify_graphs_ && verify_graphs_->covers(b, cache)) return verify_graphs_->replay(b);
   be_.begin_forward();
   AttentionBatch ab = upload(b, cache.page_size);
   Tensor x = decoder(ab, be_.upload_i32(b.input_ids, {b.num_tokens()}), b.attention, cache);
   return {logits(x, b), x};
+}
+
+ForwardOutput DeepseekV3Model::forward_all_groups(const ForwardBatch& b, LatentCache& cache,
+                                                  std::span<const int32_t> group_tokens) {
+  DS_CHECK(int(group_tokens.size()) == shard_.attention_groups &&
+               group_tokens[size_t(shard_.attention_group())] == b.num_tokens(),
+           "data-parallel forward: {} token counts for {} attention groups, group {} has {} tokens",
+           group_tokens.size(), shard_.attention_groups, shard_.attention_group(), b.num_tokens());
+  group_tokens_.assign(group_tokens.begin(), group_tokens.end());
+  if (b.num_tokens() > 0) return forward(b, cache);
+  // No work here: join every layer's MLP over the other groups' tokens.
+  be_.begin_forward();
+  const Tensor none(nullptr, be_.activation_dtype(), {0, cfg_.hidden_size}, be_.device());
+  for (int i = 0; i < cfg_.num_hidden_layers; ++i) feed_forward_all_groups(none, w_.layers[size_t(i)]);
+  return {};
 }
 
 bool DeepseekV3Model::capture_decode_graphs(LatentCache& cache, int32_t trash_slot,
@@ -192,10 +241,23 @@ bool DeepseekV3Model::capture_decode_graphs(LatentCache& cache, int32_t trash_sl
   if (!be_.can_capture() || batch_sizes.empty()) return false;
   graphs_ = std::make_unique<DecodeGraphs>(
       be_, cache, trash_slot, context_len_, batch_sizes, [this, &cache](const AttentionBatch& ab, const Tensor& ids, const Tensor&) {
+        // Data-parallel attention: every group replays the same size, so the MLP's gather is fixed.
+        if (shard_.attention_groups > 1) group_tokens_.assign(size_t(shard_.attention_groups), ab.num_tokens);
         Tensor x = decoder(ab, ids, AttentionMode::Absorbed, cache);
         return ForwardOutput{lm_head(x), x};
       });
   return true;
+}
+
+int DeepseekV3Model::decode_graph_size(const ForwardBatch& b, const LatentCache& cache) const {
+  if (!graphs_) return 0;
+  if (b.num_seqs() == 0) return graphs_->batch_sizes().front();
+  return graphs_->covers(b, cache) ? graphs_->size_for(b.num_seqs()) : 0;
+}
+
+ForwardOutput DeepseekV3Model::replay_decode_graph(const ForwardBatch& b, int batch_size) {
+  DS_CHECK(graphs_ != nullptr, "replay_decode_graph: no decode graphs recorded");
+  return graphs_->replay(b, batch_size);
 }
 
 bool DeepseekV3Model::capture_verify_graphs(LatentCache& cache, int32_t trash_slot,
@@ -236,7 +298,7 @@ ForwardOutput DeepseekV3Model::forward_mtp(const ForwardBatch& b, const Tensor& 
   DS_CHECK(prev_hidden.size(0) == b.num_tokens(), "forward_mtp: {} hidden states for {} tokens", prev_hidden.size(0),
            b.num_tokens());
   if (mtp_graphs_ && mtp_graphs_->covers(b, cache) && prev_hidden.dtype() == DType::F32)
-    return mtp_graphs_->replay(b, &prev_hidden);
+    return mtp_graphs_->replay(b, 0, &prev_hidden);
   be_.begin_forward();
   AttentionBatch ab = upload(b, cache.page_size);
   Tensor x = mtp_layer(ab, be_.upload_i32(b.input_ids, {b.num_tokens()}), prev_hidden, b.attention, cache);

@@ -4,6 +4,7 @@
 #pragma once
 #include <memory>
 #include <optional>
+#include <span>
 
 #include "backend/backend.h"
 #include "io/model_config.h"
@@ -34,6 +35,19 @@ class DeepseekV3Model final : public ModelRunner {
                              std::optional<DType> dtype = std::nullopt);
 
   ForwardOutput forward(const ForwardBatch& batch, LatentCache& cache) override;
+  // Data-parallel attention (ShardSpec::attention_groups > 1): this rank's group runs `batch` (no
+  // sequences when the group has no work) while group_tokens[g] is the token count of group g's
+  // batch in the same round; every rank of every group calls it together. Empty output when the
+  // batch is empty.
+  ForwardOutput forward_all_groups(const ForwardBatch& batch, LatentCache& cache, std::span<const int32_t> group_tokens);
+  // Data-parallel decode through CUDA graphs: the recorded size a decode batch of this group replays
+  // at (0: not recordable: the round runs eagerly), and the replay of `batch` (no sequences: all
+  // padding) at a size every group of the round uses, each group's rows padded to it.
+  int decode_graph_size(const ForwardBatch& batch, const LatentCache& cache) const;
+  // Throws naming the field when `batch` cannot run over a cache of this page size (what a forward
+  // checks before it uploads anything).
+  void check_batch(const ForwardBatch& batch, int page_size) const;
+  ForwardOutput replay_decode_graph(const ForwardBatch& batch, int batch_size);
   bool capture_decode_graphs(LatentCache& cache, int32_t trash_slot, const std::vector<int>& batch_sizes) override;
   std::vector<int> decode_graph_sizes() const override;
   std::string device_fatal_error() override { return be_.fatal_error(); }
@@ -64,6 +78,8 @@ class DeepseekV3Model final : public ModelRunner {
   Tensor mtp_layer(const AttentionBatch& ab, const Tensor& ids, const Tensor& prev_hidden, AttentionMode mode,
                    LatentCache& cache);
   Tensor feed_forward(const Tensor& x, const DecoderLayerWeights& w);
+  Tensor feed_forward_part(const Tensor& x, const DecoderLayerWeights& w);
+  Tensor feed_forward_all_groups(const Tensor& x, const DecoderLayerWeights& w);
   Tensor mlp(const Tensor& x, const MlpWeights& w);
   Tensor logits(const Tensor& normed, const ForwardBatch& b);
   Tensor lm_head(const Tensor& rows);  // every rank's vocabulary slice gathered
@@ -77,6 +93,7 @@ class DeepseekV3Model final : public ModelRunner {
   float softmax_scale_;
   ShardSpec shard_;
   int64_t local_heads_ = 0;  // attention heads on this rank
+  std::vector<int32_t> group_tokens_;  // data-parallel attention: tokens of each group this round
   std::unique_ptr<DecodeGraphs> graphs_, verify_graphs_, mtp_graphs_;
 };
 

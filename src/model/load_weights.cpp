@@ -98,16 +98,19 @@ class Loader {
       p.scale = raw(weight_name.substr(0, weight_name.size() - 6) + "weight_scale_inv");
     return p;
   }
-  // This rank's slice of a weight along dim (0: rows, 1: columns); see ShardSpec.
-  WeightPart shard(const std::string& weight_name, int dim, bool host = false) {
-    if (shard_.world == 1) return part(weight_name, host);
+  // This rank's slice of a weight along dim (0: rows, 1: columns); see ShardSpec. attention: split
+  // over the rank's attention group (data-parallel attention) instead of over all ranks.
+  WeightPart shard(const std::string& weight_name, int dim, bool host = false, bool attention = false) {
+    const int world = attention ? shard_.attention_world() : shard_.world;
+    const int rank = attention ? shard_.attention_rank() : shard_.rank;
+    if (world == 1) return part(weight_name, host);
     auto it = by_name_.find(weight_name);
     DS_CHECK(it != by_name_.end(), "internal: tensor {} is not in the model's tensor list", weight_name);
     const TensorSpec& spec = *it->second;
     const int64_t len = spec.shape[dim];
-    DS_CHECK(len % shard_.world == 0, "--tp-size {}: {} has {} {} , not divisible", shard_.world, weight_name, len,
+    DS_CHECK(len % world == 0, "--tp-size {}: {} has {} {} , not divisible", world, weight_name, len,
              dim == 0 ? "rows" : "columns");
-    const int64_t n = len / shard_.world, lo = int64_t(shard_.rank) * n;
+    const int64_t n = len / world, lo = int64_t(rank) * n;
     WeightSource& src = spec.mtp ? mtp_src_ : src_;
     if (auto fill = src.random_fill(spec)) {
       // Generated weights: draw the slice's shape directly (other values than the whole tensor's).
@@ -148,19 +151,20 @@ class Loader {
 
   MlaWeights attention(const std::string& a) {
     MlaWeights w;
-    const int64_t n = cfg_.num_attention_heads / shard_.world, dn = cfg_.qk_nope_head_dim, dv = cfg_.v_head_dim,
+    const int64_t n = cfg_.num_attention_heads / shard_.attention_world(), dn = cfg_.qk_nope_head_dim, dv = cfg_.v_head_dim,
                   kr = cfg_.kv_lora_rank;
     if (cfg_.q_lora_rank) {
       w.qkv_a = linear({a + "q_a_proj.weight", a + "kv_a_proj_with_mqa.weight"});
       w.q_a_norm = vec(a + "q_a_layernorm.weight");
-      WeightPart q_b = shard(a + "q_b_proj.weight", 0);
+      WeightPart q_b = shard(a + "q_b_proj.weight", 0, false, /*attention=*/true);
       w.q_b = be_.make_linear(std::span<const WeightPart>(&q_b, 1), LinearUse::Projection);
     } else {
-      DS_CHECK(shard_.world == 1, "--tp-size {}: models without q_lora_rank are not split yet", shard_.world);
+      DS_CHECK(shard_.attention_world() == 1, "--tp-size {}: models without q_lora_rank are not split yet",
+               shard_.attention_world());
       w.qkv_a = linear({a + "q_proj.weight", a + "kv_a_proj_with_mqa.weight"});
     }
     w.kv_a_norm = vec(a + "kv_a_layernorm.weight");
-    WeightPart kv_b = shard(a + "kv_b_proj.weight", 0, /*host=*/true);  // split on the host below
+    WeightPart kv_b = shard(a + "kv_b_proj.weight", 0, /*host=*/true, /*attention=*/true);  // split on the host below
     w.kv_b = be_.make_linear(std::span<const WeightPart>(&kv_b, 1), LinearUse::Projection);
     // Split kv_b_proj [n * (dn + dv), kr] into W_UK^T [n, kr, dn] and W_UV [n, dv, kr].
     Tensor kvb = dequantize_to_f32(kv_b);
@@ -174,7 +178,7 @@ class Loader {
     }
     w.w_uk_t = be_.make_head_weight(uk_t);
     w.w_uv = be_.make_head_weight(uv);
-    WeightPart o = shard(a + "o_proj.weight", 1);
+    WeightPart o = shard(a + "o_proj.weight", 1, false, /*attention=*/true);
     w.o_proj = be_.make_linear(std::span<const WeightPart>(&o, 1), LinearUse::Projection);
     return w;
   }
@@ -265,13 +269,16 @@ ModelWeights load_model_weights(const ModelConfig& cfg, WeightSource& src, Backe
   std::erase_if(specs, [](const TensorSpec& s) { return s.shared; });
   DS_CHECK(opt.shard.world >= 1 && opt.shard.rank >= 0 && opt.shard.rank < opt.shard.world, "bad shard {} of {}",
            opt.shard.rank, opt.shard.world);
+  DS_CHECK(opt.shard.attention_groups >= 1 && opt.shard.world % opt.shard.attention_groups == 0,
+           "--dp-size {} must divide --tp-size {}", opt.shard.attention_groups, opt.shard.world);
   Loader ld(cfg, src, mtp_src, backend, specs, opt.shard);
   ModelWeights w;
   w.embed_tokens = backend.make_embedding(ld.raw("model.embed_tokens.weight"));
   for (int i = 0; i < cfg.num_hidden_layers; ++i) w.layers.push_back(ld.layer(i));
   w.final_norm = ld.vec("model.norm.weight");
-  {  // vocabulary rows split over the ranks (logits all-gathered by the model)
-    WeightPart head = ld.shard(cfg.tie_word_embeddings ? "model.embed_tokens.weight" : "lm_head.weight", 0);
+  {  // vocabulary rows split over the ranks of the attention group (logits all-gathered by the model)
+    WeightPart head = ld.shard(cfg.tie_word_embeddings ? "model.embed_tokens.weight" : "lm_head.weight", 0, false,
+                               /*attention=*/true);
     w.lm_head = backend.make_linear(std::span<const WeightPart>(&head, 1), LinearUse::LmHead);
   }
   if (mtp)

@@ -35,6 +35,10 @@ class ModelRunner {
   virtual double decode_graph_capture_seconds() const = 0;
   // Non-empty when a device of this runner can run nothing more (see Backend::fatal_error).
   virtual std::string device_fatal_error() = 0;
+  // Data-parallel attention: the scheduler says whether it has work (true: a forward of its will
+  // follow; false: it is about to wait for requests, or its last step ran no forward), so that the
+  // lockstep rounds of the attention groups do not wait for it. Runners of one replica ignore it.
+  virtual void set_has_work(bool has_work) { (void)has_work; }
   // The model itself when it runs on one device (speculative decoding needs it); nullptr otherwise.
   virtual DeepseekV3Model* single_device() { return nullptr; }
 };

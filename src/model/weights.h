@@ -67,6 +67,13 @@ struct ShardSpec {
   // Expert parallelism over the same ranks (--ep-size equal to --tp-size): each rank holds
   // n_routed_experts / world whole routed experts instead of a column slice of every expert.
   bool expert_parallel = false;
+  // Data-parallel attention: the ranks form this many attention groups of world / attention_groups
+  // consecutive ranks. Attention (q_b_proj, kv_b_proj, o_proj) and the lm_head's vocabulary split
+  // over the ranks of one group (replicated across groups); the MLPs still split over all ranks.
+  int attention_groups = 1;
+  int attention_world() const { return world / attention_groups; }
+  int attention_rank() const { return rank % attention_world(); }
+  int attention_group() const { return rank / attention_world(); }
 };
 
 struct LoadOptions {

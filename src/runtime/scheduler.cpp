@@ -138,6 +138,11 @@ class Scheduler final : public Engine {
   }
 
  private:
+  ForwardOutput forward(const ForwardBatch& b) {
+    ++forwards_;
+    return model_.forward(b, cache_);
+  }
+
   // Extra cache positions a request may touch beyond its tokens in one round: the drafts it
   // verifies, then (all accepted) the MTP entries of the next round's drafts.
   int64_t spec_margin() const { return eagle_ ? eagle_->cache_margin() : 0; }
@@ -146,6 +151,7 @@ class Scheduler final : public Engine {
   void loop() {
     bool last_was_prefill = false;
     while (take_inbox()) {
+      const int64_t forwards_before = forwards_;
       bool decode_due = last_was_prefill && !running_.empty();
       step_started_ns_.store(std::chrono::steady_clock::now().time_since_epoch().count());
       try {
@@ -179,7 +185,9 @@ class Scheduler final : public Engine {
       step_started_ns_.store(0);
       batch_.clear();
       publish_stats();
+      if (forwards_ == forwards_before) model_.set_has_work(false);  // nothing ran: do not hold other groups
     }
+    model_.set_has_work(false);  // stopped: runs no more forwards
     for (auto& r : std::vector<RequestPtr>(running_)) finish(r, {"abort", {}, 0, "server shutting down"});
     for (auto& r : std::vector<RequestPtr>(waiting_.begin(), waiting_.end())) finish(r, {"abort", {}, 0, "server shutting down"});
     radix_.clear();
@@ -188,9 +196,15 @@ class Scheduler final : public Engine {
   // Moves new requests in, applies aborts and flushes; blocks while idle. False when stopping.
   bool take_inbox() {
     std::unique_lock lk(mu_);
-    cv_.wait(lk, [&] {
+    auto ready = [&] {
       return stopping_ || !inbox_.empty() || !aborts_.empty() || flush_ || !waiting_.empty() || !running_.empty();
-    });
+    };
+    if (!ready()) {
+      lk.unlock();
+      model_.set_has_work(false);  // idle until a request comes
+      lk.lock();
+    }
+    cv_.wait(lk, ready);
     if (stopping_) return false;
     std::vector<RequestPtr> incoming, duplicates;
     incoming.swap(inbox_);
@@ -216,6 +230,7 @@ class Scheduler final : public Engine {
     }
     if (flush) radix_.clear();
     set_waiting_count();
+    model_.set_has_work(!waiting_.empty() || !running_.empty());
     return true;
   }
 
@@ -290,7 +305,7 @@ class Scheduler final : public Engine {
     }
     if (batch_.empty()) return false;
     BatchLayout layout{pool_.page_size(), AttentionMode::Expanded, 0, trash_slot_};
-    ForwardOutput fo = model_.forward(build_forward_batch(chunks, layout), cache_);
+    ForwardOutput fo = forward(build_forward_batch(chunks, layout));
     Backend& be = model_.backend();
     std::vector<std::vector<float>> hidden = eagle_ ? host_rows(be, fo.hidden) : decltype(hidden){};
 
@@ -448,7 +463,7 @@ class Scheduler final : public Engine {
     for (auto& r : batch_) chunks.push_back(SequenceChunk{&r->pages, r->kv_len, {r->output_ids.back()}, {0}});
     auto t0 = std::chrono::steady_clock::now();
     BatchLayout layout{pool_.page_size(), AttentionMode::Absorbed, 0, trash_slot_};
-    ForwardOutput fo = model_.forward(build_forward_batch(chunks, layout), cache_);
+    ForwardOutput fo = forward(build_forward_batch(chunks, layout));
     std::vector<RequestState*> reqs;
     for (auto& r : batch_) reqs.push_back(r.get());
     std::vector<SampledToken> picked = choose(fo.logits, reqs);
@@ -491,7 +506,7 @@ class Scheduler final : public Engine {
     }
     auto t0 = std::chrono::steady_clock::now();
     BatchLayout layout{pool_.page_size(), AttentionMode::Absorbed, 0, trash_slot_};
-    ForwardOutput fo = model_.forward(build_forward_batch(chunks, layout), cache_);
+    ForwardOutput fo = forward(build_forward_batch(chunks, layout));
     auto hidden = host_rows(model_.backend(), fo.hidden);
     std::vector<SamplingRow> rows;
     std::deque<SamplingRowLists> lists;
@@ -733,6 +748,7 @@ class Scheduler final : public Engine {
   std::vector<RequestPtr> batch_;
   std::unordered_map<std::string, RequestPtr> by_rid_;
   uint64_t seed_counter_ = 0;
+  int64_t forwards_ = 0;  // forwards run, to tell the model runner when a step ran none
   int64_t prompt_tokens_ = 0, generation_tokens_ = 0, cached_total_ = 0, retractions_ = 0;
   int64_t spec_verify_total_ = 0, spec_accepted_total_ = 0, prev_accepted_ = 0;
   double last_decode_tps_ = 0;

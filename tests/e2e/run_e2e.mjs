@@ -2,7 +2,8 @@
 // starts `dsserve serve` on it (127.0.0.1, port 0: the server prints the port it bound; the device is
 // DSSERVE_E2E_DEVICE, default cpu, so the same suite runs against --device cuda on a GPU), waits
 // for /health, runs the *.test.mjs files with node:test against it, then stops it with SIGTERM and
-// checks it exits 0. Fails when the server does not start; always kills the server.
+// checks it exits 0 (DSSERVE_E2E_ARGS adds serve flags, e.g. a parallel layout). Fails when the server
+// does not start; always kills the server.
 // Usage: node run_e2e.mjs DSSERVE_BINARY REPO_ROOT [test files...]
 import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
@@ -20,6 +21,8 @@ const work = fs.mkdtempSync(path.join(os.tmpdir(), 'dsserve-e2e-'));
 const modelDir = path.join(work, 'tiny');
 const API_KEY = 'e2e-secret-key';
 const DEVICE = process.env.DSSERVE_E2E_DEVICE || 'cpu';
+// More serve flags for the whole run (e.g. '--enable-dp-attention --dp-size 2 --tp-size 2').
+const EXTRA_ARGS = (process.env.DSSERVE_E2E_ARGS || '').split(/\s+/).filter(Boolean);
 
 let server = null;
 function killServer(signal = 'SIGKILL') {
@@ -43,7 +46,8 @@ async function startServer(extraArgs) {
   const args = ['serve', '--model-path', modelDir, '--device', DEVICE, '--host', '127.0.0.1', '--port', '0',
     '--context-length', '512', '--max-total-tokens', '65536', '--max-running-requests', '256',
     '--served-model-name', 'tiny-v3', '--enable-metrics', '--reasoning-parser', 'deepseek-r1',
-    '--tool-call-parser', 'deepseekv3', '--max-request-body-bytes', '1048576', '--io-threads', '2', ...extraArgs];
+    '--tool-call-parser', 'deepseekv3', '--max-request-body-bytes', '1048576', '--io-threads', '2', ...EXTRA_ARGS,
+    ...extraArgs];
   const proc = spawn(dsserve, args, { stdio: ['ignore', 'inherit', 'pipe'] });
   let log = '';
   const port = await new Promise((resolve, reject) => {

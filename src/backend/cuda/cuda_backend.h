@@ -119,6 +119,14 @@ class CudaBackend final : public Backend {
   std::string fatal_error() override;  // cuda_backend.cpp: a sticky error of the context
   // Joins a tensor-parallel group: comm is an ncclComm_t of this device, owned by the pointer.
   void set_communicator(std::shared_ptr<void> comm) { comm_ = std::move(comm); }
+  // Data-parallel attention (cuda_data_parallel.cpp): comm_ is then the attention group's; world
+  // spans every rank, across the ranks at this rank's position in every group (ncclComm_t each).
+  void all_reduce_sum_world(Tensor& x) override;
+  Tensor all_gather_rows_groups(const Tensor& x, std::span<const int32_t> rows_per_group) override;
+  void set_data_parallel_communicators(std::shared_ptr<void> world, std::shared_ptr<void> across) {
+    world_comm_ = std::move(world);
+    across_comm_ = std::move(across);
+  }
 
   // Not in the interface: what a prepared linear runs as ("fp8 [1536] + bf16 [576]"), for logs and tests.
   static std::string describe(const LinearWeight& w);
@@ -206,6 +214,7 @@ class CudaBackend final : public Backend {
   int64_t experts_run_ = 0;     // counted on the host by the cuBLASLt path
   Tensor experts_run_device_;   // [1] I64: counted on the device by the grouped path
   std::shared_ptr<void> comm_;  // ncclComm_t, when in a tensor-parallel group
+  std::shared_ptr<void> world_comm_, across_comm_;  // ncclComm_t each, with data-parallel attention
 };
 
 }  // namespace dsserve::cuda
