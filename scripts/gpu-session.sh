@@ -14,6 +14,8 @@ STAGES=${DSSERVE_STAGES:-tests,generate,bench,moe,serve}
 # the layer count scaled to fit one H200 (DSSERVE_NODE_LAYERS, default 10: 3 dense + 7 MoE layers),
 # dummy FP8 weights, TP1: bench-one-batch at batch 1, 32, 256 (input 1024, output 256), the
 # speculative cost measurement, and bench-serving against the served model.
+# Stage "spec": the speculative cost measurement alone (scripts/gpu-spec-cost.sh's command).
+# Stage "kv": bench-one-batch on 4 full-width layers with the BF16 and the FP8 latent cache.
 has() { [[ ",$STAGES," == *",$1,"* ]]; }
 if has tests; then
   bash "$ROOT/scripts/gpu-check.sh" ${DSSERVE_GTEST_FILTER:+--gtest_filter=$DSSERVE_GTEST_FILTER} 2>&1 | tail -70
@@ -81,4 +83,19 @@ if has node; then
     echo "concurrency $c: $(tail -1 "$OUTDIR/node_serving.jsonl" | cut -c1-600)"
   done
   kill %1; wait
+fi
+if has spec; then
+  echo "== speculative cost (verify / draft step times, projected speed-up at 2.44)"
+  timeout 150 $R/bin/dsserve bench-speculative-cost --model-path $ROOT/configs/deepseek-v3 --load-format dummy \
+    --device cuda --layers 2 3 4 5 --batch-size 1 32 --context-tokens 1024 --repeats 20 2>&1 |
+    grep -E "^\{|memory:" | sed -E 's/^\[[^]]*\] \[?[a-z]+\]? //' | cut -c1-700
+fi
+if has kv; then
+  for d in bf16 fp8_e4m3; do
+    echo "== bench-one-batch: DeepSeek-V3 width, 4 layers, dummy FP8, input 1024, output 64, --kv-cache-dtype $d"
+    $R/bin/dsserve bench-one-batch --model-path $ROOT/configs/deepseek-v3 --load-format dummy --device cuda \
+      --json-model-override-args '{"num_hidden_layers": 4}' --batch-size 1 8 64 256 --input-len 1024 --output-len 64 \
+      --kv-cache-dtype $d > "$OUTDIR/bench_kv_$d.log" 2>&1
+    grep -E "^\||ceilings|error" "$OUTDIR/bench_kv_$d.log" | sed -E 's/^\[[^]]*\] \[[a-z]+\] //' | tail -7
+  done
 fi
