@@ -25,6 +25,7 @@
 #include "backend/cuda/common/device_utils.cuh"
 #include "backend/cuda/common/fp8_convert.cuh"
 #include "backend/cuda/common/mma_sync.cuh"
+#include "backend/cuda/mla_decode/fp8_fragments.h"
 #include "backend/cuda/mla_decode/mla_absorbed.h"
 
 #include <algorithm>
@@ -73,7 +74,7 @@ struct Cfg {
   static constexpr int kRowChunks = (kChunks + 7) / 8 * 8;           // the swizzle permutes groups of 8
   static constexpr int kRowBytes = kRowChunks * 16;
   // FP8 stage read in registers: rows of kLatent / 16 chunks (one chunk = one k-step of S) padded to
-  // a multiple of 4; chunk c of row r sits at c ^ ((r / 2) % 4) (fp8_swizzle).
+  // a multiple of 4; chunk c of row r sits at c ^ ((r / 2) % 4) (mla_fp8::stage_offset).
   static constexpr int kFp8Chunks = kLatent / 16;
   static constexpr int kFp8RowChunks = (kFp8Chunks + 3) / 4 * 4;
   static constexpr int kKSteps = kLatent / 16;                       // k-steps of S
@@ -81,7 +82,7 @@ struct Cfg {
   static constexpr int kSChains = kMTiles * kKeyTiles >= 4 ? 1 : 4 / (kMTiles * kKeyTiles);
   // Shared memory: [Q (wide only)][kStages cache tiles][widened tile only: the BF16 tile][P fragments]
   // [per-row maxima / sums]. BF16 stages are swizzled BF16 tiles; FP8 stages read in registers are
-  // fp8_swizzle'd rows of kFp8RowChunks chunks; FP8 stages of the widened-tile path hold the rows
+  // mla_fp8::stage_offset rows of kFp8RowChunks chunks; FP8 stages of the widened-tile path hold the rows
   // packed as they are in HBM (kLatent bytes each), and the products read the widened tile.
   static constexpr int kQBytes = kQInRegs ? 0 : kRows * kRowBytes;
   static constexpr int kTileBytes = kBlockKeys * kRowBytes;                  // one swizzled BF16 tile
@@ -103,7 +104,7 @@ struct Cfg {
                 "Q is staged through the last cache buffer");
   static_assert(!kFp8 || kLatent % 16 == 0, "FP8 rows are copied in 16-byte pieces");
   static_assert(!kFp8Regs || kFp8RowChunks % 8 == 4,
-                "fp8_swizzle spreads 8 rows over the 8 bank groups only for rows of 4 mod 8 chunks");
+                "mla_fp8::stage_offset spreads 8 rows over the 8 bank groups only for rows of 4 mod 8 chunks");
   static_assert(!kFp8Regs || kKeyTiles <= 2, "S loads both k-steps of every n-tile with one ldmatrix");
   static_assert(!kFp8Regs || kColTiles % 4 == 0 || kColTiles == 2, "P V loads 2 or 4 n-tiles at a time");
   static_assert(kThreads == 4 * kBlockKeys, "the tile copy gives each cache row four threads");
@@ -116,15 +117,6 @@ struct Cfg {
 template <int kRowBytes>
 __device__ __forceinline__ uint32_t swizzle(int row, int chunk) {
   return uint32_t(row * kRowBytes + ((chunk ^ (row & 7)) << 4));
-}
-
-// Byte offset of 16-byte chunk `chunk` (16 FP8 columns) of row `row` in an FP8 stage read in registers.
-// Rows are kRowBytes = 16 x (4 mod 8) bytes long, so rows r and r + 1 start 4 bank groups apart; the
-// chunk index is XORed with (row / 2) % 4 inside its group of 4, so the 8 rows an ldmatrix phase
-// reads (same chunk, rows 8 i .. 8 i + 7) fall in 8 different bank groups.
-template <int kRowBytes>
-__device__ __forceinline__ uint32_t fp8_swizzle(int row, int chunk) {
-  return uint32_t(row * kRowBytes + ((chunk ^ ((row >> 1) & 3)) << 4));
 }
 
 __device__ __forceinline__ uint32_t smem_u32(const void* p) {
@@ -240,7 +232,7 @@ __global__ void __launch_bounds__(C::kThreads, 1) mla_decode_mma_kernel(MlaAbsor
 #pragma unroll
     for (int j = 0; j < (C::kCopies + 3) / 4; ++j) {
       const int c = quarter + 4 * j;
-      const uint32_t dst = C::kFp8Regs   ? stage + fp8_swizzle<C::kStageRowBytes>(lrow, c)
+      const uint32_t dst = C::kFp8Regs   ? stage + mla_fp8::stage_offset(lrow, c, C::kStageRowBytes)
                            : C::kWidenTile ? stage + lrow * C::kStageRowBytes + (c << 4)
                                            : stage + swizzle<C::kRowBytes>(lrow, c);
       if (c < C::kCopies) cp_async_16_u32(dst, src + 16 * c, ok);
@@ -288,14 +280,6 @@ __global__ void __launch_bounds__(C::kThreads, 1) mla_decode_mma_kernel(MlaAbsor
   const int q_chunk = lane >> 4;                                                   // 0..1
   const uint32_t v_lane = uint32_t((xr + ((lane >> 3) & 1) * 8) * C::kRowBytes);  // P V: B from the values
   const int v_chunk = wig * C::kColTiles + (lane >> 4);
-  // The same from an FP8 stage (fp8_swizzle; rows are 8-aligned, so (row / 2) % 4 == (lane / 2) % 4).
-  // S: matrix lane / 8 of an ldmatrix is (n-tile lane / 16, k-step (lane / 8) % 2); P V: (keys
-  // 8 ((lane / 8) % 2) .. + 7, chunk + lane / 16).
-  const int f8x = (lane >> 1) & 3;
-  const uint32_t k8_lane = uint32_t((wig * C::kKeyTiles * 8 + ((lane >> 4) % C::kKeyTiles) * 8 + xr) * C::kStageRowBytes);
-  const int k8_step = (lane >> 3) & 1;
-  const uint32_t v8_lane = uint32_t((xr + ((lane >> 3) & 1) * 8) * C::kStageRowBytes);
-  const int v8_chunk = wig * C::kColTiles / 2 + (lane >> 4);
 
   const float qscale = p.scale * kLog2e;  // scores in log2 units
   float o[C::kMTiles][C::kColTiles][4];
@@ -357,7 +341,8 @@ __global__ void __launch_bounds__(C::kThreads, 1) mla_decode_mma_kernel(MlaAbsor
           // B rows 2 t4, 2 t4 + 1 (b0), bytes 1 and 3 rows 2 t4 + 8, 2 t4 + 9 (b1), which is the order
           // of Q's reordered columns (even columns first).
           uint32_t raw[2 * C::kKeyTiles];  // [n-tile][k-step of the pair]
-          const uint32_t addr = kbuf + k8_lane + (((2 * kp + k8_step) ^ f8x) << 4);
+          const uint32_t addr = kbuf + mla_fp8::stage_offset(mla_fp8::s_row(lane, wig, C::kKeyTiles),
+                                                             mla_fp8::s_chunk(lane, kp), C::kStageRowBytes);
           if constexpr (C::kKeyTiles == 2) ldsm_x4(addr, raw);
           else ldsm_x2(addr, raw);
 #pragma unroll
@@ -496,13 +481,14 @@ __global__ void __launch_bounds__(C::kThreads, 1) mla_decode_mma_kernel(MlaAbsor
       if constexpr (C::kFp8Regs) {
         // ldmatrix.trans of 8 keys x 16 FP8 columns (as 8 x 8 byte pairs) gives lane (g, t4) the columns
         // 2 g, 2 g + 1 of keys 2 t4, 2 t4 + 1: bytes 0 and 2 are b0 (b1 from keys 8 .. 15) of an n-tile
-        // of the chunk's even columns, bytes 1 and 3 of one of its odd columns. n-tile j: chunk j / 2,
-        // columns 16 (j / 2) + 2 n + j % 2 for n = 0 .. 7.
+        // of the chunk's even columns, bytes 1 and 3 of one of its odd columns (mla_fp8::pv_column).
         constexpr int kPer = C::kColTiles % 4 == 0 ? 4 : 2;  // n-tiles per ldmatrix (2 chunks or 1)
 #pragma unroll
         for (int jp = 0; jp < C::kColTiles / kPer; ++jp) {
           uint32_t r[kPer];  // [chunk of the load][keys 0 .. 7, 8 .. 15]
-          const uint32_t addr = kbuf + v8_lane + kk * 16 * C::kStageRowBytes + (((v8_chunk + kPer / 2 * jp) ^ f8x) << 4);
+          const uint32_t addr =
+              kbuf + mla_fp8::stage_offset(mla_fp8::v_row(lane, kk), mla_fp8::v_chunk(lane, wig, C::kColTiles, kPer, jp),
+                                           C::kStageRowBytes);
           if constexpr (kPer == 4) ldsm_x4_trans(addr, r);
           else ldsm_x2_trans(addr, r);
 #pragma unroll
@@ -556,10 +542,10 @@ __global__ void __launch_bounds__(C::kThreads, 1) mla_decode_mma_kernel(MlaAbsor
       l_tot[mt][h] = l;
     }
 
-  // Output columns of o[mt][j][2 h + e]: col0 + 8 j + e; read from an FP8 stage, col4 + 16 (j / 2)
-  // + 2 e + j % 2 (a lane's 4 columns of a chunk are contiguous).
+  // Output columns of o[mt][j][2 h + e]: col0 + 8 j + e; read from an FP8 stage, colw +
+  // mla_fp8::pv_column(j, 2 t4 + e), where n-tiles 2 q and 2 q + 1 give 4 contiguous columns.
   const int col0 = wig * C::kColTiles * 8 + 2 * t4;
-  const int col4 = wig * C::kColTiles * 8 + 4 * t4;
+  const int colw = wig * C::kColTiles * 8;
 #pragma unroll
   for (int mt = 0; mt < C::kMTiles; ++mt)
 #pragma unroll
@@ -573,7 +559,7 @@ __global__ void __launch_bounds__(C::kThreads, 1) mla_decode_mma_kernel(MlaAbsor
         if constexpr (C::kFp8Regs) {
 #pragma unroll
           for (int q = 0; q < C::kColTiles / 2; ++q) {
-            bf16* dst = row_out + col4 + 16 * q;
+            bf16* dst = row_out + colw + mla_fp8::pv_column(2 * q, 2 * t4);
             *reinterpret_cast<__nv_bfloat162*>(dst) =
                 __floats2bfloat162_rn(o[mt][2 * q][2 * h] * inv, o[mt][2 * q + 1][2 * h] * inv);
             *reinterpret_cast<__nv_bfloat162*>(dst + 2) =
@@ -592,7 +578,7 @@ __global__ void __launch_bounds__(C::kThreads, 1) mla_decode_mma_kernel(MlaAbsor
         if constexpr (C::kFp8Regs) {
 #pragma unroll
           for (int q = 0; q < C::kColTiles / 2; ++q) {
-            float* dst = row_part + col4 + 16 * q;
+            float* dst = row_part + colw + mla_fp8::pv_column(2 * q, 2 * t4);
             *reinterpret_cast<float2*>(dst) = make_float2(o[mt][2 * q][2 * h], o[mt][2 * q + 1][2 * h]);
             *reinterpret_cast<float2*>(dst + 2) = make_float2(o[mt][2 * q][2 * h + 1], o[mt][2 * q + 1][2 * h + 1]);
           }
