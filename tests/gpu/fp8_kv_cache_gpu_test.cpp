@@ -3,7 +3,8 @@
 // oracle's values) and move_cache_slots on one-byte rows; absorbed MLA decode reading the FP8 cache
 // (mma.sync kernel, 16 and 128 heads, pages of 1 and 64, several lengths, multi-token and tree
 // queries, the MTP key shift; the scalar kernel; WMMA handing FP8 to the scalar kernel), every FP8
-// value widened exactly, and through a CUDA graph replayed after the lengths change; and the fixture
+// value widened exactly (one key, and sixteen keys with each value at every key and column parity),
+// and through a CUDA graph replayed after the lengths change; and the fixture
 // models with an FP8 cache against their float32 reference and against the CPU oracle with the same
 // cache. Whole decode forwards through CUDA graphs over an FP8 cache: cuda_graph_test.cpp.
 #include <gtest/gtest.h>
@@ -201,6 +202,61 @@ TEST_P(GpuFp8Cache, MlaDecodeWidensEveryFp8ValueExactly) {
               bad += out.ptr<float>()[(int64_t(s) * n + hd) * kr + c] != want;
             }
         }
+        EXPECT_EQ(bad, 0) << fmt() << " " << cuda::mla_decode_kernel_name(k) << " heads " << n << " kv_rank " << kr;
+      }
+      cgpu.set_mla_decode_kernel(cuda::MlaDecodeKernel::Mma);
+    }
+  }
+}
+
+TEST_P(GpuFp8Cache, MlaDecodeWidensEveryFp8ValueExactlyAtEveryKeyAndColumnParity) {
+  // Sixteen keys per sequence and a zero query: every score is 0, so every weight is exactly 1 and
+  // the output is the column sum of the keys over 16. Each column holds one nonzero FP8 value, in key
+  // (c + c / 2 + s) % 16 of sequence s, so the output is that value / 16, exact in BF16. The values
+  // go through every (key parity, column parity) and both 8-key halves of a 16-key step: the mma.sync
+  // kernel reads its P V operands from the FP8 stage with one value in each byte of a register for
+  // each of those positions (key 2 t4 / 2 t4 + 1, column 2 g / 2 g + 1), widened in registers.
+  auto& cgpu = static_cast<cuda::CudaBackend&>(gpu());
+  std::vector<uint8_t> finite;
+  for (int v = 0; v < 256; ++v) {
+    const float f = t() == DType::F8_E4M3 ? e4m3_to_f32(uint8_t(v)) : e5m2_to_f32(uint8_t(v));
+    if (std::isfinite(f) && f != 0.0f) finite.push_back(uint8_t(v));
+  }
+  const auto decode = [&](uint8_t b) { return t() == DType::F8_E4M3 ? e4m3_to_f32(b) : e5m2_to_f32(b); };
+  for (int n : {16, 128}) {
+    for (int kr : {512, 128}) {
+      const int L = kr + (kr == 512 ? 64 : 32), B = 16, keys = 16, ps = 16;
+      BatchSpec spec = make_batch_spec(std::vector<std::pair<int, int>>(B, {keys - 1, 1}), ps, rng);
+      AttentionBatch bg = make_batch(gpu(), spec);
+      Tensor h = Tensor::zeros_host(t(), {spec.num_pages * ps, L});
+      uint8_t* bytes = static_cast<uint8_t*>(h.data());
+      const auto slot_of = [&](int s, int k) {
+        return int64_t(spec.page_table[size_t(s) * size_t(spec.max_pages) + size_t(k / ps)]) * ps + k % ps;
+      };
+      std::vector<int> seen(finite.size(), 0);  // bit (key % 2) * 2 + column % 2, and 4 << (key / 8)
+      std::vector<std::vector<float>> want(B, std::vector<float>(size_t(kr)));
+      for (int s = 0; s < B; ++s)
+        for (int c = 0; c < L; ++c) {
+          const size_t v = size_t(s * 37 + c) % finite.size();
+          const int k = (c + c / 2 + s) % keys;
+          bytes[slot_of(s, k) * L + c] = finite[v];
+          if (c < kr) {
+            want[size_t(s)][size_t(c)] = decode(finite[v]) / keys;
+            seen[v] |= (1 << ((k % 2) * 2 + c % 2)) | (16 << (k / 8));
+          }
+        }
+      for (size_t v = 0; v < finite.size(); ++v)
+        ASSERT_EQ(seen[v], 0x3f) << "the data misses a position of value " << int(finite[v]) << " (kv_rank " << kr << ")";
+      Tensor cache = gpu().to_device(h);
+      Tensor q = to_backend(gpu(), Tensor::zeros_host(DType::F32, {B, n, L}));
+      for (auto k : {cuda::MlaDecodeKernel::Mma, cuda::MlaDecodeKernel::Scalar}) {
+        cgpu.set_mla_decode_kernel(k);
+        Tensor out = gpu().to_host_f32(gpu().mla_attention_absorbed(q, cache, bg, kr, 0.0723f));
+        EXPECT_EQ(int(cgpu.last_mla_decode().kernel), int(k));
+        int64_t bad = 0;
+        for (int s = 0; s < B; ++s)
+          for (int hd = 0; hd < n; ++hd)
+            for (int c = 0; c < kr; ++c) bad += out.ptr<float>()[(int64_t(s) * n + hd) * kr + c] != want[size_t(s)][size_t(c)];
         EXPECT_EQ(bad, 0) << fmt() << " " << cuda::mla_decode_kernel_name(k) << " heads " << n << " kv_rank " << kr;
       }
       cgpu.set_mla_decode_kernel(cuda::MlaDecodeKernel::Mma);

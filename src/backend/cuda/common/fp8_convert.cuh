@@ -1,7 +1,8 @@
 // Device-side FP8 (e4m3 / e5m2) conversions of the latent cache: one float rounded to FP8 (round to
 // nearest even, saturating to the largest finite value, as the CPU's f32_to_e4m3 / f32_to_e5m2 do)
-// and eight FP8 values widened to eight BF16 values at once (exact for every finite value: each
-// e4m3 and e5m2 value is a BF16 value), and the dispatch macro over the cache's element types.
+// and FP8 values widened to BF16 values, eight at once or two of a 32-bit word (exact for every
+// finite value: each e4m3 and e5m2 value is a BF16 value), and the dispatch macro over the cache's
+// element types.
 // Kernel code only.
 #pragma once
 #include <cuda_bf16.h>
@@ -27,6 +28,7 @@ template <> __device__ __forceinline__ fp8_e5m2 from_f<fp8_e5m2>(float v) { retu
 // 2^(127 - bias) times too small, subnormal for FP8 subnormals), then multiplied by 2^(127 - bias),
 // exact for every finite FP8 value (BF16 arithmetic keeps subnormal inputs). FP8 NaN / infinity
 // (never stored: the store saturates; NaN only from a NaN latent) read back finite (e4m3 NaN: 480).
+// Bytes 1 and 3 of `lanes` are ignored: every bit that is not placed is masked off.
 template <bool kE5m2>
 __device__ __forceinline__ uint32_t fp8x2_lanes_to_bf16x2(uint32_t lanes) {
   constexpr int kShift = kE5m2 ? 5 : 4;                         // mantissa bits 2 / 3 -> BF16's 7
@@ -46,6 +48,19 @@ __device__ __forceinline__ uint4 fp8x8_to_bf16x8(uint2 v) {
                     fp8x2_lanes_to_bf16x2<kE5m2>(__byte_perm(v.x, 0, 0x4342)),
                     fp8x2_lanes_to_bf16x2<kE5m2>(__byte_perm(v.y, 0, 0x4140)),
                     fp8x2_lanes_to_bf16x2<kE5m2>(__byte_perm(v.y, 0, 0x4342)));
+}
+
+// Of four FP8 values in one word (as a 32-bit shared-memory load or an ldmatrix register gives them),
+// bytes 0 and 2 -> two BF16 values (byte 0's in the low half); the same widening as above.
+template <bool kE5m2>
+__device__ __forceinline__ uint32_t fp8x4_even_to_bf16x2(uint32_t quad) {
+  return fp8x2_lanes_to_bf16x2<kE5m2>(quad);
+}
+
+// Bytes 1 and 3 of the word -> two BF16 values (byte 1's in the low half).
+template <bool kE5m2>
+__device__ __forceinline__ uint32_t fp8x4_odd_to_bf16x2(uint32_t quad) {
+  return fp8x2_lanes_to_bf16x2<kE5m2>(quad >> 8);
 }
 
 }  // namespace dsserve::cuda

@@ -1,5 +1,5 @@
 // Building blocks of the mma.sync kernels (sm_80+ PTX): 16-byte cp.async with zero fill by shared
-// address, ldmatrix (plain and transposed) of four 8x8 BF16 tiles, the m16n8k16 BF16 product with
+// address, ldmatrix (plain and transposed) of two or four 8x8 16-bit tiles, the m16n8k16 BF16 product with
 // float32 accumulators, a compiler fence, and packing two floats as a BF16 pair.
 #pragma once
 #include <cuda_bf16.h>
@@ -17,6 +17,15 @@ __device__ __forceinline__ void ldsm_x4(uint32_t addr, uint32_t (&r)[4]) {
   asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
                : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
                : "r"(addr));
+}
+
+// Two 8x8 tiles: threads 0-15 give the row addresses (the others' are ignored).
+__device__ __forceinline__ void ldsm_x2(uint32_t addr, uint32_t (&r)[2]) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x2.shared.b16 {%0, %1}, [%2];\n" : "=r"(r[0]), "=r"(r[1]) : "r"(addr));
+}
+
+__device__ __forceinline__ void ldsm_x2_trans(uint32_t addr, uint32_t (&r)[2]) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x2.trans.shared.b16 {%0, %1}, [%2];\n" : "=r"(r[0]), "=r"(r[1]) : "r"(addr));
 }
 
 __device__ __forceinline__ void ldsm_x4_trans(uint32_t addr, uint32_t (&r)[4]) {

@@ -1,8 +1,12 @@
 # A host model of mla_decode_mma.cu's index math, for changing the kernel without a GPU at hand:
 # the same tile constants, swizzled copies, ldmatrix addresses, P exchange, online softmax and
 # outputs, executed warp by warp on numpy with ldmatrix (.trans) and mma.m16n8k16 fragments as the
-# PTX ISA defines them, then merged across splits and compared with float64 attention. It checks
-# indices, not speed or races; the GPU tests (GpuOps.MlaDecode*) are the real check.
+# PTX ISA defines them, then merged across splits and compared with float64 attention. Shared memory
+# is modelled byte by byte, so the FP8 cache read in registers (ldmatrix on byte pairs, Q's columns
+# de-interleaved, even / odd bytes as the B fragments, the output column order) is modelled too; the
+# widening itself is the identity here (GpuFp8Cache.* checks it value by value). It checks indices
+# and bank conflicts of ldmatrix, not speed or races; the GPU tests (GpuOps.MlaDecode*,
+# GpuFp8Cache.*) are the real check.
 # Run: python3 src/backend/cuda/mla_decode/fragment_model.py [--v3]   (needs numpy)
 import sys
 
@@ -15,8 +19,9 @@ def bf16(x):
     return r.astype(np.uint32).view(np.float32)
 
 class Cfg:
-    def __init__(s, latent, kvrank, wide):
+    def __init__(s, latent, kvrank, wide, fp8=False):
         s.kLatent, s.kKvRank = latent, kvrank
+        s.kFp8 = fp8  # an FP8 cache read in registers
         s.kWarps, s.kThreads = 8, 256
         s.kBlockKeys = 64
         s.kMTiles = 2 if wide else 1
@@ -27,7 +32,7 @@ class Cfg:
         s.kKeyTiles = s.kBlockKeys // 8 // s.kGroupWarps
         s.kColTiles = kvrank // 8 // s.kGroupWarps
         s.kQInRegs = not wide
-        s.kStages = 2 if wide else 3
+        s.kStages = (4 if fp8 else 2) if wide else (6 if fp8 else 3)
         s.kChunks = latent // 8
         s.kRowChunks = (s.kChunks + 7) // 8 * 8
         s.kRowBytes = s.kRowChunks * 16
@@ -35,11 +40,21 @@ class Cfg:
         s.kSChains = 1 if s.kMTiles * s.kKeyTiles >= 4 else 4 // (s.kMTiles * s.kKeyTiles)
         s.kQBytes = 0 if s.kQInRegs else s.kRows * s.kRowBytes
         s.kTileBytes = s.kBlockKeys * s.kRowBytes
+        s.kFp8Chunks = latent // 16
+        s.kFp8RowChunks = (s.kFp8Chunks + 3) // 4 * 4
+        s.kStageRowBytes = s.kFp8RowChunks * 16 if fp8 else s.kRowBytes
+        s.kStageBytes = s.kBlockKeys * s.kStageRowBytes
         s.kTilesOffset = s.kQBytes
-        s.kPOffset = s.kTilesOffset + s.kStages * s.kTileBytes
+        s.kPOffset = s.kTilesOffset + s.kStages * s.kStageBytes
         s.kPBytes = s.kWarps * s.kMTiles * s.kKeyTiles * 32 * 8
         s.kStatOffset = s.kPOffset + s.kPBytes
         s.kSmemBytes = s.kStatOffset + s.kWarps * s.kGroupRows * 4
+        assert s.kSmemBytes <= 227 * 1024
+        assert not s.kQInRegs or s.kRows * s.kRowBytes <= s.kStageBytes
+        assert not fp8 or s.kFp8RowChunks % 8 == 4
+
+def fp8_swz(C, row, chunk):
+    return row * C.kStageRowBytes + ((chunk ^ ((row >> 1) & 3)) << 4)
 
 def swz(C, row, chunk):
     return row * C.kRowBytes + ((chunk ^ (row & 7)) << 4)
@@ -48,27 +63,41 @@ L = np.arange(32)
 G, T4 = L >> 2, L & 3
 
 class Smem:
+    # One value per byte (NaN = never written): a BF16 value fills both of its bytes, an FP8 value one.
     def __init__(s, nbytes):
-        s.h = np.full(nbytes // 2, np.nan, dtype=np.float32)  # bf16 halves as floats; NaN = never written
-    def write16(s, addr, vals8):
+        s.b = np.full(nbytes, np.nan, dtype=np.float32)
+    def write16(s, addr, vals8):  # 8 BF16 values
         assert addr % 16 == 0
-        s.h[addr // 2: addr // 2 + 8] = vals8
-    def ldsm_x4(s, addrs, trans=False):
-        addrs = np.asarray(addrs)
+        s.b[addr: addr + 16] = np.repeat(np.asarray(vals8, dtype=np.float32), 2)
+    def write16_fp8(s, addr, vals16):  # 16 FP8 values
+        assert addr % 16 == 0
+        s.b[addr: addr + 16] = vals16
+    def read16(s, addr):  # 8 BF16 values
+        return s.b[addr: addr + 16: 2].copy()
+    def ldsm_bytes(s, addrs, n, trans=False):
+        # ldmatrix .x{n} of 8x8 b16 tiles; lane l's register i as its 4 bytes (byte 0 lowest)
+        addrs = np.asarray(addrs)[: 8 * n]
         assert np.all(addrs % 16 == 0)
-        for i in range(4):  # one phase per matrix: its 8 rows must hit 8 different 16-byte bank groups
+        for i in range(n):  # one phase per matrix: its 8 rows must hit 8 different 16-byte bank groups
             assert len(set((addrs[8 * i: 8 * i + 8] // 16) % 8)) == 8, "ldmatrix bank conflict"
-        regs = np.zeros((4, 32, 2), dtype=np.float32)
-        for i in range(4):
-            rows = [s.h[addrs[8 * i + r] // 2: addrs[8 * i + r] // 2 + 8] for r in range(8)]
-            M = np.stack(rows)  # 8x8
+        regs = np.zeros((n, 32, 4), dtype=np.float32)
+        for i in range(n):
+            M = np.stack([s.b[addrs[8 * i + r]: addrs[8 * i + r] + 16] for r in range(8)])  # 8 rows x 16 bytes
             for l in range(32):
                 g, t = l >> 2, l & 3
                 if not trans:
-                    regs[i, l] = (M[g, 2 * t], M[g, 2 * t + 1])
+                    regs[i, l] = M[g, 4 * t: 4 * t + 4]
                 else:
-                    regs[i, l] = (M[2 * t, g], M[2 * t + 1, g])
+                    regs[i, l] = np.concatenate([M[2 * t, 2 * g: 2 * g + 2], M[2 * t + 1, 2 * g: 2 * g + 2]])
         return regs
+    def ldsm_x4(s, addrs, trans=False):  # BF16 view: each register's two values
+        return s.ldsm_bytes(addrs, 4, trans)[:, :, 0::2]
+
+def even(regs):  # fp8x4_even_to_bf16x2: bytes 0 and 2
+    return regs[..., 0::2]
+
+def odd(regs):  # fp8x4_odd_to_bf16x2: bytes 1 and 3
+    return regs[..., 1::2]
 
 def mma(d, a, b0, b1):
     # d [32,4] f32; a [4,32,2]; b0,b1 [32,2]
@@ -92,23 +121,34 @@ def run_block(C, q, cache_rows, heads, h0, ks, ke, scale, mask_fn):
     rows = min(C.kRows, heads - h0)
     ntiles = (ke - ks + 63) // 64 if ke > ks else 0
     assert ntiles > 0
-    q_s = tiles + (C.kStages - 1) * C.kTileBytes if C.kQInRegs else 0
+    q_s = tiles + (C.kStages - 1) * C.kStageBytes if C.kQInRegs else 0
     for idx in range(C.kRows * C.kChunks):
         r, c = idx // C.kChunks, idx % C.kChunks
         v = q[h0 + r, 8*c:8*c+8] if r < rows else np.zeros(8)
         sm.write16(q_s + swz(C, r, c), v)
+    if C.kFp8:  # each k-step's columns: the 8 even ones, then the 8 odd ones
+        for r in range(C.kRows):
+            for k in range(C.kKSteps):
+                x = np.concatenate([sm.read16(q_s + swz(C, r, 2 * k)), sm.read16(q_s + swz(C, r, 2 * k + 1))])
+                sm.write16(q_s + swz(C, r, 2 * k), x[0::2])
+                sm.write16(q_s + swz(C, r, 2 * k + 1), x[1::2])
     def issue(it):
         if it >= ntiles: return
         for tid in range(256):
             lrow, quarter = tid >> 2, tid & 3
             key = ks + it * 64 + lrow
             ok = key < ke
-            dst = tiles + (it % C.kStages) * C.kTileBytes + lrow * C.kRowBytes
-            for j in range((C.kChunks + 3) // 4):
+            stage = tiles + (it % C.kStages) * C.kStageBytes
+            copies = C.kFp8Chunks if C.kFp8 else C.kChunks
+            for j in range((copies + 3) // 4):
                 c = quarter + 4 * j
-                if c < C.kChunks:
+                if c >= copies: continue
+                if C.kFp8:
+                    v = cache_rows(key)[16*c:16*c+16] if ok else np.zeros(16)
+                    sm.write16_fp8(stage + fp8_swz(C, lrow, c), v)
+                else:
                     v = cache_rows(key)[8*c:8*c+8] if ok else np.zeros(8)
-                    sm.write16(dst + ((c ^ (lrow & 7)) << 4), v)
+                    sm.write16(stage + swz(C, lrow, c), v)
     for s in range(C.kStages - 1): issue(s)
     qf = None
     if C.kQInRegs:
@@ -120,7 +160,7 @@ def run_block(C, q, cache_rows, heads, h0, ks, ke, scale, mask_fn):
     qscale = np.float32(scale * 1.4426950408889634)
     for it in range(ntiles):
         issue(it + C.kStages - 1)
-        kbuf = tiles + (it % C.kStages) * C.kTileBytes
+        kbuf = tiles + (it % C.kStages) * C.kStageBytes
         kt = ks + it * 64
         S = {}
         for warp in range(8):
@@ -130,8 +170,15 @@ def run_block(C, q, cache_rows, heads, h0, ks, ke, scale, mask_fn):
             q_lane = (group * C.kGroupRows + (L & 15)) * C.kRowBytes
             q_chunk = L >> 4
             acc = np.zeros((C.kSChains, C.kMTiles, C.kKeyTiles, 32, 4))
+            f8x = (L >> 1) & 3
+            k8_lane = (wig * C.kKeyTiles * 8 + ((L >> 4) % C.kKeyTiles) * 8 + xr) * C.kStageRowBytes
+            k8_step = (L >> 3) & 1
             for kp in range(C.kKSteps // 2):
-                b = [sm.ldsm_x4(kbuf + k_lane + nt * 8 * C.kRowBytes + (((4*kp + k_chunk) ^ xr) << 4)) for nt in range(C.kKeyTiles)]
+                if C.kFp8:
+                    raw = sm.ldsm_bytes(kbuf + k8_lane + (((2*kp + k8_step) ^ f8x) << 4), 2 * C.kKeyTiles)
+                    b = [[x for h in range(2) for x in (even(raw[2*nt + h]), odd(raw[2*nt + h]))] for nt in range(C.kKeyTiles)]
+                else:
+                    b = [sm.ldsm_x4(kbuf + k_lane + nt * 8 * C.kRowBytes + (((4*kp + k_chunk) ^ xr) << 4)) for nt in range(C.kKeyTiles)]
                 for h in range(2):
                     k = 2 * kp + h
                     a = []
@@ -198,11 +245,23 @@ def run_block(C, q, cache_rows, heads, h0, ks, ke, scale, mask_fn):
                     lo = sP[(group * C.kGroupWarps + (2*kk) // kT, mt, (2*kk) % kT)]
                     hi = sP[(group * C.kGroupWarps + (2*kk+1) // kT, mt, (2*kk+1) % kT)]
                     a.append(np.stack([lo[0], lo[1], hi[0], hi[1]]))
-                for np_ in range(C.kColTiles // 2):
-                    b = sm.ldsm_x4(kbuf + v_lane + kk * 16 * C.kRowBytes + (((v_chunk + 2*np_) ^ xr) << 4), trans=True)
-                    for mt in range(C.kMTiles):
-                        mma(o[warp, mt, 2*np_], a[mt], b[0], b[1])
-                        mma(o[warp, mt, 2*np_+1], a[mt], b[2], b[3])
+                if C.kFp8:
+                    f8x = (L >> 1) & 3
+                    v8_lane = (xr + ((L >> 3) & 1) * 8) * C.kStageRowBytes
+                    v8_chunk = wig * C.kColTiles // 2 + (L >> 4)
+                    per = 4 if C.kColTiles % 4 == 0 else 2
+                    for jp in range(C.kColTiles // per):
+                        r = sm.ldsm_bytes(kbuf + v8_lane + kk * 16 * C.kStageRowBytes + (((v8_chunk + per // 2 * jp) ^ f8x) << 4), per, trans=True)
+                        for ci in range(per // 2):
+                            for mt in range(C.kMTiles):
+                                mma(o[warp, mt, per*jp + 2*ci], a[mt], even(r[2*ci]), even(r[2*ci+1]))
+                                mma(o[warp, mt, per*jp + 2*ci + 1], a[mt], odd(r[2*ci]), odd(r[2*ci+1]))
+                else:
+                    for np_ in range(C.kColTiles // 2):
+                        b = sm.ldsm_x4(kbuf + v_lane + kk * 16 * C.kRowBytes + (((v_chunk + 2*np_) ^ xr) << 4), trans=True)
+                        for mt in range(C.kMTiles):
+                            mma(o[warp, mt, 2*np_], a[mt], b[0], b[1])
+                            mma(o[warp, mt, 2*np_+1], a[mt], b[2], b[3])
     # epilogue
     res = {}  # head -> (row o [kr], m, l)
     lsum = {}
@@ -215,6 +274,7 @@ def run_block(C, q, cache_rows, heads, h0, ks, ke, scale, mask_fn):
     for warp in range(8):
         group, wig = warp // C.kGroupWarps, warp % C.kGroupWarps
         col0 = wig * C.kColTiles * 8 + 2 * T4
+        col4 = wig * C.kColTiles * 8 + 4 * T4
         for mt in range(C.kMTiles):
             for h in range(2):
                 for l in range(32):
@@ -224,8 +284,10 @@ def run_block(C, q, cache_rows, heads, h0, ks, ke, scale, mask_fn):
                     ltot = sum(lsum[(group, w, mt*16 + g + 8*h)] for w in range(C.kGroupWarps))
                     ent = res.setdefault(h0 + r, [np.full(C.kKvRank, np.nan), None, None])
                     for j in range(C.kColTiles):
-                        ent[0][col0[l] + 8*j] = o[warp, mt, j, l, 2*h]
-                        ent[0][col0[l] + 8*j + 1] = o[warp, mt, j, l, 2*h + 1]
+                        for e in range(2):
+                            col = col4[l] + 16 * (j // 2) + 2 * e + j % 2 if C.kFp8 else col0[l] + 8 * j + e
+                            assert np.isnan(ent[0][col]), "two fragments write one output column"
+                            ent[0][col] = o[warp, mt, j, l, 2*h + e]
                     if wig == 0 and T4[l] == 0:
                         ent[1] = m_run[warp, mt, h, l]; ent[2] = ltot
     return res
@@ -237,9 +299,9 @@ def reference(q, keys, kr, scale, visible):
     p = np.exp(s); p /= p.sum(1, keepdims=True)
     return p @ keys[:, :kr].astype(np.float64)
 
-def test(latent, kr, wide, heads, nk, num_splits, tree=None, seed=0):
+def test(latent, kr, wide, heads, nk, num_splits, tree=None, seed=0, fp8=False):
     rng = np.random.default_rng(seed)
-    C = Cfg(latent, kr, wide)
+    C = Cfg(latent, kr, wide, fp8)
     keys = bf16(rng.standard_normal((nk, latent)))
     q = bf16(rng.standard_normal((heads, latent)) * 0.3)
     scale = 0.5
@@ -267,7 +329,7 @@ def test(latent, kr, wide, heads, nk, num_splits, tree=None, seed=0):
         assert not np.isnan(out).any(), h
         e = np.linalg.norm(out - ref[h]) / np.linalg.norm(ref[h])
         err = max(err, e)
-    print(f"latent {latent} kr {kr} wide {wide} heads {heads} nk {nk} splits {num_splits} tree {tree is not None}: worst row err {err:.2e}")
+    print(f"latent {latent} kr {kr} wide {wide} fp8 {fp8} heads {heads} nk {nk} splits {num_splits} tree {tree is not None}: worst row err {err:.2e}")
     assert err < 1e-2, "index model disagrees with the reference"
     return err
 
@@ -276,6 +338,12 @@ if __name__ == '__main__':
     test(160, 128, True, 20, 130, 2, seed=2)
     test(160, 128, False, 16, 77, 1, tree=[1, 0, 1, 1, 0], seed=3)
     test(160, 128, True, 64, 200, 3, tree=[1, 0, 0, 1, 1, 0, 1], seed=4)
+    test(160, 128, False, 4, 150, 1, seed=7, fp8=True)
+    test(160, 128, True, 20, 130, 2, seed=8, fp8=True)
+    test(160, 128, False, 16, 77, 1, tree=[1, 0, 1, 1, 0], seed=9, fp8=True)
+    test(160, 128, True, 64, 200, 3, tree=[1, 0, 0, 1, 1, 0, 1], seed=10, fp8=True)
     if "--v3" in sys.argv[1:]:
         test(576, 512, False, 16, 100, 1, seed=5)
         test(576, 512, True, 40, 70, 1, seed=6)
+        test(576, 512, False, 16, 100, 1, seed=11, fp8=True)
+        test(576, 512, True, 40, 70, 1, seed=12, fp8=True)

@@ -14,12 +14,18 @@
 //    accumulates 64 output columns. Q lives in registers, which leaves room for three cache stages
 //    (two tiles in flight), what a bandwidth-bound launch needs.
 // FP8 caches (e4m3 / e5m2, scale 1.0): the tiles land in shared memory as FP8 (half the bytes read
-// from HBM), and each is widened once to the same swizzled BF16 tile the products read.
+// from HBM, twice the tiles in flight) and the products read their operands from the FP8 stage with
+// ldmatrix on byte pairs, widening them in registers: S with Q's columns de-interleaved (even, odd)
+// in each 16-column k-step, which makes the four bytes a lane gets one B fragment, and P V with the
+// output columns of each 16-column chunk split into even and odd n-tiles. Building with
+// DSSERVE_MLA_FP8_WIDEN_TILE=1 restores the previous path (each FP8 tile widened once into a
+// swizzled BF16 tile that the BF16 code reads).
 // Instantiated for V3's latent (kv_lora_rank 512 + rope 64) and the tiny test models' (128 + 32);
 // other shapes run the WMMA or scalar kernel. Not here: wgmma/TMA (see README.md).
 #include "backend/cuda/common/device_utils.cuh"
 #include "backend/cuda/common/fp8_convert.cuh"
 #include "backend/cuda/common/mma_sync.cuh"
+#include "backend/cuda/mla_decode/fp8_fragments.h"
 #include "backend/cuda/mla_decode/mla_absorbed.h"
 
 #include <algorithm>
@@ -33,6 +39,10 @@ namespace {
 constexpr float kLog2e = 1.4426950408889634f;
 constexpr int kMaxSmemBytes = 227 * 1024;  // opt-in dynamic shared memory per block on sm_90
 constexpr int kBlockKeys = 64;             // cache rows per tile
+#ifndef DSSERVE_MLA_FP8_WIDEN_TILE
+#define DSSERVE_MLA_FP8_WIDEN_TILE 0  // 1: FP8 tiles are widened through a BF16 tile in shared memory
+#endif
+constexpr bool kFp8WidenTile = DSSERVE_MLA_FP8_WIDEN_TILE != 0;
 
 // Heads per block for a head count (the launcher and mla_decode_mma_num_splits agree through it).
 inline int rows_per_block(int heads) { return heads <= 16 ? 16 : 64; }
@@ -46,6 +56,8 @@ struct Cfg {
   static constexpr int kLatent = kLatent_, kKvRank = kKvRank_;
   static constexpr CacheFormat kFormat = kFormat_;
   static constexpr bool kFp8 = kFormat != CacheFormat::Bf16;
+  static constexpr bool kWidenTile = kFp8 && kFp8WidenTile;  // FP8 through a widened BF16 tile
+  static constexpr bool kFp8Regs = kFp8 && !kFp8WidenTile;   // FP8 operands widened in registers
   static constexpr int kWarps = 8, kThreads = 32 * kWarps;
   static constexpr int kMTiles = kWide ? 2 : 1;                      // 16-head m-tiles per warp
   static constexpr int kGroupWarps = kWide ? 4 : 8;                  // warps sharing one row group
@@ -55,25 +67,31 @@ struct Cfg {
   static constexpr int kKeyTiles = kBlockKeys / 8 / kGroupWarps;     // 8-key n-tiles of S per warp
   static constexpr int kColTiles = kKvRank / 8 / kGroupWarps;        // 8-column n-tiles of O per warp
   static constexpr bool kQInRegs = !kWide;
-  // Cache tiles in flight: an FP8 stage is half a BF16 one, so the narrow block keeps 3 of its 4 in flight.
-  static constexpr int kStages = kWide ? 2 : (kFp8 ? 4 : 3);
+  // Cache stages (one being read, the others in flight). An FP8 stage is half a BF16 one: read in
+  // registers, 6 (narrow) / 4 (wide) fit; through the widened tile, 4 / 2.
+  static constexpr int kStages = kWide ? (kFp8Regs ? 4 : 2) : (kFp8Regs ? 6 : kFp8 ? 4 : 3);
   static constexpr int kChunks = kLatent / 8;                        // 16-byte chunks per latent row
   static constexpr int kRowChunks = (kChunks + 7) / 8 * 8;           // the swizzle permutes groups of 8
   static constexpr int kRowBytes = kRowChunks * 16;
+  // FP8 stage read in registers: rows of kLatent / 16 chunks (one chunk = one k-step of S) padded to
+  // a multiple of 4; chunk c of row r sits at c ^ ((r / 2) % 4) (mla_fp8::stage_offset).
+  static constexpr int kFp8Chunks = kLatent / 16;
+  static constexpr int kFp8RowChunks = (kFp8Chunks + 3) / 4 * 4;
   static constexpr int kKSteps = kLatent / 16;                       // k-steps of S
   // Independent accumulator chains of S, so that a warp with one S fragment still overlaps mma latency.
   static constexpr int kSChains = kMTiles * kKeyTiles >= 4 ? 1 : 4 / (kMTiles * kKeyTiles);
-  // Shared memory: [Q (wide only)][kStages cache tiles][FP8 only: the widened BF16 tile][P fragments]
-  // [per-row maxima / sums]. BF16 stages are swizzled BF16 tiles; FP8 stages hold the rows packed as
-  // they are in HBM (kLatent bytes each), and the products read the widened tile.
+  // Shared memory: [Q (wide only)][kStages cache tiles][widened tile only: the BF16 tile][P fragments]
+  // [per-row maxima / sums]. BF16 stages are swizzled BF16 tiles; FP8 stages read in registers are
+  // mla_fp8::stage_offset rows of kFp8RowChunks chunks; FP8 stages of the widened-tile path hold the rows
+  // packed as they are in HBM (kLatent bytes each), and the products read the widened tile.
   static constexpr int kQBytes = kQInRegs ? 0 : kRows * kRowBytes;
   static constexpr int kTileBytes = kBlockKeys * kRowBytes;                  // one swizzled BF16 tile
-  static constexpr int kStageRowBytes = kFp8 ? kLatent : kRowBytes;
+  static constexpr int kStageRowBytes = kFp8Regs ? kFp8RowChunks * 16 : kFp8 ? kLatent : kRowBytes;
   static constexpr int kStageBytes = kBlockKeys * kStageRowBytes;
-  static constexpr int kStageChunks = kStageRowBytes / 16;                   // 16-byte copies per row
+  static constexpr int kCopies = kFp8 ? kFp8Chunks : kChunks;               // 16-byte copies per row
   static constexpr int kTilesOffset = kQBytes;
-  static constexpr int kWideOffset = kTilesOffset + kStages * kStageBytes;  // the widened tile (FP8)
-  static constexpr int kPOffset = kWideOffset + (kFp8 ? kTileBytes : 0);
+  static constexpr int kWideOffset = kTilesOffset + kStages * kStageBytes;  // the widened tile
+  static constexpr int kPOffset = kWideOffset + (kWidenTile ? kTileBytes : 0);
   static constexpr int kPBytes = kWarps * kMTiles * kKeyTiles * 32 * 8;  // one uint2 per lane and fragment
   static constexpr int kStatOffset = kPOffset + kPBytes;
   static constexpr int kSmemBytes = kStatOffset + kWarps * kGroupRows * 4;
@@ -82,8 +100,13 @@ struct Cfg {
   static_assert(kKvRank < kLatent, "values are the first kv_rank columns of the latent row");
   static_assert(kKvRank % (16 * kGroupWarps) == 0, "each warp's output columns must be whole 16-column pairs");
   static_assert(kKeyTiles >= 1 && kBlockKeys % (8 * kGroupWarps) == 0, "each warp scores whole 8-key n-tiles");
-  static_assert(!kQInRegs || kRows * kRowBytes <= kTileBytes, "Q is staged through the last cache buffer");
+  static_assert(!kQInRegs || kWidenTile || kRows * kRowBytes <= kStageBytes,
+                "Q is staged through the last cache buffer");
   static_assert(!kFp8 || kLatent % 16 == 0, "FP8 rows are copied in 16-byte pieces");
+  static_assert(!kFp8Regs || kFp8RowChunks % 8 == 4,
+                "mla_fp8::stage_offset spreads 8 rows over the 8 bank groups only for rows of 4 mod 8 chunks");
+  static_assert(!kFp8Regs || kKeyTiles <= 2, "S loads both k-steps of every n-tile with one ldmatrix");
+  static_assert(!kFp8Regs || kColTiles % 4 == 0 || kColTiles == 2, "P V loads 2 or 4 n-tiles at a time");
   static_assert(kThreads == 4 * kBlockKeys, "the tile copy gives each cache row four threads");
   static_assert(kSmemBytes <= kMaxSmemBytes, "shared memory over the sm_90 limit");
 };
@@ -169,11 +192,11 @@ __global__ void __launch_bounds__(C::kThreads, 1) mla_decode_mma_kernel(MlaAbsor
                  group * C::kGroupWarps * C::kGroupRows;
 
   // Queries of the block's heads (zero rows past the last head), into their own region or, when
-  // they are to live in registers, into the last BF16 cache buffer or the widened tile (free until
-  // the loop refills it).
-  const uint32_t q_s = !C::kQInRegs ? sbase
-                       : C::kFp8    ? sbase + C::kWideOffset
-                                    : tiles + (C::kStages - 1) * C::kStageBytes;
+  // they are to live in registers, into the last cache stage or the widened tile (free until the
+  // loop refills it).
+  const uint32_t q_s = !C::kQInRegs    ? sbase
+                       : C::kWidenTile ? sbase + C::kWideOffset
+                                       : tiles + (C::kStages - 1) * C::kStageBytes;
   {
     const bf16* qg = static_cast<const bf16*>(p.q) + int64_t(t) * p.q_stride_t;
     for (int idx = tid; idx < C::kRows * C::kChunks; idx += C::kThreads) {
@@ -205,12 +228,14 @@ __global__ void __launch_bounds__(C::kThreads, 1) mla_decode_mma_kernel(MlaAbsor
       const int64_t slot = int64_t(page) * p.page_size + pos % p.page_size;
       src = cache + slot * cache_row_bytes;
     }
-    const uint32_t dst = tiles + (it % C::kStages) * C::kStageBytes + lrow * C::kStageRowBytes;
-    constexpr int kCopies = C::kFp8 ? C::kStageChunks : C::kChunks;
+    const uint32_t stage = tiles + (it % C::kStages) * C::kStageBytes;
 #pragma unroll
-    for (int j = 0; j < (kCopies + 3) / 4; ++j) {
+    for (int j = 0; j < (C::kCopies + 3) / 4; ++j) {
       const int c = quarter + 4 * j;
-      if (c < kCopies) cp_async_16_u32(dst + (C::kFp8 ? c << 4 : (c ^ (lrow & 7)) << 4), src + 16 * c, ok);
+      const uint32_t dst = C::kFp8Regs   ? stage + mla_fp8::stage_offset(lrow, c, C::kStageRowBytes)
+                           : C::kWidenTile ? stage + lrow * C::kStageRowBytes + (c << 4)
+                                           : stage + swizzle<C::kRowBytes>(lrow, c);
+      if (c < C::kCopies) cp_async_16_u32(dst, src + 16 * c, ok);
     }
   };
   int32_t next_page = page_of(0);
@@ -222,11 +247,29 @@ __global__ void __launch_bounds__(C::kThreads, 1) mla_decode_mma_kernel(MlaAbsor
   }
 
   uint32_t qf[C::kQInRegs ? C::kKSteps : 1][4];  // A fragments of Q (narrow blocks)
-  if constexpr (C::kQInRegs) {
+  if constexpr (C::kQInRegs || C::kFp8Regs) {
     cp_async_wait<C::kStages - 1>();  // the Q group
     __syncthreads();
+    if constexpr (C::kFp8Regs) {
+      // Each k-step's 16 columns of Q reordered as its 8 even columns, then its 8 odd ones: the S
+      // loop's B fragments from an FP8 stage hold the keys' columns in that order.
+      unsigned char* qb = smem + (q_s - sbase);
+      for (int idx = tid; idx < C::kRows * C::kKSteps; idx += C::kThreads) {
+        const int r = idx / C::kKSteps, k = idx % C::kKSteps;
+        uint4* lo = reinterpret_cast<uint4*>(qb + swizzle<C::kRowBytes>(r, 2 * k));
+        uint4* hi = reinterpret_cast<uint4*>(qb + swizzle<C::kRowBytes>(r, 2 * k + 1));
+        const uint4 x = *lo, y = *hi;
+        *lo = make_uint4(__byte_perm(x.x, x.y, 0x5410), __byte_perm(x.z, x.w, 0x5410),
+                         __byte_perm(y.x, y.y, 0x5410), __byte_perm(y.z, y.w, 0x5410));
+        *hi = make_uint4(__byte_perm(x.x, x.y, 0x7632), __byte_perm(x.z, x.w, 0x7632),
+                         __byte_perm(y.x, y.y, 0x7632), __byte_perm(y.z, y.w, 0x7632));
+      }
+      __syncthreads();
+    }
+    if constexpr (C::kQInRegs) {
 #pragma unroll
-    for (int k = 0; k < C::kKSteps; ++k) ldsm_x4(q_s + swizzle<C::kRowBytes>(lane & 15, 2 * k + (lane >> 4)), qf[k]);
+      for (int k = 0; k < C::kKSteps; ++k) ldsm_x4(q_s + swizzle<C::kRowBytes>(lane & 15, 2 * k + (lane >> 4)), qf[k]);
+    }
   }
 
   // Lane-constant parts of the ldmatrix addresses (rows are 8-aligned, so row % 8 == lane % 8).
@@ -260,7 +303,7 @@ __global__ void __launch_bounds__(C::kThreads, 1) mla_decode_mma_kernel(MlaAbsor
     cp_async_commit();
     next_page = page_of(it + C::kStages);
     uint32_t kbuf = tiles + (it % C::kStages) * C::kStageBytes;
-    if constexpr (C::kFp8) {
+    if constexpr (C::kWidenTile) {
       // Widen the FP8 tile into the swizzled BF16 tile: 8 values (one 16-byte BF16 chunk) per step,
       // consecutive threads on consecutive chunks of a row. Every warp finished reading the widened
       // tile of the previous iteration before the barrier above.
@@ -293,9 +336,27 @@ __global__ void __launch_bounds__(C::kThreads, 1) mla_decode_mma_kernel(MlaAbsor
 #pragma unroll
       for (int kp = 0; kp < C::kKSteps / 2; ++kp) {  // 32 latent columns: chunks 4 kp .. 4 kp + 3
         uint32_t b[C::kKeyTiles][4];  // n-tile nt: {b0, b1} of k-step 2 kp, {b0, b1} of k-step 2 kp + 1
+        if constexpr (C::kFp8Regs) {
+          // Lane (g, t4) gets FP8 columns 4 t4 .. 4 t4 + 3 of key g of the k-step: bytes 0 and 2 are
+          // B rows 2 t4, 2 t4 + 1 (b0), bytes 1 and 3 rows 2 t4 + 8, 2 t4 + 9 (b1), which is the order
+          // of Q's reordered columns (even columns first).
+          uint32_t raw[2 * C::kKeyTiles];  // [n-tile][k-step of the pair]
+          const uint32_t addr = kbuf + mla_fp8::stage_offset(mla_fp8::s_row(lane, wig, C::kKeyTiles),
+                                                             mla_fp8::s_chunk(lane, kp), C::kStageRowBytes);
+          if constexpr (C::kKeyTiles == 2) ldsm_x4(addr, raw);
+          else ldsm_x2(addr, raw);
 #pragma unroll
-        for (int nt = 0; nt < C::kKeyTiles; ++nt)
-          ldsm_x4(kbuf + k_lane + nt * 8 * C::kRowBytes + (((4 * kp + k_chunk) ^ xr) << 4), b[nt]);
+          for (int nt = 0; nt < C::kKeyTiles; ++nt)
+#pragma unroll
+            for (int h = 0; h < 2; ++h) {
+              b[nt][2 * h] = fp8x4_even_to_bf16x2<C::kFormat == CacheFormat::E5m2>(raw[2 * nt + h]);
+              b[nt][2 * h + 1] = fp8x4_odd_to_bf16x2<C::kFormat == CacheFormat::E5m2>(raw[2 * nt + h]);
+            }
+        } else {
+#pragma unroll
+          for (int nt = 0; nt < C::kKeyTiles; ++nt)
+            ldsm_x4(kbuf + k_lane + nt * 8 * C::kRowBytes + (((4 * kp + k_chunk) ^ xr) << 4), b[nt]);
+        }
 #pragma unroll
         for (int h = 0; h < 2; ++h) {
           const int k = 2 * kp + h;
@@ -417,14 +478,42 @@ __global__ void __launch_bounds__(C::kThreads, 1) mla_decode_mma_kernel(MlaAbsor
         const uint2 hi = p_group[(((2 * kk + 1) / kT * C::kMTiles + mt) * kT + (2 * kk + 1) % kT) * 32];
         a[mt][0] = lo.x, a[mt][1] = lo.y, a[mt][2] = hi.x, a[mt][3] = hi.y;
       }
+      if constexpr (C::kFp8Regs) {
+        // ldmatrix.trans of 8 keys x 16 FP8 columns (as 8 x 8 byte pairs) gives lane (g, t4) the columns
+        // 2 g, 2 g + 1 of keys 2 t4, 2 t4 + 1: bytes 0 and 2 are b0 (b1 from keys 8 .. 15) of an n-tile
+        // of the chunk's even columns, bytes 1 and 3 of one of its odd columns (mla_fp8::pv_column).
+        constexpr int kPer = C::kColTiles % 4 == 0 ? 4 : 2;  // n-tiles per ldmatrix (2 chunks or 1)
 #pragma unroll
-      for (int np = 0; np < C::kColTiles / 2; ++np) {
-        uint32_t b[4];  // {b0, b1} of column n-tiles 2 np and 2 np + 1
-        ldsm_x4_trans(kbuf + v_lane + kk * 16 * C::kRowBytes + (((v_chunk + 2 * np) ^ xr) << 4), b);
+        for (int jp = 0; jp < C::kColTiles / kPer; ++jp) {
+          uint32_t r[kPer];  // [chunk of the load][keys 0 .. 7, 8 .. 15]
+          const uint32_t addr =
+              kbuf + mla_fp8::stage_offset(mla_fp8::v_row(lane, kk), mla_fp8::v_chunk(lane, wig, C::kColTiles, kPer, jp),
+                                           C::kStageRowBytes);
+          if constexpr (kPer == 4) ldsm_x4_trans(addr, r);
+          else ldsm_x2_trans(addr, r);
 #pragma unroll
-        for (int mt = 0; mt < C::kMTiles; ++mt) {
-          mma_bf16(o[mt][2 * np], a[mt], b[0], b[1]);
-          mma_bf16(o[mt][2 * np + 1], a[mt], b[2], b[3]);
+          for (int ci = 0; ci < kPer / 2; ++ci) {
+            const uint32_t e0 = fp8x4_even_to_bf16x2<C::kFormat == CacheFormat::E5m2>(r[2 * ci]);
+            const uint32_t e1 = fp8x4_even_to_bf16x2<C::kFormat == CacheFormat::E5m2>(r[2 * ci + 1]);
+            const uint32_t d0 = fp8x4_odd_to_bf16x2<C::kFormat == CacheFormat::E5m2>(r[2 * ci]);
+            const uint32_t d1 = fp8x4_odd_to_bf16x2<C::kFormat == CacheFormat::E5m2>(r[2 * ci + 1]);
+#pragma unroll
+            for (int mt = 0; mt < C::kMTiles; ++mt) {
+              mma_bf16(o[mt][kPer * jp + 2 * ci], a[mt], e0, e1);
+              mma_bf16(o[mt][kPer * jp + 2 * ci + 1], a[mt], d0, d1);
+            }
+          }
+        }
+      } else {
+#pragma unroll
+        for (int np = 0; np < C::kColTiles / 2; ++np) {
+          uint32_t b[4];  // {b0, b1} of column n-tiles 2 np and 2 np + 1
+          ldsm_x4_trans(kbuf + v_lane + kk * 16 * C::kRowBytes + (((v_chunk + 2 * np) ^ xr) << 4), b);
+#pragma unroll
+          for (int mt = 0; mt < C::kMTiles; ++mt) {
+            mma_bf16(o[mt][2 * np], a[mt], b[0], b[1]);
+            mma_bf16(o[mt][2 * np + 1], a[mt], b[2], b[3]);
+          }
         }
       }
     }
@@ -453,7 +542,10 @@ __global__ void __launch_bounds__(C::kThreads, 1) mla_decode_mma_kernel(MlaAbsor
       l_tot[mt][h] = l;
     }
 
+  // Output columns of o[mt][j][2 h + e]: col0 + 8 j + e; read from an FP8 stage, colw +
+  // mla_fp8::pv_column(j, 2 t4 + e), where n-tiles 2 q and 2 q + 1 give 4 contiguous columns.
   const int col0 = wig * C::kColTiles * 8 + 2 * t4;
+  const int colw = wig * C::kColTiles * 8;
 #pragma unroll
   for (int mt = 0; mt < C::kMTiles; ++mt)
 #pragma unroll
@@ -463,17 +555,39 @@ __global__ void __launch_bounds__(C::kThreads, 1) mla_decode_mma_kernel(MlaAbsor
       const int head = h0 + r;
       if (p.num_splits == 1) {
         const float inv = l_tot[mt][h] > 0.0f ? 1.0f / l_tot[mt][h] : 0.0f;
-        bf16* dst = static_cast<bf16*>(p.out) + (int64_t(t) * p.heads + head) * C::kKvRank + col0;
+        bf16* row_out = static_cast<bf16*>(p.out) + (int64_t(t) * p.heads + head) * C::kKvRank;
+        if constexpr (C::kFp8Regs) {
 #pragma unroll
-        for (int j = 0; j < C::kColTiles; ++j)
-          *reinterpret_cast<__nv_bfloat162*>(dst + 8 * j) =
-              __floats2bfloat162_rn(o[mt][j][2 * h] * inv, o[mt][j][2 * h + 1] * inv);
+          for (int q = 0; q < C::kColTiles / 2; ++q) {
+            bf16* dst = row_out + colw + mla_fp8::pv_column(2 * q, 2 * t4);
+            *reinterpret_cast<__nv_bfloat162*>(dst) =
+                __floats2bfloat162_rn(o[mt][2 * q][2 * h] * inv, o[mt][2 * q + 1][2 * h] * inv);
+            *reinterpret_cast<__nv_bfloat162*>(dst + 2) =
+                __floats2bfloat162_rn(o[mt][2 * q][2 * h + 1] * inv, o[mt][2 * q + 1][2 * h + 1] * inv);
+          }
+        } else {
+          bf16* dst = row_out + col0;
+#pragma unroll
+          for (int j = 0; j < C::kColTiles; ++j)
+            *reinterpret_cast<__nv_bfloat162*>(dst + 8 * j) =
+                __floats2bfloat162_rn(o[mt][j][2 * h] * inv, o[mt][j][2 * h + 1] * inv);
+        }
       } else {
         const int64_t part = (int64_t(split) * p.num_tokens + t) * p.heads + head;
-        float* dst = p.part_out + part * C::kKvRank + col0;
+        float* row_part = p.part_out + part * C::kKvRank;
+        if constexpr (C::kFp8Regs) {
 #pragma unroll
-        for (int j = 0; j < C::kColTiles; ++j)
-          *reinterpret_cast<float2*>(dst + 8 * j) = make_float2(o[mt][j][2 * h], o[mt][j][2 * h + 1]);
+          for (int q = 0; q < C::kColTiles / 2; ++q) {
+            float* dst = row_part + colw + mla_fp8::pv_column(2 * q, 2 * t4);
+            *reinterpret_cast<float2*>(dst) = make_float2(o[mt][2 * q][2 * h], o[mt][2 * q + 1][2 * h]);
+            *reinterpret_cast<float2*>(dst + 2) = make_float2(o[mt][2 * q][2 * h + 1], o[mt][2 * q + 1][2 * h + 1]);
+          }
+        } else {
+          float* dst = row_part + col0;
+#pragma unroll
+          for (int j = 0; j < C::kColTiles; ++j)
+            *reinterpret_cast<float2*>(dst + 8 * j) = make_float2(o[mt][j][2 * h], o[mt][j][2 * h + 1]);
+        }
         if (wig == 0 && t4 == 0) {
           p.part_ml[part * 2] = m_run[mt][h];  // -inf (with l = 0) when the tree hid every key of the split
           p.part_ml[part * 2 + 1] = l_tot[mt][h];
