@@ -1,6 +1,7 @@
 // Memory plan (see memory_plan.h). How each checkpoint tensor is split:
-// - embedding and lm_head: by vocabulary over the TP group (over the attention group's GPUs with
-//   DP attention, whose embedding is per group);
+// - embedding: replicated on every GPU, as the loader keeps it (a lookup is a gather; splitting it
+//   would add a collective per forward);
+// - lm_head: by vocabulary over the TP group (over the attention group's GPUs with DP attention);
 // - attention: q_b_proj, kv_b_proj and o_proj by heads over the attention-TP GPUs; q_a_proj,
 //   kv_a_proj_with_mqa and norms replicated;
 // - dense MLP and shared experts: by intermediate columns over all TP GPUs;
@@ -17,7 +18,8 @@ namespace dsserve {
 namespace {
 int64_t divisor_for(const std::string& name, const ModelConfig& cfg, const ParallelLayout& L) {
   auto has = [&](const char* part) { return name.find(part) != std::string::npos; };
-  if (has("embed_tokens") || has("lm_head") || has("shared_head.head")) return L.dp_attention ? L.attention_tp() : L.tp;
+  if (has("embed_tokens")) return 1;
+  if (has("lm_head") || has("shared_head.head")) return L.dp_attention ? L.attention_tp() : L.tp;
   if (has("mlp.experts.")) return L.tp;  // ep whole experts x (tp / ep) column shards
   if (has("mlp.gate.") || has("eh_proj") || has("norm") || has("e_score_correction_bias")) return 1;
   if (has("q_b_proj") || has("kv_b_proj") || has("o_proj") || has("self_attn.q_proj")) return L.attention_tp();

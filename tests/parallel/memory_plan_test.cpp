@@ -27,6 +27,18 @@ TEST(MemoryPlan, FullDeepSeekV3InFp8IsAbout685GB) {
   EXPECT_EQ(p.kv_bytes_per_token, 62 * 576 * 2) << "61 layers + MTP, 576 bf16 values each";
 }
 
+// The loader keeps the embedding whole on every GPU and splits the lm_head by vocabulary: 1,024
+// more vocabulary rows cost each of 8 GPUs a whole embedding slice and an eighth of a head slice.
+TEST(MemoryPlan, EmbeddingIsReplicatedAndLmHeadSplit) {
+  ParallelLayout tp8;
+  tp8.tp = 8;
+  ModelConfig wider = v3();
+  wider.vocab_size += 1024;
+  const int64_t rows_bytes = int64_t(1024) * v3().hidden_size * 2;  // BF16
+  const int64_t grew = plan_memory(wider, h200(tp8)).weight_bytes_per_gpu - plan_memory(v3(), h200(tp8)).weight_bytes_per_gpu;
+  EXPECT_EQ(grew, rows_bytes + rows_bytes / 8);
+}
+
 TEST(MemoryPlan, Tp8FitsOneNodeAndDpAttentionMultipliesDistinctTokens) {
   ParallelLayout tp8;
   tp8.tp = 8;
