@@ -82,15 +82,13 @@ LoadedModel load_model(const ModelOptions& o, bool with_mtp_cache) {
   std::unique_ptr<NodeGroup> nodes;  // several nodes: joined before any device is touched
   if (o.nnodes > 1) {
     DS_CHECK(!with_mtp_cache && o.draft_model_path.empty(),
-             "--nnodes {}: speculative decoding runs on one GPU for now (use --nnodes 1 --tp-size 1)", o.nnodes);
+             "--nnodes {}: speculative decoding runs on one node for now (use --nnodes 1)", o.nnodes);
     nodes = std::make_unique<NodeGroup>(join_node_group(node_group_options(o, cfg, ctx)));
   } else if (data_parallel) {
     DS_CHECK(!with_mtp_cache && o.draft_model_path.empty(),
              "--dp-size {}: speculative decoding is not available with data-parallel attention", o.dp_size);
     ranks = create_data_parallel_backends(parse_device_kind(o.device), o.tp_size, o.dp_size);
-  } else if (o.tp_size > 1) {
-    DS_CHECK(!with_mtp_cache && o.draft_model_path.empty(),
-             "--tp-size {}: speculative decoding runs on one GPU for now (use --tp-size 1)", o.tp_size);
+  } else if (o.tp_size > 1) {  // speculative decoding included: every rank holds its shard of the MTP layer
     ranks = create_tensor_parallel_backends(parse_device_kind(o.device), o.tp_size);
   } else {
     m.backend = create_backend(parse_device_kind(o.device));
@@ -123,7 +121,7 @@ LoadedModel load_model(const ModelOptions& o, bool with_mtp_cache) {
     draft_renamed = std::make_unique<RenamedWeights>(*draft, layer_prefix(cfg.num_hidden_layers), layer_prefix(0));
     lo.mtp_weights = draft_renamed.get();
   }
-  lo.load_mtp = (o.load_mtp || with_mtp_cache) && o.tp_size == 1;
+  lo.load_mtp = (o.load_mtp || with_mtp_cache) && o.nnodes == 1 && o.dp_size == 1;
   lo.shard.expert_parallel = o.ep_size > 1;
   if (nodes) {
     m.nodes = std::make_unique<MultiNodeModel>(std::move(*nodes), cfg, *src, ctx, lo);
@@ -139,7 +137,7 @@ LoadedModel load_model(const ModelOptions& o, bool with_mtp_cache) {
   }
   m.weight_bytes = lead.persistent_bytes();
   if (with_mtp_cache)
-    DS_CHECK(m.model->has_mtp(), "speculative decoding needs the MTP layer, but {} has none (num_nextn_predict_layers "
+    DS_CHECK(m.runner().has_mtp(), "speculative decoding needs the MTP layer, but {} has none (num_nextn_predict_layers "
              "is {})", o.model_path, cfg.num_nextn_predict_layers);
   const int64_t cached_layers = cfg.num_hidden_layers + (with_mtp_cache ? std::max(1, cfg.num_nextn_predict_layers) : 0);
   const DType cache_type = cache_dtype.value_or(lead.activation_dtype());
@@ -177,7 +175,9 @@ LoadedModel load_model(const ModelOptions& o, bool with_mtp_cache) {
     m.cache = m.tp->allocate_cache(cache_pages_for(*m.pool), o.page_size, cache_type);
   else
     m.cache = m.model->allocate_cache(cache_pages_for(*m.pool), o.page_size, false, cache_type);
-  if (with_mtp_cache)  // the MTP layer's cache has the target's element type
+  if (with_mtp_cache && m.tp)  // the MTP layer's cache has the target's element type; one copy per rank
+    m.mtp_cache = m.tp->allocate_mtp_cache(cache_pages_for(*m.pool), o.page_size, cache_type);
+  else if (with_mtp_cache)
     m.mtp_cache = m.model->allocate_cache(cache_pages_for(*m.pool), o.page_size, /*mtp=*/true, cache_type);
   std::string graphs = "off (--disable-cuda-graph)";
   if (!lead.can_capture()) {

@@ -2,9 +2,9 @@
 // text layer, starts the engine (scheduler thread) and the Asio HTTP server, and on SIGINT/SIGTERM
 // stops accepting, aborts in-flight requests, lets their last bytes go out and exits 0. With
 // --nnodes K only node 0 serves HTTP; the other nodes run its commands (multi_node_serving.h). Flags
-// that cannot apply yet (speculative decoding with parallelism, data-parallel attention over several
-// nodes, plain data parallelism without --enable-dp-attention) are refused with a message; flags
-// with nothing to do here are accepted and say so in the log.
+// that cannot apply yet (speculative decoding over several nodes or with data-parallel attention,
+// data-parallel attention over several nodes, plain data parallelism without --enable-dp-attention)
+// are refused with a message; flags with nothing to do here are accepted and say so in the log.
 #include <spdlog/spdlog.h>
 
 #include <filesystem>
@@ -117,7 +117,7 @@ void check_multi_node_flags(const ServeOptions& o) {
   DS_CHECK(!o.dist_init_addr.empty(), "--nnodes {} needs --dist-init-addr HOST:PORT (node 0's address, the same on "
            "every node)", o.nnodes);
   DS_CHECK(o.speculative_algorithm.empty(), "--speculative-algorithm with --nnodes {}: speculative decoding runs on one "
-           "GPU for now (use --nnodes 1 --tp-size 1)", o.nnodes);
+           "node for now (use --nnodes 1)", o.nnodes);
 }
 
 // Refuses what cannot apply and logs what is accepted without effect.
@@ -135,8 +135,6 @@ void check_flags(const ServeOptions& o, bool on_cpu) {
   refuse(o.enable_dp_attention && o.dp_size > 1 && !o.speculative_algorithm.empty(),
          fmt::format("--enable-dp-attention --dp-size {}: speculative decoding is not available with data-parallel "
                      "attention (drop --speculative-algorithm, or use --dp-size 1)", o.dp_size));
-  refuse(o.tp_size > 1 && !o.speculative_algorithm.empty(),
-         fmt::format("--tp-size {}: speculative decoding runs on one GPU for now (use --tp-size 1)", o.tp_size));
   refuse(o.ep_size != 1 && o.ep_size != o.tp_size,
          fmt::format("--ep-size {}: expert parallelism runs over the tensor-parallel ranks (use 1 or --tp-size {})",
                      o.ep_size, o.tp_size));

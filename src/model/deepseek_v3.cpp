@@ -293,8 +293,9 @@ bool DeepseekV3Model::capture_mtp_graphs(LatentCache& mtp_cache, int32_t trash_s
 std::vector<int> DeepseekV3Model::decode_graph_sizes() const { return graphs_ ? graphs_->batch_sizes() : std::vector<int>{}; }
 double DeepseekV3Model::decode_graph_capture_seconds() const { return graphs_ ? graphs_->capture_seconds() : 0.0; }
 
-ForwardOutput DeepseekV3Model::forward_mtp(const ForwardBatch& b, const Tensor& prev_hidden, LatentCache& cache) {
+ForwardOutput DeepseekV3Model::forward_mtp(const ForwardBatch& b, const Tensor& prev_hidden_in, LatentCache& cache) {
   DS_CHECK(has_mtp(), "the model has no multi-token-prediction layer loaded");
+  const Tensor prev_hidden = prev_hidden_in.device() == be_.device() ? prev_hidden_in : be_.to_device(prev_hidden_in);
   DS_CHECK(prev_hidden.size(0) == b.num_tokens(), "forward_mtp: {} hidden states for {} tokens", prev_hidden.size(0),
            b.num_tokens());
   if (mtp_graphs_ && mtp_graphs_->covers(b, cache) && prev_hidden.dtype() == DType::F32)

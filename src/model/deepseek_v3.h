@@ -26,7 +26,7 @@ class DeepseekV3Model final : public ModelRunner {
   Backend& backend() override { return be_; }
   int64_t context_len() const override { return context_len_; }
   DeepseekV3Model* single_device() override { return shard_.world == 1 ? this : nullptr; }
-  bool has_mtp() const { return !w_.mtp.empty(); }
+  bool has_mtp() const override { return !w_.mtp.empty(); }
   const ShardSpec& shard() const { return shard_; }  // this rank's part of a tensor-parallel model
 
   // A latent cache for the target's layers (mtp = false) or the MTP layers (mtp = true), of element
@@ -66,7 +66,7 @@ class DeepseekV3Model final : public ModelRunner {
   int64_t mtp_graph_replays() const { return mtp_graphs_ ? mtp_graphs_->replays() : 0; }
   // The first MTP module: row t combines prev_hidden[t] (the target's final hidden state at the
   // position before) with the embedding of batch.input_ids[t].
-  ForwardOutput forward_mtp(const ForwardBatch& batch, const Tensor& prev_hidden, LatentCache& mtp_cache);
+  ForwardOutput forward_mtp(const ForwardBatch& batch, const Tensor& prev_hidden, LatentCache& mtp_cache) override;
 
  private:
   AttentionBatch upload(const ForwardBatch& b, int page_size);

@@ -4,6 +4,7 @@
 #include <vector>
 
 #include "backend/backend.h"
+#include "core/error.h"
 #include "io/model_config.h"
 #include "model/forward_batch.h"
 
@@ -39,8 +40,25 @@ class ModelRunner {
   // follow; false: it is about to wait for requests, or its last step ran no forward), so that the
   // lockstep rounds of the attention groups do not wait for it. Runners of one replica ignore it.
   virtual void set_has_work(bool has_work) { (void)has_work; }
-  // The model itself when it runs on one device (speculative decoding needs it); nullptr otherwise.
+  // The model itself when it runs on one device (its CUDA graphs for verification and drafting);
+  // nullptr otherwise.
   virtual DeepseekV3Model* single_device() { return nullptr; }
+
+  // Speculative decoding (EAGLE with the MTP layer). has_mtp: whether the MTP layer is loaded.
+  virtual bool has_mtp() const { return false; }
+  // The MTP module over `batch` (see DeepseekV3Model::forward_mtp); prev_hidden: float32 [T, hidden]
+  // on backend() or on the host; mtp_cache: the MTP cache allocated through this runner.
+  virtual ForwardOutput forward_mtp(const ForwardBatch& batch, const Tensor& prev_hidden, LatentCache& mtp_cache) {
+    (void)batch, (void)prev_hidden, (void)mtp_cache;
+    fail("this model runner has no MTP layer");
+  }
+  // Moves latent-cache slots, src[i] to dst[i] in order, in every layer of `cache` (allocated
+  // through this runner) on every device that holds a copy of it.
+  virtual void move_cache_slots(LatentCache& cache, const std::vector<int32_t>& src, const std::vector<int32_t>& dst) {
+    Backend& be = backend();
+    Tensor s = be.upload_i32(src, {int64_t(src.size())}), d = be.upload_i32(dst, {int64_t(dst.size())});
+    be.move_cache_slots(cache.data, s, d);
+  }
 };
 
 }  // namespace dsserve

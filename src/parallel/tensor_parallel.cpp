@@ -100,6 +100,43 @@ LatentCache& TensorParallelModel::allocate_cache(int64_t num_pages, int page_siz
   return ranks_[0].cache;
 }
 
+LatentCache& TensorParallelModel::allocate_mtp_cache(int64_t num_pages, int page_size, std::optional<DType> dtype) {
+  threads_.run_all([&](int r) {
+    Rank& k = ranks_[size_t(r)];
+    k.backend->bind_thread();
+    k.mtp_cache = k.model->allocate_cache(num_pages, page_size, /*mtp=*/true, dtype);
+    k.backend->synchronize();
+  });
+  return ranks_[0].mtp_cache;
+}
+
+ForwardOutput TensorParallelModel::forward_mtp(const ForwardBatch& batch, const Tensor& prev_hidden,
+                                               LatentCache& mtp_cache) {
+  DS_CHECK(mtp_cache.data.data() == ranks_[0].mtp_cache.data.data(),
+           "TensorParallelModel::forward_mtp: pass the cache from allocate_mtp_cache");
+  // Every rank's shard of the MTP layer needs all rows' previous hidden states on its own device.
+  const Tensor host = prev_hidden.device() == Device::CPU ? prev_hidden : ranks_[0].backend->to_host_f32(prev_hidden);
+  threads_.run_all([&](int r) {
+    Rank& k = ranks_[size_t(r)];
+    k.backend->bind_thread();
+    k.last = k.model->forward_mtp(batch, k.backend->to_device(host), k.mtp_cache);
+  });
+  return ranks_[0].last;
+}
+
+void TensorParallelModel::move_cache_slots(LatentCache& cache, const std::vector<int32_t>& src,
+                                           const std::vector<int32_t>& dst) {
+  const bool mtp = cache.data.data() == ranks_[0].mtp_cache.data.data();
+  DS_CHECK(mtp || cache.data.data() == ranks_[0].cache.data.data(),
+           "TensorParallelModel::move_cache_slots: pass a cache from allocate_cache or allocate_mtp_cache");
+  threads_.run_all([&](int r) {
+    Rank& k = ranks_[size_t(r)];
+    k.backend->bind_thread();
+    Tensor s = k.backend->upload_i32(src, {int64_t(src.size())}), d = k.backend->upload_i32(dst, {int64_t(dst.size())});
+    k.backend->move_cache_slots(mtp ? k.mtp_cache.data : k.cache.data, s, d);
+  });
+}
+
 ForwardOutput TensorParallelModel::forward(const ForwardBatch& batch, LatentCache& cache) {
   DS_CHECK(cache.data.data() == ranks_[0].cache.data.data(),
            "TensorParallelModel::forward: pass the cache from allocate_cache");
@@ -114,6 +151,7 @@ TensorParallelModel::~TensorParallelModel() {
     k.backend->synchronize();
     k.last = {};
     k.cache = {};
+    k.mtp_cache = {};
     k.model.reset();
   });
 }

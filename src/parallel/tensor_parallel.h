@@ -69,6 +69,9 @@ class TensorParallelModel final : public ModelRunner {
   // returns rank 0's.
   LatentCache& allocate_cache(int64_t num_pages, int page_size, std::optional<DType> dtype = std::nullopt);
   LatentCache& cache() { return ranks_[0].cache; }
+  // Gives every rank an MTP latent cache (speculative decoding: each rank runs its shard of the MTP
+  // layer over its own copy); returns rank 0's.
+  LatentCache& allocate_mtp_cache(int64_t num_pages, int page_size, std::optional<DType> dtype = std::nullopt);
 
   // The forward on every rank, each on its own cache; rank 0's logits and hidden states.
   ForwardOutput forward(const ForwardBatch& batch);
@@ -79,6 +82,11 @@ class TensorParallelModel final : public ModelRunner {
   std::vector<int> decode_graph_sizes() const override { return ranks_[0].model->decode_graph_sizes(); }
   std::string device_fatal_error() override;  // the first failed rank's reason
   double decode_graph_capture_seconds() const override { return ranks_[0].model->decode_graph_capture_seconds(); }
+  // Speculative decoding over the ranks: the MTP layer's forward on every rank (prev_hidden copied to
+  // each rank's device), and cache moves applied to every rank's copy of the cache.
+  bool has_mtp() const override { return ranks_[0].model->has_mtp(); }
+  ForwardOutput forward_mtp(const ForwardBatch& batch, const Tensor& prev_hidden, LatentCache& mtp_cache) override;
+  void move_cache_slots(LatentCache& cache, const std::vector<int32_t>& src, const std::vector<int32_t>& dst) override;
   // Waits for every rank's device work.
   void synchronize();
 
@@ -86,7 +94,7 @@ class TensorParallelModel final : public ModelRunner {
   struct Rank {
     std::unique_ptr<Backend> backend;
     std::unique_ptr<DeepseekV3Model> model;
-    LatentCache cache;
+    LatentCache cache, mtp_cache;
     ForwardOutput last;
   };
   std::vector<Rank> ranks_;

@@ -56,9 +56,7 @@ class Scheduler final : public Engine {
       DS_CHECK(opt_.mtp_cache && opt_.mtp_cache->num_pages >= cache_pages_for(pool) &&
                    opt_.mtp_cache->page_size == pool.page_size(),
                "speculative decoding needs an MTP cache with the pool's page size and {} pages", cache_pages_for(pool));
-      DeepseekV3Model* single = model_.single_device();
-      DS_CHECK(single, "speculative decoding runs on one GPU for now (use --tp-size 1)");
-      eagle_.emplace(*single, *opt_.mtp_cache, trash_slot_, opt_.speculative);
+      eagle_.emplace(model_, *opt_.mtp_cache, trash_slot_, opt_.speculative);
     }
     thread_ = std::thread([this] { loop(); });
   }
@@ -564,12 +562,7 @@ class Scheduler final : public Engine {
       draft_rows.push_back(std::move(dr));
       base += chunks[i].tokens.size();
     }
-    if (!move_src.empty()) {
-      Backend& be = model_.backend();
-      Tensor src = be.upload_i32(move_src, {int64_t(move_src.size())});
-      Tensor dst = be.upload_i32(move_dst, {int64_t(move_dst.size())});
-      be.move_cache_slots(cache_.data, src, dst);
-    }
+    if (!move_src.empty()) model_.move_cache_slots(cache_, move_src, move_dst);  // every rank's copy
     std::vector<RequestState*> reqs;
     for (auto& r : batch_) reqs.push_back(r.get());
     eagle_->draft(reqs, eagle_->extend(reqs, draft_rows, draft_hidden));

@@ -27,7 +27,7 @@ void SpeculativeOptions::validate_and_default() {
            num_steps + 1, num_draft_tokens);
 }
 
-EagleWorker::EagleWorker(DeepseekV3Model& model, LatentCache& mtp_cache, int32_t trash_slot, SpeculativeOptions opt)
+EagleWorker::EagleWorker(ModelRunner& model, LatentCache& mtp_cache, int32_t trash_slot, SpeculativeOptions opt)
     : model_(model), mtp_cache_(mtp_cache), trash_slot_(trash_slot), opt_(std::move(opt)) {
   DS_CHECK(model_.has_mtp(), "speculative decoding needs the checkpoint's MTP layer (num_nextn_predict_layers > 0 "
                              "and model.layers.{}.* present)", model_.config().num_hidden_layers);

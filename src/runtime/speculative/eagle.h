@@ -39,7 +39,8 @@ struct DraftRow {
 
 class EagleWorker {
  public:
-  EagleWorker(DeepseekV3Model& model, LatentCache& mtp_cache, int32_t trash_slot, SpeculativeOptions opt);
+  // model: one device or tensor-parallel ranks (ModelRunner::forward_mtp); mtp_cache: allocated through it.
+  EagleWorker(ModelRunner& model, LatentCache& mtp_cache, int32_t trash_slot, SpeculativeOptions opt);
   const SpeculativeOptions& options() const { return opt_; }
 
   // Runs the MTP over rows of several requests (hidden: rows x hidden, host F32, in row order),
@@ -68,7 +69,7 @@ class EagleWorker {
   void draft_chain(const std::vector<RequestState*>& reqs, std::vector<LastRow> last);
   void draft_tree(const std::vector<RequestState*>& reqs, std::vector<LastRow> last);
 
-  DeepseekV3Model& model_;
+  ModelRunner& model_;
   LatentCache& mtp_cache_;
   int32_t trash_slot_;
   SpeculativeOptions opt_;
