@@ -41,15 +41,23 @@ struct Times {
   std::map<int, double> verify;  // tokens per request -> seconds
 };
 
+// Waits for every device of the model (each rank's under tensor parallelism).
+void synchronize_all(LoadedModel& m) {
+  if (m.tp)
+    m.tp->synchronize();
+  else
+    m.lead_backend().synchronize();
+}
+
 template <typename F>
-double median_time(Backend& be, int repeats, F&& f) {
+double median_time(LoadedModel& m, int repeats, F&& f) {
   for (int i = 0; i < 3; ++i) f();  // warm-up
-  be.synchronize();
+  synchronize_all(m);
   std::vector<double> t;
   for (int i = 0; i < repeats; ++i) {
     auto t0 = std::chrono::steady_clock::now();
     f();
-    be.synchronize();
+    synchronize_all(m);
     t.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
   }
   std::sort(t.begin(), t.end());
@@ -57,7 +65,8 @@ double median_time(Backend& be, int repeats, F&& f) {
 }
 
 Times measure(LoadedModel& m, const CostOptions& o, int B) {
-  Backend& be = *m.backend;
+  Backend& be = m.lead_backend();
+  ModelRunner& model = m.runner();  // one device, or the tensor-parallel ranks
   const int ctx = o.context_tokens, ps = m.pool->page_size();
   std::vector<SequencePages> seqs(static_cast<size_t>(B));
   for (auto& s : seqs) DS_CHECK(s.reserve(*m.pool, ctx + 16), "bench-speculative-cost: KV cache too small");
@@ -67,16 +76,16 @@ Times measure(LoadedModel& m, const CostOptions& o, int B) {
   int64_t in_batch = 0;
   for (auto& s : seqs) {
     std::vector<int32_t> ids(static_cast<size_t>(ctx));
-    for (auto& t : ids) t = int32_t(g() % uint32_t(m.model->config().vocab_size));
+    for (auto& t : ids) t = int32_t(g() % uint32_t(model.config().vocab_size));
     pre.push_back({&s, 0, std::move(ids), {ctx - 1}});
     in_batch += ctx;
     if (in_batch >= 16384 || pre.size() == seqs.size() || &s == &seqs.back()) {
-      m.model->forward(build_forward_batch(pre, ps, AttentionMode::Expanded), m.cache);
+      model.forward(build_forward_batch(pre, ps, AttentionMode::Expanded), m.cache);
       pre.clear();
       in_batch = 0;
     }
   }
-  be.synchronize();
+  synchronize_all(m);
   auto rows = [&](int n) {
     std::vector<SequenceChunk> c;
     for (auto& s : seqs) {
@@ -93,17 +102,17 @@ Times measure(LoadedModel& m, const CostOptions& o, int B) {
   };
   Times t;
   ForwardBatch one = rows(1);
-  t.decode = median_time(be, o.repeats, [&] { m.model->forward(one, m.cache); });
+  t.decode = median_time(m, o.repeats, [&] { model.forward(one, m.cache); });
   for (int n : {2, 4, 8}) {
     ForwardBatch v = rows(n);
-    t.verify[n] = median_time(be, o.repeats, [&] { m.model->forward(v, m.cache); });
+    t.verify[n] = median_time(m, o.repeats, [&] { model.forward(v, m.cache); });
   }
   BatchLayout draft_layout{ps, AttentionMode::Absorbed, 1, int32_t(m.pool->num_pages() * ps)};
   std::vector<SequenceChunk> dc;
   for (auto& s : seqs) dc.push_back({&s, ctx - 1, {5}, {0}});
   ForwardBatch draft = build_forward_batch(dc, draft_layout);
-  Tensor hidden = be.alloc(DType::F32, {B, m.model->config().hidden_size});  // float32, as the draft worker passes it
-  t.draft = median_time(be, o.repeats, [&] { m.model->forward_mtp(draft, hidden, m.mtp_cache); });
+  Tensor hidden = be.alloc(DType::F32, {B, model.config().hidden_size});  // float32, as the draft worker passes it
+  t.draft = median_time(m, o.repeats, [&] { model.forward_mtp(draft, hidden, m.mtp_cache); });
   for (auto& s : seqs) s.release_all(*m.pool);
   return t;
 }
@@ -183,6 +192,9 @@ void add_bench_speculative_cost_command(CLI::App& app) {
   CLI::App* sub = app.add_subcommand("bench-speculative-cost",
                                      "Measure decode, verify and draft costs and project the speculative speed-up");
   o->model.add_to(*sub);
+  sub->add_option("--tp-size,--tp", o->model.tp_size, "GPUs to split the model over (tensor parallel)")->capture_default_str();
+  sub->add_option("--ep-size,--ep", o->model.ep_size, "1, or --tp-size: routed experts placed whole on the ranks")
+      ->capture_default_str();
   sub->add_option("--layers", o->layers, "Layer counts to measure (overriding num_hidden_layers)")->capture_default_str();
   sub->add_option("--batch-size", o->batch_sizes)->capture_default_str();
   sub->add_option("--context-tokens", o->context_tokens, "Tokens already cached per request")->capture_default_str();
