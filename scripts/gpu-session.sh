@@ -13,7 +13,9 @@ STAGES=${DSSERVE_STAGES:-tests,generate,bench,moe,serve}
 # Stage "node": what one GPU can do of the 8xH200 run (issue 9): the real DeepSeek-V3 config with
 # the layer count scaled to fit one H200 (DSSERVE_NODE_LAYERS, default 10: 3 dense + 7 MoE layers),
 # dummy FP8 weights, TP1: bench-one-batch at batch 1, 32, 256 (input 1024, output 256), the
-# speculative cost measurement, and bench-serving against the served model.
+# speculative cost measurement, and bench-serving against the served model. DSSERVE_NODE_ARGS adds
+# flags to the three commands, e.g. "--tp-size 8" (or "--tp-size 8 --ep-size 8") on 8 GPUs with
+# DSSERVE_NODE_LAYERS=61.
 # Stage "spec": the speculative cost measurement alone (scripts/gpu-spec-cost.sh's command).
 # Stage "kv": bench-one-batch on 4 full-width layers with the BF16 and the FP8 latent cache.
 has() { [[ ",$STAGES," == *",$1,"* ]]; }
@@ -65,15 +67,16 @@ if has node; then
   O="{\"num_hidden_layers\": $L}"
   echo "== node (one H200): DeepSeek-V3 config, $L layers, dummy FP8, TP1"
   $B bench-one-batch --model-path $V3 --load-format dummy --device cuda --json-model-override-args "$O" \
-    --batch-size 1 32 256 --input-len 1024 --output-len 256 > "$OUTDIR/node_bench.log" 2>&1
+    --batch-size 1 32 256 --input-len 1024 --output-len 256 ${DSSERVE_NODE_ARGS:-} > "$OUTDIR/node_bench.log" 2>&1
   grep -E "^\||ceilings|memory:|error" "$OUTDIR/node_bench.log" | sed -E 's/^\[[^]]*\] \[?[a-z]+\]? //' | cut -c1-330 | tail -8
   echo "== node: speculative cost (verify / draft step times, projected speed-up at 2.44)"
   timeout 120 $B bench-speculative-cost --model-path $V3 --load-format dummy --device cuda \
-    --layers 2 3 4 5 --batch-size 1 32 --context-tokens 1024 --repeats 20 2>&1 | grep -v "Loading weights" | tail -14
+    --layers 2 3 4 5 --batch-size 1 32 --context-tokens 1024 --repeats 20 ${DSSERVE_NODE_ARGS:-} 2>&1 |
+    grep -v "Loading weights" | tail -14
   echo "== node: serve + bench-serving (random 1000-token inputs, 256-token outputs)"
   $B serve --model-path $V3 --load-format dummy --json-model-override-args "$O" --device cuda \
     --skip-tokenizer-init --port 31556 --context-length 4096 --cuda-graph-max-bs 256 --max-running-requests 256 \
-    > "$OUTDIR/node_serve.log" 2>&1 &
+    ${DSSERVE_NODE_ARGS:-} > "$OUTDIR/node_serve.log" 2>&1 &
   for i in $(seq 1 240); do curl -sf localhost:31556/health >/dev/null && break; sleep 1; done
   grep -E "memory:|model ready" "$OUTDIR/node_serve.log" | sed -E 's/^\[[^]]*\] \[?[a-z]+\]? //' | cut -c1-400
   for c in 1 32 256; do
