@@ -14,8 +14,9 @@ STAGES=${DSSERVE_STAGES:-tests,generate,bench,moe,serve}
 # the layer count scaled to fit one H200 (DSSERVE_NODE_LAYERS, default 10: 3 dense + 7 MoE layers),
 # dummy FP8 weights, TP1: bench-one-batch at batch 1, 32, 256 (input 1024, output 256), the
 # speculative cost measurement, and bench-serving against the served model. DSSERVE_NODE_ARGS adds
-# flags to the three commands, e.g. "--tp-size 8" (or "--tp-size 8 --ep-size 8") on 8 GPUs with
-# DSSERVE_NODE_LAYERS=61.
+# flags to serve and bench-speculative-cost, e.g. "--tp-size 8" (or "--tp-size 8 --ep-size 8") on 8
+# GPUs with DSSERVE_NODE_LAYERS=61 (bench-one-batch runs on one GPU: it is skipped when the layers
+# do not fit one).
 # Stage "spec": the speculative cost measurement alone (scripts/gpu-spec-cost.sh's command).
 # Stage "kv": bench-one-batch on 4 full-width layers with the BF16 and the FP8 latent cache.
 has() { [[ ",$STAGES," == *",$1,"* ]]; }
@@ -65,9 +66,9 @@ fi
 if has node; then
   L=${DSSERVE_NODE_LAYERS:-10}
   O="{\"num_hidden_layers\": $L}"
-  echo "== node (one H200): DeepSeek-V3 config, $L layers, dummy FP8, TP1"
-  $B bench-one-batch --model-path $V3 --load-format dummy --device cuda --json-model-override-args "$O" \
-    --batch-size 1 32 256 --input-len 1024 --output-len 256 ${DSSERVE_NODE_ARGS:-} > "$OUTDIR/node_bench.log" 2>&1
+  echo "== node: DeepSeek-V3 config, $L layers, dummy FP8 (${DSSERVE_NODE_ARGS:-TP1})"
+  [[ $L -le 10 ]] && $B bench-one-batch --model-path $V3 --load-format dummy --device cuda --json-model-override-args "$O" \
+    --batch-size 1 32 256 --input-len 1024 --output-len 256 > "$OUTDIR/node_bench.log" 2>&1
   grep -E "^\||ceilings|memory:|error" "$OUTDIR/node_bench.log" | sed -E 's/^\[[^]]*\] \[?[a-z]+\]? //' | cut -c1-330 | tail -8
   echo "== node: speculative cost (verify / draft step times, projected speed-up at 2.44)"
   timeout 120 $B bench-speculative-cost --model-path $V3 --load-format dummy --device cuda \
