@@ -14,9 +14,9 @@ STAGES=${DSSERVE_STAGES:-tests,generate,bench,moe,serve}
 # the layer count scaled to fit one H200 (DSSERVE_NODE_LAYERS, default 10: 3 dense + 7 MoE layers),
 # dummy FP8 weights, TP1: bench-one-batch at batch 1, 32, 256 (input 1024, output 256), the
 # speculative cost measurement, and bench-serving against the served model. DSSERVE_NODE_ARGS adds
-# flags to serve and bench-speculative-cost, e.g. "--tp-size 8" (or "--tp-size 8 --ep-size 8") on 8
-# GPUs with DSSERVE_NODE_LAYERS=61 (bench-one-batch runs on one GPU: it is skipped when the layers
-# do not fit one).
+# flags to all three, e.g. "--tp-size 8" (or "--tp-size 8 --ep-size 8") on 8 GPUs with
+# DSSERVE_NODE_LAYERS=61; DSSERVE_NODE_SERVE_ARGS to serve alone (e.g. "--enable-dp-attention
+# --dp-size 8").
 # Stage "spec": the speculative cost measurement alone (scripts/gpu-spec-cost.sh's command).
 # Stage "kv": bench-one-batch on 4 full-width layers with the BF16 and the FP8 latent cache.
 has() { [[ ",$STAGES," == *",$1,"* ]]; }
@@ -66,9 +66,9 @@ fi
 if has node; then
   L=${DSSERVE_NODE_LAYERS:-10}
   O="{\"num_hidden_layers\": $L}"
-  echo "== node: DeepSeek-V3 config, $L layers, dummy FP8 (${DSSERVE_NODE_ARGS:-TP1})"
-  [[ $L -le 10 ]] && $B bench-one-batch --model-path $V3 --load-format dummy --device cuda --json-model-override-args "$O" \
-    --batch-size 1 32 256 --input-len 1024 --output-len 256 > "$OUTDIR/node_bench.log" 2>&1
+  echo "== node: DeepSeek-V3 config, $L layers, dummy FP8 (${DSSERVE_NODE_ARGS:-TP1} ${DSSERVE_NODE_SERVE_ARGS:-})"
+  $B bench-one-batch --model-path $V3 --load-format dummy --device cuda --json-model-override-args "$O" \
+    --batch-size 1 32 256 --input-len 1024 --output-len 256 ${DSSERVE_NODE_ARGS:-} > "$OUTDIR/node_bench.log" 2>&1
   grep -E "^\||ceilings|memory:|error" "$OUTDIR/node_bench.log" | sed -E 's/^\[[^]]*\] \[?[a-z]+\]? //' | cut -c1-330 | tail -8
   echo "== node: speculative cost (verify / draft step times, projected speed-up at 2.44)"
   timeout 120 $B bench-speculative-cost --model-path $V3 --load-format dummy --device cuda \
@@ -77,7 +77,7 @@ if has node; then
   echo "== node: serve + bench-serving (random 1000-token inputs, 256-token outputs)"
   $B serve --model-path $V3 --load-format dummy --json-model-override-args "$O" --device cuda \
     --skip-tokenizer-init --port 31556 --context-length 4096 --cuda-graph-max-bs 256 --max-running-requests 256 \
-    ${DSSERVE_NODE_ARGS:-} > "$OUTDIR/node_serve.log" 2>&1 &
+    ${DSSERVE_NODE_ARGS:-} ${DSSERVE_NODE_SERVE_ARGS:-} > "$OUTDIR/node_serve.log" 2>&1 &
   for i in $(seq 1 240); do curl -sf localhost:31556/health >/dev/null && break; sleep 1; done
   grep -E "memory:|model ready" "$OUTDIR/node_serve.log" | sed -E 's/^\[[^]]*\] \[?[a-z]+\]? //' | cut -c1-400
   for c in 1 32 256; do

@@ -7,7 +7,9 @@
 // the latent cache) over the device-to-device copy bandwidth; the prefill against its FLOPs at the
 // measured FP8 and BF16 matrix rates. A decode step is timed whole (forward, then greedy token
 // choice where the logits are: Backend::sample, only the tokens and their logprobs read back) and up
-// to the device finishing the forward. Prints one JSON line per run, then a table. Any --device.
+// to the device finishing the forward. With --tp-size N (and --ep-size N) the floors are those of
+// one GPU of the split (model/forward_cost.h: CostSplit; the all-reduces are not in them). Prints
+// one JSON line per run, then a table. Any --device.
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
 
@@ -57,15 +59,18 @@ std::vector<int32_t> step(LoadedModel& m, const std::vector<SequenceChunk>& chun
                           double& forward_s) {
   const auto t0 = std::chrono::steady_clock::now();
   ForwardBatch fb = build_forward_batch(chunks, BatchLayout{m.cache.page_size, mode});
-  ForwardOutput out = m.model->forward(fb, m.cache);
-  m.backend->synchronize();
+  ForwardOutput out = m.runner().forward(fb, m.cache);
+  if (m.tp)  // every rank's device done
+    m.tp->synchronize();
+  else
+    m.lead_backend().synchronize();
   forward_s = seconds_since(t0);
   SamplingRow greedy;
   greedy.temperature = 0;
   greedy.want_logprob = true;
   const std::vector<SamplingRow> rows(static_cast<size_t>(out.logits.size(0)), greedy);
   std::vector<int32_t> next;
-  for (const SampledToken& t : m.backend->sample(out.logits, rows)) {
+  for (const SampledToken& t : m.lead_backend().sample(out.logits, rows)) {
     DS_CHECK(std::isfinite(t.logprob), "bench-one-batch: non-finite logits (row {} of a {} forward)", next.size(),
              mode == AttentionMode::Expanded ? "prefill" : "decode");
     next.push_back(t.token);
@@ -75,9 +80,17 @@ std::vector<int32_t> step(LoadedModel& m, const std::vector<SequenceChunk>& chun
 
 double ratio(double measured, double floor) { return floor > 0 ? measured / floor : 0.0; }
 
+// Decode forwards replayed from CUDA graphs so far (rank 0's under tensor parallelism).
+int64_t graph_replays(LoadedModel& m) {
+  if (m.tp) return m.tp->decode_graph_replays();
+  return m.model ? m.model->decode_graph_replays() : 0;
+}
+
 nlohmann::json run(LoadedModel& m, const BenchOneBatchOptions& o, const DeviceCeilings& ceil, int B, int input_len,
                    std::mt19937& rng) {
-  const ModelConfig& cfg = m.model->config();
+  const ModelConfig& cfg = m.runner().config();
+  const CostSplit split{o.model.tp_size, o.model.ep_size > 1};  // floors of one GPU of the split
+  Backend& lead = m.lead_backend();
   std::vector<SequencePages> seqs(static_cast<size_t>(B));
   for (auto& s : seqs)
     DS_CHECK(s.reserve(*m.pool, input_len + o.output_len),
@@ -104,20 +117,20 @@ nlohmann::json run(LoadedModel& m, const BenchOneBatchOptions& o, const DeviceCe
   std::vector<double> decode_s, forward_s;
   double decode_bytes = 0, experts = 0;
   int64_t experts_known = 0;
-  const int64_t replays0 = m.model->decode_graph_replays();
+  const int64_t replays0 = graph_replays(m);
   for (int i = 0; i < o.output_len; ++i) {
     std::vector<SequenceChunk> chunks;
     for (int b = 0; b < B; ++b) chunks.push_back(make_chunk(&seqs[b], input_len + i, {next[b]}, 0));
-    const int64_t e0 = m.backend->experts_run();
+    const int64_t e0 = lead.experts_run();
     t0 = std::chrono::steady_clock::now();
     double fwd = 0;
     next = step(m, chunks, AttentionMode::Absorbed, fwd);
     decode_s.push_back(seconds_since(t0));
     forward_s.push_back(fwd);
-    const int64_t ran = e0 >= 0 ? m.backend->experts_run() - e0 : -1;
+    const int64_t ran = e0 >= 0 ? lead.experts_run() - e0 : -1;
     std::vector<int64_t> keys(static_cast<size_t>(B), input_len + i + 1);
     const int kv_value_bytes = dtype_size(m.cache.data.dtype()) == 1 ? 1 : 2;  // FP8, else as BF16 on a GPU
-    decode_bytes += decode_step_cost(cfg, keys, ran, kv_value_bytes).bytes();
+    decode_bytes += decode_step_cost(cfg, keys, ran, kv_value_bytes, split).bytes();
     if (ran >= 0) experts += double(ran), ++experts_known;
   }
   for (auto& s : seqs) s.release_all(*m.pool);
@@ -131,16 +144,18 @@ nlohmann::json run(LoadedModel& m, const BenchOneBatchOptions& o, const DeviceCe
   for (int i = 0; i < cfg.num_hidden_layers; ++i) moe_layers += cfg.is_moe_layer(i);
   const double decode_floor = ceil.copy_gbs > 0 ? decode_bytes / (ceil.copy_gbs * 1e9) : 0.0;
   std::vector<int64_t> lens(static_cast<size_t>(B), input_len);
-  const ForwardCost pc = prefill_cost(cfg, lens);
+  const ForwardCost pc = prefill_cost(cfg, lens, split);
   const double prefill_floor = ceil.fp8_tflops > 0 && ceil.bf16_tflops > 0
                                    ? pc.fp8_flops / (ceil.fp8_tflops * 1e12) + pc.bf16_flops / (ceil.bf16_tflops * 1e12)
                                    : 0.0;
   const double prefill_floor_bf16 = ceil.bf16_tflops > 0 ? pc.flops() / (ceil.bf16_tflops * 1e12) : 0.0;
   return {{"batch_size", B},
-          {"decode_steps_from_cuda_graphs", m.model->decode_graph_replays() - replays0},
+          {"decode_steps_from_cuda_graphs", graph_replays(m) - replays0},
           {"input_len", input_len},
           {"output_len", o.output_len},
-          {"device", m.backend->name()},
+          {"device", lead.name()},
+          {"tp_size", o.model.tp_size},
+          {"ep_size", o.model.ep_size},
           {"prefill_latency_s", prefill_s},
           {"prefill_throughput_tok_s", double(B) * input_len / prefill_s},
           {"prefill_forwards", (B + per_forward - 1) / per_forward},
@@ -186,6 +201,9 @@ void add_bench_one_batch_command(CLI::App& app) {
   CLI::App* cmd = app.add_subcommand("bench-one-batch", "Latency of one static batch: prefill, then decode steps");
   o->model.add_to(*cmd);
   o->model.add_single_node_flags(*cmd, "bench-one-batch");
+  cmd->add_option("--tp-size,--tp", o->model.tp_size, "GPUs to split the model over (tensor parallel)")->capture_default_str();
+  cmd->add_option("--ep-size,--ep", o->model.ep_size, "1, or --tp-size: routed experts placed whole on the ranks")
+      ->capture_default_str();
   cmd->add_option("--batch-size", o->batch_sizes, "Sequences in the batch (one run each)")->capture_default_str();
   cmd->add_option("--input-len", o->input_lens, "Prompt lengths to measure (one run each)");
   cmd->add_option("--output-len", o->output_len, "Decode steps after the prefill")->capture_default_str();
@@ -211,7 +229,7 @@ void add_bench_one_batch_command(CLI::App& app) {
       fail("bench-one-batch: --context-length {} is shorter than input + output ({})", mo.context_length,
            longest + o->output_len);
     LoadedModel m = load_model(mo);
-    const DeviceCeilings ceil = m.backend->measure_ceilings();
+    const DeviceCeilings ceil = m.lead_backend().measure_ceilings();
     if (ceil.copy_gbs > 0)
       spdlog::info("ceilings: copy {:.0f} GB/s (read + write), bf16 {:.0f} TFLOP/s, fp8 {:.0f} TFLOP/s", ceil.copy_gbs,
                    ceil.bf16_tflops, ceil.fp8_tflops);

@@ -1,6 +1,7 @@
 // Floors of a forward from the config (see forward_cost.h).
 #include "model/forward_cost.h"
 
+#include <algorithm>
 #include <cmath>
 
 namespace dsserve {
@@ -54,47 +55,56 @@ double routed_expert_bytes(const ModelConfig& c) {
 }
 
 ForwardCost decode_step_cost(const ModelConfig& c, std::span<const int64_t> keys, int64_t experts_run,
-                             int kv_value_bytes) {
-  ForwardCost f;
+                             int kv_value_bytes, CostSplit split) {
+  ForwardCost f, s;  // f: replicated on every GPU; s: split over the tp GPUs
   const double B = double(keys.size()), H = c.hidden_size, n = c.num_attention_heads, kr = c.kv_lora_rank;
+  const double tp = std::max(1, split.tp);
   double experts = 0;
   for (int i = 0; i < c.num_hidden_layers; ++i) {
     const LayerLinears l = layer_linears(c, i);
     f.weight_bytes += 2 * H * 4 + kr * 4 + (l.has_q_b ? double(*c.q_lora_rank) * 4 : 0);  // norms (float32)
-    f.weight_bytes += l.qkv_a.bytes() + (l.has_q_b ? l.q_b.bytes() : 0) + l.o_proj.bytes();
-    f.weight_bytes += 2 * n * kr * (c.qk_nope_head_dim + c.v_head_dim);  // W_UK^T and W_UV, BF16
+    f.weight_bytes += l.qkv_a.bytes();
+    s.weight_bytes += (l.has_q_b ? l.q_b.bytes() : 0) + l.o_proj.bytes();
+    s.weight_bytes += 2 * n * kr * (c.qk_nope_head_dim + c.v_head_dim);  // W_UK^T and W_UV, BF16
     add_flops(f, l.qkv_a, B);
-    if (l.has_q_b) add_flops(f, l.q_b, B);
-    add_flops(f, l.o_proj, B);
-    f.bf16_flops += 2 * B * n * kr * (c.qk_nope_head_dim + c.v_head_dim);
+    if (l.has_q_b) add_flops(s, l.q_b, B);
+    add_flops(s, l.o_proj, B);
+    s.bf16_flops += 2 * B * n * kr * (c.qk_nope_head_dim + c.v_head_dim);
     if (l.moe) {
       const double E = c.n_routed_experts;
       f.weight_bytes += E * H * 4 + E * 4;  // router (float32) and its bias
       f.bf16_flops += 2 * B * E * H;
       experts += E * (1 - std::pow(1 - c.num_experts_per_tok / E, B));
       const Linear gu = proj(c, 2.0 * c.moe_intermediate_size, H), dn = proj(c, H, c.moe_intermediate_size);
-      add_flops(f, gu, B * c.num_experts_per_tok);
-      add_flops(f, dn, B * c.num_experts_per_tok);
+      add_flops(s, gu, B * c.num_experts_per_tok);
+      add_flops(s, dn, B * c.num_experts_per_tok);
     }
     if (!l.moe || c.n_shared_experts > 0) {
-      f.weight_bytes += l.ffn_gate_up.bytes() + l.ffn_down.bytes();
-      add_flops(f, l.ffn_gate_up, B);
-      add_flops(f, l.ffn_down, B);
+      s.weight_bytes += l.ffn_gate_up.bytes() + l.ffn_down.bytes();
+      add_flops(s, l.ffn_gate_up, B);
+      add_flops(s, l.ffn_down, B);
     }
   }
-  if (experts_run >= 0) experts = double(experts_run);
-  f.weight_bytes += experts * routed_expert_bytes(c);
-  f.weight_bytes += H * 4 + B * H * 2 + double(c.vocab_size) * H * 2;  // final norm, embedding rows, lm_head
-  f.bf16_flops += 2 * B * double(c.vocab_size) * H;
+  // Routed experts: this GPU's count of whole experts (expert parallel), else column slices of all.
+  if (experts_run >= 0 && split.expert_parallel)
+    f.weight_bytes += double(experts_run) * routed_expert_bytes(c);
+  else
+    s.weight_bytes += (experts_run >= 0 ? double(experts_run) : experts) * routed_expert_bytes(c);
+  f.weight_bytes += H * 4 + B * H * 2;                // final norm, embedding rows
+  s.weight_bytes += double(c.vocab_size) * H * 2;     // lm_head
+  s.bf16_flops += 2 * B * double(c.vocab_size) * H;
   double total_keys = 0;
   for (int64_t k : keys) total_keys += double(k);
   f.kv_bytes = total_keys * c.num_hidden_layers * c.latent_dim() * kv_value_bytes;
-  f.bf16_flops += 2 * total_keys * c.num_hidden_layers * n * (c.latent_dim() + kr);
+  s.bf16_flops += 2 * total_keys * c.num_hidden_layers * n * (c.latent_dim() + kr);
+  f.weight_bytes += s.weight_bytes / tp;
+  f.fp8_flops += s.fp8_flops / tp;
+  f.bf16_flops += s.bf16_flops / tp;
   return f;
 }
 
-ForwardCost prefill_cost(const ModelConfig& c, std::span<const int64_t> lens) {
-  ForwardCost f;
+ForwardCost prefill_cost(const ModelConfig& c, std::span<const int64_t> lens, CostSplit split) {
+  ForwardCost f, s;  // f: replicated on every GPU (q_a + kv_a, router); s: split over the tp GPUs
   double T = 0, pairs = 0;
   for (int64_t L : lens) {
     T += double(L);
@@ -104,22 +114,25 @@ ForwardCost prefill_cost(const ModelConfig& c, std::span<const int64_t> lens) {
   for (int i = 0; i < c.num_hidden_layers; ++i) {
     const LayerLinears l = layer_linears(c, i);
     add_flops(f, l.qkv_a, T);
-    if (l.has_q_b) add_flops(f, l.q_b, T);
-    add_flops(f, l.kv_b, T);  // every key is a new token
-    add_flops(f, l.o_proj, T);
-    f.bf16_flops += 2 * pairs * n * (c.qk_head_dim() + c.v_head_dim);
+    if (l.has_q_b) add_flops(s, l.q_b, T);
+    add_flops(s, l.kv_b, T);  // every key is a new token
+    add_flops(s, l.o_proj, T);
+    s.bf16_flops += 2 * pairs * n * (c.qk_head_dim() + c.v_head_dim);
     if (l.moe) {
       f.bf16_flops += 2 * T * c.n_routed_experts * H;
       const Linear gu = proj(c, 2.0 * c.moe_intermediate_size, H), dn = proj(c, H, c.moe_intermediate_size);
-      add_flops(f, gu, T * c.num_experts_per_tok);
-      add_flops(f, dn, T * c.num_experts_per_tok);
+      add_flops(s, gu, T * c.num_experts_per_tok);  // uniform routing: each GPU's share under EP too
+      add_flops(s, dn, T * c.num_experts_per_tok);
     }
     if (!l.moe || c.n_shared_experts > 0) {
-      add_flops(f, l.ffn_gate_up, T);
-      add_flops(f, l.ffn_down, T);
+      add_flops(s, l.ffn_gate_up, T);
+      add_flops(s, l.ffn_down, T);
     }
   }
-  f.bf16_flops += 2 * double(lens.size()) * double(c.vocab_size) * H;
+  s.bf16_flops += 2 * double(lens.size()) * double(c.vocab_size) * H;
+  const double tp = std::max(1, split.tp);
+  f.fp8_flops += s.fp8_flops / tp;
+  f.bf16_flops += s.bf16_flops / tp;
   return f;
 }
 

@@ -25,14 +25,26 @@ struct ForwardCost {
 // Bytes of one routed expert's weights (gate, up, down).
 double routed_expert_bytes(const ModelConfig& cfg);
 
+// How the model is split over GPUs (tensor parallel, with whole experts per GPU when expert
+// parallel): the costs are then those of one GPU, the busiest alike. Split by tp: q_b, kv_b (the
+// heads' W_UK / W_UV), o_proj, the dense and shared-expert MLPs, the lm_head, and the attention and
+// expert work; replicated: q_a + kv_a, norms, the router, the embedding rows, and the latent cache
+// every GPU reads whole (MLA's latent is shared by all heads).
+struct CostSplit {
+  int tp = 1;
+  bool expert_parallel = false;
+};
+
 // A decode step of len(keys) sequences, one new token each, sequence s attending over keys[s] cached
-// tokens (its new one included). experts_run: distinct routed experts run, summed over the MoE layers;
-// negative: the expectation under uniform routing, E (1 - (1 - k/E)^B) per layer. kv_value_bytes: bytes
-// of one cached latent value (2 BF16, 1 FP8).
+// tokens (its new one included). experts_run: distinct routed experts run on this GPU, summed over
+// the MoE layers (under tensor parallelism each GPU runs a 1/tp column slice of every expert; under
+// expert parallelism whole experts of its own); negative: the expectation under uniform routing,
+// E (1 - (1 - k/E)^B) per layer over all GPUs. kv_value_bytes: bytes of one cached latent value (2
+// BF16, 1 FP8).
 ForwardCost decode_step_cost(const ModelConfig& cfg, std::span<const int64_t> keys, int64_t experts_run,
-                             int kv_value_bytes = 2);
+                             int kv_value_bytes = 2, CostSplit split = {});
 
 // A prefill of sequences of the given lengths (no cached prefix), logits for each sequence's last token.
-ForwardCost prefill_cost(const ModelConfig& cfg, std::span<const int64_t> lens);
+ForwardCost prefill_cost(const ModelConfig& cfg, std::span<const int64_t> lens, CostSplit split = {});
 
 }  // namespace dsserve

@@ -82,6 +82,7 @@ class TensorParallelModel final : public ModelRunner {
   std::vector<int> decode_graph_sizes() const override { return ranks_[0].model->decode_graph_sizes(); }
   std::string device_fatal_error() override;  // the first failed rank's reason
   double decode_graph_capture_seconds() const override { return ranks_[0].model->decode_graph_capture_seconds(); }
+  int64_t decode_graph_replays() const { return ranks_[0].model->decode_graph_replays(); }
   // Speculative decoding over the ranks: the MTP layer's forward on every rank (prev_hidden copied to
   // each rank's device), and cache moves applied to every rank's copy of the cache.
   bool has_mtp() const override { return ranks_[0].model->has_mtp(); }

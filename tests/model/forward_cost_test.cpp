@@ -54,5 +54,29 @@ TEST(ForwardCost, PrefillFlops) {
   EXPECT_NEAR(prefill_cost(c, b).flops() - 2 * prefill_cost(c, a).flops(), attn_extra - head, 1e6);
 }
 
+// One GPU of a split: bytes are replicated + split / tp, so W(1) - W(2) = 2 (W(2) - W(4)) exactly;
+// the latent cache is read whole on every GPU; under expert parallelism the experts this GPU ran
+// count whole, under tensor parallelism as 1/tp column slices.
+TEST(ForwardCost, PerGpuUnderTensorAndExpertParallelism) {
+  const ModelConfig c = v3();
+  std::vector<int64_t> keys(8, 1024);
+  const int64_t ran = 58 * 40;
+  auto w = [&](int tp, bool ep = false) { return decode_step_cost(c, keys, ran, 2, CostSplit{tp, ep}).weight_bytes; };
+  EXPECT_NEAR(w(1) - w(2), 2 * (w(2) - w(4)), 1.0);
+  const double replicated = 2 * w(2) - w(1);  // R = 2 W(2) - W(1)
+  EXPECT_GT(replicated, 58 * (2112.0 * 7168));  // q_a + kv_a of every layer at least
+  EXPECT_LT(replicated, 0.05 * w(1));
+  EXPECT_DOUBLE_EQ(decode_step_cost(c, keys, ran, 2, CostSplit{8, false}).kv_bytes,
+                   decode_step_cost(c, keys, ran, 2).kv_bytes);
+  // Expert parallel: the experts this GPU ran are whole experts; tensor parallel: slices.
+  EXPECT_NEAR(w(8, true) - w(8, false), ran * routed_expert_bytes(c) * (1.0 - 1.0 / 8), 1.0);
+  // Prefill FLOPs split the same way: only q_a + kv_a and the router stay whole.
+  std::vector<int64_t> lens{4096};
+  const double p1 = prefill_cost(c, lens).flops(), p2 = prefill_cost(c, lens, CostSplit{2, false}).flops(),
+               p4 = prefill_cost(c, lens, CostSplit{4, false}).flops();
+  EXPECT_NEAR(p1 - p2, 2 * (p2 - p4), 1e-6 * p1);
+  EXPECT_LT(p4, 0.3 * p1);
+}
+
 }  // namespace
 }  // namespace dsserve
