@@ -17,6 +17,7 @@
 #include <random>
 #include <thread>
 
+#include "common/engine_runs.h"
 #include "common/test_paths.h"
 #include "common/tiny_model_config.h"
 #include "core/error.h"
@@ -225,12 +226,7 @@ TEST(DataParallelModelTest, ABatchThatCannotRunFailsOnlyItsGroup) {
 
 // ---------------------------------------------------------------- engine level
 
-struct Collected {
-  std::vector<int32_t> ids;
-  FinishReason finish;
-  int cached_tokens = 0;
-  int events = 0;
-};
+using test::Collected;
 
 GenerationRequest greedy_request(const std::string& rid, std::vector<int32_t> ids, int max_new) {
   GenerationRequest r;
@@ -242,27 +238,8 @@ GenerationRequest greedy_request(const std::string& rid, std::vector<int32_t> id
   return r;
 }
 
-// Submits all requests at once and waits for every one to finish.
 std::vector<Collected> run_all(Engine& engine, const std::vector<GenerationRequest>& reqs) {
-  std::mutex mu;
-  std::condition_variable cv;
-  std::vector<Collected> out(reqs.size());
-  size_t done = 0;
-  for (size_t i = 0; i < reqs.size(); ++i)
-    engine.submit(reqs[i], [&, i](RequestOutput ev) {
-      std::lock_guard lk(mu);
-      out[i].ids.insert(out[i].ids.end(), ev.new_token_ids.begin(), ev.new_token_ids.end());
-      ++out[i].events;
-      if (ev.finished) {
-        out[i].finish = *ev.finish_reason;
-        out[i].cached_tokens = ev.cached_tokens;
-        ++done;
-        cv.notify_all();
-      }
-    });
-  std::unique_lock lk(mu);
-  cv.wait(lk, [&] { return done == reqs.size(); });
-  return out;
+  return test::run_to_completion(engine, reqs);
 }
 
 constexpr int kPageSize = 4;

@@ -5,10 +5,8 @@
 // accepted, and on a fixture checkpoint.
 #include <gtest/gtest.h>
 
-#include <condition_variable>
-#include <mutex>
-
 #include "backend/backend.h"
+#include "common/engine_runs.h"
 #include "common/test_paths.h"
 #include "common/tiny_model_config.h"
 #include "model/weight_source.h"
@@ -50,10 +48,7 @@ struct TpEngine {
 };
 
 std::vector<std::vector<int32_t>> run_all(Engine& e, const std::vector<std::vector<int32_t>>& prompts, int max_new) {
-  std::mutex mu;
-  std::condition_variable cv;
-  std::vector<std::vector<int32_t>> out(prompts.size());
-  size_t done = 0;
+  std::vector<GenerationRequest> reqs;
   for (size_t i = 0; i < prompts.size(); ++i) {
     GenerationRequest r;
     r.rid = "r" + std::to_string(i);
@@ -61,15 +56,9 @@ std::vector<std::vector<int32_t>> run_all(Engine& e, const std::vector<std::vect
     r.sampling.temperature = 0;
     r.sampling.max_new_tokens = max_new;
     r.sampling.ignore_eos = true;
-    e.submit(r, [&, i](RequestOutput ev) {
-      std::lock_guard lk(mu);
-      out[i].insert(out[i].end(), ev.new_token_ids.begin(), ev.new_token_ids.end());
-      if (ev.finished) ++done, cv.notify_all();
-    });
+    reqs.push_back(std::move(r));
   }
-  std::unique_lock lk(mu);
-  cv.wait(lk, [&] { return done == prompts.size(); });
-  return out;
+  return test::tokens_to_completion(e, reqs);
 }
 
 struct Setting {

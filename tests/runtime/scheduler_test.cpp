@@ -14,6 +14,7 @@
 #include "common/tiny_model_config.h"
 #include "core/error.h"
 #include "model/weight_source.h"
+#include "common/engine_runs.h"
 #include "runtime/scheduler.h"
 
 namespace dsserve {
@@ -42,35 +43,10 @@ struct Harness {
   ~Harness() { engine->shutdown(); }
 };
 
-struct Collected {
-  std::vector<int32_t> ids;
-  std::vector<RequestOutput> events;
-  FinishReason finish;
-  int cached_tokens = 0;
-};
+using test::Collected;
 
-// Submits all requests at once and waits for every one to finish.
 std::vector<Collected> run_all(Engine& engine, const std::vector<GenerationRequest>& reqs) {
-  std::mutex mu;
-  std::condition_variable cv;
-  std::vector<Collected> out(reqs.size());
-  size_t done = 0;
-  for (size_t i = 0; i < reqs.size(); ++i) {
-    engine.submit(reqs[i], [&, i](RequestOutput ev) {
-      std::lock_guard lk(mu);
-      out[i].ids.insert(out[i].ids.end(), ev.new_token_ids.begin(), ev.new_token_ids.end());
-      if (ev.finished) {
-        out[i].finish = *ev.finish_reason;
-        out[i].cached_tokens = ev.cached_tokens;
-        ++done;
-        cv.notify_all();
-      }
-      out[i].events.push_back(std::move(ev));
-    });
-  }
-  std::unique_lock lk(mu);
-  cv.wait(lk, [&] { return done == reqs.size(); });
-  return out;
+  return test::run_to_completion(engine, reqs);
 }
 
 GenerationRequest greedy_request(const std::string& rid, std::vector<int32_t> ids, int max_new) {

@@ -5,13 +5,12 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
-#include <condition_variable>
 #include <map>
-#include <mutex>
 #include <array>
 #include <random>
 
 #include "backend/backend.h"
+#include "common/engine_runs.h"
 #include "common/test_paths.h"
 #include "common/tiny_model_config.h"
 #include "core/error.h"
@@ -70,23 +69,12 @@ const std::vector<std::array<int, 3>> kSettings = {{1, 1, 2}, {3, 1, 4}, {3, 2, 
 
 std::vector<std::vector<int32_t>> run_all(Engine& e, const std::vector<GenerationRequest>& reqs,
                                           std::vector<int>* verify_ct = nullptr) {
-  std::mutex mu;
-  std::condition_variable cv;
-  std::vector<std::vector<int32_t>> out(reqs.size());
-  if (verify_ct) verify_ct->assign(reqs.size(), 0);
-  size_t done = 0;
-  for (size_t i = 0; i < reqs.size(); ++i)
-    e.submit(reqs[i], [&, i](RequestOutput ev) {
-      std::lock_guard lk(mu);
-      out[i].insert(out[i].end(), ev.new_token_ids.begin(), ev.new_token_ids.end());
-      if (ev.finished) {
-        if (verify_ct) (*verify_ct)[i] = ev.spec_verify_ct;
-        ++done;
-        cv.notify_all();
-      }
-    });
-  std::unique_lock lk(mu);
-  cv.wait(lk, [&] { return done == reqs.size(); });
+  std::vector<std::vector<int32_t>> out;
+  if (verify_ct) verify_ct->clear();
+  for (auto& c : test::run_to_completion(e, reqs)) {
+    if (verify_ct) verify_ct->push_back(c.spec_verify_ct);
+    out.push_back(std::move(c.ids));
+  }
   return out;
 }
 
