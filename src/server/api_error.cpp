@@ -3,6 +3,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "server/sse.h"
+
 namespace dsserve::server {
 
 std::string error_body(const ApiError& e) {
@@ -10,7 +12,8 @@ std::string error_body(const ApiError& e) {
                         {"type", e.type},
                         {"param", e.param ? nlohmann::json(*e.param) : nlohmann::json(nullptr)},
                         {"code", e.code ? nlohmann::json(*e.code) : nlohmann::json(e.status)}};
-  return nlohmann::json{{"error", err}}.dump();
+  // Messages may quote the client's bytes (a parse error echoes them): invalid UTF-8 becomes U+FFFD.
+  return json_text(nlohmann::json{{"error", err}});
 }
 
 std::string error_body(int status, const std::string& message, const std::string& type) {

@@ -7,6 +7,7 @@
 #include <array>
 
 #include "server/api_error.h"
+#include "text/utf8.h"
 
 namespace dsserve::server {
 
@@ -145,6 +146,9 @@ void HttpSession::dispatch(Request req) {
   uint64_t seq = ++seq_;
   auto responder = std::make_shared<SessionResponder>(shared_from_this(), seq);
   try {
+    if (size_t bad = text::utf8_first_invalid(req.path); bad != req.path.size())
+      throw ApiError(400, fmt::format("request path is not valid UTF-8: invalid byte 0x{:02x} at offset {}",
+                                      static_cast<unsigned char>(req.path[bad]), bad));
     router_.dispatch(req, responder);
   } catch (const ApiError& e) {
     HttpResponse r;

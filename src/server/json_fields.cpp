@@ -2,10 +2,15 @@
 #include "server/json_fields.h"
 
 #include "server/api_error.h"
+#include "text/utf8.h"
 
 namespace dsserve::server {
 
 json parse_json_body(const std::string& body) {
+  // Checked first so that no message ever quotes the invalid byte itself.
+  if (size_t bad = text::utf8_first_invalid(body); bad != body.size())
+    bad_request("", "request body is not valid UTF-8: invalid byte 0x{:02x} at offset {}",
+                static_cast<unsigned char>(body[bad]), bad);
   json j;
   try {
     j = json::parse(body);
