@@ -19,6 +19,7 @@ STAGES=${DSSERVE_STAGES:-tests,generate,bench,moe,serve}
 # --dp-size 8").
 # Stage "spec": the speculative cost measurement alone (scripts/gpu-spec-cost.sh's command).
 # Stage "kv": bench-one-batch on 4 full-width layers with the BF16 and the FP8 latent cache.
+# Stage "attention": the MLA kernels, with FlashMLA and cuDNN beside them (see the stage).
 has() { [[ ",$STAGES," == *",$1,"* ]]; }
 if has tests; then
   bash "$ROOT/scripts/gpu-check.sh" ${DSSERVE_GTEST_FILTER:+--gtest_filter=$DSSERVE_GTEST_FILTER} 2>&1 | tail -70
@@ -102,4 +103,26 @@ if has kv; then
       --kv-cache-dtype $d > "$OUTDIR/bench_kv_$d.log" 2>&1
     grep -E "^\||ceilings|error" "$OUTDIR/bench_kv_$d.log" | sed -E 's/^\[[^]]*\] \[[a-z]+\] //' | tail -7
   done
+fi
+# Stage "attention": the MLA kernels' GPU tests and benchmarks, then the same shapes through FlashMLA's
+# decode kernel and cuDNN's fused attention (PyTorch) on the same GPU, when the comparison tools
+# travel in .compare/ (carry [".gpu-carry", ".compare"]; they are built outside the repository).
+if has attention; then
+  echo "== attention: GPU tests (wgmma, mma.sync, scalar kernels against the CPU backend)"
+  timeout -s KILL 420 $R/bin/test_gpu --gtest_filter='GpuOps.Mla*:*GpuFp8Cache*Mla*' \
+    --gtest_output=json:"$OUTDIR/attention_tests.json" > "$OUTDIR/attention_tests.log" 2>&1
+  echo "exit $?: $(grep -cE '^\[       OK \]' "$OUTDIR/attention_tests.log") ok, $(grep -cE '^\[  FAILED  \]' "$OUTDIR/attention_tests.log") failed"
+  grep -E "^\[  FAILED  \]|Failure|Expected|Which is|err_.*[0-9]" "$OUTDIR/attention_tests.log" | head -40 | cut -c1-300
+  echo "== attention: benchmarks"
+  timeout -s KILL 300 $R/bin/test_gpu --gtest_filter='GpuBench.MlaDecode:GpuBench.MlaAttention' \
+    > "$OUTDIR/attention_bench.log" 2>&1
+  grep -E "^\[ bench" "$OUTDIR/attention_bench.log" | sed -E 's/^\[ bench    \] //' | cut -c1-230
+  if [[ -x $ROOT/.compare/flashmla_bench ]]; then
+    echo "== FlashMLA (deepseek-ai/FlashMLA 9241ae3) on the same GPU"
+    timeout -s KILL 120 $ROOT/.compare/flashmla_bench 2>&1 | tail -14 | cut -c1-250
+  fi
+  if [[ -f $ROOT/.compare/cudnn_sdpa.py ]]; then
+    echo "== cuDNN fused attention through PyTorch on the same GPU"
+    timeout -s KILL 180 python3 $ROOT/.compare/cudnn_sdpa.py --no-kernels 2>&1 | grep -vE "^#.*kernels" | tail -16 | cut -c1-250
+  fi
 fi

@@ -223,7 +223,7 @@ void add_bench_one_batch_command(CLI::App& app) {
       mo.cuda_graph_bs = o->batch_sizes;
       mo.cuda_graph_bs.push_back(1);  // the warm-up run
     }
-    const int64_t need = int64_t(largest) * (longest + o->output_len + mo.page_size);
+    const int64_t need = int64_t(largest) * (longest + o->output_len + std::max(mo.page_size, 64));
     if (mo.max_total_tokens < need) mo.max_total_tokens = need;
     if (mo.context_length > 0 && mo.context_length < longest + o->output_len)
       fail("bench-one-batch: --context-length {} is shorter than input + output ({})", mo.context_length,

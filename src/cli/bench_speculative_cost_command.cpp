@@ -128,7 +128,7 @@ void run(CostOptions& o) {
     ModelOptions mo = o.model;
     mo.json_model_override_args = ov.dump();
     const int largest = *std::max_element(o.batch_sizes.begin(), o.batch_sizes.end());
-    mo.max_total_tokens = int64_t(largest) * (o.context_tokens + 32 + mo.page_size);
+    mo.max_total_tokens = int64_t(largest) * (o.context_tokens + 32 + std::max(mo.page_size, 64));
     mo.verify_tokens = 4;  // the verify forward of steps 3, topk 1 replays CUDA graphs, as when serving
     LoadedModel m = load_model(mo, /*with_mtp_cache=*/true);
     for (int B : o.batch_sizes) {

@@ -25,7 +25,7 @@ void ModelOptions::add_to(CLI::App& app) {
   app.add_option("--load-format", load_format, "auto | safetensors | dummy (random weights)")->capture_default_str();
   app.add_option("--json-model-override-args", json_model_override_args,
                  "JSON object overriding config.json fields, e.g. '{\"num_hidden_layers\": 4}'");
-  app.add_option("--page-size", page_size, "Tokens per KV-cache page")->capture_default_str();
+  app.add_option("--page-size", page_size, "Tokens per KV-cache page (default: 64 on a GPU, 1 on the CPU)");
   app.add_option("--context-length", context_length, "Longest sequence (default: min(max_position_embeddings, 32768))");
   app.add_option("--max-total-tokens", max_total_tokens,
                  "KV-cache capacity in tokens (default: from --mem-fraction-static on a GPU, the context length on the CPU)");
@@ -63,7 +63,7 @@ void ModelOptions::add_single_node_flags(CLI::App& app, const std::string& comma
 LoadedModel load_model(const ModelOptions& o, bool with_mtp_cache) {
   DS_CHECK(o.load_format == "auto" || o.load_format == "safetensors" || o.load_format == "dummy",
            "--load-format: expected auto, safetensors or dummy, found '{}'", o.load_format);
-  DS_CHECK(o.page_size >= 1, "--page-size must be at least 1, found {}", o.page_size);
+  DS_CHECK(o.page_size >= 0, "--page-size must be at least 1 (or 0: 64 on a GPU, 1 on the CPU), found {}", o.page_size);
   const std::optional<DType> cache_dtype = parse_kv_cache_dtype(o.kv_cache_dtype);
   auto t0 = std::chrono::steady_clock::now();
   ModelConfig cfg = ModelConfig::load(o.model_path, o.json_model_override_args);
@@ -94,6 +94,7 @@ LoadedModel load_model(const ModelOptions& o, bool with_mtp_cache) {
     m.backend = create_backend(parse_device_kind(o.device));
   }
   Backend& lead = nodes ? *nodes->backends[0] : o.tp_size > 1 ? *ranks[0] : *m.backend;
+  const int page_size = o.page_size > 0 ? o.page_size : lead.device() == Device::CUDA ? 64 : 1;
   const std::string layout = data_parallel ? fmt::format(" (data-parallel attention: {} groups of {}{})", o.dp_size,
                                                          o.tp_size / o.dp_size, o.ep_size > 1 ? ", routed experts whole per rank" : "")
                                            : fmt::format(" (tensor parallel{})", o.ep_size > 1 ? ", routed experts whole per rank" : "");
@@ -152,7 +153,7 @@ LoadedModel load_model(const ModelOptions& o, bool with_mtp_cache) {
     in.total_bytes = mem.total_bytes;
     in.mem_fraction_static = o.mem_fraction_static > 0 ? o.mem_fraction_static : kDefaultMemFractionStatic;
     in.bytes_per_token = bytes_per_token;
-    in.page_size = o.page_size;
+    in.page_size = page_size;
     KvCapacity kv = kv_capacity_from_fraction(in);
     DS_CHECK(kv.tokens > 0, "--mem-fraction-static {}: {:.2f} GiB of the {:.2f} GiB budget ({:.1f} GiB GPU) is already "
              "in use after loading the weights ({:.2f} GiB); no room for the KV cache: raise --mem-fraction-static or "
@@ -163,22 +164,22 @@ LoadedModel load_model(const ModelOptions& o, bool with_mtp_cache) {
     sized_by = fmt::format("--mem-fraction-static {} of {:.1f} GiB", in.mem_fraction_static,
                            double(mem.total_bytes) / (1 << 30));
   }
-  int64_t pages = (tokens + o.page_size - 1) / o.page_size;
-  m.pool = std::make_unique<PagePool>(pages, o.page_size);
+  int64_t pages = (tokens + page_size - 1) / page_size;
+  m.pool = std::make_unique<PagePool>(pages, page_size);
   if (m.dp) {  // each attention group its own pool and cache of this size (each GPU is in one group)
-    m.dp->allocate_caches(cache_pages_for(*m.pool), o.page_size, cache_type);
-    for (int g = 0; g < o.dp_size; ++g) m.dp_pools.push_back(std::make_unique<PagePool>(pages, o.page_size));
+    m.dp->allocate_caches(cache_pages_for(*m.pool), page_size, cache_type);
+    for (int g = 0; g < o.dp_size; ++g) m.dp_pools.push_back(std::make_unique<PagePool>(pages, page_size));
     m.pool.reset();
   } else if (m.nodes)
-    m.cache = m.nodes->allocate_cache(cache_pages_for(*m.pool), o.page_size, cache_type);
+    m.cache = m.nodes->allocate_cache(cache_pages_for(*m.pool), page_size, cache_type);
   else if (m.tp)
-    m.cache = m.tp->allocate_cache(cache_pages_for(*m.pool), o.page_size, cache_type);
+    m.cache = m.tp->allocate_cache(cache_pages_for(*m.pool), page_size, cache_type);
   else
-    m.cache = m.model->allocate_cache(cache_pages_for(*m.pool), o.page_size, false, cache_type);
+    m.cache = m.model->allocate_cache(cache_pages_for(*m.pool), page_size, false, cache_type);
   if (with_mtp_cache && m.tp)  // the MTP layer's cache has the target's element type; one copy per rank
-    m.mtp_cache = m.tp->allocate_mtp_cache(cache_pages_for(*m.pool), o.page_size, cache_type);
+    m.mtp_cache = m.tp->allocate_mtp_cache(cache_pages_for(*m.pool), page_size, cache_type);
   else if (with_mtp_cache)
-    m.mtp_cache = m.model->allocate_cache(cache_pages_for(*m.pool), o.page_size, /*mtp=*/true, cache_type);
+    m.mtp_cache = m.model->allocate_cache(cache_pages_for(*m.pool), page_size, /*mtp=*/true, cache_type);
   std::string graphs = "off (--disable-cuda-graph)";
   if (!lead.can_capture()) {
     graphs = fmt::format("none (the {} backend runs decode eagerly)", lead.name());
@@ -186,7 +187,7 @@ LoadedModel load_model(const ModelOptions& o, bool with_mtp_cache) {
     std::vector<int> sizes = o.cuda_graph_bs;
     if (sizes.empty()) sizes = default_cuda_graph_batch_sizes(o.cuda_graph_max_bs > 0 ? o.cuda_graph_max_bs : 160);
     for (int b : sizes) DS_CHECK(b >= 1, "--cuda-graph-bs: batch sizes must be at least 1, found {}", b);
-    const int32_t trash_slot = int32_t(pages * o.page_size);  // the first slot after the pool's pages
+    const int32_t trash_slot = int32_t(pages * page_size);  // the first slot after the pool's pages
     // A recorded forward must not synchronise: keep the sizes whose MoE calls stay on the device.
     auto recordable = [&](std::vector<int> s, int tokens_per_seq) {
       const int64_t max_pairs = lead.max_recorded_moe_pairs();
@@ -224,14 +225,14 @@ LoadedModel load_model(const ModelOptions& o, bool with_mtp_cache) {
   }
   double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   spdlog::info("model ready in {:.2f} s: context {} tokens, KV cache {} pages x {} tokens of {} (--kv-cache-dtype {}){}",
-               s, ctx, pages, o.page_size, kv_cache_dtype_name(cache_type), o.kv_cache_dtype,
+               s, ctx, pages, page_size, kv_cache_dtype_name(cache_type), o.kv_cache_dtype,
                m.dp ? fmt::format(" in each of {} attention groups", o.dp_size) : "");
   if (mem.total_bytes > 0) {
     const DeviceMemory after = lead.memory();
     spdlog::info("memory: weights {:.2f} GiB ({} bytes); KV cache {} tokens ({:.2f} GiB, {} bytes per token, sized by "
                  "{}); {:.1f} of {:.1f} GiB free; CUDA graphs: {}",
-                 double(m.weight_bytes) / (1 << 30), m.weight_bytes, pages * o.page_size,
-                 double(pages * o.page_size * bytes_per_token) / (1 << 30), bytes_per_token, sized_by,
+                 double(m.weight_bytes) / (1 << 30), m.weight_bytes, pages * page_size,
+                 double(pages * page_size * bytes_per_token) / (1 << 30), bytes_per_token, sized_by,
                  double(after.free_bytes) / (1 << 30), double(after.total_bytes) / (1 << 30), graphs);
   }
   return m;

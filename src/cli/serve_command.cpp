@@ -56,7 +56,7 @@ void add_flags(CLI::App& s, ServeOptions& o) {
   s.add_option("--load-format", m.load_format, "auto | safetensors | dummy (random weights)")->capture_default_str();
   s.add_option("--json-model-override-args", m.json_model_override_args, "JSON object overriding config.json fields");
   s.add_option("--context-length", m.context_length, "Longest sequence (default: min(max_position_embeddings, 32768))");
-  s.add_option("--page-size", m.page_size, "Tokens per KV-cache page")->capture_default_str();
+  s.add_option("--page-size", m.page_size, "Tokens per KV-cache page (default: 64 on a GPU, 1 on the CPU)");
   s.add_option("--max-total-tokens", m.max_total_tokens,
                "KV-cache capacity in tokens (default: from --mem-fraction-static on a GPU, 4 x the context length on the CPU)");
   s.add_option("--random-seed", m.random_seed, "Seed for dummy weights and unseeded sampling")->capture_default_str();

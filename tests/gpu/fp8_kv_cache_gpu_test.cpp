@@ -117,6 +117,18 @@ struct Fp8MlaCase {
   int max_seq_len = 0;
 };
 
+// The kernel a call starting at the Hopper kernel runs (it takes V3's latent over 64-slot pages with
+// room for 64 (token, head) rows per sequence; the mma.sync kernel takes the rest of these shapes).
+cuda::MlaDecodeKernel expected_kernel(cuda::MlaDecodeKernel asked, int n, int kr, int page_size, int key_shift,
+                                      const std::vector<std::pair<int, int>>& seqs) {
+  if (asked == cuda::MlaDecodeKernel::Scalar) return asked;
+  int tokens = 0;
+  for (auto [prefix, q] : seqs) tokens += q;
+  const int max_q = std::max(1, tokens - int(seqs.size()) + 1);
+  const bool sm90 = kr == 512 && page_size % 64 == 0 && key_shift % 64 == 0 && max_q * n >= 64;
+  return asked == cuda::MlaDecodeKernel::Sm90 && sm90 ? cuda::MlaDecodeKernel::Sm90 : cuda::MlaDecodeKernel::Mma;
+}
+
 std::vector<std::pair<int, int>> decode_seqs(int count, int max_len, std::vector<int> edges, Rng& rng) {
   std::vector<std::pair<int, int>> seqs;
   for (int len : edges) seqs.push_back({len - 1, 1});
@@ -138,6 +150,9 @@ TEST_P(GpuFp8Cache, MlaDecodeReadsTheFp8CacheAsTheOracleDoes) {
       {"splits_short_h16", 16, 512, 64, 64, {{0, 1}, {5, 1}, {70, 1}, {1000, 1}}, 0, false, 32768},
       {"tiny_h4_ps1", 4, 128, 32, 1, {{0, 5}, {77, 1}, {500, 2}}},
       {"tiny_h20_tree", 20, 128, 32, 16, {{30, 4}, {200, 2}}, 0, true},
+      {"h128_b64_ps64", 128, 512, 64, 64, decode_seqs(64, 4100, {1, 64, 65, 128, 129, 4100}, rng)},
+      {"h16_verify_tree_ps64", 16, 512, 64, 64, {{40, 4}, {0, 4}, {700, 4}}, 0, true},
+      {"h128_splits_ps64", 128, 512, 64, 64, {{3000, 1}, {5, 1}}, 0, false, 32768},
   };
   for (const Fp8MlaCase& cs : cases) {
     BatchSpec spec = make_batch_spec(cs.seqs, cs.page_size, rng, cs.key_shift, cs.tree);
@@ -149,19 +164,19 @@ TEST_P(GpuFp8Cache, MlaDecodeReadsTheFp8CacheAsTheOracleDoes) {
     Tensor qc = cpu().to_device(qh), qg = to_backend(gpu(), qh);
     const float scale = 0.0723f;
     Tensor oc = cpu().mla_attention_absorbed(qc, cache_c, bc, cs.kr, scale);
-    // Mma (the default), Wmma (refuses FP8: the scalar kernel runs), Scalar.
-    for (auto k : {cuda::MlaDecodeKernel::Mma, cuda::MlaDecodeKernel::Wmma, cuda::MlaDecodeKernel::Scalar}) {
+    // Sm90 (the default: it reads BF16 caches only, so FP8 runs the mma kernel), Mma, Scalar.
+    for (auto k : {cuda::MlaDecodeKernel::Sm90, cuda::MlaDecodeKernel::Mma, cuda::MlaDecodeKernel::Scalar}) {
       cgpu.set_mla_decode_kernel(k);
       Tensor og = gpu().mla_attention_absorbed(qg, cache_g, bg, cs.kr, scale);
       const auto ran = cgpu.last_mla_decode();
-      const auto want = k == cuda::MlaDecodeKernel::Mma ? cuda::MlaDecodeKernel::Mma : cuda::MlaDecodeKernel::Scalar;
+      const auto want = expected_kernel(k, cs.n, cs.kr, cs.page_size, cs.key_shift, cs.seqs);
       const std::string tag = fmt() + "_" + cuda::mla_decode_kernel_name(k) + "_" + cs.name;
       EXPECT_EQ(int(ran.kernel), int(want)) << tag;
       RecordProperty("splits_" + tag, ran.num_splits);
       expect_close("err_" + tag, rel_err(cpu(), oc, gpu(), og), kBf16Out);
       expect_close("row_err_" + tag, worst_row_err(oc, og, cs.kr), kRowErr);
     }
-    cgpu.set_mla_decode_kernel(cuda::MlaDecodeKernel::Mma);
+    cgpu.set_mla_decode_kernel(cuda::MlaDecodeKernel::Sm90);
   }
 }
 
@@ -175,26 +190,27 @@ TEST_P(GpuFp8Cache, MlaDecodeWidensEveryFp8ValueExactly) {
     const float f = t() == DType::F8_E4M3 ? e4m3_to_f32(uint8_t(v)) : e5m2_to_f32(uint8_t(v));
     if (std::isfinite(f)) finite.push_back(uint8_t(v));
   }
-  for (int n : {16, 128}) {
+  for (int n : {16, 128})
+  for (int ps : {1, 64})
     for (int kr : {512, 128}) {
       const int L = kr + (kr == 512 ? 64 : 32), B = 3;
-      BatchSpec spec = make_batch_spec(std::vector<std::pair<int, int>>(B, {0, 1}), 1, rng);
+      BatchSpec spec = make_batch_spec(std::vector<std::pair<int, int>>(B, {0, 1}), ps, rng);
       AttentionBatch bg = make_batch(gpu(), spec);
-      Tensor h = Tensor::zeros_host(t(), {spec.num_pages, L});
+      Tensor h = Tensor::zeros_host(t(), {spec.num_pages * ps, L});
       uint8_t* bytes = static_cast<uint8_t*>(h.data());
       for (int s = 0; s < B; ++s) {
-        const int64_t slot = spec.page_table[size_t(s) * size_t(spec.max_pages)];
+        const int64_t slot = int64_t(spec.page_table[size_t(s) * size_t(spec.max_pages)]) * ps;
         for (int c = 0; c < L; ++c) bytes[slot * L + c] = finite[size_t(s * kr + c) % finite.size()];
       }
       Tensor cache = gpu().to_device(h);
       Tensor q = to_backend(gpu(), randn({B, n, L}, rng, 0.3f));
-      for (auto k : {cuda::MlaDecodeKernel::Mma, cuda::MlaDecodeKernel::Scalar}) {
+      for (auto k : {cuda::MlaDecodeKernel::Sm90, cuda::MlaDecodeKernel::Mma, cuda::MlaDecodeKernel::Scalar}) {
         cgpu.set_mla_decode_kernel(k);
         Tensor out = gpu().to_host_f32(gpu().mla_attention_absorbed(q, cache, bg, kr, 0.0723f));
-        EXPECT_EQ(int(cgpu.last_mla_decode().kernel), int(k));
+        EXPECT_EQ(int(cgpu.last_mla_decode().kernel), int(expected_kernel(k, n, kr, ps, 0, spec.seqs)));
         int64_t bad = 0;
         for (int s = 0; s < B; ++s) {
-          const int64_t slot = spec.page_table[size_t(s) * size_t(spec.max_pages)];
+          const int64_t slot = int64_t(spec.page_table[size_t(s) * size_t(spec.max_pages)]) * ps;
           for (int hd = 0; hd < n; ++hd)
             for (int c = 0; c < kr; ++c) {
               const uint8_t b = bytes[slot * L + c];
@@ -202,11 +218,11 @@ TEST_P(GpuFp8Cache, MlaDecodeWidensEveryFp8ValueExactly) {
               bad += out.ptr<float>()[(int64_t(s) * n + hd) * kr + c] != want;
             }
         }
-        EXPECT_EQ(bad, 0) << fmt() << " " << cuda::mla_decode_kernel_name(k) << " heads " << n << " kv_rank " << kr;
+        EXPECT_EQ(bad, 0) << fmt() << " " << cuda::mla_decode_kernel_name(k) << " heads " << n << " kv_rank " << kr
+                          << " page " << ps;
       }
-      cgpu.set_mla_decode_kernel(cuda::MlaDecodeKernel::Mma);
+      cgpu.set_mla_decode_kernel(cuda::MlaDecodeKernel::Sm90);
     }
-  }
 }
 
 TEST_P(GpuFp8Cache, MlaDecodeWidensEveryFp8ValueExactlyAtEveryKeyAndColumnParity) {
@@ -223,9 +239,10 @@ TEST_P(GpuFp8Cache, MlaDecodeWidensEveryFp8ValueExactlyAtEveryKeyAndColumnParity
     if (std::isfinite(f) && f != 0.0f) finite.push_back(uint8_t(v));
   }
   const auto decode = [&](uint8_t b) { return t() == DType::F8_E4M3 ? e4m3_to_f32(b) : e5m2_to_f32(b); };
-  for (int n : {16, 128}) {
+  for (int n : {16, 128})
+  for (int ps : {16, 64})
     for (int kr : {512, 128}) {
-      const int L = kr + (kr == 512 ? 64 : 32), B = 16, keys = 16, ps = 16;
+      const int L = kr + (kr == 512 ? 64 : 32), B = 16, keys = 16;
       BatchSpec spec = make_batch_spec(std::vector<std::pair<int, int>>(B, {keys - 1, 1}), ps, rng);
       AttentionBatch bg = make_batch(gpu(), spec);
       Tensor h = Tensor::zeros_host(t(), {spec.num_pages * ps, L});
@@ -249,19 +266,19 @@ TEST_P(GpuFp8Cache, MlaDecodeWidensEveryFp8ValueExactlyAtEveryKeyAndColumnParity
         ASSERT_EQ(seen[v], 0x3f) << "the data misses a position of value " << int(finite[v]) << " (kv_rank " << kr << ")";
       Tensor cache = gpu().to_device(h);
       Tensor q = to_backend(gpu(), Tensor::zeros_host(DType::F32, {B, n, L}));
-      for (auto k : {cuda::MlaDecodeKernel::Mma, cuda::MlaDecodeKernel::Scalar}) {
+      for (auto k : {cuda::MlaDecodeKernel::Sm90, cuda::MlaDecodeKernel::Mma, cuda::MlaDecodeKernel::Scalar}) {
         cgpu.set_mla_decode_kernel(k);
         Tensor out = gpu().to_host_f32(gpu().mla_attention_absorbed(q, cache, bg, kr, 0.0723f));
-        EXPECT_EQ(int(cgpu.last_mla_decode().kernel), int(k));
+        EXPECT_EQ(int(cgpu.last_mla_decode().kernel), int(expected_kernel(k, n, kr, ps, 0, spec.seqs)));
         int64_t bad = 0;
         for (int s = 0; s < B; ++s)
           for (int hd = 0; hd < n; ++hd)
             for (int c = 0; c < kr; ++c) bad += out.ptr<float>()[(int64_t(s) * n + hd) * kr + c] != want[size_t(s)][size_t(c)];
-        EXPECT_EQ(bad, 0) << fmt() << " " << cuda::mla_decode_kernel_name(k) << " heads " << n << " kv_rank " << kr;
+        EXPECT_EQ(bad, 0) << fmt() << " " << cuda::mla_decode_kernel_name(k) << " heads " << n << " kv_rank " << kr
+                          << " page " << ps;
       }
-      cgpu.set_mla_decode_kernel(cuda::MlaDecodeKernel::Mma);
+      cgpu.set_mla_decode_kernel(cuda::MlaDecodeKernel::Sm90);
     }
-  }
 }
 
 TEST_P(GpuFp8Cache, MlaDecodeGraphReplayFollowsDeviceLengths) {

@@ -186,19 +186,21 @@ TEST_F(GpuBench, NormRopeSilu) {
   row("silu_mul", "4096x2x18432", ms, 0, 3.0 * T * 18432 * 2);
 }
 
-// Absorbed MLA decode over a paged (64-slot pages) V3 latent cache: the mma.sync kernel (default)
-// beside the WMMA kernel it replaced, and at the shapes (B=64 ctx=4096 h=16 and h=128, B=8
-// h=16) the mma.sync kernel over an FP8 (e4m3) cache in the same run. A call (attention + merge of
-// splits) is timed as replays of a recorded CUDA graph, as decode runs, rotating over enough copies
-// of the inputs that they do not stay in L2. Bandwidth counts each sequence's cached bytes once, as
-// stored (576 x 2 bytes per key in BF16, 576 x 1 in FP8); FLOPs are 2 * ctx * heads * (576 + 512) per
-// token. The last case is a graph sized for a 32k context replayed on short sequences (most splits
-// empty). Filter: --gtest_filter=GpuBench.MlaDecode.
+// Absorbed MLA decode over a paged (64-slot pages) V3 latent cache: the wgmma kernel (default on
+// Hopper where it applies) beside the mma.sync kernel in the same run, and at the shapes the
+// FP8 (e4m3) cache in the same run. A call (attention + merge of splits) is timed as replays of a
+// recorded CUDA graph, as decode runs, rotating over enough copies of the inputs that they do not
+// stay in L2. Bandwidth counts each sequence's cached bytes once, as stored (576 x 2 bytes per key
+// in BF16, 576 x 1 in FP8); FLOPs are 2 * ctx * heads * (576 + 512) per query token. `q` > 1: the
+// speculative verify shape (q query tokens per sequence under a random tree mask). The last case is
+// a graph sized for a 32k context replayed on short sequences (most splits empty).
+// Filter: --gtest_filter=GpuBench.MlaDecode.
 TEST_F(GpuBench, MlaDecode) {
   const int kr = 512, L = 576, page = 64;
   struct Case {
     int B, ctx, heads, max_seq_len;
     bool fp8;  // also time an FP8 cache
+    int q = 1;
   };
   // A device FP8 e4m3 tensor of random values below 2 in magnitude (never NaN: exponent bit 3 clear).
   auto fast_random_fp8 = [](Shape s, uint64_t seed) {
@@ -211,23 +213,26 @@ TEST_F(GpuBench, MlaDecode) {
     }
     return gpu().to_device(h);
   };
-  for (const Case cs : {Case{64, 4096, 16, 0, true}, Case{64, 4096, 128, 0, true}, Case{8, 4096, 16, 0, true},
-                        Case{1, 32768, 128, 0, false}, Case{64, 100, 16, 32768, false}}) {
-    const double keys_bytes = double(cs.B) * cs.ctx * L, flops = 2.0 * cs.B * cs.ctx * cs.heads * (L + kr);
+  for (const Case cs : {Case{64, 4096, 128, 0, true}, Case{64, 4096, 16, 0, true}, Case{8, 4096, 16, 0, true},
+                        Case{1, 32768, 128, 0, false}, Case{64, 4096, 16, 0, false, 4},
+                        Case{32, 4096, 128, 0, false, 2}, Case{64, 100, 16, 32768, false}}) {
+    const double keys_bytes = double(cs.B) * cs.ctx * L, flops = 2.0 * cs.B * cs.q * cs.ctx * cs.heads * (L + kr);
     const int copies = int(std::clamp(std::ceil(256e6 / (keys_bytes * 2)), 1.0, 8.0));
     std::vector<AttentionBatch> batches;
     std::vector<Tensor> caches, caches_fp8, qs;
     for (int c = 0; c < copies; ++c) {
-      BatchSpec spec = make_batch_spec(std::vector<std::pair<int, int>>(size_t(cs.B), {cs.ctx - 1, 1}), page, rng);
+      BatchSpec spec = make_batch_spec(std::vector<std::pair<int, int>>(size_t(cs.B), {cs.ctx - cs.q, cs.q}), page,
+                                       rng, 0, cs.q > 1);
       batches.push_back(make_batch(gpu(), spec));
       batches.back().max_seq_len = cs.max_seq_len;
       caches.push_back(fast_random({spec.num_pages * page, L}, 100 + uint64_t(c)));
       if (cs.fp8) caches_fp8.push_back(fast_random_fp8({spec.num_pages * page, L}, 300 + uint64_t(c)));
-      qs.push_back(fast_random({cs.B, int64_t(cs.heads) * L}, 200 + uint64_t(c), 0.3f).unflatten(1, cs.heads, L));
+      qs.push_back(
+          fast_random({int64_t(cs.B) * cs.q, int64_t(cs.heads) * L}, 200 + uint64_t(c), 0.3f).unflatten(1, cs.heads, L));
     }
     char shape[64];
-    std::snprintf(shape, sizeof(shape), "B=%d ctx=%d h=%d%s", cs.B, cs.ctx, cs.heads,
-                  cs.max_seq_len ? " graph@32k" : "");
+    std::snprintf(shape, sizeof(shape), "B=%d ctx=%d h=%d%s%s", cs.B, cs.ctx, cs.heads,
+                  cs.q > 1 ? (" q=" + std::to_string(cs.q) + " tree").c_str() : "", cs.max_seq_len ? " graph@32k" : "");
     // Times the kernel over the given caches; returns milliseconds per call.
     auto bench = [&](cuda::MlaDecodeKernel k, const std::vector<Tensor>& over, const char* cache_name) {
       cg().set_mla_decode_kernel(k);
@@ -246,7 +251,7 @@ TEST_F(GpuBench, MlaDecode) {
           for (auto& g : graphs) g->replay();
       }, 7) / (rounds * copies);
       const double gbs = cache_bytes / ms / 1e6, tf = flops / ms / 1e9;
-      std::printf("[ bench    ] mla decode %-6s %-4s %-28s splits %2d %9.4f ms  %6.0f GB/s (%3.0f%% of copy %.0f)  "
+      std::printf("[ bench    ] mla decode %-6s %-4s %-34s splits %2d %9.4f ms  %6.0f GB/s (%3.0f%% of copy %.0f)  "
                   "%6.1f TFLOP/s (%3.0f%% of bf16 %.0f)\n",
                   cuda::mla_decode_kernel_name(ran.kernel), cache_name, shape, ran.num_splits, ms, gbs,
                   100 * gbs / g_ceil.gbs, g_ceil.gbs, tf, 100 * tf / g_ceil.tflops, g_ceil.tflops);
@@ -256,15 +261,15 @@ TEST_F(GpuBench, MlaDecode) {
                                                 "% of copy, " + std::to_string(100 * tf / g_ceil.tflops) + "% of bf16");
       return ms;
     };
+    const double best = bench(cuda::MlaDecodeKernel::Sm90, caches, "bf16");
     const double mma = bench(cuda::MlaDecodeKernel::Mma, caches, "bf16");
-    const double wmma = bench(cuda::MlaDecodeKernel::Wmma, caches, "bf16");
-    std::printf("[ bench    ] mla decode %-35s mma is %.2fx the speed of wmma\n", shape, wmma / mma);
+    std::printf("[ bench    ] mla decode %-35s default is %.2fx the speed of mma.sync\n", shape, mma / best);
     if (cs.fp8) {
-      const double fp8 = bench(cuda::MlaDecodeKernel::Mma, caches_fp8, "fp8");
+      const double fp8 = bench(cuda::MlaDecodeKernel::Sm90, caches_fp8, "fp8");
       std::printf("[ bench    ] mla decode %-35s fp8 cache is %.2fx the speed of bf16 (half the bytes)\n", shape,
-                  mma / fp8);
+                  best / fp8);
     }
-    cg().set_mla_decode_kernel(cuda::MlaDecodeKernel::Mma);
+    cg().set_mla_decode_kernel(cuda::MlaDecodeKernel::Sm90);
   }
 }
 
@@ -308,30 +313,40 @@ TEST_F(GpuBench, MlaCombine) {
   }
 }
 
+// Expanded (prefill) MLA attention, 128 heads, q/k 192, v 128, causal: one sequence of 4,096 and
+// of 16,384 tokens, and a 4,096-token chunk over a 12,288-token cached prefix (keys up-projected for
+// the whole 16,384), the wgmma kernel beside the mma.sync kernel. FLOPs count the visible (query,
+// key) pairs only. Filter: --gtest_filter=GpuBench.MlaAttention.
 TEST_F(GpuBench, MlaAttention) {
   const int n = 128, dn = 128, dr = 64, dv = 128, kr = 512, L = kr + dr;
-  {  // Prefill: one sequence of 4096 tokens.
-    const int T = 4096;
-    BatchSpec spec = make_batch_spec({{0, T}}, 64, rng);
+  struct Case {
+    int prefix, tokens;
+    const char* name;
+  };
+  for (const Case cs : {Case{0, 4096, "T=4096 causal h=128"}, Case{0, 16384, "T=16384 causal h=128"},
+                        Case{12288, 4096, "chunk 4096 after 12288 h=128"}}) {
+    const int T = cs.tokens, K = cs.prefix + cs.tokens;
+    BatchSpec spec = make_batch_spec({{cs.prefix, T}}, 64, rng);
     AttentionBatch b = make_batch(gpu(), spec);
     Tensor q = fast_random({T, n * (dn + dr)}, 4).unflatten(1, n, dn + dr);
-    Tensor kv = fast_random({T, n * (dn + dv)}, 5).unflatten(1, n, dn + dv);
-    Tensor keys = fast_random({T, L}, 6);
-    double ms_of[3] = {0, 0, 0};
-    for (auto k : {cuda::MlaPrefillKernel::Mma, cuda::MlaPrefillKernel::Wmma, cuda::MlaPrefillKernel::Scalar}) {
+    Tensor kv = fast_random({K, n * (dn + dv)}, 5).unflatten(1, n, dn + dv);
+    Tensor keys = fast_random({K, L}, 6);
+    const double pairs = double(T) * cs.prefix + double(T) * (T + 1) / 2;
+    double ms_of[2] = {0, 0};
+    for (auto k : {cuda::MlaPrefillKernel::Sm90, cuda::MlaPrefillKernel::Mma}) {
       cg().set_mla_prefill_kernel(k);
-      double ms = time_ms([&] {
+      const double ms = time_ms([&] {
         gpu().begin_forward();
         gpu().mla_attention_expanded(q, kv, keys.slice(1, kr, L), b, 0.07f);
-      }, k == cuda::MlaPrefillKernel::Scalar ? 3 : 10);
+      }, T > 8192 ? 5 : 10);
       ms_of[int(k)] = ms;
       const std::string name = std::string("mla expanded ") + cuda::mla_prefill_kernel_name(cg().last_mla_prefill());
-      row(name.c_str(), "T=4096 causal h=128", ms, 2.0 * n * (double(T) * T / 2) * (dn + dr + dv),
-          double(T) * n * (dn + dr + dn + dv + dv) * 2);
+      row(name.c_str(), cs.name, ms, 2.0 * n * pairs * (dn + dr + dv), double(T) * n * (dn + dr + dv) * 2 +
+                                                                          double(K) * n * (dn + dv) * 2);
     }
-    std::printf("[ bench    ] mla expanded T=4096 causal h=128: mma is %.2fx the speed of wmma\n", ms_of[1] / ms_of[0]);
-    cg().set_mla_prefill_kernel(cuda::MlaPrefillKernel::Mma);
+    std::printf("[ bench    ] mla expanded %s: wgmma is %.2fx the speed of mma.sync\n", cs.name, ms_of[1] / ms_of[0]);
   }
+  cg().set_mla_prefill_kernel(cuda::MlaPrefillKernel::Sm90);
 }
 
 TEST_F(GpuBench, Moe) {

@@ -275,16 +275,18 @@ TEST_F(GpuOps, MlaExpandedCausalWithPrefixes) {
     Tensor oc = cpu().mla_attention_expanded(q.c.unflatten(1, cs.n, cs.dn + cs.dr), kv.c.unflatten(1, cs.n, cs.dn + cs.dv),
                                              keys.c.slice(1, kr, kr + cs.dr), bc, scale);
     auto& cgpu = static_cast<cuda::CudaBackend&>(gpu());
-    for (auto k : {cuda::MlaPrefillKernel::Mma, cuda::MlaPrefillKernel::Wmma, cuda::MlaPrefillKernel::Scalar}) {
+    for (auto k : {cuda::MlaPrefillKernel::Sm90, cuda::MlaPrefillKernel::Mma, cuda::MlaPrefillKernel::Scalar}) {
       cgpu.set_mla_prefill_kernel(k);
       Tensor og = gpu().mla_attention_expanded(q.g.unflatten(1, cs.n, cs.dn + cs.dr),
                                                kv.g.unflatten(1, cs.n, cs.dn + cs.dv), keys.g.slice(1, kr, kr + cs.dr), bg,
                                                scale);
-      EXPECT_EQ(cgpu.last_mla_prefill(), k);  // both shapes are instantiated for the mma kernel
+      // The Hopper kernel takes V3's head dims; the tiny ones go to the mma kernel (both instantiated).
+      const auto want = k == cuda::MlaPrefillKernel::Sm90 && cs.dn != 128 ? cuda::MlaPrefillKernel::Mma : k;
+      EXPECT_EQ(cgpu.last_mla_prefill(), want);
       expect_close((std::string(cuda::mla_prefill_kernel_name(k)) + "_err_n" + std::to_string(cs.n)).c_str(),
                    rel_err(cpu(), oc, gpu(), og), kBf16Out);
     }
-    cgpu.set_mla_prefill_kernel(cuda::MlaPrefillKernel::Mma);
+    cgpu.set_mla_prefill_kernel(cuda::MlaPrefillKernel::Sm90);
   }
 }
 
@@ -306,9 +308,10 @@ double worst_row_err(const Tensor& ref_dev, const Tensor& got_dev, int64_t row_l
   return worst;
 }
 
-// The mma.sync prefill kernel on longer sequences (a 300-token prefix and 1000 new tokens), mixed
-// lengths around the 64-token tiles, and strided q / kv / k_pe views, against the CPU backend:
-// both the whole output and its worst (token, head) row.
+// The tensor-core prefill kernels on longer sequences (a 300-token prefix and 1000 new tokens, a
+// 2,500-token prefix and 700 new ones), mixed lengths around the 64- and 128-token tiles, and
+// strided q / kv / k_pe views, against the CPU backend: both the whole output and its worst
+// (token, head) row.
 TEST_F(GpuOps, MlaExpandedMmaLongAndStrided) {
   struct Case {
     int n, dn, dr, dv;
@@ -316,6 +319,7 @@ TEST_F(GpuOps, MlaExpandedMmaLongAndStrided) {
   };
   auto& cgpu = static_cast<cuda::CudaBackend&>(gpu());
   for (const Case& cs : {Case{16, 128, 64, 128, {{300, 1000}, {0, 65}, {64, 64}, {1, 127}, {130, 3}}},
+                         Case{8, 128, 64, 128, {{2500, 700}, {0, 129}, {127, 128}, {128, 255}, {0, 1}}},
                          Case{4, 64, 32, 64, {{0, 1000}, {63, 129}, {5, 1}}}}) {
     BatchSpec spec = make_batch_spec(cs.seqs, 16, rng);
     AttentionBatch bc = make_batch(cpu(), spec), bg = make_batch(gpu(), spec);
@@ -328,16 +332,17 @@ TEST_F(GpuOps, MlaExpandedMmaLongAndStrided) {
     auto kvv = [&](const Tensor& t) { return t.slice(1, 0, int64_t(cs.n) * (cs.dn + cs.dv)).unflatten(1, cs.n, cs.dn + cs.dv); };
     const float scale = 0.0722f;
     Tensor oc = cpu().mla_attention_expanded(qv(q.c), kvv(kv.c), keys.c.slice(1, kr, kr + cs.dr), bc, scale);
-    for (auto k : {cuda::MlaPrefillKernel::Mma, cuda::MlaPrefillKernel::Wmma}) {
+    for (auto k : {cuda::MlaPrefillKernel::Sm90, cuda::MlaPrefillKernel::Mma}) {
       cgpu.set_mla_prefill_kernel(k);
       Tensor og = gpu().mla_attention_expanded(qv(q.g), kvv(kv.g), keys.g.slice(1, kr, kr + cs.dr), bg, scale);
-      EXPECT_EQ(cgpu.last_mla_prefill(), k);
+      const auto want = k == cuda::MlaPrefillKernel::Sm90 && cs.dn != 128 ? cuda::MlaPrefillKernel::Mma : k;
+      EXPECT_EQ(cgpu.last_mla_prefill(), want);
       const std::string tag = std::string(cuda::mla_prefill_kernel_name(k)) + "_n" + std::to_string(cs.n);
       expect_close(("err_" + tag).c_str(), rel_err(cpu(), oc, gpu(), og), kBf16Out);
       expect_close(("row_err_" + tag).c_str(), worst_row_err(oc, og, cs.dv), 3e-2);
     }
   }
-  cgpu.set_mla_prefill_kernel(cuda::MlaPrefillKernel::Mma);
+  cgpu.set_mla_prefill_kernel(cuda::MlaPrefillKernel::Sm90);
 }
 
 // Decode batches of `count` sequences of random lengths in [1, max_len] (one new token each),
@@ -359,8 +364,21 @@ struct MlaCase {
   float scale = 0.0723f;
 };
 
-// Every absorbed kernel (mma.sync, WMMA, scalar) against the CPU backend on the same inputs.
-void check_mla_absorbed(const MlaCase& cs, Rng& rng, cuda::MlaDecodeKernel expect_default) {
+// The kernel a call starting at the Hopper kernel runs: the Hopper kernel takes V3's latent over
+// 64-slot pages (no odd key shift) with room for at least 64 (token, head) rows per sequence.
+cuda::MlaDecodeKernel expected_decode_kernel(const MlaCase& cs) {
+  int tokens = 0;  // the dispatch bounds a sequence's query tokens by tokens - sequences + 1
+  for (auto [prefix, n] : cs.seqs) tokens += n;
+  const int max_q = std::max(1, tokens - int(cs.seqs.size()) + 1);
+  const bool sm90 = cs.kr == 512 && cs.dr == 64 && cs.page_size % 64 == 0 && cs.key_shift % 64 == 0 &&
+                    max_q * cs.n >= 64 && !cs.seqs.empty();
+  if (sm90) return cuda::MlaDecodeKernel::Sm90;
+  const bool mma = (cs.kr == 512 && cs.dr == 64) || (cs.kr == 128 && cs.dr == 32);
+  return mma ? cuda::MlaDecodeKernel::Mma : cuda::MlaDecodeKernel::Scalar;
+}
+
+// Every absorbed kernel (wgmma, mma.sync, scalar) against the CPU backend on the same inputs.
+void check_mla_absorbed(const MlaCase& cs, Rng& rng) {
   auto& cg = static_cast<cuda::CudaBackend&>(gpu());
   BatchSpec spec = make_batch_spec(cs.seqs, cs.page_size, rng, cs.key_shift, cs.tree);
   AttentionBatch bc = make_batch(cpu(), spec), bg = make_batch(gpu(), spec);
@@ -369,14 +387,15 @@ void check_mla_absorbed(const MlaCase& cs, Rng& rng, cuda::MlaDecodeKernel expec
   Pair cache = both(randn({slots, L}, rng));
   Pair q = both(randn({T, cs.n, L}, rng, 0.3f));
   Tensor oc = cpu().mla_attention_absorbed(q.c, cache.c, bc, cs.kr, cs.scale);
-  for (auto k : {cuda::MlaDecodeKernel::Mma, cuda::MlaDecodeKernel::Wmma, cuda::MlaDecodeKernel::Scalar}) {
+  for (auto k : {cuda::MlaDecodeKernel::Sm90, cuda::MlaDecodeKernel::Mma, cuda::MlaDecodeKernel::Scalar}) {
     cg.set_mla_decode_kernel(k);
     Tensor og = gpu().mla_attention_absorbed(q.g, cache.g, bg, cs.kr, cs.scale);
     const auto ran = cg.last_mla_decode();
     const std::string tag = std::string(cuda::mla_decode_kernel_name(k)) + "_" + cs.name;
-    if (k == cuda::MlaDecodeKernel::Mma) {
-      EXPECT_EQ(int(ran.kernel), int(expect_default)) << tag;
-    }
+    const auto want = expected_decode_kernel(cs);
+    if (k == cuda::MlaDecodeKernel::Sm90) EXPECT_EQ(int(ran.kernel), int(want)) << tag;
+    if (k == cuda::MlaDecodeKernel::Mma && want != cuda::MlaDecodeKernel::Scalar)
+      EXPECT_EQ(int(ran.kernel), int(cuda::MlaDecodeKernel::Mma)) << tag;
     ::testing::Test::RecordProperty(("splits_" + tag).c_str(), ran.num_splits);
     const double err = rel_err(cpu(), oc, gpu(), og), row = worst_row_err(oc, og, cs.kr);
     ::testing::Test::RecordProperty(("err_" + tag).c_str(), std::to_string(err));
@@ -384,7 +403,7 @@ void check_mla_absorbed(const MlaCase& cs, Rng& rng, cuda::MlaDecodeKernel expec
     EXPECT_LE(err, kBf16Out) << tag << " (" << ran.num_splits << " splits)";
     EXPECT_LE(row, 3e-2) << tag << " (" << ran.num_splits << " splits): worst row";
   }
-  cg.set_mla_decode_kernel(cuda::MlaDecodeKernel::Mma);
+  cg.set_mla_decode_kernel(cuda::MlaDecodeKernel::Sm90);
 }
 
 TEST_F(GpuOps, MlaAbsorbedOverPagedCache) {
@@ -393,10 +412,11 @@ TEST_F(GpuOps, MlaAbsorbedOverPagedCache) {
                             MlaCase{"tiny", 4, 128, 32, 16, {{0, 5}, {77, 1}, {500, 2}}},
                             MlaCase{"tree_verify", 128, 512, 64, 16, {{40, 6}, {0, 3}, {700, 4}}, 0, true},
                             MlaCase{"mtp_shift", 4, 128, 32, 16, {{30, 1}, {0, 4}}, 1}})
-    check_mla_absorbed(cs, rng, cuda::MlaDecodeKernel::Mma);
+    check_mla_absorbed(cs, rng);
 }
 
-// The mma.sync kernel's two block shapes (16 heads, 64 heads) over V3's latent: batches of 1..64
+// The wgmma kernel (128 heads, or 16 heads with 4+ query tokens, on 64-slot pages) and the mma.sync
+// kernel's two block shapes (16 heads, 64 heads) over V3's latent: batches of 1..64
 // sequences of mixed lengths (1..5000) on pages of 1, 16 and 64 slots, odd head counts (padded head
 // tiles), multi-token causal queries, tree masks, the MTP cache's key shift, a peaked softmax, and
 // the many splits a captured forward sizes for its context length on short sequences (empty splits).
@@ -424,14 +444,21 @@ TEST_F(GpuOps, MlaDecodeKernelsOverV3Shapes) {
       {"peaked_h16", 16, 512, 64, 16, {{2000, 1}, {4000, 1}}, 0, false, 0, 0.5f},
       {"tiny_h4_splits_ps1", 4, 128, 32, 1, {{0, 5}, {77, 1}, {500, 2}}, 0, false, 4096},
       {"tiny_h20_tree", 20, 128, 32, 16, {{30, 4}, {200, 2}}, 0, true},
+      // The wgmma kernel: decode batches, odd tile counts, splits, verify rows packed 4 x 16 heads.
+      {"h128_b64_ps64", 128, 512, 64, 64, decode_seqs(64, 4200, edges, rng)},
+      {"h128_b3_ps128", 128, 512, 64, 128, {{64, 1}, {191, 1}, {4095, 1}}},
+      {"h128_b1_graph32k", 128, 512, 64, 64, {{9000, 1}}, 0, false, 32768},
+      {"h128_verify_causal", 128, 512, 64, 64, {{300, 4}, {63, 2}, {1000, 8}}},
+      {"h16_verify_tree_ps64", 16, 512, 64, 64, {{40, 4}, {0, 4}, {700, 4}, {1300, 4}}, 0, true},
+      {"h16_verify8_ps64", 16, 512, 64, 64, {{500, 8}, {2, 8}}},
+      {"h128_shift64", 128, 512, 64, 64, {{100, 1}, {700, 2}}, 64},
+      {"h128_peaked_splits", 128, 512, 64, 64, {{3000, 1}, {130, 1}}, 0, false, 16384, 0.5f},
   };
-  for (const MlaCase& cs : cases) check_mla_absorbed(cs, rng, cuda::MlaDecodeKernel::Mma);
-  // A shape the mma.sync kernel does not take hands the call to the WMMA kernel.
-  check_mla_absorbed(MlaCase{"fallback_kr64", 8, 64, 32, 16, {{50, 1}, {300, 2}}}, rng,
-                     cuda::MlaDecodeKernel::Wmma);
+  for (const MlaCase& cs : cases) check_mla_absorbed(cs, rng);
+  // Shapes the tensor-core kernels do not take run the scalar kernel.
+  check_mla_absorbed(MlaCase{"fallback_kr64", 8, 64, 32, 16, {{50, 1}, {300, 2}}}, rng);
   // Many splits of a kv_rank whose float4 columns (48) do not divide the merge's block: idle threads.
-  check_mla_absorbed(MlaCase{"fallback_kr192_splits", 8, 192, 32, 16, {{50, 1}, {3000, 2}}, 0, false, 8192}, rng,
-                     cuda::MlaDecodeKernel::Wmma);
+  check_mla_absorbed(MlaCase{"fallback_kr192_splits", 8, 192, 32, 16, {{50, 1}, {3000, 2}}, 0, false, 8192}, rng);
 }
 
 // The absorbed attention recorded once in a CUDA graph sized for a 4096-token context, then replayed

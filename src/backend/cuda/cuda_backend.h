@@ -132,14 +132,14 @@ class CudaBackend final : public Backend {
   static std::string describe(const LinearWeight& w);
   static std::string describe(const ExpertWeights& w);
   int device_index() const { return device_; }
-  // Attention kernels: tensor-core versions where the shapes allow (default), or the scalar
-  // reference kernels (tests check each against the CPU backend). set_tensor_core_attention sets
-  // both families (the mma.sync kernels, or the scalar ones); set_mla_decode_kernel and
-  // set_mla_prefill_kernel pick any absorbed / expanded kernel (a kernel that cannot take a call's
-  // shapes hands it to the next one).
+  // Attention kernels: the Hopper (wgmma) kernels where the device and shapes allow (default), then
+  // the mma.sync ones, then the scalar references (tests check each against the CPU backend).
+  // set_tensor_core_attention sets both families (the tensor-core kernels, or the scalar ones);
+  // set_mla_decode_kernel and set_mla_prefill_kernel pick where to start (a kernel that cannot take
+  // a call's shapes hands it to the next one).
   void set_tensor_core_attention(bool on) {
-    mla_prefill_kernel_ = on ? MlaPrefillKernel::Mma : MlaPrefillKernel::Scalar;
-    mla_decode_kernel_ = on ? MlaDecodeKernel::Mma : MlaDecodeKernel::Scalar;
+    mla_prefill_kernel_ = on ? MlaPrefillKernel::Sm90 : MlaPrefillKernel::Scalar;
+    mla_decode_kernel_ = on ? MlaDecodeKernel::Sm90 : MlaDecodeKernel::Scalar;
   }
   void set_mla_decode_kernel(MlaDecodeKernel k) { mla_decode_kernel_ = k; }
   void set_mla_prefill_kernel(MlaPrefillKernel k) { mla_prefill_kernel_ = k; }
@@ -147,7 +147,7 @@ class CudaBackend final : public Backend {
   MlaPrefillKernel last_mla_prefill() const { return last_mla_prefill_; }
   // The kernel and split count of the last mla_attention_absorbed call (for tests and benchmarks).
   struct MlaDecodeLaunch {
-    MlaDecodeKernel kernel = MlaDecodeKernel::Mma;
+    MlaDecodeKernel kernel = MlaDecodeKernel::Sm90;
     int num_splits = 0;
   };
   MlaDecodeLaunch last_mla_decode() const { return last_mla_decode_; }
@@ -198,9 +198,9 @@ class CudaBackend final : public Backend {
   Tensor moe_experts_cublaslt(const Tensor& x, const ExpertWeights& w, const RouterOutput& route);
 
   int device_ = 0;
-  MlaPrefillKernel mla_prefill_kernel_ = MlaPrefillKernel::Mma;
-  MlaPrefillKernel last_mla_prefill_ = MlaPrefillKernel::Mma;
-  MlaDecodeKernel mla_decode_kernel_ = MlaDecodeKernel::Mma;
+  MlaPrefillKernel mla_prefill_kernel_ = MlaPrefillKernel::Sm90;
+  MlaPrefillKernel last_mla_prefill_ = MlaPrefillKernel::Sm90;
+  MlaDecodeKernel mla_decode_kernel_ = MlaDecodeKernel::Sm90;
   MlaDecodeLaunch last_mla_decode_;
   cudaStream_t stream_ = nullptr;
   std::unique_ptr<LtGemm> gemm_;

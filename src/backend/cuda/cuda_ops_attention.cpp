@@ -94,6 +94,7 @@ Tensor CudaBackend::mla_attention_expanded(const Tensor& q_in, const Tensor& kv_
   p.query_start = b.query_start.ptr<int32_t>();
   p.seq_lens = b.seq_lens.ptr<int32_t>();
   p.key_start = b.key_start.ptr<int32_t>();
+  p.num_keys = kv.size(0);
   p.num_seqs = b.num_seqs, p.num_tokens = int(T), p.heads = int(n);
   p.dn = int(dn), p.dr = int(dr), p.dv = int(dv);
   p.scale = scale;
@@ -124,7 +125,7 @@ Tensor CudaBackend::mla_attention_absorbed(const Tensor& q_in, const Tensor& cac
       b.max_seq_len > 0 ? b.max_seq_len : *std::max_element(b.h_seq_lens.begin(), b.h_seq_lens.end());
   MlaAbsorbedParams p{};
   p.q = q.data(), p.q_stride_t = q.stride(0), p.q_stride_h = q.stride(1);
-  p.cache = c.data(), p.cache_stride = c.stride(0), p.cache_dtype = c.dtype();
+  p.cache = c.data(), p.cache_stride = c.stride(0), p.cache_slots = c.size(0), p.cache_dtype = c.dtype();
   p.page_table = b.page_table.ptr<int32_t>();
   p.query_start = b.query_start.ptr<int32_t>();
   p.seq_lens = b.seq_lens.ptr<int32_t>();
@@ -144,7 +145,8 @@ Tensor CudaBackend::mla_attention_absorbed(const Tensor& q_in, const Tensor& cac
   p.out = out.data();
   p.kernel = mla_decode_kernel_;
   p.kernel = mla_absorbed_kernel_for(p);
-  p.num_splits = mla_absorbed_num_splits(int(T), int(n), int(kr), max_len, p.kernel, int(dtype_size(c.dtype())));
+  p.num_splits =
+      mla_absorbed_num_splits(int(T), b.num_seqs, int(n), int(kr), max_len, p.kernel, int(dtype_size(c.dtype())));
   last_mla_decode_ = {p.kernel, p.num_splits};
   Tensor part_out, part_ml;
   if (p.num_splits > 1) {

@@ -198,8 +198,8 @@ __global__ void __launch_bounds__(kThreads) mla_expanded_kernel(MlaExpandedParam
 
 const char* mla_prefill_kernel_name(MlaPrefillKernel k) {
   switch (k) {
+    case MlaPrefillKernel::Sm90: return "wgmma";
     case MlaPrefillKernel::Mma: return "mma";
-    case MlaPrefillKernel::Wmma: return "wmma";
     case MlaPrefillKernel::Scalar: return "scalar";
   }
   return "?";
@@ -207,14 +207,13 @@ const char* mla_prefill_kernel_name(MlaPrefillKernel k) {
 
 cudaError_t launch_mla_expanded(const MlaExpandedParams& p, cudaStream_t stream, MlaPrefillKernel* ran) {
   if (p.num_tokens == 0 || p.heads == 0) return cudaSuccess;
-  if (p.kernel == MlaPrefillKernel::Mma && mla_expanded_mma_supports(p)) {
+  if (p.kernel == MlaPrefillKernel::Sm90 && mla_prefill_sm90_supports(p)) {
+    if (ran) *ran = MlaPrefillKernel::Sm90;
+    return launch_mla_prefill_sm90(p, stream);
+  }
+  if (p.kernel != MlaPrefillKernel::Scalar && mla_expanded_mma_supports(p)) {
     if (ran) *ran = MlaPrefillKernel::Mma;
     return launch_mla_expanded_mma(p, stream);
-  }
-  cudaError_t tc_err = cudaSuccess;
-  if (p.kernel != MlaPrefillKernel::Scalar && launch_mla_expanded_tc(p, stream, &tc_err)) {
-    if (ran) *ran = MlaPrefillKernel::Wmma;
-    return tc_err;
   }
   if (ran) *ran = MlaPrefillKernel::Scalar;
   const int dqk = p.dn + p.dr;

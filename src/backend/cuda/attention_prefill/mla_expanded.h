@@ -9,9 +9,9 @@
 namespace dsserve::cuda {
 
 // Which kernel runs an expanded attention. A kernel that cannot take the shapes hands over to the
-// next one (Mma -> Wmma -> Scalar).
-enum class MlaPrefillKernel { Mma, Wmma, Scalar };
-const char* mla_prefill_kernel_name(MlaPrefillKernel k);  // "mma", "wmma", "scalar"
+// next one (Sm90 -> Mma -> Scalar).
+enum class MlaPrefillKernel { Sm90, Mma, Scalar };
+const char* mla_prefill_kernel_name(MlaPrefillKernel k);  // "wgmma", "mma", "scalar"
 
 struct MlaExpandedParams {
   const void* q;             // [tokens, heads, dn + dr] BF16, strided by (q_stride_t, q_stride_h, 1)
@@ -24,18 +24,20 @@ struct MlaExpandedParams {
   const int32_t* query_start;  // [num_seqs + 1]
   const int32_t* seq_lens;     // [num_seqs]: keys of each sequence (cached prefix + new)
   const int32_t* key_start;    // [num_seqs + 1]: first row of each sequence in kv / k_pe
+  int64_t num_keys = 0;        // rows of kv and k_pe (the Hopper kernel's tensor map bounds)
   int num_seqs, num_tokens, heads, dn, dr, dv;
   float scale;               // softmax scale
-  MlaPrefillKernel kernel = MlaPrefillKernel::Mma;  // the preferred kernel (see MlaPrefillKernel)
+  MlaPrefillKernel kernel = MlaPrefillKernel::Sm90;  // the preferred kernel (see MlaPrefillKernel)
 };
 // Requirements (checked, cudaErrorInvalidValue otherwise): dn, dr, dv even, dv <= 128,
 // dn + dr <= 256, all strides even.
 // `ran` (optional) receives the kernel that took the launch.
 cudaError_t launch_mla_expanded(const MlaExpandedParams& p, cudaStream_t stream, MlaPrefillKernel* ran = nullptr);
 
-// The tensor-core kernel (mla_expanded_tc.cu): true when it took the launch, false when the shapes
-// need the scalar kernel (dn + dr or dv not multiples of 16, dv > 256, strides not multiples of 8).
-bool launch_mla_expanded_tc(const MlaExpandedParams& p, cudaStream_t stream, cudaError_t* err);
+// The Hopper kernel (sm90/mla_prefill_sm90.cu): compute capability 9.x, dn 128, dr 64, dv 128 (V3),
+// strides multiples of 8, 16-byte aligned operands, num_keys set.
+bool mla_prefill_sm90_supports(const MlaExpandedParams& p);
+cudaError_t launch_mla_prefill_sm90(const MlaExpandedParams& p, cudaStream_t stream);
 
 // The mma.sync kernel (mla_expanded_mma.cu), instantiated for dn + dr = 192, dv = 128 (V3) and
 // dn + dr = 96, dv = 64 (the tiny test models); needs dn % 8 == 0, strides multiples of 8 and

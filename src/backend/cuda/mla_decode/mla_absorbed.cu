@@ -251,25 +251,26 @@ __global__ void __launch_bounds__(kCombineThreads, 4) mla_combine_kernel(MlaAbso
 
 const char* mla_decode_kernel_name(MlaDecodeKernel k) {
   switch (k) {
+    case MlaDecodeKernel::Sm90: return "wgmma";
     case MlaDecodeKernel::Mma: return "mma";
-    case MlaDecodeKernel::Wmma: return "wmma";
     case MlaDecodeKernel::Scalar: return "scalar";
   }
   return "?";
 }
 
 MlaDecodeKernel mla_absorbed_kernel_for(const MlaAbsorbedParams& p) {
-  if (p.kernel == MlaDecodeKernel::Mma && mla_decode_mma_supports(p)) return MlaDecodeKernel::Mma;
-  if (p.kernel != MlaDecodeKernel::Scalar && mla_absorbed_tc_supports(p)) return MlaDecodeKernel::Wmma;
+  if (p.kernel == MlaDecodeKernel::Sm90 && mla_decode_sm90_supports(p)) return MlaDecodeKernel::Sm90;
+  if (p.kernel != MlaDecodeKernel::Scalar && mla_decode_mma_supports(p)) return MlaDecodeKernel::Mma;
   return MlaDecodeKernel::Scalar;
 }
 
-int mla_absorbed_num_splits(int num_tokens, int heads, int kv_rank, int max_seq_len, MlaDecodeKernel kernel,
-                            int cache_bytes) {
+int mla_absorbed_num_splits(int num_tokens, int num_seqs, int heads, int kv_rank, int max_seq_len,
+                            MlaDecodeKernel kernel, int cache_bytes) {
+  if (kernel == MlaDecodeKernel::Sm90)
+    return mla_decode_sm90_num_splits(num_tokens, num_seqs, heads, kv_rank, max_seq_len);
   if (kernel == MlaDecodeKernel::Mma)
     return mla_decode_mma_num_splits(num_tokens, heads, kv_rank, max_seq_len, cache_bytes);
-  const int per_block = kernel == MlaDecodeKernel::Wmma ? 64 : kHeadsPerBlock;  // heads per block of each kernel
-  const int groups = (heads + per_block - 1) / per_block;
+  const int groups = (heads + kHeadsPerBlock - 1) / kHeadsPerBlock;
   const int blocks = std::max(1, num_tokens * groups);
   int by_len = (max_seq_len + 255) / 256;           // at least 256 keys per split
   int by_fill = (2 * 132 + blocks - 1) / blocks;    // about two waves of blocks on an H200
@@ -285,10 +286,10 @@ cudaError_t launch_mla_absorbed(const MlaAbsorbedParams& p, cudaStream_t stream)
       p.num_splits > kMaxSplits || p.kernel != mla_absorbed_kernel_for(p))
     return cudaErrorInvalidValue;
   cudaError_t e = cudaSuccess;
-  if (p.kernel == MlaDecodeKernel::Mma) {
+  if (p.kernel == MlaDecodeKernel::Sm90) {
+    e = launch_mla_decode_sm90(p, stream);
+  } else if (p.kernel == MlaDecodeKernel::Mma) {
     e = launch_mla_decode_mma(p, stream);
-  } else if (p.kernel == MlaDecodeKernel::Wmma) {
-    e = launch_mla_absorbed_tc(p, stream);
   } else {
     const size_t bytes = smem_bytes(p.latent);
     e = cudaFuncSetAttribute(mla_absorbed_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes));

@@ -17,11 +17,9 @@
 // from HBM, twice the tiles in flight) and the products read their operands from the FP8 stage with
 // ldmatrix on byte pairs, widening them in registers: S with Q's columns de-interleaved (even, odd)
 // in each 16-column k-step, which makes the four bytes a lane gets one B fragment, and P V with the
-// output columns of each 16-column chunk split into even and odd n-tiles. Building with
-// DSSERVE_MLA_FP8_WIDEN_TILE=1 restores the previous path (each FP8 tile widened once into a
-// swizzled BF16 tile that the BF16 code reads).
+// output columns of each 16-column chunk split into even and odd n-tiles.
 // Instantiated for V3's latent (kv_lora_rank 512 + rope 64) and the tiny test models' (128 + 32);
-// other shapes run the WMMA or scalar kernel. Not here: wgmma/TMA (see README.md).
+// other shapes run the scalar kernel. On Hopper the wgmma kernel (sm90/) takes what it supports.
 #include "backend/cuda/common/device_utils.cuh"
 #include "backend/cuda/common/fp8_convert.cuh"
 #include "backend/cuda/common/mma_sync.cuh"
@@ -39,10 +37,6 @@ namespace {
 constexpr float kLog2e = 1.4426950408889634f;
 constexpr int kMaxSmemBytes = 227 * 1024;  // opt-in dynamic shared memory per block on sm_90
 constexpr int kBlockKeys = 64;             // cache rows per tile
-#ifndef DSSERVE_MLA_FP8_WIDEN_TILE
-#define DSSERVE_MLA_FP8_WIDEN_TILE 0  // 1: FP8 tiles are widened through a BF16 tile in shared memory
-#endif
-constexpr bool kFp8WidenTile = DSSERVE_MLA_FP8_WIDEN_TILE != 0;
 
 // Heads per block for a head count (the launcher and mla_decode_mma_num_splits agree through it).
 inline int rows_per_block(int heads) { return heads <= 16 ? 16 : 64; }
@@ -56,8 +50,7 @@ struct Cfg {
   static constexpr int kLatent = kLatent_, kKvRank = kKvRank_;
   static constexpr CacheFormat kFormat = kFormat_;
   static constexpr bool kFp8 = kFormat != CacheFormat::Bf16;
-  static constexpr bool kWidenTile = kFp8 && kFp8WidenTile;  // FP8 through a widened BF16 tile
-  static constexpr bool kFp8Regs = kFp8 && !kFp8WidenTile;   // FP8 operands widened in registers
+  static constexpr bool kFp8Regs = kFp8;  // FP8 operands widened in registers
   static constexpr int kWarps = 8, kThreads = 32 * kWarps;
   static constexpr int kMTiles = kWide ? 2 : 1;                      // 16-head m-tiles per warp
   static constexpr int kGroupWarps = kWide ? 4 : 8;                  // warps sharing one row group
@@ -67,9 +60,9 @@ struct Cfg {
   static constexpr int kKeyTiles = kBlockKeys / 8 / kGroupWarps;     // 8-key n-tiles of S per warp
   static constexpr int kColTiles = kKvRank / 8 / kGroupWarps;        // 8-column n-tiles of O per warp
   static constexpr bool kQInRegs = !kWide;
-  // Cache stages (one being read, the others in flight). An FP8 stage is half a BF16 one: read in
-  // registers, 6 (narrow) / 4 (wide) fit; through the widened tile, 4 / 2.
-  static constexpr int kStages = kWide ? (kFp8Regs ? 4 : 2) : (kFp8Regs ? 6 : kFp8 ? 4 : 3);
+  // Cache stages (one being read, the others in flight). An FP8 stage is half a BF16 one: 6 (narrow)
+  // / 4 (wide) fit.
+  static constexpr int kStages = kWide ? (kFp8Regs ? 4 : 2) : (kFp8Regs ? 6 : 3);
   static constexpr int kChunks = kLatent / 8;                        // 16-byte chunks per latent row
   static constexpr int kRowChunks = (kChunks + 7) / 8 * 8;           // the swizzle permutes groups of 8
   static constexpr int kRowBytes = kRowChunks * 16;
@@ -80,18 +73,14 @@ struct Cfg {
   static constexpr int kKSteps = kLatent / 16;                       // k-steps of S
   // Independent accumulator chains of S, so that a warp with one S fragment still overlaps mma latency.
   static constexpr int kSChains = kMTiles * kKeyTiles >= 4 ? 1 : 4 / (kMTiles * kKeyTiles);
-  // Shared memory: [Q (wide only)][kStages cache tiles][widened tile only: the BF16 tile][P fragments]
-  // [per-row maxima / sums]. BF16 stages are swizzled BF16 tiles; FP8 stages read in registers are
-  // mla_fp8::stage_offset rows of kFp8RowChunks chunks; FP8 stages of the widened-tile path hold the rows
-  // packed as they are in HBM (kLatent bytes each), and the products read the widened tile.
+  // Shared memory: [Q (wide only)][kStages cache tiles][P fragments][per-row maxima / sums]. BF16
+  // stages are swizzled BF16 tiles; FP8 stages are mla_fp8::stage_offset rows of kFp8RowChunks chunks.
   static constexpr int kQBytes = kQInRegs ? 0 : kRows * kRowBytes;
-  static constexpr int kTileBytes = kBlockKeys * kRowBytes;                  // one swizzled BF16 tile
-  static constexpr int kStageRowBytes = kFp8Regs ? kFp8RowChunks * 16 : kFp8 ? kLatent : kRowBytes;
+  static constexpr int kStageRowBytes = kFp8Regs ? kFp8RowChunks * 16 : kRowBytes;
   static constexpr int kStageBytes = kBlockKeys * kStageRowBytes;
   static constexpr int kCopies = kFp8 ? kFp8Chunks : kChunks;               // 16-byte copies per row
   static constexpr int kTilesOffset = kQBytes;
-  static constexpr int kWideOffset = kTilesOffset + kStages * kStageBytes;  // the widened tile
-  static constexpr int kPOffset = kWideOffset + (kWidenTile ? kTileBytes : 0);
+  static constexpr int kPOffset = kTilesOffset + kStages * kStageBytes;
   static constexpr int kPBytes = kWarps * kMTiles * kKeyTiles * 32 * 8;  // one uint2 per lane and fragment
   static constexpr int kStatOffset = kPOffset + kPBytes;
   static constexpr int kSmemBytes = kStatOffset + kWarps * kGroupRows * 4;
@@ -100,7 +89,7 @@ struct Cfg {
   static_assert(kKvRank < kLatent, "values are the first kv_rank columns of the latent row");
   static_assert(kKvRank % (16 * kGroupWarps) == 0, "each warp's output columns must be whole 16-column pairs");
   static_assert(kKeyTiles >= 1 && kBlockKeys % (8 * kGroupWarps) == 0, "each warp scores whole 8-key n-tiles");
-  static_assert(!kQInRegs || kWidenTile || kRows * kRowBytes <= kStageBytes,
+  static_assert(!kQInRegs || kRows * kRowBytes <= kStageBytes,
                 "Q is staged through the last cache buffer");
   static_assert(!kFp8 || kLatent % 16 == 0, "FP8 rows are copied in 16-byte pieces");
   static_assert(!kFp8Regs || kFp8RowChunks % 8 == 4,
@@ -192,11 +181,8 @@ __global__ void __launch_bounds__(C::kThreads, 1) mla_decode_mma_kernel(MlaAbsor
                  group * C::kGroupWarps * C::kGroupRows;
 
   // Queries of the block's heads (zero rows past the last head), into their own region or, when
-  // they are to live in registers, into the last cache stage or the widened tile (free until the
-  // loop refills it).
-  const uint32_t q_s = !C::kQInRegs    ? sbase
-                       : C::kWidenTile ? sbase + C::kWideOffset
-                                       : tiles + (C::kStages - 1) * C::kStageBytes;
+  // they are to live in registers, into the last cache stage (free until the loop refills it).
+  const uint32_t q_s = !C::kQInRegs ? sbase : tiles + (C::kStages - 1) * C::kStageBytes;
   {
     const bf16* qg = static_cast<const bf16*>(p.q) + int64_t(t) * p.q_stride_t;
     for (int idx = tid; idx < C::kRows * C::kChunks; idx += C::kThreads) {
@@ -232,9 +218,8 @@ __global__ void __launch_bounds__(C::kThreads, 1) mla_decode_mma_kernel(MlaAbsor
 #pragma unroll
     for (int j = 0; j < (C::kCopies + 3) / 4; ++j) {
       const int c = quarter + 4 * j;
-      const uint32_t dst = C::kFp8Regs   ? stage + mla_fp8::stage_offset(lrow, c, C::kStageRowBytes)
-                           : C::kWidenTile ? stage + lrow * C::kStageRowBytes + (c << 4)
-                                           : stage + swizzle<C::kRowBytes>(lrow, c);
+      const uint32_t dst = C::kFp8Regs ? stage + mla_fp8::stage_offset(lrow, c, C::kStageRowBytes)
+                                       : stage + swizzle<C::kRowBytes>(lrow, c);
       if (c < C::kCopies) cp_async_16_u32(dst, src + 16 * c, ok);
     }
   };
@@ -302,23 +287,7 @@ __global__ void __launch_bounds__(C::kThreads, 1) mla_decode_mma_kernel(MlaAbsor
     issue(it + C::kStages - 1, next_page);
     cp_async_commit();
     next_page = page_of(it + C::kStages);
-    uint32_t kbuf = tiles + (it % C::kStages) * C::kStageBytes;
-    if constexpr (C::kWidenTile) {
-      // Widen the FP8 tile into the swizzled BF16 tile: 8 values (one 16-byte BF16 chunk) per step,
-      // consecutive threads on consecutive chunks of a row. Every warp finished reading the widened
-      // tile of the previous iteration before the barrier above.
-      const unsigned char* stage = smem + C::kTilesOffset + (it % C::kStages) * C::kStageBytes;
-      unsigned char* wide = smem + C::kWideOffset;
-#pragma unroll 2
-      for (int u = tid; u < kBlockKeys * C::kChunks; u += C::kThreads) {
-        const int r = u / C::kChunks, c = u % C::kChunks;
-        const uint2 v = *reinterpret_cast<const uint2*>(stage + r * C::kStageRowBytes + 8 * c);
-        *reinterpret_cast<uint4*>(wide + swizzle<C::kRowBytes>(r, c)) =
-            fp8x8_to_bf16x8<C::kFormat == CacheFormat::E5m2>(v);
-      }
-      __syncthreads();  // the widened tile is complete
-      kbuf = sbase + C::kWideOffset;
-    }
+    const uint32_t kbuf = tiles + (it % C::kStages) * C::kStageBytes;
     const int kt = ks + it * kBlockKeys;
 
     // S = Q K^T for this warp's heads and keys.
