@@ -109,12 +109,12 @@ fi
 # travel in .compare/ (carry [".gpu-carry", ".compare"]; they are built outside the repository).
 if has attention; then
   echo "== attention: GPU tests (wgmma, mma.sync, scalar kernels against the CPU backend)"
-  timeout -s KILL 420 $R/bin/test_gpu --gtest_filter='GpuOps.Mla*:*GpuFp8Cache*Mla*' \
+  timeout -s KILL 300 $R/bin/test_gpu --gtest_filter='GpuOps.Mla*:*GpuFp8Cache*Mla*' \
     --gtest_output=json:"$OUTDIR/attention_tests.json" > "$OUTDIR/attention_tests.log" 2>&1
   echo "exit $?: $(grep -cE '^\[       OK \]' "$OUTDIR/attention_tests.log") ok, $(grep -cE '^\[  FAILED  \]' "$OUTDIR/attention_tests.log") failed"
   grep -E "^\[  FAILED  \]|Failure|Expected|Which is|err_.*[0-9]" "$OUTDIR/attention_tests.log" | head -40 | cut -c1-300
   echo "== attention: benchmarks"
-  timeout -s KILL 300 $R/bin/test_gpu --gtest_filter='GpuBench.MlaDecode:GpuBench.MlaAttention' \
+  timeout -s KILL 240 $R/bin/test_gpu --gtest_filter='GpuBench.MlaDecode:GpuBench.MlaAttention' \
     > "$OUTDIR/attention_bench.log" 2>&1
   grep -E "^\[ bench" "$OUTDIR/attention_bench.log" | sed -E 's/^\[ bench    \] //' | cut -c1-230
   if [[ -x $ROOT/.compare/flashmla_bench ]]; then

@@ -134,12 +134,15 @@ TEST_P(Fp8KvCacheGolden, LogitsCloseToTheFloat32Reference) {
     prefill.add(a.logits, want);
     decode.add(b.logits, want);
     // Both attention forms read the same FP8 values (gathered keys, the absorbed kernel's reads), so
-    // they agree far more closely than either agrees with the reference (measured 7e-6 to 2.9e-3:
-    // the forms' float32 differences in one layer occasionally move a later latent across an FP8
-    // rounding boundary); a form that read unrounded values would differ by the FP8 error itself.
+    // they agree far more closely than either agrees with the reference (median error 0.02-0.12):
+    // only the forms' float32 differences in one layer occasionally move a later latent across an
+    // FP8 rounding boundary, a step twice as large in e5m2 (2 mantissa bits) as in e4m3 (measured up
+    // to 2.9e-3 with e4m3 and 1.3e-2 with e5m2 on the fixtures); a form that read unrounded values
+    // would differ by the FP8 error itself.
     for (size_t t = 0; t < want.size(); ++t) forms = std::max(forms, max_topk_logprob_diff(b.logits[t], a.logits[t]));
   }
-  EXPECT_LE(forms, 1e-2) << "one prefill vs chunked prefill + absorbed decode over the same FP8 cache";
+  const double forms_bound = GetParam().cache_dtype == DType::F8_E5M2 ? 2.5e-2 : 1e-2;
+  EXPECT_LE(forms, forms_bound) << "one prefill vs chunked prefill + absorbed decode over the same FP8 cache";
   RecordProperty("prefill_vs_decode", std::to_string(forms));
   const std::string name = case_name({GetParam(), 0});
   std::printf("[ stats    ] %s prefill vs chunked + decode: %.2e\n", name.c_str(), forms);

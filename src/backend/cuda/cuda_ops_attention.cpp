@@ -95,6 +95,8 @@ Tensor CudaBackend::mla_attention_expanded(const Tensor& q_in, const Tensor& kv_
   p.seq_lens = b.seq_lens.ptr<int32_t>();
   p.key_start = b.key_start.ptr<int32_t>();
   p.num_keys = kv.size(0);
+  for (int s = 0; s < b.num_seqs && size_t(s + 1) < b.h_query_start.size(); ++s)
+    p.max_qlen = std::max(p.max_qlen, int(b.h_query_start[s + 1] - b.h_query_start[s]));
   p.num_seqs = b.num_seqs, p.num_tokens = int(T), p.heads = int(n);
   p.dn = int(dn), p.dr = int(dr), p.dv = int(dv);
   p.scale = scale;

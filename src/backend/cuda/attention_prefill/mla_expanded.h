@@ -25,6 +25,7 @@ struct MlaExpandedParams {
   const int32_t* seq_lens;     // [num_seqs]: keys of each sequence (cached prefix + new)
   const int32_t* key_start;    // [num_seqs + 1]: first row of each sequence in kv / k_pe
   int64_t num_keys = 0;        // rows of kv and k_pe (the Hopper kernel's tensor map bounds)
+  int max_qlen = 0;            // query tokens of the longest sequence (0: not known; a bound is used)
   int num_seqs, num_tokens, heads, dn, dr, dv;
   float scale;               // softmax scale
   MlaPrefillKernel kernel = MlaPrefillKernel::Sm90;  // the preferred kernel (see MlaPrefillKernel)

@@ -3,7 +3,8 @@
 // (128-query tile, head, sequence): a producer warp brings Q once and K / V tiles of 128 keys through
 // TMA into a two-stage ring of transaction barriers; two consumer warpgroups of 64 queries each run
 // S = Q K^T and O += P V with wgmma, the product of the next tile in flight while the softmax of the
-// current one runs (README.md).
+// current one runs, and the two warpgroups taking turns to issue their products so that one's softmax
+// runs under the other's products (README.md).
 #include <cuda_bf16.h>
 
 #include <cmath>
@@ -54,9 +55,11 @@ struct Work {
   int seq, head, q0, qlen, prefix, tok0, key0, ntiles;
 };
 
-__device__ __forceinline__ bool work_of(const MlaExpandedParams& p, Work& w) {
-  w.head = blockIdx.x % unsigned(p.heads);
-  const int qt_rev = blockIdx.x / unsigned(p.heads);
+// Blocks: query tiles fastest (the longest key ranges first), then heads: the blocks resident at
+// once share a few heads' keys and values in L2.
+__device__ __forceinline__ bool work_of(const MlaExpandedParams& p, int qtiles_max, Work& w) {
+  const int qt_rev = blockIdx.x % unsigned(qtiles_max);
+  w.head = blockIdx.x / unsigned(qtiles_max);
   w.seq = blockIdx.y;
   w.tok0 = p.query_start[w.seq];
   w.qlen = p.query_start[w.seq + 1] - w.tok0;
@@ -72,7 +75,7 @@ __device__ __forceinline__ bool work_of(const MlaExpandedParams& p, Work& w) {
 }
 
 __global__ void __launch_bounds__(kThreads, 1)
-    mla_prefill_sm90_kernel(const MlaExpandedParams p, const __grid_constant__ Maps maps) {
+    mla_prefill_sm90_kernel(const MlaExpandedParams p, const __grid_constant__ Maps maps, int qtiles_max) {
   extern __shared__ char smem_raw[];
   char* smem = reinterpret_cast<char*>((reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t(1023));
   uint64_t* bars = reinterpret_cast<uint64_t*>(smem + kBarOff);
@@ -83,7 +86,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   uint64_t* v_empty = bars + 7;
 
   Work wk;
-  if (!work_of(p, wk)) return;
+  if (!work_of(p, qtiles_max, wk)) return;
   const int tid = threadIdx.x, wg = __shfl_sync(0xffffffffu, tid >> 7, 0), wt = tid & 127;
 
   if (tid == 0) {
@@ -213,17 +216,24 @@ __global__ void __launch_bounds__(kThreads, 1)
     if (wt == 0) mbar_arrive(bar);
   };
 
+  // Turns: a warpgroup issues its products only between its barrier and its arrival at the other's.
+  const int my_turn = 1 + c, other_turn = 2 - c;
+  if (c == 1) named_bar_arrive(1, 256);  // warpgroup 0 goes first
   mbar_wait(q_full, 0);
   float scale[2];
+  named_bar_sync(my_turn, 256);
   issue_qk(0);
+  named_bar_arrive(other_turn, 256);
   wgmma_wait<0>();
   fence_regs(s);
   release(k_empty + 0);
   softmax(0, scale);
   to_frags();
   for (int j = 1; j < wk.ntiles; ++j) {
+    named_bar_sync(my_turn, 256);
     issue_qk(j);
     issue_pv(j - 1);
+    named_bar_arrive(other_turn, 256);
     wgmma_wait<1>();  // S of tile j is in
     fence_regs(s);
     release(k_empty + j % kStages);
@@ -239,7 +249,10 @@ __global__ void __launch_bounds__(kThreads, 1)
     }
     to_frags();
   }
+  named_bar_sync(my_turn, 256);
   issue_pv(wk.ntiles - 1);
+  named_bar_arrive(other_turn, 256);
+  if (c == 0) named_bar_sync(my_turn, 256);  // warpgroup 1's last arrival: every barrier ends even
   wgmma_wait<0>();
   fence_regs(o);
   fence_regs(pa);
@@ -297,12 +310,13 @@ cudaError_t launch_mla_prefill_sm90(const MlaExpandedParams& p, cudaStream_t str
   if (cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmemBytes);
       e != cudaSuccess)
     return e;
-  // Query tiles: an upper bound (every extra token in one sequence); blocks past a sequence's end exit.
-  const int64_t max_qlen = int64_t(p.num_tokens) - p.num_seqs + 1;
+  // Query tiles of the longest sequence (or a bound: every extra token in one sequence); blocks past a
+  // sequence's end exit.
+  const int64_t max_qlen = p.max_qlen > 0 ? p.max_qlen : int64_t(p.num_tokens) - p.num_seqs + 1;
   const int64_t qtiles = (max_qlen + kBlockM - 1) / kBlockM;
   if (qtiles * p.heads > 0x7fffffff) return cudaErrorInvalidValue;
   dim3 grid(unsigned(qtiles * p.heads), unsigned(p.num_seqs));
-  kernel<<<grid, kThreads, kSmemBytes, stream>>>(p, maps);
+  kernel<<<grid, kThreads, kSmemBytes, stream>>>(p, maps, int(qtiles));
   return cudaGetLastError();
 }
 
