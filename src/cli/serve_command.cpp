@@ -44,6 +44,7 @@ struct ServeOptions {
   int speculative_num_steps = 0, speculative_eagle_topk = 0, speculative_num_draft_tokens = 0;
   int max_queued_requests = 4096, io_threads = 2;
   int64_t max_request_body_bytes = 32ll << 20;
+  bool disable_web_ui = false;
 };
 
 void add_flags(CLI::App& s, ServeOptions& o) {
@@ -67,6 +68,7 @@ void add_flags(CLI::App& s, ServeOptions& o) {
   s.add_option("--tool-call-parser", o.tool_call_parser, "deepseekv3: parse tool calls from the output");
   s.add_option("--api-key", o.api_key, "Require 'Authorization: Bearer KEY' on every route but /health and /metrics");
   s.add_flag("--enable-metrics", o.enable_metrics, "Serve Prometheus metrics on /metrics");
+  s.add_flag("--disable-web-ui", o.disable_web_ui, "Do not serve the built-in chat page on /");
   s.add_option("--log-level", o.log_level, "trace | debug | info | warning | error")->capture_default_str();
   s.add_option("--max-running-requests", o.max_running_requests, "Requests decoded together (default 256)");
   s.add_option("--chunked-prefill-size", o.chunked_prefill_size, "Prefill chunk in tokens (<= 0: no chunking)")->capture_default_str();
@@ -290,6 +292,7 @@ void serve(ServeOptions& o) {
 
   server::Router router(o.api_key);
   server::add_all_routes(router, ctx);
+  if (!o.disable_web_ui) server::add_web_ui_routes(router);
   server::HttpServerOptions ho;
   ho.host = o.host;
   ho.port = o.port;

@@ -1,7 +1,7 @@
 // Registration of the route families on a Router; each family lives in its own file:
 // routes_native.cpp (/generate, /flush_cache, /get_model_info, /get_server_info),
 // routes_openai_chat.cpp, routes_openai_completions.cpp, routes_health_metrics.cpp (/health,
-// /health_generate, /metrics, /v1/models).
+// /health_generate, /metrics, /v1/models); routes_web_ui.cpp (the chat page on /, unless --disable-web-ui).
 #pragma once
 #include "server/router.h"
 #include "server/server_context.h"
@@ -12,6 +12,7 @@ void add_native_routes(Router& router, ServerContext& ctx);
 void add_chat_routes(Router& router, ServerContext& ctx);
 void add_completion_routes(Router& router, ServerContext& ctx);
 void add_health_metrics_routes(Router& router, ServerContext& ctx);
+void add_web_ui_routes(Router& router);
 
 inline void add_all_routes(Router& router, ServerContext& ctx) {
   add_native_routes(router, ctx);
