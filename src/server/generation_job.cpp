@@ -47,6 +47,9 @@ void GenerationJob::cancel() {
   cancelled_ = true;
   listener_ = nullptr;
   ctx_.engine.abort(req_.rid);
+  // The client went away (or a timeout gave up): the request ends here, aborted, for /metrics too.
+  e2e_latency_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
+  ctx_.metrics.on_request_finished(ttft_s, e2e_latency_s, completion_tokens(), prompt_tokens, /*aborted=*/true);
 }
 
 void GenerationJob::on_output(RequestOutput out) {

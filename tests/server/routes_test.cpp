@@ -174,6 +174,10 @@ TEST_F(RoutesTest, DisconnectAbortsEveryChoice) {
   ASSERT_TRUE(r->cancel);
   r->cancel();
   EXPECT_EQ(engine_.aborted.size(), 3u);
+  // /metrics counts them as finished and aborted.
+  std::string metrics = ctx_->metrics.render(engine_.stats(), "m");
+  EXPECT_NE(metrics.find("sglang:num_aborted_requests_total{model_name=\"m\"} 3\n"), std::string::npos) << metrics;
+  EXPECT_NE(metrics.find("sglang:num_requests_total{model_name=\"m\"} 3\n"), std::string::npos) << metrics;
 }
 
 TEST_F(RoutesTest, ModelsHealthAndInfo) {
