@@ -1,7 +1,8 @@
-// The chat page against a server started with --api-key (and the deepseek-r1 reasoning parser, under
-// which the random model's whole output is reasoning_content): the page asks for the key, a wrong
-// key gets a clear message, the right one is sent on every API call, and the reasoning streams into
-// its own collapsible block. Also: --disable-web-ui leaves / unanswered.
+// The chat page against a server started with --api-key, the deepseek-r1 reasoning parser (under
+// which the random model's whole output is reasoning_content) and EAGLE speculative decoding: the
+// page asks for the key, a wrong key gets a clear message, the right one is sent on every API call,
+// the reasoning streams into its own collapsible block, and the status panel shows the speculative
+// acceptance. Also: --disable-web-ui leaves / unanswered.
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 
@@ -11,7 +12,8 @@ const KEY = 'web-test-key';
 let server, browser, page;
 
 before(async () => {
-  server = await startServer(['--api-key', KEY, '--reasoning-parser', 'deepseek-r1']);
+  server = await startServer(['--api-key', KEY, '--reasoning-parser', 'deepseek-r1',
+    '--speculative-algorithm', 'EAGLE', '--speculative-num-steps', '3']);
   browser = await launchBrowser();
   page = await openPage(browser, server.base);
 });
@@ -66,6 +68,12 @@ test('the right key is kept and sent; reasoning streams into its own block', asy
   assert.ok(reasoning.length > 0, 'the reasoning block holds the streamed reasoning_content');
   assert.equal(await page.$eval('details.reasoning summary', (e) => e.textContent), 'Reasoning');
   assert.match(await page.$eval('.message.assistant .stats', (e) => e.textContent), /\+ 96 completion tokens/);
+  // Speculative acceptance from /get_server_info (accepted drafts + 1 per verification, so >= 1).
+  await page.waitForFunction(() => parseFloat(document.querySelector('#status-list dd[data-key="spec"]')?.textContent) >= 1,
+    { timeout: 8000 });
+  const spec = await page.$eval('#status-list dd[data-key="spec"]', (e) => e.textContent);
+  assert.match(spec, /^\d+\.\d\d tok\/verify \(EAGLE\)$/);
+  assert.ok(parseFloat(spec) >= 1, spec);
   await screenshot(page, '13-reasoning-done');
 
   // The key survives a reload.

@@ -19,7 +19,7 @@ export function statusRows(info) {
   const rows = [
     ['Running', String(s.num_running_reqs ?? '–'), 'running'],
     ['Queued', String(s.num_queue_reqs ?? '–'), 'queued'],
-    ['KV cache', total ? `${percent(used / total)} of ${total.toLocaleString('en-US')} tokens` : '–', 'kv'],
+    ['KV cache', total ? `${percent(used / total)} of ${total.toLocaleString('en-US', { notation: 'compact' })} tokens` : '–', 'kv'],
     ['Prefix hit', percent(hit), 'prefix-hit'],
     ['Decode', `${(s.last_gen_throughput || 0).toFixed(1)} tok/s`, 'decode'],
   ];
