@@ -20,6 +20,7 @@
 // output columns of each 16-column chunk split into even and odd n-tiles.
 // Instantiated for V3's latent (kv_lora_rank 512 + rope 64) and the tiny test models' (128 + 32);
 // other shapes run the scalar kernel. On Hopper the wgmma kernel (sm90/) takes what it supports.
+#include "backend/cuda/common/device_props.h"
 #include "backend/cuda/common/device_utils.cuh"
 #include "backend/cuda/common/fp8_convert.cuh"
 #include "backend/cuda/common/mma_sync.cuh"
@@ -27,7 +28,6 @@
 #include "backend/cuda/mla_decode/mla_absorbed.h"
 
 #include <algorithm>
-#include <atomic>
 #include <cmath>
 
 namespace dsserve::cuda {
@@ -589,19 +589,6 @@ cudaError_t launch_shape(const MlaAbsorbedParams& p, cudaStream_t stream) {
   return launch_format<kLatent, kKvRank, CacheFormat::Bf16>(p, stream);
 }
 
-// Streaming multiprocessors of the current device (cached per device).
-int sm_count() {
-  static std::atomic<int> cached[64];
-  int dev = 0;
-  if (cudaGetDevice(&dev) != cudaSuccess || dev < 0 || dev >= 64) return 132;
-  int n = cached[dev].load(std::memory_order_relaxed);
-  if (n == 0) {
-    if (cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess || n <= 0) n = 132;
-    cached[dev].store(n, std::memory_order_relaxed);
-  }
-  return n;
-}
-
 }  // namespace
 
 bool mla_decode_mma_supports(const MlaAbsorbedParams& p) {
@@ -622,7 +609,7 @@ cudaError_t launch_mla_decode_mma(const MlaAbsorbedParams& p, cudaStream_t strea
 // one SM: waves of blocks x (tiles per split + one for the block's start and end), plus the merge
 // (its launch, and its partial results read and written at about the same rate) when split.
 int mla_decode_mma_num_splits(int num_tokens, int heads, int kv_rank, int max_seq_len, int cache_bytes) {
-  const int sms = sm_count();
+  const int sms = current_sm_count();
   const int64_t blocks = std::max<int64_t>(1, int64_t(num_tokens) * ceil_div(heads, rows_per_block(heads)));
   const int64_t max_tiles = std::max<int64_t>(1, ceil_div(max_seq_len, kBlockKeys));
   const double tile_bytes = double(kBlockKeys) * 576 * cache_bytes;  // FP8: tiles take half as long

@@ -11,6 +11,8 @@
 #include <cstdint>
 
 #include "backend/cuda/attention_prefill/mla_expanded.h"
+#include "backend/cuda/common/device_props.h"
+#include "backend/cuda/common/sm90/quad_reduce.cuh"
 #include "backend/cuda/common/sm90/tensor_map.h"
 #include "backend/cuda/common/sm90/tma_pipeline.cuh"
 #include "backend/cuda/common/sm90/wgmma.cuh"
@@ -42,14 +44,6 @@ struct Maps {
   CUtensorMap k_pe;  // [keys][64], box {64, 128}
 };
 
-__device__ __forceinline__ float quad_max(float v) {
-  v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 1));
-  return fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 2));
-}
-__device__ __forceinline__ float quad_sum(float v) {
-  v += __shfl_xor_sync(0xffffffffu, v, 1);
-  return v + __shfl_xor_sync(0xffffffffu, v, 2);
-}
 
 struct Work {
   int seq, head, q0, qlen, prefix, tok0, key0, ntiles;
@@ -275,10 +269,7 @@ __global__ void __launch_bounds__(kThreads, 1)
 }  // namespace
 
 bool mla_prefill_sm90_supports(const MlaExpandedParams& p) {
-  int dev = 0, major = 0;
-  if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) ||
-      major != 9)
-    return false;
+  if (!current_device_is_hopper()) return false;
   auto aligned = [](const void* ptr) { return reinterpret_cast<uintptr_t>(ptr) % 16 == 0; };
   return p.dn == kDn && p.dr == kDr && p.dv == kDv && p.q_stride_t % 8 == 0 && p.q_stride_h % 8 == 0 &&
          p.kv_stride_k % 8 == 0 && p.kv_stride_h % 8 == 0 && p.k_pe_stride % 8 == 0 && aligned(p.q) && aligned(p.kv) &&

@@ -6,11 +6,12 @@
 #include <cuda_bf16.h>
 
 #include <algorithm>
-#include <atomic>
 #include <cmath>
 #include <cstdint>
 
 #include "backend/cuda/common/fp8_convert.cuh"
+#include "backend/cuda/common/device_props.h"
+#include "backend/cuda/common/sm90/quad_reduce.cuh"
 #include "backend/cuda/common/sm90/tensor_map.h"
 #include "backend/cuda/common/sm90/tma_pipeline.cuh"
 #include "backend/cuda/common/sm90/wgmma.cuh"
@@ -64,14 +65,6 @@ constexpr int kCopyOffset = kIsFp8<F> ? kChunkBytes / 2 : 0;
 
 __device__ __forceinline__ void launch_dependents() { asm volatile("griddepcontrol.launch_dependents;\n" ::); }
 
-__device__ __forceinline__ float quad_max(float v) {
-  v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 1));
-  return fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 2));
-}
-__device__ __forceinline__ float quad_sum(float v) {
-  v += __shfl_xor_sync(0xffffffffu, v, 1);
-  return v + __shfl_xor_sync(0xffffffffu, v, 2);
-}
 
 // Byte offset of (row, 16-byte piece) in a [rows][128 bytes] 128B-swizzled tile.
 __device__ __forceinline__ uint32_t sw128(int row, int piece) { return uint32_t(row * 128 + ((piece ^ (row & 7)) << 4)); }
@@ -529,28 +522,13 @@ __global__ void __launch_bounds__(kThreads, 1)
   }
 }
 
-int sm_count() {
-  static std::atomic<int> cached[64];
-  int dev = 0;
-  if (cudaGetDevice(&dev) != cudaSuccess || dev < 0 || dev >= 64) return 132;
-  int n = cached[dev].load(std::memory_order_relaxed);
-  if (n == 0) {
-    if (cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess || n <= 0) n = 132;
-    cached[dev].store(n, std::memory_order_relaxed);
-  }
-  return n;
-}
-
 // Upper bound of query tokens per sequence (all the batch's extra tokens in one sequence).
 int max_qlen(const MlaAbsorbedParams& p) { return std::max(1, p.num_tokens - p.num_seqs + 1); }
 
 }  // namespace
 
 bool mla_decode_sm90_supports(const MlaAbsorbedParams& p) {
-  int dev = 0, major = 0;
-  if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) ||
-      major != 9)
-    return false;
+  if (!current_device_is_hopper()) return false;
   const bool fp8 = p.cache_dtype == DType::F8_E4M3 || p.cache_dtype == DType::F8_E5M2;
   return p.latent == kLatent && p.kv_rank == kRank && (fp8 || p.cache_dtype == DType::BF16) &&
          p.page_size % kTile == 0 && p.key_shift % kTile == 0 && p.cache_slots > 0 &&
@@ -594,7 +572,7 @@ cudaError_t launch_mla_decode_sm90(const MlaAbsorbedParams& p, cudaStream_t stre
 
 // Splits as for the mma.sync kernel: waves of blocks x (tiles per split + 1), plus the merge.
 int mla_decode_sm90_num_splits(int num_tokens, int num_seqs, int heads, int kv_rank, int max_seq_len) {
-  const int sms = sm_count();
+  const int sms = current_sm_count();
   const int qmax = std::max(1, num_tokens - num_seqs + 1);
   const int64_t blocks = std::max<int64_t>(1, int64_t(num_seqs) * ((int64_t(qmax) * heads + kRows - 1) / kRows));
   const int64_t max_tiles = std::max<int64_t>(1, (max_seq_len + kTile - 1) / kTile);
