@@ -40,6 +40,16 @@ void check_sampling_rows(std::span<const SamplingRow> rows, int64_t vocab) {
     for (auto& [t, n] : r.output_counts) check_token(i, "output_counts", t);
     for (int32_t t : r.seen) check_token(i, "seen", t);
     for (int32_t t : r.suppressed) check_token(i, "suppressed", t);
+    if (!r.allowed.empty()) {
+      DS_CHECK(int64_t(r.allowed.size()) == (vocab + 31) / 32, "sample: row {}: allowed mask of {} words (expected {})", i,
+               r.allowed.size(), (vocab + 31) / 32);
+      bool any = false;
+      for (int64_t w = 0; w < int64_t(r.allowed.size()) && !any; ++w) {
+        const uint32_t valid = w == vocab / 32 ? (uint32_t(1) << (vocab % 32)) - 1 : ~uint32_t(0);
+        any = (r.allowed[size_t(w)] & valid) != 0;
+      }
+      DS_CHECK(any, "sample: row {}: the allowed mask allows no token", i);
+    }
   }
 }
 

@@ -131,6 +131,9 @@ struct SamplingRow {
   std::span<const std::pair<int32_t, int32_t>> output_counts;  // (token, times generated), distinct tokens
   std::span<const int32_t> seen;        // distinct tokens of the prompt and the output
   std::span<const int32_t> suppressed;  // tokens that cannot be chosen (stop tokens before min_new_tokens)
+  // Constrained decoding: the tokens that may be chosen, a bitmask (bit t % 32 of word t / 32,
+  // ceil(vocab / 32) words, at least one bit set); empty: every token. Others count as -inf.
+  std::span<const uint32_t> allowed;
   uint64_t seed = 0;
   uint64_t step = 0;                // index of the token being chosen in its request's output
   int top_logprobs = 0;             // (logprob, id) pairs to return, 0 to sampling::kMaxTopLogprobs
@@ -147,7 +150,8 @@ struct SampledToken {
 
 // Throws naming the row and the field when a row is out of range (temperature < 0 or not finite,
 // top_p outside (0, 1], min_p outside [0, 1], repetition_penalty <= 0, top_logprobs outside
-// [0, kMaxTopLogprobs], a listed token outside [0, vocab)). Both backends call it.
+// [0, kMaxTopLogprobs], a listed token outside [0, vocab), an allowed mask of the wrong size or
+// allowing nothing). Both backends call it.
 void check_sampling_rows(std::span<const SamplingRow> rows, int64_t vocab);
 
 // Device memory as the driver reports it (total 0: the backend has no memory of its own).

@@ -9,9 +9,10 @@
 // The rules (see SamplingRow in backend.h):
 // - Adjusted logits: raw logit (NaN counts as -inf) + logit_bias; repetition penalty over the
 //   seen tokens (positive values divided by it, the others multiplied); frequency and presence
-//   penalties over the output tokens (minus frequency x count + presence); suppressed tokens -inf.
-// - Greedy (temperature 0, or every adjusted logit -inf): the largest adjusted logit, lowest id on
-//   ties.
+//   penalties over the output tokens (minus frequency x count + presence); suppressed tokens -inf;
+//   tokens outside the row's allowed mask (constrained decoding) -inf.
+// - Greedy (temperature 0, or every adjusted logit -inf): the largest adjusted logit among the
+//   allowed tokens, lowest id on ties.
 // - Sampling: tokens are ordered by order_key of their adjusted logit. top_k keeps every token whose
 //   key is at least the k-th largest key (all tokens tied with the k-th are kept). Each kept token
 //   gets the integer weight token_weight = floor(2^40 x 2^((l - max) x log2(e) / temperature)) (the
@@ -164,6 +165,11 @@ DS_HOST_DEVICE uint64_t top_p_target(float top_p, uint64_t total) {
 
 // The smallest weight min_p keeps: ceil(min_p x 2^40).
 DS_HOST_DEVICE uint64_t min_weight(float min_p) { return uint64_t(ceil_double(double(min_p) * double(kWeightOne))); }
+
+// Whether token t is allowed by a mask (null: every token).
+DS_HOST_DEVICE bool token_allowed(const uint32_t* allowed, int64_t t) {
+  return allowed == nullptr || ((allowed[t >> 5] >> (t & 31)) & 1u) != 0;
+}
 
 // SplitMix64's finaliser.
 DS_HOST_DEVICE uint64_t mix64(uint64_t z) {

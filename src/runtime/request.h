@@ -4,6 +4,7 @@
 #pragma once
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <optional>
 #include <string>
 #include <utility>
@@ -27,6 +28,8 @@ struct SamplingParams {
   std::vector<std::pair<int32_t, float>> logit_bias;
 };
 
+class TokenConstraint;  // runtime/token_constraint.h
+
 struct GenerationRequest {
   std::string rid;
   std::vector<int32_t> input_ids;
@@ -34,6 +37,8 @@ struct GenerationRequest {
   bool return_logprob = false;
   int logprob_start_len = -1;       // first prompt position with input logprobs; -1: none
   int top_logprobs_num = 0;
+  // Structured output: the grammar every generated token must follow (one per request; null: free).
+  std::shared_ptr<TokenConstraint> constraint;
 };
 
 using TokenLogprob = std::pair<std::optional<float>, int32_t>;  // (logprob or null, token id)

@@ -31,6 +31,7 @@ struct RequestState {
   bool admitted_once = false;
   bool sent_input_logprobs = false;
   std::optional<SamplingState> sampling;  // from its first token choice on
+  bool grammar_ended = false;             // its constraint took an end token (runtime/constrained_rows.h)
   std::vector<TokenLogprob> input_lp;  // input logprobs gathered over prefill chunks
   std::vector<TopLogprobs> input_top;
   DraftState draft;

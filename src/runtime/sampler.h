@@ -37,6 +37,8 @@ class SamplingState {
   // Records a generated token (for penalties, min_new_tokens and the step).
   void accept(int32_t token);
   int generated() const { return generated_; }
+  // The tokens that end the request (eos unless ignore_eos, and stop_token_ids).
+  const std::vector<int32_t>& stop_ids() const { return stop_ids_; }
   uint64_t seed() const { return seed_; }
 
  private:

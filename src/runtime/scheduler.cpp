@@ -22,6 +22,7 @@
 #include "backend/sampling_math.h"
 #include "core/error.h"
 #include "runtime/batch_builder.h"
+#include "runtime/constrained_rows.h"
 #include "runtime/radix_cache.h"
 #include "runtime/sampler.h"
 
@@ -508,16 +509,20 @@ class Scheduler final : public Engine {
     auto hidden = host_rows(model_.backend(), fo.hidden);
     std::vector<SamplingRow> rows;
     std::deque<SamplingRowLists> lists;
+    ConstraintMasks masks(model_.config().vocab_size);
+    const int32_t eos = model_.config().eos_token_id;
     for (auto& rp : batch_) {
       RequestState& r = *rp;
       const SamplingState& st = sampling_state(r);
       const DraftState& d = r.draft;
       rows.push_back(with_logprobs(r, st.row()));
+      masks.apply(r, {}, eos, rows.back());
       for (size_t x = 0; x < d.tokens.size(); ++x) {
         std::vector<int32_t> path;  // the node's ancestors below the root, then the node
         for (int y = int(x); y >= 0; y = d.parent[size_t(y)]) path.push_back(d.tokens[size_t(y)]);
         std::reverse(path.begin(), path.end());
         rows.push_back(with_logprobs(r, st.row_after(path, lists.emplace_back())));
+        masks.apply(r, path, eos, rows.back());  // the grammar as if the path were accepted
       }
     }
     const std::vector<SampledToken> picked = model_.backend().sample(fo.logits, rows);
@@ -538,6 +543,7 @@ class Scheduler final : public Engine {
         const size_t row = base + size_t(node + 1);
         const int32_t tok = picked[row].token;
         r.sampling->accept(tok);
+        advance_constraint(r, tok, eos);
         const int64_t at = r.kv_len + int64_t(dr.size());  // sequence position of this row's token
         if (row != base + dr.size()) {                      // an accepted node off the chain: move it
           move_src.push_back(r.pages.slot(r.kv_len + node + 1, pool_.page_size()));
@@ -601,12 +607,20 @@ class Scheduler final : public Engine {
   }
 
   // Chooses the next token of every request, reqs[i] from row i of logits, in one backend call,
-  // and records it in the request's sampling state.
+  // and records it in the request's sampling state (and its constraint, for structured output).
   std::vector<SampledToken> choose(const Tensor& logits, const std::vector<RequestState*>& reqs) {
     std::vector<SamplingRow> rows;
-    for (RequestState* r : reqs) rows.push_back(with_logprobs(*r, sampling_state(*r).row()));
+    ConstraintMasks masks(model_.config().vocab_size);
+    const int32_t eos = model_.config().eos_token_id;
+    for (RequestState* r : reqs) {
+      rows.push_back(with_logprobs(*r, sampling_state(*r).row()));
+      masks.apply(*r, {}, eos, rows.back());
+    }
     std::vector<SampledToken> picked = model_.backend().sample(logits, rows);
-    for (size_t i = 0; i < reqs.size(); ++i) reqs[i]->sampling->accept(picked[i].token);
+    for (size_t i = 0; i < reqs.size(); ++i) {
+      reqs[i]->sampling->accept(picked[i].token);
+      advance_constraint(*reqs[i], picked[i].token, eos);
+    }
     return picked;
   }
 
@@ -642,7 +656,7 @@ class Scheduler final : public Engine {
         out.output_token_logprobs.push_back({c.logprob, tok});
         out.output_top_logprobs.push_back(c.top_logprobs);
       }
-      const bool eos = !sp.ignore_eos && tok == cfg.eos_token_id;
+      const bool eos = (!sp.ignore_eos || r->grammar_ended) && tok == cfg.eos_token_id;
       const bool listed = std::find(sp.stop_token_ids.begin(), sp.stop_token_ids.end(), tok) != sp.stop_token_ids.end();
       if ((eos || listed) && int(i + 1) >= sp.min_new_tokens)
         why = FinishReason{"stop", tok, 0, ""};

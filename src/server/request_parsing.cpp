@@ -108,10 +108,7 @@ void parse_openai_sampling(const json& b, OpenAISampling& o) {
   }
   o.rid = get_string(b, "rid").value_or("");
   get_string(b, "user");
-  const char* no_grammar = "constrained decoding (regex, EBNF, JSON schema) is not available in dsserve yet";
-  reject_if_set(b, "regex", no_grammar);
-  reject_if_set(b, "ebnf", no_grammar);
-  reject_if_set(b, "json_schema", no_grammar);
+  o.structured = parse_sglang_constraint(b, "");
   reject_if_set(b, "lora_path", "LoRA adapters are not supported");
   reject_if_set(b, "custom_logit_processor", "custom logit processors are not supported");
   if (get_bool(b, "return_hidden_states").value_or(false))
@@ -247,12 +244,13 @@ ChatRequest parse_chat_request(const json& b) {
   }
   if (auto it = b.find("response_format"); it != b.end() && !it->is_null()) {
     if (!it->is_object()) bad_request("response_format", "'response_format' must be an object");
-    std::string type = get_string(*it, "type", "response_format.").value_or("text");
-    if (type != "text")
-      bad_request("response_format", "response_format type '{}' is not supported: constrained decoding is not available in dsserve yet", type);
+    get_string(*it, "type", "response_format.");
+    if (auto so = parse_response_format(*it)) set_structured_output(r.common.structured, std::move(*so));
   }
   parse_tools(b, r);
-  get_bool(b, "parallel_tool_calls");
+  const bool parallel = get_bool(b, "parallel_tool_calls").value_or(true);
+  if (r.tool_choice == "required" || r.tool_choice == "function")
+    set_structured_output(r.common.structured, tool_call_output(r.tools, r.tool_choice_function, parallel));
   r.separate_reasoning = get_bool(b, "separate_reasoning").value_or(true);
   r.stream_reasoning = get_bool(b, "stream_reasoning").value_or(true);
   r.continue_final_message = get_bool(b, "continue_final_message").value_or(false);
@@ -364,8 +362,6 @@ void parse_native_sampling(const json& sp, const std::string& param, SamplingPar
   text.no_stop_trim = get_bool(sp, "no_stop_trim", pre).value_or(false);
   if (auto v = get_integer(sp, "n", pre); v && *v != 1)
     bad_request(pre + "n", "'{}n' other than 1 is not supported on /generate: send a batch instead", pre);
-  for (const char* k : {"json_schema", "regex", "ebnf", "structural_tag"})
-    reject_if_set(sp, k, "constrained decoding is not available in dsserve yet");
 }
 
 NativeGenerateRequest parse_generate_request(const json& b, int default_max_new_tokens) {
@@ -434,6 +430,7 @@ NativeGenerateRequest parse_generate_request(const json& b, int default_max_new_
   for (auto& item : items) item.sampling.max_new_tokens = default_max_new_tokens;
   per_item("sampling_params", [](NativeItem& item, const json& v, const std::string& p) {
     parse_native_sampling(v, p, item.sampling, item.text_options, item.max_new_tokens_given);
+    if (v.is_object()) item.structured = parse_sglang_constraint(v, p + ".");
   });
   auto as_bool = [](const json& v, const std::string& p) {
     if (!v.is_boolean()) bad_request(p, "'{}' must be a boolean", p);

@@ -1,6 +1,6 @@
 // Request bodies of the three generation routes parsed into typed requests, with validation: types,
-// ranges, unknown fields (OpenAI routes reject them as OpenAI does), unsupported features (constrained
-// decoding, images) named in the 400 message. Tokenizing and the context-length check come after,
+// ranges, unknown fields (OpenAI routes reject them as OpenAI does), unsupported features (images,
+// LoRA) named in the 400 message; structured output fields become StructuredOutput. Tokenizing and the context-length check come after,
 // in the routes, via check_context().
 #pragma once
 #include <nlohmann/json.hpp>
@@ -12,6 +12,7 @@
 #include "runtime/request.h"
 #include "server/generation_job.h"
 #include "server/json_fields.h"
+#include "server/structured_output.h"
 
 namespace dsserve::server {
 
@@ -26,6 +27,7 @@ struct OpenAISampling {
   bool continuous_usage_stats = false;
   std::string model;
   std::string rid;
+  std::optional<StructuredOutput> structured;  // regex / ebnf / json_schema, response_format, forced tool calls
 };
 
 struct ChatRequest {
@@ -65,6 +67,7 @@ struct NativeItem {
   int top_logprobs_num = 0;
   bool return_text_in_logprobs = false;
   std::string rid;
+  std::optional<StructuredOutput> structured;  // sampling_params json_schema / regex / ebnf
 };
 
 struct NativeGenerateRequest {

@@ -82,6 +82,7 @@ void handle_generate(ServerContext& ctx, const Request& http, std::shared_ptr<Re
       if (id >= ctx.engine.vocab_size())
         bad_request(param, "token id {} is outside the vocabulary (size {})", id, ctx.engine.vocab_size());
     GenerationRequest g;
+    if (item.structured) g.constraint = make_constraint(compile_structured_output(ctx, *item.structured), false);
     g.rid = !item.rid.empty() ? item.rid : (req.batch ? fmt::format("{}-{}", base, i) : base);
     g.input_ids = item.input_ids;
     g.sampling = item.sampling;

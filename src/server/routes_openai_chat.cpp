@@ -2,7 +2,8 @@
 // tokenized; n choices become n engine requests (rid-suffixed); the output goes through the
 // deepseek-r1 reasoning parser (--reasoning-parser, reasoning_content) and the deepseekv3 tool-call
 // parser (--tool-call-parser, when tools are offered), streamed as chat.completion.chunk events
-// or returned as one chat.completion.
+// or returned as one chat.completion. Structured output (response_format, SGLang's regex / ebnf /
+// json_schema, forced tool calls) constrains every choice: server/structured_output.h.
 #include <chrono>
 #include <optional>
 
@@ -192,7 +193,9 @@ void handle_chat(ServerContext& ctx, const Request& http, std::shared_ptr<Respon
   st->model = ctx.settings.served_model_name;
   st->created = std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
   st->use_reasoning = !ctx.settings.reasoning_parser.empty() && req.separate_reasoning;
-  st->use_tools = !ctx.settings.tool_call_parser.empty() && req.tools.is_array() && req.tool_choice != "none";
+  // Forced tool calls are parsed whatever --tool-call-parser says: their grammar wrote that format.
+  const bool forced_tools = req.tool_choice == "required" || req.tool_choice == "function";
+  st->use_tools = (!ctx.settings.tool_call_parser.empty() || forced_tools) && req.tools.is_array() && req.tool_choice != "none";
   if (req.tools.is_array())
     for (auto& t : req.tools) st->tool_names.push_back(t["function"]["name"].get<std::string>());
 
@@ -228,8 +231,11 @@ void handle_chat(ServerContext& ctx, const Request& http, std::shared_ptr<Respon
   int max_new = check_context(ids.size(), req.common.max_tokens, ctx.engine.context_length(), "messages",
                               has_max_completion ? "max_completion_tokens" : "max_tokens");
 
+  std::shared_ptr<const grammar::CompiledGrammar> grammar;
+  if (req.common.structured) grammar = compile_structured_output(ctx, *req.common.structured);
   for (int i = 0; i < req.common.n; ++i) {
     GenerationRequest g;
+    if (grammar) g.constraint = make_constraint(grammar, st->use_reasoning);  // one matcher per choice
     g.rid = req.common.n > 1 ? fmt::format("{}-{}", st->id, i) : st->id;
     g.input_ids = ids;
     g.sampling = req.common.sampling;

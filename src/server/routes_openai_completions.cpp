@@ -104,6 +104,8 @@ void handle_completions(ServerContext& ctx, const Request& http, std::shared_ptr
   }
   if (prompt_texts.empty())
     for (auto& ids : prompts) prompt_texts.push_back(ctx.tokenizer && req.echo ? ctx.tokenizer->decode(ids) : "");
+  std::shared_ptr<const grammar::CompiledGrammar> grammar;
+  if (req.common.structured) grammar = compile_structured_output(ctx, *req.common.structured);
   for (size_t p = 0; p < prompts.size(); ++p) {
     std::string param = prompts.size() > 1 ? fmt::format("prompt[{}]", p) : "prompt";
     int max_new = check_context(prompts[p].size(), req.common.max_tokens, ctx.engine.context_length(), param, "max_tokens");
@@ -113,6 +115,7 @@ void handle_completions(ServerContext& ctx, const Request& http, std::shared_ptr
     for (int k = 0; k < req.common.n; ++k) {
       size_t index = p * size_t(req.common.n) + size_t(k);
       GenerationRequest g;
+      if (grammar) g.constraint = make_constraint(grammar, false);
       g.rid = prompts.size() * size_t(req.common.n) > 1 ? fmt::format("{}-{}", st->id, index) : st->id;
       g.input_ids = prompts[p];
       g.sampling = req.common.sampling;

@@ -5,12 +5,17 @@
 
 #include <atomic>
 #include <cstdint>
+#include <memory>
 #include <string>
 
 #include "runtime/engine.h"
 #include "server/metrics.h"
 #include "text/chat_template.h"
 #include "text/tokenizer.h"
+
+namespace dsserve::grammar {
+class GrammarCache;
+}
 
 namespace dsserve::server {
 
@@ -37,6 +42,9 @@ struct ServerContext {
   Metrics metrics;
   std::atomic<uint64_t> next_id{1};
   std::atomic<bool> shutting_down{false};
+  // Compiled grammars of structured output over the tokenizer's vocabulary (made on first use:
+  // server/structured_output.h).
+  std::shared_ptr<grammar::GrammarCache> grammar_cache;
 
   // A fresh request id such as "chatcmpl-<hex>".
   std::string new_id(const std::string& prefix);

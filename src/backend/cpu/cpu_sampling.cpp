@@ -25,6 +25,9 @@ std::vector<float> adjusted_logits(const float* raw, int64_t V, const SamplingRo
   for (auto& [t, n] : r.output_counts)
     l[size_t(t)] = apply_frequency_presence(l[size_t(t)], r.frequency_penalty, r.presence_penalty, n);
   for (int32_t t : r.suppressed) l[size_t(t)] = -INFINITY;
+  if (!r.allowed.empty())
+    for (int64_t i = 0; i < V; ++i)
+      if (!token_allowed(r.allowed.data(), i)) l[size_t(i)] = -INFINITY;
   return l;
 }
 
@@ -73,9 +76,11 @@ int32_t draw(const std::vector<float>& l, size_t best, const SamplingRow& r) {
 
 SampledToken sample_row(const float* raw, int64_t V, const SamplingRow& r) {
   const std::vector<float> l = adjusted_logits(raw, V, r);
-  size_t best = 0;  // largest key, lowest id on ties
-  for (size_t i = 1; i < l.size(); ++i)
-    if (order_key(l[i]) > order_key(l[best])) best = i;
+  const uint32_t* allowed = r.allowed.empty() ? nullptr : r.allowed.data();
+  size_t best = 0;  // largest key among allowed tokens, lowest id on ties
+  while (!token_allowed(allowed, int64_t(best))) ++best;  // check_sampling_rows: one is allowed
+  for (size_t i = best + 1; i < l.size(); ++i)
+    if (order_key(l[i]) > order_key(l[best]) && token_allowed(allowed, int64_t(i))) best = i;
   SampledToken out;
   const bool greedy = r.temperature <= 0.0f || order_key(l[best]) == kMinusInfinityKey;
   out.token = greedy ? int32_t(best) : draw(l, best, r);

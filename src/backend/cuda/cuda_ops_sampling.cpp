@@ -1,7 +1,8 @@
 // CUDA backend: token choice (Backend::sample). Checks the rows, packs their settings and lists
 // into one buffer uploaded once, runs the sampling kernel (sampling/) over every row, and reads
-// back only the chosen tokens and the log-probabilities asked for. Scratch only: the packed lists,
-// the working copies of rows that have lists, and the results.
+// back only the chosen tokens and the log-probabilities asked for. Scratch only: the packed lists
+// (and the allowed-token bitmasks of constrained rows: a bitmask upload, never a logits copy), the
+// working copies of rows that have lists, and the results.
 #include <algorithm>
 #include <cstring>
 
@@ -63,6 +64,8 @@ std::vector<SampledToken> CudaBackend::sample(const Tensor& logits_in, std::span
     ints.insert(ints.end(), r.seen.begin(), r.seen.end());
     d.suppressed_start = int32_t(ints.size()), d.suppressed_count = int32_t(r.suppressed.size());
     ints.insert(ints.end(), r.suppressed.begin(), r.suppressed.end());
+    d.mask_start = r.allowed.empty() ? -1 : int32_t(ints.size());
+    for (uint32_t w : r.allowed) ints.push_back(int32_t(w));
     DS_CHECK(ints.size() < size_t(INT32_MAX), "sample: the rows' lists hold more than 2^31 values");
     top_stride = std::max(top_stride, int32_t(std::min<int64_t>(r.top_logprobs, V)));
   }

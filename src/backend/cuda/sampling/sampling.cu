@@ -4,6 +4,8 @@
 // thresholds come from radix selection over order keys, one byte per pass, through a shared
 // histogram of integer weights; the draw walks the kept weights in token-id order, each warp owning
 // a contiguous segment of ids. Integer sums make every decision independent of summation order.
+// A constrained row's allowed-token bitmask (uploaded with the lists) makes every other token -inf
+// wherever the row is read, and keeps those tokens out of the argmax.
 #include <climits>
 
 #include "backend/cuda/common/device_utils.cuh"
@@ -334,6 +336,7 @@ __global__ void __launch_bounds__(kThreads) sample_kernel(SampleParams p) {
   const SampleRowDesc& d = p.desc[row];  // read where used (L1): fewer registers
   const T* raw = static_cast<const T*>(p.logits) + row * p.logits_stride;
   float* work = d.work_row >= 0 ? p.work + int64_t(d.work_row) * V : nullptr;
+  const uint32_t* mask = d.mask_start >= 0 ? reinterpret_cast<const uint32_t*>(p.ints + d.mask_start) : nullptr;
   const bool want_lse = d.want_logprob || d.top_logprobs > 0;
 
   // The working copy the lists modify, and the raw logits' log-sum-exp.
@@ -341,20 +344,23 @@ __global__ void __launch_bounds__(kThreads) sample_kernel(SampleParams p) {
   if (work || want_lse) {
     for (int64_t i = threadIdx.x; i < V; i += kThreads) {
       const float v = to_f(raw[i]);
-      if (work) work[i] = clean_logit(v);
+      if (work) work[i] = token_allowed(mask, i) ? clean_logit(v) : -INFINITY;
       if (want_lse && v != -INFINITY) lse_merge(m, sum, v, 1.0f);
     }
   }
   const float lse = want_lse ? block_lse(m, sum, s) : 0.0f;
   if (work) apply_lists(d, p.ints, work);
-  auto value = [&](int64_t i) -> float { return work ? work[i] : clean_logit(to_f(raw[i])); };
+  auto value = [&](int64_t i) -> float {
+    if (work) return work[i];
+    return token_allowed(mask, i) ? clean_logit(to_f(raw[i])) : -INFINITY;
+  };
 
   // The best token: the greedy choice, and the reference of the weights.
   uint32_t best_key = 0;
   int32_t best = INT_MAX;
   for (int64_t i = threadIdx.x; i < V; i += kThreads) {
     const uint32_t key = order_key(value(i));
-    if (key > best_key) best_key = key, best = int32_t(i);
+    if (key > best_key && token_allowed(mask, i)) best_key = key, best = int32_t(i);
   }
   block_argmax(best_key, best, s);
   int32_t token = best;

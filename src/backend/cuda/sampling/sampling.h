@@ -30,6 +30,9 @@ struct SampleRowDesc {
   int32_t counts_start, counts_count;
   int32_t seen_start, seen_count;
   int32_t suppressed_start, suppressed_count;
+  // Constrained decoding: the allowed-token bitmask at ints[mask_start, mask_start + ceil(vocab / 32))
+  // (bit t % 32 of word t / 32); -1: every token allowed.
+  int32_t mask_start;
 };
 
 struct SampleResult {
