@@ -37,6 +37,9 @@ std::string pointer_token(const std::string& s) {
   return out;
 }
 
+// Member names beyond the declared properties (additionalProperties) have at most this many characters.
+constexpr int kMaxExtraNameChars = 32;
+
 const std::map<std::string, std::string> kFormats = {
     {"date", R"(\d{4}-(?:(?:0[13578]|1[02])-(?:0[1-9]|[12]\d|3[01])|(?:0[469]|11)-(?:0[1-9]|[12]\d|30)|02-(?:0[1-9]|1\d|2[0-8])))"},
     {"time", R"((?:[01]\d|2[0-3]):[0-5]\d:[0-5]\d(?:\.\d{1,6})?(?:Z|[+-](?:[01]\d|2[0-3]):[0-5]\d))"},
@@ -320,7 +323,6 @@ class SchemaCompiler {
   // A member name that is none of `names` and needs no escape.
   ExprId name_not_in(const std::vector<std::string>& names) {
     const CodepointRanges plain = complement({{0, 0x1F}, {'"', '"'}, {'\\', '\\'}});
-    ExprId any = g_.repeat(g_.cls(plain), 0, -1);
     // Trie over the names' code points.
     struct Node {
       std::map<uint32_t, int> child;
@@ -344,18 +346,20 @@ class SchemaCompiler {
       }
       nodes[size_t(cur)].terminal = true;
     }
-    std::function<ExprId(int)> not_in = [&](int n) -> ExprId {
+    // not_in(n, d): the rest of a name whose first d characters led to trie node n.
+    std::function<ExprId(int, int)> not_in = [&](int n, int d) -> ExprId {
       std::vector<ExprId> alts;
       if (!nodes[size_t(n)].terminal) alts.push_back(g_.empty());
       CodepointRanges used;
       for (auto& [cp, c] : nodes[size_t(n)].child) {
         used.push_back({cp, cp});
-        if (contains(plain, cp)) alts.push_back(g_.seq({g_.cls({{cp, cp}}), not_in(c)}));
+        if (contains(plain, cp) && d < kMaxExtraNameChars) alts.push_back(g_.seq({g_.cls({{cp, cp}}), not_in(c, d + 1)}));
       }
-      alts.push_back(g_.seq({g_.cls(subtract(plain, normalize(used))), any}));
+      if (d < kMaxExtraNameChars)
+        alts.push_back(g_.seq({g_.cls(subtract(plain, normalize(used))), g_.repeat(g_.cls(plain), 0, kMaxExtraNameChars - d - 1)}));
       return g_.alt(alts);
     };
-    return not_in(0);
+    return not_in(0, 0);
   }
 
   ExprId object_value(const ojson& s, const std::string& path) {

@@ -1,7 +1,8 @@
 // JSON Schema -> grammar of the JSON texts it accepts, written compactly (no whitespace; object
 // members in the order of `properties`). Supported: type (every type, and lists of types),
 // properties / required / additionalProperties (false when `properties` is given and it is not;
-// extra member names never repeat a declared name and carry no escapes), items / prefixItems /
+// extra member names never repeat a declared name, carry no escapes and have at most 32
+// characters), items / prefixItems /
 // additionalItems / minItems / maxItems, enum / const, anyOf, oneOf (as anyOf: the branches should
 // not overlap), allOf (merged where the keywords combine), $ref / $defs / definitions (local
 // pointers, recursion included), string minLength / maxLength / pattern / format (date, time,

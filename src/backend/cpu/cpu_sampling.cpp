@@ -1,10 +1,11 @@
 // CPU backend: token choice (Backend::sample), the oracle of the rules in backend/sampling_math.h,
 // written as their definitions: thresholds by nth_element and sorting, weights summed in token
-// order. Built with -ffp-contract=off (src/CMakeLists.txt) so its float arithmetic is the CUDA
-// kernel's, operation by operation.
+// order; rows split over a few threads. Built with -ffp-contract=off (src/CMakeLists.txt) so its
+// float arithmetic is the CUDA kernel's, operation by operation.
 #include <algorithm>
 #include <cmath>
 #include <numeric>
+#include <thread>
 
 #include "backend/cpu/cpu_backend.h"
 #include "backend/sampling_math.h"
@@ -114,10 +115,17 @@ std::vector<SampledToken> CpuBackend::sample(const Tensor& logits, std::span<con
   const int64_t V = logits.size(1);
   DS_CHECK(V > 0, "sample: empty vocabulary");
   check_sampling_rows(rows, V);
-  std::vector<SampledToken> out;
-  out.reserve(rows.size());
-  for (size_t i = 0; i < rows.size(); ++i)
-    out.push_back(sample_row(logits.ptr<float>() + int64_t(i) * logits.stride(0), V, rows[i]));
+  // Rows are independent: a few threads share them (each row's result is the same either way).
+  std::vector<SampledToken> out(rows.size());
+  auto run = [&](size_t begin, size_t step) {
+    for (size_t i = begin; i < rows.size(); i += step)
+      out[i] = sample_row(logits.ptr<float>() + int64_t(i) * logits.stride(0), V, rows[i]);
+  };
+  const size_t threads = std::min<size_t>({rows.size() / 4, std::max(1u, std::thread::hardware_concurrency()), 8});
+  std::vector<std::thread> workers;
+  for (size_t t = 1; t < threads; ++t) workers.emplace_back(run, t, threads);
+  run(0, std::max<size_t>(threads, 1));
+  for (auto& w : workers) w.join();
   return out;
 }
 
