@@ -6,7 +6,9 @@
 // Both backends run the same integer arithmetic (backend/sampling_math.h), so every token should
 // agree: greedy rows must, sampled-row mismatches are counted and must stay below 0.1%; logprobs
 // within 1e-4, top-N ids identical. Also: the same call twice gives the same tokens, the logits are
-// left as they were, and the op's time at batch 256 x 129280.
+// left as they were, the op's time at batch 256 x 129280, and constrained rows (an allowed-token
+// bitmask: a few tokens, most tokens, tokens whose logits are all -inf) against the oracle, every
+// chosen token inside its mask, with the masked op's time at batch 64.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -37,6 +39,8 @@ std::vector<int32_t> distinct_tokens(Rng& rng, int64_t V, int n) {
   std::shuffle(v.begin(), v.end(), rng);
   return v;
 }
+
+bool token_allowed_in(std::span<const uint32_t> m, int64_t t) { return m.empty() || (m[size_t(t) >> 5] >> (t & 31) & 1); }
 
 template <typename T>
 T pick(Rng& rng, std::initializer_list<T> options) {
@@ -194,6 +198,81 @@ TEST_F(GpuSampling, EveryThresholdAtItsEdges) {
   const auto g = gpu().sample(gpu().to_device(host), rows);
   for (size_t i = 0; i < rows.size(); ++i) EXPECT_EQ(c[i].token, g[i].token) << "row " << i;
   EXPECT_EQ(c[7].token, 321) << "everything else suppressed";
+}
+
+// A random allowed-token mask: a handful of tokens, about half, or all but a few.
+std::vector<uint32_t> random_mask(Rng& rng, int64_t V) {
+  std::vector<uint32_t> m(size_t((V + 31) / 32), 0);
+  const int kind = int(rng() % 3);
+  for (int64_t t = 0; t < V; ++t) {
+    const bool on = kind == 0 ? rng() % 5000 == 0 : kind == 1 ? rng() % 2 == 0 : rng() % 1000 != 0;
+    if (on) m[size_t(t) >> 5] |= 1u << (t & 31);
+  }
+  const int64_t forced = int64_t(rng() % uint64_t(V));
+  m[size_t(forced) >> 5] |= 1u << (forced & 31);
+  return m;
+}
+
+TEST_F(GpuSampling, AllowedMasksMatchTheCpuOracle) {
+  Agreement a;
+  int outside = 0;
+  for (int64_t V : {int64_t(129280), int64_t(517)}) {
+    for (int R : {1, 7, 64}) {
+      gpu().begin_forward();
+      Tensor host = randn({R, V}, rng, pick(rng, {1.0f, 8.0f}));
+      std::deque<RowStore> stores(static_cast<size_t>(R));
+      std::deque<std::vector<uint32_t>> masks;
+      std::vector<SamplingRow> rows;
+      for (int i = 0; i < R; ++i) {
+        random_row(rng, V, stores[size_t(i)]);
+        SamplingRow r = stores[size_t(i)].row;
+        if (i % 4 != 3) r.allowed = masks.emplace_back(random_mask(rng, V));  // every fourth row free
+        if (i % 8 == 5) {  // the allowed tokens' logits all -inf: the lowest allowed id
+          for (int64_t t = 0; t < V; ++t)
+            if (token_allowed_in(r.allowed, t)) host.ptr<float>()[int64_t(i) * V + t] = -INFINITY;
+          r.suppressed = {};
+        }
+        rows.push_back(r);
+      }
+      const auto c = cpu().sample(cpu().to_device(host), rows);
+      const auto g = gpu().sample(gpu().to_device(host), rows);
+      compare(c, g, rows, a);
+      for (size_t i = 0; i < rows.size(); ++i)
+        if (!rows[i].allowed.empty()) outside += !token_allowed_in(rows[i].allowed, g[i].token) + !token_allowed_in(rows[i].allowed, c[i].token);
+    }
+  }
+  std::printf("[ sample   ] masked: %d rows (%d sampled): %d sampled tokens differ, %d greedy; %d outside their mask\n",
+              a.rows, a.sampled, a.sampled_mismatch, a.greedy_mismatch, outside);
+  EXPECT_EQ(outside, 0);
+  EXPECT_EQ(a.greedy_mismatch, 0);
+  EXPECT_LE(a.sampled_mismatch, a.sampled / 1000 + 1) << "of " << a.sampled << " sampled rows";
+}
+
+TEST_F(GpuSampling, MaskedTimeAtBatch64) {
+  const int64_t V = 129280, R = 64;
+  gpu().begin_forward();
+  Tensor logits = gpu().to_device(randn({R, V}, rng, 3.0f));
+  std::deque<std::vector<uint32_t>> masks;
+  for (int i = 0; i < R; ++i) masks.push_back(random_mask(rng, V));
+  for (const bool masked : {false, true})
+    for (const float temperature : {0.0f, 1.0f}) {
+      std::vector<SamplingRow> rows(static_cast<size_t>(R));
+      for (int i = 0; i < R; ++i) {
+        rows[size_t(i)].temperature = temperature;
+        if (masked) rows[size_t(i)].allowed = masks[size_t(i)];
+      }
+      gpu().sample(logits, rows);  // warm-up
+      std::vector<double> ms;
+      for (int k = 0; k < 20; ++k) {
+        gpu().begin_forward();
+        const auto t0 = std::chrono::steady_clock::now();
+        gpu().sample(logits, rows);
+        ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+      }
+      std::sort(ms.begin(), ms.end());
+      std::printf("[ bench    ] sample [64, 129280] temperature %.0f %-9s %8.3f ms (host to host, median of 20)\n",
+                  temperature, masked ? "masked" : "free", ms[ms.size() / 2]);
+    }
 }
 
 TEST_F(GpuSampling, TimeAtBatch256) {
