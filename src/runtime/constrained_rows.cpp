@@ -21,7 +21,7 @@ void ConstraintMasks::apply(const RequestState& r, std::span<const int32_t> path
     if (c->can_end()) {
       const std::vector<int32_t>& ends = r.sampling->stop_ids();
       for (int32_t t : ends) bits[size_t(t) >> 5] |= 1u << (t & 31);
-      if (ends.empty() || c->is_complete()) bits[size_t(eos_id) >> 5] |= 1u << (eos_id & 31);
+      if (c->is_complete()) bits[size_t(eos_id) >> 5] |= 1u << (eos_id & 31);  // even with ignore_eos
     }
     if (c->is_complete()) row.suppressed = {};
     row.allowed = bits;

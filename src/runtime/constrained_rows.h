@@ -1,7 +1,8 @@
 // The scheduler's side of structured output: the allowed-token masks of constrained requests for
 // one Backend::sample call (alive until the call returns), and advancing a request's constraint
 // over the token chosen for it. End tokens (eos unless ignore_eos, stop_token_ids) are allowed only
-// where the grammar may end; once it is complete, nothing else is, and min_new_tokens yields.
+// where the grammar may end; once it is complete nothing else is, eos ends it even with ignore_eos,
+// and min_new_tokens yields.
 #pragma once
 #include <cstdint>
 #include <deque>

@@ -658,7 +658,7 @@ class Scheduler final : public Engine {
       }
       const bool eos = (!sp.ignore_eos || r->grammar_ended) && tok == cfg.eos_token_id;
       const bool listed = std::find(sp.stop_token_ids.begin(), sp.stop_token_ids.end(), tok) != sp.stop_token_ids.end();
-      if ((eos || listed) && int(i + 1) >= sp.min_new_tokens)
+      if ((eos || listed) && (int(i + 1) >= sp.min_new_tokens || r->grammar_ended))
         why = FinishReason{"stop", tok, 0, ""};
       else if (int(i + 1) >= sp.max_new_tokens)
         why = FinishReason{"length", {}, sp.max_new_tokens, ""};
