@@ -22,6 +22,7 @@ int main(int argc, char** argv) {
   dsserve::add_plan_memory_command(app);
   dsserve::add_bench_speculative_cost_command(app);
   dsserve::add_bench_one_batch_command(app);
+  dsserve::add_bench_grammar_command(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

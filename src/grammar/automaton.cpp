@@ -391,7 +391,7 @@ Automaton compile_automaton(const Grammar& g, const CompileLimits& limits) {
   std::vector<std::pair<int32_t, RuleDfa>> dfas;
   int total = 0;
   for (int32_t r : nb.kept_rules) {
-    RuleDfa d = minimize(det.run(nb.rule_start[r], nb.rule_final[r], limits.max_states), a.num_classes);
+    RuleDfa d = det.run(nb.rule_start[r], nb.rule_final[r], limits.max_states);
     a.rule_start[size_t(r)] = total;
     total += int(d.accepting.size());
     if (total > limits.max_states)

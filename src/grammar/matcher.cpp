@@ -88,9 +88,9 @@ void Matcher::fill_next_token_bitmask(std::span<uint32_t> bits) const {
   for (int32_t f : history_.back().frames) {
     const StackNode n = nodes_[size_t(f)];
     if (!a.reads_bytes[size_t(n.state)]) continue;
-    const StateTokens& st = g_->tokens[size_t(n.state)];
-    if (std::find(states_done.begin(), states_done.end(), n.state) == states_done.end()) {
-      states_done.push_back(n.state);
+    const StateTokens& st = g_->tokens_of(n.state);
+    if (std::find(states_done.begin(), states_done.end(), g_->token_class[size_t(n.state)]) == states_done.end()) {
+      states_done.push_back(g_->token_class[size_t(n.state)]);
       if (!st.dense.empty()) {
         const size_t w = std::min(bits.size(), st.dense.size());
         for (size_t i = 0; i < w; ++i) bits[i] |= st.dense[i];
