@@ -102,7 +102,7 @@ test('400 for malformed JSON, wrong types, bad sampling values; 404 and 405', as
     ['/v1/completions', { prompt: 'x', logprobs: 9 }],
     ['/v1/chat/completions', { messages: [{ role: 'wizard', content: 'x' }] }],
     ['/v1/chat/completions', { messages: [{ role: 'user', content: [{ type: 'image_url', image_url: { url: 'x' } }] }] }],
-    ['/v1/chat/completions', { messages: [{ role: 'user', content: 'x' }], response_format: { type: 'json_object' } }],
+    ['/v1/chat/completions', { messages: [{ role: 'user', content: 'x' }], response_format: { type: 'structural_tag' } }],
     ['/v1/chat/completions', [1, 2]],
   ];
   for (const [route, body, raw] of cases) {
