@@ -201,7 +201,9 @@ class Backend {
     return {};
   }
   virtual LinearWeight make_linear(std::span<const WeightPart> row_parts, LinearUse use) = 0;
-  virtual HeadWeight make_head_weight(const Tensor& host_f32) = 0;  // [heads, out, in] F32
+  // [heads, out, in] F32. from_fp8_blocks: the values are a block-FP8 checkpoint's (e4m3 times one
+  // scale per 128x128 block, dequantized), so a backend may keep them as e4m3 with block scales.
+  virtual HeadWeight make_head_weight(const Tensor& host_f32, bool from_fp8_blocks = false) = 0;
   virtual ExpertWeights make_experts(std::span<const ExpertParts> experts) = 0;
   virtual Tensor make_vector(const Tensor& host) = 0;     // norm weights, biases: F32 on device
   virtual Tensor make_embedding(const Tensor& host) = 0;  // [vocab, hidden]

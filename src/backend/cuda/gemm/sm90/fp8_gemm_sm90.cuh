@@ -1,0 +1,244 @@
+// The sm90 block-FP8 GEMM kernel (see fp8_gemm_sm90.h and README.md): a persistent grid of one
+// CTA per SM; one producer warpgroup whose single thread issues bulk tensor copies (A, A's scales
+// and B tiles of 128 K-values, 128-byte swizzled) into a ring of shared-memory stages guarded by
+// mbarriers; one or two consumer warpgroups issuing FP8 wgmma from those stages into float32
+// accumulators, promoted once per 128-wide K block by the A-row and B-block scales into the running
+// sums; BF16 or float32 stores straight from registers. Index maps: fp8_gemm_layout.h.
+#pragma once
+#include <cuda.h>
+#include <cuda_bf16.h>
+
+#include <cuda/ptx>
+
+#include "backend/cuda/gemm/sm90/fp8_gemm_layout.h"
+#include "backend/cuda/gemm/sm90/wgmma_fp8.cuh"
+
+namespace dsserve::cuda::sm90 {
+
+// What the kernel needs besides the tensor maps (plain values; pointers are device memory).
+struct KernelArgs {
+  const float* b_scale;  // [batch][ceil(N / 128)][b_scale_ld]
+  int64_t b_scale_ld, b_scale_batch_stride;
+  void* d;  // [batch][M, N] rows strided by ldd
+  int64_t ldd, d_batch_stride;
+  int64_t M, N;
+  int kblocks, batch;
+  int d_f32;
+  const int32_t* group_end;  // grouped: [batch]
+  const int32_t* d_row;      // grouped: [M] or null
+};
+
+constexpr uint32_t kSmemLimitBytes = 232448;  // per block on sm_90 (227 KiB)
+constexpr int kMaxKBlocks = 256;              // K <= 32768: the weight scales of a tile fit shared memory
+
+template <int BM, int BN>
+struct KernelConfig {
+  static_assert(BM == 64 || BM == 128 || BM == 256, "BM is one or two warpgroups of one or two m64 waves");
+  static_assert(BN % 8 == 0 && BN >= 16 && BN <= 256, "wgmma e4m3 takes N in multiples of 8 up to 256");
+  static_assert(tile_meets_two_scale_blocks_at_most(BN), "a tile may meet at most two 128-column scale blocks");
+  static constexpr int kMathWarpgroups = BM == 64 ? 1 : 2;
+  static constexpr int kWaves = BM / (kWgmmaM * kMathWarpgroups);  // m64 waves per consumer warpgroup
+  static constexpr int kMathThreads = 128 * kMathWarpgroups;
+  static constexpr int kThreads = kMathThreads + 128;
+  static constexpr int kAccum = BN / 2;  // float32 accumulators of one m64nBN wgmma per thread
+  static_assert(kAccum * (kWaves + 1) <= 200, "accumulators must leave room in 232 registers");
+  static constexpr int kProducerRegs = 40;
+  static constexpr int kConsumerRegs = kMathWarpgroups == 1 ? 248 : 232;
+  static constexpr uint32_t kABytes = BM * kBlockK, kBBytes = BN * kBlockK, kSaBytes = BM * 4;
+  static constexpr uint32_t kStageBytes = kABytes + kBBytes + kSaBytes;
+  static constexpr uint32_t kSfbFloats = 2 * 2 * kMaxKBlocks;  // two tiles in flight x two scale blocks
+  static constexpr uint32_t kFixedBytes = 1024 + kSfbFloats * 4 + 2 * 16 * 8;
+  static constexpr int kStages = int((kSmemLimitBytes - kFixedBytes) / kStageBytes) > 8
+                                     ? 8
+                                     : int((kSmemLimitBytes - kFixedBytes) / kStageBytes);
+  static_assert(kStages >= 3, "at least three stages in flight");
+  static constexpr uint32_t kSmemBytes = kFixedBytes + kStages * kStageBytes;
+  static_assert(kABytes % 1024 == 0 && kBBytes % 1024 == 0, "swizzled stages stay 1024-byte aligned");
+};
+
+__device__ __forceinline__ uint32_t smem_u32(const void* p) { return uint32_t(__cvta_generic_to_shared(p)); }
+
+// Waits for the barrier's phase of the given parity. A wait far beyond any legitimate one (about
+// ten seconds of SM clocks) traps, so a broken pipeline fails the launch instead of hanging the
+// GPU (no printf here: a call inside the consumers' loop would serialise their wgmma).
+__device__ __forceinline__ void wait_parity(uint64_t* bar, uint32_t parity) {
+  if (::cuda::ptx::mbarrier_try_wait_parity(bar, parity)) return;
+  const long long start = clock64();
+  while (!::cuda::ptx::mbarrier_try_wait_parity(bar, parity))
+    if (clock64() - start > (1ll << 34)) asm volatile("trap;\n");
+}
+
+__device__ __forceinline__ void math_barrier(int threads) { asm volatile("bar.sync 1, %0;\n" ::"r"(threads) : "memory"); }
+
+__device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
+__device__ __forceinline__ void wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
+__device__ __forceinline__ void wgmma_wait_all() { asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory"); }
+// Keeps the compiler from moving register accesses across the asynchronous wgmma region.
+__device__ __forceinline__ void fence_operand(float& r) { asm volatile("" : "+f"(r)::"memory"); }
+
+template <int BM, int BN, ScheduleKind kKind>
+__global__ void __launch_bounds__(KernelConfig<BM, BN>::kThreads, 1)
+    fp8_gemm_sm90_kernel(const __grid_constant__ KernelArgs args, const __grid_constant__ CUtensorMap map_a,
+                         const __grid_constant__ CUtensorMap map_b, const __grid_constant__ CUtensorMap map_sa) {
+  using C = KernelConfig<BM, BN>;
+  constexpr int S = C::kStages;
+  extern __shared__ uint8_t smem_raw[];
+  // Swizzled buffers need 1024-byte alignment of the shared-memory address itself.
+  uint8_t* smem = smem_raw + ((1024 - (smem_u32(smem_raw) & 1023)) & 1023);
+  uint8_t* smem_a = smem;
+  uint8_t* smem_b = smem_a + S * C::kABytes;
+  float* smem_sa = reinterpret_cast<float*>(smem_b + S * C::kBBytes);
+  float* smem_sfb = smem_sa + S * BM;
+  uint64_t* full = reinterpret_cast<uint64_t*>(smem_sfb + C::kSfbFloats);
+  uint64_t* empty = full + S;
+
+  const int tid = int(threadIdx.x);
+  if (tid == C::kMathThreads) {
+    for (int s = 0; s < S; ++s) {
+      ::cuda::ptx::mbarrier_init(&full[s], 1);
+      ::cuda::ptx::mbarrier_init(&empty[s], C::kMathThreads / 32);
+    }
+    ::cuda::ptx::fence_mbarrier_init(::cuda::ptx::sem_release, ::cuda::ptx::scope_cluster);
+    asm volatile("prefetch.tensormap [%0];\n" ::"l"(&map_a) : "memory");
+    asm volatile("prefetch.tensormap [%0];\n" ::"l"(&map_b) : "memory");
+    asm volatile("prefetch.tensormap [%0];\n" ::"l"(&map_sa) : "memory");
+  }
+  __syncthreads();
+
+  TileScheduler<BM, BN> sched(kKind, args.M, args.N, args.batch, args.group_end, blockIdx.x, gridDim.x);
+  Tile tile;
+  int stage = 0;
+  uint32_t phase = 0;
+  const int kblocks = args.kblocks;
+
+  if (tid >= C::kMathThreads) {
+    // Producer warpgroup: gives its registers to the consumers; one thread issues every copy.
+    asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(C::kProducerRegs));
+    if (tid != C::kMathThreads) return;
+    while (sched.next_tile(tile)) {
+      const int32_t row0 = int32_t(tile.row0), n0 = int32_t(tile.n0);
+      const int32_t batch_a = kKind == ScheduleKind::Batched ? tile.group : 0;
+      for (int kb = 0; kb < kblocks; ++kb) {
+        const uint32_t stage_bytes = C::kStageBytes;
+        wait_parity(&empty[stage], phase ^ 1);
+        ::cuda::ptx::mbarrier_arrive_expect_tx(::cuda::ptx::sem_release, ::cuda::ptx::scope_cta, ::cuda::ptx::space_shared,
+                                             &full[stage], stage_bytes);
+        const int32_t ca[3] = {kb * kBlockK, row0, batch_a};
+        ::cuda::ptx::cp_async_bulk_tensor(::cuda::ptx::space_cluster, ::cuda::ptx::space_global,
+                                        smem_a + stage * C::kABytes, &map_a, ca, &full[stage]);
+        const int32_t cs[2] = {row0, batch_a * kblocks + kb};
+        ::cuda::ptx::cp_async_bulk_tensor(::cuda::ptx::space_cluster, ::cuda::ptx::space_global, smem_sa + stage * BM,
+                                        &map_sa, cs, &full[stage]);
+        const int32_t cb[3] = {kb * kBlockK, n0, tile.group};
+        ::cuda::ptx::cp_async_bulk_tensor(::cuda::ptx::space_cluster, ::cuda::ptx::space_global,
+                                        smem_b + stage * C::kBBytes, &map_b, cb, &full[stage]);
+        if (++stage == S) stage = 0, phase ^= 1;
+      }
+    }
+    return;
+  }
+
+  // Consumer warpgroups.
+  asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(C::kConsumerRegs));
+  const int wg = tid / 128, tid_wg = tid % 128, lane = tid % 32;
+  // Value 4j + 2h + e of the accumulator is (frag_row + 8h, 8j + frag_col + e) of the m64 wave.
+  const int frag_row = accum_coord(tid_wg, 0).row, frag_col = accum_coord(tid_wg, 0).col;
+  const uint32_t a_addr = smem_u32(smem_a) + uint32_t(wg * kWgmmaM * kBlockK);
+  const uint32_t b_addr = smem_u32(smem_b);
+  float acc[C::kAccum];
+  float fin[C::kWaves][C::kAccum];
+#pragma unroll
+  for (int i = 0; i < C::kAccum; ++i) acc[i] = 0.0f;
+
+  for (int iter = 0; sched.next_tile(tile); ++iter) {
+    // The weight scales of this tile for every K block: the block of n0, then the next block
+    // (used by chunks past former_chunks). Double-buffered by tile; the barrier also ensures
+    // every consumer finished reading the buffer of two tiles ago.
+    float* sfb = smem_sfb + (iter & 1) * 2 * kMaxKBlocks;
+    {
+      const int64_t nb0 = tile.n0 / 128;
+      const bool has_next = tile.n0 % 128 + BN > 128 && (nb0 + 1) * 128 < args.N;
+      const float* bs = args.b_scale + int64_t(tile.group) * args.b_scale_batch_stride + nb0 * args.b_scale_ld;
+      for (int i = tid; i < kblocks; i += C::kMathThreads) {
+        sfb[i] = __ldg(bs + i);
+        sfb[kMaxKBlocks + i] = has_next ? __ldg(bs + args.b_scale_ld + i) : 0.0f;
+      }
+    }
+    math_barrier(C::kMathThreads);
+    const int former = former_chunks(tile.n0, BN);
+#pragma unroll
+    for (int w = 0; w < C::kWaves; ++w)
+#pragma unroll
+      for (int i = 0; i < C::kAccum; ++i) fin[w][i] = 0.0f;
+
+    for (int kb = 0; kb < kblocks; ++kb) {
+      const float sb0 = sfb[kb], sb1 = sfb[kMaxKBlocks + kb];
+      wait_parity(&full[stage], phase);
+#pragma unroll
+      for (int w = 0; w < C::kWaves; ++w) {
+        const int row = w * kWgmmaM * C::kMathWarpgroups + wg * kWgmmaM + frag_row;
+        const float sa0 = smem_sa[stage * BM + row], sa1 = smem_sa[stage * BM + row + 8];
+        const uint64_t da =
+            make_smem_desc(a_addr + uint32_t(stage) * C::kABytes + uint32_t(w * kWgmmaM * C::kMathWarpgroups * kBlockK));
+        const uint64_t db = make_smem_desc(b_addr + uint32_t(stage) * C::kBBytes);
+#pragma unroll
+        for (int i = 0; i < C::kAccum; ++i) fence_operand(acc[i]);
+        wgmma_fence();
+#pragma unroll
+        for (int kk = 0; kk < kBlockK / kWgmmaK; ++kk)
+          Wgmma<BN>::mma(acc, desc_advance_k(da, uint32_t(kk)), desc_advance_k(db, uint32_t(kk)), kk > 0 ? 1u : 0u);
+        wgmma_commit();
+        wgmma_wait_all();
+#pragma unroll
+        for (int i = 0; i < C::kAccum; ++i) fence_operand(acc[i]);
+        if (w == C::kWaves - 1 && lane == 0) ::cuda::ptx::mbarrier_arrive(&empty[stage]);
+        const float s00 = sa0 * sb0, s01 = sa0 * sb1, s10 = sa1 * sb0, s11 = sa1 * sb1;
+#pragma unroll
+        for (int j = 0; j < BN / 8; ++j) {
+          const bool first = j < former;
+          const float lo = first ? s00 : s01, hi = first ? s10 : s11;
+          fin[w][4 * j + 0] = fmaf(lo, acc[4 * j + 0], fin[w][4 * j + 0]);
+          fin[w][4 * j + 1] = fmaf(lo, acc[4 * j + 1], fin[w][4 * j + 1]);
+          fin[w][4 * j + 2] = fmaf(hi, acc[4 * j + 2], fin[w][4 * j + 2]);
+          fin[w][4 * j + 3] = fmaf(hi, acc[4 * j + 3], fin[w][4 * j + 3]);
+        }
+      }
+      if (++stage == S) stage = 0, phase ^= 1;
+    }
+
+    // Epilogue: each thread stores its pairs of adjacent columns (4 or 8 bytes) of two rows per
+    // n8 chunk; rows past the tile's end (and grouped rows without a D row) are skipped.
+    const int64_t d_batch = kKind == ScheduleKind::Batched ? int64_t(tile.group) * args.d_batch_stride : 0;
+#pragma unroll
+    for (int w = 0; w < C::kWaves; ++w) {
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        const int64_t r = tile.row0 + w * kWgmmaM * C::kMathWarpgroups + wg * kWgmmaM + frag_row + 8 * h;
+        if (r >= tile.row_end) continue;
+        int64_t dr = r;
+        if (kKind == ScheduleKind::Grouped && args.d_row != nullptr) dr = args.d_row[r];
+        if (dr < 0) continue;
+        if (args.d_f32) {
+          float* out = static_cast<float*>(args.d) + d_batch + dr * args.ldd;
+#pragma unroll
+          for (int j = 0; j < BN / 8; ++j) {
+            const int64_t c = tile.n0 + 8 * j + frag_col;
+            if (c < args.N)
+              *reinterpret_cast<float2*>(out + c) = make_float2(fin[w][4 * j + 2 * h], fin[w][4 * j + 2 * h + 1]);
+          }
+        } else {
+          __nv_bfloat16* out = static_cast<__nv_bfloat16*>(args.d) + d_batch + dr * args.ldd;
+#pragma unroll
+          for (int j = 0; j < BN / 8; ++j) {
+            const int64_t c = tile.n0 + 8 * j + frag_col;
+            if (c < args.N)
+              *reinterpret_cast<__nv_bfloat162*>(out + c) =
+                  __floats2bfloat162_rn(fin[w][4 * j + 2 * h], fin[w][4 * j + 2 * h + 1]);
+          }
+        }
+      }
+    }
+  }
+}
+
+}  // namespace dsserve::cuda::sm90
