@@ -122,7 +122,7 @@ void dense(Ctx& c, int64_t M) {
 
 // Expert segments for `tokens` x top-k routed uniformly at random over E experts (distinct per token).
 std::vector<int32_t> route_counts(int E, int64_t tokens, int K, std::mt19937_64& rng) {
-  std::vector<int32_t> counts(size_t(E), 0), e(size_t(E));
+  std::vector<int32_t> counts(static_cast<size_t>(E), 0), e(static_cast<size_t>(E));
   for (int64_t t = 0; t < tokens; ++t) {
     std::iota(e.begin(), e.end(), 0);
     for (int k = 0; k < K; ++k) {

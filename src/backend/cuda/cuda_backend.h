@@ -243,6 +243,7 @@ class CudaBackend final : public Backend {
   MoePath moe_path_ = MoePath::Auto;
   MoePath last_moe_path_ = MoePath::Auto;
   bool head_fp8_ = true, last_head_fp8_ = false;
+  bool moe_sm90_ = true;  // MoePath::Auto may take the sm90 grouped path
   int64_t fp8_decode_max_tokens_ = kFp8DecodeDefaultTokens, fp8_decode_max_rows_ = kFp8DecodeDefaultRows;
   Fp8LinearPath last_fp8_linear_ = Fp8LinearPath::None;
   int64_t fp8_sm90_min_tokens_ = kFp8Sm90DefaultMinTokens;

@@ -179,12 +179,12 @@ Tensor CudaBackend::head_linear(const Tensor& x_in, const HeadWeight& w) {
     // FP8 heads: x quantized per (token, head, 128 columns), then one strided-batch launch (batch =
     // head) of the sm90 block-FP8 GEMM.
     const int64_t ld = round_up(T, 4);
-    Tensor xq = scratch(DType::F8_E4M3, {T, n, in}), xs = scratch(DType::F32, {n, in / 128, ld});
+    Tensor xq = scratch(DType::F8_E4M3, {n, T, in}), xs = scratch(DType::F32, {n, in / 128, ld});
     HeadQuantParams q{x_in.data(), x_in.dtype(), x_in.stride(0), x_in.stride(1), xq.ptr<uint8_t>(), xs.ptr<float>(),
                       T, n, in, ld};
     check(launch_head_quant(q, stream_), "head_linear fp8 quantization");
     Fp8GemmSm90Params p;
-    p.a = xq.ptr<uint8_t>(), p.lda = n * in, p.a_batch_stride = in;
+    p.a = xq.ptr<uint8_t>(), p.lda = in, p.a_batch_stride = T * in;
     p.a_scale = xs.ptr<float>(), p.a_scale_ld = ld;
     p.b = hw.weight_fp8.ptr<uint8_t>(), p.ldb = in, p.b_batch_stride = out_f * in;
     p.b_scale = hw.scale.ptr<float>(), p.b_scale_ld = hw.scale.size(2);

@@ -107,7 +107,7 @@ Tensor CudaBackend::moe_experts(const Tensor& x_in, const ExpertWeights& w, cons
     return out;
   }
   if (grouped) return moe_experts_grouped(x_in, w, route);
-  const bool sm90 = moe_path_ == MoePath::Sm90 || (moe_path_ == MoePath::Auto && moe_sm90_supported(w));
+  const bool sm90 = moe_path_ == MoePath::Sm90 || (moe_path_ == MoePath::Auto && moe_sm90_ && moe_sm90_supported(w));
   last_moe_path_ = sm90 ? MoePath::Sm90 : MoePath::Cublaslt;
   return sm90 ? moe_experts_sm90(x_in, w, route) : moe_experts_cublaslt(x_in, w, route);
 }

@@ -41,6 +41,7 @@ struct KernelConfig {
   static constexpr int kMathThreads = 128 * kMathWarpgroups;
   static constexpr int kThreads = kMathThreads + 128;
   static constexpr int kAccum = BN / 2;  // float32 accumulators of one m64nBN wgmma per thread
+  static constexpr bool kUniformScale = 128 % BN == 0;  // every tile inside one weight-scale block
   static_assert(kAccum * (kWaves + 1) <= 200, "accumulators must leave room in 232 registers");
   static constexpr int kProducerRegs = 40;
   static constexpr int kConsumerRegs = kMathWarpgroups == 1 ? 248 : 232;
@@ -195,7 +196,7 @@ __global__ void __launch_bounds__(KernelConfig<BM, BN>::kThreads, 1)
         const float s00 = sa0 * sb0, s01 = sa0 * sb1, s10 = sa1 * sb0, s11 = sa1 * sb1;
 #pragma unroll
         for (int j = 0; j < BN / 8; ++j) {
-          const bool first = j < former;
+          const bool first = C::kUniformScale || j < former;
           const float lo = first ? s00 : s01, hi = first ? s10 : s11;
           fin[w][4 * j + 0] = fmaf(lo, acc[4 * j + 0], fin[w][4 * j + 0]);
           fin[w][4 * j + 1] = fmaf(lo, acc[4 * j + 1], fin[w][4 * j + 1]);

@@ -27,7 +27,7 @@ __global__ void head_quant_kernel(HeadQuantParams p) {
   const float s = fmaxf(amax, 1e-12f) / 448.0f;
   const __nv_fp8x2_storage_t lo = __nv_cvt_float2_to_fp8x2(make_float2(v[0] / s, v[1] / s), __NV_SATFINITE, __NV_E4M3);
   const __nv_fp8x2_storage_t hi = __nv_cvt_float2_to_fp8x2(make_float2(v[2] / s, v[3] / s), __NV_SATFINITE, __NV_E4M3);
-  reinterpret_cast<uint32_t*>(p.q + (t * p.heads + h) * p.in + b * 128)[lane] = uint32_t(lo) | (uint32_t(hi) << 16);
+  reinterpret_cast<uint32_t*>(p.q + (h * p.T + t) * p.in + b * 128)[lane] = uint32_t(lo) | (uint32_t(hi) << 16);
   if (lane == 0) p.scale[(h * blocks + b) * p.ld + t] = s;
 }
 
