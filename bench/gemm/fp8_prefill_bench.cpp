@@ -99,12 +99,15 @@ void dense(Ctx& c, int64_t M) {
     std::string sweep;
     for (const auto& t : cuda::sm90::kDenseShapes) {
       if (t.bm == 64) continue;
-      cuda::Fp8GemmSm90Params q = p;
-      q.force_bm = t.bm, q.force_bn = t.bn;
-      const double tms = median_ms(c.be->stream(), 2, 10, [&] { run(q); });
-      char buf[48];
-      std::snprintf(buf, sizeof(buf), " %dx%d %.0f", t.bm, t.bn, flops / tms / 1e9);
-      sweep += buf;
+      for (int pairs : {0, 1}) {
+        if (pairs == 1 && !cuda::sm90::pairs_instantiated(t)) continue;
+        cuda::Fp8GemmSm90Params q = p;
+        q.force_bm = t.bm, q.force_bn = t.bn, q.pairs = pairs;
+        const double tms = median_ms(c.be->stream(), 2, 10, [&] { run(q); });
+        char buf[48];
+        std::snprintf(buf, sizeof(buf), " %dx%d%s %.0f", t.bm, t.bn, pairs ? "p" : "", flops / tms / 1e9);
+        sweep += buf;
+      }
     }
     cuda::GemmArgs g;
     g.kind = cuda::GemmKind::Fp8BlockScaled;
@@ -171,13 +174,20 @@ void grouped(Ctx& c) {
     q.b = wdn.ptr<uint8_t>(), q.ldb = I, q.b_batch_stride = H * I;
     q.b_scale = sdn.ptr<float>(), q.b_scale_ld = sdn.size(2), q.b_scale_batch_stride = sdn.size(1) * sdn.size(2);
     q.d = y.data(), q.ldd = H, q.M = R, q.N = H, q.K = I, q.batch = cs.E, q.group_end = end.ptr<int32_t>();
-    const double gu_ms = median_ms(c.be->stream(), 3, 20, [&] { check(cuda::launch_fp8_gemm_sm90(p, c.be->stream()), "gate_up"); });
-    const double dn_ms = median_ms(c.be->stream(), 3, 20, [&] { check(cuda::launch_fp8_gemm_sm90(q, c.be->stream()), "down"); });
-    const double gu_tf = 2.0 * pairs * 2 * I * H / gu_ms / 1e9, dn_tf = 2.0 * pairs * H * I / dn_ms / 1e9;
-    const double all_tf = 2.0 * pairs * 3 * I * H / (gu_ms + dn_ms) / 1e9;
-    std::printf("%-36s pairs %ld rows %ld: gate_up %.3f ms %.0f TFLOP/s, down %.3f ms %.0f TFLOP/s, both %.0f TFLOP/s "
-                "(%.0f%% of ceiling)\n",
-                cs.name, long(pairs), long(R), gu_ms, gu_tf, dn_ms, dn_tf, all_tf, 100 * all_tf / c.ceil.fp8_tflops);
+    for (int cta_pairs : {0, 1}) {
+      p.pairs = q.pairs = cta_pairs;
+      const double gu_ms =
+          median_ms(c.be->stream(), 3, 20, [&] { check(cuda::launch_fp8_gemm_sm90(p, c.be->stream()), "gate_up"); });
+      const double dn_ms =
+          median_ms(c.be->stream(), 3, 20, [&] { check(cuda::launch_fp8_gemm_sm90(q, c.be->stream()), "down"); });
+      const double gu_tf = 2.0 * pairs * 2 * I * H / gu_ms / 1e9, dn_tf = 2.0 * pairs * H * I / dn_ms / 1e9;
+      const double all_tf = 2.0 * pairs * 3 * I * H / (gu_ms + dn_ms) / 1e9;
+      std::printf("%-36s %s pairs %ld rows %ld: gate_up %.3f ms %.0f TFLOP/s, down %.3f ms %.0f TFLOP/s, both %.0f "
+                  "TFLOP/s (%.0f%% of ceiling)\n",
+                  cs.name, cta_pairs ? "CTA pairs sharing A" : "single CTAs", long(pairs), long(R), gu_ms, gu_tf,
+                  dn_ms, dn_tf, all_tf, 100 * all_tf / c.ceil.fp8_tflops);
+    }
+    p.pairs = q.pairs = -1;
 
     // moe_experts end to end on both paths, with routes of the same kind.
     std::vector<ExpertParts> parts;

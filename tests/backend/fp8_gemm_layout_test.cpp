@@ -178,6 +178,54 @@ TEST(Fp8GemmLayout, GroupedScheduleCoversEveryExpertTileOnce) {
   }
 }
 
+// CTA pairs: both members walk the same number of tiles in lockstep, share the n-block (PairM) or
+// the m-block (PairN) of every step, and the stored tiles cover every tile once.
+template <int BM, int BN>
+void check_pairs(ScheduleKind kind, Pairing pairing, int64_t M, int64_t N, int batch, const std::vector<int32_t>& ends,
+                 int64_t clusters) {
+  std::map<std::tuple<int, int64_t, int64_t>, int> stored;
+  for (int64_t c = 0; c < clusters; ++c) {
+    TileScheduler<BM, BN> s0(kind, M, N, batch, ends.data(), c, clusters, pairing, 0);
+    TileScheduler<BM, BN> s1(kind, M, N, batch, ends.data(), c, clusters, pairing, 1);
+    Tile t0, t1;
+    while (true) {
+      const bool a = s0.next_tile(t0), b = s1.next_tile(t1);
+      ASSERT_EQ(a, b) << "pair members must walk in lockstep";
+      if (!a) break;
+      EXPECT_EQ(t0.group, t1.group);
+      if (pairing == Pairing::PairM) EXPECT_EQ(t0.n_block, t1.n_block);
+      if (pairing == Pairing::PairN) EXPECT_EQ(t0.row0, t1.row0);
+      EXPECT_TRUE(t0.store) << "the first member always has a tile of its own";
+      for (const Tile* t : {&t0, &t1})
+        if (t->store) ++stored[{t->group, t->m_block, t->n_block}];
+    }
+  }
+  int64_t expected = 0;
+  if (kind == ScheduleKind::Batched) {
+    expected = ceil_div64(M, BM) * ceil_div64(N, BN) * batch;
+  } else {
+    for (int e = 0; e < batch; ++e)
+      expected += ceil_div64(ends[size_t(e)] - group_start(ends.data(), e), BM) * ceil_div64(N, BN);
+  }
+  EXPECT_EQ(int64_t(stored.size()), expected);
+  for (const auto& [k, v] : stored) EXPECT_EQ(v, 1);
+}
+
+TEST(Fp8GemmLayout, PairedSchedulesStayInLockstepAndCoverOnce) {
+  check_pairs<128, 128>(ScheduleKind::Batched, Pairing::PairM, 4096, 7168, 1, {}, 66);
+  check_pairs<128, 136>(ScheduleKind::Batched, Pairing::PairM, 4096, 2112, 1, {}, 66);
+  check_pairs<128, 128>(ScheduleKind::Batched, Pairing::PairM, 300, 520, 1, {}, 66);  // odd m-blocks
+  check_pairs<256, 128>(ScheduleKind::Batched, Pairing::PairN, 1000, 1000, 2, {}, 7);  // odd n-blocks
+  std::vector<int32_t> ends;
+  int64_t row = 0;
+  for (int c : {0, 1, 130, 0, 300, 128, 0, 900}) {
+    row = align_up64(row, kGroupBlockM) + c;
+    ends.push_back(int32_t(row));
+  }
+  check_pairs<128, 128>(ScheduleKind::Grouped, Pairing::PairN, 0, 4096, int(ends.size()), ends, 66);
+  check_pairs<128, 128>(ScheduleKind::Grouped, Pairing::PairN, 0, 384, int(ends.size()), ends, 5);  // odd n-blocks
+}
+
 TEST(Fp8GemmLayout, GroupedRowBoundHoldsForTheWorstRouting) {
   // Every non-empty expert with one row (the most padding), and everything on one expert.
   for (int64_t E : {1, 8, 256}) {

@@ -68,6 +68,7 @@ struct Problem {
   std::vector<int32_t> group_end, d_row;  // grouped only
   int64_t d_rows = 0;                     // rows of D (grouped with a row map: its own count)
   int bm = 0, bn = 0;                     // forced tile shape (0: the launcher's choice)
+  int pairs = -1;                         // CTA pairs sharing an operand: 1 on, 0 off, -1 the launcher's choice
 };
 
 struct Result {
@@ -121,7 +122,7 @@ Result run_problem(const Problem& pr, Rng& rng) {
   p.M = pr.M, p.N = pr.N, p.K = pr.K, p.batch = pr.batch;
   if (grouped) p.group_end = dEnd.p;
   if (!pr.d_row.empty()) p.d_row = dRow.p;
-  p.force_bm = pr.bm, p.force_bn = pr.bn;
+  p.force_bm = pr.bm, p.force_bn = pr.bn, p.pairs = pr.pairs;
   std::string why;
   EXPECT_TRUE(cuda::fp8_gemm_sm90_supported(p, &why)) << why;
   EXPECT_EQ(cuda::launch_fp8_gemm_sm90(p, nullptr), cudaSuccess);
@@ -250,6 +251,22 @@ TEST_F(Fp8GemmSm90, EveryTileShapePartialTiles) {
   }
 }
 
+TEST_F(Fp8GemmSm90, CtaPairsShareOperands) {
+  // Pairs sharing B (even m-blocks), sharing A (odd m-blocks, even n-blocks), and a pair whose
+  // second member idles on the last block (odd both ways); more pairs than resident at once.
+  struct Case {
+    int64_t M, N, K;
+    int bm, bn;
+  };
+  for (const Case& c : {Case{512, 520, 512, 128, 128}, Case{300, 1024, 256, 128, 128}, Case{300, 648, 384, 128, 136},
+                        Case{700, 520, 256, 256, 128}, Case{3000, 2304, 256, 128, 128}}) {
+    Problem pr;
+    pr.M = c.M, pr.N = c.N, pr.K = c.K, pr.ldd = c.N + 8, pr.bm = c.bm, pr.bn = c.bn, pr.pairs = 1;
+    expect_ok(pr, "pairs_" + std::to_string(c.M) + "x" + std::to_string(c.N) + "_" + std::to_string(c.bm) + "x" +
+                      std::to_string(c.bn));
+  }
+}
+
 TEST_F(Fp8GemmSm90, OneKBlockAndOddKBlocks) {
   for (int64_t K : {128, 128 * 17}) {
     Problem pr;
@@ -321,6 +338,14 @@ Problem grouped(const std::vector<int>& counts, int64_t N, int64_t K, bool row_m
 }
 
 TEST_F(Fp8GemmSm90, ExpertGroups) {
+  for (int pairs : {0, 1}) {  // alone, and CTA pairs sharing the expert's A tile
+    Problem pr = grouped({0, 1, 130, 0, 300, 128, 0, 257}, 640, 256, true, rng);
+    pr.pairs = pairs;
+    expect_ok(pr, "groups_pairs" + std::to_string(pairs));
+    pr = grouped({0, 1, 130, 0, 300, 128, 0, 257}, 384, 256, true, rng);  // 3 n-blocks: an idle member
+    pr.pairs = pairs;
+    expect_ok(pr, "groups_odd_n_pairs" + std::to_string(pairs));
+  }
   expect_ok(grouped({0, 1, 130, 0, 300, 128, 0}, 512, 256, false, rng), "groups_with_empty");
   expect_ok(grouped({0, 1, 130, 0, 300, 128, 0}, 384, 512, true, rng), "groups_row_map");
   expect_ok(grouped({0, 0, 1000, 0}, 256, 384, true, rng), "one_hot_expert");

@@ -94,9 +94,16 @@ struct Tile {
   int64_t row0, row_end;  // global rows of A and D (grouped: inside the expert's segment)
   int64_t n0;
   int64_t m_block, n_block;
+  bool store;  // false for the idle member of a CTA pair (it computes its partner's last block again)
 };
 
 enum class ScheduleKind { Batched, Grouped };
+
+// CTA pairs (a cluster of two sharing one operand through multicast copies): the two CTAs take
+// tiles of the same n-block and neighbouring m-blocks (PairM: B is shared) or of the same m-block
+// and neighbouring n-blocks (PairN: A is shared), in lockstep. Where the dimension has an odd
+// number of blocks, the last pair's second member repeats the last block without storing it.
+enum class Pairing { None, PairM, PairN };
 
 // The persistent grid's tile order. CTA b takes tiles b, b + grid, b + 2 grid, ... of one
 // sequence, which every thread of the CTA walks the same way (the producer and the consumers
@@ -112,48 +119,62 @@ struct TileScheduler {
   int batch;           // batched: batch count; grouped: experts
   const int32_t* group_end;  // grouped: [experts]
   int64_t n_blocks;
-  int64_t next, stride;
+  int64_t next, stride;  // positions in the sequence of tiles (of pairs, when paired)
+  Pairing pairing;
+  int rank;  // paired: this CTA's member of the pair (0 or 1)
   // Grouped walk: the expert of the current position and the first tile index of that expert.
   int cur_group = 0;
   int64_t cur_group_first_tile = 0;
 
   DS_SM90_HD TileScheduler(ScheduleKind k, int64_t m, int64_t n, int b, const int32_t* ends, int64_t first,
-                           int64_t grid)
-      : kind(k), M(m), N(n), batch(b), group_end(ends), n_blocks(ceil_div64(n, BN)), next(first), stride(grid) {}
+                           int64_t grid, Pairing pair = Pairing::None, int pair_rank = 0)
+      : kind(k), M(m), N(n), batch(b), group_end(ends), n_blocks(ceil_div64(n, BN)), next(first), stride(grid),
+        pairing(pair), rank(pair_rank) {}
 
+  // Blocks along M and N of the sequence's units (pairs count as one unit along their dimension).
+  DS_SM90_HD int64_t units(int64_t blocks, bool paired) const { return paired ? ceil_div64(blocks, 2) : blocks; }
   DS_SM90_HD int64_t batched_tiles() const { return ceil_div64(M, BM) * n_blocks * batch; }
+
+  // Places this CTA's member of unit (mu, nu) into tile; clamps an idle member.
+  DS_SM90_HD void member(Tile& tile, int64_t mu, int64_t nu, int64_t m_blocks) const {
+    int64_t m = pairing == Pairing::PairM ? 2 * mu + rank : mu;
+    int64_t n = pairing == Pairing::PairN ? 2 * nu + rank : nu;
+    tile.store = m < m_blocks && n < n_blocks;
+    tile.m_block = m < m_blocks ? m : m_blocks - 1;
+    tile.n_block = n < n_blocks ? n : n_blocks - 1;
+    tile.n0 = tile.n_block * BN;
+  }
 
   // The next tile of this CTA, or false when none is left.
   DS_SM90_HD bool next_tile(Tile& tile) {
     const int64_t t = next;
     next += stride;
+    const int64_t n_units = units(n_blocks, pairing == Pairing::PairN);
     if (kind == ScheduleKind::Batched) {
-      const int64_t m_blocks = ceil_div64(M, BM), per_batch = m_blocks * n_blocks;
+      const int64_t m_blocks = ceil_div64(M, BM), m_units = units(m_blocks, pairing == Pairing::PairM);
+      const int64_t per_batch = m_units * n_units;
       if (t >= per_batch * batch) return false;
       const int b = int(t / per_batch);
-      const int64_t in_batch = t % per_batch, group_tiles = int64_t(kGroupM) * n_blocks;
+      const int64_t in_batch = t % per_batch, group_tiles = int64_t(kGroupM) * n_units;
       const int64_t first_m = in_batch / group_tiles * kGroupM, in_group = in_batch % group_tiles;
-      const int64_t group_m = m_blocks - first_m < kGroupM ? m_blocks - first_m : kGroupM;
+      const int64_t group_m = m_units - first_m < kGroupM ? m_units - first_m : kGroupM;
       tile.group = b;
-      tile.m_block = first_m + in_group % group_m;
-      tile.n_block = in_group / group_m;
+      member(tile, first_m + in_group % group_m, in_group / group_m, m_blocks);
       tile.row0 = tile.m_block * BM;
       tile.row_end = M;
-      tile.n0 = tile.n_block * BN;
       return true;
     }
     while (cur_group < batch) {
       const int64_t start = group_start(group_end, cur_group), end = group_end[cur_group];
       const int64_t m_blocks = end > start ? ceil_div64(end - start, BM) : 0;
-      const int64_t tiles = m_blocks * n_blocks;
+      const int64_t m_units = units(m_blocks, pairing == Pairing::PairM);
+      const int64_t tiles = m_units * n_units;
       if (t < cur_group_first_tile + tiles) {
         const int64_t in_group = t - cur_group_first_tile;
         tile.group = cur_group;
-        tile.m_block = in_group % m_blocks;
-        tile.n_block = in_group / m_blocks;
+        member(tile, in_group % m_units, in_group / m_units, m_blocks);
         tile.row0 = start + tile.m_block * BM;
         tile.row_end = end;
-        tile.n0 = tile.n_block * BN;
         return true;
       }
       cur_group_first_tile += tiles;
@@ -173,6 +194,10 @@ constexpr TileShape kDenseShapes[] = {{128, 128}, {128, 112}, {128, 136}, {128, 
                                       {128, 160}, {256, 128}, {64, 128}};
 constexpr int kNumDenseShapes = int(sizeof(kDenseShapes) / sizeof(kDenseShapes[0]));
 constexpr TileShape kGroupedShape{128, 128};
+// Shapes also built as CTA pairs (the others' pair variants would spill registers).
+inline bool pairs_instantiated(TileShape s) {
+  return (s.bm == 128 && (s.bn == 128 || s.bn == 136)) || (s.bm == 256 && s.bn == 128);
+}
 
 // Modelled cost of one shape (arbitrary units, lower is better).
 inline double tile_shape_cost(TileShape s, int64_t M, int64_t N, int64_t batch, int num_sms) {

@@ -65,18 +65,45 @@ TileShape pick_shape(const Fp8GemmSm90Params& p) {
   return sm90::choose_dense_shape(p.M, p.N, p.batch, num_sms(dev));
 }
 
-template <int BM, int BN, ScheduleKind kKind>
+// CTA pairs: share B between neighbouring m-blocks where their count is even (or the n-blocks'
+// is odd too), else A between neighbouring n-blocks; expert groups share A (their m-blocks are few).
+sm90::Pairing pairing_for(const Fp8GemmSm90Params& p, TileShape s) {
+  if (p.group_end != nullptr) return sm90::Pairing::PairN;
+  const int64_t mb = sm90::ceil_div64(p.M, s.bm), nb = sm90::ceil_div64(p.N, s.bn);
+  if (mb >= 2 && (mb % 2 == 0 || nb % 2 == 1)) return sm90::Pairing::PairM;
+  return sm90::Pairing::PairN;
+}
+
+template <int BM, int BN, ScheduleKind kKind, int kCluster>
 cudaError_t launch_shape(const Fp8GemmSm90Params& p, cudaStream_t stream) {
   using C = KernelConfig<BM, BN>;
   int dev = 0;
   cudaError_t e = cudaGetDevice(&dev);
   if (e != cudaSuccess) return e;
   static std::atomic<uint64_t> attribute_set{0};  // one bit per device
+  static std::atomic<int> max_clusters[kMaxDevices] = {};
   const uint64_t bit = uint64_t(1) << (dev % 64);
-  auto kernel = sm90::fp8_gemm_sm90_kernel<BM, BN, kKind>;
+  auto kernel = sm90::fp8_gemm_sm90_kernel<BM, BN, kKind, kCluster>;
+  cudaLaunchConfig_t config{};
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeClusterDimension;
+  attr[0].val.clusterDim.x = kCluster, attr[0].val.clusterDim.y = 1, attr[0].val.clusterDim.z = 1;
+  config.blockDim = dim3(C::kThreads);
+  config.dynamicSmemBytes = C::kSmemBytes;
+  config.stream = stream;
+  config.attrs = attr;
+  config.numAttrs = 1;
   if ((attribute_set.load(std::memory_order_relaxed) & bit) == 0) {
     e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(C::kSmemBytes));
     if (e != cudaSuccess) return e;
+    if constexpr (kCluster > 1) {
+      // How many pairs are resident at once (the GPCs decide), queried once per device.
+      config.gridDim = dim3(unsigned(num_sms(dev) / kCluster * kCluster));
+      int n = 0;
+      e = cudaOccupancyMaxActiveClusters(&n, kernel, &config);
+      if (e != cudaSuccess) return e;
+      if (dev < kMaxDevices) max_clusters[dev].store(n > 0 ? n : 1, std::memory_order_relaxed);
+    }
     attribute_set.fetch_or(bit, std::memory_order_relaxed);
   }
   const bool grouped = kKind == ScheduleKind::Grouped;
@@ -119,34 +146,55 @@ cudaError_t launch_shape(const Fp8GemmSm90Params& p, cudaStream_t stream) {
   args.d_f32 = p.d_f32 ? 1 : 0;
   args.group_end = p.group_end;
   args.d_row = p.d_row;
-  const int sms = num_sms(dev);
-  int64_t grid = sms;
+  const sm90::Pairing pairing = kCluster > 1 ? pairing_for(p, {BM, BN}) : sm90::Pairing::None;
+  args.pairing = int(pairing);
+  // Persistent grid: one CTA per SM (pairs: two per resident pair), at most one per tile (pair).
+  int64_t slots = num_sms(dev) / kCluster;
+  if constexpr (kCluster > 1)
+    if (dev < kMaxDevices) slots = max_clusters[dev].load(std::memory_order_relaxed);
+  int64_t units = slots;
   if (!grouped) {
-    const int64_t tiles = sm90::ceil_div64(p.M, BM) * sm90::ceil_div64(p.N, BN) * p.batch;
-    grid = tiles < sms ? tiles : sms;
+    int64_t mu = sm90::ceil_div64(p.M, BM), nu = sm90::ceil_div64(p.N, BN);
+    if (pairing == sm90::Pairing::PairM) mu = sm90::ceil_div64(mu, 2);
+    if (pairing == sm90::Pairing::PairN) nu = sm90::ceil_div64(nu, 2);
+    units = mu * nu * p.batch;
   }
+  const int64_t grid = (units < slots ? units : slots) * kCluster;
   if (grid == 0) return cudaSuccess;
-  kernel<<<unsigned(grid), C::kThreads, C::kSmemBytes, stream>>>(args, map_a, map_b, map_sa);
+  config.gridDim = dim3(unsigned(grid));
+  e = cudaLaunchKernelEx(&config, kernel, args, map_a, map_b, map_sa);
+  if (e != cudaSuccess) return e;
   return cudaGetLastError();
 }
 
 template <ScheduleKind kKind>
-cudaError_t launch_kind(const Fp8GemmSm90Params& p, TileShape s, cudaStream_t stream) {
-#define DS_SM90_SHAPE(BM_, BN_) \
-  if (s.bm == BM_ && s.bn == BN_) return launch_shape<BM_, BN_, kKind>(p, stream);
+cudaError_t launch_kind(const Fp8GemmSm90Params& p, TileShape s, bool pairs, cudaStream_t stream) {
+#define DS_SM90_SHAPE(BM_, BN_)                                                   \
+  if (s.bm == BM_ && s.bn == BN_)                                                 \
+    return pairs ? launch_shape<BM_, BN_, kKind, 2>(p, stream) : launch_shape<BM_, BN_, kKind, 1>(p, stream);
+#define DS_SM90_SHAPE_ALONE(BM_, BN_) \
+  if (s.bm == BM_ && s.bn == BN_) return launch_shape<BM_, BN_, kKind, 1>(p, stream);
   if constexpr (kKind == ScheduleKind::Grouped) {
     DS_SM90_SHAPE(128, 128)
   } else {
     DS_SM90_SHAPE(128, 128)
-    DS_SM90_SHAPE(128, 112)
     DS_SM90_SHAPE(128, 136)
-    DS_SM90_SHAPE(128, 144)
-    DS_SM90_SHAPE(128, 160)
     DS_SM90_SHAPE(256, 128)
-    DS_SM90_SHAPE(64, 128)
+    DS_SM90_SHAPE_ALONE(128, 112)
+    DS_SM90_SHAPE_ALONE(128, 144)
+    DS_SM90_SHAPE_ALONE(128, 160)
+    DS_SM90_SHAPE_ALONE(64, 128)
   }
+#undef DS_SM90_SHAPE_ALONE
 #undef DS_SM90_SHAPE
   return cudaErrorInvalidConfiguration;
+}
+
+// CTA pairs where asked, or (by default) where the grid runs at least two waves of tiles.
+bool use_pairs(const Fp8GemmSm90Params& p, TileShape s) {
+  const bool built = sm90::pairs_instantiated(s);
+  if (p.pairs >= 0) return p.pairs == 1 && built;
+  return false;
 }
 
 bool fail(std::string* why, const char* msg) {
@@ -192,15 +240,18 @@ bool fp8_gemm_sm90_supported(const Fp8GemmSm90Params& p, std::string* why) {
 
 std::string fp8_gemm_sm90_tile(const Fp8GemmSm90Params& p) {
   const TileShape s = pick_shape(p);
-  return std::to_string(s.bm) + "x" + std::to_string(s.bn);
+  std::string t = std::to_string(s.bm) + "x" + std::to_string(s.bn);
+  if (use_pairs(p, s)) t += pairing_for(p, s) == sm90::Pairing::PairM ? " pairs sharing B" : " pairs sharing A";
+  return t;
 }
 
 cudaError_t launch_fp8_gemm_sm90(const Fp8GemmSm90Params& p, cudaStream_t stream) {
   if (p.M == 0 || p.N == 0) return cudaSuccess;
   if (!fp8_gemm_sm90_supported(p)) return cudaErrorInvalidValue;
   const TileShape s = pick_shape(p);
-  return p.group_end != nullptr ? launch_kind<ScheduleKind::Grouped>(p, s, stream)
-                                : launch_kind<ScheduleKind::Batched>(p, s, stream);
+  const bool pairs = use_pairs(p, s);
+  return p.group_end != nullptr ? launch_kind<ScheduleKind::Grouped>(p, s, pairs, stream)
+                                : launch_kind<ScheduleKind::Batched>(p, s, pairs, stream);
 }
 
 }  // namespace dsserve::cuda

@@ -4,7 +4,11 @@
 // mbarriers; one or two consumer warpgroups issuing FP8 wgmma from those stages into float32
 // accumulators, promoted once per 128-wide K block by the A-row and B-block scales into the running
 // sums; BF16 or float32 stores straight from registers. Index maps: fp8_gemm_layout.h.
+// kCluster = 2: CTA pairs (thread-block clusters of two) share the A or the B tile: the first CTA
+// of the pair copies it once into both CTAs' shared memory (multicast), and a stage is reused only
+// when the consumers of both CTAs have released it.
 #pragma once
+#include <cooperative_groups.h>
 #include <cuda.h>
 #include <cuda_bf16.h>
 
@@ -24,6 +28,7 @@ struct KernelArgs {
   int64_t M, N;
   int kblocks, batch;
   int d_f32;
+  int pairing;  // Pairing (kCluster = 2)
   const int32_t* group_end;  // grouped: [batch]
   const int32_t* d_row;      // grouped: [M] or null
 };
@@ -77,12 +82,13 @@ __device__ __forceinline__ void wgmma_wait_all() { asm volatile("wgmma.wait_grou
 // Keeps the compiler from moving register accesses across the asynchronous wgmma region.
 __device__ __forceinline__ void fence_operand(float& r) { asm volatile("" : "+f"(r)::"memory"); }
 
-template <int BM, int BN, ScheduleKind kKind>
+template <int BM, int BN, ScheduleKind kKind, int kCluster>
 __global__ void __launch_bounds__(KernelConfig<BM, BN>::kThreads, 1)
     fp8_gemm_sm90_kernel(const __grid_constant__ KernelArgs args, const __grid_constant__ CUtensorMap map_a,
                          const __grid_constant__ CUtensorMap map_b, const __grid_constant__ CUtensorMap map_sa) {
   using C = KernelConfig<BM, BN>;
   constexpr int S = C::kStages;
+  static_assert(kCluster == 1 || kCluster == 2, "CTA pairs at most");
   extern __shared__ uint8_t smem_raw[];
   // Swizzled buffers need 1024-byte alignment of the shared-memory address itself.
   uint8_t* smem = smem_raw + ((1024 - (smem_u32(smem_raw) & 1023)) & 1023);
@@ -97,149 +103,187 @@ __global__ void __launch_bounds__(KernelConfig<BM, BN>::kThreads, 1)
   if (tid == C::kMathThreads) {
     for (int s = 0; s < S; ++s) {
       ::cuda::ptx::mbarrier_init(&full[s], 1);
-      ::cuda::ptx::mbarrier_init(&empty[s], C::kMathThreads / 32);
+      ::cuda::ptx::mbarrier_init(&empty[s], kCluster * C::kMathThreads / 32);
     }
     ::cuda::ptx::fence_mbarrier_init(::cuda::ptx::sem_release, ::cuda::ptx::scope_cluster);
     asm volatile("prefetch.tensormap [%0];\n" ::"l"(&map_a) : "memory");
     asm volatile("prefetch.tensormap [%0];\n" ::"l"(&map_b) : "memory");
     asm volatile("prefetch.tensormap [%0];\n" ::"l"(&map_sa) : "memory");
   }
-  __syncthreads();
+  int rank = 0;  // this CTA's member of its pair
+  if constexpr (kCluster > 1) {
+    asm volatile("mov.u32 %0, %%cluster_ctarank;\n" : "=r"(rank));
+    // Both CTAs' barriers exist before either copies into or arrives on the other's.
+    asm volatile("barrier.cluster.arrive.release.aligned;\nbarrier.cluster.wait.acquire.aligned;\n" ::: "memory");
+  } else {
+    __syncthreads();
+  }
 
-  TileScheduler<BM, BN> sched(kKind, args.M, args.N, args.batch, args.group_end, blockIdx.x, gridDim.x);
+  const Pairing pairing = kCluster > 1 ? Pairing(args.pairing) : Pairing::None;
+  TileScheduler<BM, BN> sched(kKind, args.M, args.N, args.batch, args.group_end, blockIdx.x / kCluster,
+                              gridDim.x / kCluster, pairing, rank);
   Tile tile;
   int stage = 0;
   uint32_t phase = 0;
   const int kblocks = args.kblocks;
 
   if (tid >= C::kMathThreads) {
-    // Producer warpgroup: gives its registers to the consumers; one thread issues every copy.
+    // Producer warpgroup: gives its registers to the consumers; one thread issues every copy. A
+    // shared operand (and, with A, its scales) is copied by the pair's first CTA into both CTAs.
     asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(C::kProducerRegs));
-    if (tid != C::kMathThreads) return;
-    while (sched.next_tile(tile)) {
-      const int32_t row0 = int32_t(tile.row0), n0 = int32_t(tile.n0);
-      const int32_t batch_a = kKind == ScheduleKind::Batched ? tile.group : 0;
+    if (tid == C::kMathThreads) {
+      const bool share_a = pairing == Pairing::PairN, share_b = pairing == Pairing::PairM;
+      const uint16_t both = 3;
+      while (sched.next_tile(tile)) {
+        const int32_t row0 = int32_t(tile.row0), n0 = int32_t(tile.n0);
+        const int32_t batch_a = kKind == ScheduleKind::Batched ? tile.group : 0;
+        for (int kb = 0; kb < kblocks; ++kb) {
+          const uint32_t stage_bytes = C::kStageBytes;
+          wait_parity(&empty[stage], phase ^ 1);
+          ::cuda::ptx::mbarrier_arrive_expect_tx(::cuda::ptx::sem_release, ::cuda::ptx::scope_cta,
+                                                 ::cuda::ptx::space_shared, &full[stage], stage_bytes);
+          const int32_t ca[3] = {kb * kBlockK, row0, batch_a};
+          const int32_t cs[2] = {row0, batch_a * kblocks + kb};
+          const int32_t cb[3] = {kb * kBlockK, n0, tile.group};
+          if (!share_a) {
+            ::cuda::ptx::cp_async_bulk_tensor(::cuda::ptx::space_cluster, ::cuda::ptx::space_global,
+                                              smem_a + stage * C::kABytes, &map_a, ca, &full[stage]);
+            ::cuda::ptx::cp_async_bulk_tensor(::cuda::ptx::space_cluster, ::cuda::ptx::space_global,
+                                              smem_sa + stage * BM, &map_sa, cs, &full[stage]);
+          } else if (rank == 0) {
+            ::cuda::ptx::cp_async_bulk_tensor(::cuda::ptx::space_cluster, ::cuda::ptx::space_global,
+                                              smem_a + stage * C::kABytes, &map_a, ca, &full[stage], both);
+            ::cuda::ptx::cp_async_bulk_tensor(::cuda::ptx::space_cluster, ::cuda::ptx::space_global,
+                                              smem_sa + stage * BM, &map_sa, cs, &full[stage], both);
+          }
+          if (!share_b)
+            ::cuda::ptx::cp_async_bulk_tensor(::cuda::ptx::space_cluster, ::cuda::ptx::space_global,
+                                              smem_b + stage * C::kBBytes, &map_b, cb, &full[stage]);
+          else if (rank == 0)
+            ::cuda::ptx::cp_async_bulk_tensor(::cuda::ptx::space_cluster, ::cuda::ptx::space_global,
+                                              smem_b + stage * C::kBBytes, &map_b, cb, &full[stage], both);
+          if (++stage == S) stage = 0, phase ^= 1;
+        }
+      }
+    }
+    __syncwarp();
+  } else {
+    // Consumer warpgroups.
+    asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(C::kConsumerRegs));
+    const int wg = tid / 128, tid_wg = tid % 128, lane = tid % 32;
+    // Value 4j + 2h + e of the accumulator is (frag_row + 8h, 8j + frag_col + e) of the m64 wave.
+    const int frag_row = accum_coord(tid_wg, 0).row, frag_col = accum_coord(tid_wg, 0).col;
+    const uint32_t a_addr = smem_u32(smem_a) + uint32_t(wg * kWgmmaM * kBlockK);
+    const uint32_t b_addr = smem_u32(smem_b);
+    // Paired: each warp releases a stage in both CTAs (lane 0 here, lane 1 in the other CTA).
+    uint64_t* release = empty;
+    if constexpr (kCluster > 1)
+      if (lane == 1) release = cooperative_groups::this_cluster().map_shared_rank(empty, unsigned(rank ^ 1));
+    float acc[C::kAccum];
+    float fin[C::kWaves][C::kAccum];
+#pragma unroll
+    for (int i = 0; i < C::kAccum; ++i) acc[i] = 0.0f;
+
+    for (int iter = 0; sched.next_tile(tile); ++iter) {
+      // The weight scales of this tile for every K block: the block of n0, then the next block
+      // (used by chunks past former_chunks). Double-buffered by tile; the barrier also ensures
+      // every consumer finished reading the buffer of two tiles ago.
+      float* sfb = smem_sfb + (iter & 1) * 2 * kMaxKBlocks;
+      {
+        const int64_t nb0 = tile.n0 / 128;
+        const bool has_next = tile.n0 % 128 + BN > 128 && (nb0 + 1) * 128 < args.N;
+        const float* bs = args.b_scale + int64_t(tile.group) * args.b_scale_batch_stride + nb0 * args.b_scale_ld;
+        for (int i = tid; i < kblocks; i += C::kMathThreads) {
+          sfb[i] = __ldg(bs + i);
+          sfb[kMaxKBlocks + i] = has_next ? __ldg(bs + args.b_scale_ld + i) : 0.0f;
+        }
+      }
+      math_barrier(C::kMathThreads);
+      const int former = former_chunks(tile.n0, BN);
+#pragma unroll
+      for (int w = 0; w < C::kWaves; ++w)
+#pragma unroll
+        for (int i = 0; i < C::kAccum; ++i) fin[w][i] = 0.0f;
+
       for (int kb = 0; kb < kblocks; ++kb) {
-        const uint32_t stage_bytes = C::kStageBytes;
-        wait_parity(&empty[stage], phase ^ 1);
-        ::cuda::ptx::mbarrier_arrive_expect_tx(::cuda::ptx::sem_release, ::cuda::ptx::scope_cta, ::cuda::ptx::space_shared,
-                                             &full[stage], stage_bytes);
-        const int32_t ca[3] = {kb * kBlockK, row0, batch_a};
-        ::cuda::ptx::cp_async_bulk_tensor(::cuda::ptx::space_cluster, ::cuda::ptx::space_global,
-                                        smem_a + stage * C::kABytes, &map_a, ca, &full[stage]);
-        const int32_t cs[2] = {row0, batch_a * kblocks + kb};
-        ::cuda::ptx::cp_async_bulk_tensor(::cuda::ptx::space_cluster, ::cuda::ptx::space_global, smem_sa + stage * BM,
-                                        &map_sa, cs, &full[stage]);
-        const int32_t cb[3] = {kb * kBlockK, n0, tile.group};
-        ::cuda::ptx::cp_async_bulk_tensor(::cuda::ptx::space_cluster, ::cuda::ptx::space_global,
-                                        smem_b + stage * C::kBBytes, &map_b, cb, &full[stage]);
+        const float sb0 = sfb[kb], sb1 = sfb[kMaxKBlocks + kb];
+        wait_parity(&full[stage], phase);
+#pragma unroll
+        for (int w = 0; w < C::kWaves; ++w) {
+          const int row = w * kWgmmaM * C::kMathWarpgroups + wg * kWgmmaM + frag_row;
+          const float sa0 = smem_sa[stage * BM + row], sa1 = smem_sa[stage * BM + row + 8];
+          const uint64_t da = make_smem_desc(a_addr + uint32_t(stage) * C::kABytes +
+                                             uint32_t(w * kWgmmaM * C::kMathWarpgroups * kBlockK));
+          const uint64_t db = make_smem_desc(b_addr + uint32_t(stage) * C::kBBytes);
+#pragma unroll
+          for (int i = 0; i < C::kAccum; ++i) fence_operand(acc[i]);
+          wgmma_fence();
+#pragma unroll
+          for (int kk = 0; kk < kBlockK / kWgmmaK; ++kk)
+            Wgmma<BN>::mma(acc, desc_advance_k(da, uint32_t(kk)), desc_advance_k(db, uint32_t(kk)), kk > 0 ? 1u : 0u);
+          wgmma_commit();
+          wgmma_wait_all();
+#pragma unroll
+          for (int i = 0; i < C::kAccum; ++i) fence_operand(acc[i]);
+          if (w == C::kWaves - 1) {
+            if (lane == 0) ::cuda::ptx::mbarrier_arrive(&empty[stage]);
+            if constexpr (kCluster > 1)
+              if (lane == 1)
+                ::cuda::ptx::mbarrier_arrive(::cuda::ptx::sem_release, ::cuda::ptx::scope_cluster,
+                                             ::cuda::ptx::space_cluster, release + stage);
+          }
+          const float s00 = sa0 * sb0, s01 = sa0 * sb1, s10 = sa1 * sb0, s11 = sa1 * sb1;
+#pragma unroll
+          for (int j = 0; j < BN / 8; ++j) {
+            const bool first = C::kUniformScale || j < former;
+            const float lo = first ? s00 : s01, hi = first ? s10 : s11;
+            fin[w][4 * j + 0] = fmaf(lo, acc[4 * j + 0], fin[w][4 * j + 0]);
+            fin[w][4 * j + 1] = fmaf(lo, acc[4 * j + 1], fin[w][4 * j + 1]);
+            fin[w][4 * j + 2] = fmaf(hi, acc[4 * j + 2], fin[w][4 * j + 2]);
+            fin[w][4 * j + 3] = fmaf(hi, acc[4 * j + 3], fin[w][4 * j + 3]);
+          }
+        }
         if (++stage == S) stage = 0, phase ^= 1;
       }
-    }
-    return;
-  }
+      if (!tile.store) continue;  // the idle member of a pair
 
-  // Consumer warpgroups.
-  asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(C::kConsumerRegs));
-  const int wg = tid / 128, tid_wg = tid % 128, lane = tid % 32;
-  // Value 4j + 2h + e of the accumulator is (frag_row + 8h, 8j + frag_col + e) of the m64 wave.
-  const int frag_row = accum_coord(tid_wg, 0).row, frag_col = accum_coord(tid_wg, 0).col;
-  const uint32_t a_addr = smem_u32(smem_a) + uint32_t(wg * kWgmmaM * kBlockK);
-  const uint32_t b_addr = smem_u32(smem_b);
-  float acc[C::kAccum];
-  float fin[C::kWaves][C::kAccum];
-#pragma unroll
-  for (int i = 0; i < C::kAccum; ++i) acc[i] = 0.0f;
-
-  for (int iter = 0; sched.next_tile(tile); ++iter) {
-    // The weight scales of this tile for every K block: the block of n0, then the next block
-    // (used by chunks past former_chunks). Double-buffered by tile; the barrier also ensures
-    // every consumer finished reading the buffer of two tiles ago.
-    float* sfb = smem_sfb + (iter & 1) * 2 * kMaxKBlocks;
-    {
-      const int64_t nb0 = tile.n0 / 128;
-      const bool has_next = tile.n0 % 128 + BN > 128 && (nb0 + 1) * 128 < args.N;
-      const float* bs = args.b_scale + int64_t(tile.group) * args.b_scale_batch_stride + nb0 * args.b_scale_ld;
-      for (int i = tid; i < kblocks; i += C::kMathThreads) {
-        sfb[i] = __ldg(bs + i);
-        sfb[kMaxKBlocks + i] = has_next ? __ldg(bs + args.b_scale_ld + i) : 0.0f;
-      }
-    }
-    math_barrier(C::kMathThreads);
-    const int former = former_chunks(tile.n0, BN);
-#pragma unroll
-    for (int w = 0; w < C::kWaves; ++w)
-#pragma unroll
-      for (int i = 0; i < C::kAccum; ++i) fin[w][i] = 0.0f;
-
-    for (int kb = 0; kb < kblocks; ++kb) {
-      const float sb0 = sfb[kb], sb1 = sfb[kMaxKBlocks + kb];
-      wait_parity(&full[stage], phase);
+      // Epilogue: each thread stores its pairs of adjacent columns (4 or 8 bytes) of two rows per
+      // n8 chunk; rows past the tile's end (and grouped rows without a D row) are skipped.
+      const int64_t d_batch = kKind == ScheduleKind::Batched ? int64_t(tile.group) * args.d_batch_stride : 0;
 #pragma unroll
       for (int w = 0; w < C::kWaves; ++w) {
-        const int row = w * kWgmmaM * C::kMathWarpgroups + wg * kWgmmaM + frag_row;
-        const float sa0 = smem_sa[stage * BM + row], sa1 = smem_sa[stage * BM + row + 8];
-        const uint64_t da =
-            make_smem_desc(a_addr + uint32_t(stage) * C::kABytes + uint32_t(w * kWgmmaM * C::kMathWarpgroups * kBlockK));
-        const uint64_t db = make_smem_desc(b_addr + uint32_t(stage) * C::kBBytes);
 #pragma unroll
-        for (int i = 0; i < C::kAccum; ++i) fence_operand(acc[i]);
-        wgmma_fence();
+        for (int h = 0; h < 2; ++h) {
+          const int64_t r = tile.row0 + w * kWgmmaM * C::kMathWarpgroups + wg * kWgmmaM + frag_row + 8 * h;
+          if (r >= tile.row_end) continue;
+          int64_t dr = r;
+          if (kKind == ScheduleKind::Grouped && args.d_row != nullptr) dr = args.d_row[r];
+          if (dr < 0) continue;
+          if (args.d_f32) {
+            float* out = static_cast<float*>(args.d) + d_batch + dr * args.ldd;
 #pragma unroll
-        for (int kk = 0; kk < kBlockK / kWgmmaK; ++kk)
-          Wgmma<BN>::mma(acc, desc_advance_k(da, uint32_t(kk)), desc_advance_k(db, uint32_t(kk)), kk > 0 ? 1u : 0u);
-        wgmma_commit();
-        wgmma_wait_all();
+            for (int j = 0; j < BN / 8; ++j) {
+              const int64_t c = tile.n0 + 8 * j + frag_col;
+              if (c < args.N)
+                *reinterpret_cast<float2*>(out + c) = make_float2(fin[w][4 * j + 2 * h], fin[w][4 * j + 2 * h + 1]);
+            }
+          } else {
+            __nv_bfloat16* out = static_cast<__nv_bfloat16*>(args.d) + d_batch + dr * args.ldd;
 #pragma unroll
-        for (int i = 0; i < C::kAccum; ++i) fence_operand(acc[i]);
-        if (w == C::kWaves - 1 && lane == 0) ::cuda::ptx::mbarrier_arrive(&empty[stage]);
-        const float s00 = sa0 * sb0, s01 = sa0 * sb1, s10 = sa1 * sb0, s11 = sa1 * sb1;
-#pragma unroll
-        for (int j = 0; j < BN / 8; ++j) {
-          const bool first = C::kUniformScale || j < former;
-          const float lo = first ? s00 : s01, hi = first ? s10 : s11;
-          fin[w][4 * j + 0] = fmaf(lo, acc[4 * j + 0], fin[w][4 * j + 0]);
-          fin[w][4 * j + 1] = fmaf(lo, acc[4 * j + 1], fin[w][4 * j + 1]);
-          fin[w][4 * j + 2] = fmaf(hi, acc[4 * j + 2], fin[w][4 * j + 2]);
-          fin[w][4 * j + 3] = fmaf(hi, acc[4 * j + 3], fin[w][4 * j + 3]);
-        }
-      }
-      if (++stage == S) stage = 0, phase ^= 1;
-    }
-
-    // Epilogue: each thread stores its pairs of adjacent columns (4 or 8 bytes) of two rows per
-    // n8 chunk; rows past the tile's end (and grouped rows without a D row) are skipped.
-    const int64_t d_batch = kKind == ScheduleKind::Batched ? int64_t(tile.group) * args.d_batch_stride : 0;
-#pragma unroll
-    for (int w = 0; w < C::kWaves; ++w) {
-#pragma unroll
-      for (int h = 0; h < 2; ++h) {
-        const int64_t r = tile.row0 + w * kWgmmaM * C::kMathWarpgroups + wg * kWgmmaM + frag_row + 8 * h;
-        if (r >= tile.row_end) continue;
-        int64_t dr = r;
-        if (kKind == ScheduleKind::Grouped && args.d_row != nullptr) dr = args.d_row[r];
-        if (dr < 0) continue;
-        if (args.d_f32) {
-          float* out = static_cast<float*>(args.d) + d_batch + dr * args.ldd;
-#pragma unroll
-          for (int j = 0; j < BN / 8; ++j) {
-            const int64_t c = tile.n0 + 8 * j + frag_col;
-            if (c < args.N)
-              *reinterpret_cast<float2*>(out + c) = make_float2(fin[w][4 * j + 2 * h], fin[w][4 * j + 2 * h + 1]);
-          }
-        } else {
-          __nv_bfloat16* out = static_cast<__nv_bfloat16*>(args.d) + d_batch + dr * args.ldd;
-#pragma unroll
-          for (int j = 0; j < BN / 8; ++j) {
-            const int64_t c = tile.n0 + 8 * j + frag_col;
-            if (c < args.N)
-              *reinterpret_cast<__nv_bfloat162*>(out + c) =
-                  __floats2bfloat162_rn(fin[w][4 * j + 2 * h], fin[w][4 * j + 2 * h + 1]);
+            for (int j = 0; j < BN / 8; ++j) {
+              const int64_t c = tile.n0 + 8 * j + frag_col;
+              if (c < args.N)
+                *reinterpret_cast<__nv_bfloat162*>(out + c) =
+                    __floats2bfloat162_rn(fin[w][4 * j + 2 * h], fin[w][4 * j + 2 * h + 1]);
+            }
           }
         }
       }
     }
   }
+  // Neither CTA of a pair leaves while the other may still copy into it or arrive on its barriers.
+  if constexpr (kCluster > 1)
+    asm volatile("barrier.cluster.arrive.release.aligned;\nbarrier.cluster.wait.acquire.aligned;\n" ::: "memory");
 }
 
 }  // namespace dsserve::cuda::sm90

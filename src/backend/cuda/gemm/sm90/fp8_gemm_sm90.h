@@ -43,6 +43,8 @@ struct Fp8GemmSm90Params {
   const int32_t* d_row = nullptr;  // [M] on the device
   // Force a tile shape (tests, benchmarks); 0: the launcher's choice.
   int force_bm = 0, force_bn = 0;
+  // CTA pairs sharing one operand through multicast copies: 1 on, 0 off, -1 the launcher's choice.
+  int pairs = -1;
 };
 
 // Whether the kernel takes this problem (shapes, strides, alignment); otherwise `why` says what
