@@ -193,8 +193,12 @@ void check_pairs(ScheduleKind kind, Pairing pairing, int64_t M, int64_t N, int b
       ASSERT_EQ(a, b) << "pair members must walk in lockstep";
       if (!a) break;
       EXPECT_EQ(t0.group, t1.group);
-      if (pairing == Pairing::PairM) EXPECT_EQ(t0.n_block, t1.n_block);
-      if (pairing == Pairing::PairN) EXPECT_EQ(t0.row0, t1.row0);
+      if (pairing == Pairing::PairM) {
+        EXPECT_EQ(t0.n_block, t1.n_block);
+      }
+      if (pairing == Pairing::PairN) {
+        EXPECT_EQ(t0.row0, t1.row0);
+      }
       EXPECT_TRUE(t0.store) << "the first member always has a tile of its own";
       for (const Tile* t : {&t0, &t1})
         if (t->store) ++stored[{t->group, t->m_block, t->n_block}];

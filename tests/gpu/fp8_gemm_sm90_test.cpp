@@ -27,8 +27,6 @@ namespace {
 
 using cuda::Fp8GemmSm90Params;
 
-void ck(cudaError_t e, const char* what) { ASSERT_EQ(e, cudaSuccess) << what << ": " << cudaGetErrorString(e); }
-
 template <typename T>
 struct DevBuf {
   T* p = nullptr;
