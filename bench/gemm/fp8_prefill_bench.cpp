@@ -99,13 +99,16 @@ void dense(Ctx& c, int64_t M) {
     std::string sweep;
     for (const auto& t : cuda::sm90::kDenseShapes) {
       if (t.bm == 64) continue;
-      for (int pairs : {0, 1}) {
+      for (int variant = 0; variant < 4; ++variant) {  // pairs (bit 0), register stores (bit 1)
+        const int pairs = variant & 1, staged = (variant & 2) ? 0 : 1;
         if (pairs == 1 && !cuda::sm90::pairs_instantiated(t)) continue;
+        if (staged == 0 && !(t.bm == 128 && t.bn == 128)) continue;
         cuda::Fp8GemmSm90Params q = p;
-        q.force_bm = t.bm, q.force_bn = t.bn, q.pairs = pairs;
+        q.force_bm = t.bm, q.force_bn = t.bn, q.pairs = pairs, q.staged_store = staged;
         const double tms = median_ms(c.be->stream(), 2, 10, [&] { run(q); });
         char buf[48];
-        std::snprintf(buf, sizeof(buf), " %dx%d%s %.0f", t.bm, t.bn, pairs ? "p" : "", flops / tms / 1e9);
+        std::snprintf(buf, sizeof(buf), " %dx%d%s%s %.0f", t.bm, t.bn, pairs ? "p" : "", staged ? "" : "r",
+                      flops / tms / 1e9);
         sweep += buf;
       }
     }

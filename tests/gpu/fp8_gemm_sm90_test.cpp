@@ -67,6 +67,7 @@ struct Problem {
   int64_t d_rows = 0;                     // rows of D (grouped with a row map: its own count)
   int bm = 0, bn = 0;                     // forced tile shape (0: the launcher's choice)
   int pairs = -1;                         // CTA pairs sharing an operand: 1 on, 0 off, -1 the launcher's choice
+  int staged = 1;                         // 128 x 128: output staged for bulk stores (where D allows)
 };
 
 struct Result {
@@ -120,7 +121,7 @@ Result run_problem(const Problem& pr, Rng& rng) {
   p.M = pr.M, p.N = pr.N, p.K = pr.K, p.batch = pr.batch;
   if (grouped) p.group_end = dEnd.p;
   if (!pr.d_row.empty()) p.d_row = dRow.p;
-  p.force_bm = pr.bm, p.force_bn = pr.bn, p.pairs = pr.pairs;
+  p.force_bm = pr.bm, p.force_bn = pr.bn, p.pairs = pr.pairs, p.staged_store = pr.staged;
   std::string why;
   EXPECT_TRUE(cuda::fp8_gemm_sm90_supported(p, &why)) << why;
   EXPECT_EQ(cuda::launch_fp8_gemm_sm90(p, nullptr), cudaSuccess);
@@ -247,6 +248,13 @@ TEST_F(Fp8GemmSm90, EveryTileShapePartialTiles) {
     pr.bm = s.bm, pr.bn = s.bn;
     expect_ok(pr, "tile_" + std::to_string(s.bm) + "x" + std::to_string(s.bn));
   }
+  // 128 x 128 with the output stored from registers instead of staged, and staged with rows that
+  // are not 16-byte aligned (falls back to registers).
+  Problem pr;
+  pr.M = 300, pr.N = 520, pr.K = 512, pr.ldd = 536, pr.bm = 128, pr.bn = 128, pr.staged = 0;
+  expect_ok(pr, "tile_128x128_register_stores");
+  pr.ldd = 522, pr.staged = 1;
+  expect_ok(pr, "tile_128x128_unaligned_rows");
 }
 
 TEST_F(Fp8GemmSm90, CtaPairsShareOperands) {
@@ -340,6 +348,9 @@ TEST_F(Fp8GemmSm90, ExpertGroups) {
     Problem pr = grouped({0, 1, 130, 0, 300, 128, 0, 257}, 640, 256, true, rng);
     pr.pairs = pairs;
     expect_ok(pr, "groups_pairs" + std::to_string(pairs));
+    pr = grouped({0, 1, 130, 0, 300, 128, 0, 257}, 640, 256, false, rng);  // staged stores (no row map)
+    pr.pairs = pairs;
+    expect_ok(pr, "groups_staged_pairs" + std::to_string(pairs));
     pr = grouped({0, 1, 130, 0, 300, 128, 0, 257}, 384, 256, true, rng);  // 3 n-blocks: an idle member
     pr.pairs = pairs;
     expect_ok(pr, "groups_odd_n_pairs" + std::to_string(pairs));

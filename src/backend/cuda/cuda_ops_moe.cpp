@@ -178,11 +178,11 @@ Tensor CudaBackend::moe_experts_sm90(const Tensor& x_in, const ExpertWeights& w,
 
   // 1. Segments: expert e's rows start at its predecessor's end rounded up to 128.
   Tensor counts = scratch(DType::I32, {E}), cursor = scratch(DType::I32, {E}), group_end = scratch(DType::I32, {E});
-  Tensor row_token = scratch(DType::I32, {R}), row_pair = scratch(DType::I32, {R}), pair_row = scratch(DType::I32, {pairs});
+  Tensor row_token = scratch(DType::I32, {R}), pair_row = scratch(DType::I32, {pairs});
   MoePrefillGroupParams gp{};
   gp.topk_ids = route.topk_ids.ptr<int32_t>();
   gp.counts = counts.ptr<int32_t>(), gp.cursor = cursor.ptr<int32_t>(), gp.group_end = group_end.ptr<int32_t>();
-  gp.row_token = row_token.ptr<int32_t>(), gp.row_pair = row_pair.ptr<int32_t>(), gp.pair_row = pair_row.ptr<int32_t>();
+  gp.row_token = row_token.ptr<int32_t>(), gp.pair_row = pair_row.ptr<int32_t>();
   gp.experts_run = static_cast<unsigned long long*>(experts_run_device_.data());
   gp.pairs = pairs, gp.max_rows = R, gp.top_k = int(K), gp.experts = int(E);
   check(launch_moe_prefill_group(gp, stream_), "moe prefill grouping");
@@ -208,18 +208,18 @@ Tensor CudaBackend::moe_experts_sm90(const Tensor& x_in, const ExpertWeights& w,
   p.group_end = group_end.ptr<int32_t>();
   check(launch_fp8_gemm_sm90(p, stream_), "moe gate_up (sm90 grouped)");
 
-  // 4. SiLU-and-mul quantized for down; 5. down for every expert, rows stored in pair order.
+  // 4. SiLU-and-mul quantized for down; 5. down for every expert (rows in expert order: the
+  // output tiles go out as bulk stores; the un-permute finds each pair's row).
   Tensor aq = scratch(DType::F8_E4M3, {R, I}), as = scratch(DType::F32, {I / 128, R});
   MoeSiluQuantParams sq{gu.data(), row_token.ptr<int32_t>(), aq.ptr<uint8_t>(), as.ptr<float>(), R, I};
   check(launch_moe_silu_quant(sq, stream_), "moe silu quantization");
-  Tensor y = scratch(DType::BF16, {pairs, H});
+  Tensor y = scratch(DType::BF16, {R, H});
   p.a = aq.ptr<uint8_t>(), p.lda = I, p.a_scale = as.ptr<float>(), p.a_scale_ld = R;
   p.b = static_cast<const uint8_t*>(ew.down.data()), p.ldb = I, p.b_batch_stride = H * I;
   p.b_scale = ew.down_scale.ptr<float>(), p.b_scale_ld = ew.down_scale.size(2);
   p.b_scale_batch_stride = ew.down_scale.size(1) * ew.down_scale.size(2);
   p.d = y.data(), p.ldd = H;
   p.M = R, p.N = H, p.K = I;
-  p.d_row = row_pair.ptr<int32_t>();
   check(launch_fp8_gemm_sm90(p, stream_), "moe down (sm90 grouped)");
 
   // 6. Weighted sum back in token order (pairs of out-of-range experts contribute nothing).

@@ -64,8 +64,7 @@ __global__ void prefill_scatter_kernel(MoePrefillGroupParams p) {
   const int64_t start = sm90::group_start(p.group_end, e);
   const int64_t row = start + atomicAdd(&p.cursor[e], 1);
   p.row_token[row] = int32_t(i / p.top_k);
-  p.row_pair[row] = int32_t(i);
-  p.pair_row[i] = int32_t(i);
+  p.pair_row[i] = int32_t(row);
 }
 
 // One warp per (row, 128-column block): four columns per lane.
@@ -101,7 +100,6 @@ cudaError_t launch_moe_prefill_group(const MoePrefillGroupParams& p, cudaStream_
   if (p.experts <= 0 || p.experts > kMoePrefillMaxExperts) return cudaErrorInvalidValue;
   cudaError_t e = cudaMemsetAsync(p.counts, 0, size_t(p.experts) * 4, stream);
   if (e == cudaSuccess && p.max_rows > 0) e = cudaMemsetAsync(p.row_token, 0xff, size_t(p.max_rows) * 4, stream);
-  if (e == cudaSuccess && p.max_rows > 0) e = cudaMemsetAsync(p.row_pair, 0xff, size_t(p.max_rows) * 4, stream);
   if (e != cudaSuccess) return e;
   const unsigned grid = unsigned(ceil_div(p.pairs > 0 ? p.pairs : 1, 256));
   if (p.pairs > 0) prefill_count_kernel<<<grid, 256, 0, stream>>>(p);

@@ -4,8 +4,9 @@
 // - moe_prefill_group: counts the (token, k) pairs per expert, lays the experts' row segments
 //   out one after another, each starting on a multiple of kGroupBlockM (128) rows (group_end[e]
 //   = its end row; the start is the previous end rounded up: sm90::group_start), and places every
-//   pair in its expert's segment (row_token, row_pair; padding rows hold -1). The rows of all
-//   segments never exceed moe_prefill_max_rows(pairs, experts).
+//   pair in its expert's segment (row_token: the token of each row, -1 for padding; pair_row: the
+//   row of each pair, for the un-permute). The rows of all segments never exceed
+//   moe_prefill_max_rows(pairs, experts).
 // - moe_silu_quant: act = SiLU(gate) * up of every row that holds a pair (BF16-rounded, as
 //   silu_mul stores it), quantized per 128 columns to e4m3 with one float32 scale per row and
 //   block (the activation layout the FP8 GEMM reads: scales [I / 128][rows], row index
@@ -31,8 +32,7 @@ struct MoePrefillGroupParams {
   int32_t* cursor;             // [experts] scratch
   int32_t* group_end;          // [experts] out
   int32_t* row_token;          // [max_rows] out: the token of each row, -1 for padding
-  int32_t* row_pair;           // [max_rows] out: the pair of each row, -1 for padding
-  int32_t* pair_row;           // [pairs] out: the pair's own index, or -1 if its expert is out of range
+  int32_t* pair_row;           // [pairs] out: the pair's row, or -1 if its expert is out of range
   unsigned long long* experts_run;  // [1] or null: incremented by the number of active experts
   int64_t pairs, max_rows;
   int top_k, experts;          // experts <= kMoePrefillMaxExperts

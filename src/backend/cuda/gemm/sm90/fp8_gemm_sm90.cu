@@ -74,16 +74,24 @@ sm90::Pairing pairing_for(const Fp8GemmSm90Params& p, TileShape s) {
   return sm90::Pairing::PairN;
 }
 
-template <int BM, int BN, ScheduleKind kKind, int kCluster>
+// Whether the output can be staged and written by bulk tensor stores (BF16, no row map, rows and
+// batches 16-byte aligned); the kernel otherwise stores column pairs from registers.
+bool staged_store_ok(const Fp8GemmSm90Params& p) {
+  const bool batch_ok = p.batch == 1 || p.group_end != nullptr ||
+                        ((p.d_batch_stride * 2) % 16 == 0 && p.d_batch_stride >= p.ldd * p.M);
+  return !p.d_f32 && p.d_row == nullptr && aligned(p.d, 16) && (p.ldd * 2) % 16 == 0 && batch_ok;
+}
+
+template <int BM, int BN, ScheduleKind kKind, int kCluster, bool kTmaStore>
 cudaError_t launch_shape(const Fp8GemmSm90Params& p, cudaStream_t stream) {
-  using C = KernelConfig<BM, BN>;
+  using C = KernelConfig<BM, BN, kTmaStore>;
   int dev = 0;
   cudaError_t e = cudaGetDevice(&dev);
   if (e != cudaSuccess) return e;
   static std::atomic<uint64_t> attribute_set{0};  // one bit per device
   static std::atomic<int> max_clusters[kMaxDevices] = {};
   const uint64_t bit = uint64_t(1) << (dev % 64);
-  auto kernel = sm90::fp8_gemm_sm90_kernel<BM, BN, kKind, kCluster>;
+  auto kernel = sm90::fp8_gemm_sm90_kernel<BM, BN, kKind, kCluster, kTmaStore>;
   cudaLaunchConfig_t config{};
   cudaLaunchAttribute attr[1];
   attr[0].id = cudaLaunchAttributeClusterDimension;
@@ -109,7 +117,7 @@ cudaError_t launch_shape(const Fp8GemmSm90Params& p, cudaStream_t stream) {
   const bool grouped = kKind == ScheduleKind::Grouped;
   const int64_t kblocks = p.K / sm90::kBlockK;
   const int a_batch = grouped ? 1 : p.batch;
-  CUtensorMap map_a, map_b, map_sa;
+  CUtensorMap map_a, map_b, map_sa, map_d;
   {
     const uint64_t dims[3] = {uint64_t(p.K), uint64_t(p.M), uint64_t(a_batch)};
     const uint64_t strides[2] = {uint64_t(p.lda), uint64_t(p.a_batch_stride != 0 ? p.a_batch_stride : p.lda * p.M)};
@@ -130,6 +138,16 @@ cudaError_t launch_shape(const Fp8GemmSm90Params& p, cudaStream_t stream) {
     const uint32_t box[2] = {uint32_t(BM), 1};
     if (!encode(&map_sa, CU_TENSOR_MAP_DATA_TYPE_FLOAT32, 2, p.a_scale, dims, strides, box,
                 CU_TENSOR_MAP_SWIZZLE_NONE))
+      return cudaErrorInvalidValue;
+  }
+  map_d = map_a;  // unused unless staged
+  if constexpr (kTmaStore) {
+    const int64_t rows = p.M, batch = grouped ? 1 : p.batch;
+    const uint64_t dims[3] = {uint64_t(p.N), uint64_t(rows), uint64_t(batch)};
+    const uint64_t strides[2] = {uint64_t(p.ldd) * 2,
+                                 uint64_t(p.d_batch_stride != 0 ? p.d_batch_stride : p.ldd * rows) * 2};
+    const uint32_t box[3] = {64, uint32_t(BM), 1};
+    if (!encode(&map_d, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 3, p.d, dims, strides, box, CU_TENSOR_MAP_SWIZZLE_128B))
       return cudaErrorInvalidValue;
   }
   KernelArgs args{};
@@ -162,18 +180,22 @@ cudaError_t launch_shape(const Fp8GemmSm90Params& p, cudaStream_t stream) {
   const int64_t grid = (units < slots ? units : slots) * kCluster;
   if (grid == 0) return cudaSuccess;
   config.gridDim = dim3(unsigned(grid));
-  e = cudaLaunchKernelEx(&config, kernel, args, map_a, map_b, map_sa);
+  e = cudaLaunchKernelEx(&config, kernel, args, map_a, map_b, map_sa, map_d);
   if (e != cudaSuccess) return e;
   return cudaGetLastError();
 }
 
 template <ScheduleKind kKind>
-cudaError_t launch_kind(const Fp8GemmSm90Params& p, TileShape s, bool pairs, cudaStream_t stream) {
-#define DS_SM90_SHAPE(BM_, BN_)                                                   \
-  if (s.bm == BM_ && s.bn == BN_)                                                 \
-    return pairs ? launch_shape<BM_, BN_, kKind, 2>(p, stream) : launch_shape<BM_, BN_, kKind, 1>(p, stream);
+cudaError_t launch_kind(const Fp8GemmSm90Params& p, TileShape s, bool pairs, bool staged, cudaStream_t stream) {
+#define DS_SM90_SHAPE(BM_, BN_)                                                                 \
+  if (s.bm == BM_ && s.bn == BN_)                                                               \
+    return pairs ? launch_shape<BM_, BN_, kKind, 2, false>(p, stream)                          \
+                 : launch_shape<BM_, BN_, kKind, 1, false>(p, stream);
 #define DS_SM90_SHAPE_ALONE(BM_, BN_) \
-  if (s.bm == BM_ && s.bn == BN_) return launch_shape<BM_, BN_, kKind, 1>(p, stream);
+  if (s.bm == BM_ && s.bn == BN_) return launch_shape<BM_, BN_, kKind, 1, false>(p, stream);
+  // 128 x 128 tiles stage their output for bulk stores where D allows it.
+  if (s.bm == 128 && s.bn == 128 && staged && staged_store_ok(p))
+    return pairs ? launch_shape<128, 128, kKind, 2, true>(p, stream) : launch_shape<128, 128, kKind, 1, true>(p, stream);
   if constexpr (kKind == ScheduleKind::Grouped) {
     DS_SM90_SHAPE(128, 128)
   } else {
@@ -242,6 +264,7 @@ std::string fp8_gemm_sm90_tile(const Fp8GemmSm90Params& p) {
   const TileShape s = pick_shape(p);
   std::string t = std::to_string(s.bm) + "x" + std::to_string(s.bn);
   if (use_pairs(p, s)) t += pairing_for(p, s) == sm90::Pairing::PairM ? " pairs sharing B" : " pairs sharing A";
+  if (s.bm == 128 && s.bn == 128 && p.staged_store != 0 && staged_store_ok(p)) t += " staged stores";
   return t;
 }
 
@@ -249,9 +272,9 @@ cudaError_t launch_fp8_gemm_sm90(const Fp8GemmSm90Params& p, cudaStream_t stream
   if (p.M == 0 || p.N == 0) return cudaSuccess;
   if (!fp8_gemm_sm90_supported(p)) return cudaErrorInvalidValue;
   const TileShape s = pick_shape(p);
-  const bool pairs = use_pairs(p, s);
-  return p.group_end != nullptr ? launch_kind<ScheduleKind::Grouped>(p, s, pairs, stream)
-                                : launch_kind<ScheduleKind::Batched>(p, s, pairs, stream);
+  const bool pairs = use_pairs(p, s), staged = p.staged_store != 0;
+  return p.group_end != nullptr ? launch_kind<ScheduleKind::Grouped>(p, s, pairs, staged, stream)
+                                : launch_kind<ScheduleKind::Batched>(p, s, pairs, staged, stream);
 }
 
 }  // namespace dsserve::cuda

@@ -36,7 +36,7 @@ struct KernelArgs {
 constexpr uint32_t kSmemLimitBytes = 232448;  // per block on sm_90 (227 KiB)
 constexpr int kMaxKBlocks = 256;              // K <= 32768: the weight scales of a tile fit shared memory
 
-template <int BM, int BN>
+template <int BM, int BN, bool kTmaStore = false>
 struct KernelConfig {
   static_assert(BM == 64 || BM == 128 || BM == 256, "BM is one or two warpgroups of one or two m64 waves");
   static_assert(BN % 8 == 0 && BN >= 16 && BN <= 256, "wgmma e4m3 takes N in multiples of 8 up to 256");
@@ -53,7 +53,11 @@ struct KernelConfig {
   static constexpr uint32_t kABytes = BM * kBlockK, kBBytes = BN * kBlockK, kSaBytes = BM * 4;
   static constexpr uint32_t kStageBytes = kABytes + kBBytes + kSaBytes;
   static constexpr uint32_t kSfbFloats = 2 * 2 * kMaxKBlocks;  // two tiles in flight x two scale blocks
-  static constexpr uint32_t kFixedBytes = 1024 + kSfbFloats * 4 + 2 * 16 * 8;
+  // kTmaStore: the BF16 output tile is staged in shared memory (64-column atoms of BM rows x 128
+  // bytes, 128B-swizzled) and written by bulk tensor stores.
+  static_assert(!kTmaStore || BN % 64 == 0, "staged stores take 64-column atoms");
+  static constexpr uint32_t kDBytes = kTmaStore ? BM * BN * 2 : 0;
+  static constexpr uint32_t kFixedBytes = 1024 + kDBytes + kSfbFloats * 4 + 2 * 16 * 8;
   static constexpr int kStages = int((kSmemLimitBytes - kFixedBytes) / kStageBytes) > 8
                                      ? 8
                                      : int((kSmemLimitBytes - kFixedBytes) / kStageBytes);
@@ -82,17 +86,19 @@ __device__ __forceinline__ void wgmma_wait_all() { asm volatile("wgmma.wait_grou
 // Keeps the compiler from moving register accesses across the asynchronous wgmma region.
 __device__ __forceinline__ void fence_operand(float& r) { asm volatile("" : "+f"(r)::"memory"); }
 
-template <int BM, int BN, ScheduleKind kKind, int kCluster>
-__global__ void __launch_bounds__(KernelConfig<BM, BN>::kThreads, 1)
+template <int BM, int BN, ScheduleKind kKind, int kCluster, bool kTmaStore>
+__global__ void __launch_bounds__(KernelConfig<BM, BN, kTmaStore>::kThreads, 1)
     fp8_gemm_sm90_kernel(const __grid_constant__ KernelArgs args, const __grid_constant__ CUtensorMap map_a,
-                         const __grid_constant__ CUtensorMap map_b, const __grid_constant__ CUtensorMap map_sa) {
-  using C = KernelConfig<BM, BN>;
+                         const __grid_constant__ CUtensorMap map_b, const __grid_constant__ CUtensorMap map_sa,
+                         const __grid_constant__ CUtensorMap map_d) {
+  using C = KernelConfig<BM, BN, kTmaStore>;
   constexpr int S = C::kStages;
   static_assert(kCluster == 1 || kCluster == 2, "CTA pairs at most");
   extern __shared__ uint8_t smem_raw[];
   // Swizzled buffers need 1024-byte alignment of the shared-memory address itself.
   uint8_t* smem = smem_raw + ((1024 - (smem_u32(smem_raw) & 1023)) & 1023);
-  uint8_t* smem_a = smem;
+  uint8_t* smem_d = smem;  // kTmaStore: the staged output tile (1024-byte aligned atoms)
+  uint8_t* smem_a = smem_d + C::kDBytes;
   uint8_t* smem_b = smem_a + S * C::kABytes;
   float* smem_sa = reinterpret_cast<float*>(smem_b + S * C::kBBytes);
   float* smem_sfb = smem_sa + S * BM;
@@ -109,6 +115,7 @@ __global__ void __launch_bounds__(KernelConfig<BM, BN>::kThreads, 1)
     asm volatile("prefetch.tensormap [%0];\n" ::"l"(&map_a) : "memory");
     asm volatile("prefetch.tensormap [%0];\n" ::"l"(&map_b) : "memory");
     asm volatile("prefetch.tensormap [%0];\n" ::"l"(&map_sa) : "memory");
+    if constexpr (kTmaStore) asm volatile("prefetch.tensormap [%0];\n" ::"l"(&map_d) : "memory");
   }
   int rank = 0;  // this CTA's member of its pair
   if constexpr (kCluster > 1) {
@@ -245,6 +252,43 @@ __global__ void __launch_bounds__(KernelConfig<BM, BN>::kThreads, 1)
         }
         if (++stage == S) stage = 0, phase ^= 1;
       }
+      if constexpr (kTmaStore) {
+        // Staged epilogue: the previous tile's bulk store has read the stage, every thread writes
+        // its BF16 column pairs (row r, 16-byte chunk c of a 64-column atom at chunk c ^ (r % 8):
+        // the 8 rows of a warp's store land in 8 different chunks, no bank conflicts), then one
+        // thread stores the atoms (the copy engine clips rows and columns outside D; padding rows
+        // of an expert's last tile land in its padding).
+        if (tid == 0) ::cuda::ptx::cp_async_bulk_wait_group_read(::cuda::ptx::n32_t<0>{});
+        math_barrier(C::kMathThreads);
+        if (tile.store) {
+#pragma unroll
+          for (int w = 0; w < C::kWaves; ++w)
+#pragma unroll
+            for (int h = 0; h < 2; ++h) {
+              const int r = w * kWgmmaM * C::kMathWarpgroups + wg * kWgmmaM + frag_row + 8 * h;
+#pragma unroll
+              for (int j = 0; j < BN / 8; ++j) {
+                const uint32_t off = uint32_t((j / 8) * BM * 128 + r * 128) +
+                                     ((uint32_t((j % 8) ^ (r & 7))) << 4) + uint32_t(frag_col * 2);
+                const __nv_bfloat162 v = __floats2bfloat162_rn(fin[w][4 * j + 2 * h], fin[w][4 * j + 2 * h + 1]);
+                *reinterpret_cast<__nv_bfloat162*>(smem_d + off) = v;
+              }
+            }
+          ::cuda::ptx::fence_proxy_async(::cuda::ptx::space_shared);
+        }
+        math_barrier(C::kMathThreads);
+        if (tid == 0 && tile.store) {
+#pragma unroll
+          for (int atom = 0; atom < BN / 64; ++atom) {
+            const int32_t cd[3] = {int32_t(tile.n0) + 64 * atom, int32_t(tile.row0),
+                                   kKind == ScheduleKind::Batched ? tile.group : 0};
+            ::cuda::ptx::cp_async_bulk_tensor(::cuda::ptx::space_global, ::cuda::ptx::space_shared, &map_d, cd,
+                                              smem_d + atom * BM * 128);
+          }
+          ::cuda::ptx::cp_async_bulk_commit_group();
+        }
+        continue;
+      }
       if (!tile.store) continue;  // the idle member of a pair
 
       // Epilogue: each thread stores its pairs of adjacent columns (4 or 8 bytes) of two rows per
@@ -281,6 +325,9 @@ __global__ void __launch_bounds__(KernelConfig<BM, BN>::kThreads, 1)
       }
     }
   }
+  // The staged output's last bulk store has read shared memory before the CTA leaves.
+  if constexpr (kTmaStore)
+    if (tid == 0) ::cuda::ptx::cp_async_bulk_wait_group(::cuda::ptx::n32_t<0>{});
   // Neither CTA of a pair leaves while the other may still copy into it or arrive on its barriers.
   if constexpr (kCluster > 1)
     asm volatile("barrier.cluster.arrive.release.aligned;\nbarrier.cluster.wait.acquire.aligned;\n" ::: "memory");

@@ -45,6 +45,9 @@ struct Fp8GemmSm90Params {
   int force_bm = 0, force_bn = 0;
   // CTA pairs sharing one operand through multicast copies: 1 on, 0 off, -1 the launcher's choice.
   int pairs = -1;
+  // 128 x 128 tiles: stage the output in shared memory for bulk tensor stores where D allows (1),
+  // or store column pairs from registers (0).
+  int staged_store = 1;
 };
 
 // Whether the kernel takes this problem (shapes, strides, alignment); otherwise `why` says what
