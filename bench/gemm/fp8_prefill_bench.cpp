@@ -245,16 +245,19 @@ void head(Ctx& c) {
       Tensor host = Tensor::zeros_host(DType::F32, {n, out, in});
       std::normal_distribution<float> nd(0.0f, 0.05f);
       for (int64_t i = 0; i < host.numel(); ++i) host.ptr<float>()[i] = nd(rng);
-      HeadWeight w = c.be->make_head_weight(host);
+      HeadWeight w = c.be->make_head_weight(host, /*from_fp8_blocks=*/true);
       Tensor x = c.be->random_weight(DType::BF16, {T, n, in}, {c.seed++, true, 1.0f, 0.0f});
       double ms[2];
+      bool ran_fp8[2] = {false, false};
       for (int fp8 = 0; fp8 < 2; ++fp8) {
         c.be->set_head_fp8(fp8 == 1);
         ms[fp8] = median_ms(c.be->stream(), 3, 30, [&] {
           c.be->begin_forward();
           c.be->head_linear(x, w);
         });
+        ran_fp8[fp8] = c.be->last_head_fp8();
       }
+      if (ran_fp8[0] || !ran_fp8[1]) fail("bench_fp8_prefill: the head products did not take the paths asked for");
       c.be->set_head_fp8(true);
       const double flops = 2.0 * T * n * in * out, wbytes = double(n) * in * out;
       std::printf("%-6s T=%-4ld | bf16 cuBLASLt %.4f ms (%.0f TFLOP/s, %.0f GB/s of BF16 weights) | fp8 sm90 %.4f ms "
