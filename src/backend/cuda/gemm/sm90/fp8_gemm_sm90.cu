@@ -100,7 +100,7 @@ cudaError_t launch_shape(const Fp8GemmSm90Params& p, cudaStream_t stream) {
   config.dynamicSmemBytes = C::kSmemBytes;
   config.stream = stream;
   config.attrs = attr;
-  config.numAttrs = 1;
+  config.numAttrs = kCluster > 1 ? 1 : 0;  // single CTAs: an ordinary launch
   if ((attribute_set.load(std::memory_order_relaxed) & bit) == 0) {
     e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(C::kSmemBytes));
     if (e != cudaSuccess) return e;
