@@ -117,7 +117,7 @@ cudaError_t launch_shape(const Fp8GemmSm90Params& p, cudaStream_t stream) {
   const bool grouped = kKind == ScheduleKind::Grouped;
   const int64_t kblocks = p.K / sm90::kBlockK;
   const int a_batch = grouped ? 1 : p.batch;
-  CUtensorMap map_a, map_b, map_sa, map_d;
+  CUtensorMap map_a, map_b, map_sa, map_sb, map_d;
   {
     const uint64_t dims[3] = {uint64_t(p.K), uint64_t(p.M), uint64_t(a_batch)};
     const uint64_t strides[2] = {uint64_t(p.lda), uint64_t(p.a_batch_stride != 0 ? p.a_batch_stride : p.lda * p.M)};
@@ -140,6 +140,17 @@ cudaError_t launch_shape(const Fp8GemmSm90Params& p, cudaStream_t stream) {
                 CU_TENSOR_MAP_SWIZZLE_NONE))
       return cudaErrorInvalidValue;
   }
+  {
+    const int64_t nblocks = sm90::ceil_div64(p.N, 128);
+    const uint64_t dims[3] = {uint64_t(p.b_scale_ld), uint64_t(nblocks), uint64_t(p.batch)};
+    const uint64_t strides[2] = {uint64_t(p.b_scale_ld) * 4,
+                                 uint64_t(p.b_scale_batch_stride != 0 ? p.b_scale_batch_stride
+                                                                      : p.b_scale_ld * nblocks) * 4};
+    const uint32_t box[3] = {4, 2, 1};
+    if (!encode(&map_sb, CU_TENSOR_MAP_DATA_TYPE_FLOAT32, 3, p.b_scale, dims, strides, box,
+                CU_TENSOR_MAP_SWIZZLE_NONE))
+      return cudaErrorInvalidValue;
+  }
   map_d = map_a;  // unused unless staged
   if constexpr (kTmaStore) {
     const int64_t rows = p.M, batch = grouped ? 1 : p.batch;
@@ -151,9 +162,6 @@ cudaError_t launch_shape(const Fp8GemmSm90Params& p, cudaStream_t stream) {
       return cudaErrorInvalidValue;
   }
   KernelArgs args{};
-  args.b_scale = p.b_scale;
-  args.b_scale_ld = p.b_scale_ld;
-  args.b_scale_batch_stride = p.b_scale_batch_stride;
   args.d = p.d;
   args.ldd = p.ldd;
   args.d_batch_stride = p.d_batch_stride;
@@ -180,7 +188,7 @@ cudaError_t launch_shape(const Fp8GemmSm90Params& p, cudaStream_t stream) {
   const int64_t grid = (units < slots ? units : slots) * kCluster;
   if (grid == 0) return cudaSuccess;
   config.gridDim = dim3(unsigned(grid));
-  e = cudaLaunchKernelEx(&config, kernel, args, map_a, map_b, map_sa, map_d);
+  e = cudaLaunchKernelEx(&config, kernel, args, map_a, map_b, map_sa, map_sb, map_d);
   if (e != cudaSuccess) return e;
   return cudaGetLastError();
 }
@@ -249,6 +257,8 @@ bool fp8_gemm_sm90_supported(const Fp8GemmSm90Params& p, std::string* why) {
     return fail(why, "A and B row and batch strides must be multiples of 16 bytes");
   if (p.a_scale_ld % 4 != 0 || p.a_scale_ld < p.M) return fail(why, "A scale rows must hold M values, a multiple of 4");
   if (p.b_scale_ld < p.K / sm90::kBlockK) return fail(why, "B scale rows are shorter than K / 128");
+  if (!aligned(p.b_scale, 16) || p.b_scale_ld % 4 != 0 || p.b_scale_batch_stride % 4 != 0)
+    return fail(why, "B scales must be 16-byte aligned with rows and batches of a multiple of 4 floats");
   if (p.group_end != nullptr && p.batch > 1024) return fail(why, "more than 1024 expert groups");
   if (p.force_bm != 0) {
     bool known = false;

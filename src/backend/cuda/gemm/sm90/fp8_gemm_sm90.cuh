@@ -21,8 +21,6 @@ namespace dsserve::cuda::sm90 {
 
 // What the kernel needs besides the tensor maps (plain values; pointers are device memory).
 struct KernelArgs {
-  const float* b_scale;  // [batch][ceil(N / 128)][b_scale_ld]
-  int64_t b_scale_ld, b_scale_batch_stride;
   void* d;  // [batch][M, N] rows strided by ldd
   int64_t ldd, d_batch_stride;
   int64_t M, N;
@@ -34,7 +32,7 @@ struct KernelArgs {
 };
 
 constexpr uint32_t kSmemLimitBytes = 232448;  // per block on sm_90 (227 KiB)
-constexpr int kMaxKBlocks = 256;              // K <= 32768: the weight scales of a tile fit shared memory
+constexpr int kMaxKBlocks = 256;              // the launcher takes K <= 32768
 
 template <int BM, int BN, bool kTmaStore = false>
 struct KernelConfig {
@@ -51,18 +49,21 @@ struct KernelConfig {
   static constexpr int kProducerRegs = 40;
   static constexpr int kConsumerRegs = kMathWarpgroups == 1 ? 248 : 232;
   static constexpr uint32_t kABytes = BM * kBlockK, kBBytes = BN * kBlockK, kSaBytes = BM * 4;
-  static constexpr uint32_t kStageBytes = kABytes + kBBytes + kSaBytes;
-  static constexpr uint32_t kSfbFloats = 2 * 2 * kMaxKBlocks;  // two tiles in flight x two scale blocks
+  // The weight scales of a stage: K blocks kb & ~3 .. + 3 of the tile's two 128-row blocks (the
+  // second is read past N as zeros), a 4 x 2 float box; its slot is 128 bytes for the copy engine.
+  static constexpr uint32_t kSbBytes = 4 * 2 * 4, kSbSlot = 128;
+  static constexpr uint32_t kStageBytes = kABytes + kBBytes + kSaBytes + kSbBytes;  // bytes copied per stage
   // kTmaStore: the BF16 output tile is staged in shared memory (64-column atoms of BM rows x 128
   // bytes, 128B-swizzled) and written by bulk tensor stores.
   static_assert(!kTmaStore || BN % 64 == 0, "staged stores take 64-column atoms");
   static constexpr uint32_t kDBytes = kTmaStore ? BM * BN * 2 : 0;
-  static constexpr uint32_t kFixedBytes = 1024 + kDBytes + kSfbFloats * 4 + 2 * 16 * 8;
-  static constexpr int kStages = int((kSmemLimitBytes - kFixedBytes) / kStageBytes) > 8
+  static constexpr uint32_t kStageSmem = kABytes + kBBytes + kSaBytes + kSbSlot;  // shared memory per stage
+  static constexpr uint32_t kFixedBytes = 1024 + kDBytes + 2 * 16 * 8;
+  static constexpr int kStages = int((kSmemLimitBytes - kFixedBytes) / kStageSmem) > 8
                                      ? 8
-                                     : int((kSmemLimitBytes - kFixedBytes) / kStageBytes);
+                                     : int((kSmemLimitBytes - kFixedBytes) / kStageSmem);
   static_assert(kStages >= 3, "at least three stages in flight");
-  static constexpr uint32_t kSmemBytes = kFixedBytes + kStages * kStageBytes;
+  static constexpr uint32_t kSmemBytes = kFixedBytes + kStages * kStageSmem;
   static_assert(kABytes % 1024 == 0 && kBBytes % 1024 == 0, "swizzled stages stay 1024-byte aligned");
 };
 
@@ -90,7 +91,7 @@ template <int BM, int BN, ScheduleKind kKind, int kCluster, bool kTmaStore>
 __global__ void __launch_bounds__(KernelConfig<BM, BN, kTmaStore>::kThreads, 1)
     fp8_gemm_sm90_kernel(const __grid_constant__ KernelArgs args, const __grid_constant__ CUtensorMap map_a,
                          const __grid_constant__ CUtensorMap map_b, const __grid_constant__ CUtensorMap map_sa,
-                         const __grid_constant__ CUtensorMap map_d) {
+                         const __grid_constant__ CUtensorMap map_sb, const __grid_constant__ CUtensorMap map_d) {
   using C = KernelConfig<BM, BN, kTmaStore>;
   constexpr int S = C::kStages;
   static_assert(kCluster == 1 || kCluster == 2, "CTA pairs at most");
@@ -101,8 +102,8 @@ __global__ void __launch_bounds__(KernelConfig<BM, BN, kTmaStore>::kThreads, 1)
   uint8_t* smem_a = smem_d + C::kDBytes;
   uint8_t* smem_b = smem_a + S * C::kABytes;
   float* smem_sa = reinterpret_cast<float*>(smem_b + S * C::kBBytes);
-  float* smem_sfb = smem_sa + S * BM;
-  uint64_t* full = reinterpret_cast<uint64_t*>(smem_sfb + C::kSfbFloats);
+  float* smem_sb = smem_sa + S * BM;  // S slots of kSbSlot bytes
+  uint64_t* full = reinterpret_cast<uint64_t*>(reinterpret_cast<uint8_t*>(smem_sb) + S * C::kSbSlot);
   uint64_t* empty = full + S;
 
   const int tid = int(threadIdx.x);
@@ -115,6 +116,7 @@ __global__ void __launch_bounds__(KernelConfig<BM, BN, kTmaStore>::kThreads, 1)
     asm volatile("prefetch.tensormap [%0];\n" ::"l"(&map_a) : "memory");
     asm volatile("prefetch.tensormap [%0];\n" ::"l"(&map_b) : "memory");
     asm volatile("prefetch.tensormap [%0];\n" ::"l"(&map_sa) : "memory");
+    asm volatile("prefetch.tensormap [%0];\n" ::"l"(&map_sb) : "memory");
     if constexpr (kTmaStore) asm volatile("prefetch.tensormap [%0];\n" ::"l"(&map_d) : "memory");
   }
   int rank = 0;  // this CTA's member of its pair
@@ -152,6 +154,8 @@ __global__ void __launch_bounds__(KernelConfig<BM, BN, kTmaStore>::kThreads, 1)
           const int32_t ca[3] = {kb * kBlockK, row0, batch_a};
           const int32_t cs[2] = {row0, batch_a * kblocks + kb};
           const int32_t cb[3] = {kb * kBlockK, n0, tile.group};
+          const int32_t csb[3] = {kb & ~3, n0 / 128, tile.group};
+          float* sb = smem_sb + stage * (C::kSbSlot / 4);
           if (!share_a) {
             ::cuda::ptx::cp_async_bulk_tensor(::cuda::ptx::space_cluster, ::cuda::ptx::space_global,
                                               smem_a + stage * C::kABytes, &map_a, ca, &full[stage]);
@@ -163,12 +167,17 @@ __global__ void __launch_bounds__(KernelConfig<BM, BN, kTmaStore>::kThreads, 1)
             ::cuda::ptx::cp_async_bulk_tensor(::cuda::ptx::space_cluster, ::cuda::ptx::space_global,
                                               smem_sa + stage * BM, &map_sa, cs, &full[stage], both);
           }
-          if (!share_b)
+          if (!share_b) {
             ::cuda::ptx::cp_async_bulk_tensor(::cuda::ptx::space_cluster, ::cuda::ptx::space_global,
                                               smem_b + stage * C::kBBytes, &map_b, cb, &full[stage]);
-          else if (rank == 0)
+            ::cuda::ptx::cp_async_bulk_tensor(::cuda::ptx::space_cluster, ::cuda::ptx::space_global, sb, &map_sb,
+                                              csb, &full[stage]);
+          } else if (rank == 0) {
             ::cuda::ptx::cp_async_bulk_tensor(::cuda::ptx::space_cluster, ::cuda::ptx::space_global,
                                               smem_b + stage * C::kBBytes, &map_b, cb, &full[stage], both);
+            ::cuda::ptx::cp_async_bulk_tensor(::cuda::ptx::space_cluster, ::cuda::ptx::space_global, sb, &map_sb,
+                                              csb, &full[stage], both);
+          }
           if (++stage == S) stage = 0, phase ^= 1;
         }
       }
@@ -191,21 +200,7 @@ __global__ void __launch_bounds__(KernelConfig<BM, BN, kTmaStore>::kThreads, 1)
 #pragma unroll
     for (int i = 0; i < C::kAccum; ++i) acc[i] = 0.0f;
 
-    for (int iter = 0; sched.next_tile(tile); ++iter) {
-      // The weight scales of this tile for every K block: the block of n0, then the next block
-      // (used by chunks past former_chunks). Double-buffered by tile; the barrier also ensures
-      // every consumer finished reading the buffer of two tiles ago.
-      float* sfb = smem_sfb + (iter & 1) * 2 * kMaxKBlocks;
-      {
-        const int64_t nb0 = tile.n0 / 128;
-        const bool has_next = tile.n0 % 128 + BN > 128 && (nb0 + 1) * 128 < args.N;
-        const float* bs = args.b_scale + int64_t(tile.group) * args.b_scale_batch_stride + nb0 * args.b_scale_ld;
-        for (int i = tid; i < kblocks; i += C::kMathThreads) {
-          sfb[i] = __ldg(bs + i);
-          sfb[kMaxKBlocks + i] = has_next ? __ldg(bs + args.b_scale_ld + i) : 0.0f;
-        }
-      }
-      math_barrier(C::kMathThreads);
+    while (sched.next_tile(tile)) {
       const int former = former_chunks(tile.n0, BN);
 #pragma unroll
       for (int w = 0; w < C::kWaves; ++w)
@@ -213,8 +208,11 @@ __global__ void __launch_bounds__(KernelConfig<BM, BN, kTmaStore>::kThreads, 1)
         for (int i = 0; i < C::kAccum; ++i) fin[w][i] = 0.0f;
 
       for (int kb = 0; kb < kblocks; ++kb) {
-        const float sb0 = sfb[kb], sb1 = sfb[kMaxKBlocks + kb];
         wait_parity(&full[stage], phase);
+        // The weight scales of this K block: the block of n0, and the next one (chunks past
+        // former_chunks).
+        const float* sb = smem_sb + stage * (C::kSbSlot / 4);
+        const float sb0 = sb[kb & 3], sb1 = sb[4 + (kb & 3)];
 #pragma unroll
         for (int w = 0; w < C::kWaves; ++w) {
           const int row = w * kWgmmaM * C::kMathWarpgroups + wg * kWgmmaM + frag_row;
