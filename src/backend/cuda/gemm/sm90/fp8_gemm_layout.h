@@ -196,7 +196,7 @@ constexpr int kNumDenseShapes = int(sizeof(kDenseShapes) / sizeof(kDenseShapes[0
 constexpr TileShape kGroupedShape{128, 128};
 // Shapes also built as CTA pairs (the others' pair variants would spill registers).
 inline bool pairs_instantiated(TileShape s) {
-  return (s.bm == 128 && (s.bn == 128 || s.bn == 136)) || (s.bm == 256 && s.bn == 128);
+  return s.bm == 128 && (s.bn == 128 || s.bn == 136);
 }
 
 // Modelled cost of one shape (arbitrary units, lower is better).

@@ -209,7 +209,7 @@ cudaError_t launch_kind(const Fp8GemmSm90Params& p, TileShape s, bool pairs, boo
   } else {
     DS_SM90_SHAPE(128, 128)
     DS_SM90_SHAPE(128, 136)
-    DS_SM90_SHAPE(256, 128)
+    DS_SM90_SHAPE_ALONE(256, 128)
     DS_SM90_SHAPE_ALONE(128, 112)
     DS_SM90_SHAPE_ALONE(128, 144)
     DS_SM90_SHAPE_ALONE(128, 160)

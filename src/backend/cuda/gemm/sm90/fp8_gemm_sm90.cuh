@@ -206,6 +206,12 @@ __global__ void __launch_bounds__(KernelConfig<BM, BN, kTmaStore>::kThreads, 1)
       for (int w = 0; w < C::kWaves; ++w)
 #pragma unroll
         for (int i = 0; i < C::kAccum; ++i) fin[w][i] = 0.0f;
+      // An m64 wave whose rows all lie past the tile's end (the tail of an expert's segment, the
+      // last m-block of a plain product) issues no wgmma: its warpgroup only keeps the pipeline.
+      bool live[C::kWaves];
+#pragma unroll
+      for (int w = 0; w < C::kWaves; ++w)
+        live[w] = tile.row0 + w * kWgmmaM * C::kMathWarpgroups + wg * kWgmmaM < tile.row_end;
 
       for (int kb = 0; kb < kblocks; ++kb) {
         wait_parity(&full[stage], phase);
@@ -215,6 +221,16 @@ __global__ void __launch_bounds__(KernelConfig<BM, BN, kTmaStore>::kThreads, 1)
         const float sb0 = sb[kb & 3], sb1 = sb[4 + (kb & 3)];
 #pragma unroll
         for (int w = 0; w < C::kWaves; ++w) {
+          if (!live[w]) {
+            if (w == C::kWaves - 1) {
+              if (lane == 0) ::cuda::ptx::mbarrier_arrive(&empty[stage]);
+              if constexpr (kCluster > 1)
+                if (lane == 1)
+                  ::cuda::ptx::mbarrier_arrive(::cuda::ptx::sem_release, ::cuda::ptx::scope_cluster,
+                                               ::cuda::ptx::space_cluster, release + stage);
+            }
+            continue;
+          }
           const int row = w * kWgmmaM * C::kMathWarpgroups + wg * kWgmmaM + frag_row;
           const float sa0 = smem_sa[stage * BM + row], sa1 = smem_sa[stage * BM + row + 8];
           const uint64_t da = make_smem_desc(a_addr + uint32_t(stage) * C::kABytes +
