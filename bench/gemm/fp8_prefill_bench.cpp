@@ -277,6 +277,7 @@ int main(int argc, char** argv) {
     std::unique_ptr<Backend> backend = create_backend(DeviceKind::Cuda);
     Ctx c{static_cast<cuda::CudaBackend*>(backend.get()), {}};
     if (!cuda::fp8_gemm_sm90_device_ok()) fail("bench_fp8_prefill: needs an sm_90 device");
+    c.be->set_sm90_fp8_gemm(true);  // opt-in; each section picks its paths explicitly
     c.ceil = c.be->measure_ceilings();
     std::printf("ceilings measured in this run: FP8 %.0f TFLOP/s, BF16 %.0f TFLOP/s (cuBLASLt 8192^3), copy %.0f GB/s\n",
                 c.ceil.fp8_tflops, c.ceil.bf16_tflops, c.ceil.copy_gbs);

@@ -188,6 +188,10 @@ class Backend {
   virtual int64_t persistent_bytes() const { return 0; }
   // Measures copy bandwidth and matrix rates (a few seconds; CPU: not measured, all 0).
   virtual DeviceCeilings measure_ceilings() { return {}; }
+  // The CUDA backend's sm90 block-FP8 GEMM for prefill-size FP8 linears and routed experts and the
+  // FP8 per-head products (gemm/sm90), not yet measured on a GPU: off by default; head weights
+  // prepared afterwards take the FP8 form. Other backends ignore it.
+  virtual void set_sm90_fp8_gemm(bool on) { (void)on; }
   // Distinct routed experts run by moe_experts, summed over its calls since construction (-1: not
   // counted). Benchmarks read it around a forward to count the expert weights it read.
   virtual int64_t experts_run() const { return -1; }

@@ -44,12 +44,13 @@ class Fp8Prefill : public ::testing::Test {
   void SetUp() override {
     DS_REQUIRE_GPU();
     if (!cuda::fp8_gemm_sm90_device_ok()) GTEST_SKIP() << "not an sm_90 device";
+    cg().set_sm90_fp8_gemm(true);  // the kernels under test are opt-in
     gpu().begin_forward();
     cpu().begin_forward();
   }
   void TearDown() override {
     if (!gpu_available()) return;
-    cg().set_fp8_sm90_min_tokens(cuda::CudaBackend::kFp8Sm90DefaultMinTokens);
+    cg().set_sm90_fp8_gemm(false);
     cg().set_moe_path(MoePath::Auto);
   }
   // One linear call on the sm90 path and on cuBLASLt, and the oracle.
@@ -67,7 +68,7 @@ class Fp8Prefill : public ::testing::Test {
     cg().set_fp8_sm90_min_tokens(INT64_MAX);
     Tensor l = gpu().to_host_f32(gpu().linear(xg, wg));
     EXPECT_EQ(cg().last_fp8_linear(), Path::Cublaslt);
-    cg().set_fp8_sm90_min_tokens(cuda::CudaBackend::kFp8Sm90DefaultMinTokens);
+    cg().set_fp8_sm90_min_tokens(cuda::CudaBackend::kFp8Sm90MinTokens);
     Tensor c = cpu().to_host_f32(cpu().linear(cpu().to_device(x), wc));
     const double vs_lt = max_piece_err(g, l), vs_oracle = rel_err(g, c);
     RecordProperty(name + "_T" + std::to_string(T) + "_vs_cublaslt", std::to_string(vs_lt));
@@ -117,7 +118,9 @@ TEST_F(Fp8Prefill, FusedSegmentsAndFallbacks) {
     LinearWeight wo = gpu().make_linear(odd, LinearUse::Projection);
     const std::string paths = cuda::CudaBackend::fp8_paths(wo);
     RecordProperty("paths_N" + std::to_string(n), cuda::CudaBackend::describe(wo) + " / " + paths);
-    if (!paths.empty()) EXPECT_NE(paths.find("cublaslt"), std::string::npos) << paths;
+    if (!paths.empty()) {
+      EXPECT_NE(paths.find("cublaslt"), std::string::npos) << paths;
+    }
     LinearWeight wc = cpu().make_linear(odd, LinearUse::Projection);
     Tensor x = randn({200, 256}, rng);
     Tensor g = gpu().to_host_f32(gpu().linear(to_backend(gpu(), x), wo));
@@ -208,6 +211,19 @@ Tensor fp8_head_weight(int64_t n, int64_t out, int64_t in, Rng& rng) {
           }
       }
   return w;
+}
+
+TEST_F(Fp8Prefill, OffByDefaultAndOnTogether) {
+  cg().set_sm90_fp8_gemm(false);
+  std::vector<WeightPart> parts{random_fp8_part(256, 512, rng)};
+  LinearWeight wg = gpu().make_linear(parts, LinearUse::Projection);
+  gpu().linear(to_backend(gpu(), randn({300, 512}, rng)), wg);
+  EXPECT_EQ(cg().last_fp8_linear(), Path::Cublaslt) << "off: prefill-size FP8 linears stay on cuBLASLt";
+  EXPECT_FALSE(cg().sm90_fp8_gemm());
+  cg().set_sm90_fp8_gemm(true);
+  EXPECT_TRUE(cg().sm90_fp8_gemm());
+  gpu().linear(to_backend(gpu(), randn({300, 512}, rng)), wg);
+  EXPECT_EQ(cg().last_fp8_linear(), Path::Sm90);
 }
 
 TEST_F(Fp8Prefill, HeadProductsInFp8MatchBf16AndOracle) {

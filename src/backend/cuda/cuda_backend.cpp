@@ -1,9 +1,7 @@
 // CUDA backend: construction, device memory, host transfers and the scratch memory of the ops.
 #include "backend/cuda/cuda_backend.h"
 
-#include <cstdlib>
 #include <cstring>
-#include <string>
 
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/elementwise/elementwise.h"
@@ -34,13 +32,6 @@ CudaBackend::CudaBackend(int device_index) : device_(device_index) {
   check(cudaStreamCreate(&stream_), "cudaStreamCreate");
   gemm_ = std::make_unique<LtGemm>(stream_);
   experts_run_device_ = alloc(DType::I64, {1});
-  // DSSERVE_SM90_GEMM=0: the FP8 products of prefill sizes on cuBLASLt (linears, experts) and the
-  // per-head products in BF16, as before the sm90 kernel (for measuring it end to end).
-  if (const char* v = std::getenv("DSSERVE_SM90_GEMM"); v != nullptr && std::string(v) == "0") {
-    fp8_sm90_min_tokens_ = INT64_MAX;
-    moe_sm90_ = false;
-    head_fp8_ = false;
-  }
 }
 
 CudaBackend::~CudaBackend() {

@@ -76,6 +76,16 @@ class CudaBackend final : public Backend {
   DeviceMemory memory() const override;
   int64_t persistent_bytes() const override { return *live_bytes_; }
   DeviceCeilings measure_ceilings() override;  // cuda_ceilings.cpp
+  // The sm90 block-FP8 GEMM (gemm/sm90), written and compiled but not yet run on a GPU, so off by
+  // default: on, FP8 linears of at least kFp8Sm90MinTokens tokens, the routed experts beyond the
+  // decode kernel's range (MoePath::Auto) and head weights prepared afterwards (FP8 per-head
+  // products) take it.
+  void set_sm90_fp8_gemm(bool on) override {
+    fp8_sm90_min_tokens_ = on ? kFp8Sm90MinTokens : INT64_MAX;
+    moe_sm90_ = on;
+    head_fp8_ = on;
+  }
+  bool sm90_fp8_gemm() const { return moe_sm90_; }
   // Synchronises the stream (the decode path counts on the device): not inside a captured forward.
   int64_t experts_run() const override;
 
@@ -188,12 +198,12 @@ class CudaBackend final : public Backend {
   bool fp8_decode_applies(int64_t tokens, int64_t rows) const {
     return tokens <= fp8_decode_max_tokens_ && rows <= fp8_decode_max_rows_;
   }
-  // FP8 linears of at least fp8_sm90_min_tokens() tokens (prefill sizes) run on the sm90
-  // block-FP8 GEMM (gemm/sm90) on sm_90 devices, segment by segment where it takes the segment
-  // (fp8_paths says which); smaller calls (outside the decode kernel's range) and refused
-  // segments run on cuBLASLt. set_fp8_sm90_min_tokens(INT64_MAX) sends every call to cuBLASLt
-  // (the measured baseline in tests and benchmarks).
-  static constexpr int64_t kFp8Sm90DefaultMinTokens = 128;
+  // With set_sm90_fp8_gemm(true), FP8 linears of at least fp8_sm90_min_tokens() tokens (prefill
+  // sizes) run on the sm90 block-FP8 GEMM (gemm/sm90) on sm_90 devices, segment by segment where
+  // it takes the segment (fp8_paths says which); smaller calls (outside the decode kernel's range)
+  // and refused segments run on cuBLASLt. set_fp8_sm90_min_tokens(INT64_MAX) sends every call to
+  // cuBLASLt (the baseline in tests and benchmarks).
+  static constexpr int64_t kFp8Sm90MinTokens = 128;
   void set_fp8_sm90_min_tokens(int64_t t) { fp8_sm90_min_tokens_ = t; }
   int64_t fp8_sm90_min_tokens() const { return fp8_sm90_min_tokens_; }
   // "sm90 [2112]" or "cublaslt [576] (sm90: reason)" per FP8 segment of a prepared linear.
@@ -202,8 +212,8 @@ class CudaBackend final : public Backend {
   // at least one segment ran on the sm90 kernel.
   enum class Fp8LinearPath { None, Decode, Cublaslt, Sm90 };
   Fp8LinearPath last_fp8_linear() const { return last_fp8_linear_; }
-  // head_linear runs FP8 heads (CudaHeadWeight::fp8) on the sm90 GEMM as a strided batch (default)
-  // or, off, their BF16 copy on cuBLASLt (the baseline in tests and benchmarks).
+  // head_linear runs FP8 heads (CudaHeadWeight::fp8) on the sm90 GEMM as a strided batch, or, off,
+  // their BF16 copy on cuBLASLt (the baseline in tests and benchmarks).
   void set_head_fp8(bool on) { head_fp8_ = on; }
   // Whether the last head_linear call ran in FP8 (tests, benchmarks).
   bool last_head_fp8() const { return last_head_fp8_; }
@@ -242,11 +252,11 @@ class CudaBackend final : public Backend {
   std::shared_ptr<std::atomic<int64_t>> live_bytes_ = std::make_shared<std::atomic<int64_t>>(0);
   MoePath moe_path_ = MoePath::Auto;
   MoePath last_moe_path_ = MoePath::Auto;
-  bool head_fp8_ = true, last_head_fp8_ = false;
-  bool moe_sm90_ = true;  // MoePath::Auto may take the sm90 grouped path
+  bool head_fp8_ = false, last_head_fp8_ = false;  // set_sm90_fp8_gemm
+  bool moe_sm90_ = false;  // MoePath::Auto may take the sm90 grouped path (set_sm90_fp8_gemm)
   int64_t fp8_decode_max_tokens_ = kFp8DecodeDefaultTokens, fp8_decode_max_rows_ = kFp8DecodeDefaultRows;
   Fp8LinearPath last_fp8_linear_ = Fp8LinearPath::None;
-  int64_t fp8_sm90_min_tokens_ = kFp8Sm90DefaultMinTokens;
+  int64_t fp8_sm90_min_tokens_ = INT64_MAX;  // set_sm90_fp8_gemm
   int64_t experts_run_ = 0;     // counted on the host by the cuBLASLt path
   Tensor experts_run_device_;   // [1] I64: counted on the device by the grouped path
   std::shared_ptr<void> comm_;  // ncclComm_t, when in a tensor-parallel group

@@ -208,7 +208,7 @@ HeadWeight CudaBackend::make_head_weight(const Tensor& host_f32, bool from_fp8_b
   auto hw = std::make_shared<CudaHeadWeight>();
   hw->weight = upload_bytes(b.data(), DType::BF16, host_f32.shape());
   const int64_t n = host_f32.size(0), out = host_f32.size(1), in = host_f32.size(2);
-  if (from_fp8_blocks && out % 128 == 0 && in % 128 == 0) {
+  if (from_fp8_blocks && head_fp8_ && out % 128 == 0 && in % 128 == 0) {
     // Back to e4m3 per 128x128 block of each head: s = max|w| / 448. A checkpoint block's largest
     // code is +-448 (its scale was chosen so), and the dequantized values carry a BF16 rounding
     // (relative 2^-9, far below e4m3's half step of 2^-4): so the codes come back exactly and s is
