@@ -192,6 +192,10 @@ class Backend {
   virtual int64_t persistent_bytes() const { return 0; }
   // Measures copy bandwidth and matrix rates (a few seconds; CPU: not measured, all 0).
   virtual DeviceCeilings measure_ceilings() { return {}; }
+  // The CUDA backend's sm90 block-FP8 GEMM for prefill-size FP8 linears and routed experts and the
+  // FP8 per-head products (gemm/sm90), not yet measured on a GPU: off by default; head weights
+  // prepared afterwards take the FP8 form. Other backends ignore it.
+  virtual void set_sm90_fp8_gemm(bool on) { (void)on; }
   // Distinct routed experts run by moe_experts, summed over its calls since construction (-1: not
   // counted). Benchmarks read it around a forward to count the expert weights it read.
   virtual int64_t experts_run() const { return -1; }
@@ -205,7 +209,9 @@ class Backend {
     return {};
   }
   virtual LinearWeight make_linear(std::span<const WeightPart> row_parts, LinearUse use) = 0;
-  virtual HeadWeight make_head_weight(const Tensor& host_f32) = 0;  // [heads, out, in] F32
+  // [heads, out, in] F32. from_fp8_blocks: the values are a block-FP8 checkpoint's (e4m3 times one
+  // scale per 128x128 block, dequantized), so a backend may keep them as e4m3 with block scales.
+  virtual HeadWeight make_head_weight(const Tensor& host_f32, bool from_fp8_blocks = false) = 0;
   virtual ExpertWeights make_experts(std::span<const ExpertParts> experts) = 0;
   virtual Tensor make_vector(const Tensor& host) = 0;     // norm weights, biases: F32 on device
   virtual Tensor make_embedding(const Tensor& host) = 0;  // [vocab, hidden]

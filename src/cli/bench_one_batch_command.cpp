@@ -209,6 +209,9 @@ void add_bench_one_batch_command(CLI::App& app) {
   cmd->add_option("--output-len", o->output_len, "Decode steps after the prefill")->capture_default_str();
   cmd->add_option("--max-prefill-tokens", o->max_prefill_tokens, "Prompt tokens per prefill forward")
       ->capture_default_str();
+  cmd->add_flag("--enable-sm90-fp8-gemm", o->model.sm90_fp8_gemm,
+                "CUDA: prefill-size FP8 linears and routed experts, and the FP8 per-head products, on the sm90 "
+                "block-FP8 GEMM (not yet the default)");
   cmd->callback([o] {
     DS_CHECK(!o->batch_sizes.empty() && *std::min_element(o->batch_sizes.begin(), o->batch_sizes.end()) >= 1 &&
                  o->output_len >= 0 && o->max_prefill_tokens >= 1,

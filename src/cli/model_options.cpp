@@ -94,6 +94,12 @@ LoadedModel load_model(const ModelOptions& o, bool with_mtp_cache) {
     m.backend = create_backend(parse_device_kind(o.device));
   }
   Backend& lead = nodes ? *nodes->backends[0] : o.tp_size > 1 ? *ranks[0] : *m.backend;
+  if (o.sm90_fp8_gemm) {  // before the weights: head weights take their FP8 form at preparation
+    if (m.backend) m.backend->set_sm90_fp8_gemm(true);
+    for (auto& r : ranks) r->set_sm90_fp8_gemm(true);
+    if (nodes)
+      for (auto& b : nodes->backends) b->set_sm90_fp8_gemm(true);
+  }
   const int page_size = o.page_size > 0 ? o.page_size : lead.device() == Device::CUDA ? 64 : 1;
   const std::string layout = data_parallel ? fmt::format(" (data-parallel attention: {} groups of {}{})", o.dp_size,
                                                          o.tp_size / o.dp_size, o.ep_size > 1 ? ", routed experts whole per rank" : "")

@@ -41,6 +41,8 @@ struct ModelOptions {
   // Decode through CUDA graphs (GPU only): the recorded batch sizes are cuda_graph_bs when given,
   // else default_cuda_graph_batch_sizes(cuda_graph_max_bs or 160).
   bool disable_cuda_graph = false;
+  // The CUDA backend's sm90 block-FP8 GEMM (Backend::set_sm90_fp8_gemm), opt-in until measured.
+  bool sm90_fp8_gemm = false;
   int cuda_graph_max_bs = 0;
   std::vector<int> cuda_graph_bs;
   int verify_tokens = 0;  // speculative decoding: tokens per sequence of the verify forward (its graphs)

@@ -176,8 +176,9 @@ class Loader {
         for (int64_t c = 0; c < kr; ++c) uk_t.ptr<float>()[(h * kr + c) * dn + d] = head[d * kr + c];
       std::memcpy(uv.ptr<float>() + h * dv * kr, head + dn * kr, size_t(dv * kr) * 4);
     }
-    w.w_uk_t = be_.make_head_weight(uk_t);
-    w.w_uv = be_.make_head_weight(uv);
+    const bool fp8 = kv_b.weight.dtype() == DType::F8_E4M3;  // per-head blocks stay 128x128 blocks
+    w.w_uk_t = be_.make_head_weight(uk_t, fp8);
+    w.w_uv = be_.make_head_weight(uv, fp8);
     WeightPart o = shard(a + "o_proj.weight", 1, false, /*attention=*/true);
     w.o_proj = be_.make_linear(std::span<const WeightPart>(&o, 1), LinearUse::Projection);
     return w;

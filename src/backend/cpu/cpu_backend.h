@@ -17,7 +17,7 @@ class CpuBackend : public Backend {
   void begin_forward() override {}
 
   LinearWeight make_linear(std::span<const WeightPart> row_parts, LinearUse use) override;
-  HeadWeight make_head_weight(const Tensor& host_f32) override;
+  HeadWeight make_head_weight(const Tensor& host_f32, bool from_fp8_blocks = false) override;
   ExpertWeights make_experts(std::span<const ExpertParts> experts) override;
   Tensor make_vector(const Tensor& host) override;
   Tensor make_embedding(const Tensor& host) override;

@@ -55,7 +55,7 @@ LinearWeight CpuBackend::make_linear(std::span<const WeightPart> parts, LinearUs
   return LinearWeight{out, in, lin};
 }
 
-HeadWeight CpuBackend::make_head_weight(const Tensor& host_f32) {
+HeadWeight CpuBackend::make_head_weight(const Tensor& host_f32, bool /*from_fp8_blocks: the oracle keeps float32*/) {
   DS_CHECK(host_f32.ndim() == 3 && host_f32.dtype() == DType::F32, "make_head_weight: expected F32 [heads, out, in]");
   auto lin = std::make_shared<CpuLinear>();
   lin->w = to_device(host_f32);

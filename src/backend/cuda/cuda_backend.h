@@ -30,6 +30,10 @@ struct LinearSegment {
   bool fp8 = false;
   Tensor weight;  // [rows, in]: BF16 (or F32 for the router), or F8_E4M3
   Tensor scale;   // fp8: [ceil(rows / 128), fp8_weight_scale_ld(in)] F32
+  // fp8 at prefill sizes: whether the sm90 kernel (gemm/sm90) takes this segment, else why not
+  // (the segment then runs on cuBLASLt).
+  bool sm90 = false;
+  std::string sm90_refusal;
 };
 
 struct CudaLinear {
@@ -40,6 +44,11 @@ struct CudaLinear {
 
 struct CudaHeadWeight {
   Tensor weight;  // [heads, out, in] BF16
+  // From a block-FP8 checkpoint with out and in multiples of 128: the same values as e4m3 with one
+  // float32 scale per 128x128 block of each head (the per-head products then run in FP8 on sm_90).
+  bool fp8 = false;
+  Tensor weight_fp8;  // [heads, out, in] F8_E4M3
+  Tensor scale;       // [heads, out / 128, fp8_weight_scale_ld(in)] F32
 };
 
 struct CudaExperts {
@@ -67,13 +76,23 @@ class CudaBackend final : public Backend {
   DeviceMemory memory() const override;
   int64_t persistent_bytes() const override { return *live_bytes_; }
   DeviceCeilings measure_ceilings() override;  // cuda_ceilings.cpp
+  // The sm90 block-FP8 GEMM (gemm/sm90), written and compiled but not yet run on a GPU, so off by
+  // default: on, FP8 linears of at least kFp8Sm90MinTokens tokens, the routed experts beyond the
+  // decode kernel's range (MoePath::Auto) and head weights prepared afterwards (FP8 per-head
+  // products) take it.
+  void set_sm90_fp8_gemm(bool on) override {
+    fp8_sm90_min_tokens_ = on ? kFp8Sm90MinTokens : INT64_MAX;
+    moe_sm90_ = on;
+    head_fp8_ = on;
+  }
+  bool sm90_fp8_gemm() const { return moe_sm90_; }
   // Synchronises the stream (the decode path counts on the device): not inside a captured forward.
   int64_t experts_run() const override;
 
   Tensor random_weight(DType dtype, Shape shape, const RandomFill& fill) override;
 
   LinearWeight make_linear(std::span<const WeightPart> row_parts, LinearUse use) override;
-  HeadWeight make_head_weight(const Tensor& host_f32) override;
+  HeadWeight make_head_weight(const Tensor& host_f32, bool from_fp8_blocks = false) override;
   ExpertWeights make_experts(std::span<const ExpertParts> experts) override;
   Tensor make_vector(const Tensor& host) override;
   Tensor make_embedding(const Tensor& host) override;
@@ -154,9 +173,13 @@ class CudaBackend final : public Backend {
   // Routed experts: Auto runs batches of at most kMoeGroupedMaxPairs (token, expert) pairs on the
   // device-side grouped products (no host synchronisation: capturable) and larger ones on cuBLASLt
   // (one product per active expert, after reading the counts back); tests and benchmarks force one.
-  enum class MoePath { Auto, Grouped, Cublaslt };
+  // Larger batches of FP8 experts on sm_90 run as expert-grouped FP8 GEMMs (gemm/sm90, grouping
+  // on the device: no synchronisation); BF16 experts, or devices without sm_90, on cuBLASLt.
+  enum class MoePath { Auto, Grouped, Cublaslt, Sm90 };
   static constexpr int64_t kMoeGroupedMaxPairs = 2048;
   void set_moe_path(MoePath path) { moe_path_ = path; }
+  // The path of the last moe_experts call beyond the decode kernel's range (tests, benchmarks).
+  MoePath last_moe_path() const { return last_moe_path_; }
   // FP8 linears run on the decode kernel (gemm/fp8_decode_gemm.h) where it was measured faster than
   // cuBLASLt on the H200 (gemm/README.md): calls of at most kFp8DecodeDefaultTokens tokens on
   // linears of at most kFp8DecodeDefaultRows output rows (the fused q_a + kv_a); everything else on
@@ -175,9 +198,25 @@ class CudaBackend final : public Backend {
   bool fp8_decode_applies(int64_t tokens, int64_t rows) const {
     return tokens <= fp8_decode_max_tokens_ && rows <= fp8_decode_max_rows_;
   }
-  // The path of the last linear call that had FP8 segments (for tests and benchmarks).
-  enum class Fp8LinearPath { None, Decode, Cublaslt };
+  // With set_sm90_fp8_gemm(true), FP8 linears of at least fp8_sm90_min_tokens() tokens (prefill
+  // sizes) run on the sm90 block-FP8 GEMM (gemm/sm90) on sm_90 devices, segment by segment where
+  // it takes the segment (fp8_paths says which); smaller calls (outside the decode kernel's range)
+  // and refused segments run on cuBLASLt. set_fp8_sm90_min_tokens(INT64_MAX) sends every call to
+  // cuBLASLt (the baseline in tests and benchmarks).
+  static constexpr int64_t kFp8Sm90MinTokens = 128;
+  void set_fp8_sm90_min_tokens(int64_t t) { fp8_sm90_min_tokens_ = t; }
+  int64_t fp8_sm90_min_tokens() const { return fp8_sm90_min_tokens_; }
+  // "sm90 [2112]" or "cublaslt [576] (sm90: reason)" per FP8 segment of a prepared linear.
+  static std::string fp8_paths(const LinearWeight& w);
+  // The path of the last linear call that had FP8 segments (for tests and benchmarks); Sm90 when
+  // at least one segment ran on the sm90 kernel.
+  enum class Fp8LinearPath { None, Decode, Cublaslt, Sm90 };
   Fp8LinearPath last_fp8_linear() const { return last_fp8_linear_; }
+  // head_linear runs FP8 heads (CudaHeadWeight::fp8) on the sm90 GEMM as a strided batch, or, off,
+  // their BF16 copy on cuBLASLt (the baseline in tests and benchmarks).
+  void set_head_fp8(bool on) { head_fp8_ = on; }
+  // Whether the last head_linear call ran in FP8 (tests, benchmarks).
+  bool last_head_fp8() const { return last_head_fp8_; }
   cudaStream_t stream() const { return stream_; }
   size_t scratch_bytes() const { return scratch_.capacity_bytes(); }
   size_t graph_pool_bytes() const { return graph_pool_.capacity_bytes(); }
@@ -192,10 +231,13 @@ class CudaBackend final : public Backend {
   Tensor upload_bytes(const void* host, DType dtype, Shape shape);  // persistent copy of contiguous bytes
   Tensor host_copy(const Tensor& t);  // a host tensor with t's bytes (any dtype; t packed first if strided)
   WeightPart on_host(const WeightPart& p);  // p itself when its weight is in host memory
-  LinearSegment make_segment(std::span<const WeightPart> parts, int64_t row0, bool fp8, LinearUse use, int64_t in);
+  LinearSegment make_segment(std::span<const WeightPart> parts, int64_t row0, bool fp8, LinearUse use, int64_t in,
+                             int64_t out_features);
   bool moe_grouped_supported(const ExpertWeights& w, int64_t pairs) const;
   Tensor moe_experts_grouped(const Tensor& x, const ExpertWeights& w, const RouterOutput& route);
   Tensor moe_experts_cublaslt(const Tensor& x, const ExpertWeights& w, const RouterOutput& route);
+  bool moe_sm90_supported(const ExpertWeights& w) const;
+  Tensor moe_experts_sm90(const Tensor& x, const ExpertWeights& w, const RouterOutput& route);
 
   int device_ = 0;
   MlaPrefillKernel mla_prefill_kernel_ = MlaPrefillKernel::Sm90;
@@ -209,8 +251,12 @@ class CudaBackend final : public Backend {
   ScratchPool* active_pool_ = &scratch_;  // graph_pool_ while capture() runs its body
   std::shared_ptr<std::atomic<int64_t>> live_bytes_ = std::make_shared<std::atomic<int64_t>>(0);
   MoePath moe_path_ = MoePath::Auto;
+  MoePath last_moe_path_ = MoePath::Auto;
+  bool head_fp8_ = false, last_head_fp8_ = false;  // set_sm90_fp8_gemm
+  bool moe_sm90_ = false;  // MoePath::Auto may take the sm90 grouped path (set_sm90_fp8_gemm)
   int64_t fp8_decode_max_tokens_ = kFp8DecodeDefaultTokens, fp8_decode_max_rows_ = kFp8DecodeDefaultRows;
   Fp8LinearPath last_fp8_linear_ = Fp8LinearPath::None;
+  int64_t fp8_sm90_min_tokens_ = INT64_MAX;  // set_sm90_fp8_gemm
   int64_t experts_run_ = 0;     // counted on the host by the cuBLASLt path
   Tensor experts_run_device_;   // [1] I64: counted on the device by the grouped path
   std::shared_ptr<void> comm_;  // ncclComm_t, when in a tensor-parallel group

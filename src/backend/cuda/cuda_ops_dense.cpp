@@ -5,6 +5,8 @@
 #include "backend/cuda/embedding_norm_rope/norm_rope.h"
 #include "backend/cuda/gemm/fp8_decode_gemm.h"
 #include "backend/cuda/gemm/fp8_quant.h"
+#include "backend/cuda/gemm/sm90/fp8_gemm_sm90.h"
+#include "backend/cuda/gemm/sm90/head_quant.h"
 #include "core/error.h"
 
 namespace dsserve::cuda {
@@ -87,6 +89,7 @@ Tensor CudaBackend::linear(const Tensor& x_in, const LinearWeight& w) {
   // as cuBLASLt W8A8 products, which need at least 8 token rows: padded to a multiple of 8 (zero
   // rows, scale 1).
   const bool fp8_decode = fp8 && fp8_decode_applies(T, N);
+  const bool fp8_sm90 = fp8 && !fp8_decode && T >= fp8_sm90_min_tokens_;
   if (fp8) last_fp8_linear_ = fp8_decode ? Fp8LinearPath::Decode : Fp8LinearPath::Cublaslt;
   const int64_t Tp = fp8 && !fp8_decode ? round_up(std::max<int64_t>(T, 1), 8) : T;
   Tensor out_full = scratch(out_dtype, {Tp, N});
@@ -129,6 +132,18 @@ Tensor CudaBackend::linear(const Tensor& x_in, const LinearWeight& w) {
       check(launch_fp8_decode_gemm(p, stream_), "fp8 decode linear");
       continue;
     }
+    if (s.fp8 && fp8_sm90 && s.sm90) {
+      Fp8GemmSm90Params p;
+      p.a = xq.ptr<uint8_t>(), p.lda = K;
+      p.a_scale = xs.ptr<float>(), p.a_scale_ld = Tp;
+      p.b = static_cast<const uint8_t*>(s.weight.data()), p.ldb = K;
+      p.b_scale = s.scale.ptr<float>(), p.b_scale_ld = s.scale.size(1);
+      p.d = d, p.d_f32 = out_dtype == DType::F32, p.ldd = N;
+      p.M = T, p.N = s.rows, p.K = K;
+      check(launch_fp8_gemm_sm90(p, stream_), "fp8 linear (sm90 kernel)");
+      last_fp8_linear_ = Fp8LinearPath::Sm90;
+      continue;
+    }
     GemmArgs a;
     a.m = s.rows, a.k = K;
     a.w = s.weight.data(), a.ldw = K;
@@ -158,7 +173,30 @@ Tensor CudaBackend::head_linear(const Tensor& x_in, const HeadWeight& w) {
   const auto& hw = *static_cast<const CudaHeadWeight*>(w.impl.get());
   const int64_t T = x_in.size(0), n = w.heads, in = w.in_features, out_f = w.out_features;
   Tensor out = scratch(DType::BF16, {T, n, out_f});
+  last_head_fp8_ = false;
   if (T == 0) return out;
+  if (hw.fp8 && head_fp8_ && x_in.stride(2) == 1 && is_float(x_in.dtype()) && fp8_gemm_sm90_device_ok()) {
+    // FP8 heads: x quantized per (token, head, 128 columns), then one strided-batch launch (batch =
+    // head) of the sm90 block-FP8 GEMM.
+    const int64_t ld = round_up(T, 4);
+    Tensor xq = scratch(DType::F8_E4M3, {n, T, in}), xs = scratch(DType::F32, {n, in / 128, ld});
+    HeadQuantParams q{x_in.data(), x_in.dtype(), x_in.stride(0), x_in.stride(1), xq.ptr<uint8_t>(), xs.ptr<float>(),
+                      T, n, in, ld};
+    check(launch_head_quant(q, stream_), "head_linear fp8 quantization");
+    Fp8GemmSm90Params p;
+    p.a = xq.ptr<uint8_t>(), p.lda = in, p.a_batch_stride = T * in;
+    p.a_scale = xs.ptr<float>(), p.a_scale_ld = ld;
+    p.b = hw.weight_fp8.ptr<uint8_t>(), p.ldb = in, p.b_batch_stride = out_f * in;
+    p.b_scale = hw.scale.ptr<float>(), p.b_scale_ld = hw.scale.size(2);
+    p.b_scale_batch_stride = hw.scale.size(1) * hw.scale.size(2);
+    p.d = out.data(), p.ldd = n * out_f, p.d_batch_stride = out_f;
+    p.M = T, p.N = out_f, p.K = in, p.batch = int(n);
+    if (fp8_gemm_sm90_supported(p)) {
+      check(launch_fp8_gemm_sm90(p, stream_), "head_linear (sm90 fp8 batch)");
+      last_head_fp8_ = true;
+      return out;
+    }
+  }
   Tensor x = as_dtype(x_in, DType::BF16, true);
   GemmArgs a;
   a.kind = GemmKind::Bf16;

@@ -23,8 +23,10 @@
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/elementwise/elementwise.h"
 #include "backend/cuda/gemm/fp8_quant.h"
+#include "backend/cuda/gemm/sm90/fp8_gemm_sm90.h"
 #include "backend/cuda/moe/moe_grouped_gemm.h"
 #include "backend/cuda/moe/moe_kernels.h"
+#include "backend/cuda/moe/moe_prefill.h"
 #include "core/error.h"
 
 namespace dsserve::cuda {
@@ -58,6 +60,12 @@ int64_t CudaBackend::experts_run() const {
   return experts_run_ + on_device;
 }
 
+namespace {
+bool is_float_rows(const Tensor& x) {
+  return (x.dtype() == DType::BF16 || x.dtype() == DType::F32) && x.stride(1) == 1;
+}
+}  // namespace
+
 bool CudaBackend::moe_grouped_supported(const ExpertWeights& w, int64_t pairs) const {
   return w.num_experts <= kMoeAlignMaxExperts && pairs <= kMoeAlignMaxPairs && w.hidden % 8 == 0 &&
          w.intermediate % 8 == 0;
@@ -87,6 +95,10 @@ Tensor CudaBackend::moe_experts(const Tensor& x_in, const ExpertWeights& w, cons
              "moe_experts: the grouped path takes <= {} experts, <= {} pairs and sizes that are multiples of 8 "
              "({} experts, {} pairs, hidden {}, intermediate {})",
              kMoeAlignMaxExperts, kMoeAlignMaxPairs, w.num_experts, pairs, w.hidden, w.intermediate);
+  if (moe_path_ == MoePath::Sm90)
+    DS_CHECK(moe_sm90_supported(w), "moe_experts: the sm90 grouped FP8 path needs FP8 experts on an sm_90 device and "
+             "at most {} experts ({} {} experts)", kMoePrefillMaxExperts, w.num_experts,
+             static_cast<const CudaExperts*>(w.impl.get())->fp8 ? "fp8" : "bf16");
   const bool grouped = moe_path_ == MoePath::Grouped ||
                        (moe_path_ == MoePath::Auto && pairs <= kMoeGroupedMaxPairs && moe_grouped_supported(w, pairs));
   if (x_in.size(0) == 0 || pairs == 0) {
@@ -94,7 +106,10 @@ Tensor CudaBackend::moe_experts(const Tensor& x_in, const ExpertWeights& w, cons
     if (out.nbytes()) check(cudaMemsetAsync(out.data(), 0, out.nbytes(), stream_), "moe zero output");
     return out;
   }
-  return grouped ? moe_experts_grouped(x_in, w, route) : moe_experts_cublaslt(x_in, w, route);
+  if (grouped) return moe_experts_grouped(x_in, w, route);
+  const bool sm90 = moe_path_ == MoePath::Sm90 || (moe_path_ == MoePath::Auto && moe_sm90_ && moe_sm90_supported(w));
+  last_moe_path_ = sm90 ? MoePath::Sm90 : MoePath::Cublaslt;
+  return sm90 ? moe_experts_sm90(x_in, w, route) : moe_experts_cublaslt(x_in, w, route);
 }
 
 Tensor CudaBackend::moe_experts_grouped(const Tensor& x_in, const ExpertWeights& w, const RouterOutput& route) {
@@ -142,6 +157,72 @@ Tensor CudaBackend::moe_experts_grouped(const Tensor& x_in, const ExpertWeights&
   check(launch_moe_grouped_gemm(gp, stream_), "moe grouped down");
 
   // 4. Weighted sum back in token order (pairs of out-of-range experts contribute nothing).
+  Tensor out = scratch(DType::BF16, {T, H});
+  MoeUnpermuteParams up{y.data(), pair_row.ptr<int32_t>(), route.topk_weights.ptr<float>(), out.data(), T, H, int(K)};
+  check(launch_moe_unpermute(up, stream_), "moe unpermute");
+  return out;
+}
+
+bool CudaBackend::moe_sm90_supported(const ExpertWeights& w) const {
+  const auto& ew = *static_cast<const CudaExperts*>(w.impl.get());
+  return ew.fp8 && w.num_experts <= kMoePrefillMaxExperts && w.hidden % 128 == 0 && w.intermediate % 128 == 0 &&
+         fp8_gemm_sm90_device_ok();
+}
+
+// Prefill sizes on sm_90: pairs grouped by expert on the device, both products as one
+// expert-grouped FP8 launch each, nothing read back (see moe/moe_prefill.h).
+Tensor CudaBackend::moe_experts_sm90(const Tensor& x_in, const ExpertWeights& w, const RouterOutput& route) {
+  const auto& ew = *static_cast<const CudaExperts*>(w.impl.get());
+  const int64_t T = x_in.size(0), H = w.hidden, I = w.intermediate, E = w.num_experts, K = route.topk_ids.size(1);
+  const int64_t pairs = T * K, R = moe_prefill_max_rows(pairs, E);
+
+  // 1. Segments: expert e's rows start at its predecessor's end rounded up to 128.
+  Tensor counts = scratch(DType::I32, {E}), cursor = scratch(DType::I32, {E}), group_end = scratch(DType::I32, {E});
+  Tensor row_token = scratch(DType::I32, {R}), pair_row = scratch(DType::I32, {pairs});
+  MoePrefillGroupParams gp{};
+  gp.topk_ids = route.topk_ids.ptr<int32_t>();
+  gp.counts = counts.ptr<int32_t>(), gp.cursor = cursor.ptr<int32_t>(), gp.group_end = group_end.ptr<int32_t>();
+  gp.row_token = row_token.ptr<int32_t>(), gp.pair_row = pair_row.ptr<int32_t>();
+  gp.experts_run = static_cast<unsigned long long*>(experts_run_device_.data());
+  gp.pairs = pairs, gp.max_rows = R, gp.top_k = int(K), gp.experts = int(E);
+  check(launch_moe_prefill_group(gp, stream_), "moe prefill grouping");
+
+  // 2. Inputs gathered into the segments and quantized (padding rows: zeros, scale 1).
+  Tensor x = is_float_rows(x_in) ? x_in : as_dtype(x_in, DType::BF16, false);
+  Tensor xq = scratch(DType::F8_E4M3, {R, H}), xs = scratch(DType::F32, {H / 128, R});
+  Fp8QuantParams q{};
+  q.x = x.data(), q.x_dtype = x.dtype(), q.x_stride = x.stride(0), q.src_rows = T;
+  q.row_index = row_token.ptr<int32_t>();
+  q.q = xq.ptr<uint8_t>(), q.scale = xs.ptr<float>(), q.rows = R, q.K = H;
+  check(launch_fp8_quant(q, stream_), "moe fp8 quantization");
+
+  // 3. gate_up for every expert in one launch.
+  Tensor gu = scratch(DType::BF16, {R, 2 * I});
+  Fp8GemmSm90Params p;
+  p.a = xq.ptr<uint8_t>(), p.lda = H, p.a_scale = xs.ptr<float>(), p.a_scale_ld = R;
+  p.b = static_cast<const uint8_t*>(ew.gate_up.data()), p.ldb = H, p.b_batch_stride = 2 * I * H;
+  p.b_scale = ew.gate_up_scale.ptr<float>(), p.b_scale_ld = ew.gate_up_scale.size(2);
+  p.b_scale_batch_stride = ew.gate_up_scale.size(1) * ew.gate_up_scale.size(2);
+  p.d = gu.data(), p.ldd = 2 * I;
+  p.M = R, p.N = 2 * I, p.K = H, p.batch = int(E);
+  p.group_end = group_end.ptr<int32_t>();
+  check(launch_fp8_gemm_sm90(p, stream_), "moe gate_up (sm90 grouped)");
+
+  // 4. SiLU-and-mul quantized for down; 5. down for every expert (rows in expert order: the
+  // output tiles go out as bulk stores; the un-permute finds each pair's row).
+  Tensor aq = scratch(DType::F8_E4M3, {R, I}), as = scratch(DType::F32, {I / 128, R});
+  MoeSiluQuantParams sq{gu.data(), row_token.ptr<int32_t>(), aq.ptr<uint8_t>(), as.ptr<float>(), R, I};
+  check(launch_moe_silu_quant(sq, stream_), "moe silu quantization");
+  Tensor y = scratch(DType::BF16, {R, H});
+  p.a = aq.ptr<uint8_t>(), p.lda = I, p.a_scale = as.ptr<float>(), p.a_scale_ld = R;
+  p.b = static_cast<const uint8_t*>(ew.down.data()), p.ldb = I, p.b_batch_stride = H * I;
+  p.b_scale = ew.down_scale.ptr<float>(), p.b_scale_ld = ew.down_scale.size(2);
+  p.b_scale_batch_stride = ew.down_scale.size(1) * ew.down_scale.size(2);
+  p.d = y.data(), p.ldd = H;
+  p.M = R, p.N = H, p.K = I;
+  check(launch_fp8_gemm_sm90(p, stream_), "moe down (sm90 grouped)");
+
+  // 6. Weighted sum back in token order (pairs of out-of-range experts contribute nothing).
   Tensor out = scratch(DType::BF16, {T, H});
   MoeUnpermuteParams up{y.data(), pair_row.ptr<int32_t>(), route.topk_weights.ptr<float>(), out.data(), T, H, int(K)};
   check(launch_moe_unpermute(up, stream_), "moe unpermute");

@@ -5,9 +5,12 @@
 // float32. Routed experts are stacked [E, ...] with 64-bit offsets. Weight parts may be host tensors
 // (checkpoints) or this backend's device tensors (random_weight, --load-format dummy): device parts
 // are copied (or adopted) on the device, and brought to the host only where the host dequantizes.
+#include <algorithm>
+#include <cmath>
 #include <cstring>
 
 #include "backend/cuda/cuda_backend.h"
+#include "backend/cuda/gemm/sm90/fp8_gemm_sm90.h"
 #include "backend/weight_dequant.h"
 #include "core/error.h"
 
@@ -56,7 +59,7 @@ GemmArgs probe_args(const LinearSegment& s, int64_t in, int64_t out_features, in
 }  // namespace
 
 LinearSegment CudaBackend::make_segment(std::span<const WeightPart> parts, int64_t row0, bool fp8, LinearUse use,
-                                        int64_t in) {
+                                        int64_t in, int64_t out_features) {
   LinearSegment seg;
   seg.row0 = row0;
   for (const auto& p : parts) seg.rows += p.weight.size(0);
@@ -100,6 +103,17 @@ LinearSegment CudaBackend::make_segment(std::span<const WeightPart> parts, int64
   }
   seg.fp8 = true;
   seg.scale = upload_bytes(scale.data(), DType::F32, {brows, ld});
+  // Whether the sm90 kernel takes the segment at prefill sizes: activations come quantized from
+  // scratch memory (aligned), outputs land at column row0 of rows of out_features (checked per
+  // call through the same function, with the real pointers).
+  Fp8GemmSm90Params p;
+  p.a = reinterpret_cast<const uint8_t*>(uintptr_t(256)), p.lda = in;
+  p.a_scale = reinterpret_cast<const float*>(uintptr_t(256)), p.a_scale_ld = 128;
+  p.b = static_cast<const uint8_t*>(seg.weight.data()), p.ldb = in;
+  p.b_scale = seg.scale.ptr<float>(), p.b_scale_ld = ld;
+  p.d = reinterpret_cast<void*>(uintptr_t(256) + uintptr_t(row0) * 2), p.ldd = out_features;
+  p.M = 128, p.N = seg.rows, p.K = in;
+  seg.sm90 = fp8_gemm_sm90_supported(p, &seg.sm90_refusal);
   return seg;
 }
 
@@ -136,9 +150,9 @@ LinearWeight CudaBackend::make_linear(std::span<const WeightPart> parts, LinearU
     row += rows;
   }
   for (const auto& g : groups) {
-    LinearSegment seg = make_segment(parts.subspan(g.first, g.count), g.row0, g.fp8, use, in);
+    LinearSegment seg = make_segment(parts.subspan(g.first, g.count), g.row0, g.fp8, use, in, out);
     if (seg.fp8 && !(gemm_->supported(probe_args(seg, in, out, 8)) && gemm_->supported(probe_args(seg, in, out, 512))))
-      seg = make_segment(parts.subspan(g.first, g.count), g.row0, false, use, in);  // cuBLASLt declined: BF16
+      seg = make_segment(parts.subspan(g.first, g.count), g.row0, false, use, in, out);  // cuBLASLt declined: BF16
     // Adjacent BF16 segments run as one product.
     if (!seg.fp8 && !lin->segments.empty() && !lin->segments.back().fp8) {
       LinearSegment& prev = lin->segments.back();
@@ -165,6 +179,18 @@ std::string CudaBackend::describe(const ExpertWeights& w) {
          std::to_string(w.intermediate) + "/" + std::to_string(w.hidden) + "]";
 }
 
+std::string CudaBackend::fp8_paths(const LinearWeight& w) {
+  const auto& lin = *static_cast<const CudaLinear*>(w.impl.get());
+  std::string s;
+  for (const auto& seg : lin.segments) {
+    if (!seg.fp8) continue;
+    if (!s.empty()) s += " + ";
+    s += (seg.sm90 ? "sm90 [" : "cublaslt [") + std::to_string(seg.rows) + "]";
+    if (!seg.sm90) s += " (sm90: " + seg.sm90_refusal + ")";
+  }
+  return s;
+}
+
 std::string CudaBackend::describe(const LinearWeight& w) {
   const auto& lin = *static_cast<const CudaLinear*>(w.impl.get());
   std::string s;
@@ -175,12 +201,38 @@ std::string CudaBackend::describe(const LinearWeight& w) {
   return s;
 }
 
-HeadWeight CudaBackend::make_head_weight(const Tensor& host_f32) {
+HeadWeight CudaBackend::make_head_weight(const Tensor& host_f32, bool from_fp8_blocks) {
   DS_CHECK(host_f32.ndim() == 3 && host_f32.dtype() == DType::F32, "make_head_weight: expected F32 [heads, out, in]");
   Tensor c = host_to_f32(host_f32);
   std::vector<uint16_t> b = to_bf16(c);
   auto hw = std::make_shared<CudaHeadWeight>();
   hw->weight = upload_bytes(b.data(), DType::BF16, host_f32.shape());
+  const int64_t n = host_f32.size(0), out = host_f32.size(1), in = host_f32.size(2);
+  if (from_fp8_blocks && head_fp8_ && out % 128 == 0 && in % 128 == 0) {
+    // Back to e4m3 per 128x128 block of each head: s = max|w| / 448. A checkpoint block's largest
+    // code is +-448 (its scale was chosen so), and the dequantized values carry a BF16 rounding
+    // (relative 2^-9, far below e4m3's half step of 2^-4): so the codes come back exactly and s is
+    // the block's scale to within that rounding.
+    const int64_t br = out / 128, ld = fp8_weight_scale_ld(in);
+    std::vector<uint8_t> q(size_t(n * out * in));
+    std::vector<float> s(size_t(n * br * ld), 0.0f);
+    const float* w = c.ptr<float>();
+    for (int64_t h = 0; h < n; ++h)
+      for (int64_t r0 = 0; r0 < out; r0 += 128)
+        for (int64_t c0 = 0; c0 < in; c0 += 128) {
+          float amax = 0.0f;
+          for (int64_t r = r0; r < r0 + 128; ++r)
+            for (int64_t k = c0; k < c0 + 128; ++k) amax = std::max(amax, std::fabs(w[(h * out + r) * in + k]));
+          const float sc = std::max(amax, 1e-30f) / 448.0f;
+          s[size_t((h * br + r0 / 128) * ld + c0 / 128)] = sc;
+          for (int64_t r = r0; r < r0 + 128; ++r)
+            for (int64_t k = c0; k < c0 + 128; ++k)
+              q[size_t((h * out + r) * in + k)] = f32_to_e4m3(w[(h * out + r) * in + k] / sc);
+        }
+    hw->fp8 = true;
+    hw->weight_fp8 = upload_bytes(q.data(), DType::F8_E4M3, host_f32.shape());
+    hw->scale = upload_bytes(s.data(), DType::F32, {n, br, ld});
+  }
   return HeadWeight{host_f32.size(0), host_f32.size(1), host_f32.size(2), hw};
 }
 
