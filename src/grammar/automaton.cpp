@@ -309,58 +309,6 @@ class Determinizer {
   uint32_t epoch_ = 0;
 };
 
-// Moore's partition refinement; state 0 stays the start. Returns the minimal DFA.
-RuleDfa minimize(const RuleDfa& d, int num_classes) {
-  const size_t n = d.accepting.size();
-  std::vector<int32_t> part(n);
-  for (size_t s = 0; s < n; ++s) part[s] = d.accepting[s];
-  size_t parts = 0;
-  while (true) {
-    std::map<std::vector<int32_t>, int32_t> ids;
-    std::vector<int32_t> np(n);
-    for (size_t s = 0; s < n; ++s) {
-      std::vector<int32_t> key = {part[s]};
-      for (int c = 0; c < num_classes; ++c) {
-        int32_t t = d.next[s][size_t(c)];
-        key.push_back(t < 0 ? -1 : part[size_t(t)]);
-      }
-      for (const RuleCall& rc : d.calls[s]) {
-        key.push_back(rc.rule);
-        key.push_back(rc.return_to < 0 ? -1 : part[size_t(rc.return_to)]);
-      }
-      np[s] = ids.emplace(std::move(key), int32_t(ids.size())).first->second;
-    }
-    const size_t count = ids.size();
-    part.swap(np);
-    if (count == parts) break;
-    parts = count;
-  }
-  // Renumber so that the start's part is 0, in order of first appearance.
-  std::vector<int32_t> order(parts, -1);
-  int32_t next_id = 0;
-  std::vector<int32_t> rep(parts, -1);
-  for (size_t s = 0; s < n; ++s)
-    if (order[size_t(part[s])] < 0) {
-      order[size_t(part[s])] = next_id++;
-      rep[size_t(order[size_t(part[s])])] = int32_t(s);
-    }
-  RuleDfa m;
-  for (size_t p = 0; p < parts; ++p) {
-    const size_t s = size_t(rep[p]);
-    std::vector<int32_t> row(static_cast<size_t>(num_classes));
-    for (int c = 0; c < num_classes; ++c) {
-      int32_t t = d.next[s][size_t(c)];
-      row[size_t(c)] = t < 0 ? -1 : order[size_t(part[size_t(t)])];
-    }
-    std::vector<RuleCall> calls;
-    for (const RuleCall& rc : d.calls[s]) calls.push_back({rc.rule, rc.return_to < 0 ? -1 : order[size_t(part[size_t(rc.return_to)])]});
-    m.next.push_back(std::move(row));
-    m.calls.push_back(std::move(calls));
-    m.accepting.push_back(d.accepting[s]);
-  }
-  return m;
-}
-
 }  // namespace
 
 Automaton compile_automaton(const Grammar& g, const CompileLimits& limits) {

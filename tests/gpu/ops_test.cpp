@@ -393,9 +393,12 @@ void check_mla_absorbed(const MlaCase& cs, Rng& rng) {
     const auto ran = cg.last_mla_decode();
     const std::string tag = std::string(cuda::mla_decode_kernel_name(k)) + "_" + cs.name;
     const auto want = expected_decode_kernel(cs);
-    if (k == cuda::MlaDecodeKernel::Sm90) EXPECT_EQ(int(ran.kernel), int(want)) << tag;
-    if (k == cuda::MlaDecodeKernel::Mma && want != cuda::MlaDecodeKernel::Scalar)
+    if (k == cuda::MlaDecodeKernel::Sm90) {
+      EXPECT_EQ(int(ran.kernel), int(want)) << tag;
+    }
+    if (k == cuda::MlaDecodeKernel::Mma && want != cuda::MlaDecodeKernel::Scalar) {
       EXPECT_EQ(int(ran.kernel), int(cuda::MlaDecodeKernel::Mma)) << tag;
+    }
     ::testing::Test::RecordProperty(("splits_" + tag).c_str(), ran.num_splits);
     const double err = rel_err(cpu(), oc, gpu(), og), row = worst_row_err(oc, og, cs.kr);
     ::testing::Test::RecordProperty(("err_" + tag).c_str(), std::to_string(err));

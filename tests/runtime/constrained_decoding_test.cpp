@@ -188,7 +188,9 @@ TEST(ConstrainedDecoding, SpeculativeDraftsAreCheckedAndRolledBack) {
     auto got = test::tokens_to_completion(*h.engine, b.reqs);
     for (size_t i = 0; i < got.size(); ++i) {
       EXPECT_EQ(got[i], want[i]) << "request " << i << " steps " << steps << " topk " << topk;
-      if (b.constraints[i]) EXPECT_GT(b.constraints[i]->rollbacks, 0) << "request " << i << ": drafts were checked";
+      if (b.constraints[i]) {
+        EXPECT_GT(b.constraints[i]->rollbacks, 0) << "request " << i << ": drafts were checked";
+      }
     }
     EXPECT_GT(h.engine->stats().spec_verify_total, 0);
   }
