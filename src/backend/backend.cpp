@@ -25,15 +25,15 @@ void check_sampling_rows(std::span<const SamplingRow> rows, int64_t vocab) {
   };
   for (size_t i = 0; i < rows.size(); ++i) {
     const SamplingRow& r = rows[i];
-    DS_CHECK(std::isfinite(r.temperature) && r.temperature >= 0, "sample: row {}: temperature {} (expected >= 0)", i,
-             r.temperature);
-    DS_CHECK(r.top_p > 0 && r.top_p <= 1, "sample: row {}: top_p {} (expected (0, 1])", i, r.top_p);
-    DS_CHECK(r.min_p >= 0 && r.min_p <= 1, "sample: row {}: min_p {} (expected [0, 1])", i, r.min_p);
-    DS_CHECK(std::isfinite(r.repetition_penalty) && r.repetition_penalty > 0,
-             "sample: row {}: repetition_penalty {} (expected > 0)", i, r.repetition_penalty);
-    DS_CHECK(std::isfinite(r.frequency_penalty) && std::isfinite(r.presence_penalty),
-             "sample: row {}: frequency_penalty {} / presence_penalty {} must be finite", i, r.frequency_penalty,
-             r.presence_penalty);
+    // The ranges of SamplingParams::validate (sampling_math.h), which every request passed.
+    DS_CHECK(sampling::valid_temperature(r.temperature) && sampling::valid_top_p(r.top_p) &&
+                 sampling::valid_top_k(r.top_k) && sampling::valid_min_p(r.min_p) &&
+                 sampling::valid_penalty(r.frequency_penalty) && sampling::valid_penalty(r.presence_penalty) &&
+                 sampling::valid_repetition_penalty(r.repetition_penalty),
+             "sample: row {}: a sampling parameter is out of range (temperature {}, top_p {}, top_k {}, min_p {}, "
+             "frequency_penalty {}, presence_penalty {}, repetition_penalty {})",
+             i, r.temperature, r.top_p, r.top_k, r.min_p, r.frequency_penalty, r.presence_penalty,
+             r.repetition_penalty);
     DS_CHECK(r.top_logprobs >= 0 && r.top_logprobs <= sampling::kMaxTopLogprobs,
              "sample: row {}: top_logprobs {} (expected 0 to {})", i, r.top_logprobs, sampling::kMaxTopLogprobs);
     for (auto& [t, b] : r.logit_bias) check_token(i, "logit_bias", t);

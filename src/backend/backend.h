@@ -307,6 +307,10 @@ class Backend {
   // Non-empty when the device can run nothing more (a CUDA kernel fault leaves its context
   // unusable): the reason. Empty while healthy (always, on the CPU).
   virtual std::string fatal_error() { return {}; }
+  // Work done so far, counted where a long op can report it (the CPU backend: attention query
+  // rows), readable from any thread: a sign of life inside one long op for watchdogs. 0 when the
+  // backend does not count.
+  virtual int64_t progress() const { return 0; }
 };
 
 enum class DeviceKind { Auto, Cpu, Cuda };

@@ -44,6 +44,16 @@ constexpr uint64_t kWeightOne = uint64_t(1) << kWeightBits;
 // The most (logprob, id) pairs a row may ask for.
 constexpr int kMaxTopLogprobs = 1024;
 
+// The valid range of each sampling parameter: requests (SamplingParams::validate) and rows
+// (check_sampling_rows) are checked against these.
+inline bool valid_temperature(float t) { return std::isfinite(t) && t >= 0; }
+inline bool valid_top_p(float p) { return p > 0 && p <= 1; }
+inline bool valid_top_k(int k) { return k >= -1; }
+inline bool valid_min_p(float p) { return p >= 0 && p <= 1; }
+inline bool valid_penalty(float p) { return p >= -2 && p <= 2; }             // frequency, presence
+inline bool valid_repetition_penalty(float p) { return p > 0 && p <= 2; }
+inline bool valid_logit_bias(float b) { return b >= -100 && b <= 100; }
+
 // One IEEE float operation, rounded to nearest even, never contracted with its neighbours.
 DS_HOST_DEVICE float add_rn(float a, float b) {
 #ifdef __CUDA_ARCH__

@@ -23,6 +23,7 @@ struct GenerateOptions {
   int top_logprobs_num = 0;
   int chunked_prefill_size = 8192;
   bool ignore_eos = false;
+  bool disable_mla = false;
   SpeculativeOptions speculative;
 };
 
@@ -75,12 +76,14 @@ void run(GenerateOptions& o) {
     o.model.max_total_tokens = int64_t(req.input_ids.size()) + std::max(0, req.sampling.max_new_tokens) +
                                o.speculative.cache_margin();
   o.model.verify_tokens = o.speculative.enabled() ? o.speculative.num_draft_tokens : 0;
+  if (o.disable_mla) o.model.disable_cuda_graph = true;  // expanded decode runs eagerly
   LoadedModel m = load_model(o.model, o.speculative.enabled());
   SchedulerOptions so;
   so.chunked_prefill_size = o.chunked_prefill_size;
   so.random_seed = o.model.random_seed;
   so.speculative = o.speculative;
   so.mtp_cache = &m.mtp_cache;
+  so.decode_attention = o.disable_mla ? AttentionMode::Expanded : AttentionMode::Absorbed;
   std::unique_ptr<Engine> engine = create_engine(m.runner(), m.cache, *m.pool, so);
 
   std::vector<int32_t> output_ids;
@@ -129,6 +132,7 @@ void add_generate_command(CLI::App& app) {
   sub->add_option("--top-logprobs-num", opt->top_logprobs_num)->capture_default_str();
   sub->add_option("--chunked-prefill-size", opt->chunked_prefill_size, "Prefill chunk in tokens")->capture_default_str();
   sub->add_flag("--ignore-eos", opt->ignore_eos);
+  sub->add_flag("--disable-mla", opt->disable_mla, "Decode with the non-absorbed attention too");
   sub->add_option("--tp-size,--tp", opt->model.tp_size, "GPUs to split the model over (tensor parallel)")
       ->capture_default_str();
   sub->add_option("--ep-size,--ep", opt->model.ep_size, "1, or --tp-size: routed experts placed whole on the ranks")

@@ -1,10 +1,13 @@
-// dsserve: one binary, one subcommand per job. Logs go to stderr; results to stdout.
+// dsserve: one binary, one subcommand per job. Logs go to stderr; results to stdout. The
+// subcommand's arguments go through SGLang's --config and abbreviation handling first
+// (cli/sglang_args.h).
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
 #include <iostream>
 
 #include "cli/commands.h"
+#include "cli/sglang_args.h"
 #include "core/error.h"
 
 int main(int argc, char** argv) {
@@ -24,7 +27,20 @@ int main(int argc, char** argv) {
   dsserve::add_bench_one_batch_command(app);
   dsserve::add_bench_grammar_command(app);
   try {
-    app.parse(argc, argv);
+    std::vector<std::string> args(argv, argv + argc);
+    if (argc > 1) {
+      for (CLI::App* sub : app.get_subcommands([](CLI::App*) { return true; }))
+        if (sub->check_name(args[1])) {
+          std::vector<std::string> rest(args.begin() + 2, args.end());
+          rest = dsserve::expand_sglang_args(*sub, rest);
+          args.resize(2);
+          args.insert(args.end(), rest.begin(), rest.end());
+          break;
+        }
+    }
+    std::vector<char*> cargs;
+    for (std::string& a : args) cargs.push_back(a.data());
+    app.parse(int(cargs.size()), cargs.data());
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
   } catch (const std::exception& e) {

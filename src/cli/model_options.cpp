@@ -25,12 +25,16 @@ void ModelOptions::add_to(CLI::App& app) {
   app.add_option("--load-format", load_format, "auto | safetensors | dummy (random weights)")->capture_default_str();
   app.add_option("--json-model-override-args", json_model_override_args,
                  "JSON object overriding config.json fields, e.g. '{\"num_hidden_layers\": 4}'");
-  app.add_option("--page-size", page_size, "Tokens per KV-cache page (default: 64 on a GPU, 1 on the CPU)");
-  app.add_option("--context-length", context_length, "Longest sequence (default: min(max_position_embeddings, 32768))");
+  app.add_option("--page-size", page_size, "Tokens per KV-cache page (default: 64 on a GPU, 1 on the CPU)")
+      ->check(CLI::Range(1, 1 << 16));
+  app.add_option("--context-length", context_length, "Longest sequence (default: min(max_position_embeddings, 32768))")
+      ->check(CLI::Range(int64_t(2), int64_t(1) << 40));
   app.add_option("--max-total-tokens", max_total_tokens,
-                 "KV-cache capacity in tokens (default: from --mem-fraction-static on a GPU, the context length on the CPU)");
+                 "KV-cache capacity in tokens (default: from --mem-fraction-static on a GPU, the context length on the CPU)")
+      ->check(CLI::Range(int64_t(1), int64_t(1) << 40));
   app.add_option("--mem-fraction-static", mem_fraction_static,
-                 "Fraction of GPU memory for weights and KV cache (default 0.88)");
+                 "Fraction of GPU memory for weights and KV cache (default 0.88)")
+      ->check(CLI::Range(0.01, 1.0));
   app.add_option("--random-seed", random_seed, "Seed for dummy weights and sampling")->capture_default_str();
   add_kv_cache_dtype_flag(app);
   add_cuda_graph_flags(app);
@@ -43,9 +47,11 @@ void ModelOptions::add_kv_cache_dtype_flag(CLI::App& app) {
 }
 
 void ModelOptions::add_cuda_graph_flags(CLI::App& app) {
-  app.add_option("--cuda-graph-max-bs", cuda_graph_max_bs, "Largest decode batch recorded as a CUDA graph (default 160)");
+  app.add_option("--cuda-graph-max-bs", cuda_graph_max_bs, "Largest decode batch recorded as a CUDA graph (default 160)")
+      ->check(CLI::Range(1, 1 << 16));
   app.add_option("--cuda-graph-bs", cuda_graph_bs, "Decode batch sizes recorded as CUDA graphs (default: 1 2 4 8 12 16 "
-                 "24 ... up to --cuda-graph-max-bs)");
+                 "24 ... up to --cuda-graph-max-bs)")
+      ->check(CLI::Range(1, 1 << 16));
   app.add_flag("--disable-cuda-graph", disable_cuda_graph, "Run decode without CUDA graphs");
 }
 

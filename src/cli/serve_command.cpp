@@ -7,11 +7,15 @@
 // are refused with a message; flags with nothing to do here are accepted and say so in the log.
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <filesystem>
+#include <map>
+#include <set>
 #include <nlohmann/json.hpp>
 #include <thread>
 
 #include "cli/commands.h"
+#include "cli/compat_flags.h"
 #include "cli/model_options.h"
 #include "cli/multi_node_serving.h"
 #include "core/error.h"
@@ -22,7 +26,9 @@
 #include "server/server_context.h"
 #include "server/watchdog.h"
 #include "text/chat_template.h"
+#include "text/reasoning_parser.h"
 #include "text/tokenizer.h"
+#include "text/tool_call_parser.h"
 
 namespace fs = std::filesystem;
 
@@ -32,34 +38,56 @@ namespace {
 
 struct ServeOptions {
   ModelOptions model;
+  CompatFlags compat;
   std::string tokenizer_path, host = "127.0.0.1", served_model_name, chat_template, reasoning_parser,
-      tool_call_parser, api_key, log_level = "info", quantization, attention_backend,
-      dist_init_addr, schedule_policy = "fcfs", speculative_algorithm, speculative_draft_model_path;
+      tool_call_parser, api_key, log_level = "info", quantization,
+      dist_init_addr, schedule_policy = "fcfs", speculative_algorithm, speculative_draft_model_path, config;
   int port = 30000, tp_size = 1, dp_size = 1, ep_size = 1, nnodes = 1, node_rank = 0, dist_timeout = 0;
-  bool enable_dp_attention = false, trust_remote_code = false, disable_radix_cache = false,
-       enable_torch_compile = false, enable_flashinfer_mla = false,
-       skip_tokenizer_init = false, enable_metrics = false;
+  bool enable_dp_attention = false, disable_radix_cache = false,
+       skip_tokenizer_init = false, enable_metrics = false, log_requests = false, allow_auto_truncate = false,
+       disable_mla = false;
   double watchdog_timeout = 300, health_generate_timeout = 20;
-  int max_running_requests = 0, chunked_prefill_size = 8192, max_prefill_tokens = 16384;
+  int max_running_requests = 0, chunked_prefill_size = 0, max_prefill_tokens = 16384;
   int speculative_num_steps = 0, speculative_eagle_topk = 0, speculative_num_draft_tokens = 0;
-  int max_queued_requests = 4096, io_threads = 2;
+  int max_queued_requests = 4096, io_threads = 2, max_connections = 4096, decode_log_interval = 40;
+  double timeout_keep_alive = 5, timeout_request_header = 30, timeout_request_body = 60;
   int64_t max_request_body_bytes = 32ll << 20;
   bool disable_web_ui = false;
 };
 
+// The default --chunked-prefill-size: SGLang's 8192 on a GPU; on the CPU oracle a chunk that keeps
+// one step within seconds (a forward's attention grows with the prefix, so long prompts are cut).
+constexpr int kGpuChunkedPrefillSize = 8192, kCpuChunkedPrefillSize = 512;
+
+// The names --log-level takes (as Python's logging, any case): spdlog's level for each.
+spdlog::level::level_enum parse_log_level(std::string s) {
+  std::transform(s.begin(), s.end(), s.begin(), [](unsigned char c) { return std::tolower(c); });
+  static const std::map<std::string, spdlog::level::level_enum> levels = {
+      {"trace", spdlog::level::trace},   {"debug", spdlog::level::debug}, {"info", spdlog::level::info},
+      {"warning", spdlog::level::warn},  {"warn", spdlog::level::warn},   {"error", spdlog::level::err},
+      {"critical", spdlog::level::critical}, {"off", spdlog::level::off}};
+  auto it = levels.find(s);
+  DS_CHECK(it != levels.end(), "--log-level {}: expected trace, debug, info, warning, error, critical or off", s);
+  return it->second;
+}
+
 void add_flags(CLI::App& s, ServeOptions& o) {
   ModelOptions& m = o.model;
+  s.add_option("--config", o.config, "SGLang's YAML config file: flag names and values (command-line flags win)");
   s.add_option("--model-path,--model", m.model_path, "Checkpoint directory (config.json + safetensors)")->required();
   s.add_option("--tokenizer-path", o.tokenizer_path, "Tokenizer directory (default: the model directory)");
   s.add_option("--host", o.host, "Address to listen on")->capture_default_str();
-  s.add_option("--port", o.port, "Port to listen on")->capture_default_str();
+  s.add_option("--port", o.port, "Port to listen on")->check(CLI::Range(0, 65535))->capture_default_str();
   s.add_option("--device", m.device, "auto | cpu | cuda")->capture_default_str();
   s.add_option("--load-format", m.load_format, "auto | safetensors | dummy (random weights)")->capture_default_str();
   s.add_option("--json-model-override-args", m.json_model_override_args, "JSON object overriding config.json fields");
-  s.add_option("--context-length", m.context_length, "Longest sequence (default: min(max_position_embeddings, 32768))");
-  s.add_option("--page-size", m.page_size, "Tokens per KV-cache page (default: 64 on a GPU, 1 on the CPU)");
+  s.add_option("--context-length", m.context_length, "Longest sequence (default: min(max_position_embeddings, 32768))")
+      ->check(CLI::Range(int64_t(2), int64_t(1) << 40));
+  s.add_option("--page-size", m.page_size, "Tokens per KV-cache page (default: 64 on a GPU, 1 on the CPU)")
+      ->check(CLI::Range(1, 1 << 16));
   s.add_option("--max-total-tokens", m.max_total_tokens,
-               "KV-cache capacity in tokens (default: from --mem-fraction-static on a GPU, 4 x the context length on the CPU)");
+               "KV-cache capacity in tokens (default: from --mem-fraction-static on a GPU, 4 x the context length on the CPU)")
+      ->check(CLI::Range(int64_t(1), int64_t(1) << 40));
   s.add_option("--random-seed", m.random_seed, "Seed for dummy weights and unseeded sampling")->capture_default_str();
   s.add_option("--served-model-name", o.served_model_name, "Model name in /v1/models and responses (default: the model path)");
   s.add_option("--chat-template", o.chat_template, "Jinja chat template file (default: the tokenizer's)");
@@ -69,38 +97,71 @@ void add_flags(CLI::App& s, ServeOptions& o) {
   s.add_option("--api-key", o.api_key, "Require 'Authorization: Bearer KEY' on every route but /health and /metrics");
   s.add_flag("--enable-metrics", o.enable_metrics, "Serve Prometheus metrics on /metrics");
   s.add_flag("--disable-web-ui", o.disable_web_ui, "Do not serve the built-in chat page on /");
-  s.add_option("--log-level", o.log_level, "trace | debug | info | warning | error")->capture_default_str();
-  s.add_option("--max-running-requests", o.max_running_requests, "Requests decoded together (default 256)");
-  s.add_option("--chunked-prefill-size", o.chunked_prefill_size, "Prefill chunk in tokens (<= 0: no chunking)")->capture_default_str();
-  s.add_option("--max-prefill-tokens", o.max_prefill_tokens, "Prompt tokens per prefill forward")->capture_default_str();
+  s.add_option("--log-level", o.log_level, "trace | debug | info | warning | error | critical (any case)")->capture_default_str();
+  s.add_flag("--log-requests", o.log_requests, "Log every HTTP request (method, path, body size, client)");
+  s.add_option("--decode-log-interval", o.decode_log_interval, "Log decode statistics every N decode steps")
+      ->check(CLI::Range(1, 1 << 30))->capture_default_str();
+  s.add_option("--max-running-requests", o.max_running_requests, "Requests decoded together (default 256)")
+      ->check(CLI::Range(1, 1 << 20));
+  s.add_option("--chunked-prefill-size", o.chunked_prefill_size,
+               "Prefill chunk in tokens (-1: no chunking; default 8192 on a GPU, 512 on the CPU)")
+      ->check(CLI::Validator([](std::string& v) {
+        return v == "-1" || (!v.empty() && v[0] != '-' && v != "0") ? std::string() : "expected -1 or a positive number";
+      }, "-1 or > 0"));
+  s.add_option("--max-prefill-tokens", o.max_prefill_tokens, "Prompt tokens per prefill forward")
+      ->check(CLI::Range(1, 1 << 30))->capture_default_str();
   s.add_option("--schedule-policy", o.schedule_policy, "fcfs | lpm")->capture_default_str();
   s.add_flag("--disable-radix-cache", o.disable_radix_cache, "No prefix reuse across requests");
-  s.add_option("--max-queued-requests", o.max_queued_requests, "Waiting requests beyond which new ones get 503")->capture_default_str();
-  s.add_option("--max-request-body-bytes", o.max_request_body_bytes, "Larger request bodies get 413")->capture_default_str();
-  s.add_option("--io-threads", o.io_threads, "HTTP io threads")->capture_default_str();
-  s.add_option("--health-generate-timeout", o.health_generate_timeout, "Seconds /health_generate waits")->capture_default_str();
-  s.add_option("--watchdog-timeout", o.watchdog_timeout, "Seconds a forward may take before the watchdog fires")->capture_default_str();
+  s.add_flag("--disable-mla", o.disable_mla, "Decode with the non-absorbed attention too (up-projected keys and values)");
+  s.add_flag("--allow-auto-truncate", o.allow_auto_truncate,
+             "Cut prompts (and max_tokens) to the context length instead of answering 400");
+  s.add_option("--max-queued-requests", o.max_queued_requests,
+               "Waiting requests beyond which new ones get 503 (and the most sequences one request may ask for)")
+      ->check(CLI::Range(1, 1 << 24))->capture_default_str();
+  s.add_option("--max-request-body-bytes", o.max_request_body_bytes, "Larger request bodies get 413")
+      ->check(CLI::Range(int64_t(1024), int64_t(1) << 40))->capture_default_str();
+  s.add_option("--max-connections", o.max_connections, "Open connections beyond which new ones get 503")
+      ->check(CLI::Range(1, 1 << 24))->capture_default_str();
+  s.add_option("--timeout-keep-alive", o.timeout_keep_alive, "Seconds an idle keep-alive connection stays open")
+      ->check(CLI::Range(0.001, 1e6))->capture_default_str();
+  s.add_option("--timeout-request-header", o.timeout_request_header,
+               "Seconds from a request's first byte to the end of its header")
+      ->check(CLI::Range(0.001, 1e6))->capture_default_str();
+  s.add_option("--timeout-request-body", o.timeout_request_body, "Seconds from the end of a header to the end of the body")
+      ->check(CLI::Range(0.001, 1e6))->capture_default_str();
+  s.add_option("--io-threads", o.io_threads, "HTTP io threads")->check(CLI::Range(1, 1024))->capture_default_str();
+  s.add_option("--health-generate-timeout", o.health_generate_timeout, "Seconds /health_generate waits")
+      ->check(CLI::Range(0.001, 1e6))->capture_default_str();
+  s.add_option("--watchdog-timeout", o.watchdog_timeout,
+               "Seconds a step may go without progress before the server exits (0: no watchdog)")
+      ->check(CLI::Range(0.0, 1e9))->capture_default_str();
   // Flags of SGLang that select parallelism, kernels or memory on GPUs.
-  s.add_option("--tp-size,--tp", o.tp_size, "Tensor-parallel size")->capture_default_str();
-  s.add_option("--dp-size,--dp", o.dp_size, "Data-parallel size")->capture_default_str();
+  s.add_option("--tp-size,--tp,--tensor-parallel-size", o.tp_size, "Tensor-parallel size")
+      ->check(CLI::Range(1, 4096))->capture_default_str();
+  s.add_option("--dp-size,--dp,--data-parallel-size", o.dp_size, "Data-parallel size")
+      ->check(CLI::Range(1, 4096))->capture_default_str();
   s.add_flag("--enable-dp-attention", o.enable_dp_attention, "Data-parallel attention");
-  s.add_option("--ep-size,--ep", o.ep_size, "Expert-parallel size")->capture_default_str();
-  s.add_option("--nnodes", o.nnodes, "Number of nodes (--tp-size counts the GPUs of all of them)")->capture_default_str();
-  s.add_option("--node-rank", o.node_rank, "Rank of this node (0 serves HTTP)")->capture_default_str();
+  s.add_option("--ep-size,--ep,--expert-parallel-size", o.ep_size, "Expert-parallel size")
+      ->check(CLI::Range(1, 4096))->capture_default_str();
+  s.add_option("--nnodes", o.nnodes, "Number of nodes (--tp-size counts the GPUs of all of them)")
+      ->check(CLI::Range(1, 4096))->capture_default_str();
+  s.add_option("--node-rank", o.node_rank, "Rank of this node (0 serves HTTP)")->check(CLI::Range(0, 4095))->capture_default_str();
   s.add_option("--dist-init-addr", o.dist_init_addr, "host:port of node 0 for multi-node bootstrap");
-  s.add_option("--dist-timeout", o.dist_timeout, "Seconds for the multi-node rendezvous and each wait on another node (default 600)");
-  s.add_flag("--trust-remote-code", o.trust_remote_code, "Accepted for compatibility (no remote code exists here)");
+  s.add_option("--dist-timeout", o.dist_timeout, "Seconds for the multi-node rendezvous and each wait on another node (default 600)")
+      ->check(CLI::Range(1, 1 << 30));
   m.add_kv_cache_dtype_flag(s);
   s.add_option("--quantization", o.quantization, "Weight quantization (fp8: the checkpoint's block FP8)");
-  s.add_option("--mem-fraction-static", m.mem_fraction_static, "Fraction of GPU memory for weights and KV cache (default 0.88)");
+  s.add_option("--mem-fraction-static", m.mem_fraction_static, "Fraction of GPU memory for weights and KV cache (default 0.88)")
+      ->check(CLI::Range(0.01, 1.0));
   m.add_cuda_graph_flags(s);
-  s.add_flag("--enable-torch-compile", o.enable_torch_compile, "Accepted for compatibility (nothing to compile)");
-  s.add_option("--attention-backend", o.attention_backend, "Accepted names: flashinfer, fa3, flashmla, cutlass_mla, triton, torch_native");
-  s.add_flag("--enable-flashinfer-mla", o.enable_flashinfer_mla, "Accepted for compatibility (MLA kernels are built in)");
+  add_compat_flags(s, o.compat);
   s.add_option("--speculative-algorithm", o.speculative_algorithm, "EAGLE or NEXTN: draft with the MTP layer");
-  s.add_option("--speculative-num-steps", o.speculative_num_steps);
-  s.add_option("--speculative-eagle-topk", o.speculative_eagle_topk);
-  s.add_option("--speculative-num-draft-tokens", o.speculative_num_draft_tokens);
+  s.add_option("--speculative-num-steps", o.speculative_num_steps, "Draft steps per round (default 3)")
+      ->check(CLI::Range(1, 64));
+  s.add_option("--speculative-eagle-topk", o.speculative_eagle_topk, "Branches per draft step (default 1)")
+      ->check(CLI::Range(1, 64));
+  s.add_option("--speculative-num-draft-tokens", o.speculative_num_draft_tokens, "Tokens verified per round (default 4)")
+      ->check(CLI::Range(1, 1024));
   s.add_option("--speculative-draft-model-path", o.speculative_draft_model_path);
 }
 
@@ -153,28 +214,32 @@ void check_flags(const ServeOptions& o, bool on_cpu) {
   }
   refuse(!o.quantization.empty() && o.quantization != "fp8",
          fmt::format("--quantization {}: only the checkpoint's block FP8 (fp8) is supported", o.quantization));
-  refuse(!o.reasoning_parser.empty() && o.reasoning_parser != "deepseek-r1",
-         fmt::format("--reasoning-parser {}: only deepseek-r1 is available", o.reasoning_parser));
-  refuse(!o.tool_call_parser.empty() && o.tool_call_parser != "deepseekv3",
-         fmt::format("--tool-call-parser {}: only deepseekv3 is available", o.tool_call_parser));
+  refuse(!o.reasoning_parser.empty() && !text::reasoning_parser_known(o.reasoning_parser),
+         fmt::format("--reasoning-parser {}: expected deepseek-r1 or deepseek-v3", o.reasoning_parser));
+  refuse(!o.tool_call_parser.empty() && !text::tool_call_parser_known(o.tool_call_parser),
+         fmt::format("--tool-call-parser {}: expected deepseekv3 or deepseekv31", o.tool_call_parser));
+  refuse(o.disable_mla && !o.speculative_algorithm.empty(),
+         "--disable-mla with --speculative-algorithm: verifying a draft tree needs the absorbed attention's tree "
+         "masks (drop one of the two)");
   refuse(o.schedule_policy != "fcfs" && o.schedule_policy != "lpm",
          fmt::format("--schedule-policy {}: expected fcfs or lpm", o.schedule_policy));
-  refuse(o.io_threads < 1, "--io-threads must be at least 1");
-  refuse(o.max_request_body_bytes < 1024, "--max-request-body-bytes must be at least 1024");
-  static const std::set<std::string> backends = {"", "flashinfer", "fa3", "flashmla", "cutlass_mla", "triton", "torch_native", "trtllm_mla"};
-  refuse(!backends.count(o.attention_backend), fmt::format("--attention-backend {}: unknown backend", o.attention_backend));
-  refuse(o.model.mem_fraction_static < 0 || o.model.mem_fraction_static > 1, "--mem-fraction-static must be in [0, 1]");
+  check_compat_flags(o.compat, on_cpu);
   if (o.enable_dp_attention && o.dp_size == 1)
     spdlog::info("--enable-dp-attention with --dp-size 1: one attention group, as plain tensor parallelism");
-  if (o.trust_remote_code) spdlog::info("--trust-remote-code: accepted; dsserve runs no code from checkpoints");
-  if (o.enable_torch_compile) spdlog::info("--enable-torch-compile: accepted; there is nothing to compile (the kernels are native)");
-  if (o.enable_flashinfer_mla) spdlog::info("--enable-flashinfer-mla: accepted; MLA kernels are built in");
-  if (!o.attention_backend.empty()) spdlog::info("--attention-backend {}: accepted; dsserve uses its own MLA kernels", o.attention_backend);
   if (o.nnodes == 1 && (!o.dist_init_addr.empty() || o.dist_timeout))
     spdlog::info("--dist-init-addr/--dist-timeout: no effect with --nnodes 1");
   if (on_cpu && o.model.mem_fraction_static > 0) spdlog::info("--mem-fraction-static: accepted; on the cpu device the KV cache is sized by --max-total-tokens");
   if (on_cpu && (o.model.cuda_graph_max_bs || o.model.disable_cuda_graph || !o.model.cuda_graph_bs.empty()))
     spdlog::info("--cuda-graph-max-bs/--cuda-graph-bs/--disable-cuda-graph: no CUDA graphs on the cpu device");
+}
+
+// OpenAI's system_fingerprint: this build and the settings that shape outputs.
+std::string system_fingerprint(const ServeOptions& o) {
+  const std::string what = fmt::format("dsserve-0.1|{}|{}|{}|{}|{}|{}|{}", o.model.model_path, o.model.kv_cache_dtype,
+                                       o.tp_size, o.dp_size, o.ep_size, o.disable_mla, o.speculative_algorithm);
+  uint64_t h = 1469598103934665603ull;  // FNV-1a
+  for (unsigned char c : what) h = (h ^ c) * 1099511628211ull;
+  return fmt::format("fp_{:010x}", h & 0xffffffffffull);
 }
 
 nlohmann::json server_args_json(const ServeOptions& o) {
@@ -198,6 +263,10 @@ nlohmann::json server_args_json(const ServeOptions& o) {
           {"mem_fraction_static", m.mem_fraction_static}, {"disable_cuda_graph", m.disable_cuda_graph},
           {"cuda_graph_max_bs", m.cuda_graph_max_bs}, {"cuda_graph_bs", m.cuda_graph_bs}, {"watchdog_timeout", o.watchdog_timeout},
           {"max_request_body_bytes", o.max_request_body_bytes}, {"io_threads", o.io_threads},
+          {"max_connections", o.max_connections}, {"timeout_keep_alive", o.timeout_keep_alive},
+          {"timeout_request_header", o.timeout_request_header}, {"timeout_request_body", o.timeout_request_body},
+          {"disable_mla", o.disable_mla}, {"allow_auto_truncate", o.allow_auto_truncate},
+          {"log_requests", o.log_requests}, {"decode_log_interval", o.decode_log_interval},
           {"health_generate_timeout", o.health_generate_timeout},
           {"speculative_algorithm", o.speculative_algorithm.empty() ? nlohmann::json(nullptr) : nlohmann::json(o.speculative_algorithm)},
           {"speculative_num_steps", o.speculative_num_steps}, {"speculative_eagle_topk", o.speculative_eagle_topk},
@@ -206,11 +275,15 @@ nlohmann::json server_args_json(const ServeOptions& o) {
 }
 
 void serve(ServeOptions& o) {
-  auto level = spdlog::level::from_str(o.log_level == "warn" ? "warning" : o.log_level);
-  spdlog::set_level(level == spdlog::level::off && o.log_level != "off" ? spdlog::level::info : level);
+  spdlog::set_level(parse_log_level(o.log_level));
   const DeviceKind kind = parse_device_kind(o.model.device);
   const bool on_cpu = kind == DeviceKind::Cpu || (kind == DeviceKind::Auto && cuda_device_count() == 0);
   check_flags(o, on_cpu);
+  if (o.chunked_prefill_size == 0) o.chunked_prefill_size = on_cpu ? kCpuChunkedPrefillSize : kGpuChunkedPrefillSize;
+  if (o.disable_mla && !o.model.disable_cuda_graph) {
+    spdlog::info("--disable-mla: decode runs the non-absorbed attention, eagerly (no CUDA graphs)");
+    o.model.disable_cuda_graph = true;
+  }
   o.model.tp_size = o.tp_size;
   o.model.ep_size = o.ep_size;
   o.model.dp_size = o.enable_dp_attention ? o.dp_size : 1;
@@ -271,6 +344,8 @@ void serve(ServeOptions& o) {
   so.disable_radix_cache = o.disable_radix_cache;
   so.max_queued_requests = o.max_queued_requests;
   so.random_seed = o.model.random_seed;
+  so.decode_attention = o.disable_mla ? AttentionMode::Expanded : AttentionMode::Absorbed;
+  so.decode_log_interval = o.decode_log_interval;
   std::unique_ptr<Engine> engine = start_engine(m, so);
   // A step that outlasts --watchdog-timeout (a hung kernel) ends the server with the reason.
   server::Watchdog watchdog(*engine, o.watchdog_timeout, [](const std::string& reason) {
@@ -287,10 +362,13 @@ void serve(ServeOptions& o) {
   settings.tool_call_parser = o.tool_call_parser;
   settings.enable_metrics = o.enable_metrics;
   settings.health_generate_timeout_s = o.health_generate_timeout;
+  settings.allow_auto_truncate = o.allow_auto_truncate;
+  settings.system_fingerprint = system_fingerprint(o);
   server::ServerContext ctx(*engine, tokenizer.get(), chat_template.get(), settings);
   ctx.server_args = server_args_json(o);
 
   server::Router router(o.api_key);
+  router.set_log_requests(o.log_requests);
   server::add_all_routes(router, ctx);
   if (!o.disable_web_ui) server::add_web_ui_routes(router);
   server::HttpServerOptions ho;
@@ -298,6 +376,10 @@ void serve(ServeOptions& o) {
   ho.port = o.port;
   ho.io_threads = o.io_threads;
   ho.max_body_bytes = size_t(o.max_request_body_bytes);
+  ho.max_connections = o.max_connections;
+  ho.keep_alive_timeout_s = o.timeout_keep_alive;
+  ho.header_timeout_s = o.timeout_request_header;
+  ho.body_timeout_s = o.timeout_request_body;
   server::HttpServer http(ho, router);
   spdlog::info("serving {} on http://{}:{} ({} io threads)", settings.served_model_name, o.host, http.bound_port(),
                o.io_threads);

@@ -139,27 +139,32 @@ json parse_json_text(const char* begin, const char* end, const std::string& what
 
 }  // namespace
 
+SafetensorsHeader parse_safetensors_header(const unsigned char* bytes, size_t size, const std::string& path) {
+  DS_CHECK(size >= 8, "{}: truncated: {} bytes, shorter than the 8-byte header length", path, size);
+  uint64_t n = read_u64_le(bytes);
+  DS_CHECK(n <= size - 8, "{}: header length {} exceeds the {} bytes after it (truncated file?)", path, n, size - 8);
+  const char* h = reinterpret_cast<const char*>(bytes + 8);
+  json header = parse_json_text(h, h + n, path + ": header");
+  uint64_t data_start = 8 + n, data_bytes = size - data_start;
+  SafetensorsHeader out;
+  for (auto& [name, entry] : header.items()) {
+    if (name == "__metadata__") {
+      out.metadata = parse_metadata(entry, path);
+      continue;
+    }
+    out.tensors.emplace(name, parse_entry(path, name, entry, data_start, data_bytes));
+  }
+  return out;
+}
+
 std::shared_ptr<SafetensorsFile> SafetensorsFile::open(const std::string& path) {
   std::shared_ptr<SafetensorsFile> f(new SafetensorsFile());
   f->path_ = path;
   f->keepalive_ = map_file(path, &f->map_bytes_);
   f->map_ = f->keepalive_.get();
-  const auto* base = static_cast<const unsigned char*>(f->map_);
-  DS_CHECK(f->map_bytes_ >= 8, "{}: truncated: {} bytes, shorter than the 8-byte header length", path,
-           f->map_bytes_);
-  uint64_t n = read_u64_le(base);
-  DS_CHECK(n <= f->map_bytes_ - 8, "{}: header length {} exceeds the {} bytes after it (truncated file?)", path, n,
-           f->map_bytes_ - 8);
-  const char* h = reinterpret_cast<const char*>(base + 8);
-  json header = parse_json_text(h, h + n, path + ": header");
-  uint64_t data_start = 8 + n, data_bytes = f->map_bytes_ - data_start;
-  for (auto& [name, entry] : header.items()) {
-    if (name == "__metadata__") {
-      f->metadata_ = parse_metadata(entry, path);
-      continue;
-    }
-    f->tensors_.emplace(name, parse_entry(path, name, entry, data_start, data_bytes));
-  }
+  SafetensorsHeader h = parse_safetensors_header(static_cast<const unsigned char*>(f->map_), f->map_bytes_, path);
+  f->tensors_ = std::move(h.tensors);
+  f->metadata_ = std::move(h.metadata);
   return f;
 }
 
@@ -187,9 +192,9 @@ std::string read_text(const std::string& path) {
   return std::string(std::istreambuf_iterator<char>(in), {});
 }
 
-// weight_map of an index file: tensor name -> shard file name.
-std::map<std::string, std::string> read_weight_map(const std::string& index_path) {
-  std::string text = read_text(index_path);
+}  // namespace
+
+std::map<std::string, std::string> parse_weight_map(std::string_view text, const std::string& index_path) {
   json j = parse_json_text(text.data(), text.data() + text.size(), index_path);
   auto it = j.find("weight_map");
   DS_CHECK(it != j.end() && it->is_object(), "{}: 'weight_map' must be an object of tensor name -> shard file",
@@ -199,9 +204,20 @@ std::map<std::string, std::string> read_weight_map(const std::string& index_path
     DS_CHECK(shard.is_string() && !shard.get<std::string>().empty(),
              "{}: weight_map entry for tensor '{}' must be a shard file name, found {}", index_path, name,
              brief(shard));
-    out[name] = shard.get<std::string>();
+    const std::string file = shard.get<std::string>();
+    DS_CHECK(file.find('/') == std::string::npos && file.find('\\') == std::string::npos && file != "." && file != "..",
+             "{}: weight_map entry for tensor '{}' names '{}': expected a file name in the checkpoint directory",
+             index_path, name, file);
+    out[name] = file;
   }
   return out;
+}
+
+namespace {
+
+// weight_map of an index file: tensor name -> shard file name.
+std::map<std::string, std::string> read_weight_map(const std::string& index_path) {
+  return parse_weight_map(read_text(index_path), index_path);
 }
 
 std::vector<std::string> safetensors_in(const std::string& dir) {

@@ -5,6 +5,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -20,6 +21,17 @@ struct TensorInfo {
   size_t data_offset;    // byte offset of the first element in the file
   size_t nbytes;
 };
+
+// The header of a .safetensors file held in memory (bytes: the whole file), validated: every
+// tensor's dtype, shape and data offsets inside the data section. Error naming `path` and the tensor.
+struct SafetensorsHeader {
+  std::map<std::string, TensorInfo> tensors;
+  std::map<std::string, std::string> metadata;
+};
+SafetensorsHeader parse_safetensors_header(const unsigned char* bytes, size_t size, const std::string& path);
+// weight_map of a model.safetensors.index.json text: tensor name -> shard file name (a plain file
+// name in the checkpoint directory).
+std::map<std::string, std::string> parse_weight_map(std::string_view text, const std::string& index_path);
 
 // One mapped .safetensors file. Views it returns keep the mapping alive.
 class SafetensorsFile {

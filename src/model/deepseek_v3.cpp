@@ -206,6 +206,7 @@ Tensor DeepseekV3Model::decoder(const AttentionBatch& ab, const Tensor& ids, Att
     Tensor f = feed_forward(x, layer);
     const Tensor& next_norm = i + 1 < cfg_.num_hidden_layers ? w_.layers[i + 1].input_norm : w_.final_norm;
     x = be_.add_rms_norm(h, f, next_norm, eps);
+    layers_run_.fetch_add(1, std::memory_order_relaxed);
   }
   return x;
 }

@@ -2,6 +2,7 @@
 // backend ops, over a flat ForwardBatch and the paged latent cache, plus the MTP (NextN) module.
 // No threads, no scheduling, no device code here.
 #pragma once
+#include <atomic>
 #include <memory>
 #include <optional>
 #include <span>
@@ -51,6 +52,7 @@ class DeepseekV3Model final : public ModelRunner {
   bool capture_decode_graphs(LatentCache& cache, int32_t trash_slot, const std::vector<int>& batch_sizes) override;
   std::vector<int> decode_graph_sizes() const override;
   std::string device_fatal_error() override { return be_.fatal_error(); }
+  int64_t progress() const override { return layers_run_.load(std::memory_order_relaxed) + be_.progress(); }
   double decode_graph_capture_seconds() const override;
   int64_t decode_graph_replays() const { return graphs_ ? graphs_->replays() : 0; }
   // Records EAGLE's verify forward (tokens_per_seq tokens per sequence with tree masks) at these
@@ -95,6 +97,7 @@ class DeepseekV3Model final : public ModelRunner {
   int64_t local_heads_ = 0;  // attention heads on this rank
   std::vector<int32_t> group_tokens_;  // data-parallel attention: tokens of each group this round
   std::unique_ptr<DecodeGraphs> graphs_, verify_graphs_, mtp_graphs_;
+  std::atomic<int64_t> layers_run_{0};  // see progress()
 };
 
 }  // namespace dsserve

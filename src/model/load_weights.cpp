@@ -251,7 +251,15 @@ ModelWeights load_model_weights(const ModelConfig& cfg, WeightSource& src, Backe
   DS_CHECK(!opt.mtp_weights || mtp, "draft model {}: no MTP layer found (expected model.layers.0.eh_proj.weight)",
            mtp_src.describe());
   std::vector<TensorSpec> specs = model_tensor_specs(cfg, mtp);
-  auto warn_unused = [](const WeightSource& s, const std::vector<std::string>& unexpected) {
+  auto warn_unused = [&cfg](const WeightSource& s, std::vector<std::string> unexpected) {
+    // The MTP layer unloaded (no speculative decoding) is as it should be: say so at info level.
+    const std::string mtp_prefix = layer_prefix(cfg.num_hidden_layers);
+    const size_t mtp_tensors = size_t(std::erase_if(unexpected, [&](const std::string& n) {
+      return cfg.num_nextn_predict_layers > 0 && n.rfind(mtp_prefix, 0) == 0;
+    }));
+    if (mtp_tensors > 0)
+      spdlog::info("{}: the checkpoint has a multi-token-prediction layer ({}*, {} tensors), not loaded: "
+                   "--speculative-algorithm EAGLE drafts with it", s.describe(), mtp_prefix, mtp_tensors);
     if (unexpected.empty()) return;
     std::string list;
     for (size_t i = 0; i < unexpected.size() && i < 10; ++i) list += (i ? ", " : "") + unexpected[i];

@@ -34,6 +34,10 @@ class ModelRunner {
   // The recorded batch sizes (empty: decode runs eagerly) and the seconds the recording took.
   virtual std::vector<int> decode_graph_sizes() const = 0;
   virtual double decode_graph_capture_seconds() const = 0;
+  // Decoder layers run so far (over all forwards) plus the backend's own count (Backend::progress),
+  // readable from any thread: a long forward's sign of life for the watchdog. 0 when the runner
+  // does not count.
+  virtual int64_t progress() const { return 0; }
   // Non-empty when a device of this runner can run nothing more (see Backend::fatal_error).
   virtual std::string device_fatal_error() = 0;
   // Data-parallel attention: the scheduler says whether it has work (true: a forward of its will

@@ -27,6 +27,7 @@ class DataParallelModel::GroupRunner final : public ModelRunner {
     return {};
   }
   void set_has_work(bool has_work) override { owner_.set_has_work(g_, has_work); }
+  int64_t progress() const override { return lead().progress(); }
 
  private:
   const DeepseekV3Model& lead() const { return *owner_.ranks_[size_t(owner_.lead(g_))].model; }

@@ -44,6 +44,7 @@ class MultiNodeModel final : public ModelRunner {
   std::vector<int> decode_graph_sizes() const override { return local_->decode_graph_sizes(); }
   double decode_graph_capture_seconds() const override { return local_->decode_graph_capture_seconds(); }
   std::string device_fatal_error() override;
+  int64_t progress() const override { return local_->progress(); }
 
  private:
   // Sends c to every other node, runs `local` here, then waits for every node's reply.

@@ -81,6 +81,7 @@ class TensorParallelModel final : public ModelRunner {
   bool capture_decode_graphs(LatentCache& cache, int32_t trash_slot, const std::vector<int>& batch_sizes) override;
   std::vector<int> decode_graph_sizes() const override { return ranks_[0].model->decode_graph_sizes(); }
   std::string device_fatal_error() override;  // the first failed rank's reason
+  int64_t progress() const override { return ranks_[0].model->progress(); }
   double decode_graph_capture_seconds() const override { return ranks_[0].model->decode_graph_capture_seconds(); }
   int64_t decode_graph_replays() const { return ranks_[0].model->decode_graph_replays(); }
   // Speculative decoding over the ranks: the MTP layer's forward on every rank (prev_hidden copied to

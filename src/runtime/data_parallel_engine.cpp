@@ -84,6 +84,12 @@ EngineStats DataParallelEngine::stats() const {
   return sum;
 }
 
+int64_t DataParallelEngine::max_queued_requests() const {
+  int64_t sum = 0;
+  for (auto& e : groups_) sum += e->max_queued_requests();
+  return sum;
+}
+
 void DataParallelEngine::shutdown() {
   for (auto& e : groups_) e->shutdown();
 }

@@ -25,6 +25,7 @@ class DataParallelEngine final : public Engine {
   EngineStats stats() const override;  // counts and totals summed; current_step_s the longest
   int64_t context_length() const override { return groups_[0]->context_length(); }
   int vocab_size() const override { return groups_[0]->vocab_size(); }
+  int64_t max_queued_requests() const override;  // summed over the groups
   void shutdown() override;
 
   int groups() const { return int(groups_.size()); }

@@ -26,12 +26,21 @@ struct SamplingParams {
   bool ignore_eos = false;
   std::optional<uint64_t> seed;     // same seed, same output
   std::vector<std::pair<int32_t, float>> logit_bias;
+
+  // The one range rule of every field (backend/sampling_math.h holds the ranges): throws
+  // EngineError(InvalidRequest) whose message and field name `prefix + field`, e.g.
+  // "'sampling_params.top_p' must be in (0, 1], found 1.5". vocab_size > 0 also checks the token
+  // ids of logit_bias and stop_token_ids.
+  void validate(int vocab_size = 0, const std::string& prefix = "") const;
 };
 
 class TokenConstraint;  // runtime/token_constraint.h
 
 struct GenerationRequest {
   std::string rid;
+  std::string client;               // who sent it (a connection): waiting requests are admitted
+                                    // round-robin over clients, and a full queue still takes a
+                                    // client below its fair share
   std::vector<int32_t> input_ids;
   SamplingParams sampling;
   bool return_logprob = false;

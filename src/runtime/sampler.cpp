@@ -32,27 +32,6 @@ std::vector<std::pair<float, int32_t>> top_logprobs(std::span<const float> logit
   return out;
 }
 
-void validate_sampling_params(const SamplingParams& p, int vocab_size) {
-  DS_CHECK(std::isfinite(p.temperature) && p.temperature >= 0, "temperature must be >= 0, found {}", p.temperature);
-  DS_CHECK(p.top_p > 0 && p.top_p <= 1, "top_p must be in (0, 1], found {}", p.top_p);
-  DS_CHECK(p.top_k >= -1, "top_k must be -1 (all) or positive, found {}", p.top_k);
-  DS_CHECK(p.min_p >= 0 && p.min_p <= 1, "min_p must be in [0, 1], found {}", p.min_p);
-  DS_CHECK(p.frequency_penalty >= -2 && p.frequency_penalty <= 2, "frequency_penalty must be in [-2, 2], found {}",
-           p.frequency_penalty);
-  DS_CHECK(p.presence_penalty >= -2 && p.presence_penalty <= 2, "presence_penalty must be in [-2, 2], found {}",
-           p.presence_penalty);
-  DS_CHECK(p.repetition_penalty > 0 && p.repetition_penalty <= 2, "repetition_penalty must be in (0, 2], found {}",
-           p.repetition_penalty);
-  DS_CHECK(p.max_new_tokens >= 0, "max_new_tokens must be >= 0, found {}", p.max_new_tokens);
-  DS_CHECK(p.min_new_tokens >= 0, "min_new_tokens must be >= 0, found {}", p.min_new_tokens);
-  for (auto& [id, bias] : p.logit_bias)
-    DS_CHECK(id >= 0 && id < vocab_size && std::isfinite(bias) && bias >= -100 && bias <= 100,
-             "logit_bias: token {} with bias {} (expected a token in [0, {}) and a bias in [-100, 100])", id, bias,
-             vocab_size);
-  for (int32_t id : p.stop_token_ids)
-    DS_CHECK(id >= 0 && id < vocab_size, "stop_token_ids: {} is outside the vocabulary [0, {})", id, vocab_size);
-}
-
 SamplingState::SamplingState(const SamplingParams& p, uint64_t seed, std::span<const int32_t> prompt,
                              std::vector<int32_t> stop_ids)
     : p_(p), seed_(seed), stop_ids_(std::move(stop_ids)),

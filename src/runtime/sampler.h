@@ -60,8 +60,5 @@ class SamplingState {
 float token_logprob(std::span<const float> logits, int32_t id);
 // The k most likely tokens as (logprob, id), best first (ties: lower id first).
 std::vector<std::pair<float, int32_t>> top_logprobs(std::span<const float> logits, int k);
-// Checks ranges (temperature >= 0, 0 < top_p <= 1, top_k >= -1, 0 <= min_p <= 1, penalties in
-// [-2, 2], repetition_penalty in (0, 2], max/min_new_tokens >= 0); throws naming the field.
-void validate_sampling_params(const SamplingParams& p, int vocab_size);
 
 }  // namespace dsserve

@@ -18,6 +18,7 @@
 #include <span>
 #include <thread>
 #include <unordered_map>
+#include <unordered_set>
 
 #include "backend/sampling_math.h"
 #include "core/error.h"
@@ -64,37 +65,52 @@ class Scheduler final : public Engine {
   ~Scheduler() override { shutdown(); }
 
   void submit(GenerationRequest g, OutputCallback cb) override {
-    const ModelConfig& cfg = model_.config();
-    DS_CHECK(!g.input_ids.empty(), "request {}: the prompt is empty", g.rid);
-    for (size_t i = 0; i < g.input_ids.size(); ++i)
-      DS_CHECK(g.input_ids[i] >= 0 && g.input_ids[i] < cfg.vocab_size,
-               "request {}: input_ids[{}] = {} is outside the vocabulary [0, {})", g.rid, i, g.input_ids[i],
-               cfg.vocab_size);
-    validate_sampling_params(g.sampling, cfg.vocab_size);
-    DS_CHECK(g.top_logprobs_num >= 0 && g.top_logprobs_num <= sampling::kMaxTopLogprobs,
-             "request {}: top_logprobs_num {} (expected 0 to {})", g.rid, g.top_logprobs_num, sampling::kMaxTopLogprobs);
-    const int64_t total = int64_t(g.input_ids.size()) + g.sampling.max_new_tokens;
-    DS_CHECK(total <= model_.context_len(),
-             "request {}: {} prompt tokens + {} max_new_tokens = {} exceed the context length {}", g.rid,
-             g.input_ids.size(), g.sampling.max_new_tokens, total, model_.context_len());
-    const int64_t pages_needed = (total + spec_margin() + pool_.page_size() - 1) / pool_.page_size();
-    DS_CHECK(pages_needed <= pool_.num_pages(),
-             "request {}: {} tokens need {} KV pages but the cache has {} in all (--max-total-tokens)", g.rid, total,
-             pages_needed, pool_.num_pages());
-    auto r = std::make_shared<RequestState>();
-    r->g = std::move(g);
-    r->cb = std::move(cb);
+    std::vector<Submission> one;
+    one.push_back({std::move(g), std::move(cb)});
+    submit_all(std::move(one));
+  }
+
+  void submit_all(std::vector<Submission> group) override {
+    const int64_t k = int64_t(group.size());
+    if (k > opt_.max_queued_requests)
+      refuse(EngineErrorKind::TooManySequences,
+             "{} sequences in one request exceed the {} the server can queue (--max-queued-requests)", k,
+             opt_.max_queued_requests);
+    std::vector<RequestPtr> reqs;
+    std::unordered_set<std::string> rids;
+    for (Submission& s : group) {
+      check_request(s.request);
+      if (!rids.insert(s.request.rid).second)
+        refuse(EngineErrorKind::DuplicateRequestId, "request id '{}' is given to two requests of one batch",
+               s.request.rid);
+      auto r = std::make_shared<RequestState>();
+      r->g = std::move(s.request);
+      r->cb = std::move(s.on_output);
+      reqs.push_back(std::move(r));
+    }
+    if (reqs.empty()) return;
+    const std::string& client = reqs[0]->g.client;
     {
       std::lock_guard lk(mu_);
-      DS_CHECK(!stopping_, "request {}: the server is shutting down", r->g.rid);
-      DS_CHECK(fatal_.empty(), "request {}: the device failed ({}); the server cannot generate", r->g.rid, fatal_);
-      DS_CHECK(int(inbox_.size() + waiting_count_) < opt_.max_queued_requests,
-               "queue full: {} requests are waiting (limit {}); retry later", inbox_.size() + waiting_count_,
-               opt_.max_queued_requests);
-      inbox_.push_back(std::move(r));
+      if (stopping_) refuse(EngineErrorKind::ShuttingDown, "request {}: the server is shutting down", reqs[0]->g.rid);
+      if (!fatal_.empty())
+        refuse(EngineErrorKind::DeviceFailed, "request {}: the device failed ({}); the server cannot generate",
+               reqs[0]->g.rid, fatal_);
+      for (auto& r : reqs)
+        if (live_rids_.count(r->g.rid))
+          refuse(EngineErrorKind::DuplicateRequestId, "request id '{}' is already in use by a request in flight",
+                 r->g.rid);
+      check_queue_room(client, k);
+      for (auto& r : reqs) {
+        live_rids_.insert(r->g.rid);
+        ++inbox_by_client_[r->g.client];
+        inbox_.push_back(std::move(r));
+      }
     }
     cv_.notify_one();
   }
+
+  int64_t max_queued_requests() const override { return opt_.max_queued_requests; }
 
   void abort(const std::string& rid) override {
     {
@@ -122,6 +138,7 @@ class Scheduler final : public Engine {
     if (started != 0)
       s.current_step_s = double(std::chrono::steady_clock::now().time_since_epoch().count() - started) *
                          std::chrono::steady_clock::period::num / std::chrono::steady_clock::period::den;
+    s.progress = forwards_done_.load(std::memory_order_relaxed) + model_.progress();
     return s;
   }
   int64_t context_length() const override { return model_.context_len(); }
@@ -137,8 +154,54 @@ class Scheduler final : public Engine {
   }
 
  private:
+  // What makes a request impossible to run, whatever the load: EngineError(InvalidRequest).
+  void check_request(const GenerationRequest& g) const {
+    const ModelConfig& cfg = model_.config();
+    auto invalid = [&](const std::string& field, const std::string& msg) {
+      throw EngineError(EngineErrorKind::InvalidRequest, fmt::format("request {}: {}", g.rid, msg), field);
+    };
+    if (g.input_ids.empty()) invalid("input_ids", "the prompt is empty");
+    for (size_t i = 0; i < g.input_ids.size(); ++i)
+      if (g.input_ids[i] < 0 || g.input_ids[i] >= cfg.vocab_size)
+        invalid("input_ids", fmt::format("input_ids[{}] = {} is outside the vocabulary [0, {})", i, g.input_ids[i],
+                                         cfg.vocab_size));
+    g.sampling.validate(cfg.vocab_size);
+    if (g.top_logprobs_num < 0 || g.top_logprobs_num > sampling::kMaxTopLogprobs)
+      invalid("top_logprobs_num", fmt::format("top_logprobs_num {} (expected 0 to {})", g.top_logprobs_num,
+                                              sampling::kMaxTopLogprobs));
+    const int64_t total = int64_t(g.input_ids.size()) + g.sampling.max_new_tokens;
+    if (total > model_.context_len())
+      invalid("max_new_tokens", fmt::format("{} prompt tokens + {} max_new_tokens = {} exceed the context length {}",
+                                            g.input_ids.size(), g.sampling.max_new_tokens, total, model_.context_len()));
+    const int64_t pages_needed = (total + spec_margin() + pool_.page_size() - 1) / pool_.page_size();
+    if (pages_needed > pool_.num_pages())
+      invalid("max_new_tokens", fmt::format("{} tokens need {} KV pages but the cache has {} in all "
+                                            "(--max-total-tokens)", total, pages_needed, pool_.num_pages()));
+  }
+
+  // Whether k more requests of `client` fit the queue (mu_ held): below --max-queued-requests, or,
+  // when the queue is full, while the client holds less than its fair share of it (the limit over
+  // the clients with queued work) and the queue stays under twice the limit. QueueFull otherwise.
+  void check_queue_room(const std::string& client, int64_t k) const {
+    const int64_t limit = opt_.max_queued_requests;
+    const int64_t total = int64_t(inbox_.size() + waiting_count_);
+    if (total + k <= limit) return;
+    std::unordered_map<std::string, int64_t> held = waiting_by_client_;
+    for (auto& [c, n] : inbox_by_client_) held[c] += n;
+    int64_t clients = 0;
+    for (auto& [c, n] : held) clients += n > 0;
+    auto mine = held.find(client);
+    const int64_t own = mine == held.end() ? 0 : mine->second;
+    if (own == 0) ++clients;
+    const int64_t share = limit / std::max<int64_t>(clients, 1);
+    if (own + k <= share && total + k <= 2 * limit) return;
+    refuse(EngineErrorKind::QueueFull, "queue full: {} requests are waiting (limit {}, {} of them from this client); "
+           "retry later", total, limit, own);
+  }
+
   ForwardOutput forward(const ForwardBatch& b) {
     ++forwards_;
+    forwards_done_.fetch_add(1, std::memory_order_relaxed);
     return model_.forward(b, cache_);
   }
 
@@ -205,21 +268,14 @@ class Scheduler final : public Engine {
     }
     cv_.wait(lk, ready);
     if (stopping_) return false;
-    std::vector<RequestPtr> incoming, duplicates;
+    std::vector<RequestPtr> incoming;
     incoming.swap(inbox_);
+    inbox_by_client_.clear();
     std::vector<std::string> aborts;
     aborts.swap(aborts_);
     bool flush = std::exchange(flush_, false);
     lk.unlock();
-    for (auto& r : incoming) {
-      if (by_rid_.count(r->g.rid)) {
-        RequestOutput out;
-        out.rid = r->g.rid;
-        out.finished = true;
-        out.finish_reason = FinishReason{"abort", {}, 0, "request id " + r->g.rid + " is already in use"};
-        r->cb(std::move(out));
-        continue;
-      }
+    for (auto& r : incoming) {  // submit() keeps rids unique among the requests in flight
       by_rid_[r->g.rid] = r;
       waiting_.push_back(std::move(r));
     }
@@ -275,6 +331,7 @@ class Scheduler final : public Engine {
   bool run_prefill() {
     if (waiting_.empty()) return false;
     if (opt_.schedule_policy == "lpm") order_by_prefix_match();
+    else order_round_robin();
     int64_t budget = opt_.max_prefill_tokens > 0 ? opt_.max_prefill_tokens : INT64_MAX;
     if (opt_.chunked_prefill_size > 0) budget = std::min<int64_t>(budget, opt_.chunked_prefill_size);
     std::vector<SequenceChunk> chunks;
@@ -422,6 +479,23 @@ class Scheduler final : public Engine {
     rows.push_back(std::move(out));
   }
 
+  // fcfs, fairly: requests already started (partly prefilled, retracted) first, then the fresh ones
+  // taking turns by client (each client's first waiting request, in arrival order, then each
+  // client's second, ...), so that a client with many queued requests cannot hold back another's.
+  void order_round_robin() {
+    std::deque<RequestPtr> ordered;
+    std::vector<std::pair<size_t, RequestPtr>> fresh;  // (turn, request)
+    std::unordered_map<std::string, size_t> turns;
+    for (auto& r : waiting_) {
+      if (r->admitted_once || r->kv_len > 0 || !r->pages.pages.empty()) ordered.push_back(r);
+      else fresh.push_back({turns[r->g.client]++, r});
+    }
+    if (turns.size() <= 1) return;  // one client: arrival order as it is
+    std::stable_sort(fresh.begin(), fresh.end(), [](auto& a, auto& b) { return a.first < b.first; });
+    for (auto& [turn, r] : fresh) ordered.push_back(r);
+    waiting_ = std::move(ordered);
+  }
+
   void order_by_prefix_match() {
     // Longest prefix match first (among requests not yet started), stable.
     std::vector<std::pair<int64_t, RequestPtr>> scored;
@@ -461,13 +535,14 @@ class Scheduler final : public Engine {
     batch_.assign(running_.begin(), running_.end());
     for (auto& r : batch_) chunks.push_back(SequenceChunk{&r->pages, r->kv_len, {r->output_ids.back()}, {0}});
     auto t0 = std::chrono::steady_clock::now();
-    BatchLayout layout{pool_.page_size(), AttentionMode::Absorbed, 0, trash_slot_};
+    BatchLayout layout{pool_.page_size(), opt_.decode_attention, 0, trash_slot_};
     ForwardOutput fo = forward(build_forward_batch(chunks, layout));
     std::vector<RequestState*> reqs;
     for (auto& r : batch_) reqs.push_back(r.get());
     std::vector<SampledToken> picked = choose(fo.logits, reqs);
     double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     last_decode_tps_ = s > 0 ? double(batch_.size()) / s : 0;
+    log_decode();
     for (size_t i = 0; i < batch_.size(); ++i) {
       RequestPtr r = batch_[i];
       r->kv_len += 1;
@@ -575,7 +650,17 @@ class Scheduler final : public Engine {
     double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     last_decode_tps_ = s > 0 ? double(spec_accepted_total_ - prev_accepted_) / s : 0;
     prev_accepted_ = spec_accepted_total_;
+    log_decode();
     for (size_t i = 0; i < batch_.size(); ++i) deliver(batch_[i], first_new[i], used_rows[i]);
+  }
+
+  // Every --decode-log-interval decode steps, one line of the batch's state (as SGLang's).
+  void log_decode() {
+    if (opt_.decode_log_interval <= 0 || ++decode_steps_ % opt_.decode_log_interval != 0) return;
+    const int64_t used = pool_.num_pages() - pool_.num_free();
+    spdlog::info("decode: {} running, {} queued, KV cache {} of {} tokens ({:.1f}%), {:.1f} tokens/s",
+                 running_.size(), waiting_.size(), used * pool_.page_size(), pool_.num_pages() * pool_.page_size(),
+                 100.0 * double(used) / double(std::max<int64_t>(pool_.num_pages(), 1)), last_decode_tps_);
   }
 
   void retract(RequestPtr r) {
@@ -684,6 +769,10 @@ class Scheduler final : public Engine {
 
   void finish(RequestPtr r, FinishReason why, RequestOutput out = {}) {  // by value: it erases the map entry
     if (by_rid_.erase(r->g.rid) == 0) return;  // already finished
+    {
+      std::lock_guard lk(mu_);
+      live_rids_.erase(r->g.rid);
+    }
     if (auto it = std::find(running_.begin(), running_.end(), r); it != running_.end()) running_.erase(it);
     if (auto it = std::find(waiting_.begin(), waiting_.end(), r); it != waiting_.end()) waiting_.erase(it);
     if (!opt_.disable_radix_cache && why.type != "abort" && r->kv_len > 0 && r->discard_before == 0) {
@@ -702,8 +791,11 @@ class Scheduler final : public Engine {
   }
 
   void set_waiting_count() {
+    std::unordered_map<std::string, int64_t> by_client;
+    for (const RequestPtr& r : waiting_) ++by_client[r->g.client];
     std::lock_guard lk(mu_);
     waiting_count_ = waiting_.size();
+    waiting_by_client_ = std::move(by_client);
   }
 
   void publish_stats() {
@@ -745,9 +837,12 @@ class Scheduler final : public Engine {
   std::vector<std::string> aborts_;
   bool flush_ = false, stopping_ = false;
   size_t waiting_count_ = 0;
+  std::unordered_set<std::string> live_rids_;  // submitted and not finished
+  std::unordered_map<std::string, int64_t> inbox_by_client_, waiting_by_client_;  // queued requests per client
   mutable std::mutex stats_mu_;
   EngineStats stats_;
   std::atomic<int64_t> step_started_ns_{0};  // when the running step began (0: idle), for watchdogs
+  std::atomic<int64_t> forwards_done_{0};     // forwards started, for EngineStats::progress
 
   // Scheduler thread only.
   std::deque<RequestPtr> waiting_;
@@ -759,6 +854,7 @@ class Scheduler final : public Engine {
   int64_t prompt_tokens_ = 0, generation_tokens_ = 0, cached_total_ = 0, retractions_ = 0;
   int64_t spec_verify_total_ = 0, spec_accepted_total_ = 0, prev_accepted_ = 0;
   double last_decode_tps_ = 0;
+  int64_t decode_steps_ = 0;
   std::thread thread_;
 };
 
@@ -770,6 +866,9 @@ std::unique_ptr<Engine> create_engine(ModelRunner& model, LatentCache& cache, Pa
            "--schedule-policy: expected fcfs or lpm, found '{}'", opt.schedule_policy);
   DS_CHECK(opt.max_running_requests >= 1, "--max-running-requests must be at least 1, found {}",
            opt.max_running_requests);
+  DS_CHECK(opt.max_queued_requests >= 1, "--max-queued-requests must be at least 1, found {}", opt.max_queued_requests);
+  DS_CHECK(opt.decode_attention == AttentionMode::Absorbed || !opt.speculative.enabled(),
+           "--disable-mla with speculative decoding: verifying a draft tree needs the absorbed attention");
   SchedulerOptions o = opt;
   o.speculative.validate_and_default();
   return std::make_unique<Scheduler>(model, cache, pool, o);

@@ -18,10 +18,13 @@ struct SchedulerOptions {
   int max_prefill_tokens = 16384;    // prompt tokens admitted per prefill forward
   std::string schedule_policy = "fcfs";  // fcfs | lpm
   bool disable_radix_cache = false;
-  int max_queued_requests = 4096;    // beyond this, submit() throws "queue full"
+  int max_queued_requests = 4096;    // beyond this, submit() throws QueueFull (see check_queue_room)
   uint64_t random_seed = 0;          // seeds requests that bring no seed of their own
   SpeculativeOptions speculative;    // EAGLE with the MTP layer when enabled
   LatentCache* mtp_cache = nullptr;  // the MTP layer's cache (same pages as the target's), when speculative
+  // Decode's attention: absorbed (MLA), or expanded as prefill's (--disable-mla; not with speculative decoding).
+  AttentionMode decode_attention = AttentionMode::Absorbed;
+  int decode_log_interval = 0;       // log decode statistics every this many decode steps (0: never)
 };
 
 // Both latent caches need one page beyond the pool's: the trash page, where recomputed tokens of a

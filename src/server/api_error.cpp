@@ -11,7 +11,7 @@ std::string error_body(const ApiError& e) {
   nlohmann::json err = {{"message", e.what()},
                         {"type", e.type},
                         {"param", e.param ? nlohmann::json(*e.param) : nlohmann::json(nullptr)},
-                        {"code", e.code ? nlohmann::json(*e.code) : nlohmann::json(e.status)}};
+                        {"code", e.code ? nlohmann::json(*e.code) : nlohmann::json(nullptr)}};  // OpenAI: a string or null
   // Messages may quote the client's bytes (a parse error echoes them): invalid UTF-8 becomes U+FFFD.
   return json_text(nlohmann::json{{"error", err}});
 }

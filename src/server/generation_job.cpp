@@ -22,23 +22,56 @@ GenerationJob::GenerationJob(ServerContext& ctx, std::shared_ptr<Responder> resp
   prompt_tokens = int(req_.input_ids.size());
 }
 
-void GenerationJob::start(Listener listener) {
+ApiError api_error_of(const EngineError& e, const ServerSettings& settings) {
+  auto param = [&]() -> std::optional<std::string> {
+    return e.field.empty() ? std::nullopt : std::optional<std::string>(e.field);
+  };
+  switch (e.kind) {
+    case EngineErrorKind::InvalidRequest: return ApiError(400, e.what(), "invalid_request_error", param());
+    case EngineErrorKind::DuplicateRequestId:
+      return ApiError(400, e.what(), "invalid_request_error", std::string("rid"), std::string("duplicate_request_id"));
+    case EngineErrorKind::TooManySequences:
+      return ApiError(400, e.what(), "invalid_request_error", param(), std::string("too_many_sequences"));
+    case EngineErrorKind::QueueFull: {
+      ApiError err(503, e.what(), "service_unavailable_error", std::nullopt, std::string("queue_full"));
+      err.retry_after_s = settings.retry_after_s;
+      return err;
+    }
+    case EngineErrorKind::ShuttingDown:
+      return ApiError(503, e.what(), "service_unavailable_error", std::nullopt, std::string("shutting_down"));
+    case EngineErrorKind::DeviceFailed:
+      return ApiError(503, e.what(), "service_unavailable_error", std::nullopt, std::string("device_failed"));
+  }
+  return ApiError(500, e.what(), "internal_server_error");
+}
+
+Submission GenerationJob::prepare(Listener listener) {
   listener_ = std::move(listener);
   auto self = shared_from_this();
+  Submission s{req_, [self](RequestOutput out) {
+                 // Scheduler thread: hand the event to the connection's strand and return.
+                 self->responder_->post([self, out = std::move(out)]() mutable { self->on_output(std::move(out)); });
+               }};
+  s.request.client = responder_->client();
+  return s;
+}
+
+void GenerationJob::abandon() {
+  listener_ = nullptr;  // the listener may hold the route's state, which holds this job
+  cancelled_ = true;
+}
+
+void GenerationJob::start(Listener listener) {
+  std::vector<Submission> one;
+  one.push_back(prepare(std::move(listener)));
   try {
-    ctx_.engine.submit(req_, [self](RequestOutput out) {
-      // Scheduler thread: hand the event to the connection's strand and return.
-      self->responder_->post([self, out = std::move(out)]() mutable { self->on_output(std::move(out)); });
-    });
-  } catch (const std::exception& e) {
-    std::string msg = e.what();
-    if (msg.rfind("queue full", 0) == 0) {
-      ApiError err(503, msg, "service_unavailable_error", std::nullopt, std::string("queue_full"));
-      err.retry_after_s = ctx_.settings.retry_after_s;
-      throw err;
-    }
-    if (msg.find("shutting down") != std::string::npos) throw ApiError(503, msg, "service_unavailable_error");
-    throw ApiError(400, msg, "invalid_request_error");
+    ctx_.engine.submit_all(std::move(one));
+  } catch (const EngineError& e) {
+    abandon();
+    throw api_error_of(e, ctx_.settings);
+  } catch (...) {
+    abandon();
+    throw;
   }
 }
 

@@ -14,6 +14,8 @@
 #include <vector>
 
 #include "runtime/request.h"
+#include "runtime/engine.h"
+#include "server/api_error.h"
 #include "server/responder.h"
 #include "server/server_context.h"
 #include "text/detokenizer.h"
@@ -34,11 +36,17 @@ class GenerationJob : public std::enable_shared_from_this<GenerationJob> {
   using Listener = std::function<void(GenerationJob& job, const std::string& new_text, size_t first_new_id)>;
 
   GenerationJob(ServerContext& ctx, std::shared_ptr<Responder> responder, GenerationRequest req, TextOptions text);
-  // Submits to the engine; throws ApiError (503 + Retry-After when the queue is full, 400 when the
-  // engine rejects the request). The listener runs on the responder's strand.
+  // Submits to the engine; throws ApiError (see api_error_of). The listener runs on the
+  // responder's strand.
   void start(Listener listener);
+  // What start() does in two halves, for a group submitted together (JobGroup): installs the
+  // listener and returns the request to hand the engine (tagged with the responder's client);
+  // abandon() drops the listener again when the submission failed.
+  Submission prepare(Listener listener);
+  void abandon();
   // Client gone: aborts the engine request; no further listener calls.
   void cancel();
+  ServerContext& context() { return ctx_; }
 
   const GenerationRequest& request() const { return req_; }
   const std::string& rid() const { return req_.rid; }
@@ -79,5 +87,10 @@ class GenerationJob : public std::enable_shared_from_this<GenerationJob> {
   bool cancelled_ = false;
   std::chrono::steady_clock::time_point start_;
 };
+
+// The HTTP answer to an engine refusal: 400 for a request that can never run (naming the field),
+// a duplicate request id or too many sequences; 503 (with Retry-After when the queue is full)
+// for a full queue, a server shutting down or a failed device.
+ApiError api_error_of(const EngineError& e, const ServerSettings& settings);
 
 }  // namespace dsserve::server

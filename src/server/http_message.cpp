@@ -36,11 +36,11 @@ std::string format_response(const HttpResponse& r, bool keep_alive) {
   return out;
 }
 
-std::string format_sse_header(bool keep_alive) {
+std::string format_sse_header(bool keep_alive, bool chunked) {
   return fmt::format(
       "HTTP/1.1 200 OK\r\nServer: dsserve\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n"
-      "X-Accel-Buffering: no\r\nTransfer-Encoding: chunked\r\nConnection: {}\r\n\r\n",
-      keep_alive ? "keep-alive" : "close");
+      "X-Accel-Buffering: no\r\n{}Connection: {}\r\n\r\n",
+      chunked ? "Transfer-Encoding: chunked\r\n" : "", keep_alive && chunked ? "keep-alive" : "close");
 }
 
 std::string format_chunk(std::string_view data) {

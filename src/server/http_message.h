@@ -20,8 +20,8 @@ struct HttpResponse {
 
 std::string_view status_reason(int status);
 std::string format_response(const HttpResponse& r, bool keep_alive);
-// Header of a chunked text/event-stream response.
-std::string format_sse_header(bool keep_alive);
+// Header of a text/event-stream response: chunked, or (HTTP/1.0) plain and ended by closing.
+std::string format_sse_header(bool keep_alive, bool chunked = true);
 // One chunk of a chunked body (empty data gives an empty string: nothing to send).
 std::string format_chunk(std::string_view data);
 std::string format_last_chunk();

@@ -9,22 +9,40 @@
 
 namespace dsserve::server {
 
+// 400 (code too_many_sequences, naming `param`) when one request asks for more sequences than the
+// engine can ever queue (--max-queued-requests): checked before anything is tokenized or allocated.
+inline void check_sequence_count(const ServerContext& ctx, int64_t sequences, const std::string& param,
+                                 const std::string& what) {
+  const int64_t limit = ctx.engine.max_queued_requests();
+  if (sequences > limit)
+    throw ApiError(400, fmt::format("this request asks for {} sequences ({}); the server takes at most {} in one "
+                                    "request (--max-queued-requests)", sequences, what, limit),
+                   "invalid_request_error", param, std::string("too_many_sequences"));
+}
+
 class JobGroup {
  public:
   explicit JobGroup(std::shared_ptr<Responder> r) : responder(std::move(r)) {}
 
   void add(std::shared_ptr<GenerationJob> job) { jobs.push_back(std::move(job)); }
-  // Starts every job with listener(job_index, job, new_text, first_new_id); installs the cancel
-  // hook. Throws the first submit error after aborting the jobs already started.
+  // Starts every job with listener(job_index, job, new_text, first_new_id), all or none
+  // (Engine::submit_all); installs the cancel hook. When the engine refuses, no job keeps its
+  // listener (so nothing the route allocated outlives the request) and the ApiError is thrown.
   template <typename F>
   void start(F listener) {
-    for (size_t i = 0; i < jobs.size(); ++i) {
-      try {
-        jobs[i]->start([listener, i](GenerationJob& j, const std::string& t, size_t first) { listener(i, j, t, first); });
-      } catch (...) {
-        for (size_t k = 0; k < i; ++k) jobs[k]->cancel();
-        throw;
-      }
+    std::vector<Submission> subs;
+    for (size_t i = 0; i < jobs.size(); ++i)
+      subs.push_back(jobs[i]->prepare(
+          [listener, i](GenerationJob& j, const std::string& t, size_t first) { listener(i, j, t, first); }));
+    if (jobs.empty()) return;
+    try {
+      jobs[0]->context().engine.submit_all(std::move(subs));
+    } catch (const EngineError& e) {
+      for (auto& j : jobs) j->abandon();
+      throw api_error_of(e, jobs[0]->context().settings);
+    } catch (...) {
+      for (auto& j : jobs) j->abandon();
+      throw;
     }
     std::vector<std::weak_ptr<GenerationJob>> weak(jobs.begin(), jobs.end());
     responder->on_cancel([weak] {

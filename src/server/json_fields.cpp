@@ -1,6 +1,8 @@
 // Type-checked JSON field reads (see json_fields.h).
 #include "server/json_fields.h"
 
+#include <stdexcept>
+
 #include "server/api_error.h"
 #include "text/utf8.h"
 
@@ -13,9 +15,15 @@ json parse_json_body(const std::string& body) {
                 static_cast<unsigned char>(body[bad]), bad);
   json j;
   try {
-    j = json::parse(body);
-  } catch (const json::parse_error& e) {
+    // Nesting is bounded so that nothing later (copies, dumps, destruction) recurses without limit.
+    j = json::parse(body, [&](int depth, json::parse_event_t, json&) {
+      if (depth > kMaxJsonDepth) throw std::length_error("nesting");
+      return true;
+    });
+  } catch (const json::exception& e) {  // syntax errors, and numbers beyond a double (1e400)
     bad_request("", "malformed JSON body: {}", e.what());
+  } catch (const std::length_error&) {
+    bad_request("", "malformed JSON body: nested deeper than {} levels", kMaxJsonDepth);
   }
   if (!j.is_object()) bad_request("", "request body must be a JSON object, found {}", json_type_name(j));
   return j;
@@ -45,10 +53,12 @@ std::optional<double> get_number(const json& obj, const std::string& key, const 
 std::optional<int64_t> get_integer(const json& obj, const std::string& key, const std::string& prefix) {
   const json* v = find(obj, key);
   if (!v) return std::nullopt;
-  if (v->is_number_float()) {
+  if (v->is_number_float()) {  // 3.0 is an integer; 1e300 and 2.5 are not
     double d = v->get<double>();
-    if (d == double(int64_t(d))) return int64_t(d);
+    if (d >= -9.2e18 && d <= 9.2e18 && d == double(int64_t(d))) return int64_t(d);
   }
+  if (v->is_number_unsigned() && v->get<uint64_t>() > uint64_t(INT64_MAX))
+    bad_request(prefix + key, "'{}{}' is out of range: {}", prefix, key, v->get<uint64_t>());
   if (!v->is_number_integer())
     bad_request(prefix + key, "'{}{}' must be an integer, found {}", prefix, key, json_type_name(*v));
   return v->get<int64_t>();

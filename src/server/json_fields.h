@@ -12,7 +12,11 @@ namespace dsserve::server {
 
 using json = nlohmann::json;
 
-// Parses a request body: 400 "malformed JSON" on syntax errors, 400 unless it is an object.
+// The deepest nesting of arrays and objects a request body may have.
+constexpr int kMaxJsonDepth = 64;
+
+// Parses a request body: 400 "malformed JSON" on syntax errors, numbers beyond a double and
+// nesting deeper than kMaxJsonDepth; 400 unless it is an object.
 json parse_json_body(const std::string& body);
 
 std::string json_type_name(const json& j);

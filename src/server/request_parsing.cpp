@@ -4,8 +4,10 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <set>
 
+#include "runtime/engine_error.h"
 #include "server/api_error.h"
 
 namespace dsserve::server {
@@ -29,6 +31,15 @@ const std::set<std::string> kChatOnlyFields = {
 
 const std::set<std::string> kCompletionOnlyFields = {"prompt", "echo", "logprobs", "best_of", "suffix"};
 
+// SamplingParams::validate as a 400 naming the field.
+void validate_sampling(const SamplingParams& s, const std::string& prefix) {
+  try {
+    s.validate(0, prefix);
+  } catch (const EngineError& e) {
+    bad_request(e.field, "{}", e.what());
+  }
+}
+
 void reject_if_set(const json& body, const std::string& key, const std::string& why) {
   auto it = body.find(key);
   if (it != body.end() && !it->is_null()) bad_request(key, "'{}' is not supported: {}", key, why);
@@ -49,9 +60,7 @@ void parse_logit_bias(const json& body, const std::string& key, SamplingParams& 
       bad_request(key, "'{}': key '{}' is not a token id", key, e.key());
     }
     if (!e.value().is_number()) bad_request(key, "'{}': bias of token {} must be a number", key, id);
-    double b = e.value().get<double>();
-    check_range(b, -100, 100, key);
-    s.logit_bias.emplace_back(id, float(b));
+    s.logit_bias.emplace_back(id, float(e.value().get<double>()));
   }
 }
 
@@ -59,27 +68,19 @@ void parse_logit_bias(const json& body, const std::string& key, SamplingParams& 
 void parse_openai_sampling(const json& b, OpenAISampling& o) {
   o.model = get_string(b, "model").value_or("");
   SamplingParams& s = o.sampling;
+  // Types here; ranges in SamplingParams::validate (below), OpenAI's temperature cap of 2 aside.
   if (auto v = get_number(b, "temperature")) { check_range(*v, 0, 2, "temperature"); s.temperature = float(*v); }
-  if (auto v = get_number(b, "top_p")) {
-    if (!(*v > 0 && *v <= 1)) bad_request("top_p", "'top_p' must be in (0, 1], found {}", *v);
-    s.top_p = float(*v);
-  }
-  if (auto v = get_integer(b, "top_k")) {
-    if (*v < -1) bad_request("top_k", "'top_k' must be -1 (all tokens) or positive, found {}", *v);
-    s.top_k = *v == 0 ? -1 : int(*v);
-  }
-  if (auto v = get_number(b, "min_p")) { check_range(*v, 0, 1, "min_p"); s.min_p = float(*v); }
-  if (auto v = get_number(b, "frequency_penalty")) { check_range(*v, -2, 2, "frequency_penalty"); s.frequency_penalty = float(*v); }
-  if (auto v = get_number(b, "presence_penalty")) { check_range(*v, -2, 2, "presence_penalty"); s.presence_penalty = float(*v); }
-  if (auto v = get_number(b, "repetition_penalty")) {
-    if (!(*v > 0 && *v <= 2)) bad_request("repetition_penalty", "'repetition_penalty' must be in (0, 2], found {}", *v);
-    s.repetition_penalty = float(*v);
-  }
+  if (auto v = get_number(b, "top_p")) s.top_p = float(*v);
+  if (auto v = get_integer(b, "top_k")) s.top_k = *v == 0 ? -1 : int(std::clamp<int64_t>(*v, INT32_MIN, INT32_MAX));
+  if (auto v = get_number(b, "min_p")) s.min_p = float(*v);
+  if (auto v = get_number(b, "frequency_penalty")) s.frequency_penalty = float(*v);
+  if (auto v = get_number(b, "presence_penalty")) s.presence_penalty = float(*v);
+  if (auto v = get_number(b, "repetition_penalty")) s.repetition_penalty = float(*v);
   if (auto v = get_integer(b, "seed")) s.seed = uint64_t(*v);
   else if (auto v2 = get_integer(b, "sampling_seed")) s.seed = uint64_t(*v2);
   if (auto v = get_integer(b, "min_tokens")) {
     if (*v < 0) bad_request("min_tokens", "'min_tokens' must be non-negative, found {}", *v);
-    s.min_new_tokens = int(*v);
+    s.min_new_tokens = int(std::min<int64_t>(*v, INT32_MAX));
   }
   s.stop_token_ids = get_int_list(b, "stop_token_ids");
   s.ignore_eos = get_bool(b, "ignore_eos").value_or(false);
@@ -113,6 +114,7 @@ void parse_openai_sampling(const json& b, OpenAISampling& o) {
   reject_if_set(b, "custom_logit_processor", "custom logit processors are not supported");
   if (get_bool(b, "return_hidden_states").value_or(false))
     bad_request("return_hidden_states", "'return_hidden_states' is not supported");
+  validate_sampling(s, "");
 }
 
 // Message content as a string: a string, null, or a list of {type: text, text} parts.
@@ -323,33 +325,18 @@ void parse_native_sampling(const json& sp, const std::string& param, SamplingPar
   std::string pre = param + ".";
   reject_unknown_fields(sp, known, pre);
   if (auto v = get_integer(sp, "max_new_tokens", pre)) {
-    if (*v < 0) bad_request(pre + "max_new_tokens", "'{}max_new_tokens' must be non-negative", pre);
-    s.max_new_tokens = int(std::min<int64_t>(*v, INT32_MAX));
+    s.max_new_tokens = int(std::clamp<int64_t>(*v, -1, INT32_MAX));
     max_new_tokens_given = true;
   }
-  if (auto v = get_integer(sp, "min_new_tokens", pre)) {
-    if (*v < 0) bad_request(pre + "min_new_tokens", "'{}min_new_tokens' must be non-negative", pre);
-    s.min_new_tokens = int(*v);
-  }
-  if (auto v = get_number(sp, "temperature", pre)) {
-    if (*v < 0) bad_request(pre + "temperature", "'{}temperature' must be non-negative, found {}", pre, *v);
-    s.temperature = float(*v);
-  }
-  if (auto v = get_number(sp, "top_p", pre)) {
-    if (!(*v > 0 && *v <= 1)) bad_request(pre + "top_p", "'{}top_p' must be in (0, 1], found {}", pre, *v);
-    s.top_p = float(*v);
-  }
-  if (auto v = get_integer(sp, "top_k", pre)) {
-    if (*v < -1) bad_request(pre + "top_k", "'{}top_k' must be -1 (all tokens) or positive, found {}", pre, *v);
-    s.top_k = *v == 0 ? -1 : int(std::min<int64_t>(*v, INT32_MAX));
-  }
-  if (auto v = get_number(sp, "min_p", pre)) { check_range(*v, 0, 1, pre + "min_p"); s.min_p = float(*v); }
-  if (auto v = get_number(sp, "frequency_penalty", pre)) { check_range(*v, -2, 2, pre + "frequency_penalty"); s.frequency_penalty = float(*v); }
-  if (auto v = get_number(sp, "presence_penalty", pre)) { check_range(*v, -2, 2, pre + "presence_penalty"); s.presence_penalty = float(*v); }
-  if (auto v = get_number(sp, "repetition_penalty", pre)) {
-    if (!(*v > 0 && *v <= 2)) bad_request(pre + "repetition_penalty", "'{}repetition_penalty' must be in (0, 2], found {}", pre, *v);
-    s.repetition_penalty = float(*v);
-  }
+  if (auto v = get_integer(sp, "min_new_tokens", pre)) s.min_new_tokens = int(std::clamp<int64_t>(*v, -1, INT32_MAX));
+  // Types here; ranges in SamplingParams::validate (below).
+  if (auto v = get_number(sp, "temperature", pre)) s.temperature = float(*v);
+  if (auto v = get_number(sp, "top_p", pre)) s.top_p = float(*v);
+  if (auto v = get_integer(sp, "top_k", pre)) s.top_k = *v == 0 ? -1 : int(std::clamp<int64_t>(*v, INT32_MIN, INT32_MAX));
+  if (auto v = get_number(sp, "min_p", pre)) s.min_p = float(*v);
+  if (auto v = get_number(sp, "frequency_penalty", pre)) s.frequency_penalty = float(*v);
+  if (auto v = get_number(sp, "presence_penalty", pre)) s.presence_penalty = float(*v);
+  if (auto v = get_number(sp, "repetition_penalty", pre)) s.repetition_penalty = float(*v);
   s.stop_token_ids = get_int_list(sp, "stop_token_ids", pre);
   s.ignore_eos = get_bool(sp, "ignore_eos", pre).value_or(false);
   if (auto v = get_integer(sp, "sampling_seed", pre)) s.seed = uint64_t(*v);
@@ -362,6 +349,7 @@ void parse_native_sampling(const json& sp, const std::string& param, SamplingPar
   text.no_stop_trim = get_bool(sp, "no_stop_trim", pre).value_or(false);
   if (auto v = get_integer(sp, "n", pre); v && *v != 1)
     bad_request(pre + "n", "'{}n' other than 1 is not supported on /generate: send a batch instead", pre);
+  validate_sampling(s, pre);
 }
 
 NativeGenerateRequest parse_generate_request(const json& b, int default_max_new_tokens) {
@@ -438,7 +426,7 @@ NativeGenerateRequest parse_generate_request(const json& b, int default_max_new_
   };
   auto as_int = [](const json& v, const std::string& p) {
     if (!v.is_number_integer()) bad_request(p, "'{}' must be an integer", p);
-    return int(v.get<int64_t>());
+    return int(std::clamp<int64_t>(v.get<int64_t>(), INT32_MIN, INT32_MAX));
   };
   per_item("return_logprob", [&](NativeItem& item, const json& v, const std::string& p) { item.return_logprob = as_bool(v, p); });
   per_item("logprob_start_len", [&](NativeItem& item, const json& v, const std::string& p) {
@@ -452,6 +440,8 @@ NativeGenerateRequest parse_generate_request(const json& b, int default_max_new_
   per_item("return_text_in_logprobs", [&](NativeItem& item, const json& v, const std::string& p) {
     item.return_text_in_logprobs = as_bool(v, p);
   });
+  if (r.batch && b.contains("rid") && b["rid"].is_string())
+    bad_request("rid", "'rid' of a batch must be a list of one distinct id per prompt ({} prompts)", items.size());
   per_item("rid", [&](NativeItem& item, const json& v, const std::string& p) {
     if (!v.is_string()) bad_request(p, "'{}' must be a string", p);
     item.rid = v.get<std::string>();
@@ -479,6 +469,15 @@ int check_context(size_t prompt_tokens, std::optional<int64_t> max_new_tokens, i
                                context_length, int64_t(prompt_tokens) + *max_new_tokens, prompt_tokens, *max_new_tokens),
                    "invalid_request_error", max_tokens_param, std::string("context_length_exceeded"));
   return int(*max_new_tokens);
+}
+
+int fit_context(std::vector<int32_t>& ids, std::optional<int64_t> max_new_tokens, int64_t context_length,
+                bool truncate, const std::string& prompt_param, const std::string& max_tokens_param) {
+  if (truncate && !ids.empty()) {
+    if (int64_t(ids.size()) >= context_length) ids.resize(size_t(std::max<int64_t>(context_length - 1, 1)));
+    if (max_new_tokens) max_new_tokens = std::min<int64_t>(*max_new_tokens, context_length - int64_t(ids.size()));
+  }
+  return check_context(ids.size(), max_new_tokens, context_length, prompt_param, max_tokens_param);
 }
 
 }  // namespace dsserve::server

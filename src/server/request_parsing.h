@@ -87,5 +87,10 @@ void parse_native_sampling(const json& sp, const std::string& param, SamplingPar
 // `max_tokens_param`); returns max_new_tokens, or what is left of the context when it is absent.
 int check_context(size_t prompt_tokens, std::optional<int64_t> max_new_tokens, int64_t context_length,
                   const std::string& prompt_param, const std::string& max_tokens_param);
+// check_context, or with --allow-auto-truncate (truncate) as SGLang: a prompt as long as the
+// context loses its end (one position is left to generate in) and max_new_tokens is cut to what
+// is left.
+int fit_context(std::vector<int32_t>& ids, std::optional<int64_t> max_new_tokens, int64_t context_length,
+                bool truncate, const std::string& prompt_param, const std::string& max_tokens_param);
 
 }  // namespace dsserve::server

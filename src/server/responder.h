@@ -41,6 +41,8 @@ class Responder {
   // Runs fn on this connection's strand; callable from any thread (engine callbacks).
   virtual void post(std::function<void()> fn) = 0;
   virtual void post_after(std::chrono::milliseconds delay, std::function<void()> fn) = 0;
+  // Who is asking (the connection): the engine admits waiting work round-robin over clients.
+  virtual std::string client() const { return ""; }
 };
 
 }  // namespace dsserve::server

@@ -57,10 +57,10 @@ ojson chat_logprobs(const ServerContext& ctx, const GenerationJob& job, size_t b
 }
 
 ojson completion_logprobs(const ServerContext& ctx, const GenerationJob& job, size_t begin, size_t end,
-                          bool include_prompt, size_t offset0) {
+                          bool include_prompt, size_t offset0, size_t unshown_prompt_tokens) {
   ojson tokens = ojson::array(), token_lps = ojson::array(), tops = ojson::array(), offsets = ojson::array();
   size_t offset = offset0;
-  auto add = [&](const TokenLogprob& tl, const TopLogprobs* top) {
+  auto add = [&](const TokenLogprob& tl, const TopLogprobs* top, bool shown) {
     auto& [lp, id] = tl;
     std::string t = token_text(ctx, id);
     tokens.push_back(t);
@@ -73,13 +73,15 @@ ojson completion_logprobs(const ServerContext& ctx, const GenerationJob& job, si
       tops.push_back(nullptr);
     }
     offsets.push_back(offset);
-    offset += t.size();
+    if (shown) offset += t.size();
   };
   if (include_prompt)
     for (size_t i = 0; i < job.input_token_logprobs.size(); ++i)
-      add(job.input_token_logprobs[i], i < job.input_top_logprobs.size() ? &job.input_top_logprobs[i] : nullptr);
+      add(job.input_token_logprobs[i], i < job.input_top_logprobs.size() ? &job.input_top_logprobs[i] : nullptr,
+          i >= unshown_prompt_tokens);
   for (size_t i = begin; i < end && i < job.output_token_logprobs.size(); ++i)
-    add(job.output_token_logprobs[i], i < job.output_top_logprobs.size() ? &job.output_top_logprobs[i] : nullptr);
+    add(job.output_token_logprobs[i], i < job.output_top_logprobs.size() ? &job.output_top_logprobs[i] : nullptr,
+        true);
   return ojson{{"tokens", tokens}, {"token_logprobs", token_lps}, {"top_logprobs", tops}, {"text_offset", offsets}};
 }
 

@@ -21,9 +21,10 @@ ojson chat_logprobs(const ServerContext& ctx, const GenerationJob& job, size_t b
 
 // Completions logprobs {tokens, token_logprobs, top_logprobs, text_offset} for output ids
 // [begin, end); with echo, the prompt's tokens first (when include_prompt). text_offset starts at
-// `offset0` (the length of text already sent).
+// `offset0` (the length of text already sent); the first `unshown_prompt_tokens` prompt tokens
+// (a BOS the echoed text does not hold) take no room in it.
 ojson completion_logprobs(const ServerContext& ctx, const GenerationJob& job, size_t begin, size_t end,
-                          bool include_prompt, size_t offset0);
+                          bool include_prompt, size_t offset0, size_t unshown_prompt_tokens = 0);
 
 // SGLang's [logprob, token_id, text-or-null] lists.
 ojson native_token_logprobs(const ServerContext* ctx, const std::vector<TokenLogprob>& lps, bool with_text);

@@ -1,7 +1,10 @@
 // Route lookup and API-key check (see router.h).
 #include "server/router.h"
 
+#include <spdlog/spdlog.h>
+
 #include "server/api_error.h"
+#include "text/utf8.h"
 
 namespace dsserve::server {
 
@@ -24,10 +27,24 @@ bool token_matches(const std::string& authorization, const std::string& key) {
 }
 }  // namespace
 
+std::string Router::tail(const Request& req, const std::string& route_path) {
+  const std::string prefix = route_path.substr(0, route_path.size() - 2);  // without "{}"
+  return req.path.size() > prefix.size() ? req.path.substr(prefix.size()) : "";
+}
+
 void Router::dispatch(const Request& req, std::shared_ptr<Responder> r) const {
+  if (log_requests_)
+    spdlog::info("request: {} {} ({} body bytes, {})", req.method, text::utf8_lossy(req.path), req.body.size(),
+                 r->client());
   std::string path = req.path;
   if (path.size() > 1 && path.back() == '/') path.pop_back();
   auto it = routes_.find(path);
+  if (it == routes_.end()) {  // the longest "/{}" route above the path
+    for (size_t slash = path.rfind('/'); slash != std::string::npos && slash > 0; slash = path.rfind('/', slash - 1)) {
+      it = routes_.find(path.substr(0, slash + 1) + "{}");
+      if (it != routes_.end()) break;
+    }
+  }
   if (it == routes_.end()) throw ApiError(404, "no route for " + req.method + " " + req.path, "not_found_error");
   if (it->second.needs_auth && !api_key_.empty() && !token_matches(req.header("authorization"), api_key_)) {
     ApiError e(401,

@@ -55,6 +55,8 @@ ojson item_json(const ServerContext& ctx, const GenerationJob& job, const Native
 void handle_generate(ServerContext& ctx, const Request& http, std::shared_ptr<Responder> responder) {
   json body = parse_json_body(http.body);
   NativeGenerateRequest req = parse_generate_request(body, ctx.settings.default_max_new_tokens);
+  check_sequence_count(ctx, int64_t(req.items.size()), req.items[0].text ? "text" : "input_ids",
+                       fmt::format("a batch of {}", req.items.size()));
   auto st = std::make_shared<GenerateState>(responder);
   st->batch = req.batch;
   std::string base = ctx.new_id("");
@@ -75,8 +77,8 @@ void handle_generate(ServerContext& ctx, const Request& http, std::shared_ptr<Re
       bad_request("sampling_params.stop", "stop strings need the tokenizer (the server runs with --skip-tokenizer-init)");
     std::optional<int64_t> max_new;
     if (item.max_new_tokens_given) max_new = item.sampling.max_new_tokens;
-    int limit = check_context(item.input_ids.size(), max_new, ctx.engine.context_length(), param,
-                              "sampling_params.max_new_tokens");
+    int limit = fit_context(item.input_ids, max_new, ctx.engine.context_length(), ctx.settings.allow_auto_truncate,
+                            param, "sampling_params.max_new_tokens");
     if (!item.max_new_tokens_given) limit = std::min(limit, item.sampling.max_new_tokens);
     for (int32_t id : item.input_ids)
       if (id >= ctx.engine.vocab_size())

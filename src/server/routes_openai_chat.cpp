@@ -8,6 +8,7 @@
 #include <optional>
 
 #include "server/api_error.h"
+#include "server/conversation.h"
 #include "server/job_group.h"
 #include "server/request_parsing.h"
 #include "server/response_builders.h"
@@ -31,15 +32,17 @@ struct ChatState {
   explicit ChatState(std::shared_ptr<Responder> r) : group(std::move(r)) {}
   JobGroup group;
   ChatRequest req;
-  std::string id, model;
+  std::string id, model, fingerprint;
   int64_t created = 0;
   bool use_reasoning = false, use_tools = false;
   std::vector<std::string> tool_names;
+  text::ToolCallFormat tool_format = text::ToolCallFormat::DeepseekV3;
   std::vector<ChoiceStream> choices;
 };
 
 ojson chunk_base(const ChatState& st) {
-  return ojson{{"id", st.id}, {"object", "chat.completion.chunk"}, {"created", st.created}, {"model", st.model}};
+  return ojson{{"id", st.id},       {"object", "chat.completion.chunk"}, {"created", st.created},
+               {"model", st.model}, {"system_fingerprint", st.fingerprint}};
 }
 
 ojson tool_calls_json(const std::vector<text::ToolCall>& calls, bool streaming) {
@@ -156,7 +159,7 @@ void send_completion(ChatState& st, ServerContext& ctx) {
     ojson tool_calls = nullptr;
     bool saw_tool_call = false;
     if (st.use_tools) {
-      text::ToolCallResult r = text::parse_tool_calls(content, st.tool_names);
+      text::ToolCallResult r = text::parse_tool_calls(content, st.tool_names, text::random_tool_call_id, st.tool_format);
       if (!r.calls.empty()) {
         saw_tool_call = true;
         tool_calls = tool_calls_json(r.calls, false);
@@ -165,7 +168,7 @@ void send_completion(ChatState& st, ServerContext& ctx) {
     }
     message["content"] = saw_tool_call && content.empty() ? ojson(nullptr) : ojson(content);
     message["reasoning_content"] = reasoning;
-    message["tool_calls"] = tool_calls;
+    if (!tool_calls.is_null()) message["tool_calls"] = tool_calls;  // absent, never null, as OpenAI
     ojson choice = {{"index", i},
                     {"message", message},
                     {"logprobs", st.req.logprobs ? chat_logprobs(ctx, job, 0, job.output_ids.size(), st.req.top_logprobs)
@@ -174,62 +177,47 @@ void send_completion(ChatState& st, ServerContext& ctx) {
                     {"matched_stop", job.matched_stop()}};
     choices.push_back(std::move(choice));
   }
-  ojson out = {{"id", st.id},          {"object", "chat.completion"}, {"created", st.created},
-               {"model", st.model},    {"choices", choices},
+  ojson out = {{"id", st.id},
+               {"object", "chat.completion"},
+               {"created", st.created},
+               {"model", st.model},
+               {"system_fingerprint", st.fingerprint},
+               {"choices", choices},
                {"usage", usage_json(st.group.views(), st.req.common.n)}};
   st.group.responder->send(json_response(json_text(out)));
 }
 
 void handle_chat(ServerContext& ctx, const Request& http, std::shared_ptr<Responder> responder) {
-  if (!ctx.tokenizer)
-    throw ApiError(400, "chat completions need the tokenizer: the server runs with --skip-tokenizer-init");
-  if (!ctx.chat_template)
-    throw ApiError(400, "the model has no chat template: start the server with --chat-template FILE");
+  require_chat_template(ctx, "chat completions");
   json body = parse_json_body(http.body);
   auto st = std::make_shared<ChatState>(responder);
   st->req = parse_chat_request(body);
   ChatRequest& req = st->req;
+  check_sequence_count(ctx, req.common.n, "n", fmt::format("n {}", req.common.n));
   st->id = req.common.rid.empty() ? ctx.new_id("chatcmpl-") : req.common.rid;
   st->model = ctx.settings.served_model_name;
+  st->fingerprint = ctx.settings.system_fingerprint;
   st->created = std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
-  st->use_reasoning = !ctx.settings.reasoning_parser.empty() && req.separate_reasoning;
-  // Forced tool calls are parsed whatever --tool-call-parser says: their grammar wrote that format.
+  bool thinking = false;  // DeepSeek-V3.1's switch (chat_template_kwargs {"thinking": true})
+  if (req.chat_template_kwargs.is_object())
+    if (auto t = req.chat_template_kwargs.find("thinking"); t != req.chat_template_kwargs.end())
+      thinking = t->is_boolean() && t->get<bool>();
+  st->use_reasoning = text::reasoning_applies(ctx.settings.reasoning_parser, thinking) && req.separate_reasoning;
+  // Forced tool calls are parsed whatever --tool-call-parser says: their grammar wrote that (V3) format.
   const bool forced_tools = req.tool_choice == "required" || req.tool_choice == "function";
   st->use_tools = (!ctx.settings.tool_call_parser.empty() || forced_tools) && req.tools.is_array() && req.tool_choice != "none";
+  if (st->use_tools && !forced_tools) st->tool_format = text::tool_call_format(ctx.settings.tool_call_parser);
   if (req.tools.is_array())
     for (auto& t : req.tools) st->tool_names.push_back(t["function"]["name"].get<std::string>());
 
-  // Render and tokenize the conversation.
-  nlohmann::ordered_json extra = req.chat_template_kwargs.is_object() ? req.chat_template_kwargs
-                                                                       : nlohmann::ordered_json::object();
-  bool add_generation_prompt = true;
-  if (req.continue_final_message) {
-    if (req.messages.back()["role"] != "assistant")
-      bad_request("continue_final_message", "continue_final_message needs the last message to be the assistant's");
-    add_generation_prompt = false;
-  }
-  std::string prompt;
-  try {
-    prompt = ctx.chat_template->render(req.messages, add_generation_prompt,
-                                       req.tool_choice != "none" ? req.tools : nlohmann::ordered_json(nullptr),
-                                       extra);
-  } catch (const std::exception& e) {
-    bad_request("messages", "cannot apply the chat template: {}", e.what());
-  }
-  if (req.continue_final_message) {
-    const std::string eos = ctx.tokenizer->eos_token;
-    if (!eos.empty() && prompt.size() >= eos.size() && prompt.compare(prompt.size() - eos.size(), eos.size(), eos) == 0)
-      prompt.resize(prompt.size() - eos.size());
-  }
-  std::vector<int32_t> ids;
-  try {
-    ids = ctx.tokenizer->encode(prompt, /*add_special_tokens=*/false);
-  } catch (const std::exception& e) {
-    bad_request("messages", "cannot tokenize the conversation: {}", e.what());
-  }
+  ConversationOptions conv;
+  conv.tools = req.tool_choice != "none" ? req.tools : nlohmann::ordered_json(nullptr);
+  conv.chat_template_kwargs = req.chat_template_kwargs;
+  conv.continue_final_message = req.continue_final_message;
+  std::vector<int32_t> ids = tokenize_conversation(ctx, req.messages, conv);
   bool has_max_completion = body.contains("max_completion_tokens") && !body["max_completion_tokens"].is_null();
-  int max_new = check_context(ids.size(), req.common.max_tokens, ctx.engine.context_length(), "messages",
-                              has_max_completion ? "max_completion_tokens" : "max_tokens");
+  int max_new = fit_context(ids, req.common.max_tokens, ctx.engine.context_length(), ctx.settings.allow_auto_truncate,
+                            "messages", has_max_completion ? "max_completion_tokens" : "max_tokens");
 
   std::shared_ptr<const grammar::CompiledGrammar> grammar;
   if (req.common.structured) grammar = compile_structured_output(ctx, *req.common.structured);
@@ -246,7 +234,7 @@ void handle_chat(ServerContext& ctx, const Request& http, std::shared_ptr<Respon
     st->group.add(std::make_shared<GenerationJob>(ctx, responder, std::move(g), req.common.text));
     ChoiceStream cs;
     if (st->use_reasoning) cs.reasoning.emplace(req.stream_reasoning);
-    if (st->use_tools) cs.tools.emplace(st->tool_names);
+    if (st->use_tools) cs.tools.emplace(st->tool_names, text::random_tool_call_id, st->tool_format);
     st->choices.push_back(std::move(cs));
   }
   ServerContext* c = &ctx;

@@ -18,15 +18,17 @@ struct CompletionState {
   explicit CompletionState(std::shared_ptr<Responder> r) : group(std::move(r)) {}
   JobGroup group;
   CompletionRequest req;
-  std::string id, model;
+  std::string id, model, fingerprint;
   int64_t created = 0;
   std::vector<std::string> echo_text;  // per job: the prompt text when echo
+  std::vector<size_t> unshown;         // per job: leading prompt tokens absent from the echo (a BOS added to text)
   std::vector<size_t> text_sent;       // per job: characters already streamed (logprob offsets)
   std::vector<bool> echo_sent;
 };
 
 ojson base(const CompletionState& st) {
-  return ojson{{"id", st.id}, {"object", "text_completion"}, {"created", st.created}, {"model", st.model}};
+  return ojson{{"id", st.id},       {"object", "text_completion"}, {"created", st.created},
+               {"model", st.model}, {"system_fingerprint", st.fingerprint}};
 }
 
 void on_stream_event(CompletionState& st, size_t i, GenerationJob& job, const std::string& new_text,
@@ -40,7 +42,7 @@ void on_stream_event(CompletionState& st, size_t i, GenerationJob& job, const st
   }
   ojson lp = nullptr;
   if (st.req.logprobs && (job.output_ids.size() > first_new || with_prompt))
-    lp = completion_logprobs(ctx, job, first_new, job.output_ids.size(), with_prompt, st.text_sent[i]);
+    lp = completion_logprobs(ctx, job, first_new, job.output_ids.size(), with_prompt, st.text_sent[i], st.unshown[i]);
   st.text_sent[i] += text.size();
   if (!text.empty() || !lp.is_null() || job.finished()) {
     ojson choice = {{"index", i}, {"text", text}, {"logprobs", lp}, {"finish_reason", job.openai_finish_reason()}};
@@ -68,7 +70,8 @@ void send_completion(CompletionState& st, ServerContext& ctx) {
     const GenerationJob& job = *st.group.jobs[i];
     ojson choice = {{"index", i},
                     {"text", (st.req.echo ? st.echo_text[i] : std::string()) + job.text},
-                    {"logprobs", st.req.logprobs ? completion_logprobs(ctx, job, 0, job.output_ids.size(), st.req.echo, 0)
+                    {"logprobs", st.req.logprobs ? completion_logprobs(ctx, job, 0, job.output_ids.size(), st.req.echo,
+                                                                       0, st.unshown[i])
                                                  : ojson(nullptr)},
                     {"finish_reason", job.openai_finish_reason()},
                     {"matched_stop", job.matched_stop()}};
@@ -85,8 +88,12 @@ void handle_completions(ServerContext& ctx, const Request& http, std::shared_ptr
   auto st = std::make_shared<CompletionState>(responder);
   st->req = parse_completion_request(body);
   CompletionRequest& req = st->req;
+  const size_t n_prompts = req.prompt_texts.size() + req.prompt_ids.size();
+  check_sequence_count(ctx, int64_t(n_prompts) * req.common.n, req.common.n > 1 ? "n" : "prompt",
+                       fmt::format("{} prompts x n {}", n_prompts, req.common.n));
   st->id = req.common.rid.empty() ? ctx.new_id("cmpl-") : req.common.rid;
   st->model = ctx.settings.served_model_name;
+  st->fingerprint = ctx.settings.system_fingerprint;
   st->created = std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
   if (!ctx.tokenizer && !req.prompt_texts.empty())
     bad_request("prompt", "the server runs with --skip-tokenizer-init: send token ids instead of text");
@@ -108,7 +115,8 @@ void handle_completions(ServerContext& ctx, const Request& http, std::shared_ptr
   if (req.common.structured) grammar = compile_structured_output(ctx, *req.common.structured);
   for (size_t p = 0; p < prompts.size(); ++p) {
     std::string param = prompts.size() > 1 ? fmt::format("prompt[{}]", p) : "prompt";
-    int max_new = check_context(prompts[p].size(), req.common.max_tokens, ctx.engine.context_length(), param, "max_tokens");
+    int max_new = fit_context(prompts[p], req.common.max_tokens, ctx.engine.context_length(),
+                              ctx.settings.allow_auto_truncate, param, "max_tokens");
     for (int32_t id : prompts[p])
       if (id >= ctx.engine.vocab_size())
         bad_request(param, "token id {} is outside the vocabulary (size {})", id, ctx.engine.vocab_size());
@@ -126,6 +134,11 @@ void handle_completions(ServerContext& ctx, const Request& http, std::shared_ptr
       g.top_logprobs_num = req.logprobs.value_or(0);
       st->group.add(std::make_shared<GenerationJob>(ctx, responder, std::move(g), req.common.text));
       st->echo_text.push_back(req.echo ? prompt_texts[p] : "");
+      // A text prompt's text lacks the BOS that tokenizing added: that token takes no room in it.
+      const bool added_bos = p >= req.prompt_ids.size() && ctx.tokenizer && ctx.tokenizer->bos_id >= 0 &&
+                             !prompts[p].empty() && prompts[p][0] == ctx.tokenizer->bos_id &&
+                             req.prompt_texts[p - req.prompt_ids.size()].rfind(ctx.tokenizer->bos_token, 0) != 0;
+      st->unshown.push_back(added_bos ? 1 : 0);
     }
   }
   st->text_sent.assign(st->group.jobs.size(), 0);

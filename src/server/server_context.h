@@ -28,6 +28,8 @@ struct ServerSettings {
   double health_generate_timeout_s = 20.0;
   int retry_after_s = 1;          // Retry-After of 503 when the queue is full
   int default_max_new_tokens = 128;  // /generate without max_new_tokens (SGLang's default)
+  std::string system_fingerprint = "fp_dsserve";
+  bool allow_auto_truncate = false;  // --allow-auto-truncate: see fit_context  // OpenAI's system_fingerprint: this build and configuration
 };
 
 struct ServerContext {

@@ -29,11 +29,18 @@ void Watchdog::run() {
       on_timeout_(fmt::format("engine: the device failed: {}", st.fatal_error));
       return;
     }
-    const double step_s = st.current_step_s;
-    if (step_s > timeout_s_) {
+    const auto now = std::chrono::steady_clock::now();
+    if (st.progress != last_progress_ || st.current_step_s == 0) {  // alive, or idle
+      last_progress_ = st.progress;
+      last_change_ = now;
+      continue;
+    }
+    const double stalled_s = std::chrono::duration<double>(now - last_change_).count();
+    if (st.current_step_s > timeout_s_ && stalled_s > timeout_s_) {
       lk.unlock();
-      on_timeout_(fmt::format("watchdog: one scheduler step has run for {:.0f} s, beyond --watchdog-timeout {} s "
-                              "(a hung kernel or collective?)", step_s, timeout_s_));
+      on_timeout_(fmt::format("watchdog: a scheduler step has made no progress for {:.0f} s (it has run {:.0f} s), "
+                              "beyond --watchdog-timeout {} s (a hung kernel or collective?)",
+                              stalled_s, st.current_step_s, timeout_s_));
       return;
     }
   }

@@ -26,6 +26,14 @@ size_t partial_tag_suffix(std::string_view s, std::string_view tag) {
 
 }  // namespace
 
+bool reasoning_parser_known(const std::string& parser) { return parser == "deepseek-r1" || parser == "deepseek-v3"; }
+
+bool reasoning_applies(const std::string& parser, bool thinking_requested) {
+  if (parser == "deepseek-r1") return true;
+  if (parser == "deepseek-v3") return thinking_requested;
+  return false;
+}
+
 ReasoningResult parse_reasoning(std::string_view text) {
   // SGLang: remove every <think>, strip, split once at </think>, strip the content.
   std::string processed;

@@ -16,6 +16,13 @@ struct ReasoningResult {
   std::string content;
 };
 
+// The --reasoning-parser names: deepseek-r1 (every output opens in reasoning), deepseek-v3
+// (DeepSeek-V3.1: reasoning only when the request turns thinking on, chat_template_kwargs
+// {"thinking": true}, and then as deepseek-r1).
+bool reasoning_parser_known(const std::string& parser);
+// Whether a request's output is separated into reasoning and content under `parser`.
+bool reasoning_applies(const std::string& parser, bool thinking_requested);
+
 // Whole-output parse (separate_reasoning=true, non-streaming).
 ReasoningResult parse_reasoning(std::string_view text);
 

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <random>
+#include <stdexcept>
 
 #include "text/jinja/value.h"
 
@@ -37,6 +38,28 @@ bool offered(const std::vector<std::string>& names, const std::string& name) {
   return names.empty() || std::find(names.begin(), names.end(), name) != names.end();
 }
 
+// The arguments' JSON re-serialized as Python's json.dumps; false when it is not JSON.
+bool json_arguments(std::string_view text, std::string& arguments) {
+  try {
+    arguments = jinja::Value::from_json(nlohmann::ordered_json::parse(text)).to_json();
+  } catch (const std::exception&) {
+    return false;
+  }
+  return true;
+}
+
+// V3.1: "<｜tool▁call▁begin｜>NAME<｜tool▁sep｜>ARGS<｜tool▁call▁end｜>" as SGLang's regex reads it.
+bool parse_one_call_v31(std::string_view call, std::string& name, std::string& arguments) {
+  if (call.substr(0, kCallBegin.size()) != kCallBegin || call.size() < kCallBegin.size() + kCallEnd.size() ||
+      call.substr(call.size() - kCallEnd.size()) != kCallEnd)
+    return false;
+  const std::string_view body = call.substr(kCallBegin.size(), call.size() - kCallBegin.size() - kCallEnd.size());
+  const size_t sep_at = body.find(kSep);
+  if (sep_at == std::string_view::npos) return false;
+  name = std::string(body.substr(0, sep_at));
+  return json_arguments(body.substr(sep_at + kSep.size()), arguments);
+}
+
 // One "<｜tool▁call▁begin｜>TYPE<｜tool▁sep｜>NAME\n```json\nARGS\n```<｜tool▁call▁end｜>" as SGLang's
 // greedy regex reads it; false when it does not match or ARGS is not JSON.
 bool parse_one_call(std::string_view call, std::string& name, std::string& arguments) {
@@ -50,15 +73,18 @@ bool parse_one_call(std::string_view call, std::string& name, std::string& argum
   const size_t sep_at = head.rfind(kSep);
   if (sep_at == std::string_view::npos) return false;
   name = std::string(head.substr(sep_at + kSep.size()));
-  try {
-    arguments = jinja::Value::from_json(nlohmann::ordered_json::parse(body.substr(args_at + kArgsBegin.size()))).to_json();
-  } catch (const std::exception&) {
-    return false;
-  }
-  return true;
+  return json_arguments(body.substr(args_at + kArgsBegin.size()), arguments);
 }
 
 }  // namespace
+
+ToolCallFormat tool_call_format(const std::string& parser) {
+  if (parser == "deepseekv3") return ToolCallFormat::DeepseekV3;
+  if (parser == "deepseekv31") return ToolCallFormat::DeepseekV31;
+  throw std::invalid_argument("unknown tool-call parser '" + parser + "' (expected deepseekv3 or deepseekv31)");
+}
+
+bool tool_call_parser_known(const std::string& parser) { return parser == "deepseekv3" || parser == "deepseekv31"; }
 
 std::string random_tool_call_id() {
   thread_local std::mt19937_64 rng{std::random_device{}()};
@@ -69,7 +95,7 @@ std::string random_tool_call_id() {
 }
 
 ToolCallResult parse_tool_calls(std::string_view text, const std::vector<std::string>& tool_names,
-                                const ToolCallIdMaker& make_id) {
+                                const ToolCallIdMaker& make_id, ToolCallFormat format) {
   const size_t begin = text.find(kCallsBegin);
   if (begin == std::string_view::npos) return {std::string(text), {}};
   ToolCallResult r{std::string(strip(text.substr(0, begin))), {}};
@@ -79,8 +105,10 @@ ToolCallResult parse_tool_calls(std::string_view text, const std::vector<std::st
     const size_t e = text.find(kCallEnd, b);
     if (e == std::string_view::npos) break;
     ToolCall call;
-    if (!parse_one_call(text.substr(b, e + kCallEnd.size() - b), call.name, call.arguments) ||
-        !offered(tool_names, call.name))
+    const std::string_view one = text.substr(b, e + kCallEnd.size() - b);
+    const bool ok = format == ToolCallFormat::DeepseekV31 ? parse_one_call_v31(one, call.name, call.arguments)
+                                                          : parse_one_call(one, call.name, call.arguments);
+    if (!ok || !offered(tool_names, call.name))
       return {std::string(text), {}};  // malformed: keep everything as content
     call.index = static_cast<int>(r.calls.size());
     call.id = make_id();
@@ -134,6 +162,24 @@ ToolCallDelta ToolCallStreamParser::drain(bool at_end) {
         continue;
       }
       case State::kHeader: {
+        if (format_ == ToolCallFormat::DeepseekV31) {  // "NAME<｜tool▁sep｜>", then the arguments
+          const size_t sep = buffer_.find(kSep);
+          const size_t end = buffer_.find(kCallEnd);
+          if (sep == std::string::npos || (end != std::string::npos && end < sep)) {
+            if (end == std::string::npos && !at_end) return d;
+            state_ = State::kAfterCalls;
+            continue;
+          }
+          std::string name = buffer_.substr(kCallBegin.size(), sep - kCallBegin.size());
+          if (name.empty() || name.find('\n') != std::string::npos || !offered(tool_names_, name)) {
+            state_ = State::kAfterCalls;
+            continue;
+          }
+          d.calls.push_back({next_index_, make_id_(), std::move(name), ""});
+          buffer_.erase(0, sep + kSep.size());
+          state_ = State::kArguments;
+          continue;
+        }
         // buffer_ starts with kCallBegin; wait for "TYPE<｜tool▁sep｜>NAME\n```json\n"
         const size_t args = buffer_.find(kArgsBegin);
         const size_t end = buffer_.find(kCallEnd);
@@ -156,14 +202,15 @@ ToolCallDelta ToolCallStreamParser::drain(bool at_end) {
         continue;
       }
       case State::kArguments: {
-        const size_t end = buffer_.find(kArgsEnd);
+        const std::string_view args_end = format_ == ToolCallFormat::DeepseekV31 ? kCallEnd : kArgsEnd;
+        const size_t end = buffer_.find(args_end);
         std::string piece;
         if (end != std::string::npos) {
           piece = buffer_.substr(0, end);
-          buffer_.erase(0, end + kArgsEnd.size());
+          buffer_.erase(0, end + args_end.size());
           state_ = State::kBetweenCalls;
         } else {
-          const size_t hold = at_end ? 0 : partial_suffix(buffer_, kArgsEnd);
+          const size_t hold = at_end ? 0 : partial_suffix(buffer_, args_end);
           piece = buffer_.substr(0, buffer_.size() - hold);
           buffer_.erase(0, buffer_.size() - hold);
         }

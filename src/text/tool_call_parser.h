@@ -1,6 +1,7 @@
-// The DeepSeek-V3 tool-call parser (SGLang --tool-call-parser deepseekv3). The model writes
+// The DeepSeek tool-call parsers (SGLang --tool-call-parser deepseekv3 and deepseekv31). V3 writes
 //   <｜tool▁calls▁begin｜><｜tool▁call▁begin｜>function<｜tool▁sep｜>NAME\n```json\nARGS\n```<｜tool▁call▁end｜>
 //   ...<｜tool▁calls▁end｜>
+// and V3.1 <｜tool▁calls▁begin｜><｜tool▁call▁begin｜>NAME<｜tool▁sep｜>ARGS<｜tool▁call▁end｜>...<｜tool▁calls▁end｜>
 // and the server returns OpenAI tool_calls {id, type: "function", function: {name, arguments}}
 // with arguments a JSON string. Non-streaming follows SGLang's detect_and_parse: content is the
 // text before the calls (stripped); arguments are re-serialized as Python's json.dumps; if any call
@@ -34,18 +35,25 @@ struct ToolCallDelta {
   std::vector<ToolCall> calls;
 };
 
+enum class ToolCallFormat { DeepseekV3, DeepseekV31 };
+// The format of a --tool-call-parser name (deepseekv3, deepseekv31); Error for another name.
+ToolCallFormat tool_call_format(const std::string& parser);
+bool tool_call_parser_known(const std::string& parser);
+
 // Makes call ids; the default draws random hex.
 using ToolCallIdMaker = std::function<std::string()>;
 std::string random_tool_call_id();
 
 // tool_names: the request's tools (empty: accept any name).
 ToolCallResult parse_tool_calls(std::string_view text, const std::vector<std::string>& tool_names = {},
-                                const ToolCallIdMaker& make_id = random_tool_call_id);
+                                const ToolCallIdMaker& make_id = random_tool_call_id,
+                                ToolCallFormat format = ToolCallFormat::DeepseekV3);
 
 class ToolCallStreamParser {
  public:
-  explicit ToolCallStreamParser(std::vector<std::string> tool_names = {}, ToolCallIdMaker make_id = random_tool_call_id)
-      : tool_names_(std::move(tool_names)), make_id_(std::move(make_id)) {}
+  explicit ToolCallStreamParser(std::vector<std::string> tool_names = {}, ToolCallIdMaker make_id = random_tool_call_id,
+                                ToolCallFormat format = ToolCallFormat::DeepseekV3)
+      : tool_names_(std::move(tool_names)), make_id_(std::move(make_id)), format_(format) {}
 
   ToolCallDelta push(std::string_view chunk);
   ToolCallDelta finish();
@@ -56,6 +64,7 @@ class ToolCallStreamParser {
   enum class State { kContent, kBetweenCalls, kHeader, kArguments, kAfterCalls };
   std::vector<std::string> tool_names_;
   ToolCallIdMaker make_id_;
+  ToolCallFormat format_;
   State state_ = State::kContent;
   std::string buffer_;
   int next_index_ = 0;

@@ -36,3 +36,78 @@ export function expectErrorBody(assert, body) {
   for (const k of ['message', 'type', 'param', 'code']) assert.ok(k in body.error, `error.${k} missing`);
   assert.equal(typeof body.error.message, 'string');
 }
+
+// Starts another `dsserve serve` on the run's tiny model (127.0.0.1, a free port) with these
+// flags; resolves to { url, proc, log() , stop() } once it listens. `wrap` prefixes the command
+// (e.g. ['prlimit', '--nofile=64']). Every server started here is killed when the test process exits.
+const started = new Set();
+process.on('exit', () => { for (const p of started) try { p.kill('SIGKILL'); } catch {} });
+export async function startServer(flags, { wrap = [], readyTimeoutMs = 60000 } = {}) {
+  const { spawn } = await import('node:child_process');
+  const args = ['serve', '--model-path', process.env.DSSERVE_MODEL_DIR, '--device', process.env.DSSERVE_E2E_DEVICE || 'cpu',
+    '--host', '127.0.0.1', '--port', '0', '--served-model-name', 'tiny-v3', ...flags];
+  const cmd = wrap.length ? wrap[0] : process.env.DSSERVE_BIN;
+  const proc = spawn(cmd, wrap.length ? [...wrap.slice(1), process.env.DSSERVE_BIN, ...args] : args,
+                     { stdio: ['ignore', 'ignore', 'pipe'] });
+  started.add(proc);
+  let text = '';
+  proc.stderr.on('data', (d) => { text += d.toString(); });
+  const url = await new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`server did not start: ${text}`)), readyTimeoutMs);
+    const poll = setInterval(() => {
+      const m = text.match(/dsserve: listening on [^:\s]+:(\d+)/);
+      if (m) { clearTimeout(timer); clearInterval(poll); resolve(`http://127.0.0.1:${m[1]}`); }
+    }, 50);
+    proc.on('exit', (code) => { clearTimeout(timer); clearInterval(poll); reject(new Error(`server exited with ${code}: ${text}`)); });
+  });
+  const exited = new Promise((r) => proc.on('exit', (code, sig) => r({ code, sig })));
+  return {
+    url, proc, exited,
+    log: () => text,
+    stop: async () => {
+      if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGTERM');
+      const r = await Promise.race([exited, new Promise((res) => setTimeout(() => res(null), 20000))]);
+      started.delete(proc);
+      if (r === null) proc.kill('SIGKILL');
+      return r;
+    },
+  };
+}
+
+// One raw HTTP exchange over a socket: writes `parts` (Buffers or strings) in order, `gapMs`
+// apart, and resolves with everything the server sent until it closed (or timeoutMs passed).
+export async function rawExchange(url, parts, { gapMs = 0, timeoutMs = 30000, waitFor = null } = {}) {
+  const net = await import('node:net');
+  const u = new URL(url);
+  return new Promise((resolve, reject) => {
+    const sock = net.connect(Number(u.port), u.hostname);
+    const chunks = [];
+    let closed = false;
+    const timer = setTimeout(() => { sock.destroy(); resolve({ data: Buffer.concat(chunks).toString('latin1'), closed: false }); }, timeoutMs);
+    sock.on('data', (d) => chunks.push(d));
+    sock.on('error', () => {});
+    sock.on('close', () => { closed = true; clearTimeout(timer); resolve({ data: Buffer.concat(chunks).toString('latin1'), closed }); });
+    sock.on('connect', async () => {
+      for (const p of parts) {
+        if (waitFor) {  // e.g. wait for "100 Continue" before the body
+          const [pattern, before] = waitFor;
+          if (p === before) {
+            const t0 = Date.now();
+            while (!Buffer.concat(chunks).toString('latin1').match(pattern) && Date.now() - t0 < 5000)
+              await new Promise((r) => setTimeout(r, 10));
+          }
+        }
+        if (sock.destroyed) break;
+        sock.write(p);
+        if (gapMs) await new Promise((r) => setTimeout(r, gapMs));
+      }
+    });
+  });
+}
+
+// The server's resident memory in bytes (Linux /proc).
+export async function rssBytes(pid) {
+  const fs = await import('node:fs');
+  const m = fs.readFileSync(`/proc/${pid}/status`, 'utf8').match(/VmRSS:\s+(\d+) kB/);
+  return Number(m[1]) * 1024;
+}

@@ -2,7 +2,7 @@
 // against their float32 reference outputs, judged on the robust statistics of the issue (over
 // each position's top-5 tokens: median and 90th percentile of |logprob difference|, top-1
 // agreement where the reference top-1 margin exceeds 0.5), for one-shot prefill, chunked prefill
-// followed by absorbed decode, and MTP; greedy continuations compared step by step; and decode
+// followed by absorbed decode (and expanded decode, --disable-mla), and MTP; greedy continuations compared step by step; and decode
 // through the KV cache against a fresh prefill on the same backend.
 #include <gtest/gtest.h>
 
@@ -119,6 +119,21 @@ TEST_P(GpuGolden, ChunkedPrefillThenAbsorbedDecode) {
       s.add(r.logits, g.logits);
     }
   expect_within(s, "chunked_decode");
+}
+
+// --disable-mla: decode through the non-absorbed attention on the GPU (the expanded prefill kernel
+// over one query token per sequence), judged against the reference like the absorbed decode.
+TEST_P(GpuGolden, ChunkedPrefillThenExpandedDecode) {
+  LogprobStats s;
+  for (int chunk : {7, 64})
+    for (int k = 0; k < kPrompts; ++k) {
+      Golden g = read_golden(*ref_, k);
+      RunOptions opt{chunk, int(g.ids.size()) / 2, AttentionMode::Expanded, AttentionMode::Expanded};
+      RunResult r = run_on(*model_, g.ids, opt);
+      ASSERT_EQ(r.logits.size(), g.logits.size());
+      s.add(r.logits, g.logits);
+    }
+  expect_within(s, "chunked_expanded_decode");
 }
 
 TEST_P(GpuGolden, MtpLogitsFromReferenceHidden) {

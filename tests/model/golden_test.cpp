@@ -1,6 +1,7 @@
 // Golden tests: the CPU backend against the float32 reference outputs of the fixture checkpoints
 // (tiny-v3-bf16 and tiny-v3-fp8): logits at every position from one prefill, from chunked prefill
-// followed by token-by-token absorbed decode, greedy continuations, final hidden states, MTP logits.
+// followed by token-by-token absorbed decode (and expanded decode, --disable-mla), greedy
+// continuations, final hidden states, MTP logits.
 #include <gtest/gtest.h>
 
 #include <filesystem>
@@ -80,6 +81,23 @@ TEST_P(GoldenTest, ChunkedPrefillThenAbsorbedDecode) {
       RunResult r = run_sequence(*model_, g.ids, opt);
       expect_logits_match(r.logits, g, "prompt " + std::to_string(k) + " chunk " + std::to_string(chunk));
     }
+  }
+}
+
+// --disable-mla: decode through the non-absorbed attention (keys and values up-projected from the
+// cached latent, as prefill) matches the reference as the absorbed decode does, and the absorbed
+// decode's logits position by position.
+TEST_P(GoldenTest, ChunkedPrefillThenExpandedDecode) {
+  for (int k = 0; k < kPrompts; ++k) {
+    Golden g = read_golden(*ref_, k);
+    RunOptions expanded{7, int(g.ids.size()) / 2, AttentionMode::Expanded, AttentionMode::Expanded};
+    RunOptions absorbed{7, int(g.ids.size()) / 2};
+    RunResult e = run_sequence(*model_, g.ids, expanded), a = run_sequence(*model_, g.ids, absorbed);
+    expect_logits_match(e.logits, g, "prompt " + std::to_string(k) + " expanded decode");
+    ASSERT_EQ(e.logits.size(), a.logits.size());
+    double worst = 0;
+    for (size_t t = 0; t < e.logits.size(); ++t) worst = std::max(worst, max_topk_logprob_diff(e.logits[t], a.logits[t]));
+    EXPECT_LE(worst, 1e-3) << "prompt " << k << ": expanded against absorbed decode";
   }
 }
 

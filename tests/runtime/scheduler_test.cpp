@@ -15,55 +15,19 @@
 #include "core/error.h"
 #include "model/weight_source.h"
 #include "common/engine_runs.h"
+#include "common/scheduler_harness.h"
 #include "runtime/scheduler.h"
 
 namespace dsserve {
 namespace {
 
-struct Harness {
-  ModelConfig cfg;
-  std::unique_ptr<Backend> backend = create_backend(DeviceKind::Cpu);
-  std::unique_ptr<DummyWeights> weights;
-  std::unique_ptr<DeepseekV3Model> model;
-  std::unique_ptr<PagePool> pool;
-  LatentCache cache;
-  std::unique_ptr<Engine> engine;
-
-  Harness(int page_size, int64_t total_tokens, SchedulerOptions opt = {}, nlohmann::json overrides = {}) {
-    nlohmann::json c = test::tiny_model_config();
-    if (!overrides.is_null()) c.merge_patch(overrides);
-    cfg = ModelConfig::parse(c.dump(), "test config");
-    weights = std::make_unique<DummyWeights>(cfg, 3);
-    model = std::make_unique<DeepseekV3Model>(cfg, *backend, *weights, 2048);
-    int64_t pages = (total_tokens + page_size - 1) / page_size;
-    pool = std::make_unique<PagePool>(pages, page_size);
-    cache = model->allocate_cache(cache_pages_for(*pool), page_size);
-    engine = create_engine(*model, cache, *pool, opt);
-  }
-  ~Harness() { engine->shutdown(); }
-};
-
+using Harness = test::SchedulerHarness;
+using test::greedy_request;
+using test::random_ids;
 using test::Collected;
 
 std::vector<Collected> run_all(Engine& engine, const std::vector<GenerationRequest>& reqs) {
   return test::run_to_completion(engine, reqs);
-}
-
-GenerationRequest greedy_request(const std::string& rid, std::vector<int32_t> ids, int max_new) {
-  GenerationRequest r;
-  r.rid = rid;
-  r.input_ids = std::move(ids);
-  r.sampling.temperature = 0;
-  r.sampling.max_new_tokens = max_new;
-  r.sampling.ignore_eos = true;
-  return r;
-}
-
-std::vector<int32_t> random_ids(int n, uint32_t seed) {
-  std::mt19937 g(seed);
-  std::vector<int32_t> v(static_cast<size_t>(n));
-  for (auto& x : v) x = int32_t(2 + g() % 500);
-  return v;
 }
 
 std::vector<GenerationRequest> mixed_requests() {

@@ -43,7 +43,18 @@ TEST(ApiErrorBody, OpenAIShape) {
   EXPECT_EQ(j["error"]["message"], "bad temperature");
   EXPECT_EQ(j["error"]["type"], "invalid_request_error");
   EXPECT_EQ(j["error"]["param"], "temperature");
-  EXPECT_TRUE(j["error"].contains("code"));
+  EXPECT_TRUE(j["error"]["code"].is_null()) << "OpenAI's code is a string or null, never the status";
+  ApiError coded(503, "full", "service_unavailable_error", std::nullopt, std::string("queue_full"));
+  j = nlohmann::json::parse(error_body(coded));
+  EXPECT_EQ(j["error"]["code"], "queue_full");
+  EXPECT_TRUE(j["error"]["param"].is_null());
+}
+
+TEST(HttpMessage, StreamsForHttp10AreNotChunked) {
+  std::string h = format_sse_header(true, false);
+  EXPECT_EQ(h.find("Transfer-Encoding"), std::string::npos) << h;
+  EXPECT_NE(h.find("Connection: close"), std::string::npos) << h;
+  EXPECT_NE(format_sse_header(true).find("Transfer-Encoding: chunked"), std::string::npos);
 }
 
 TEST(Router, NotFoundMethodAndAuth) {

@@ -1,5 +1,6 @@
-// The watchdog fires once when a step outlasts --watchdog-timeout or the device failed, and stays
-// quiet otherwise.
+// The watchdog fires once when a step has made no progress for longer than --watchdog-timeout or
+// the device failed, and stays quiet while steps are short, the engine is idle, or a long step
+// keeps making progress (a long prefill on the CPU is not a hang).
 #include <gtest/gtest.h>
 
 #include <atomic>
@@ -10,18 +11,33 @@
 namespace dsserve::test {
 namespace {
 
-TEST(Watchdog, FiresOnceWhenAStepOutlastsTheTimeout) {
+TEST(Watchdog, FiresOnceWhenAStepMakesNoProgress) {
   FakeEngine engine;
   engine.scripted_stats.current_step_s = 12.0;
   std::atomic<int> fired{0};
   std::string reason;
   {
-    server::Watchdog w(engine, 10.0, [&](const std::string& r) { reason = r, ++fired; }, 0.01);
-    for (int i = 0; i < 200 && fired == 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    server::Watchdog w(engine, 0.05, [&](const std::string& r) { reason = r, ++fired; }, 0.01);
+    for (int i = 0; i < 400 && fired == 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(5));
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
   EXPECT_EQ(fired, 1);
-  EXPECT_NE(reason.find("--watchdog-timeout 10"), std::string::npos) << reason;
+  EXPECT_NE(reason.find("no progress"), std::string::npos) << reason;
+  EXPECT_NE(reason.find("--watchdog-timeout 0.05"), std::string::npos) << reason;
+}
+
+TEST(Watchdog, QuietWhileALongStepKeepsMakingProgress) {
+  FakeEngine engine;
+  engine.scripted_stats.current_step_s = 12.0;  // far beyond the timeout, but layers keep finishing
+  std::atomic<int> fired{0};
+  {
+    server::Watchdog w(engine, 0.05, [&](const std::string&) { ++fired; }, 0.01);
+    for (int i = 0; i < 60; ++i) {
+      engine.progress += 1;
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+  }
+  EXPECT_EQ(fired, 0);
 }
 
 TEST(Watchdog, FiresWithTheReasonWhenTheDeviceFailed) {
@@ -40,11 +56,17 @@ TEST(Watchdog, FiresWithTheReasonWhenTheDeviceFailed) {
 
 TEST(Watchdog, QuietWhileStepsAreShortOrIdle) {
   FakeEngine engine;
-  engine.scripted_stats.current_step_s = 0.5;
+  engine.scripted_stats.current_step_s = 0.01;
   std::atomic<int> fired{0};
   {
-    server::Watchdog w(engine, 10.0, [&](const std::string&) { ++fired; }, 0.01);
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    server::Watchdog w(engine, 0.05, [&](const std::string&) { ++fired; }, 0.01);
+    std::this_thread::sleep_for(std::chrono::milliseconds(150));
+  }
+  EXPECT_EQ(fired, 0);
+  engine.scripted_stats.current_step_s = 0;  // idle: no step running, however long nothing changes
+  {
+    server::Watchdog w(engine, 0.05, [&](const std::string&) { ++fired; }, 0.01);
+    std::this_thread::sleep_for(std::chrono::milliseconds(150));
   }
   EXPECT_EQ(fired, 0);
 }

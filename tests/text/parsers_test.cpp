@@ -143,8 +143,9 @@ TEST(ToolCallParser, MalformedCallsStayContent) {
   EXPECT_EQ(plain.content, "no calls here");
 }
 
-ToolCallResult stream_tool_calls(const std::vector<std::string>& chunks, const std::vector<std::string>& tools) {
-  ToolCallStreamParser p(tools, counter_ids());
+ToolCallResult stream_tool_calls(const std::vector<std::string>& chunks, const std::vector<std::string>& tools,
+                                 ToolCallFormat format = ToolCallFormat::DeepseekV3) {
+  ToolCallStreamParser p(tools, counter_ids(), format);
   ToolCallResult all;
   auto add = [&](ToolCallDelta d) {
     all.content += d.content;
@@ -192,6 +193,46 @@ TEST(ToolCallParser, StreamingEveryChunking) {
       }
     }
   }
+}
+
+// --tool-call-parser deepseekv31: DeepSeek-V3.1's format (no type, no code fence), whole and
+// streamed in every chunking.
+TEST(ToolCallParser, DeepseekV31Format) {
+  auto v31 = [](const std::string& name, const std::string& args) {
+    return "<｜tool▁call▁begin｜>" + name + "<｜tool▁sep｜>" + args + "<｜tool▁call▁end｜>";
+  };
+  const std::string text = "Let me look." + kBegin + v31("get_weather", "{\"city\": \"Paris\"}") +
+                           v31("get_time", "{\"tz\":\"CET\"}") + kEnd;
+  ToolCallResult whole = parse_tool_calls(text, {"get_weather", "get_time"}, counter_ids(), ToolCallFormat::DeepseekV31);
+  EXPECT_EQ(whole.content, "Let me look.");
+  ASSERT_EQ(whole.calls.size(), 2u);
+  EXPECT_EQ(whole.calls[0].name, "get_weather");
+  EXPECT_EQ(whole.calls[0].arguments, "{\"city\": \"Paris\"}");
+  EXPECT_EQ(whole.calls[1].arguments, "{\"tz\": \"CET\"}");  // re-serialized as json.dumps
+  // The V3 parser does not read it (no "function" type and code fence): everything stays content.
+  EXPECT_TRUE(parse_tool_calls(text, {"get_weather", "get_time"}, counter_ids()).calls.empty());
+  for (const auto& chunks : chunkings(text)) {
+    const ToolCallResult r = stream_tool_calls(chunks, {"get_weather", "get_time"}, ToolCallFormat::DeepseekV31);
+    ASSERT_EQ(r.content, "Let me look.") << chunks.size() << " chunks";
+    ASSERT_EQ(r.calls.size(), 2u);
+    EXPECT_EQ(r.calls[0].name, "get_weather");
+    EXPECT_EQ(r.calls[0].arguments, "{\"city\": \"Paris\"}");
+    EXPECT_EQ(r.calls[1].name, "get_time");
+    EXPECT_EQ(r.calls[1].arguments, "{\"tz\":\"CET\"}");
+  }
+  EXPECT_EQ(tool_call_format("deepseekv31"), ToolCallFormat::DeepseekV31);
+  EXPECT_TRUE(tool_call_parser_known("deepseekv3"));
+  EXPECT_FALSE(tool_call_parser_known("qwen25"));
+}
+
+// --reasoning-parser deepseek-v3 separates reasoning only when the request turns thinking on.
+TEST(ReasoningParser, DeepseekV3NeedsThinking) {
+  EXPECT_TRUE(reasoning_applies("deepseek-r1", false));
+  EXPECT_FALSE(reasoning_applies("deepseek-v3", false));
+  EXPECT_TRUE(reasoning_applies("deepseek-v3", true));
+  EXPECT_FALSE(reasoning_applies("", true));
+  EXPECT_TRUE(reasoning_parser_known("deepseek-v3"));
+  EXPECT_FALSE(reasoning_parser_known("qwen3"));
 }
 
 }  // namespace

@@ -80,7 +80,7 @@ Tensor CpuBackend::mla_attention_expanded(const Tensor& q, const Tensor& kv, con
            q.shape().str());
   DS_CHECK(b.h_tree_mask.empty(), "mla_attention_expanded: tree masks are for the absorbed (verify) path");
   Tensor out = alloc(DType::F32, {T, n, dv});
-  std::vector<double> s;
+  std::vector<double> s, acc(static_cast<size_t>(dv));
   for (int seq = 0; seq < b.num_seqs; ++seq) {
     int64_t q0 = b.h_query_start[seq], qlen = b.h_query_start[seq + 1] - q0;
     int64_t klen = b.h_seq_lens[seq], k0 = b.h_key_start[seq], prefix = klen - qlen;
@@ -98,13 +98,16 @@ Tensor CpuBackend::mla_attention_expanded(const Tensor& q, const Tensor& kv, con
           s[j] = acc * scale;
         }
         softmax_inplace(s, nk);
-        float* o = out.ptr<float>() + (t * n + h) * dv;
-        for (int64_t d = 0; d < dv; ++d) {
-          double acc = 0;
-          for (int64_t j = 0; j < nk; ++j) acc += s[j] * kv.ptr<float>()[(k0 + j) * kv.stride(0) + h * kv.stride(1) + dn + d];
-          o[d] = float(acc);
+        // Each output column sums over the keys in key order; the keys go outer so rows are read in order.
+        std::fill(acc.begin(), acc.end(), 0.0);
+        for (int64_t j = 0; j < nk; ++j) {
+          const float* v = kv.ptr<float>() + (k0 + j) * kv.stride(0) + h * kv.stride(1) + dn;
+          for (int64_t d = 0; d < dv; ++d) acc[d] += s[j] * v[d];
         }
+        float* o = out.ptr<float>() + (t * n + h) * dv;
+        for (int64_t d = 0; d < dv; ++d) o[d] = float(acc[d]);
       }
+      progress_.fetch_add(1, std::memory_order_relaxed);
     }
   }
   return out;
@@ -150,6 +153,7 @@ Tensor CpuBackend::mla_attention_absorbed(const Tensor& q, const Tensor& cache, 
         float* o = out.ptr<float>() + (t * n + h) * kr;
         for (int64_t d = 0; d < kr; ++d) o[d] = float(acc[d]);
       }
+      progress_.fetch_add(1, std::memory_order_relaxed);
     }
   }
   return out;

@@ -1,6 +1,8 @@
 // The CPU backend: the numerical oracle. float32 activations, weights dequantized to float32 at
 // load, OpenBLAS for matrix products, plain loops elsewhere: simple and obviously correct.
 #pragma once
+#include <atomic>
+
 #include "backend/backend.h"
 
 namespace dsserve {
@@ -53,6 +55,11 @@ class CpuBackend : public Backend {
   void copy_into(Tensor& dst, const Tensor& src) override;
 
   std::vector<SampledToken> sample(const Tensor& logits, std::span<const SamplingRow> rows) override;  // cpu_sampling.cpp
+
+  int64_t progress() const override { return progress_.load(std::memory_order_relaxed); }
+
+ private:
+  std::atomic<int64_t> progress_{0};  // attention query rows done (see Backend::progress)
 };
 
 // Backend-private weight layouts, shared by the CPU op files.
