@@ -6,7 +6,10 @@
 #  2. every kernel of bench-one-batch's decode steps (DeepSeek-V3 width, 4 layers, dummy FP8,
 #     eager) at batch 1 and 64: duration per launch, in order, as CSV for later grouping.
 #  3. (stage attention) the MLA decode kernel at B=64 h16 and the prefill attention kernel.
-# Results in $OUT: moe_T*.txt, decode_b*.csv, mla_*.txt. Stages: DSSERVE_PROFILE=moe,decode,attention.
+#  4. (stage w8a8) the W8A8 decode kernels: the dense linear (GpuBench.Fp8DecodeLinear, T = 1 on
+#     gate_up 36864 x 7168) and the grouped MoE products (bench_moe_decode at T = 1 and 64).
+# Results in $OUT: moe_T*.txt, decode_b*.csv, mla_*.txt, w8a8_*.txt.
+# Stages: DSSERVE_PROFILE=moe,decode,attention,w8a8.
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 OUTDIR=${OUT:-/tmp/dsserve-profile-out}
@@ -21,12 +24,12 @@ STAGES=${DSSERVE_PROFILE:-moe,decode}
 has() { [[ ",$STAGES," == *",$1,"* ]]; }
 if has moe; then
   for T in 1 64; do
-    timeout 240 "$NCU" --clock-control none -k regex:moe_grouped --launch-skip 6 --launch-count 2 \
+    timeout 240 "$NCU" --clock-control none -k regex:"moe_grouped|moe_w8a8" --launch-skip 6 --launch-count 2 \
       --section SpeedOfLight --section Occupancy --section LaunchStats --section WarpStateStats \
       --section SchedulerStats --section MemoryWorkloadAnalysis \
       $R/bin/bench_moe_decode 4 $T > "$OUTDIR/moe_T$T.txt" 2>&1
     echo "== moe grouped T=$T (exit $?)"
-    grep -E "moe_grouped_gemm_kernel|Duration|DRAM Throughput|Memory Throughput|Compute \(SM\) Throughput|Achieved Occupancy|Issue Slots Busy|No Eligible|Registers Per|Block Limit|Stall|Theoretical Occ" "$OUTDIR/moe_T$T.txt" | head -40
+    grep -E "moe_grouped_gemm_kernel|moe_w8a8_kernel|Duration|DRAM Throughput|Memory Throughput|Compute \(SM\) Throughput|Achieved Occupancy|Issue Slots Busy|No Eligible|Registers Per|Block Limit|Stall|Theoretical Occ" "$OUTDIR/moe_T$T.txt" | head -40
   done
 fi
 if has decode; then
@@ -50,5 +53,22 @@ if has attention; then
   echo "== mla prefill T=4096 h128 (exit $?)"
   for f in mla_decode mla_prefill; do
     grep -E "_kernel|Duration|DRAM Throughput|L2 Cache Throughput|L1/TEX Cache|Compute \(SM\) Throughput|Achieved Occupancy|Registers Per|Issue Slots|Executed Ipc|L2 Hit|L1/TEX Hit|Tensor|No Eligible|Theoretical Occ" "$OUTDIR/$f.txt" | head -40
+  done
+fi
+if has w8a8; then
+  S="--section SpeedOfLight --section Occupancy --section LaunchStats --section WarpStateStats --section SchedulerStats --section MemoryWorkloadAnalysis"
+  export DSSERVE_FIXTURES=$R/fixtures
+  # The gate_up shape alone at T = 1 (past the warm-up launches of graph recording).
+  DSSERVE_BENCH_SHAPES=gate_up DSSERVE_BENCH_TOKENS=1 timeout 240 "$NCU" --clock-control none \
+    -k regex:w8a8_decode_kernel --launch-skip 24 --launch-count 2 $S \
+    $R/bin/test_gpu --gtest_filter=GpuBench.Fp8DecodeLinear > "$OUTDIR/w8a8_linear.txt" 2>&1
+  echo "== w8a8 decode linear (exit $?)"
+  for T in 1 64; do
+    timeout 240 "$NCU" --clock-control none -k regex:"moe_w8a8|moe_router_fused|moe_combine" --launch-skip 6 --launch-count 4 $S \
+      $R/bin/bench_moe_decode 4 $T > "$OUTDIR/w8a8_moe_T$T.txt" 2>&1
+    echo "== w8a8 moe T=$T (exit $?)"
+  done
+  for f in w8a8_linear w8a8_moe_T1 w8a8_moe_T64; do
+    grep -E "_kernel|Duration|DRAM Throughput|Memory Throughput|L2 Cache Throughput|Compute \(SM\) Throughput|Achieved Occupancy|Registers Per|Issue Slots|No Eligible|Theoretical Occ|Grid Size|Block Limit" "$OUTDIR/$f.txt" | head -48
   done
 fi

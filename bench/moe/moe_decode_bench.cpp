@@ -1,11 +1,13 @@
 // bench_moe_decode: one DeepSeek-V3 MoE layer's router and routed experts at decode sizes on the
 // CUDA backend (hidden 7168, intermediate 2048, 256 FP8 experts with 128x128 block scales, top-8 of
 // 8 groups / top-4 groups), with random weights generated on the device. For each T it times
-// moe_route + moe_experts (CUDA events, median of many runs after warm-up) on the grouped decode
-// path, eagerly and replayed from a CUDA graph, and on the cuBLASLt path, and prints the distinct
-// experts used, the expert weight bytes they read (weights and scales; the float32 router weight,
-// 7.3 MB, and the activations are not counted), the achieved rate, and its ratio to the copy
+// moe_route + moe_experts (CUDA events, median of many runs after warm-up) replayed from a CUDA
+// graph on the W8A8 grouped path of the fused decode path (fused router, tokens quantized
+// beforehand, as the norm before the MoE hands them over) and on the measured W8A16 grouped path, eagerly on the cuBLASLt path, and prints the
+// distinct experts used, the expert weight bytes they read (weights and scales; the float32 router
+// weight, 7.3 MB, and the activations are not counted), the achieved rate, and its ratio to the copy
 // bandwidth measured in the same run (bytes read + written per second, Backend::measure_ceilings).
+// A last column adds the shared expert (one more expert's bytes) through moe_feed_forward, W8A8.
 // Usage: bench_moe_decode [iterations (default 50)] [T ...]
 #include <cuda_runtime.h>
 
@@ -112,55 +114,84 @@ int main(int argc, char** argv) {
                 "(read + write); median of %d runs\n",
                 long(kHidden), long(kInter), kExperts, kTopK, cuda::CudaBackend::describe(experts).c_str(),
                 ceil.copy_gbs, iters);
-    std::printf("%5s %7s %9s | %-26s | %-26s | %-26s\n", "T", "experts", "weight MB", "grouped (eager)",
-                "grouped (CUDA graph)", "cuBLASLt (host sync)");
+    // The shared expert (intermediate 2048, FP8) for the last column.
+    auto shared_part = [&](int64_t out, int64_t in) {
+      return WeightPart{be.random_weight(DType::F8_E4M3, {out, in}, {seed++, true, 64.0f, 0.0f}),
+                        host_scales(out, in, rng)};
+    };
+    std::vector<WeightPart> sgu{shared_part(kInter, kHidden), shared_part(kInter, kHidden)};
+    std::vector<WeightPart> sdn{shared_part(kHidden, kInter)};
+    LinearWeight shared_gate_up = be.make_linear(sgu, LinearUse::Projection);
+    LinearWeight shared_down = be.make_linear(sdn, LinearUse::Projection);
+    sgu.clear(), sdn.clear();
+    Tensor norm_w = be.make_vector([&] {
+      Tensor h = Tensor::zeros_host(DType::F32, {kHidden});
+      for (int64_t i = 0; i < kHidden; ++i) h.ptr<float>()[i] = 1.0f;
+      return h;
+    }());
+    std::printf("%5s %7s %9s | %-26s | %-26s | %-26s | %-26s | %s\n", "T", "experts", "weight MB",
+                "w8a8 grouped (graph)", "w8a16 grouped (graph)", "cuBLASLt (eager, sync)", "w8a8 + shared (graph)",
+                "w8a8 / w8a16");
     for (int64_t T : sizes) {
-      Tensor x = be.random_weight(DType::BF16, {T, kHidden}, {seed++, true, 1.0f, 0.0f});
-      auto forward = [&] {
-        RouterOutput r = be.moe_route(x, gate, bias, rp);
-        return be.moe_experts(x, experts, r);
+      Tensor x0 = be.random_weight(DType::BF16, {T, kHidden}, {seed++, true, 1.0f, 0.0f});
+      // The tokens as the norm before the MoE hands them over: BF16 rows and (fused decode path)
+      // their e4m3 quantization.
+      be.set_fused_decode(true);
+      const Activation x = be.rms_norm_quant(x0, norm_w, 1e-6f);
+      auto forward = [&](bool shared) {
+        RouterOutput r = be.moe_route(x.x, gate, bias, rp);
+        return shared ? be.moe_feed_forward(x, experts, r, &shared_gate_up, &shared_down)
+                      : be.moe_feed_forward(x, experts, r, nullptr, nullptr);
       };
       auto eager = [&] {
         be.begin_forward();
-        forward();
+        forward(false);
+      };
+      // One forward captured and replayed: milliseconds per replay.
+      auto graph_ms = [&](bool shared) {
+        be.begin_forward();
+        forward(shared);  // warm-up: plans and scratch exist before capture
+        be.synchronize();
+        be.begin_forward();
+        cudaGraph_t graph = nullptr;
+        cudaGraphExec_t exec = nullptr;
+        check(cudaStreamBeginCapture(be.stream(), cudaStreamCaptureModeThreadLocal), "cudaStreamBeginCapture");
+        Tensor captured = forward(shared);
+        check(cudaStreamEndCapture(be.stream(), &graph), "cudaStreamEndCapture");
+        check(cudaGraphInstantiate(&exec, graph, 0), "cudaGraphInstantiate");
+        const double ms =
+            median_ms(be.stream(), 5, iters, [&] { check(cudaGraphLaunch(exec, be.stream()), "cudaGraphLaunch"); });
+        be.synchronize();
+        cudaGraphExecDestroy(exec);
+        cudaGraphDestroy(graph);
+        return ms;
       };
 
-      be.set_moe_path(cuda::CudaBackend::MoePath::Grouped);
+      be.set_moe_path(cuda::CudaBackend::MoePath::GroupedW8A8);
       eager();
       const int64_t before = be.experts_run();
       eager();
       const int64_t used = be.experts_run() - before;
       const double bytes = double(used) * expert_bytes();
-      const double grouped_ms = median_ms(be.stream(), 5, iters, eager);
-
-      // The same forward captured once and replayed.
-      be.begin_forward();
-      cudaGraph_t graph = nullptr;
-      cudaGraphExec_t exec = nullptr;
-      check(cudaStreamBeginCapture(be.stream(), cudaStreamCaptureModeThreadLocal), "cudaStreamBeginCapture");
-      Tensor captured = forward();
-      check(cudaStreamEndCapture(be.stream(), &graph), "cudaStreamEndCapture");
-      check(cudaGraphInstantiate(&exec, graph, 0), "cudaGraphInstantiate");
-      const double graph_ms =
-          median_ms(be.stream(), 5, iters, [&] { check(cudaGraphLaunch(exec, be.stream()), "cudaGraphLaunch"); });
-      be.synchronize();
-      cudaGraphExecDestroy(exec);
-      cudaGraphDestroy(graph);
-      captured = Tensor();
-
+      const double w8a8_ms = graph_ms(false);
+      const double shared_ms = graph_ms(true);
+      be.set_fused_decode(false);  // the measured path: the four-kernel router, the W8A16 grouped kernels
+      be.set_moe_path(cuda::CudaBackend::MoePath::Grouped);
+      const double w8a16_ms = graph_ms(false);
       be.set_moe_path(cuda::CudaBackend::MoePath::Cublaslt);
       const double lt_ms = median_ms(be.stream(), 5, iters, eager);
       be.set_moe_path(cuda::CudaBackend::MoePath::Auto);
 
-      auto cell = [&](double ms) {
-        const double gbs = bytes / ms / 1e6;
+      auto cell = [&](double ms, double b) {
+        const double gbs = b / ms / 1e6;
         std::printf(" %8.1f us %6.0f GB/s %4.0f%% |", ms * 1e3, gbs, 100.0 * gbs / ceil.copy_gbs);
       };
       std::printf("%5ld %7ld %9.1f |", long(T), long(used), bytes / 1e6);
-      cell(grouped_ms);
-      cell(graph_ms);
-      cell(lt_ms);
-      std::printf("\n");
+      cell(w8a8_ms, bytes);
+      cell(w8a16_ms, bytes);
+      cell(lt_ms, bytes);
+      cell(shared_ms, bytes + expert_bytes());
+      std::printf(" %.2fx\n", w8a16_ms / w8a8_ms);
       std::fflush(stdout);
     }
     return 0;

@@ -19,6 +19,32 @@ void Backend::move_cache_slots(Tensor&, const Tensor&, const Tensor&) {
        name());
 }
 
+Activation Backend::mla_prologue(const Tensor& qkv_a, int64_t q_part, const Tensor* q_a_norm, const Tensor& kv_a_norm,
+                                 float eps, const Tensor& rope_table, Tensor& layer_cache, const AttentionBatch& batch) {
+  const int64_t kr = kv_a_norm.numel(), dr = rope_table.size(1);
+  DS_CHECK(qkv_a.ndim() == 2 && qkv_a.size(1) == q_part + kr + dr, "mla_prologue: qkv_a {} for {} + {} + {} columns",
+           qkv_a.shape().str(), q_part, kr, dr);
+  Tensor c_kv = rms_norm(qkv_a.slice(1, q_part, q_part + kr), kv_a_norm, eps);
+  Tensor k_pe = contiguous(qkv_a.slice(1, q_part + kr, q_part + kr + dr));  // rotated apart from qkv_a
+  Tensor k_pe_heads = k_pe.unflatten(1, 1, dr);
+  rope_inplace(k_pe_heads, batch.positions, rope_table);
+  store_latent(layer_cache, c_kv, k_pe, batch);
+  if (!q_a_norm) return {};
+  return rms_norm_quant(qkv_a.slice(1, 0, q_part), *q_a_norm, eps);
+}
+
+Tensor Backend::mla_absorb_q(const Tensor& q_heads, const HeadWeight& w_uk_t, const Tensor& positions,
+                             const Tensor& rope_table) {
+  const int64_t T = q_heads.size(0), n = q_heads.size(1), dr = rope_table.size(1), dn = q_heads.size(2) - dr;
+  DS_CHECK(q_heads.ndim() == 3 && w_uk_t.heads == n && w_uk_t.in_features == dn,
+           "mla_absorb_q: queries {} for W_UK^T [{}, {}, {}] and RoPE width {}", q_heads.shape().str(), w_uk_t.heads,
+           w_uk_t.out_features, w_uk_t.in_features, dr);
+  Tensor q_pe = q_heads.slice(2, dn, dn + dr);
+  rope_inplace(q_pe, positions, rope_table);
+  Tensor q_latent = head_linear(q_heads.slice(2, 0, dn), w_uk_t);  // [T, n, kv_lora_rank]
+  return concat_cols(q_latent.merge_leading(), q_pe.merge_leading()).unflatten(0, T, n);
+}
+
 void check_sampling_rows(std::span<const SamplingRow> rows, int64_t vocab) {
   auto check_token = [&](size_t i, const char* list, int32_t t) {
     DS_CHECK(t >= 0 && t < vocab, "sample: row {}: {} holds token {}, outside the vocabulary [0, {})", i, list, t, vocab);

@@ -66,6 +66,22 @@ struct RouterParams {
 struct RouterOutput {
   Tensor topk_ids;      // [T, top_k] I32
   Tensor topk_weights;  // [T, top_k] F32, already normalised and scaled
+  // Backend-private, optional: the pairs already grouped by expert by the router's own kernel, for
+  // the experts of the same layer (the CUDA decode path).
+  std::shared_ptr<void> grouping = nullptr;
+};
+
+// Rows that feed linear layers, with (on a backend that runs W8A8 products) their e4m3 quantization
+// made by the op that produced them, so that the linears reading them do not quantize them again:
+// one float32 scale per token per 128 channels, as the FP8 products read it. A plain tensor converts
+// to an Activation without quantized rows; backends quantize in the linear then.
+struct Activation {
+  Tensor x;        // [T, C] in the backend's activation dtype (undefined when only q is needed)
+  Tensor q;        // [Tp >= T, C] F8_E4M3, rows past T zero; or undefined
+  Tensor q_scale;  // [C / 128, Tp] F32, token index contiguous (rows past T: 1); or undefined
+  Activation() = default;
+  Activation(Tensor rows) : x(std::move(rows)) {}  // NOLINT: plain rows are an activation
+  int64_t tokens() const { return x.defined() ? x.size(0) : q.size(0); }
 };
 
 // The device side of a ForwardBatch: what attention and cache writes need. Host copies of the
@@ -223,6 +239,20 @@ class Backend {
   // residual += x; returns rms_norm(residual).
   virtual Tensor add_rms_norm(Tensor& residual, const Tensor& x, const Tensor& w, float eps) = 0;
   virtual Tensor linear(const Tensor& x, const LinearWeight& w) = 0;  // [T, in] -> [T, out]
+  // Fused producers of linear inputs: rms_norm / add_rms_norm whose result also carries its e4m3
+  // quantization where the backend runs W8A8 products (CPU: the plain ops, nothing quantized), and
+  // linear over such an input (CPU: linear on x).
+  virtual Activation rms_norm_quant(const Tensor& x, const Tensor& w, float eps) { return rms_norm(x, w, eps); }
+  virtual Activation add_rms_norm_quant(Tensor& residual, const Tensor& x, const Tensor& w, float eps) {
+    return add_rms_norm(residual, x, w, eps);
+  }
+  virtual Tensor linear(const Activation& x, const LinearWeight& w) { return linear(x.x, w); }
+  // The SiLU-gated MLP: down(silu(gate) * up) with gate_up [2I, in] (gate rows, then up rows) and
+  // down [out, I]. A backend may fuse SiLU-and-mul (and the down projection's input quantization)
+  // into the gate_up product.
+  virtual Tensor mlp(const Activation& x, const LinearWeight& gate_up, const LinearWeight& down) {
+    return linear(silu_mul(linear(x, gate_up)), down);
+  }
   virtual Tensor head_linear(const Tensor& x, const HeadWeight& w) = 0;  // [T, n, in] -> [T, n, out]
   // Interleaved rotary embedding in place on x [T, n, rope_dim] (may be a strided view),
   // with table [positions, rope_dim] holding (cos, sin) pairs per frequency.
@@ -246,6 +276,18 @@ class Backend {
   // values are the first kv_lora_rank columns). Causal within each sequence. Returns [T, n, kv_lora_rank].
   virtual Tensor mla_attention_absorbed(const Tensor& q, const Tensor& layer_cache, const AttentionBatch& batch,
                                         int64_t kv_lora_rank, float scale) = 0;
+  // MLA's steps around the projections, fused where a backend can (the defaults in backend.cpp
+  // compose the ops above and are the reference). mla_prologue, after the fused q_a + kv_a
+  // projection qkv_a [T, q_part + kv_lora_rank + rope_dim]: stores the new tokens' latents (RMSNorm
+  // of c_kv with kv_a_norm, RoPE on k_pe at batch.positions) in layer_cache and returns the RMSNorm
+  // of the first q_part columns with *q_a_norm (carrying its FP8 quantization where the backend
+  // quantizes), or nothing when q_a_norm is null (no q LoRA). qkv_a is left as it was.
+  virtual Activation mla_prologue(const Tensor& qkv_a, int64_t q_part, const Tensor* q_a_norm, const Tensor& kv_a_norm,
+                                  float eps, const Tensor& rope_table, Tensor& layer_cache, const AttentionBatch& batch);
+  // The absorbed query: q_heads [T, n, dn + dr] -> [T, n, kv_lora_rank + dr] = (W_UK^T q_nope of
+  // each head, RoPE'd q_pe at `positions`). q_heads' q_pe may be rotated in place.
+  virtual Tensor mla_absorb_q(const Tensor& q_heads, const HeadWeight& w_uk_t, const Tensor& positions,
+                              const Tensor& rope_table);
   // Copies cache entries of every layer from slot src[i] to slot dst[i], in order (cache: the
   // whole [layers, slots, latent] tensor). Accepted speculative tree nodes move to their positions.
   virtual void move_cache_slots(Tensor& cache, const Tensor& src, const Tensor& dst);
@@ -254,6 +296,15 @@ class Backend {
   virtual RouterOutput moe_route(const Tensor& x, const LinearWeight& gate, const Tensor& bias,
                                  const RouterParams& p) = 0;
   virtual Tensor moe_experts(const Tensor& x, const ExpertWeights& w, const RouterOutput& route) = 0;
+  // The MoE feed-forward after routing: the routed experts' weighted sum plus, when shared_gate_up
+  // is given, the shared expert (a SiLU-gated MLP every token runs, added with weight 1). A backend
+  // may run the shared expert inside the routed experts' grouped products.
+  virtual Tensor moe_feed_forward(const Activation& x, const ExpertWeights& w, const RouterOutput& route,
+                                  const LinearWeight* shared_gate_up, const LinearWeight* shared_down) {
+    Tensor y = moe_experts(x.x, w, route);
+    if (shared_gate_up) add_inplace(y, mlp(x, *shared_gate_up, *shared_down));
+    return y;
+  }
 
   // Upload the host description of a batch.
   virtual Tensor upload_i32(const std::vector<int32_t>& v, Shape shape) = 0;
@@ -277,6 +328,24 @@ class Backend {
     (void)body;
     return nullptr;
   }
+
+  // Decode kernels a backend keeps off until they are measured on its device (CUDA: the fused
+  // decode path of cuda_backend.h). bench-one-batch --fused-decode, tests and benchmarks turn them on.
+  virtual void set_fused_decode(bool on) { (void)on; }
+
+  // Per-layer profile of forwards (bench-one-batch --profile-layers). While enabled, the model marks
+  // the start of each decoder layer and the end of the last (layer_mark(i), i = 0 .. layers); a
+  // backend that times its device records the marks also inside forwards captured meanwhile.
+  // layer_profile() synchronises and gives, for the last forward run, the seconds between
+  // consecutive marks and, when that forward was a replay of one captured with marks, the kernels
+  // launched between them. Empty where not supported (the CPU).
+  struct LayerProfile {
+    std::vector<double> seconds;  // [marks - 1]
+    std::vector<int> kernels;     // [marks - 1], or empty
+  };
+  virtual void set_layer_profiling(bool on) { (void)on; }
+  virtual void layer_mark(int index) { (void)index; }
+  virtual LayerProfile layer_profile() { return {}; }
 
   // Token choice: logits [R, V] (F32 or the activation dtype; rows may be strided, columns
   // contiguous), rows[i] for row i. Returns the choice of every row; only these come back to the

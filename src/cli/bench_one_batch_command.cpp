@@ -8,8 +8,12 @@
 // measured FP8 and BF16 matrix rates. A decode step is timed whole (forward, then greedy token
 // choice where the logits are: Backend::sample, only the tokens and their logprobs read back) and up
 // to the device finishing the forward. With --tp-size N (and --ep-size N) the floors are those of
-// one GPU of the split (model/forward_cost.h: CostSplit; the all-reduces are not in them). Prints
-// one JSON line per run, then a table. Any --device.
+// one GPU of the split (model/forward_cost.h: CostSplit; the all-reduces are not in them).
+// --profile-layers (one GPU) then records the decode graphs again with a mark between decoder layers
+// and runs the batches once more: each layer's time beside its own floor (its weights, the experts it
+// ran on average, its latent cache), dense and MoE layers apart, with the kernels each launches.
+// --fused-decode runs the backend's fused decode kernels (Backend::set_fused_decode).
+// Prints one JSON line per run, then a table (and the per-layer table). Any --device.
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
 
@@ -37,6 +41,14 @@ struct BenchOneBatchOptions {
   std::vector<int> input_lens{1024};
   int output_len = 16;
   int max_prefill_tokens = 16384;
+  bool profile_layers = false;
+};
+
+// Per-layer decode profile of one run: every step's seconds of each layer.
+struct LayerSamples {
+  std::vector<std::vector<double>> seconds;  // [layer][step]
+  std::vector<int> kernels;                  // [layer], from the replayed graph (empty: not known)
+  std::vector<double> floor_s;               // [layer]: summed over the steps (averaged at the end)
 };
 
 double seconds_since(std::chrono::steady_clock::time_point t0) {
@@ -86,8 +98,10 @@ int64_t graph_replays(LoadedModel& m) {
   return m.model ? m.model->decode_graph_replays() : 0;
 }
 
+nlohmann::json layer_rows(const ModelConfig& cfg, const LayerSamples& ls, int steps);
+
 nlohmann::json run(LoadedModel& m, const BenchOneBatchOptions& o, const DeviceCeilings& ceil, int B, int input_len,
-                   std::mt19937& rng) {
+                   std::mt19937& rng, bool profile = false) {
   const ModelConfig& cfg = m.runner().config();
   const CostSplit split{o.model.tp_size, o.model.ep_size > 1};  // floors of one GPU of the split
   Backend& lead = m.lead_backend();
@@ -115,6 +129,7 @@ nlohmann::json run(LoadedModel& m, const BenchOneBatchOptions& o, const DeviceCe
   }
   const double prefill_s = seconds_since(t0);
   std::vector<double> decode_s, forward_s;
+  LayerSamples layers;
   double decode_bytes = 0, experts = 0;
   int64_t experts_known = 0;
   const int64_t replays0 = graph_replays(m);
@@ -132,6 +147,22 @@ nlohmann::json run(LoadedModel& m, const BenchOneBatchOptions& o, const DeviceCe
     const int kv_value_bytes = dtype_size(m.cache.data.dtype()) == 1 ? 1 : 2;  // FP8, else as BF16 on a GPU
     decode_bytes += decode_step_cost(cfg, keys, ran, kv_value_bytes, split).bytes();
     if (ran >= 0) experts += double(ran), ++experts_known;
+    if (profile) {
+      const Backend::LayerProfile p = lead.layer_profile();
+      if (p.seconds.size() == size_t(cfg.num_hidden_layers)) {
+        layers.seconds.resize(p.seconds.size());
+        layers.floor_s.resize(p.seconds.size());
+        for (size_t l = 0; l < p.seconds.size(); ++l) layers.seconds[l].push_back(p.seconds[l]);
+        if (!p.kernels.empty()) layers.kernels = p.kernels;
+        int moe = 0;
+        for (int l = 0; l < cfg.num_hidden_layers; ++l) moe += cfg.is_moe_layer(l);
+        const double per_moe_layer = ran >= 0 && moe > 0 ? double(ran) / moe : -1.0;
+        for (int l = 0; l < cfg.num_hidden_layers; ++l)
+          layers.floor_s[size_t(l)] += ceil.copy_gbs > 0 ? decode_layer_cost(cfg, l, keys, per_moe_layer, kv_value_bytes,
+                                                                             split).bytes() / (ceil.copy_gbs * 1e9)
+                                                         : 0.0;
+      }
+    }
   }
   for (auto& s : seqs) s.release_all(*m.pool);
   auto median_of = [](std::vector<double> v) {
@@ -149,7 +180,7 @@ nlohmann::json run(LoadedModel& m, const BenchOneBatchOptions& o, const DeviceCe
                                    ? pc.fp8_flops / (ceil.fp8_tflops * 1e12) + pc.bf16_flops / (ceil.bf16_tflops * 1e12)
                                    : 0.0;
   const double prefill_floor_bf16 = ceil.bf16_tflops > 0 ? pc.flops() / (ceil.bf16_tflops * 1e12) : 0.0;
-  return {{"batch_size", B},
+  nlohmann::json out = {{"batch_size", B},
           {"decode_steps_from_cuda_graphs", graph_replays(m) - replays0},
           {"input_len", input_len},
           {"output_len", o.output_len},
@@ -172,6 +203,49 @@ nlohmann::json run(LoadedModel& m, const BenchOneBatchOptions& o, const DeviceCe
           {"decode_ratio_to_floor", ratio(median, decode_floor)},
           {"median_decode_forward_s", median_forward},
           {"decode_forward_ratio_to_floor", ratio(median_forward, decode_floor)}};
+  if (profile) out["layers"] = layer_rows(cfg, layers, int(decode_s.size()));
+  return out;
+}
+
+// Dense and MoE layers apart: the median over steps of each layer's time, then the median over the
+// layers of a kind, beside the kind's mean floor per layer (layer 0 has no norm before it inside its
+// marks, so it is left out of its kind where the kind has other layers).
+nlohmann::json layer_rows(const ModelConfig& cfg, const LayerSamples& ls, int steps) {
+  nlohmann::json rows = nlohmann::json::array();
+  if (ls.seconds.empty() || steps == 0) return rows;
+  for (bool moe : {false, true}) {
+    std::vector<double> times, floors;
+    std::vector<int> kernels;
+    for (int l = 0; l < int(ls.seconds.size()); ++l) {
+      if (cfg.is_moe_layer(l) != moe) continue;
+      std::vector<double> t = ls.seconds[size_t(l)];
+      std::sort(t.begin(), t.end());
+      times.push_back(t[t.size() / 2]);
+      floors.push_back(ls.floor_s[size_t(l)] / steps);
+      if (!ls.kernels.empty()) kernels.push_back(ls.kernels[size_t(l)]);
+    }
+    if (times.size() > 1 && !moe && !cfg.is_moe_layer(0)) {  // layer 0 lacks the norm before it
+      times.erase(times.begin()), floors.erase(floors.begin());
+      if (!kernels.empty()) kernels.erase(kernels.begin());
+    }
+    if (times.empty()) continue;
+    std::vector<double> sorted = times;
+    std::sort(sorted.begin(), sorted.end());
+    double floor = 0;
+    for (double f : floors) floor += f;
+    floor /= double(floors.size());
+    const double median = sorted[sorted.size() / 2];
+    nlohmann::json r = {{"kind", moe ? "moe" : "dense"},
+                        {"layers", times.size()},
+                        {"median_layer_s", median},
+                        {"min_layer_s", sorted.front()},
+                        {"max_layer_s", sorted.back()},
+                        {"floor_layer_s", floor},
+                        {"ratio_to_floor", ratio(median, floor)}};
+    if (!kernels.empty()) r["kernels_per_layer"] = kernels[kernels.size() / 2];
+    rows.push_back(r);
+  }
+  return rows;
 }
 
 void print_table(const DeviceCeilings& c, const std::vector<nlohmann::json>& rows) {
@@ -212,6 +286,11 @@ void add_bench_one_batch_command(CLI::App& app) {
   cmd->add_flag("--enable-sm90-fp8-gemm", o->model.sm90_fp8_gemm,
                 "CUDA: prefill-size FP8 linears and routed experts, and the FP8 per-head products, on the sm90 "
                 "block-FP8 GEMM (not yet the default)");
+  cmd->add_flag("--profile-layers", o->profile_layers,
+                "Then time every decoder layer of the decode steps against its own floor (one GPU)");
+  cmd->add_flag("--fused-decode", o->model.fused_decode,
+                "CUDA: decode on the fused decode kernels (W8A8 decode linears, quantizing norms, fused MLP / MoE / "
+                "router; partly measured, not yet the default)");
   cmd->callback([o] {
     DS_CHECK(!o->batch_sizes.empty() && *std::min_element(o->batch_sizes.begin(), o->batch_sizes.end()) >= 1 &&
                  o->output_len >= 0 && o->max_prefill_tokens >= 1,
@@ -245,6 +324,32 @@ void add_bench_one_batch_command(CLI::App& app) {
         std::cout << rows.back().dump() << std::endl;
       }
     print_table(ceil, rows);
+    if (o->profile_layers) {
+      DS_CHECK(m.model != nullptr, "bench-one-batch --profile-layers: one GPU only (no --tp-size, --dp-size, --nnodes)");
+      Backend& lead = m.lead_backend();
+      lead.set_layer_profiling(true);
+      const std::vector<int> sizes = m.model->decode_graph_sizes();
+      if (!sizes.empty()) m.model->capture_decode_graphs(m.cache, m.trash_slot, sizes);  // again, with the marks
+      std::vector<nlohmann::json> prof;
+      for (int b : o->batch_sizes)
+        for (int len : o->input_lens) {
+          prof.push_back(run(m, *o, ceil, b, len, rng, /*profile=*/true));
+          std::cout << prof.back().dump() << std::endl;
+        }
+      lead.set_layer_profiling(false);
+      std::printf("per decoder layer (decode graphs recorded with a mark between layers; median over steps, then "
+                  "over the layers of a kind):\n");
+      std::printf("| batch | input | layer | layers | ms per layer | min ms | max ms | floor ms | x floor | kernels |\n");
+      std::printf("|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|\n");
+      for (const auto& r : prof)
+        for (const auto& l : r["layers"])
+          std::printf("| %d | %d | %s | %d | %.4f | %.4f | %.4f | %.4f | %.2f | %s |\n", r["batch_size"].get<int>(),
+                      r["input_len"].get<int>(), l["kind"].get<std::string>().c_str(), l["layers"].get<int>(),
+                      1e3 * l["median_layer_s"].get<double>(), 1e3 * l["min_layer_s"].get<double>(),
+                      1e3 * l["max_layer_s"].get<double>(), 1e3 * l["floor_layer_s"].get<double>(),
+                      l["ratio_to_floor"].get<double>(),
+                      l.contains("kernels_per_layer") ? std::to_string(l["kernels_per_layer"].get<int>()).c_str() : "-");
+    }
   });
 }
 

@@ -106,6 +106,12 @@ LoadedModel load_model(const ModelOptions& o, bool with_mtp_cache) {
     if (nodes)
       for (auto& b : nodes->backends) b->set_sm90_fp8_gemm(true);
   }
+  if (o.fused_decode) {  // before any weight is prepared or forward recorded
+    if (m.backend) m.backend->set_fused_decode(true);
+    for (auto& r : ranks) r->set_fused_decode(true);
+    if (nodes)
+      for (auto& b : nodes->backends) b->set_fused_decode(true);
+  }
   const int page_size = o.page_size > 0 ? o.page_size : lead.device() == Device::CUDA ? 64 : 1;
   const std::string layout = data_parallel ? fmt::format(" (data-parallel attention: {} groups of {}{})", o.dp_size,
                                                          o.tp_size / o.dp_size, o.ep_size > 1 ? ", routed experts whole per rank" : "")
@@ -200,6 +206,7 @@ LoadedModel load_model(const ModelOptions& o, bool with_mtp_cache) {
     if (sizes.empty()) sizes = default_cuda_graph_batch_sizes(o.cuda_graph_max_bs > 0 ? o.cuda_graph_max_bs : 160);
     for (int b : sizes) DS_CHECK(b >= 1, "--cuda-graph-bs: batch sizes must be at least 1, found {}", b);
     const int32_t trash_slot = int32_t(pages * page_size);  // the first slot after the pool's pages
+    m.trash_slot = trash_slot;
     // A recorded forward must not synchronise: keep the sizes whose MoE calls stay on the device.
     auto recordable = [&](std::vector<int> s, int tokens_per_seq) {
       const int64_t max_pairs = lead.max_recorded_moe_pairs();

@@ -46,6 +46,7 @@ struct ModelOptions {
   int cuda_graph_max_bs = 0;
   std::vector<int> cuda_graph_bs;
   int verify_tokens = 0;  // speculative decoding: tokens per sequence of the verify forward (its graphs)
+  bool fused_decode = false;  // Backend::set_fused_decode on every backend (bench-one-batch --fused-decode)
 
   void add_to(CLI::App& app);
   void add_kv_cache_dtype_flag(CLI::App& app);  // --kv-cache-dtype
@@ -65,6 +66,7 @@ struct LoadedModel {
   LatentCache cache;      // the pool's pages plus the trash page (see cache_pages_for)
   LatentCache mtp_cache;  // the MTP layer's cache, when asked for (speculative decoding)
   int64_t weight_bytes = 0;  // device bytes of the prepared weights (0 on the CPU: not counted; rank 0's with TP)
+  int32_t trash_slot = 0;    // the cache slot padding rows of recorded forwards write (after the pool's pages)
 
   ModelRunner& runner() {
     return dp      ? dp->group(0)

@@ -108,32 +108,29 @@ AttentionBatch DeepseekV3Model::upload(const ForwardBatch& b, int page_size) {
 
 // Multi-head latent attention. The new tokens' latents (c_kv after its norm, k_pe after RoPE) go
 // into the cache first; both forms then read every key of the sequence from the cache.
-Tensor DeepseekV3Model::attention(const Tensor& x, const MlaWeights& w, const AttentionBatch& ab, AttentionMode mode,
+Tensor DeepseekV3Model::attention(const Activation& x, const MlaWeights& w, const AttentionBatch& ab, AttentionMode mode,
                                   Tensor layer_cache) {
-  const int64_t T = x.size(0), n = local_heads_, dn = cfg_.qk_nope_head_dim,
+  const int64_t T = x.tokens(), n = local_heads_, dn = cfg_.qk_nope_head_dim,
                 dr = cfg_.qk_rope_head_dim, dv = cfg_.v_head_dim, kr = cfg_.kv_lora_rank, dqk = dn + dr;
   const float eps = float(cfg_.rms_norm_eps);
   const int64_t q_part = cfg_.q_lora_rank ? *cfg_.q_lora_rank : cfg_.num_attention_heads * dqk;
 
   Tensor qkv_a = be_.linear(x, w.qkv_a);  // [T, q_part + kr + dr]
-  Tensor q = w.q_b ? be_.linear(be_.rms_norm(qkv_a.slice(1, 0, q_part), *w.q_a_norm, eps), *w.q_b)
-                   : be_.contiguous(qkv_a.slice(1, 0, q_part));
+  // The new tokens' latents (c_kv after its norm, k_pe after RoPE) go into the cache; the query
+  // part after its norm feeds q_b.
+  Activation q_a = be_.mla_prologue(qkv_a, q_part, w.q_b ? &*w.q_a_norm : nullptr, w.kv_a_norm, eps, rope_table_,
+                                    layer_cache, ab);
+  Tensor q = w.q_b ? be_.linear(q_a, *w.q_b) : be_.contiguous(qkv_a.slice(1, 0, q_part));
   Tensor q_heads = q.unflatten(1, n, dqk);  // [T, n, dn + dr]
-  Tensor q_nope = q_heads.slice(2, 0, dn), q_pe = q_heads.slice(2, dn, dqk);
-  Tensor c_kv = be_.rms_norm(qkv_a.slice(1, q_part, q_part + kr), w.kv_a_norm, eps);  // [T, kr]
-  Tensor k_pe = qkv_a.slice(1, q_part + kr, q_part + kr + dr);  // [T, dr]
-  Tensor k_pe_heads = k_pe.unflatten(1, 1, dr);                    // the same memory as [T, 1, dr]
-  be_.rope_inplace(q_pe, ab.positions, rope_table_);
-  be_.rope_inplace(k_pe_heads, ab.positions, rope_table_);
-  be_.store_latent(layer_cache, c_kv, k_pe, ab);
 
   Tensor o;  // [T, n, dv]
   if (mode == AttentionMode::Absorbed) {
-    Tensor q_latent = be_.head_linear(q_nope, w.w_uk_t);  // [T, n, kr]
-    Tensor q_full = be_.concat_cols(q_latent.merge_leading(), q_pe.merge_leading()).unflatten(0, T, n);
+    Tensor q_full = be_.mla_absorb_q(q_heads, w.w_uk_t, ab.positions, rope_table_);  // [T, n, kr + dr]
     Tensor latent_out = be_.mla_attention_absorbed(q_full, layer_cache, ab, kr, softmax_scale_);  // [T, n, kr]
     o = be_.head_linear(latent_out, w.w_uv);
   } else {
+    Tensor q_pe = q_heads.slice(2, dn, dqk);
+    be_.rope_inplace(q_pe, ab.positions, rope_table_);
     Tensor keys = be_.gather_latent(layer_cache, ab);                          // [K, kr + dr]
     Tensor kv = be_.linear(keys.slice(1, 0, kr), w.kv_b).unflatten(1, n, dn + dv);  // [K, n, dn + dv]
     o = be_.mla_attention_expanded(q_heads, kv, keys.slice(1, kr, kr + dr), ab, softmax_scale_);
@@ -143,13 +140,11 @@ Tensor DeepseekV3Model::attention(const Tensor& x, const MlaWeights& w, const At
   return out;
 }
 
-Tensor DeepseekV3Model::mlp(const Tensor& x, const MlpWeights& w) {
-  return be_.linear(be_.silu_mul(be_.linear(x, w.gate_up)), w.down);
-}
+Tensor DeepseekV3Model::mlp(const Activation& x, const MlpWeights& w) { return be_.mlp(x, w.gate_up, w.down); }
 
 // On a tensor-parallel rank every MLP (dense, shared, each routed expert) holds a slice of the
 // intermediate columns, so the outputs are partial sums, reduced once per layer.
-Tensor DeepseekV3Model::feed_forward(const Tensor& x, const DecoderLayerWeights& w) {
+Tensor DeepseekV3Model::feed_forward(const Activation& x, const DecoderLayerWeights& w) {
   if (shard_.attention_groups > 1) return feed_forward_all_groups(x, w);
   Tensor y = feed_forward_part(x, w);
   be_.all_reduce_sum(y);
@@ -159,27 +154,27 @@ Tensor DeepseekV3Model::feed_forward(const Tensor& x, const DecoderLayerWeights&
 // Data-parallel attention: every rank holds a slice of every MLP, so the MLP runs over the tokens
 // of all attention groups (gathered), its partial sums are reduced over all ranks, and each group
 // keeps its own rows.
-Tensor DeepseekV3Model::feed_forward_all_groups(const Tensor& x, const DecoderLayerWeights& w) {
+Tensor DeepseekV3Model::feed_forward_all_groups(const Activation& x, const DecoderLayerWeights& w) {
   const std::vector<int32_t>& counts = group_tokens_;
   const int g = shard_.attention_group();
   int64_t first = 0;
   for (int k = 0; k < g; ++k) first += counts[size_t(k)];
-  Tensor all = be_.all_gather_rows_groups(x, counts);  // [tokens of every group, hidden]
+  Tensor all = be_.all_gather_rows_groups(x.x, counts);  // [tokens of every group, hidden]
   Tensor y = feed_forward_part(all, w);
   be_.all_reduce_sum_world(y);
   return y.slice(0, first, first + counts[size_t(g)]);
 }
 
 // This rank's share of the MLP or MoE output (a partial sum over the ranks).
-Tensor DeepseekV3Model::feed_forward_part(const Tensor& x, const DecoderLayerWeights& w) {
+Tensor DeepseekV3Model::feed_forward_part(const Activation& x, const DecoderLayerWeights& w) {
   Tensor y;
   if (w.mlp) {
     y = mlp(x, *w.mlp);
   } else {
     const MoeWeights& moe = *w.moe;
-    RouterOutput route = be_.moe_route(x, moe.router, moe.score_bias, router_);
-    y = be_.moe_experts(x, moe.experts, route);
-    if (moe.shared) be_.add_inplace(y, mlp(x, *moe.shared));
+    RouterOutput route = be_.moe_route(x.x, moe.router, moe.score_bias, router_);
+    y = be_.moe_feed_forward(x, moe.experts, route, moe.shared ? &moe.shared->gate_up : nullptr,
+                             moe.shared ? &moe.shared->down : nullptr);  // routed experts + shared expert
   }
   return y;
 }
@@ -198,17 +193,21 @@ Tensor DeepseekV3Model::logits(const Tensor& normed, const ForwardBatch& b) {
 Tensor DeepseekV3Model::decoder(const AttentionBatch& ab, const Tensor& ids, AttentionMode mode, LatentCache& cache) {
   const float eps = float(cfg_.rms_norm_eps);
   Tensor h = be_.embedding(w_.embed_tokens, ids);  // residual stream
-  Tensor x = be_.rms_norm(h, w_.layers[0].input_norm, eps);
-  for (int i = 0; i < cfg_.num_hidden_layers; ++i) {
+  Activation x = be_.rms_norm_quant(h, w_.layers[0].input_norm, eps);  // the norms quantize for FP8 linears
+  for (int i = 0;; ++i) {
+    be_.layer_mark(i);  // profiling only
     const DecoderLayerWeights& layer = w_.layers[i];
     Tensor a = attention(x, layer.attn, ab, mode, cache.layer(i));
-    x = be_.add_rms_norm(h, a, layer.post_attention_norm, eps);
+    x = be_.add_rms_norm_quant(h, a, layer.post_attention_norm, eps);
     Tensor f = feed_forward(x, layer);
-    const Tensor& next_norm = i + 1 < cfg_.num_hidden_layers ? w_.layers[i + 1].input_norm : w_.final_norm;
-    x = be_.add_rms_norm(h, f, next_norm, eps);
     layers_run_.fetch_add(1, std::memory_order_relaxed);
+    if (i + 1 == cfg_.num_hidden_layers) {
+      Tensor out = be_.add_rms_norm(h, f, w_.final_norm, eps);  // lm_head reads BF16 rows
+      be_.layer_mark(i + 1);
+      return out;
+    }
+    x = be_.add_rms_norm_quant(h, f, w_.layers[i + 1].input_norm, eps);
   }
-  return x;
 }
 
 ForwardOutput DeepseekV3Model::forward(const ForwardBatch& b, LatentCache& cache) {
@@ -313,9 +312,9 @@ Tensor DeepseekV3Model::mtp_layer(const AttentionBatch& ab, const Tensor& ids, c
   const float eps = float(cfg_.rms_norm_eps);
   Tensor e = be_.rms_norm(be_.embedding(w_.embed_tokens, ids), m.enorm, eps);
   Tensor h = be_.linear(be_.concat_cols(e, be_.rms_norm(prev_hidden, m.hnorm, eps)), m.eh_proj);
-  Tensor x = be_.rms_norm(h, m.layer.input_norm, eps);
+  Activation x = be_.rms_norm_quant(h, m.layer.input_norm, eps);
   Tensor a = attention(x, m.layer.attn, ab, mode, cache.layer(0));
-  x = be_.add_rms_norm(h, a, m.layer.post_attention_norm, eps);
+  x = be_.add_rms_norm_quant(h, a, m.layer.post_attention_norm, eps);
   return be_.add_rms_norm(h, feed_forward(x, m.layer), m.head_norm, eps);
 }
 

@@ -74,15 +74,16 @@ class DeepseekV3Model final : public ModelRunner {
   AttentionBatch upload(const ForwardBatch& b, int page_size);
   // Embedding, the decoder layers and the final norm over every row of ab: the final hidden states.
   Tensor decoder(const AttentionBatch& ab, const Tensor& ids, AttentionMode mode, LatentCache& cache);
-  Tensor attention(const Tensor& x, const MlaWeights& w, const AttentionBatch& ab, AttentionMode mode,
+  Tensor attention(const Activation& x, const MlaWeights& w, const AttentionBatch& ab, AttentionMode mode,
                    Tensor layer_cache);
   // The MTP module over every row of ab: its output hidden states after the head norm.
   Tensor mtp_layer(const AttentionBatch& ab, const Tensor& ids, const Tensor& prev_hidden, AttentionMode mode,
                    LatentCache& cache);
-  Tensor feed_forward(const Tensor& x, const DecoderLayerWeights& w);
-  Tensor feed_forward_part(const Tensor& x, const DecoderLayerWeights& w);
-  Tensor feed_forward_all_groups(const Tensor& x, const DecoderLayerWeights& w);
-  Tensor mlp(const Tensor& x, const MlpWeights& w);
+  // x: the normed rows with, on backends running W8A8 products, their FP8 quantization made by the norm.
+  Tensor feed_forward(const Activation& x, const DecoderLayerWeights& w);
+  Tensor feed_forward_part(const Activation& x, const DecoderLayerWeights& w);
+  Tensor feed_forward_all_groups(const Activation& x, const DecoderLayerWeights& w);
+  Tensor mlp(const Activation& x, const MlpWeights& w);
   Tensor logits(const Tensor& normed, const ForwardBatch& b);
   Tensor lm_head(const Tensor& rows);  // every rank's vocabulary slice gathered
 

@@ -103,6 +103,45 @@ ForwardCost decode_step_cost(const ModelConfig& c, std::span<const int64_t> keys
   return f;
 }
 
+ForwardCost decode_layer_cost(const ModelConfig& c, int layer, std::span<const int64_t> keys, double experts,
+                              int kv_value_bytes, CostSplit split) {
+  ForwardCost f, s;  // f: replicated on every GPU; s: split over the tp GPUs
+  const double B = double(keys.size()), H = c.hidden_size, n = c.num_attention_heads, kr = c.kv_lora_rank;
+  const double tp = std::max(1, split.tp);
+  const LayerLinears l = layer_linears(c, layer);
+  f.weight_bytes += 2 * H * 4 + kr * 4 + (l.has_q_b ? double(*c.q_lora_rank) * 4 : 0);  // norms (float32)
+  f.weight_bytes += l.qkv_a.bytes();
+  s.weight_bytes += (l.has_q_b ? l.q_b.bytes() : 0) + l.o_proj.bytes();
+  s.weight_bytes += 2 * n * kr * (c.qk_nope_head_dim + c.v_head_dim);  // W_UK^T and W_UV, BF16
+  add_flops(f, l.qkv_a, B);
+  if (l.has_q_b) add_flops(s, l.q_b, B);
+  add_flops(s, l.o_proj, B);
+  s.bf16_flops += 2 * B * n * kr * (c.qk_nope_head_dim + c.v_head_dim);
+  if (l.moe) {
+    const double E = c.n_routed_experts;
+    f.weight_bytes += E * H * 4 + E * 4;  // router (float32) and its bias
+    f.bf16_flops += 2 * B * E * H;
+    const double ran = experts >= 0 ? experts : E * (1 - std::pow(1 - c.num_experts_per_tok / E, B));
+    (split.expert_parallel && experts >= 0 ? f : s).weight_bytes += ran * routed_expert_bytes(c);
+    const Linear gu = proj(c, 2.0 * c.moe_intermediate_size, H), dn = proj(c, H, c.moe_intermediate_size);
+    add_flops(s, gu, B * c.num_experts_per_tok);
+    add_flops(s, dn, B * c.num_experts_per_tok);
+  }
+  if (!l.moe || c.n_shared_experts > 0) {
+    s.weight_bytes += l.ffn_gate_up.bytes() + l.ffn_down.bytes();
+    add_flops(s, l.ffn_gate_up, B);
+    add_flops(s, l.ffn_down, B);
+  }
+  double total_keys = 0;
+  for (int64_t k : keys) total_keys += double(k);
+  f.kv_bytes = total_keys * c.latent_dim() * kv_value_bytes;
+  s.bf16_flops += 2 * total_keys * n * (c.latent_dim() + kr);
+  f.weight_bytes += s.weight_bytes / tp;
+  f.fp8_flops += s.fp8_flops / tp;
+  f.bf16_flops += s.bf16_flops / tp;
+  return f;
+}
+
 ForwardCost prefill_cost(const ModelConfig& c, std::span<const int64_t> lens, CostSplit split) {
   ForwardCost f, s;  // f: replicated on every GPU (q_a + kv_a, router); s: split over the tp GPUs
   double T = 0, pairs = 0;

@@ -44,6 +44,13 @@ struct CostSplit {
 ForwardCost decode_step_cost(const ModelConfig& cfg, std::span<const int64_t> keys, int64_t experts_run,
                              int kv_value_bytes = 2, CostSplit split = {});
 
+// One decoder layer's share of that decode step: its norms, attention projections (W_UK / W_UV
+// included), router, routed experts (`experts` distinct ones on this GPU; negative: the uniform-
+// routing expectation), shared or dense MLP, and its latent cache. decode_step_cost is the sum over
+// the layers plus the embedding rows, the final norm and the lm_head (with the experts as given).
+ForwardCost decode_layer_cost(const ModelConfig& cfg, int layer, std::span<const int64_t> keys, double experts,
+                              int kv_value_bytes = 2, CostSplit split = {});
+
 // A prefill of sequences of the given lengths (no cached prefix), logits for each sequence's last token.
 ForwardCost prefill_cost(const ModelConfig& cfg, std::span<const int64_t> lens, CostSplit split = {});
 

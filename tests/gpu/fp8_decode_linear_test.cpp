@@ -1,8 +1,9 @@
-// The decode-size FP8 linear (gemm/fp8_decode_gemm.h) against the CPU oracle on fresh random
-// inputs: every DeepSeek-V3 FP8 linear shape (real sizes, or N scaled down where the oracle would be
-// slow), T in {1, 3, 8, 17, 64}, fused parts with FP8 segments at row offsets beside a BF16 one,
-// block scales that differ by up to 16x between neighbouring blocks; and the dispatch: the kernel
-// below the token threshold, cuBLASLt above it or when disabled, and a CUDA-graph replay.
+// The W8A16 decode-size FP8 linear (gemm/fp8_decode_gemm.h, the Ampere design; on Hopper the
+// default for q_a + kv_a up to 16 tokens, forced here on every shape) against the CPU oracle on fresh random inputs: every DeepSeek-V3 FP8 linear
+// shape (real sizes, or N scaled down where the oracle would be slow), T in {1, 3, 8, 17, 64}, fused
+// parts with FP8 segments at row offsets beside a BF16 one, block scales that differ by up to 16x
+// between neighbouring blocks; and the dispatch: forced (the kernel up to its token limit, cuBLASLt
+// above it), the measured rule, the fused decode path's choice, and a CUDA-graph replay.
 // The kernel's arithmetic is the oracle's (e4m3 times the block scale rounded to BF16, BF16 inputs,
 // float32 sums), so the bound is one BF16 rounding of the output plus float32 summation order,
 // checked per token and per 64-column block so that a wrong block cannot hide in a global norm.
@@ -54,10 +55,10 @@ class Fp8DecodeLinear : public ::testing::Test {
     DS_REQUIRE_GPU();
     gpu().begin_forward();
     cpu().begin_forward();
-    cg().set_fp8_decode_max_tokens(cuda::kFp8DecodeMaxTokens);  // the kernel on every shape it supports
+    cg().set_fp8_linear_path(cuda::CudaBackend::Fp8LinearPath::W8A16Decode);  // the kernel on every shape it supports
   }
   void TearDown() override {
-    if (gpu_available()) cg().reset_fp8_decode_policy();
+    if (gpu_available()) cg().set_fp8_linear_path(cuda::CudaBackend::Fp8LinearPath::None);
   }
   // Runs T tokens (taken from a wider tensor's column slice when `strided`) through both backends.
   void check(const std::string& name, const LinearWeight& wc, const LinearWeight& wg, int64_t T, bool strided) {
@@ -66,7 +67,7 @@ class Fp8DecodeLinear : public ::testing::Test {
     Tensor xc = cpu().to_device(wide), xg = to_backend(gpu(), wide);
     if (strided) xc = xc.slice(1, 40, 40 + in), xg = xg.slice(1, 40, 40 + in);
     Tensor g = gpu().linear(xg, wg);
-    EXPECT_EQ(cg().last_fp8_linear(), cuda::CudaBackend::Fp8LinearPath::Decode) << name << " T=" << T;
+    EXPECT_EQ(cg().last_fp8_linear(), cuda::CudaBackend::Fp8LinearPath::W8A16Decode) << name << " T=" << T;
     Tensor c = cpu().linear(xc, wc);
     const double err = max_piece_err(g, c);
     RecordProperty(name + "_T" + std::to_string(T), std::to_string(err));
@@ -141,36 +142,37 @@ TEST_F(Fp8DecodeLinear, DispatchByTokenCount) {
   for (int64_t T : {int64_t{1}, int64_t{7}, cuda::kFp8DecodeMaxTokens, cuda::kFp8DecodeMaxTokens + 1}) {
     Tensor x = randn({T, 7168}, rng);
     Tensor g = gpu().linear(to_backend(gpu(), x), wg);
-    EXPECT_EQ(cg().last_fp8_linear(), T <= cuda::kFp8DecodeMaxTokens ? Path::Decode : Path::Cublaslt) << "T=" << T;
+    EXPECT_EQ(cg().last_fp8_linear(), T <= cuda::kFp8DecodeMaxTokens ? Path::W8A16Decode : Path::Cublaslt) << "T=" << T;
     Tensor c = cpu().linear(cpu().to_device(x), wc);
     // cuBLASLt runs W8A8 (activations rounded to e4m3): the bound of LinearFp8BlockScaled.
     EXPECT_LE(rel_err(cpu(), c, gpu(), g), T <= cuda::kFp8DecodeMaxTokens ? kTol : 8e-2) << "T=" << T;
   }
-  // Threshold 0: every call on cuBLASLt (one token padded to 8 rows); the two paths agree to W8A8's bound.
+  // Forced to cuBLASLt: every call there (one token padded to 8 rows); the two agree to W8A8's bound.
   Tensor x = randn({3, 7168}, rng);
   Tensor xg = to_backend(gpu(), x);
   Tensor decode = gpu().linear(xg, wg);
-  cg().set_fp8_decode_max_tokens(0);
+  cg().set_fp8_linear_path(Path::Cublaslt);
   Tensor lt = gpu().linear(xg, wg);
   EXPECT_EQ(cg().last_fp8_linear(), Path::Cublaslt);
   EXPECT_LE(rel_err(gpu(), lt, gpu(), decode), 8e-2);
-  cg().set_fp8_decode_max_tokens(cuda::kFp8DecodeMaxTokens);
-
-  // The measured default: the kernel up to 16 tokens on linears of at most 2,560 rows (this one has
-  // 2,112), cuBLASLt beyond and on wider linears.
-  cg().reset_fp8_decode_policy();
-  for (int64_t T : {int64_t{1}, cuda::CudaBackend::kFp8DecodeDefaultTokens, cuda::CudaBackend::kFp8DecodeDefaultTokens + 1}) {
+  // Unforced: the measured rule (this kernel on linears of at most 2,560 rows up to 16 tokens,
+  // cuBLASLt beyond and on wider linears); with the fused decode path, the W8A8 kernel.
+  cg().set_fp8_linear_path(Path::None);
+  for (int64_t T : {int64_t{1}, int64_t{16}, int64_t{17}}) {
     gpu().linear(to_backend(gpu(), randn({T, 7168}, rng)), wg);
-    EXPECT_EQ(cg().last_fp8_linear(), T <= cuda::CudaBackend::kFp8DecodeDefaultTokens ? Path::Decode : Path::Cublaslt)
-        << "default policy, T=" << T;
+    EXPECT_EQ(cg().last_fp8_linear(), T <= 16 ? Path::W8A16Decode : Path::Cublaslt) << "measured rule, T=" << T;
   }
   {
     std::vector<WeightPart> wide{fp8_part(4096, 1024, rng)};
     LinearWeight ww = gpu().make_linear(wide, LinearUse::Projection);
     gpu().linear(to_backend(gpu(), randn({1, 1024}, rng)), ww);
-    EXPECT_EQ(cg().last_fp8_linear(), Path::Cublaslt) << "default policy, 4096 rows";
+    EXPECT_EQ(cg().last_fp8_linear(), Path::Cublaslt) << "measured rule, 4096 rows";
   }
-  cg().set_fp8_decode_max_tokens(cuda::kFp8DecodeMaxTokens);
+  cg().set_fused_decode(true);
+  gpu().linear(xg, wg);
+  EXPECT_EQ(cg().last_fp8_linear(), Path::W8A8Decode);
+  cg().set_fused_decode(false);
+  cg().set_fp8_linear_path(Path::W8A16Decode);
 
   // Captured in a CUDA graph and replayed: the same bits as the eager call (fixed summation order).
   Tensor replayed;

@@ -2,8 +2,11 @@
 // against their float32 reference outputs, judged on the robust statistics of the issue (over
 // each position's top-5 tokens: median and 90th percentile of |logprob difference|, top-1
 // agreement where the reference top-1 margin exceeds 0.5), for one-shot prefill, chunked prefill
-// followed by absorbed decode (and expanded decode, --disable-mla), and MTP; greedy continuations compared step by step; and decode
-// through the KV cache against a fresh prefill on the same backend.
+// followed by absorbed decode (and expanded decode, --disable-mla), and MTP; greedy continuations
+// compared step by step; and decode through the KV cache against a fresh prefill on the same
+// backend. The FP8 fixture runs twice: on the default kernels and with the fused decode path
+// (CudaBackend::set_fused_decode: W8A8 decode linears, quantizing norms, fused MLP / MoE / router,
+// latent prologue), within the same bounds.
 #include <gtest/gtest.h>
 
 #include <map>
@@ -49,14 +52,20 @@ class GpuGolden : public ::testing::TestWithParam<std::string> {
   void SetUp() override {
     DS_REQUIRE_GPU();
     DS_REQUIRE_FIXTURES();
-    std::string dir = fixtures_dir() + "/" + GetParam();
+    std::string dir = fixtures_dir() + "/" + fixture();
     static std::map<std::string, std::shared_ptr<TestModel>> models;
     auto& m = models[GetParam()];
-    if (!m) m = std::make_shared<TestModel>(load_model_on(DeviceKind::Cuda, dir, 16, 2048));
+    if (!m) {
+      m = std::make_shared<TestModel>(load_model_on(DeviceKind::Cuda, dir, 16, 2048));
+      m->backend->set_fused_decode(fused());
+    }
     model_ = m.get();
     ref_ = std::make_unique<Checkpoint>(Checkpoint::open(dir + "/reference.safetensors"));
-    bounds_ = GetParam() == "tiny-v3-fp8" ? kFp8 : kBf16;
+    bounds_ = fixture() == "tiny-v3-fp8" ? kFp8 : kBf16;
   }
+  // The parameter: a fixture directory, with ":fused" for the fused decode path.
+  std::string fixture() const { return GetParam().substr(0, GetParam().find(':')); }
+  bool fused() const { return GetParam().find(":fused") != std::string::npos; }
 
   void expect_within(const LogprobStats& s, const std::string& what) {
     RecordProperty(what + "_median", std::to_string(s.quantile(0.5)));
@@ -75,7 +84,7 @@ class GpuGolden : public ::testing::TestWithParam<std::string> {
 
 TEST_P(GpuGolden, LinearLayouts) {
   // How layer 1's linears run on the GPU (the fixture's dims are not all multiples of 128).
-  Checkpoint ck = Checkpoint::open(fixtures_dir() + "/" + GetParam());
+  Checkpoint ck = Checkpoint::open(fixtures_dir() + "/" + fixture());
   auto part = [&](const std::string& name) {
     WeightPart p{ck.view(name), {}};
     if (p.weight.dtype() == DType::F8_E4M3) p.scale = ck.view(name.substr(0, name.size() - 6) + "weight_scale_inv");
@@ -203,14 +212,16 @@ TEST_P(GpuGolden, DecodeThroughCacheMatchesPrefill) {
   std::printf("[ stats    ] %s decode_vs_prefill: %s\n", GetParam().c_str(), s.str().c_str());
   RecordProperty("decode_vs_prefill_p90", std::to_string(s.quantile(0.9)));
   RecordProperty("decode_vs_prefill_top1", std::to_string(s.agree) + "/" + std::to_string(s.confident));
-  if (GetParam() == "tiny-v3-fp8") return;
+  if (fixture() == "tiny-v3-fp8") return;
   EXPECT_LE(s.quantile(0.5), kBf16.median) << s.str();
   EXPECT_LE(s.quantile(0.9), kBf16.p90) << s.str();
   EXPECT_GE(s.agreement(), kBf16.agreement) << s.str();
 }
 
-INSTANTIATE_TEST_SUITE_P(Fixtures, GpuGolden, ::testing::Values("tiny-v3-bf16", "tiny-v3-fp8"),
-                         [](const auto& info) { return info.param == "tiny-v3-bf16" ? "bf16" : "fp8"; });
+INSTANTIATE_TEST_SUITE_P(Fixtures, GpuGolden, ::testing::Values("tiny-v3-bf16", "tiny-v3-fp8", "tiny-v3-fp8:fused"),
+                         [](const auto& info) {
+                           return info.param == "tiny-v3-bf16" ? "bf16" : info.param == "tiny-v3-fp8" ? "fp8" : "fp8_fused_decode";
+                         });
 
 }  // namespace
 }  // namespace dsserve::test

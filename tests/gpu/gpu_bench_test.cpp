@@ -8,6 +8,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
+#include <string>
 #include <functional>
 #include <numeric>
 
@@ -74,6 +76,9 @@ class GpuBench : public ::testing::Test {
     gpu().begin_forward();
     if (g_ceil.gbs == 0) measure_ceilings();
   }
+  void TearDown() override {
+    if (gpu_available()) cg().set_fused_decode(false);  // the benches that turn it on
+  }
   static void measure_ceilings() {
     const DeviceCeilings c = gpu().measure_ceilings();
     g_ceil.gbs = c.copy_gbs;
@@ -97,30 +102,41 @@ TEST_F(GpuBench, Linear) {
       });
       char shape[64];
       std::snprintf(shape, sizeof(shape), "T=%ld %ldx%ld", long(T), long(N), long(K));
-      const bool decode = fp8 && cg().last_fp8_linear() == cuda::CudaBackend::Fp8LinearPath::Decode;
-      row(!fp8 ? "linear bf16" : decode ? "linear fp8 w8a16 (decode)" : "linear fp8 w8a8", shape, ms, 2.0 * T * N * K,
+      const bool decode = fp8 && cg().last_fp8_linear() == cuda::CudaBackend::Fp8LinearPath::W8A8Decode;
+      row(!fp8 ? "linear bf16" : decode ? "linear fp8 w8a8 (decode)" : "linear fp8 w8a8", shape, ms, 2.0 * T * N * K,
           double(N * K) * (fp8 ? 1 : 2) + double(T * (K + N)) * 2);
     }
   }
 }
 
-// The FP8 linears of DeepSeek-V3 at decode sizes: the decode kernel (gemm/fp8_decode_gemm.h)
-// beside cuBLASLt's W8A8 product (activation quantization included, tokens padded to 8) in the
-// same run. GB/s counts the weight bytes once (e4m3; scales, inputs and outputs are < 1% at
-// T <= 64); each call is one replay of a recorded CUDA graph, rotating over enough weight copies
-// (>= 256 MB) that they do not stay in L2. Filter: --gtest_filter=GpuBench.Fp8DecodeLinear.
+// The FP8 linears of DeepSeek-V3 at decode sizes on the three paths, in the same run: the W8A8
+// decode kernel (gemm/w8a8_decode_gemm.h) on activations quantized beforehand (as the norms and
+// SiLU-and-mul now hand them over), the W8A16 kernel it replaces (gemm/fp8_decode_gemm.h, BF16
+// activations) and cuBLASLt's block-scaled product on the same quantized activations (tokens padded
+// to 8). GB/s counts the weight bytes once (e4m3; scales, inputs and outputs are < 1% at T <= 64);
+// each call is one replay of a recorded CUDA graph, rotating over enough weight copies (>= 256 MB)
+// that they do not stay in L2. Filter: --gtest_filter=GpuBench.Fp8DecodeLinear.
 TEST_F(GpuBench, Fp8DecodeLinear) {
+  using Path = cuda::CudaBackend::Fp8LinearPath;
   struct Case {
     const char* name;
     int64_t in;
     std::vector<int64_t> outs;
   };
-  const Case cases[] = {{"q_a+kv_a", 7168, {1536, 576}},
-                        {"q_b", 1536, {24576}},
-                        {"o_proj", 16384, {7168}},
-                        {"gate_up", 7168, {18432, 18432}},
-                        {"down", 18432, {7168}}};
+  const Case cases[] = {{"q_a+kv_a", 7168, {1536, 576}}, {"q_b", 1536, {24576}},
+                        {"o_proj", 16384, {7168}},       {"gate_up", 7168, {18432, 18432}},
+                        {"down", 18432, {7168}},         {"shared gate_up", 7168, {2048, 2048}},
+                        {"shared down", 2048, {7168}}};
+  std::printf("[ bench    ] fp8 decode linear: GB/s of weight bytes; ratio to the copy ceiling %.0f GB/s measured "
+              "above; w8a16 and cuBLASLt are the baselines of the same run\n", g_ceil.gbs);
+  cg().set_fused_decode(true);  // the norms hand over quantized rows
+  // DSSERVE_BENCH_SHAPES (names, comma-separated) and DSSERVE_BENCH_TOKENS (one T) narrow the run
+  // (scripts/gpu-profile.sh profiles one shape this way).
+  const char* only_shapes = std::getenv("DSSERVE_BENCH_SHAPES");
+  const char* only_tokens = std::getenv("DSSERVE_BENCH_TOKENS");
   for (const Case& cs : cases) {
+    if (only_shapes && ("," + std::string(only_shapes) + ",").find("," + std::string(cs.name) + ",") == std::string::npos)
+      continue;
     int64_t N = 0;
     for (int64_t o : cs.outs) N += o;
     const double weight_bytes = double(N) * double(cs.in);
@@ -131,44 +147,101 @@ TEST_F(GpuBench, Fp8DecodeLinear) {
       for (int64_t o : cs.outs) parts.push_back(random_fp8_part(o, cs.in, rng));
       ws.push_back(gpu().make_linear(parts, LinearUse::Projection));
     }
-    const std::string layout = cuda::CudaBackend::describe(ws[0]);
-    for (int64_t T : {1, 2, 4, 8, 16, 32, 64}) {
+    for (int64_t T : {1, 2, 4, 8, 16, 32, 64, 128}) {
+      if (only_tokens && T != std::atoll(only_tokens)) continue;
       Tensor x = fast_random({T, cs.in}, 300 + uint64_t(T));
-      double gbs[2] = {0, 0};
-      for (int path = 0; path < 2; ++path) {  // 0: decode kernel, 1: cuBLASLt
-        cg().set_fp8_decode_max_tokens(path == 0 ? cuda::kFp8DecodeMaxTokens : 0);
+      // The quantized rows, as a norm hands them over (rows padded to 8 for every consumer).
+      const Tensor nw = gpu().make_vector(uniform({cs.in}, rng, 0.5f, 1.5f));
+      const Activation a = gpu().rms_norm_quant(x, nw, 1e-6f);
+      double gbs[3] = {0, 0, 0};  // w8a8, w8a16, cuBLASLt
+      const Path paths[3] = {Path::W8A8Decode, Path::W8A16Decode, Path::Cublaslt};
+      for (int k = 0; k < 3; ++k) {
+        if (k < 2 && T > cuda::kW8A8DecodeMaxTokens) continue;
+        cg().set_fp8_linear_path(paths[k]);
         std::vector<std::unique_ptr<CapturedForward>> graphs;
         std::vector<Tensor> outs(static_cast<size_t>(copies));
         for (int c = 0; c < copies; ++c)
           graphs.push_back(gpu().capture([&] {
             outs[size_t(c)] = Tensor();
-            outs[size_t(c)] = gpu().linear(x, ws[size_t(c)]);
+            outs[size_t(c)] = k == 1 ? gpu().linear(a.x, ws[size_t(c)]) : gpu().linear(a, ws[size_t(c)]);
           }));
+        if (cg().last_fp8_linear() != paths[k]) {
+          std::printf("[ bench    ] fp8 decode linear %s T=%ld: path %d did not run as asked\n", cs.name, long(T), k);
+          ADD_FAILURE();
+        }
         const int rounds = std::max(1, 64 / copies);
         const double ms = time_ms([&] {
           for (int r = 0; r < rounds; ++r)
             for (auto& g : graphs) g->replay();
         }, 7) / (rounds * copies);
-        gbs[path] = weight_bytes / ms / 1e6;
+        gbs[k] = weight_bytes / ms / 1e6;
       }
-      cg().reset_fp8_decode_policy();
-      cuda::Fp8DecodeGemmParams p;  // the plan (every V3 shape is one fp8 segment); only alignment matters
-      p.w = reinterpret_cast<const uint8_t*>(uintptr_t(256));
-      p.x = p.w;
-      p.w_scale = reinterpret_cast<const float*>(uintptr_t(256));
-      p.y = reinterpret_cast<void*>(uintptr_t(256));
-      p.T = T, p.rows = N, p.K = cs.in;
-      p.ldx = p.K, p.scale_ld = cuda::fp8_weight_scale_ld(p.K), p.ldy = N;
-      const cuda::Fp8DecodePlan plan = cuda::fp8_decode_gemm_plan(p);
+      cg().set_fp8_linear_path(Path::None);
+      cuda::W8A8DecodeParams pp;  // the plan of the call (only shapes and alignment matter)
+      pp.xq = pp.w = reinterpret_cast<const uint8_t*>(uintptr_t(256));
+      pp.xs = pp.w_scale = reinterpret_cast<const float*>(uintptr_t(256));
+      pp.y = reinterpret_cast<void*>(uintptr_t(256));
+      pp.T = std::min<int64_t>(T, cuda::kW8A8DecodeMaxTokens), pp.rows = N, pp.K = cs.in;
+      pp.ldxq = cs.in, pp.xs_ld = (pp.T + 7) / 8 * 8, pp.scale_ld = cuda::fp8_weight_scale_ld(cs.in), pp.ldy = N;
+      const cuda::W8A8DecodePlan plan = cuda::w8a8_decode_plan(pp);
       char shape[96];
       std::snprintf(shape, sizeof(shape), "%s %ldx%ld T=%ld", cs.name, long(N), long(cs.in), long(T));
-      std::printf("[ bench    ] fp8 decode linear %-30s %-14s decode %6.0f GB/s (%3.0f%% of copy %.0f) "
-                  "[%ld blocks, %d x 32 rows, %d K parts]  cuBLASLt %6.0f GB/s (%3.0f%%)  %.2fx\n",
-                  shape, layout.c_str(), gbs[0], 100 * gbs[0] / g_ceil.gbs, g_ceil.gbs, long(plan.blocks),
-                  plan.row_warps, plan.k_parts(), gbs[1], 100 * gbs[1] / g_ceil.gbs, gbs[0] / gbs[1]);
+      const double best_base = std::max(gbs[1], gbs[2]);
+      std::printf("[ bench    ] fp8 decode linear %-30s w8a8 %6.0f GB/s (%3.0f%% of copy) [split %d]  w8a16 %6.0f "
+                  "(%3.0f%%)  cuBLASLt %6.0f (%3.0f%%)  w8a8 / best baseline %.2fx\n",
+                  shape, gbs[0], 100 * gbs[0] / g_ceil.gbs, plan.split, gbs[1], 100 * gbs[1] / g_ceil.gbs, gbs[2],
+                  100 * gbs[2] / g_ceil.gbs, best_base > 0 ? gbs[0] / best_base : 0.0);
       ::testing::Test::RecordProperty(std::string("fp8 decode linear ") + shape,
-                                      std::to_string(gbs[0]) + " GB/s decode, " + std::to_string(gbs[1]) +
-                                          " GB/s cuBLASLt, copy " + std::to_string(g_ceil.gbs));
+                                      std::to_string(gbs[0]) + " GB/s w8a8, " + std::to_string(gbs[1]) +
+                                          " w8a16, " + std::to_string(gbs[2]) + " cuBLASLt, copy " +
+                                          std::to_string(g_ceil.gbs));
+    }
+  }
+}
+
+// The decode-sized MLP (dense layers 7168 -> 2 x 18432 -> 7168, the shared expert 7168 -> 2 x 2048
+// -> 7168) on FP8 weights: gate_up with SiLU-and-mul and quantization fused into one kernel beside
+// the unfused sequence (gate_up, SiLU-and-mul writing the quantized rows, down) of the same run;
+// input rows quantized beforehand, as a norm hands them over. GB/s of the weight bytes, graph replays
+// over >= 256 MB of weights. Filter: --gtest_filter=GpuBench.DecodeMlp.
+TEST_F(GpuBench, DecodeMlp) {
+  cg().set_fused_decode(true);  // both ways below run inside the fused decode path (set_fused_mlp)
+  for (auto [name, H, I] : {std::tuple{"dense", int64_t{7168}, int64_t{18432}}, std::tuple{"shared", int64_t{7168}, int64_t{2048}}}) {
+    const double weight_bytes = 3.0 * double(H) * double(I);
+    const int copies = int(std::clamp(std::ceil(256e6 / weight_bytes), 1.0, 16.0));
+    std::vector<LinearWeight> gu, dn;
+    for (int c = 0; c < copies; ++c) {
+      std::vector<WeightPart> g{random_fp8_part(I, H, rng), random_fp8_part(I, H, rng)}, d{random_fp8_part(H, I, rng)};
+      gu.push_back(gpu().make_linear(g, LinearUse::Projection));
+      dn.push_back(gpu().make_linear(d, LinearUse::Projection));
+    }
+    const Tensor nw = gpu().make_vector(uniform({H}, rng, 0.5f, 1.5f));
+    for (int64_t T : {1, 4, 8, 16, 32, 64}) {
+      const Activation a = gpu().rms_norm_quant(fast_random({T, H}, 500 + uint64_t(T)), nw, 1e-6f);
+      double us[2] = {0, 0};
+      for (int fused = 1; fused >= 0; --fused) {
+        cg().set_fused_mlp(fused == 1);
+        std::vector<std::unique_ptr<CapturedForward>> graphs;
+        std::vector<Tensor> outs(static_cast<size_t>(copies));
+        for (int c = 0; c < copies; ++c)
+          graphs.push_back(gpu().capture([&] {
+            outs[size_t(c)] = Tensor();
+            outs[size_t(c)] = gpu().mlp(a, gu[size_t(c)], dn[size_t(c)]);
+          }));
+        const int rounds = std::max(1, 32 / copies);
+        us[fused] = 1e3 * time_ms([&] {
+          for (int r = 0; r < rounds; ++r)
+            for (auto& g : graphs) g->replay();
+        }, 7) / (rounds * copies);
+      }
+      cg().set_fused_mlp(true);
+      const double gb_fused = weight_bytes / us[1] / 1e3, gb_unfused = weight_bytes / us[0] / 1e3;
+      std::printf("[ bench    ] decode mlp %-7s T=%-3ld fused %8.1f us %6.0f GB/s (%3.0f%% of copy %.0f)  unfused %8.1f us "
+                  "%6.0f GB/s (%3.0f%%)  %.2fx\n",
+                  name, long(T), us[1], gb_fused, 100 * gb_fused / g_ceil.gbs, g_ceil.gbs, us[0], gb_unfused,
+                  100 * gb_unfused / g_ceil.gbs, us[0] / us[1]);
+      ::testing::Test::RecordProperty(std::string("decode mlp ") + name + " T=" + std::to_string(T),
+                                      std::to_string(us[1]) + " us fused, " + std::to_string(us[0]) + " us unfused");
     }
   }
 }
@@ -181,6 +254,18 @@ TEST_F(GpuBench, NormRopeSilu) {
   row("rms_norm", "4096x7168", ms, 0, 2.0 * T * H * 2);
   ms = time_ms([&] { gpu().add_rms_norm(res, x, w, 1e-6f); });
   row("add_rms_norm", "4096x7168", ms, 0, 5.0 * T * H * 2);
+  cg().set_fused_decode(true);  // the vectorised norm with its quantization
+  ms = time_ms([&] { gpu().add_rms_norm_quant(res, x, w, 1e-6f); });
+  row("add_rms_norm + fp8 quant", "4096x7168", ms, 0, 5.0 * T * H * 2 + double(T) * H);
+  for (int64_t t : {1, 8, 64}) {  // decode sizes: one block per row, the row in registers
+    Tensor xs = fast_random({t, H}, 20 + uint64_t(t)), rs = fast_random({t, H}, 30 + uint64_t(t));
+    auto graph = gpu().capture([&] {
+      for (int r = 0; r < 20; ++r) gpu().add_rms_norm_quant(rs, xs, w, 1e-6f);
+    });
+    const double us = 1e3 * time_ms([&] { graph->replay(); }, 7) / 20;
+    std::printf("[ bench    ] add_rms_norm + fp8 quant T=%-3ld x 7168: %.2f us per call (graph of 20)\n", long(t), us);
+  }
+  cg().set_fused_decode(false);
   Tensor gu = fast_random({T, 2 * 18432}, 11);
   ms = time_ms([&] { gpu().silu_mul(gu); });
   row("silu_mul", "4096x2x18432", ms, 0, 3.0 * T * 18432 * 2);

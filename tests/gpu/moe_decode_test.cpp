@@ -180,14 +180,14 @@ TEST_F(MoeDecode, GroupedAndCublasltPathsAgree) {
 TEST_F(MoeDecode, ExpertsRunCountsDistinctExperts) {
   const int E = 16, K = 3;
   Experts ex = make_experts(E, E, 256, 128, true, rng);
-  for (Path path : {Path::Grouped, Path::Cublaslt}) {
+  for (Path path : {Path::GroupedW8A8, Path::Grouped, Path::Cublaslt}) {
     for (int64_t T : {1, 4, 40}) {
       RouterOutput route = random_route_host(T, K, E, rng);
       const int64_t before = gpu().experts_run();
       run_both(ex, randn({T, 256}, rng), route, path);
       run_both(ex, randn({T, 256}, rng), route, path);
       EXPECT_EQ(gpu().experts_run() - before, 2 * distinct_experts(route.topk_ids))
-          << (path == Path::Grouped ? "grouped" : "cublaslt") << " T=" << T;
+          << int(path) << " T=" << T;
     }
   }
 }

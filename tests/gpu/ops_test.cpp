@@ -3,8 +3,8 @@
 // rope 64, q_lora_rank 1536) and at small odd shapes, including the strided views the model
 // passes. Inputs are rounded to BF16 so both backends see identical values; the bound on
 // ||cuda - cpu|| / ||cpu|| follows from the precision of the CUDA path (BF16 outputs: ~2^-9 per
-// rounding; W8A8 (cuBLASLt, above the decode kernel's token threshold): the e4m3 activation
-// rounding, about 3-4%; the decode kernel's W8A16 is the oracle's own arithmetic).
+// rounding; W8A8 (cuBLASLt, and the fused decode path's kernels): the e4m3 activation rounding,
+// about 3-4%; the W8A16 decode kernel is the oracle's own arithmetic).
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -125,9 +125,9 @@ TEST_F(GpuOps, LinearFp8BlockScaled) {
       std::string tag = "_in" + std::to_string(cs.in) + "_T" + std::to_string(T);
       int64_t rows = 0;
       for (int64_t out : cs.outs) rows += out;
-      if (static_cast<cuda::CudaBackend&>(gpu()).fp8_decode_applies(T, rows)) {  // W8A16: the oracle's own arithmetic
-        EXPECT_EQ(static_cast<cuda::CudaBackend&>(gpu()).last_fp8_linear(),
-                  cuda::CudaBackend::Fp8LinearPath::Decode);
+      auto& cb = static_cast<cuda::CudaBackend&>(gpu());
+      if (cb.fp8_linear_path(T, rows) == cuda::CudaBackend::Fp8LinearPath::W8A16Decode) {  // the oracle's arithmetic
+        EXPECT_EQ(cb.last_fp8_linear(), cuda::CudaBackend::Fp8LinearPath::W8A16Decode);
         expect_close(("w8a16_err" + tag).c_str(), rel_err(cpu(), exact, gpu(), g), kBf16Gemm);
         continue;
       }
@@ -528,17 +528,27 @@ TEST_F(GpuOps, MoeRouteNoauxTcAndSoftmax) {
     int E, G, TG, K, H;
     bool sigmoid;
   };
+  // The routing kernel after cuBLASLt's float32 product; with the fused decode path at T <= 16 the
+  // fused router (product, routing and grouping in one launch).
+  auto& cb = static_cast<cuda::CudaBackend&>(gpu());
   for (const Case& cs : {Case{256, 8, 4, 8, 7168, true}, Case{16, 4, 2, 4, 256, true}, Case{64, 8, 3, 6, 512, false}}) {
-    const int64_t T = 300;
-    std::vector<WeightPart> gate{WeightPart{randn({cs.E, cs.H}, rng, 1.0f / std::sqrt(float(cs.H))), {}}};
-    Tensor bias = uniform({cs.E}, rng, 0.0f, 0.1f);
-    LinearWeight gc = cpu().make_linear(gate, LinearUse::Router), gg = gpu().make_linear(gate, LinearUse::Router);
-    RouterParams p{cs.E, cs.K, cs.G, cs.TG, cs.sigmoid, true, 2.5f};
-    Tensor x = randn({T, cs.H}, rng);
-    Tensor bc = cs.sigmoid ? cpu().make_vector(bias) : Tensor(), bg = cs.sigmoid ? gpu().make_vector(bias) : Tensor();
-    RouterOutput rc = cpu().moe_route(cpu().to_device(x), gc, bc, p);
-    RouterOutput rg = gpu().moe_route(to_backend(gpu(), x), gg, bg, p);
-    compare_routes(this, rc, rg, T, cs.K, ("E" + std::to_string(cs.E)).c_str());
+    for (int64_t T : {1, 5, 16, 300}) {
+      for (bool fused : {false, true}) {
+        cb.set_fused_decode(fused);
+        std::vector<WeightPart> gate{WeightPart{randn({cs.E, cs.H}, rng, 1.0f / std::sqrt(float(cs.H))), {}}};
+        Tensor bias = uniform({cs.E}, rng, 0.0f, 0.1f);
+        LinearWeight gc = cpu().make_linear(gate, LinearUse::Router), gg = gpu().make_linear(gate, LinearUse::Router);
+        RouterParams p{cs.E, cs.K, cs.G, cs.TG, cs.sigmoid, true, 2.5f};
+        Tensor x = randn({T, cs.H}, rng);
+        Tensor bc = cs.sigmoid ? cpu().make_vector(bias) : Tensor(), bg = cs.sigmoid ? gpu().make_vector(bias) : Tensor();
+        RouterOutput rc = cpu().moe_route(cpu().to_device(x), gc, bc, p);
+        RouterOutput rg = gpu().moe_route(to_backend(gpu(), x), gg, bg, p);
+        cb.set_fused_decode(false);
+        EXPECT_EQ(rg.grouping != nullptr, fused && T <= 16) << "the fused router runs at decode sizes";
+        compare_routes(this, rc, rg, T, cs.K,
+                       ("E" + std::to_string(cs.E) + "_T" + std::to_string(T) + (fused ? "_fused" : "")).c_str());
+      }
+    }
   }
 }
 

@@ -18,6 +18,7 @@
 #include <deque>
 #include <set>
 
+#include "backend/cuda/cuda_backend.h"
 #include "backend/sampling_math.h"
 #include "gpu/gpu_test_util.h"
 
@@ -150,6 +151,48 @@ TEST_F(GpuSampling, TokensAndLogprobsMatchTheCpuOracle) {
   EXPECT_EQ(a.greedy_mismatch, 0);
   EXPECT_LE(a.sampled_mismatch, a.sampled / 1000) << "of " << a.sampled << " sampled rows";
   EXPECT_LE(a.worst_logprob, 1e-4);
+}
+
+// Decode at small batch with the fused decode path: few greedy rows without lists go through the
+// multi-block greedy kernel (each row over many blocks). The oracle's tokens (ties included: the
+// logits are BF16-rounded, and a row is built with its best value repeated), logprobs within 1e-4;
+// the same tokens as the one-block kernel, for F32, BF16 and strided logits.
+TEST_F(GpuSampling, GreedyRowsOverManyBlocks) {
+  auto& cb = static_cast<cuda::CudaBackend&>(gpu());
+  double worst = 0;
+  for (int64_t V : {int64_t(129280), int64_t(8192), int64_t(50001)}) {
+    for (int R : {1, 4, 32}) {
+      for (int layout = 0; layout < 3; ++layout) {  // F32, BF16, strided F32
+        gpu().begin_forward();
+        const int64_t pad = layout == 2 ? 24 : 0;
+        Tensor host = randn({R, V + pad}, rng, 4.0f);
+        for (int r = 0; r < R; r += 2) {  // ties for the best value: the lowest id wins
+          float* row = host.ptr<float>() + int64_t(r) * (V + pad);
+          const float best = bf16_to_f32(f32_to_bf16(*std::max_element(row, row + V) + 1.0f));  // exact in BF16
+          row[rng() % uint64_t(V)] = best, row[rng() % uint64_t(V)] = best;
+        }
+        std::vector<SamplingRow> rows(static_cast<size_t>(R));
+        for (auto& row : rows) row.temperature = 0, row.want_logprob = rng() % 2 == 0;
+        Tensor c_logits = cpu().to_device(host).slice(1, 0, V);
+        Tensor g_logits = (layout == 1 ? to_backend(gpu(), host) : gpu().to_device(host)).slice(1, 0, V);
+        const auto c = cpu().sample(c_logits, rows);
+        const auto one_block = gpu().sample(g_logits, rows);
+        cb.set_fused_decode(true);
+        const auto split = gpu().sample(g_logits, rows);
+        cb.set_fused_decode(false);
+        for (int i = 0; i < R; ++i) {
+          const std::string at = "V=" + std::to_string(V) + " R=" + std::to_string(R) + " layout " +
+                                 std::to_string(layout) + " row " + std::to_string(i);
+          EXPECT_EQ(split[size_t(i)].token, c[size_t(i)].token) << at;
+          EXPECT_EQ(split[size_t(i)].token, one_block[size_t(i)].token) << at;
+          if (rows[size_t(i)].want_logprob)
+            worst = std::max(worst, double(std::fabs(split[size_t(i)].logprob - c[size_t(i)].logprob)));
+        }
+      }
+    }
+  }
+  RecordProperty("worst_logprob", std::to_string(worst));
+  EXPECT_LE(worst, 1e-4);
 }
 
 TEST_F(GpuSampling, EveryThresholdAtItsEdges) {

@@ -39,6 +39,33 @@ TEST(ForwardCost, UniformRoutingEstimate) {
   EXPECT_DOUBLE_EQ(decode_step_cost(c, many, -1).kv_bytes, 4096.0 * 100 * c.num_hidden_layers * 576 * 2);
 }
 
+// The per-layer floors of bench-one-batch --profile-layers add up to the step's, less the embedding
+// rows, the final norm and the lm_head; a MoE layer of one token reads its 8 experts and the shared
+// one.
+TEST(ForwardCost, LayersAddUpToTheStep) {
+  const ModelConfig c = v3();
+  std::vector<int64_t> keys(8, 1024);
+  for (CostSplit split : {CostSplit{1, false}, CostSplit{4, false}}) {
+    double bytes = 0, flops = 0, kv = 0;
+    for (int i = 0; i < c.num_hidden_layers; ++i) {
+      const ForwardCost l = decode_layer_cost(c, i, keys, -1, 2, split);
+      bytes += l.weight_bytes, flops += l.flops(), kv += l.kv_bytes;
+    }
+    const ForwardCost step = decode_step_cost(c, keys, -1, 2, split);
+    const double head = c.hidden_size * 4.0 + 8.0 * c.hidden_size * 2 + double(c.vocab_size) * c.hidden_size * 2 / split.tp;
+    EXPECT_NEAR(step.weight_bytes - bytes, head, 1e-6 * step.weight_bytes);
+    EXPECT_NEAR(step.flops() - flops, 2.0 * 8 * c.vocab_size * c.hidden_size / split.tp, 1e-6 * step.flops());
+    EXPECT_DOUBLE_EQ(step.kv_bytes, kv);
+  }
+  std::vector<int64_t> one{1};
+  const ForwardCost dense = decode_layer_cost(c, 0, one, 0), moe = decode_layer_cost(c, 3, one, 8);
+  EXPECT_NEAR(moe.weight_bytes - decode_layer_cost(c, 3, one, 0).weight_bytes, 8 * routed_expert_bytes(c), 1.0);
+  EXPECT_GT(moe.weight_bytes, 0.55e9);  // ~0.2 GB of attention, ~0.4 GB of experts
+  EXPECT_LT(moe.weight_bytes, 0.65e9);
+  // DeepSeek-V3's dense MLP (18432) has the bytes of 9 experts of 2048: the layers differ by the router.
+  EXPECT_NEAR(moe.weight_bytes - dense.weight_bytes, c.n_routed_experts * (c.hidden_size * 4.0 + 4), 1.0);
+}
+
 TEST(ForwardCost, PrefillFlops) {
   const ModelConfig c = v3();
   std::vector<int64_t> one{1};

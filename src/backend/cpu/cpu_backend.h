@@ -28,6 +28,7 @@ class CpuBackend : public Backend {
   Tensor embedding(const Tensor& table, const Tensor& ids) override;
   Tensor rms_norm(const Tensor& x, const Tensor& w, float eps) override;
   Tensor add_rms_norm(Tensor& residual, const Tensor& x, const Tensor& w, float eps) override;
+  using Backend::linear;  // the Activation form: linear on its rows
   Tensor linear(const Tensor& x, const LinearWeight& w) override;
   Tensor head_linear(const Tensor& x, const HeadWeight& w) override;
   void rope_inplace(Tensor& x, const Tensor& positions, const Tensor& table) override;

@@ -32,10 +32,12 @@ CudaBackend::CudaBackend(int device_index) : device_(device_index) {
   check(cudaStreamCreate(&stream_), "cudaStreamCreate");
   gemm_ = std::make_unique<LtGemm>(stream_);
   experts_run_device_ = alloc(DType::I64, {1});
+  router_ticket_ = alloc(DType::I32, {1});
 }
 
 CudaBackend::~CudaBackend() {
   if (stream_) cudaStreamSynchronize(stream_);
+  for (cudaEvent_t ev : layer_events_) cudaEventDestroy(ev);
   gemm_.reset();
   if (stream_) cudaStreamDestroy(stream_);
 }

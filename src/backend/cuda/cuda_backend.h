@@ -1,7 +1,8 @@
 // The CUDA backend: every op of backend.h on one GPU (sm_90a). Activations and the latent cache
 // are BF16 with float32 accumulation; linear layers run on cuBLASLt as BF16 products or, for FP8
-// checkpoints, as W8A8 block-scaled FP8 products (decode sizes: our own W8A16 kernel); the router
-// and the logits are float32.
+// checkpoints, as W8A8 block-scaled FP8 products (decode sizes: our own kernels; the fused decode
+// path, off by default, adds W8A8 decode kernels fed by norms and SiLU-and-mul that quantize their
+// outputs); the router and the logits are float32.
 // Ops allocate their outputs from a caching pool (see memory/scratch_pool.h) and run on one
 // stream; decode forwards can be captured as CUDA graphs; host copies (to_host_f32) and token
 // choice (sample) synchronise the stream. Kernels live in one folder per family beside their
@@ -19,6 +20,7 @@
 #include "backend/cuda/attention_prefill/mla_expanded.h"
 #include "backend/cuda/gemm/cublaslt_gemm.h"
 #include "backend/cuda/gemm/fp8_decode_gemm.h"
+#include "backend/cuda/gemm/w8a8_decode_gemm.h"
 #include "backend/cuda/memory/scratch_pool.h"
 #include "backend/cuda/mla_decode/mla_absorbed.h"
 
@@ -40,6 +42,14 @@ struct CudaLinear {
   LinearUse use = LinearUse::Projection;
   std::vector<LinearSegment> segments;
   bool any_fp8() const;
+};
+
+// The routed pairs grouped by expert on the device (moe_align's outputs), made by the fused router
+// of the decode path and used by the W8A8 grouped experts of the same layer.
+struct MoeGrouping {
+  int64_t experts = 0, pairs = 0, max_items = 0;
+  int rows_per_item = 0;
+  Tensor counts, offsets, active, totals, items, sorted_pair, pair_row;  // see MoeAlignParams
 };
 
 struct CudaHeadWeight {
@@ -102,6 +112,10 @@ class CudaBackend final : public Backend {
   Tensor rms_norm(const Tensor& x, const Tensor& w, float eps) override;
   Tensor add_rms_norm(Tensor& residual, const Tensor& x, const Tensor& w, float eps) override;
   Tensor linear(const Tensor& x, const LinearWeight& w) override;
+  Activation rms_norm_quant(const Tensor& x, const Tensor& w, float eps) override;
+  Activation add_rms_norm_quant(Tensor& residual, const Tensor& x, const Tensor& w, float eps) override;
+  Tensor linear(const Activation& x, const LinearWeight& w) override;
+  Tensor mlp(const Activation& x, const LinearWeight& gate_up, const LinearWeight& down) override;
   Tensor head_linear(const Tensor& x, const HeadWeight& w) override;
   void rope_inplace(Tensor& x, const Tensor& positions, const Tensor& table) override;
   Tensor silu_mul(const Tensor& gate_up) override;
@@ -112,6 +126,10 @@ class CudaBackend final : public Backend {
 
   void store_latent(Tensor& layer_cache, const Tensor& c_kv, const Tensor& k_pe,
                     const AttentionBatch& batch) override;
+  Activation mla_prologue(const Tensor& qkv_a, int64_t q_part, const Tensor* q_a_norm, const Tensor& kv_a_norm, float eps,
+                          const Tensor& rope_table, Tensor& layer_cache, const AttentionBatch& batch) override;
+  Tensor mla_absorb_q(const Tensor& q_heads, const HeadWeight& w_uk_t, const Tensor& positions,
+                      const Tensor& rope_table) override;
   Tensor gather_latent(const Tensor& layer_cache, const AttentionBatch& batch) override;
   Tensor mla_attention_expanded(const Tensor& q, const Tensor& kv, const Tensor& k_pe, const AttentionBatch& batch,
                                 float scale) override;
@@ -122,6 +140,8 @@ class CudaBackend final : public Backend {
   RouterOutput moe_route(const Tensor& x, const LinearWeight& gate, const Tensor& bias,
                          const RouterParams& p) override;
   Tensor moe_experts(const Tensor& x, const ExpertWeights& w, const RouterOutput& route) override;
+  Tensor moe_feed_forward(const Activation& x, const ExpertWeights& w, const RouterOutput& route,
+                          const LinearWeight* shared_gate_up, const LinearWeight* shared_down) override;
 
   Tensor upload_i32(const std::vector<int32_t>& v, Shape shape) override;
   void write_i32(Tensor& dst, const int32_t* src, int64_t rows, int64_t cols, int64_t src_ld) override;
@@ -129,6 +149,9 @@ class CudaBackend final : public Backend {
   bool can_capture() const override { return true; }
   int64_t max_recorded_moe_pairs() const override { return kMoeGroupedMaxPairs; }
   std::unique_ptr<CapturedForward> capture(const std::function<void()>& body) override;  // cuda_graph.cpp
+  void set_layer_profiling(bool on) override { layer_profiling_ = on; }  // cuda_graph.cpp: the marks
+  void layer_mark(int index) override;
+  LayerProfile layer_profile() override;
 
   std::vector<SampledToken> sample(const Tensor& logits, std::span<const SamplingRow> rows) override;  // cuda_ops_sampling.cpp
 
@@ -171,36 +194,59 @@ class CudaBackend final : public Backend {
   };
   MlaDecodeLaunch last_mla_decode() const { return last_mla_decode_; }
   // Routed experts: Auto runs batches of at most kMoeGroupedMaxPairs (token, expert) pairs on the
-  // device-side grouped products (no host synchronisation: capturable) and larger ones on cuBLASLt
-  // (one product per active expert, after reading the counts back); tests and benchmarks force one.
-  // Larger batches of FP8 experts on sm_90 run as expert-grouped FP8 GEMMs (gemm/sm90, grouping
-  // on the device: no synchronisation); BF16 experts, or devices without sm_90, on cuBLASLt.
-  enum class MoePath { Auto, Grouped, Cublaslt, Sm90 };
+  // device-side grouped products (no host synchronisation: capturable): the mma.sync kernel of
+  // moe/moe_grouped_gemm.h (Grouped: BF16 experts, FP8 ones as W8A16), or with the fused decode
+  // path FP8 experts on the W8A8 kernels (GroupedW8A8: moe/moe_w8a8_grouped.h, the shared expert
+  // inside them); larger batches on cuBLASLt (one product per active expert, after reading the
+  // counts back). Tests and benchmarks force one. Larger batches of FP8 experts on sm_90 run as
+  // expert-grouped FP8 GEMMs (gemm/sm90, grouping on the device: no synchronisation) with
+  // set_sm90_fp8_gemm; BF16 experts, or devices without sm_90, on cuBLASLt.
+  enum class MoePath { Auto, GroupedW8A8, Grouped, Cublaslt, Sm90 };
   static constexpr int64_t kMoeGroupedMaxPairs = 2048;
   void set_moe_path(MoePath path) { moe_path_ = path; }
   // The path of the last moe_experts call beyond the decode kernel's range (tests, benchmarks).
   MoePath last_moe_path() const { return last_moe_path_; }
-  // FP8 linears run on the decode kernel (gemm/fp8_decode_gemm.h) where it was measured faster than
-  // cuBLASLt on the H200 (gemm/README.md): calls of at most kFp8DecodeDefaultTokens tokens on
-  // linears of at most kFp8DecodeDefaultRows output rows (the fused q_a + kv_a); everything else on
-  // cuBLASLt. set_fp8_decode_max_tokens(t) overrides that for tests and benchmarks: every FP8 linear
-  // of at most t tokens (clamped to [0, kFp8DecodeMaxTokens]) on the kernel, whatever its rows; 0
-  // sends every call to cuBLASLt. reset_fp8_decode_policy() restores the measured rule.
-  static constexpr int64_t kFp8DecodeDefaultTokens = 16, kFp8DecodeDefaultRows = 2560;
-  void set_fp8_decode_max_tokens(int64_t t) {
-    fp8_decode_max_tokens_ = std::clamp<int64_t>(t, 0, kFp8DecodeMaxTokens);
-    fp8_decode_max_rows_ = INT64_MAX;
+  // The fused decode path (Backend::set_fused_decode; off by default: partly measured, see
+  // gemm/README.md and moe/README.md): the W8A8 decode linear (gemm/w8a8_decode_gemm.h) for FP8
+  // calls of up to kW8A8DecodeMaxTokens tokens, norms / SiLU-and-mul / the latent prologue writing
+  // their e4m3 quantization, the fused MLP, the W8A8 grouped MoE with the shared expert inside, the
+  // fused router, the absorbed query written in place, the multi-block greedy sampler, programmatic
+  // dependent launch. Off: the measured path (cuBLASLt W8A8 linears quantizing their own inputs, the
+  // W8A16 kernel on q_a + kv_a up to 16 tokens, separate norm / RoPE / store / SiLU-and-mul kernels,
+  // the W8A16 grouped experts with the shared expert apart, the four-kernel router).
+  void set_fused_decode(bool on) override { fused_decode_ = on; }
+  bool fused_decode() const { return fused_decode_; }
+  // Which kernel runs the FP8 segments of a linear of T tokens (rows: the linear's output rows).
+  // None: the fused decode path's choice when it is on, else the measured rule. Tests and benchmarks
+  // force a path with set_fp8_linear_path (calls past a decode kernel's token limit still go to
+  // cuBLASLt, or the sm90 GEMM below). Sm90 is only reported: the path of a call whose segments ran
+  // on the sm90 kernel.
+  enum class Fp8LinearPath { None, W8A8Decode, W8A16Decode, Cublaslt, Sm90 };
+  void set_fp8_linear_path(Fp8LinearPath forced) { fp8_forced_ = forced; }
+  Fp8LinearPath fp8_linear_path(int64_t tokens, int64_t rows = 0) const {
+    switch (fp8_forced_) {
+      case Fp8LinearPath::Cublaslt:
+        return Fp8LinearPath::Cublaslt;
+      case Fp8LinearPath::W8A16Decode:
+        return tokens <= kFp8DecodeMaxTokens ? Fp8LinearPath::W8A16Decode : Fp8LinearPath::Cublaslt;
+      case Fp8LinearPath::W8A8Decode:
+        return tokens <= kW8A8DecodeMaxTokens ? Fp8LinearPath::W8A8Decode : Fp8LinearPath::Cublaslt;
+      default:
+        break;
+    }
+    if (fused_decode_) return tokens <= kW8A8DecodeMaxTokens ? Fp8LinearPath::W8A8Decode : Fp8LinearPath::Cublaslt;
+    // The measured rule (gemm/README.md): the W8A16 kernel on linears of at most 2,560 rows (the fused
+    // q_a + kv_a) up to 16 tokens, cuBLASLt otherwise.
+    return tokens <= 16 && rows <= 2560 ? Fp8LinearPath::W8A16Decode : Fp8LinearPath::Cublaslt;
   }
-  void reset_fp8_decode_policy() {
-    fp8_decode_max_tokens_ = kFp8DecodeDefaultTokens;
-    fp8_decode_max_rows_ = kFp8DecodeDefaultRows;
-  }
-  bool fp8_decode_applies(int64_t tokens, int64_t rows) const {
-    return tokens <= fp8_decode_max_tokens_ && rows <= fp8_decode_max_rows_;
-  }
+  // Within the fused decode path: programmatic dependent launch of its kernels (on), and the MLP's
+  // SiLU-and-mul fused into its gate_up product (on): switches for tests and benchmarks.
+  void set_pdl(bool on) { pdl_ = on; }
+  bool pdl() const { return pdl_; }
+  void set_fused_mlp(bool on) { fused_mlp_ = on; }
   // With set_sm90_fp8_gemm(true), FP8 linears of at least fp8_sm90_min_tokens() tokens (prefill
   // sizes) run on the sm90 block-FP8 GEMM (gemm/sm90) on sm_90 devices, segment by segment where
-  // it takes the segment (fp8_paths says which); smaller calls (outside the decode kernel's range)
+  // it takes the segment (fp8_paths says which); smaller calls (outside the decode kernels' range)
   // and refused segments run on cuBLASLt. set_fp8_sm90_min_tokens(INT64_MAX) sends every call to
   // cuBLASLt (the baseline in tests and benchmarks).
   static constexpr int64_t kFp8Sm90MinTokens = 128;
@@ -210,8 +256,9 @@ class CudaBackend final : public Backend {
   static std::string fp8_paths(const LinearWeight& w);
   // The path of the last linear call that had FP8 segments (for tests and benchmarks); Sm90 when
   // at least one segment ran on the sm90 kernel.
-  enum class Fp8LinearPath { None, Decode, Cublaslt, Sm90 };
   Fp8LinearPath last_fp8_linear() const { return last_fp8_linear_; }
+  // Whether the last mlp call ran gate_up with SiLU-and-mul and quantization fused.
+  bool last_mlp_fused() const { return last_mlp_fused_; }
   // head_linear runs FP8 heads (CudaHeadWeight::fp8) on the sm90 GEMM as a strided batch, or, off,
   // their BF16 copy on cuBLASLt (the baseline in tests and benchmarks).
   void set_head_fp8(bool on) { head_fp8_ = on; }
@@ -231,10 +278,24 @@ class CudaBackend final : public Backend {
   Tensor upload_bytes(const void* host, DType dtype, Shape shape);  // persistent copy of contiguous bytes
   Tensor host_copy(const Tensor& t);  // a host tensor with t's bytes (any dtype; t packed first if strided)
   WeightPart on_host(const WeightPart& p);  // p itself when its weight is in host memory
+  // The e4m3 rows of x for an FP8 product of tp token rows (tp >= T, rows past T zero): the
+  // producer's quantization when it has exactly those rows, else quantized here.
+  void fp8_operand(const Activation& x, int64_t K, int64_t tp, Tensor& q, Tensor& q_scale);
+  // The per-head product into out [T, heads, >= out_features] (rows and heads strided as out's views).
+  void head_linear_into(const Tensor& x, const HeadWeight& w, Tensor& out);
+  // RMSNorm of x (after residual += x when residual is given), with its e4m3 quantization when asked.
+  Activation norm(const Tensor& x, Tensor* residual, const Tensor& w, float eps, bool quantize);
   LinearSegment make_segment(std::span<const WeightPart> parts, int64_t row0, bool fp8, LinearUse use, int64_t in,
                              int64_t out_features);
   bool moe_grouped_supported(const ExpertWeights& w, int64_t pairs) const;
   Tensor moe_experts_grouped(const Tensor& x, const ExpertWeights& w, const RouterOutput& route);
+  // The W8A8 grouped path, with the shared expert's products in the same launches when given;
+  // undefined when the shapes do not allow it.
+  Tensor moe_experts_w8a8(const Activation& x, const ExpertWeights& w, const RouterOutput& route,
+                          const LinearWeight* shared_gate_up, const LinearWeight* shared_down);
+  RouterOutput local_route(const ExpertWeights& w, const RouterOutput& route);  // expert parallelism: ids shifted
+  // Scratch for moe_align's outputs of `pairs` pairs over `experts` experts.
+  std::shared_ptr<MoeGrouping> new_grouping(int64_t pairs, int64_t experts, int rows_per_item);
   Tensor moe_experts_cublaslt(const Tensor& x, const ExpertWeights& w, const RouterOutput& route);
   bool moe_sm90_supported(const ExpertWeights& w) const;
   Tensor moe_experts_sm90(const Tensor& x, const ExpertWeights& w, const RouterOutput& route);
@@ -254,11 +315,19 @@ class CudaBackend final : public Backend {
   MoePath last_moe_path_ = MoePath::Auto;
   bool head_fp8_ = false, last_head_fp8_ = false;  // set_sm90_fp8_gemm
   bool moe_sm90_ = false;  // MoePath::Auto may take the sm90 grouped path (set_sm90_fp8_gemm)
-  int64_t fp8_decode_max_tokens_ = kFp8DecodeDefaultTokens, fp8_decode_max_rows_ = kFp8DecodeDefaultRows;
+  Fp8LinearPath fp8_forced_ = Fp8LinearPath::None;
+  bool pdl_ = true, fused_mlp_ = true, fused_decode_ = false;
+  bool last_mlp_fused_ = false;
   Fp8LinearPath last_fp8_linear_ = Fp8LinearPath::None;
   int64_t fp8_sm90_min_tokens_ = INT64_MAX;  // set_sm90_fp8_gemm
   int64_t experts_run_ = 0;     // counted on the host by the cuBLASLt path
   Tensor experts_run_device_;   // [1] I64: counted on the device by the grouped path
+  Tensor router_ticket_;        // [1] U32 (zero): the fused router's last-block ticket
+  bool layer_profiling_ = false;
+  std::vector<cudaEvent_t> layer_events_;  // mark i records layer_events_[i]
+  int marks_ = 0;                          // marks of the last forward (the highest index + 1)
+  // Kernels between consecutive marks of the graph replayed last (shared with the graphs).
+  std::shared_ptr<std::vector<int>> replayed_kernels_ = std::make_shared<std::vector<int>>();
   std::shared_ptr<void> comm_;  // ncclComm_t, when in a tensor-parallel group
   std::shared_ptr<void> world_comm_, across_comm_;  // ncclComm_t each, with data-parallel attention
 };

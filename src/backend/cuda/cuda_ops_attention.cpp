@@ -6,6 +6,7 @@
 #include "backend/cuda/attention_prefill/mla_expanded.h"
 #include "backend/cuda/cuda_backend.h"
 #include "backend/cuda/kv_cache/latent_cache.h"
+#include "backend/cuda/kv_cache/latent_prologue.h"
 #include "backend/cuda/mla_decode/mla_absorbed.h"
 #include "core/error.h"
 
@@ -44,6 +45,36 @@ void CudaBackend::store_latent(Tensor& cache, const Tensor& c_kv_in, const Tenso
   StoreLatentParams p{c_kv.data(), c_kv.stride(0), k_pe.data(), k_pe.stride(0), c_kv.dtype(),
                       b.out_slots.ptr<int32_t>(), cache.data(), cache.dtype(), b.num_tokens, kr, dr, cache.size(0)};
   check(launch_store_latent(p, stream_), "store_latent");
+}
+
+Activation CudaBackend::mla_prologue(const Tensor& qkv_a, int64_t q_part, const Tensor* q_a_norm,
+                                     const Tensor& kv_a_norm, float eps, const Tensor& rope_table, Tensor& cache,
+                                     const AttentionBatch& b) {
+  const int64_t T = qkv_a.size(0), kr = kv_a_norm.numel(), dr = rope_table.size(1);
+  const bool fused = qkv_a.ndim() == 2 && qkv_a.size(1) == q_part + kr + dr && qkv_a.stride(1) == 1 &&
+                     (qkv_a.dtype() == DType::BF16 || qkv_a.dtype() == DType::F32) && cache.ndim() == 2 &&
+                     cache.is_contiguous() && cache.size(1) == kr + dr && is_latent_cache_dtype(cache.dtype()) &&
+                     dr % 2 == 0 && q_part + kr <= 8192 && (!q_a_norm || q_part % 128 == 0) &&
+                     b.num_tokens == T && rope_table.dtype() == DType::F32 && kv_a_norm.dtype() == DType::F32 &&
+                     (!q_a_norm || (q_a_norm->dtype() == DType::F32 && q_a_norm->numel() == q_part));
+  if (!fused || !fused_decode_) return Backend::mla_prologue(qkv_a, q_part, q_a_norm, kv_a_norm, eps, rope_table, cache, b);
+  Activation q;
+  const int64_t tq = (T + 7) / 8 * 8;
+  LatentPrologueParams p{};
+  p.qkv_a = qkv_a.data(), p.in_dtype = qkv_a.dtype(), p.qkv_stride = qkv_a.stride(0);
+  p.tokens = T, p.q_part = q_part, p.kv_rank = kr, p.rope_dim = dr, p.eps = eps;
+  p.kv_norm = kv_a_norm.ptr<float>();
+  p.positions = b.positions.ptr<int32_t>(), p.rope_table = rope_table.ptr<float>(), p.table_positions = rope_table.size(0);
+  p.out_slots = b.out_slots.ptr<int32_t>(), p.cache = cache.data(), p.cache_dtype = cache.dtype(), p.slots = cache.size(0);
+  if (q_a_norm) {
+    q.x = scratch(DType::BF16, {T, q_part});
+    q.q = scratch(DType::F8_E4M3, {tq, q_part});
+    q.q_scale = scratch(DType::F32, {q_part / 128, tq});
+    p.q_norm = q_a_norm->ptr<float>(), p.q_out = q.x.data(), p.q = q.q.ptr<uint8_t>(), p.q_scale = q.q_scale.ptr<float>();
+    p.q_rows = tq;
+  }
+  check(launch_latent_prologue(p, stream_), "mla_prologue (latent store and q_a norm)");
+  return q;
 }
 
 Tensor CudaBackend::gather_latent(const Tensor& cache, const AttentionBatch& b) {

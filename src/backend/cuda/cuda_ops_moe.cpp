@@ -1,13 +1,15 @@
 // CUDA backend: the DeepSeekMoE router (float32 logits, grouped top-k kernel) and the routed
-// experts, on one of two paths (shared experts are the model's business):
+// experts (with the shared expert when moe_feed_forward is given one), on one of these paths:
 // - Decode sizes, T * top_k <= kMoeGroupedMaxPairs (2048): nothing leaves the device, so the op can
 //   be captured in a CUDA graph. moe_align groups the (token, k) pairs by expert (counts, offsets,
-//   active experts, work items of at most 8, 16 or 32 rows, and the device-side count behind
-//   experts_run()); the grouped products run gate_up with SiLU-and-mul fused (input rows gathered
-//   by token; BF16 activations against BF16 weights, or FP8 weights dequantized in registers as the
-//   CPU oracle does), then down (output rows scattered to pair order); the weighted un-permute sums
-//   each token's top_k rows. Grids depend on T, top_k, E and the weight shapes only; scratch comes
-//   from the per-forward arena. Each active expert's weights are read once per work item.
+//   active experts, work items, and the device-side count behind experts_run()). FP8 experts: W8A8
+//   grouped products (tokens quantized by the norm before the MoE): gate_up with SiLU-and-mul and
+//   the down input's quantization in its epilogue, then down (rows scattered to pair order), the
+//   shared expert as extra work items of both launches, and a combine that sums each token's
+//   weighted routed rows and its shared row. BF16 experts (or Grouped forced): the mma.sync
+//   kernels of moe_grouped_gemm.h on BF16 activations and the weighted un-permute. Grids depend
+//   on T, top_k, E and the weight shapes only; scratch comes from the per-forward arena. Each
+//   active expert's weights are read once per work item.
 // - Prefill sizes: pairs are counted and scattered into per-expert row segments (padded to
 //   multiples of 8 rows, as the FP8 products need), each active expert runs its gate_up and down
 //   products on its segment (cuBLASLt, FP8 W8A8 or BF16), and the same un-permute. The segment
@@ -27,9 +29,27 @@
 #include "backend/cuda/moe/moe_grouped_gemm.h"
 #include "backend/cuda/moe/moe_kernels.h"
 #include "backend/cuda/moe/moe_prefill.h"
+#include "backend/cuda/moe/moe_w8a8_grouped.h"
 #include "core/error.h"
 
 namespace dsserve::cuda {
+
+namespace {
+
+// moe_align's parameters over a grouping's tensors.
+MoeAlignParams align_params(const MoeGrouping& g, const Tensor& topk_ids, unsigned long long* experts_run) {
+  MoeAlignParams ap{};
+  ap.topk_ids = topk_ids.ptr<int32_t>();
+  ap.counts = g.counts.ptr<int32_t>(), ap.offsets = g.offsets.ptr<int32_t>(), ap.active = g.active.ptr<int32_t>();
+  ap.num_active = g.totals.ptr<int32_t>(), ap.num_items = g.totals.ptr<int32_t>() + 1;
+  ap.items = reinterpret_cast<MoeWorkItem*>(g.items.data());
+  ap.sorted_pair = g.sorted_pair.ptr<int32_t>(), ap.pair_row = g.pair_row.ptr<int32_t>();
+  ap.experts_run = experts_run;
+  ap.pairs = int(g.pairs), ap.experts = int(g.experts), ap.rows_per_item = g.rows_per_item;
+  return ap;
+}
+
+}  // namespace
 
 RouterOutput CudaBackend::moe_route(const Tensor& x, const LinearWeight& gate, const Tensor& bias,
                                     const RouterParams& p) {
@@ -38,6 +58,33 @@ RouterOutput CudaBackend::moe_route(const Tensor& x, const LinearWeight& gate, c
            "moe_route: inconsistent router ({} experts, {} groups, top-{} of top-{} groups)", E, G, K, p.topk_group);
   DS_CHECK(E <= 512 && G <= 32 && K <= 32, "moe_route: {} experts / {} groups / top-{} exceed the kernel's 512 / 32 / 32",
            E, G, K);
+  const bool has_bias_in = bias.defined() && bias.numel() > 0;
+  const auto& router = *static_cast<const CudaLinear*>(gate.impl.get());
+  // Decode sizes: product, routing and the grouping by expert in one launch (the experts of this
+  // layer then skip their own alignment).
+  if (fused_decode_ && T >= 1 && T <= kMoeRouterFusedMaxTokens && router.use == LinearUse::Router &&
+      router.segments.size() == 1 && x.ndim() == 2 && x.stride(1) == 1 && x.size(1) % 4 == 0 &&
+      x.stride(0) % 4 == 0 && (x.dtype() == DType::BF16 || x.dtype() == DType::F32) &&
+      E <= kMoeAlignMaxExperts && T * K <= kMoeAlignMaxPairs &&
+      (!has_bias_in || (bias.dtype() == DType::F32 && bias.numel() == E && bias.device() == Device::CUDA))) {
+    RouterOutput r{scratch(DType::I32, {T, K}), scratch(DType::F32, {T, K})};
+    const int64_t pairs = T * K;
+    auto g = new_grouping(pairs, E, moe_w8a8_rows_per_item(pairs, E));
+    Tensor partial = scratch(DType::F32, {moe_router_fused_splits(x.size(1)), T, E});
+    MoeRouterFusedParams fp{};
+    fp.x = x.data(), fp.x_dtype = x.dtype(), fp.ldx = x.stride(0), fp.hidden = x.size(1);
+    fp.w = router.segments[0].weight.ptr<float>();
+    fp.partial = partial.ptr<float>();
+    fp.ticket = static_cast<unsigned int*>(router_ticket_.data());
+    fp.route = MoeRouteParams{nullptr, has_bias_in ? bias.ptr<float>() : nullptr, r.topk_ids.ptr<int32_t>(),
+                              r.topk_weights.ptr<float>(), int(T), int(E), int(K), int(G), p.topk_group, p.sigmoid,
+                              p.norm_topk_prob, p.routed_scaling_factor};
+    fp.align = align_params(*g, r.topk_ids, nullptr);
+    fp.pdl = pdl_;
+    check(launch_moe_router_fused(fp, stream_), "moe_route (fused router)");
+    r.grouping = g;
+    return r;
+  }
   Tensor logits = linear(x, gate);  // float32 (LinearUse::Router)
   DS_CHECK(logits.dtype() == DType::F32, "moe_route: the router must be prepared with LinearUse::Router");
   RouterOutput r{scratch(DType::I32, {T, K}), scratch(DType::F32, {T, K})};
@@ -71,11 +118,24 @@ bool CudaBackend::moe_grouped_supported(const ExpertWeights& w, int64_t pairs) c
          w.intermediate % 8 == 0;
 }
 
-Tensor CudaBackend::moe_experts(const Tensor& x_in, const ExpertWeights& w, const RouterOutput& route_in) {
-  DS_CHECK(x_in.ndim() == 2 && x_in.size(1) == w.hidden, "moe_experts: input {} for experts of hidden size {}",
-           x_in.shape().str(), w.hidden);
+std::shared_ptr<MoeGrouping> CudaBackend::new_grouping(int64_t pairs, int64_t experts, int rows_per_item) {
+  auto g = std::make_shared<MoeGrouping>();
+  g->experts = experts, g->pairs = pairs, g->rows_per_item = rows_per_item;
+  g->max_items = moe_max_work_items(pairs, experts, rows_per_item);
+  g->counts = scratch(DType::I32, {experts});
+  g->offsets = scratch(DType::I32, {experts + 1});
+  g->active = scratch(DType::I32, {experts});
+  g->totals = scratch(DType::I32, {2});  // active experts, work items
+  g->items = scratch(DType::I32, {std::max<int64_t>(g->max_items, 1), 4});
+  g->sorted_pair = scratch(DType::I32, {std::max<int64_t>(pairs, 1)});
+  g->pair_row = scratch(DType::I32, {std::max<int64_t>(pairs, 1)});
+  return g;
+}
+
+RouterOutput CudaBackend::local_route(const ExpertWeights& w, const RouterOutput& route_in) {
   RouterOutput route = route_in;
   if (w.first_expert != 0) {  // expert parallelism: this rank's experts as 0..n-1, the others skipped
+    route.grouping = nullptr;  // grouped over the layer's global expert ids
     DS_CHECK(route_in.topk_ids.dtype() == DType::I32 && route_in.topk_ids.is_contiguous(),
              "moe_experts: route ids must be contiguous I32");
     route.topk_ids = scratch(DType::I32, route_in.topk_ids.shape());
@@ -83,6 +143,13 @@ Tensor CudaBackend::moe_experts(const Tensor& x_in, const ExpertWeights& w, cons
                                route_in.topk_ids.numel(), int32_t(w.first_expert), stream_),
           "moe expert-parallel ids");
   }
+  return route;
+}
+
+Tensor CudaBackend::moe_experts(const Tensor& x_in, const ExpertWeights& w, const RouterOutput& route_in) {
+  DS_CHECK(x_in.ndim() == 2 && x_in.size(1) == w.hidden, "moe_experts: input {} for experts of hidden size {}",
+           x_in.shape().str(), w.hidden);
+  const RouterOutput route = local_route(w, route_in);
   DS_CHECK(route.topk_ids.dtype() == DType::I32 && route.topk_ids.is_contiguous() &&
                route.topk_weights.dtype() == DType::F32 && route.topk_weights.is_contiguous() &&
                route.topk_ids.ndim() == 2 && route.topk_ids.size(0) == x_in.size(0) &&
@@ -90,7 +157,7 @@ Tensor CudaBackend::moe_experts(const Tensor& x_in, const ExpertWeights& w, cons
            "moe_experts: route must be contiguous I32 ids and F32 weights of [{}, top_k], found {} and {}",
            x_in.size(0), route.topk_ids.shape().str(), route.topk_weights.shape().str());
   const int64_t pairs = x_in.size(0) * route.topk_ids.size(1);
-  if (moe_path_ == MoePath::Grouped)
+  if (moe_path_ == MoePath::Grouped || moe_path_ == MoePath::GroupedW8A8)
     DS_CHECK(moe_grouped_supported(w, pairs),
              "moe_experts: the grouped path takes <= {} experts, <= {} pairs and sizes that are multiples of 8 "
              "({} experts, {} pairs, hidden {}, intermediate {})",
@@ -99,17 +166,116 @@ Tensor CudaBackend::moe_experts(const Tensor& x_in, const ExpertWeights& w, cons
     DS_CHECK(moe_sm90_supported(w), "moe_experts: the sm90 grouped FP8 path needs FP8 experts on an sm_90 device and "
              "at most {} experts ({} {} experts)", kMoePrefillMaxExperts, w.num_experts,
              static_cast<const CudaExperts*>(w.impl.get())->fp8 ? "fp8" : "bf16");
-  const bool grouped = moe_path_ == MoePath::Grouped ||
-                       (moe_path_ == MoePath::Auto && pairs <= kMoeGroupedMaxPairs && moe_grouped_supported(w, pairs));
   if (x_in.size(0) == 0 || pairs == 0) {
     Tensor out = scratch(DType::BF16, {x_in.size(0), w.hidden});
     if (out.nbytes()) check(cudaMemsetAsync(out.data(), 0, out.nbytes(), stream_), "moe zero output");
     return out;
   }
+  const bool small = pairs <= kMoeGroupedMaxPairs && moe_grouped_supported(w, pairs);
+  if (moe_path_ == MoePath::GroupedW8A8 || (moe_path_ == MoePath::Auto && small && fused_decode_)) {
+    Tensor y = moe_experts_w8a8(x_in, w, route, nullptr, nullptr);
+    if (y.defined()) return y;
+    DS_CHECK(moe_path_ == MoePath::Auto, "moe_experts: the W8A8 grouped path needs FP8 experts with hidden and "
+             "intermediate sizes that are multiples of 128 (hidden {}, intermediate {})", w.hidden, w.intermediate);
+  }
+  const bool grouped = moe_path_ == MoePath::Grouped || (moe_path_ == MoePath::Auto && small);
   if (grouped) return moe_experts_grouped(x_in, w, route);
   const bool sm90 = moe_path_ == MoePath::Sm90 || (moe_path_ == MoePath::Auto && moe_sm90_ && moe_sm90_supported(w));
   last_moe_path_ = sm90 ? MoePath::Sm90 : MoePath::Cublaslt;
   return sm90 ? moe_experts_sm90(x_in, w, route) : moe_experts_cublaslt(x_in, w, route);
+}
+
+Tensor CudaBackend::moe_feed_forward(const Activation& x, const ExpertWeights& w, const RouterOutput& route_in,
+                                     const LinearWeight* shared_gate_up, const LinearWeight* shared_down) {
+  const int64_t T = x.tokens(), pairs = T * route_in.topk_ids.size(1);
+  if (((moe_path_ == MoePath::Auto && fused_decode_) || moe_path_ == MoePath::GroupedW8A8) && T > 0 &&
+      pairs <= kMoeGroupedMaxPairs && moe_grouped_supported(w, pairs)) {
+    Tensor y = moe_experts_w8a8(x, w, local_route(w, route_in), shared_gate_up, shared_down);
+    if (y.defined()) return y;
+  }
+  return Backend::moe_feed_forward(x, w, route_in, shared_gate_up, shared_down);
+}
+
+Tensor CudaBackend::moe_experts_w8a8(const Activation& x, const ExpertWeights& w, const RouterOutput& route,
+                                     const LinearWeight* shared_gate_up, const LinearWeight* shared_down) {
+  const auto& ew = *static_cast<const CudaExperts*>(w.impl.get());
+  const int64_t T = x.tokens(), H = w.hidden, I = w.intermediate, E = w.num_experts, K = route.topk_ids.size(1);
+  const int64_t pairs = T * K;
+  if (!ew.fp8 || H % 128 != 0 || I % 128 != 0) return {};
+  // The shared expert joins the launches when it is one FP8 segment of each product with the
+  // experts' shapes (DeepSeek-V3: one shared expert of intermediate 2048).
+  const LinearSegment* sgu = nullptr;
+  const LinearSegment* sdn = nullptr;
+  if (shared_gate_up) {
+    const auto& gu = *static_cast<const CudaLinear*>(shared_gate_up->impl.get());
+    const auto& dn = *static_cast<const CudaLinear*>(shared_down->impl.get());
+    if (gu.segments.size() != 1 || !gu.segments[0].fp8 || gu.segments[0].rows != 2 * I ||
+        shared_gate_up->in_features != H || dn.segments.size() != 1 || !dn.segments[0].fp8 ||
+        dn.segments[0].rows != H || shared_down->in_features != I)
+      return {};
+    sgu = &gu.segments[0], sdn = &dn.segments[0];
+  }
+  // The grouping by expert: the fused router's, when it made one for these experts, else aligned here.
+  std::shared_ptr<MoeGrouping> g = std::static_pointer_cast<MoeGrouping>(route.grouping);
+  const bool from_router = g && g->experts == E && g->pairs == pairs &&
+                           g->rows_per_item == moe_w8a8_rows_per_item(pairs, E);
+  if (!from_router) g = new_grouping(pairs, E, moe_w8a8_rows_per_item(pairs, E));
+  const int rows_per_item = g->rows_per_item;
+  const int64_t max_items = g->max_items;
+  const int shared_items = sgu ? int((T + rows_per_item - 1) / rows_per_item) : 0;
+  const int64_t rows = pairs + T;  // routed rows in expert order, then one shared row per token
+  const int64_t tq = (T + 7) / 8 * 8;  // the quantized tokens' rows, as the norms write them
+  Tensor xq, xs;
+  fp8_operand(x, H, tq, xq, xs);
+
+  // 1. Pairs grouped by expert, on the device (counted here, or by the gate_up kernel when the
+  // router grouped them).
+  auto* experts_run = static_cast<unsigned long long*>(experts_run_device_.data());
+  const MoeAlignParams ap = align_params(*g, route.topk_ids, from_router ? nullptr : experts_run);
+  if (!from_router) check(launch_moe_align(ap, stream_), "moe align");
+
+  // 2. gate_up with SiLU-and-mul, quantized rows in expert order (shared rows after);
+  // 3. down, BF16 rows in pair order (shared rows after).
+  MoeW8A8Params gp;
+  gp.sorted_pair = ap.sorted_pair, gp.top_k = int(K), gp.pairs = pairs, gp.tokens = T;
+  gp.items = ap.items, gp.num_items = ap.num_items, gp.max_items = max_items, gp.shared_items = shared_items;
+  gp.rows_per_item = rows_per_item;
+  gp.pdl = pdl_;
+  if (from_router) gp.experts_run = experts_run, gp.num_active = ap.num_active;
+  gp.kind = MoeGemmKind::GateUp;
+  gp.xq = xq.ptr<uint8_t>(), gp.ldxq = H, gp.xs = xs.ptr<float>(), gp.xs_ld = tq;
+  gp.w = static_cast<const uint8_t*>(ew.gate_up.data());
+  gp.w_scale = ew.gate_up_scale.ptr<float>(), gp.scale_ld = ew.gate_up_scale.size(2);
+  if (sgu) {
+    gp.shared_w = static_cast<const uint8_t*>(sgu->weight.data());
+    gp.shared_scale = sgu->scale.ptr<float>(), gp.shared_scale_ld = sgu->scale.size(1);
+  }
+  gp.N = 2 * I, gp.K = H;
+  Tensor act_q = scratch(DType::F8_E4M3, {rows, I}), act_s = scratch(DType::F32, {I / 128, rows});
+  gp.yq = act_q.ptr<uint8_t>(), gp.ldyq = I, gp.ys = act_s.ptr<float>(), gp.ys_ld = rows;
+  if (!moe_w8a8_supported(gp)) return {};
+  check(launch_moe_w8a8(gp, stream_), "moe w8a8 gate_up");
+  Tensor y = scratch(DType::BF16, {rows, H});
+  gp.kind = MoeGemmKind::Down;
+  gp.xq = act_q.ptr<uint8_t>(), gp.ldxq = I, gp.xs = act_s.ptr<float>(), gp.xs_ld = rows;
+  gp.w = static_cast<const uint8_t*>(ew.down.data());
+  gp.w_scale = ew.down_scale.ptr<float>(), gp.scale_ld = ew.down_scale.size(2);
+  if (sdn) {
+    gp.shared_w = static_cast<const uint8_t*>(sdn->weight.data());
+    gp.shared_scale = sdn->scale.ptr<float>(), gp.shared_scale_ld = sdn->scale.size(1);
+  }
+  gp.N = H, gp.K = I;
+  gp.yq = nullptr, gp.ys = nullptr;
+  gp.experts_run = nullptr;
+  gp.y = y.data(), gp.ldy = H;
+  check(launch_moe_w8a8(gp, stream_), "moe w8a8 down");
+
+  // 4. Each token's weighted routed rows plus its shared row.
+  Tensor out = scratch(DType::BF16, {T, H});
+  MoeCombineParams cp{y.data(), g->pair_row.ptr<int32_t>(), route.topk_weights.ptr<float>(), sgu != nullptr,
+                      out.data(), T, H, pairs, int(K), pdl_};
+  check(launch_moe_combine(cp, stream_), "moe combine");
+  return out;
 }
 
 Tensor CudaBackend::moe_experts_grouped(const Tensor& x_in, const ExpertWeights& w, const RouterOutput& route) {

@@ -95,7 +95,18 @@ std::vector<SampledToken> CudaBackend::sample(const Tensor& logits_in, std::span
   p.results = reinterpret_cast<SampleResult*>(out.data());
   p.top = reinterpret_cast<TopLogprob*>(static_cast<char*>(out.data()) + result_bytes);
   p.top_stride = top_stride;
-  check(launch_sample(p, stream_), "sample");
+  // Few greedy rows without lists (fused decode path): each row over many blocks (one block per row
+  // leaves the GPU idle).
+  bool greedy = true;
+  for (int64_t i = 0; i < R; ++i)
+    greedy = greedy && desc[size_t(i)].temperature == 0.0f && desc[size_t(i)].work_row < 0 &&
+             desc[size_t(i)].top_logprobs == 0;
+  if (fused_decode_ && greedy && sample_greedy_split_applies(R, V)) {
+    Tensor partial = scratch(DType::U8, {R * sample_greedy_split_chunks(V) * int64_t(sizeof(GreedyPartial))});
+    check(launch_sample_greedy_split(p, reinterpret_cast<GreedyPartial*>(partial.data()), stream_), "sample (greedy)");
+  } else {
+    check(launch_sample(p, stream_), "sample");
+  }
 
   std::vector<char> host(out_bytes);
   check(cudaMemcpyAsync(host.data(), out.data(), out_bytes, cudaMemcpyDeviceToHost, stream_), "sample (read back)");

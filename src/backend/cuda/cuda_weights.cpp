@@ -169,7 +169,10 @@ LinearWeight CudaBackend::make_linear(std::span<const WeightPart> parts, LinearU
     lin->segments.push_back(std::move(seg));
   }
   check(cudaStreamSynchronize(stream_), "make_linear");
-  if (lin->any_fp8()) check(prepare_fp8_decode_gemm(), "fp8 decode linear: device capacity");
+  if (lin->any_fp8()) {
+    check(prepare_fp8_decode_gemm(), "fp8 decode linear: device capacity");
+    if (fused_decode_) check(prepare_w8a8_decode(), "fp8 decode linear (w8a8): device capacity");
+  }
   return LinearWeight{out, in, lin};
 }
 

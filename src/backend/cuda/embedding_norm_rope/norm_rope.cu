@@ -52,6 +52,12 @@ __global__ void rope_kernel(RopeParams p) {
   const float* cs = p.table + int64_t(pos) * p.dim + 2 * i;
   T* v = static_cast<T*>(p.x) + t * p.stride_t + h * p.stride_h + 2 * i;
   float a = to_f(v[0]), b = to_f(v[1]), c = cs[0], s = cs[1];
+  if (p.out) {
+    bf16* o = static_cast<bf16*>(p.out) + t * p.out_stride_t + h * p.out_stride_h + 2 * i;
+    o[0] = from_f<bf16>(to_f(from_f<T>(a * c - b * s)));
+    o[1] = from_f<bf16>(to_f(from_f<T>(a * s + b * c)));
+    return;
+  }
   v[0] = from_f<T>(a * c - b * s);
   v[1] = from_f<T>(a * s + b * c);
 }

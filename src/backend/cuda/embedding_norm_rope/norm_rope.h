@@ -38,7 +38,8 @@ struct RmsNormParams {
 };
 cudaError_t launch_rms_norm(const RmsNormParams& p, cudaStream_t stream);
 
-// In place: (x[2i], x[2i+1]) <- (a c - b s, a s + b c) with (c, s) = table[positions[t], 2i..2i+1].
+// (x[2i], x[2i+1]) <- (a c - b s, a s + b c) with (c, s) = table[positions[t], 2i..2i+1]: in place,
+// or written to out (BF16) when out is set (x then unchanged).
 struct RopeParams {
   void* x;                  // [tokens, heads, dim], strided by (stride_t, stride_h, 1)
   DType dtype;
@@ -46,6 +47,8 @@ struct RopeParams {
   const int32_t* positions; // [tokens]
   const float* table;       // [table_positions, dim]: interleaved (cos, sin) pairs
   int64_t tokens, heads, dim, table_positions;
+  void* out = nullptr;      // [tokens, heads, dim] BF16, strided by (out_stride_t, out_stride_h, 1)
+  int64_t out_stride_t = 0, out_stride_h = 0;
 };
 cudaError_t launch_rope(const RopeParams& p, cudaStream_t stream);
 

@@ -1,104 +1,14 @@
 // Routing alignment of the decode path (see moe_kernels.h): one block of 1024 threads, nothing read
-// back by the host. Each thread ranks up to 8 pairs with shared-memory atomics; thread e then owns
-// expert e, and one 64-bit block scan carries three prefix sums at once (rows, work items, active
-// experts); finally every pair is placed at its expert's offset plus its rank.
-#include "backend/cuda/common/device_utils.cuh"
-#include "backend/cuda/moe/moe_kernels.h"
+// back by the host (moe_align.cuh).
+#include "backend/cuda/moe/moe_align.cuh"
 
 namespace dsserve::cuda {
 
 namespace {
 
-using u64 = unsigned long long;
-
-constexpr int kThreads = kMoeAlignMaxExperts;  // one thread per expert in the scan
-constexpr int kPairsPerThread = kMoeAlignMaxPairs / kThreads;
-static_assert(kThreads == 1024 && kMoeAlignMaxPairs % kThreads == 0, "one block of 1024 threads, whole pairs per thread");
-// The packed scan: bits 0-15 active experts (<= 1024), 16-31 work items (<= experts + pairs <= 9216),
-// 32-63 rows (<= 8192): no field can carry into the next.
-static_assert(kMoeAlignMaxExperts < (1 << 16) && kMoeAlignMaxExperts + kMoeAlignMaxPairs < (1 << 16),
-              "packed scan fields would overflow");
-
-// Inclusive sum over the block (32 full warps).
-__device__ u64 block_inclusive_sum(u64 v, u64* s_warp) {
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-#pragma unroll
-  for (int o = 1; o < 32; o <<= 1) {
-    const u64 u = __shfl_up_sync(0xffffffffu, v, o);
-    if (lane >= o) v += u;
-  }
-  if (lane == 31) s_warp[warp] = v;
-  __syncthreads();
-  if (warp == 0) {
-    u64 w = s_warp[lane];
-#pragma unroll
-    for (int o = 1; o < 32; o <<= 1) {
-      const u64 u = __shfl_up_sync(0xffffffffu, w, o);
-      if (lane >= o) w += u;
-    }
-    s_warp[lane] = w;
-  }
-  __syncthreads();
-  return warp > 0 ? v + s_warp[warp - 1] : v;
-}
-
-__global__ void __launch_bounds__(kThreads) moe_align_kernel(MoeAlignParams p) {
-  __shared__ int s_count[kMoeAlignMaxExperts];
-  __shared__ int s_offset[kMoeAlignMaxExperts];
-  __shared__ u64 s_warp[32];
-  const int tid = threadIdx.x;
-  s_count[tid] = 0;
-  __syncthreads();
-
-  // 1. Count pairs per expert; each pair's rank among its expert's pairs comes with the count.
-  int expert[kPairsPerThread], rank[kPairsPerThread];
-#pragma unroll
-  for (int j = 0; j < kPairsPerThread; ++j) {
-    const int i = tid + j * kThreads;
-    expert[j] = -1;
-    rank[j] = 0;
-    if (i < p.pairs) {
-      const int e = p.topk_ids[i];
-      const bool valid = e >= 0 && e < p.experts;
-      if (valid) {
-        expert[j] = e;
-        rank[j] = atomicAdd(&s_count[e], 1);
-      }
-      p.pair_row[i] = valid ? i : -1;
-    }
-  }
-  __syncthreads();
-
-  // 2. Offsets, work items and active ranks of expert tid in one scan.
-  const int count = tid < p.experts ? s_count[tid] : 0;
-  const int items = (count + p.rows_per_item - 1) / p.rows_per_item;
-  const u64 mine = (u64(count) << 32) | (u64(items) << 16) | u64(count > 0 ? 1 : 0);
-  const u64 inclusive = block_inclusive_sum(mine, s_warp);
-  const u64 before = inclusive - mine;
-  const int row0 = int(before >> 32), item0 = int((before >> 16) & 0xffffu), active_rank = int(before & 0xffffu);
-  if (tid < p.experts) {
-    p.counts[tid] = count;
-    p.offsets[tid] = row0;
-    s_offset[tid] = row0;
-    if (count > 0) p.active[active_rank] = tid;
-    for (int q = 0; q < items; ++q) {
-      const int b = row0 + q * p.rows_per_item;
-      reinterpret_cast<int4*>(p.items)[item0 + q] = make_int4(tid, b, min(b + p.rows_per_item, row0 + count), 0);
-    }
-  }
-  if (tid == kThreads - 1) {  // the inclusive sum of the last thread is the total
-    const int active = int(inclusive & 0xffffu);
-    p.offsets[p.experts] = int(inclusive >> 32);
-    *p.num_items = int((inclusive >> 16) & 0xffffu);
-    *p.num_active = active;
-    if (p.experts_run) atomicAdd(p.experts_run, u64(active));
-  }
-  __syncthreads();
-
-  // 3. Pairs in expert order.
-#pragma unroll
-  for (int j = 0; j < kPairsPerThread; ++j)
-    if (expert[j] >= 0) p.sorted_pair[s_offset[expert[j]] + rank[j]] = tid + j * kThreads;
+__global__ void __launch_bounds__(kMoeAlignMaxExperts) moe_align_kernel(MoeAlignParams p) {
+  __shared__ MoeAlignShared sh;
+  moe_align_block(p, sh);
 }
 
 }  // namespace
@@ -107,7 +17,7 @@ cudaError_t launch_moe_align(const MoeAlignParams& p, cudaStream_t stream) {
   if (p.experts < 1 || p.experts > kMoeAlignMaxExperts || p.pairs < 0 || p.pairs > kMoeAlignMaxPairs ||
       p.rows_per_item < 1)
     return cudaErrorInvalidValue;
-  moe_align_kernel<<<1, kThreads, 0, stream>>>(p);
+  moe_align_kernel<<<1, kMoeAlignMaxExperts, 0, stream>>>(p);
   return cudaGetLastError();
 }
 

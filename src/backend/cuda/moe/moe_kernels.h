@@ -87,6 +87,28 @@ inline int64_t moe_max_work_items(int64_t pairs, int64_t experts, int64_t rows_p
 // Requirements: experts <= kMoeAlignMaxExperts, pairs <= kMoeAlignMaxPairs, rows_per_item >= 1.
 cudaError_t launch_moe_align(const MoeAlignParams& p, cudaStream_t stream);
 
+// The decode path's router in one launch: the float32 router product of at most
+// kMoeRouterFusedMaxTokens tokens (x BF16 or F32 against the float32 router weight, split over the
+// whole GPU), then, in the block that finishes last, each token's choice (moe_route.cuh) and the
+// alignment of its pairs by expert (moe_align.cuh). Replaces the conversion of x to float32, the
+// router product, the routing kernel and the alignment kernel.
+struct MoeRouterFusedParams {
+  const void* x;          // [tokens, hidden] F32 or BF16, rows strided by ldx elements
+  DType x_dtype;
+  int64_t ldx, hidden;
+  const float* w;         // [experts, hidden] contiguous, 16-byte aligned
+  float* partial;         // [moe_router_fused_splits(hidden), tokens, experts] workspace
+  unsigned int* ticket;   // [1]: zero before the launch, zero again after it
+  MoeRouteParams route;   // its logits are unused (the kernel's own)
+  MoeAlignParams align;   // align.topk_ids = route.topk_ids; experts_run counted by the consumer
+  bool pdl = true;
+};
+constexpr int kMoeRouterFusedMaxTokens = 16;
+inline int moe_router_fused_splits(int64_t hidden) { return int((hidden + 511) / 512); }
+// Requirements: tokens <= kMoeRouterFusedMaxTokens, hidden % 4 == 0 (16-byte rows), those of
+// launch_moe_route and launch_moe_align.
+cudaError_t launch_moe_router_fused(const MoeRouterFusedParams& p, cudaStream_t stream);
+
 // out[t, :] = sum_k topk_weights[t, k] * y[pair_row[t * top_k + k], :] (float32 sum, stored BF16).
 struct MoeUnpermuteParams {
   const void* y;              // [rows, hidden] BF16 contiguous (expert outputs in segment order)

@@ -371,7 +371,86 @@ __global__ void __launch_bounds__(kThreads) sample_kernel(SampleParams p) {
   if (threadIdx.x == 0) p.results[row] = {token, want_lse ? to_f(raw[token]) - lse : 0.0f, n, 0};
 }
 
+// ---------------------------------------------------------------- greedy rows over many blocks
+
+constexpr int kSplitThreads = 256;
+
+// Block (c, row): the best (key, id) and the raw log-sum-exp terms (m, s) of the row's ids
+// [c chunk, (c + 1) chunk).
+template <typename T>
+__global__ void __launch_bounds__(kSplitThreads) greedy_partial_kernel(SampleParams p, GreedyPartial* partial,
+                                                                       int64_t chunk) {
+  __shared__ GreedyPartial warp_best[kSplitThreads / 32];
+  const int64_t row = blockIdx.y, begin = int64_t(blockIdx.x) * chunk, end = min(p.vocab, begin + chunk);
+  const T* raw = static_cast<const T*>(p.logits) + row * p.logits_stride;
+  const bool want_lse = p.desc[row].want_logprob != 0;
+  uint32_t key = 0;
+  int32_t id = INT_MAX;
+  float m = -INFINITY, sum = 0.0f;
+  for (int64_t i = begin + threadIdx.x; i < end; i += kSplitThreads) {
+    const float v = to_f(raw[i]);
+    keep_better(key, id, order_key(clean_logit(v)), int32_t(i));
+    if (want_lse && v != -INFINITY) lse_merge(m, sum, v, 1.0f);
+  }
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) {
+    keep_better(key, id, __shfl_xor_sync(kFull, key, o), __shfl_xor_sync(kFull, id, o));
+    const float m2 = __shfl_down_sync(kFull, m, o), s2 = __shfl_down_sync(kFull, sum, o);
+    lse_merge(m, sum, m2, s2);
+  }
+  if ((threadIdx.x & 31) == 0) warp_best[threadIdx.x >> 5] = {key, id, m, sum};
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    GreedyPartial b = warp_best[0];
+    for (int w = 1; w < kSplitThreads / 32; ++w) {
+      keep_better(b.key, b.id, warp_best[w].key, warp_best[w].id);
+      lse_merge(b.m, b.s, warp_best[w].m, warp_best[w].s);
+    }
+    partial[row * gridDim.x + blockIdx.x] = b;
+  }
+}
+
+// One warp per row: the chunks' partials merged in a fixed order.
+template <typename T>
+__global__ void greedy_finish_kernel(SampleParams p, const GreedyPartial* partial, int chunks) {
+  const int64_t row = blockIdx.x;
+  const int lane = threadIdx.x;
+  uint32_t key = 0;
+  int32_t id = INT_MAX;
+  float m = -INFINITY, sum = 0.0f;
+  for (int c = lane; c < chunks; c += 32) {
+    const GreedyPartial& q = partial[row * chunks + c];
+    keep_better(key, id, q.key, q.id);
+    lse_merge(m, sum, q.m, q.s);
+  }
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) {
+    keep_better(key, id, __shfl_xor_sync(kFull, key, o), __shfl_xor_sync(kFull, id, o));
+    const float m2 = __shfl_down_sync(kFull, m, o), s2 = __shfl_down_sync(kFull, sum, o);
+    lse_merge(m, sum, m2, s2);
+  }
+  if (lane == 0) {
+    const T* raw = static_cast<const T*>(p.logits) + row * p.logits_stride;
+    const bool want = p.desc[row].want_logprob != 0;
+    p.results[row] = {id, want ? to_f(raw[id]) - (m + logf(sum)) : 0.0f, 0, 0};
+  }
+}
+
 }  // namespace
+
+bool sample_greedy_split_applies(int64_t rows, int64_t vocab) { return rows >= 1 && rows <= 32 && vocab >= 8192; }
+int sample_greedy_split_chunks(int64_t vocab) { return int(ceil_div(vocab, 4096)); }
+
+cudaError_t launch_sample_greedy_split(const SampleParams& p, GreedyPartial* partial, cudaStream_t stream) {
+  if (!sample_greedy_split_applies(p.rows, p.vocab)) return cudaErrorInvalidValue;
+  const int chunks = sample_greedy_split_chunks(p.vocab);
+  const int64_t chunk = ceil_div(p.vocab, chunks);
+  DS_DISPATCH_FLOAT(p.dtype, T, {
+    greedy_partial_kernel<T><<<dim3(unsigned(chunks), unsigned(p.rows)), kSplitThreads, 0, stream>>>(p, partial, chunk);
+    greedy_finish_kernel<T><<<unsigned(p.rows), 32, 0, stream>>>(p, partial, chunks);
+  });
+  return cudaGetLastError();
+}
 
 cudaError_t launch_sample(const SampleParams& p, cudaStream_t stream) {
   if (p.rows == 0) return cudaSuccess;

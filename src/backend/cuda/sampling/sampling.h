@@ -63,4 +63,17 @@ struct SampleParams {
 // One block of 1024 threads per row.
 cudaError_t launch_sample(const SampleParams& p, cudaStream_t stream);
 
+// Greedy rows without lists or top log-probabilities, few of them (decode at small batch): each
+// row split over sample_greedy_split_chunks(vocab) blocks (best order key, raw log-sum-exp terms),
+// then one warp per row merges the chunks in a fixed order. The same token as launch_sample; the
+// logprob's float sums in another order (about 1e-7 apart).
+struct GreedyPartial {
+  uint32_t key;
+  int32_t id;
+  float m, s;
+};
+bool sample_greedy_split_applies(int64_t rows, int64_t vocab);
+int sample_greedy_split_chunks(int64_t vocab);
+cudaError_t launch_sample_greedy_split(const SampleParams& p, GreedyPartial* partial, cudaStream_t stream);
+
 }  // namespace dsserve::cuda
