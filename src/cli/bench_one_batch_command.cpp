@@ -12,7 +12,9 @@
 // --profile-layers (one GPU) then records the decode graphs again with a mark between decoder layers
 // and runs the batches once more: each layer's time beside its own floor (its weights, the experts it
 // ran on average, its latent cache), dense and MoE layers apart, with the kernels each launches.
-// --fused-decode runs the backend's fused decode kernels (Backend::set_fused_decode).
+// --fused-decode runs the backend's fused decode kernels (Backend::set_fused_decode); --decode-baseline
+// then measures the same batches again on the unfused kernels in the same process (one GPU) and
+// prints both side by side.
 // Prints one JSON line per run, then a table (and the per-layer table). Any --device.
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
@@ -42,6 +44,7 @@ struct BenchOneBatchOptions {
   int output_len = 16;
   int max_prefill_tokens = 16384;
   bool profile_layers = false;
+  bool decode_baseline = false;
 };
 
 // Per-layer decode profile of one run: every step's seconds of each layer.
@@ -100,16 +103,36 @@ int64_t graph_replays(LoadedModel& m) {
 
 nlohmann::json layer_rows(const ModelConfig& cfg, const LayerSamples& ls, int steps);
 
-nlohmann::json run(LoadedModel& m, const BenchOneBatchOptions& o, const DeviceCeilings& ceil, int B, int input_len,
-                   std::mt19937& rng, bool profile = false) {
+// How a batch's decode steps run: which kernels (Backend::set_fused_decode) and whether the graphs
+// carry a mark between layers (--profile-layers).
+struct Phase {
+  bool fused = false, profile = false;
+};
+
+// Switches the lead backend to `ph` and records the decode graphs again when that changes them.
+void enter(LoadedModel& m, const Phase& ph, Phase& current) {
+  if (ph.fused == current.fused && ph.profile == current.profile) return;
+  Backend& lead = m.lead_backend();
+  lead.set_fused_decode(ph.fused);
+  lead.set_layer_profiling(ph.profile);
+  const std::vector<int> sizes = m.model->decode_graph_sizes();
+  if (!sizes.empty()) m.model->capture_decode_graphs(m.cache, m.trash_slot, sizes);
+  current = ph;
+}
+
+// One batch: the prefill, then output_len decode steps in each phase, continuing the same
+// sequences (so one prefill serves every phase). One JSON object per phase.
+std::vector<nlohmann::json> run(LoadedModel& m, const BenchOneBatchOptions& o, const DeviceCeilings& ceil, int B,
+                                int input_len, std::mt19937& rng, const std::vector<Phase>& phases, Phase& current) {
   const ModelConfig& cfg = m.runner().config();
   const CostSplit split{o.model.tp_size, o.model.ep_size > 1};  // floors of one GPU of the split
   Backend& lead = m.lead_backend();
+  const int decode_len = o.output_len * int(phases.size());
   std::vector<SequencePages> seqs(static_cast<size_t>(B));
   for (auto& s : seqs)
-    DS_CHECK(s.reserve(*m.pool, input_len + o.output_len),
+    DS_CHECK(s.reserve(*m.pool, input_len + decode_len),
              "bench-one-batch: the KV cache is too small for batch {} x {} tokens (raise --max-total-tokens)", B,
-             input_len + o.output_len);
+             input_len + decode_len);
   std::uniform_int_distribution<int32_t> tok(0, cfg.vocab_size - 1);
   std::vector<SequenceChunk> prefill;
   for (auto& s : seqs) {
@@ -128,83 +151,92 @@ nlohmann::json run(LoadedModel& m, const BenchOneBatchOptions& o, const DeviceCe
     next.insert(next.end(), n.begin(), n.end());
   }
   const double prefill_s = seconds_since(t0);
-  std::vector<double> decode_s, forward_s;
-  LayerSamples layers;
-  double decode_bytes = 0, experts = 0;
-  int64_t experts_known = 0;
-  const int64_t replays0 = graph_replays(m);
-  for (int i = 0; i < o.output_len; ++i) {
-    std::vector<SequenceChunk> chunks;
-    for (int b = 0; b < B; ++b) chunks.push_back(make_chunk(&seqs[b], input_len + i, {next[b]}, 0));
-    const int64_t e0 = lead.experts_run();
-    t0 = std::chrono::steady_clock::now();
-    double fwd = 0;
-    next = step(m, chunks, AttentionMode::Absorbed, fwd);
-    decode_s.push_back(seconds_since(t0));
-    forward_s.push_back(fwd);
-    const int64_t ran = e0 >= 0 ? lead.experts_run() - e0 : -1;
-    std::vector<int64_t> keys(static_cast<size_t>(B), input_len + i + 1);
-    const int kv_value_bytes = dtype_size(m.cache.data.dtype()) == 1 ? 1 : 2;  // FP8, else as BF16 on a GPU
-    decode_bytes += decode_step_cost(cfg, keys, ran, kv_value_bytes, split).bytes();
-    if (ran >= 0) experts += double(ran), ++experts_known;
-    if (profile) {
-      const Backend::LayerProfile p = lead.layer_profile();
-      if (p.seconds.size() == size_t(cfg.num_hidden_layers)) {
-        layers.seconds.resize(p.seconds.size());
-        layers.floor_s.resize(p.seconds.size());
-        for (size_t l = 0; l < p.seconds.size(); ++l) layers.seconds[l].push_back(p.seconds[l]);
-        if (!p.kernels.empty()) layers.kernels = p.kernels;
-        int moe = 0;
-        for (int l = 0; l < cfg.num_hidden_layers; ++l) moe += cfg.is_moe_layer(l);
-        const double per_moe_layer = ran >= 0 && moe > 0 ? double(ran) / moe : -1.0;
-        for (int l = 0; l < cfg.num_hidden_layers; ++l)
-          layers.floor_s[size_t(l)] += ceil.copy_gbs > 0 ? decode_layer_cost(cfg, l, keys, per_moe_layer, kv_value_bytes,
-                                                                             split).bytes() / (ceil.copy_gbs * 1e9)
-                                                         : 0.0;
-      }
-    }
-  }
-  for (auto& s : seqs) s.release_all(*m.pool);
-  auto median_of = [](std::vector<double> v) {
-    std::sort(v.begin(), v.end());
-    return v.empty() ? 0.0 : v[v.size() / 2];
-  };
-  const double median = median_of(decode_s), median_forward = median_of(forward_s);
-  if (!decode_s.empty()) decode_bytes /= double(decode_s.size());
-  int moe_layers = 0;
-  for (int i = 0; i < cfg.num_hidden_layers; ++i) moe_layers += cfg.is_moe_layer(i);
-  const double decode_floor = ceil.copy_gbs > 0 ? decode_bytes / (ceil.copy_gbs * 1e9) : 0.0;
   std::vector<int64_t> lens(static_cast<size_t>(B), input_len);
   const ForwardCost pc = prefill_cost(cfg, lens, split);
   const double prefill_floor = ceil.fp8_tflops > 0 && ceil.bf16_tflops > 0
                                    ? pc.fp8_flops / (ceil.fp8_tflops * 1e12) + pc.bf16_flops / (ceil.bf16_tflops * 1e12)
                                    : 0.0;
   const double prefill_floor_bf16 = ceil.bf16_tflops > 0 ? pc.flops() / (ceil.bf16_tflops * 1e12) : 0.0;
-  nlohmann::json out = {{"batch_size", B},
-          {"decode_steps_from_cuda_graphs", graph_replays(m) - replays0},
-          {"input_len", input_len},
-          {"output_len", o.output_len},
-          {"device", lead.name()},
-          {"tp_size", o.model.tp_size},
-          {"ep_size", o.model.ep_size},
-          {"prefill_latency_s", prefill_s},
-          {"prefill_throughput_tok_s", double(B) * input_len / prefill_s},
-          {"prefill_forwards", (B + per_forward - 1) / per_forward},
-          {"prefill_tflop", pc.flops() / 1e12},
-          {"prefill_fp8_tflop", pc.fp8_flops / 1e12},
-          {"prefill_floor_s", prefill_floor},
-          {"prefill_floor_bf16_only_s", prefill_floor_bf16},
-          {"prefill_ratio_to_floor", ratio(prefill_s, prefill_floor)},
-          {"median_decode_latency_s", median},
-          {"median_decode_throughput_tok_s", median > 0 ? B / median : 0.0},
-          {"decode_bytes_per_step", decode_bytes},
-          {"decode_experts_per_moe_layer", experts_known && moe_layers ? experts / experts_known / moe_layers : -1.0},
-          {"decode_floor_s", decode_floor},
-          {"decode_ratio_to_floor", ratio(median, decode_floor)},
-          {"median_decode_forward_s", median_forward},
-          {"decode_forward_ratio_to_floor", ratio(median_forward, decode_floor)}};
-  if (profile) out["layers"] = layer_rows(cfg, layers, int(decode_s.size()));
-  return out;
+  int moe_layers = 0;
+  for (int i = 0; i < cfg.num_hidden_layers; ++i) moe_layers += cfg.is_moe_layer(i);
+  auto median_of = [](std::vector<double> v) {
+    std::sort(v.begin(), v.end());
+    return v.empty() ? 0.0 : v[v.size() / 2];
+  };
+
+  std::vector<nlohmann::json> outs;
+  int position = input_len;
+  for (const Phase& ph : phases) {
+    if (m.model) enter(m, ph, current);
+    std::vector<double> decode_s, forward_s;
+    LayerSamples layers;
+    double decode_bytes = 0, experts = 0;
+    int64_t experts_known = 0;
+    const int64_t replays0 = graph_replays(m);
+    for (int i = 0; i < o.output_len; ++i, ++position) {
+      std::vector<SequenceChunk> chunks;
+      for (int b = 0; b < B; ++b) chunks.push_back(make_chunk(&seqs[b], position, {next[b]}, 0));
+      const int64_t e0 = lead.experts_run();
+      t0 = std::chrono::steady_clock::now();
+      double fwd = 0;
+      next = step(m, chunks, AttentionMode::Absorbed, fwd);
+      decode_s.push_back(seconds_since(t0));
+      forward_s.push_back(fwd);
+      const int64_t ran = e0 >= 0 ? lead.experts_run() - e0 : -1;
+      std::vector<int64_t> keys(static_cast<size_t>(B), position + 1);
+      const int kv_value_bytes = dtype_size(m.cache.data.dtype()) == 1 ? 1 : 2;  // FP8, else as BF16 on a GPU
+      decode_bytes += decode_step_cost(cfg, keys, ran, kv_value_bytes, split).bytes();
+      if (ran >= 0) experts += double(ran), ++experts_known;
+      if (ph.profile) {
+        const Backend::LayerProfile p = lead.layer_profile();
+        if (p.seconds.size() == size_t(cfg.num_hidden_layers)) {
+          layers.seconds.resize(p.seconds.size());
+          layers.floor_s.resize(p.seconds.size());
+          for (size_t l = 0; l < p.seconds.size(); ++l) layers.seconds[l].push_back(p.seconds[l]);
+          if (!p.kernels.empty()) layers.kernels = p.kernels;
+          const double per_moe_layer = ran >= 0 && moe_layers > 0 ? double(ran) / moe_layers : -1.0;
+          for (int l = 0; l < cfg.num_hidden_layers; ++l)
+            layers.floor_s[size_t(l)] += ceil.copy_gbs > 0 ? decode_layer_cost(cfg, l, keys, per_moe_layer,
+                                                                               kv_value_bytes, split).bytes() /
+                                                                 (ceil.copy_gbs * 1e9)
+                                                           : 0.0;
+        }
+      }
+    }
+    const double median = median_of(decode_s), median_forward = median_of(forward_s);
+    if (!decode_s.empty()) decode_bytes /= double(decode_s.size());
+    const double decode_floor = ceil.copy_gbs > 0 ? decode_bytes / (ceil.copy_gbs * 1e9) : 0.0;
+    nlohmann::json out = {{"batch_size", B},
+                          {"decode_kernels", ph.fused ? "fused" : "unfused"},
+                          {"profile_layers", ph.profile},
+                          {"decode_steps_from_cuda_graphs", graph_replays(m) - replays0},
+                          {"input_len", input_len},
+                          {"output_len", o.output_len},
+                          {"device", lead.name()},
+                          {"tp_size", o.model.tp_size},
+                          {"ep_size", o.model.ep_size},
+                          {"prefill_latency_s", prefill_s},
+                          {"prefill_throughput_tok_s", double(B) * input_len / prefill_s},
+                          {"prefill_forwards", (B + per_forward - 1) / per_forward},
+                          {"prefill_tflop", pc.flops() / 1e12},
+                          {"prefill_fp8_tflop", pc.fp8_flops / 1e12},
+                          {"prefill_floor_s", prefill_floor},
+                          {"prefill_floor_bf16_only_s", prefill_floor_bf16},
+                          {"prefill_ratio_to_floor", ratio(prefill_s, prefill_floor)},
+                          {"median_decode_latency_s", median},
+                          {"median_decode_throughput_tok_s", median > 0 ? B / median : 0.0},
+                          {"decode_bytes_per_step", decode_bytes},
+                          {"decode_experts_per_moe_layer",
+                           experts_known && moe_layers ? experts / experts_known / moe_layers : -1.0},
+                          {"decode_floor_s", decode_floor},
+                          {"decode_ratio_to_floor", ratio(median, decode_floor)},
+                          {"median_decode_forward_s", median_forward},
+                          {"decode_forward_ratio_to_floor", ratio(median_forward, decode_floor)}};
+    if (ph.profile) out["layers"] = layer_rows(cfg, layers, int(decode_s.size()));
+    outs.push_back(std::move(out));
+  }
+  for (auto& s : seqs) s.release_all(*m.pool);
+  return outs;
 }
 
 // Dense and MoE layers apart: the median over steps of each layer's time, then the median over the
@@ -268,6 +300,21 @@ void print_table(const DeviceCeilings& c, const std::vector<nlohmann::json>& row
                 static_cast<long long>(r["decode_steps_from_cuda_graphs"].get<int64_t>()));
 }
 
+void print_layer_table(const std::vector<nlohmann::json>& prof) {
+  std::printf("per decoder layer (decode graphs recorded with a mark between layers; median over steps, then "
+              "over the layers of a kind):\n");
+  std::printf("| batch | input | layer | layers | ms per layer | min ms | max ms | floor ms | x floor | kernels |\n");
+  std::printf("|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|\n");
+  for (const auto& r : prof)
+    for (const auto& l : r["layers"])
+      std::printf("| %d | %d | %s | %d | %.4f | %.4f | %.4f | %.4f | %.2f | %s |\n", r["batch_size"].get<int>(),
+                  r["input_len"].get<int>(), l["kind"].get<std::string>().c_str(), l["layers"].get<int>(),
+                  1e3 * l["median_layer_s"].get<double>(), 1e3 * l["min_layer_s"].get<double>(),
+                  1e3 * l["max_layer_s"].get<double>(), 1e3 * l["floor_layer_s"].get<double>(),
+                  l["ratio_to_floor"].get<double>(),
+                  l.contains("kernels_per_layer") ? std::to_string(l["kernels_per_layer"].get<int>()).c_str() : "-");
+}
+
 }  // namespace
 
 void add_bench_one_batch_command(CLI::App& app) {
@@ -291,6 +338,9 @@ void add_bench_one_batch_command(CLI::App& app) {
   cmd->add_flag("--fused-decode", o->model.fused_decode,
                 "CUDA: decode on the fused decode kernels (W8A8 decode linears, quantizing norms, fused MLP / MoE / "
                 "router; partly measured, not yet the default)");
+  cmd->add_flag("--decode-baseline", o->decode_baseline,
+                "Then the same batches, after the same prefill, on the other decode kernels (unfused with --fused-decode), "
+                "and the speed-up (one GPU)");
   cmd->callback([o] {
     DS_CHECK(!o->batch_sizes.empty() && *std::min_element(o->batch_sizes.begin(), o->batch_sizes.end()) >= 1 &&
                  o->output_len >= 0 && o->max_prefill_tokens >= 1,
@@ -301,55 +351,75 @@ void add_bench_one_batch_command(CLI::App& app) {
     const int longest = *std::max_element(o->input_lens.begin(), o->input_lens.end());
     ModelOptions mo = o->model;
     mo.load_mtp = false;  // plain decoding reads no MTP weights
+    const int phase_count = (1 + int(o->profile_layers)) * (1 + int(o->decode_baseline));
     if (mo.cuda_graph_bs.empty() && mo.cuda_graph_max_bs == 0) {  // record just the batch sizes measured
       mo.cuda_graph_bs = o->batch_sizes;
       mo.cuda_graph_bs.push_back(1);  // the warm-up run
     }
-    const int64_t need = int64_t(largest) * (longest + o->output_len + std::max(mo.page_size, 64));
+    const int64_t need = int64_t(largest) * (longest + phase_count * o->output_len + std::max(mo.page_size, 64));
     if (mo.max_total_tokens < need) mo.max_total_tokens = need;
-    if (mo.context_length > 0 && mo.context_length < longest + o->output_len)
-      fail("bench-one-batch: --context-length {} is shorter than input + output ({})", mo.context_length,
-           longest + o->output_len);
+    if (mo.context_length > 0 && mo.context_length < longest + phase_count * o->output_len)
+      fail("bench-one-batch: --context-length {} is shorter than input + output in every phase ({})", mo.context_length,
+           longest + phase_count * o->output_len);
     LoadedModel m = load_model(mo);
     const DeviceCeilings ceil = m.lead_backend().measure_ceilings();
     if (ceil.copy_gbs > 0)
       spdlog::info("ceilings: copy {:.0f} GB/s (read + write), bf16 {:.0f} TFLOP/s, fp8 {:.0f} TFLOP/s", ceil.copy_gbs,
                    ceil.bf16_tflops, ceil.fp8_tflops);
     std::mt19937 rng(uint32_t(mo.random_seed));
-    run(m, *o, ceil, 1, longest, rng);  // warm-up: library handles, algorithm choices, scratch
-    std::vector<nlohmann::json> rows;
-    for (int b : o->batch_sizes)
-      for (int len : o->input_lens) {
-        rows.push_back(run(m, *o, ceil, b, len, rng));
-        std::cout << rows.back().dump() << std::endl;
-      }
-    print_table(ceil, rows);
-    if (o->profile_layers) {
-      DS_CHECK(m.model != nullptr, "bench-one-batch --profile-layers: one GPU only (no --tp-size, --dp-size, --nnodes)");
-      Backend& lead = m.lead_backend();
-      lead.set_layer_profiling(true);
-      const std::vector<int> sizes = m.model->decode_graph_sizes();
-      if (!sizes.empty()) m.model->capture_decode_graphs(m.cache, m.trash_slot, sizes);  // again, with the marks
-      std::vector<nlohmann::json> prof;
-      for (int b : o->batch_sizes)
-        for (int len : o->input_lens) {
-          prof.push_back(run(m, *o, ceil, b, len, rng, /*profile=*/true));
-          std::cout << prof.back().dump() << std::endl;
-        }
-      lead.set_layer_profiling(false);
-      std::printf("per decoder layer (decode graphs recorded with a mark between layers; median over steps, then "
-                  "over the layers of a kind):\n");
-      std::printf("| batch | input | layer | layers | ms per layer | min ms | max ms | floor ms | x floor | kernels |\n");
-      std::printf("|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|\n");
-      for (const auto& r : prof)
-        for (const auto& l : r["layers"])
-          std::printf("| %d | %d | %s | %d | %.4f | %.4f | %.4f | %.4f | %.2f | %s |\n", r["batch_size"].get<int>(),
-                      r["input_len"].get<int>(), l["kind"].get<std::string>().c_str(), l["layers"].get<int>(),
-                      1e3 * l["median_layer_s"].get<double>(), 1e3 * l["min_layer_s"].get<double>(),
-                      1e3 * l["max_layer_s"].get<double>(), 1e3 * l["floor_layer_s"].get<double>(),
-                      l["ratio_to_floor"].get<double>(),
-                      l.contains("kernels_per_layer") ? std::to_string(l["kernels_per_layer"].get<int>()).c_str() : "-");
+    DS_CHECK(!(o->profile_layers || o->decode_baseline) || m.model != nullptr,
+             "bench-one-batch --profile-layers / --decode-baseline: one GPU only (no --tp-size, --dp-size, --nnodes)");
+    // The phases of every batch, after one prefill: the loaded kernels, then (--profile-layers) the
+    // same with a mark between layers, then (--decode-baseline) both on the unfused kernels.
+    const bool fused = o->model.fused_decode;
+    std::vector<Phase> phases{{fused, false}};
+    if (o->profile_layers) phases.push_back({fused, true});
+    if (o->decode_baseline) {
+      phases.push_back({!fused, false});
+      if (o->profile_layers) phases.push_back({!fused, true});
     }
+    Phase current{fused, false};
+    run(m, *o, ceil, 1, longest, rng, phases, current);  // warm-up: library handles, algorithm choices, scratch
+    std::vector<nlohmann::json> rows, prof, base_rows, base_prof;
+    for (int b : o->batch_sizes)
+      for (int len : o->input_lens)
+        for (nlohmann::json& r : run(m, *o, ceil, b, len, rng, phases, current)) {
+          std::cout << r.dump() << std::endl;
+          const bool base = r["decode_kernels"] != (fused ? "fused" : "unfused");
+          (r["profile_layers"].get<bool>() ? (base ? base_prof : prof) : (base ? base_rows : rows)).push_back(r);
+        }
+    const char* path = fused ? "fused decode kernels" : "unfused decode kernels";
+    const char* other = fused ? "unfused decode kernels" : "fused decode kernels";
+    std::printf("decode on the %s:\n", path);
+    print_table(ceil, rows);
+    if (o->profile_layers) print_layer_table(prof);
+    if (!o->decode_baseline) return;
+    std::printf("baseline: decode on the %s (same process, same prefill, same ceilings):\n", other);
+    print_table(ceil, base_rows);
+    if (o->profile_layers) print_layer_table(base_prof);
+    std::printf("%s against the %s (speed-up: baseline ms / ms):\n", path, other);
+    std::printf("| batch | input | what | ms | baseline ms | speed-up | x floor | baseline x floor | kernels | baseline kernels |\n");
+    std::printf("|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|\n");
+    auto kernels_of = [](const nlohmann::json& l) {
+      return l.contains("kernels_per_layer") ? std::to_string(l["kernels_per_layer"].get<int>()) : std::string("-");
+    };
+    for (size_t i = 0; i < rows.size() && i < base_rows.size(); ++i) {
+      const auto &a = rows[i], &b = base_rows[i];
+      const double ms = 1e3 * a["median_decode_latency_s"].get<double>(), bms = 1e3 * b["median_decode_latency_s"].get<double>();
+      std::printf("| %d | %d | step | %.3f | %.3f | %.2fx | %.2f | %.2f | - | - |\n", a["batch_size"].get<int>(),
+                  a["input_len"].get<int>(), ms, bms, ratio(bms, ms), a["decode_ratio_to_floor"].get<double>(),
+                  b["decode_ratio_to_floor"].get<double>());
+    }
+    for (size_t i = 0; i < prof.size() && i < base_prof.size(); ++i)
+      for (const auto& l : prof[i]["layers"])
+        for (const auto& bl : base_prof[i]["layers"]) {
+          if (bl["kind"] != l["kind"]) continue;
+          const double ms = 1e3 * l["median_layer_s"].get<double>(), bms = 1e3 * bl["median_layer_s"].get<double>();
+          std::printf("| %d | %d | %s layer | %.4f | %.4f | %.2fx | %.2f | %.2f | %s | %s |\n",
+                      prof[i]["batch_size"].get<int>(), prof[i]["input_len"].get<int>(),
+                      l["kind"].get<std::string>().c_str(), ms, bms, ratio(bms, ms), l["ratio_to_floor"].get<double>(),
+                      bl["ratio_to_floor"].get<double>(), kernels_of(l).c_str(), kernels_of(bl).c_str());
+        }
   });
 }
 

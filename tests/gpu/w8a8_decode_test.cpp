@@ -86,8 +86,9 @@ class W8A8Decode : public ::testing::Test {
     DS_REQUIRE_GPU();
     gpu().begin_forward();
     cpu().begin_forward();
-    cg().set_fused_decode(true);  // off by default until measured
-    cg().set_fp8_linear_path(cuda::CudaBackend::Fp8LinearPath::None);
+    cg().set_fused_decode(true);
+    // The kernel over its whole range (the fused path's own rule stops at kFusedDecodeMaxTokens).
+    cg().set_fp8_linear_path(cuda::CudaBackend::Fp8LinearPath::W8A8Decode);
   }
   void TearDown() override {
     if (!gpu_available()) return;
@@ -185,12 +186,23 @@ TEST_F(W8A8Decode, ThresholdAndCublasltAgree) {
   std::vector<WeightPart> parts{fp8_part(1536, 7168, rng), fp8_part(576, 7168, rng)};
   Refs w = make(parts);
   using Path = cuda::CudaBackend::Fp8LinearPath;
+  // Forced: the kernel up to its limit, cuBLASLt past it.
   for (int64_t T : {cuda::kW8A8DecodeMaxTokens, cuda::kW8A8DecodeMaxTokens + 1}) {
     Tensor x = randn({T, 7168}, rng);
     Tensor g = gpu().linear(to_backend(gpu(), x), w.gpu);
     EXPECT_EQ(cg().last_fp8_linear(), T <= cuda::kW8A8DecodeMaxTokens ? Path::W8A8Decode : Path::Cublaslt);
     check("threshold_T" + std::to_string(T), w, x, g);
   }
+  // The fused decode path's rule: the kernel up to kFusedDecodeMaxTokens, cuBLASLt past it.
+  cg().set_fp8_linear_path(Path::None);
+  for (int64_t T : {int64_t{1}, cuda::CudaBackend::kFusedDecodeMaxTokens, cuda::CudaBackend::kFusedDecodeMaxTokens + 1}) {
+    Tensor x = randn({T, 7168}, rng);
+    Tensor g = gpu().linear(to_backend(gpu(), x), w.gpu);
+    EXPECT_EQ(cg().last_fp8_linear(), T <= cuda::CudaBackend::kFusedDecodeMaxTokens ? Path::W8A8Decode : Path::Cublaslt)
+        << "T=" << T;
+    check("rule_T" + std::to_string(T), w, x, g);
+  }
+  cg().set_fp8_linear_path(Path::W8A8Decode);
   // The same W8A8 arithmetic on cuBLASLt (one token padded to 8 rows) and on the forced W8A16 kernel.
   for (int64_t T : {1, 7}) {
     Tensor x = to_backend(gpu(), randn({T, 7168}, rng));
@@ -201,7 +213,7 @@ TEST_F(W8A8Decode, ThresholdAndCublasltAgree) {
     cg().set_fp8_linear_path(Path::W8A16Decode);
     Tensor w8a16 = gpu().linear(x, w.gpu);
     EXPECT_EQ(cg().last_fp8_linear(), Path::W8A16Decode);
-    cg().set_fp8_linear_path(Path::None);
+    cg().set_fp8_linear_path(Path::W8A8Decode);
     record("cublaslt_vs_ours_T" + std::to_string(T), max_piece_err(gpu().to_host_f32(ours), gpu().to_host_f32(lt)),
            kPieceTol);
     record("w8a16_vs_ours_T" + std::to_string(T), rel_err(gpu(), ours, gpu(), w8a16), kOracleTol);

@@ -172,7 +172,9 @@ Tensor CudaBackend::moe_experts(const Tensor& x_in, const ExpertWeights& w, cons
     return out;
   }
   const bool small = pairs <= kMoeGroupedMaxPairs && moe_grouped_supported(w, pairs);
-  if (moe_path_ == MoePath::GroupedW8A8 || (moe_path_ == MoePath::Auto && small && fused_decode_)) {
+  // The fused decode path takes the W8A8 products up to kFusedDecodeMaxTokens (measured: moe/README.md).
+  const bool w8a8_auto = moe_path_ == MoePath::Auto && small && fused_decode_ && x_in.size(0) <= kFusedDecodeMaxTokens;
+  if (moe_path_ == MoePath::GroupedW8A8 || w8a8_auto) {
     Tensor y = moe_experts_w8a8(x_in, w, route, nullptr, nullptr);
     if (y.defined()) return y;
     DS_CHECK(moe_path_ == MoePath::Auto, "moe_experts: the W8A8 grouped path needs FP8 experts with hidden and "
@@ -188,7 +190,7 @@ Tensor CudaBackend::moe_experts(const Tensor& x_in, const ExpertWeights& w, cons
 Tensor CudaBackend::moe_feed_forward(const Activation& x, const ExpertWeights& w, const RouterOutput& route_in,
                                      const LinearWeight* shared_gate_up, const LinearWeight* shared_down) {
   const int64_t T = x.tokens(), pairs = T * route_in.topk_ids.size(1);
-  if (((moe_path_ == MoePath::Auto && fused_decode_) || moe_path_ == MoePath::GroupedW8A8) && T > 0 &&
+  if (((moe_path_ == MoePath::Auto && fused_decode_ && T <= kFusedDecodeMaxTokens) || moe_path_ == MoePath::GroupedW8A8) && T > 0 &&
       pairs <= kMoeGroupedMaxPairs && moe_grouped_supported(w, pairs)) {
     Tensor y = moe_experts_w8a8(x, w, local_route(w, route_in), shared_gate_up, shared_down);
     if (y.defined()) return y;

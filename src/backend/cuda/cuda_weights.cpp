@@ -176,6 +176,18 @@ LinearWeight CudaBackend::make_linear(std::span<const WeightPart> parts, LinearU
   return LinearWeight{out, in, lin};
 }
 
+void CudaBackend::set_fused_decode(bool on) {
+  if (on) {
+    int caller = 0;
+    check(cudaGetDevice(&caller), "cudaGetDevice");
+    check(cudaSetDevice(device_), "cudaSetDevice");
+    const cudaError_t e = prepare_w8a8_decode();
+    check(cudaSetDevice(caller), "cudaSetDevice");
+    check(e, "fused decode path: the W8A8 decode kernels' device capacity");
+  }
+  fused_decode_ = on;
+}
+
 std::string CudaBackend::describe(const ExpertWeights& w) {
   const auto& ew = *static_cast<const CudaExperts*>(w.impl.get());
   return std::string(ew.fp8 ? "fp8" : "bf16") + " experts [" + std::to_string(w.num_experts) + " x " +

@@ -39,6 +39,9 @@ __device__ __forceinline__ void store8(float* p, float (&v)[8]) {
 
 template <typename TX, typename TR, bool kResidual, int kVpt>
 __global__ void rms_norm_quant_kernel(RmsNormQuantParams p) {
+  // The next kernel, when launched programmatically dependent (the W8A8 decode linear), may start
+  // streaming its weights now; it waits for this grid's completion before it reads the rows.
+  griddep_launch_dependents();
   const int64_t row = blockIdx.x, nvec = p.cols / 8;
   const int nthreads = int(blockDim.x), lane = threadIdx.x & 31;
   if (row >= p.rows) {  // a padding row of the quantized output

@@ -18,6 +18,9 @@ __device__ __forceinline__ float round_bf16(float v) { return __bfloat162float(_
 template <typename TI, typename TC>
 __global__ void __launch_bounds__(kThreads) latent_prologue_kernel(LatentPrologueParams p) {
   extern __shared__ float row[];  // [q_part] (query role)
+  // q_b's W8A8 linear (launched programmatically dependent) may start streaming its weights now; it
+  // waits for this grid's completion before it reads the normed query.
+  griddep_launch_dependents();
   const int64_t t = blockIdx.x;
   const TI* in = static_cast<const TI*>(p.qkv_a) + (t < p.tokens ? t : 0) * p.qkv_stride;
   if (blockIdx.y == 0) {
