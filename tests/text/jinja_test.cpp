@@ -86,5 +86,26 @@ TEST(Jinja, InsertionOrderOfJsonObjectsIsKept) {
   EXPECT_EQ(t.render(vars), R"({"z": 1, "a": {"y": 2, "b": 3}})");
 }
 
+// A template comes from a request or a checkpoint: out-of-range literals, integer overflow and
+// unbounded work are errors that name the line, never a crash, a hang or an exhausted memory.
+TEST(Jinja, ArithmeticAndWorkAreBounded) {
+  EXPECT_EQ(parse_error("{{ ns.77777777777777777777777 }}"), "chat_template line 1: integer literal 77777777777777777777777 out of range");
+  EXPECT_EQ(parse_error("{{ 99999999999999999999 }}"), "chat_template line 1: integer literal 99999999999999999999 out of range");
+  EXPECT_EQ(parse_error("{{ 1e999 }}"), "chat_template line 1: float literal 1e999 out of range");
+  EXPECT_EQ(render_error("{{ 9223372036854775807 + 1 }}", {}), "chat_template line 1: integer overflow in 9223372036854775807 + 1");
+  EXPECT_EQ(render_error("{{ 3037000500 * 3037000500 }}", {}), "chat_template line 1: integer overflow in 3037000500 * 3037000500");
+  EXPECT_EQ(render_error("{{ 2 ** 64 }}", {}), "chat_template line 1: integer overflow in 2 ** 64");
+  EXPECT_EQ(render_error("{{ 1 // 0 }}", {}), "chat_template line 1: division by zero in '//'");
+  EXPECT_EQ(render_error("{{ 'ab' * 100000000 }}", {}), "chat_template line 1: string repetition longer than 16777216 bytes");
+  EXPECT_EQ(render_error("{% for i in range(99999999999) %}{% endfor %}", {}),
+            "chat_template line 1: range(0, 99999999999, 1) has more than 4194304 items");
+  EXPECT_EQ(render_error("{% for i in range(4000) %}{% for j in range(4000) %}{% endfor %}{% endfor %}", {}),
+            "chat_template line 1: more than 4194304 loop iterations: the template does too much work");
+  EXPECT_EQ(render_error("{{ 'x' | replace('', 'yyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyy') | replace('', 'y' * 1000000) }}", {}),
+            "chat_template line 1: replace: the result could exceed 16777216 bytes");
+  Template t("{{ 2 ** 62 }} {{ -7 // 2 }} {{ -7 % 3 }} {{ 7 / 2 }} {{ 3 - 5 }} {{ range(10, 0, -3) | list }} {{ True + 1 }}");
+  EXPECT_EQ(t.render(nlohmann::ordered_json::object()), "4611686018427387904 -4 2 3.5 -2 [10, 7, 4, 1] 2");
+}
+
 }  // namespace
 }  // namespace dsserve::text::jinja

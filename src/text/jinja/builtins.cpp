@@ -1,8 +1,11 @@
 // Filters, tests, methods and global functions of the Jinja2 subset (see builtins.h).
 #include "text/jinja/builtins.h"
 
+#include <algorithm>
+#include <climits>
 #include <cmath>
 
+#include "text/jinja/evaluator.h"
 #include "text/jinja/string_methods.h"
 #include "text/utf8.h"
 
@@ -20,6 +23,20 @@ const Value* arg(const CallArgs& a, size_t i, const char* key) {
 const std::string& need_string(const Value& v, const std::string& what) {
   if (!v.is_string()) builtin_fail("{}: expected a string, found {}", what, v.type_name());
   return v.as_string();
+}
+
+int64_t need_int(const Value& v, const std::string& what) {
+  if (!v.is_int()) builtin_fail("{}: expected an integer, found {}", what, v.type_name());
+  return v.as_int();
+}
+
+// py_replace with its result bounded: the worst case is the replacement around every byte.
+std::string bounded_replace(const std::string& s, const std::string& old, const std::string& rep, int64_t count) {
+  const size_t sites = old.empty() ? s.size() + 1 : s.size() / old.size();
+  const size_t limit = count < 0 ? sites : std::min(sites, static_cast<size_t>(count));
+  if (rep.size() > old.size() && limit > 0 && (rep.size() - old.size()) > (Evaluator::kMaxString - std::min(s.size(), Evaluator::kMaxString)) / limit)
+    builtin_fail("replace: the result could exceed {} bytes", Evaluator::kMaxString);
+  return py_replace(s, old, rep, count);
 }
 
 int64_t length_of(const Value& v, const std::string& what) {
@@ -76,7 +93,7 @@ Value string_method(const std::string& s, const std::string& m, CallArgs& a) {
   if (m == "split") {
     const Value* maxsplit = arg(a, 1, "maxsplit");
     List out;
-    for (auto& piece : py_split(s, opt_string(0, "sep"), maxsplit ? maxsplit->as_int() : -1)) out.push_back(Value(std::move(piece)));
+    for (auto& piece : py_split(s, opt_string(0, "sep"), maxsplit ? need_int(*maxsplit, "split") : -1)) out.push_back(Value(std::move(piece)));
     return Value(std::move(out));
   }
   if (m == "startswith" || m == "endswith") {
@@ -87,7 +104,7 @@ Value string_method(const std::string& s, const std::string& m, CallArgs& a) {
   if (m == "replace") {
     const Value *old = arg(a, 0, "old"), *rep = arg(a, 1, "new"), *count = arg(a, 2, "count");
     if (!old || !rep) builtin_fail("replace() takes at least 2 arguments");
-    return Value(py_replace(s, need_string(*old, m), need_string(*rep, m), count ? count->as_int() : -1));
+    return Value(bounded_replace(s, need_string(*old, m), need_string(*rep, m), count ? need_int(*count, m) : -1));
   }
   if (m == "lower") return Value(py_lower(s));
   if (m == "upper") return Value(py_upper(s));
@@ -172,7 +189,7 @@ Value call_method(const Value& obj, const std::string& m, CallArgs& a) {
       List& l = obj.as_list();
       if (l.empty()) builtin_fail("pop from empty list");
       bool in_range = true;
-      const int64_t i = a.positional.empty() ? static_cast<int64_t>(l.size()) - 1 : python_index(a.positional[0].as_int(), l.size(), in_range);
+      const int64_t i = a.positional.empty() ? static_cast<int64_t>(l.size()) - 1 : python_index(need_int(a.positional[0], "pop"), l.size(), in_range);
       if (!in_range) builtin_fail("pop index out of range");
       Value v = l[i];
       l.erase(l.begin() + i);
@@ -207,6 +224,8 @@ Value apply_filter(const std::string& f, const Value& v, CallArgs& a) {
     for (const auto& [k, x] : a.keyword)
       if (k != "indent" && k != "ensure_ascii") builtin_fail("tojson: unsupported argument '{}'", k);
     if (const Value* ea = arg(a, 99, "ensure_ascii"); ea && ea->truthy()) builtin_fail("tojson: ensure_ascii=true is not supported");
+    if (indent && indent->is_int() && (indent->as_int() < 0 || indent->as_int() > 64))
+      builtin_fail("tojson: indent {} is outside 0..64", indent->as_int());
     return Value(v.to_json(indent && indent->is_int() ? static_cast<int>(indent->as_int()) : -1));
   }
   if (f == "default" || f == "d") {
@@ -242,7 +261,12 @@ Value apply_filter(const std::string& f, const Value& v, CallArgs& a) {
   }
   if (f == "int") {
     if (v.is_int()) return v;
-    if (v.is_float() || v.is_bool()) return Value(static_cast<int64_t>(v.as_number()));
+    if (v.is_bool()) return Value(int64_t{v.as_bool()});
+    if (v.is_float()) {
+      const double x = std::trunc(v.as_number());
+      if (!(x >= -0x1p63 && x < 0x1p63)) builtin_fail("int: {} does not fit in 64 bits", v.as_number());
+      return Value(static_cast<int64_t>(x));
+    }
     try {
       return Value(static_cast<int64_t>(std::stoll(v.str())));
     } catch (const std::exception&) {
@@ -259,14 +283,17 @@ Value apply_filter(const std::string& f, const Value& v, CallArgs& a) {
     }
   }
   if (f == "abs") {
-    if (v.is_int()) return Value(v.as_int() < 0 ? -v.as_int() : v.as_int());
+    if (v.is_int()) {
+      if (v.as_int() == INT64_MIN) builtin_fail("abs: integer overflow");
+      return Value(v.as_int() < 0 ? -v.as_int() : v.as_int());
+    }
     if (v.is_float()) return Value(std::fabs(v.as_number()));
     builtin_fail("abs: expected a number, found {}", v.type_name());
   }
   if (f == "replace") {
     const Value *old = arg(a, 0, "old"), *rep = arg(a, 1, "new"), *count = arg(a, 2, "count");
     if (!old || !rep) builtin_fail("replace filter takes 2 arguments");
-    return Value(py_replace(v.str(), need_string(*old, f), need_string(*rep, f), count ? count->as_int() : -1));
+    return Value(bounded_replace(v.str(), need_string(*old, f), need_string(*rep, f), count ? need_int(*count, f) : -1));
   }
   builtin_fail("unsupported filter '{}'", f);
 }
@@ -294,7 +321,8 @@ bool apply_test(const std::string& t, const Value& v, CallArgs& a) {
     if (!v.is_int()) builtin_fail("test '{}' needs an integer, found {}", t, v.type_name());
     return (v.as_int() % 2 != 0) == (t == "odd");
   }
-  if (t == "divisibleby") return v.is_int() && other().is_int() && other().as_int() != 0 && v.as_int() % other().as_int() == 0;
+  if (t == "divisibleby") return v.is_int() && other().is_int() && other().as_int() != 0 &&
+                                  (other().as_int() == -1 || v.as_int() % other().as_int() == 0);
   if (t == "eq" || t == "equalto" || t == "==" || t == "sameas") return v.equals(other());
   if (t == "ne" || t == "!=") return !v.equals(other());
   if (t == "lower") return v.is_string() && py_lower(v.as_string()) == v.as_string();
@@ -341,8 +369,15 @@ Value global_function(const std::string& name) {
         if (a.positional.size() == 3) step = a.positional[2].as_int();
       }
       if (step == 0) builtin_fail("range() step must not be zero");
+      // The length in 128 bits, so that no bound or step overflows; a list past the evaluator's
+      // iteration budget could never be walked, so it is refused before it is built.
+      const __int128 span = step > 0 ? __int128{stop} - start : __int128{start} - stop;
+      const __int128 n = span <= 0 ? 0 : (span + (step > 0 ? step : -__int128{step}) - 1) / (step > 0 ? step : -__int128{step});
+      if (n > Evaluator::kMaxIterations)
+        builtin_fail("range({}, {}, {}) has more than {} items", start, stop, step, Evaluator::kMaxIterations);
       List out;
-      for (int64_t i = start; step > 0 ? i < stop : i > stop; i += step) out.push_back(Value(i));
+      out.reserve(static_cast<size_t>(n));
+      for (int64_t k = 0; k < static_cast<int64_t>(n); ++k) out.push_back(Value(start + k * step));
       return Value(std::move(out));
     }));
   }

@@ -1,6 +1,8 @@
 // Evaluation of expressions and rendering of statements (see evaluator.h, ast.h).
 #include "text/jinja/evaluator.h"
 
+#include <algorithm>
+#include <climits>
 #include <cmath>
 
 #include "core/error.h"
@@ -35,14 +37,49 @@ std::vector<uint32_t> code_points(const std::string& s) {
   return cps;
 }
 
+// An int or bool operand as an integer (bools count as 0 and 1, as in Python).
+int64_t integer(const Value& v) { return v.is_int() ? v.as_int() : int64_t{v.as_bool()}; }
+
+// Integer arithmetic as Python does it, except that a result beyond 64 bits is an error.
+Value integer_arithmetic(const std::string& op, int64_t x, int64_t y, Evaluator& ev, int line) {
+  int64_t r = 0;
+  bool overflow = false;
+  if (op == "+") overflow = __builtin_add_overflow(x, y, &r);
+  else if (op == "-") overflow = __builtin_sub_overflow(x, y, &r);
+  else if (op == "*") overflow = __builtin_mul_overflow(x, y, &r);
+  else if (op == "**") {
+    if (y < 0) return Value(std::pow(static_cast<double>(x), static_cast<double>(y)));
+    r = 1;
+    for (int64_t base = x, e = y; e > 0 && !overflow; e >>= 1) {
+      if (e & 1) overflow = __builtin_mul_overflow(r, base, &r);
+      if (e > 1 && !overflow) overflow = __builtin_mul_overflow(base, base, &base);
+    }
+  } else {
+    if (y == 0) ev.error(line, fmt::format("division by zero in '{}'", op));
+    if (op == "/") return Value(static_cast<double>(x) / static_cast<double>(y));
+    if (x == INT64_MIN && y == -1) overflow = true;  // the one quotient that does not fit
+    else if (op == "//" || op == "%") {
+      int64_t q = x / y, m = x % y;
+      if (m != 0 && ((m < 0) != (y < 0))) --q, m += y;  // floor division, as in Python
+      r = op == "//" ? q : m;
+    }
+  }
+  if (overflow) ev.error(line, fmt::format("integer overflow in {} {} {}", x, op, y));
+  return Value(r);
+}
+
 Value arithmetic(const std::string& op, const Value& a, const Value& b, Evaluator& ev, int line) {
   const bool numbers = (a.is_number() || a.is_bool()) && (b.is_number() || b.is_bool());
+  if (numbers && !a.is_float() && !b.is_float() && (op == "+" || op == "-" || op == "*" || op == "**" ||
+                                                     op == "/" || op == "//" || op == "%"))
+    return integer_arithmetic(op, integer(a), integer(b), ev, line);
   if (op == "+") {
-    if (numbers) {
-      if (!a.is_float() && !b.is_float()) return Value(static_cast<int64_t>(a.as_number()) + static_cast<int64_t>(b.as_number()));
-      return Value(a.as_number() + b.as_number());
+    if (numbers) return Value(a.as_number() + b.as_number());
+    if (a.is_string() && b.is_string()) {
+      if (a.as_string().size() + b.as_string().size() > Evaluator::kMaxString)
+        ev.error(line, fmt::format("string concatenation longer than {} bytes", Evaluator::kMaxString));
+      return Value(a.as_string() + b.as_string());
     }
-    if (a.is_string() && b.is_string()) return Value(a.as_string() + b.as_string());
     if (a.is_list() && b.is_list()) {
       List l = a.as_list();
       l.insert(l.end(), b.as_list().begin(), b.as_list().end());
@@ -50,23 +87,22 @@ Value arithmetic(const std::string& op, const Value& a, const Value& b, Evaluato
     }
   } else if (op == "*" && ((a.is_string() && b.is_int()) || (a.is_int() && b.is_string()))) {
     const std::string& s = a.is_string() ? a.as_string() : b.as_string();
+    const int64_t k = std::max<int64_t>(0, a.is_int() ? a.as_int() : b.as_int());
+    if (!s.empty() && static_cast<uint64_t>(k) > Evaluator::kMaxString / s.size())
+      ev.error(line, fmt::format("string repetition longer than {} bytes", Evaluator::kMaxString));
     std::string out;
-    for (int64_t k = a.is_int() ? a.as_int() : b.as_int(); k > 0; --k) out += s;
+    out.reserve(s.size() * static_cast<size_t>(k));
+    for (int64_t i = 0; i < k; ++i) out += s;
     return Value(std::move(out));
   } else if (numbers) {
-    const bool ints = !a.is_float() && !b.is_float();
     const double x = a.as_number(), y = b.as_number();
-    if (op == "-") return ints ? Value(static_cast<int64_t>(x) - static_cast<int64_t>(y)) : Value(x - y);
-    if (op == "*") return ints ? Value(static_cast<int64_t>(x) * static_cast<int64_t>(y)) : Value(x * y);
-    if (op == "**") return ints && y >= 0 ? Value(static_cast<int64_t>(std::llround(std::pow(x, y)))) : Value(std::pow(x, y));
+    if (op == "-") return Value(x - y);
+    if (op == "*") return Value(x * y);
+    if (op == "**") return Value(std::pow(x, y));
     if (y == 0) ev.error(line, fmt::format("division by zero in '{}'", op));
     if (op == "/") return Value(x / y);
-    if (op == "//") return ints ? Value(static_cast<int64_t>(std::floor(x / y))) : Value(std::floor(x / y));
+    if (op == "//") return Value(std::floor(x / y));
     if (op == "%") {
-      if (ints) {
-        const int64_t m = static_cast<int64_t>(x) % static_cast<int64_t>(y);
-        return Value(m != 0 && ((m < 0) != (y < 0)) ? m + static_cast<int64_t>(y) : m);
-      }
       const double m = std::fmod(x, y);
       return Value(m != 0 && ((m < 0) != (y < 0)) ? m + y : m);
     }
@@ -136,8 +172,15 @@ Value Evaluator::lookup(const std::string& name) const {
 void Evaluator::render(const Body& body) {
   for (const auto& s : body) {
     s->render(*this);
+    if (out_.size() > kMaxOutput)
+      fail("{}: the rendered text exceeds the limit of {} bytes", name_, kMaxOutput);
     if (control != Control::kNone) return;
   }
+}
+
+void Evaluator::count_iteration(int line) {
+  if (++iterations_ > kMaxIterations)
+    error(line, fmt::format("more than {} loop iterations: the template does too much work", kMaxIterations));
 }
 
 // ------------------------------------------------------------------ expressions
@@ -271,7 +314,10 @@ Value UnaryExpr::eval(Evaluator& ev) const {
   if (op == "not") return Value(!v.truthy());
   if (!v.is_number() && !v.is_bool()) ev.error(line, fmt::format("bad operand type for unary {}: '{}'", op, v.type_name()));
   if (op == "+") return v;
-  return v.is_float() ? Value(-v.as_number()) : Value(-static_cast<int64_t>(v.as_number()));
+  if (v.is_float()) return Value(-v.as_number());
+  const int64_t x = integer(v);
+  if (x == INT64_MIN) ev.error(line, fmt::format("integer overflow in -({})", x));
+  return Value(-x);
 }
 
 Value BinaryExpr::eval(Evaluator& ev) const {
@@ -284,7 +330,12 @@ Value BinaryExpr::eval(Evaluator& ev) const {
     return l.truthy() ? l : right->eval(ev);
   }
   Value l = left->eval(ev), r = right->eval(ev);
-  if (op == "~") return Value(l.str() + r.str());
+  if (op == "~") {
+    std::string joined = l.str() + r.str();
+    if (joined.size() > Evaluator::kMaxString)
+      ev.error(line, fmt::format("string concatenation longer than {} bytes", Evaluator::kMaxString));
+    return Value(std::move(joined));
+  }
   if (op == "==") return Value(l.equals(r));
   if (op == "!=") return Value(!l.equals(r));
   if (op == "<") return Value(compare(l, r, op, ev, line) < 0);
@@ -347,6 +398,7 @@ void ForStmt::render(Evaluator& ev) const {
   }
   ++ev.loop_depth;
   for (size_t i = 0; i < items.size(); ++i) {
+    ev.count_iteration(line);
     ev.push_scope();  // each iteration sees a fresh scope, as in Jinja2
     bind(items[i]);
     ev.assign("loop", loop_object(i, items.size(), items));

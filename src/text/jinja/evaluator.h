@@ -2,6 +2,7 @@
 // scope, as in Jinja2, so only namespace() objects carry state out of loops), output buffer,
 // loop control, and the built-in filters, tests, methods and functions (builtins.h).
 #pragma once
+#include <cstdint>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -28,6 +29,13 @@ class Evaluator {
   Control control = Control::kNone;
   int loop_depth = 0;
 
+  // A template is data from a request or a checkpoint: its work and output are bounded, and
+  // exceeding a bound is an error, never a hang or an exhausted memory.
+  static constexpr int64_t kMaxIterations = int64_t{1} << 22;  // loop bodies run, all loops together
+  static constexpr size_t kMaxOutput = size_t{64} << 20;        // bytes rendered
+  static constexpr size_t kMaxString = size_t{16} << 20;        // bytes of a string built by '*' or '~'
+  void count_iteration(int line);
+
   [[noreturn]] void error(int line, const std::string& what) const;
   const std::string& name() const { return name_; }
 
@@ -35,6 +43,7 @@ class Evaluator {
   std::string name_;
   std::vector<std::unordered_map<std::string, Value>> scopes_;
   std::string out_;
+  int64_t iterations_ = 0;
 };
 
 }  // namespace dsserve::text::jinja

@@ -332,17 +332,17 @@ class Parser {
       case TokenKind::kInteger: {
         ++i_;
         auto lit = node<LiteralExpr>(tok.line);
-        try {
-          lit->value = Value(static_cast<int64_t>(std::stoll(tok.text)));
-        } catch (const std::exception&) {
-          fail("{} line {}: integer literal {} out of range", name_, tok.line, tok.text);
-        }
+        lit->value = integer_literal(tok);
         return lit;
       }
       case TokenKind::kFloat: {
         ++i_;
         auto lit = node<LiteralExpr>(tok.line);
-        lit->value = Value(std::stod(tok.text));
+        try {
+          lit->value = Value(std::stod(tok.text));
+        } catch (const std::exception&) {
+          fail("{} line {}: float literal {} out of range", name_, tok.line, tok.text);
+        }
         return lit;
       }
       case TokenKind::kOperator:
@@ -419,6 +419,14 @@ class Parser {
     return args;
   }
 
+  Value integer_literal(const Token& tok) {
+    try {
+      return Value(static_cast<int64_t>(std::stoll(tok.text)));
+    } catch (const std::exception&) {
+      fail("{} line {}: integer literal {} out of range", name_, tok.line, tok.text);
+    }
+  }
+
   ExprPtr parse_postfix(ExprPtr e) {
     while (true) {
       const int line = cur().line;
@@ -429,7 +437,7 @@ class Parser {
         if (cur().kind == TokenKind::kInteger) {  // foo.0 is foo[0]
           auto idx = node<IndexExpr>(line);
           auto lit = node<LiteralExpr>(line);
-          lit->value = Value(static_cast<int64_t>(std::stoll(next_token().text)));
+          lit->value = integer_literal(next_token());
           idx->object = std::move(a->object);
           idx->index = std::move(lit);
           e = std::move(idx);
