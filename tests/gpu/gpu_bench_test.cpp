@@ -319,8 +319,10 @@ TEST_F(GpuBench, MlaDecode) {
     std::snprintf(shape, sizeof(shape), "B=%d ctx=%d h=%d%s%s", cs.B, cs.ctx, cs.heads,
                   cs.q > 1 ? (" q=" + std::to_string(cs.q) + " tree").c_str() : "", cs.max_seq_len ? " graph@32k" : "");
     // Times the kernel over the given caches; returns milliseconds per call.
-    auto bench = [&](cuda::MlaDecodeKernel k, const std::vector<Tensor>& over, const char* cache_name) {
+    auto bench = [&](cuda::MlaDecodeKernel k, const std::vector<Tensor>& over, const char* cache_name,
+                     int variant = -1) {
       cg().set_mla_decode_kernel(k);
+      cg().set_mla_decode_sm90_variant(variant);
       const double cache_bytes = keys_bytes * double(dtype_size(over[0].dtype()));
       std::vector<std::unique_ptr<CapturedForward>> graphs;
       Tensor out;
@@ -330,31 +332,46 @@ TEST_F(GpuBench, MlaDecode) {
           out = gpu().mla_attention_absorbed(qs[size_t(c)], over[size_t(c)], batches[size_t(c)], kr, 0.07f);
         }));
       const auto ran = cg().last_mla_decode();
+      const std::string kname = std::string(cuda::mla_decode_kernel_name(ran.kernel)) +
+                                (ran.kernel == cuda::MlaDecodeKernel::Sm90 && variant >= 0 ? "/v" + std::to_string(variant)
+                                                                                          : std::string());
       const int rounds = std::max(1, 40 / copies);
       const double ms = time_ms([&] {
         for (int r = 0; r < rounds; ++r)
           for (auto& g : graphs) g->replay();
       }, 7) / (rounds * copies);
       const double gbs = cache_bytes / ms / 1e6, tf = flops / ms / 1e9;
-      std::printf("[ bench    ] mla decode %-6s %-4s %-34s splits %2d %9.4f ms  %6.0f GB/s (%3.0f%% of copy %.0f)  "
+      std::printf("[ bench    ] mla decode %-8s %-4s %-34s splits %2d %9.4f ms  %6.0f GB/s (%3.0f%% of copy %.0f)  "
                   "%6.1f TFLOP/s (%3.0f%% of bf16 %.0f)\n",
-                  cuda::mla_decode_kernel_name(ran.kernel), cache_name, shape, ran.num_splits, ms, gbs,
+                  kname.c_str(), cache_name, shape, ran.num_splits, ms, gbs,
                   100 * gbs / g_ceil.gbs, g_ceil.gbs, tf, 100 * tf / g_ceil.tflops, g_ceil.tflops);
-      const std::string name =
-          std::string("mla decode ") + cuda::mla_decode_kernel_name(ran.kernel) + " " + cache_name + " " + shape;
+      const std::string name = "mla decode " + kname + " " + cache_name + " " + shape;
       ::testing::Test::RecordProperty(name, std::to_string(ms) + " ms, " + std::to_string(100 * gbs / g_ceil.gbs) +
                                                 "% of copy, " + std::to_string(100 * tf / g_ceil.tflops) + "% of bf16");
       return ms;
     };
+    // The shipped dispatch, then (where the wgmma kernel takes the shape) each of its schedule
+    // variants beside it, then mma.sync; the FP8 cache the same way.
     const double best = bench(cuda::MlaDecodeKernel::Sm90, caches, "bf16");
+    const bool sm90 = cg().last_mla_decode().kernel == cuda::MlaDecodeKernel::Sm90;
+    double best_variant = best;
+    if (sm90)
+      for (int v = 0; v < cuda::kSm90Variants; ++v)
+        best_variant = std::min(best_variant, bench(cuda::MlaDecodeKernel::Sm90, caches, "bf16", v));
     const double mma = bench(cuda::MlaDecodeKernel::Mma, caches, "bf16");
-    std::printf("[ bench    ] mla decode %-35s default is %.2fx the speed of mma.sync\n", shape, mma / best);
+    std::printf("[ bench    ] mla decode %-35s default is %.2fx the speed of mma.sync (best variant %.2fx)\n", shape,
+                mma / best, mma / best_variant);
     if (cs.fp8) {
-      const double fp8 = bench(cuda::MlaDecodeKernel::Sm90, caches_fp8, "fp8");
-      std::printf("[ bench    ] mla decode %-35s fp8 cache is %.2fx the speed of bf16 (half the bytes)\n", shape,
-                  best / fp8);
+      double fp8 = bench(cuda::MlaDecodeKernel::Sm90, caches_fp8, "fp8");
+      const double fp8_default = fp8;
+      if (cg().last_mla_decode().kernel == cuda::MlaDecodeKernel::Sm90)
+        for (int v = 0; v < cuda::kSm90Variants; ++v)
+          fp8 = std::min(fp8, bench(cuda::MlaDecodeKernel::Sm90, caches_fp8, "fp8", v));
+      std::printf("[ bench    ] mla decode %-35s fp8 cache is %.2fx the speed of bf16 (half the bytes); best variants "
+                  "%.2fx\n", shape, best / fp8_default, best_variant / fp8);
     }
     cg().set_mla_decode_kernel(cuda::MlaDecodeKernel::Sm90);
+    cg().set_mla_decode_sm90_variant(-1);
   }
 }
 

@@ -387,12 +387,20 @@ void check_mla_absorbed(const MlaCase& cs, Rng& rng) {
   Pair cache = both(randn({slots, L}, rng));
   Pair q = both(randn({T, cs.n, L}, rng, 0.3f));
   Tensor oc = cpu().mla_attention_absorbed(q.c, cache.c, bc, cs.kr, cs.scale);
-  for (auto k : {cuda::MlaDecodeKernel::Sm90, cuda::MlaDecodeKernel::Mma, cuda::MlaDecodeKernel::Scalar}) {
+  const auto want = expected_decode_kernel(cs);
+  // The Hopper kernel in every schedule variant (when it takes the call), then the others.
+  std::vector<std::pair<cuda::MlaDecodeKernel, int>> runs;
+  for (int v = 0; v < (want == cuda::MlaDecodeKernel::Sm90 ? cuda::kSm90Variants : 1); ++v)
+    runs.push_back({cuda::MlaDecodeKernel::Sm90, v});
+  runs.push_back({cuda::MlaDecodeKernel::Mma, -1});
+  runs.push_back({cuda::MlaDecodeKernel::Scalar, -1});
+  for (auto [k, variant] : runs) {
     cg.set_mla_decode_kernel(k);
+    cg.set_mla_decode_sm90_variant(variant);
     Tensor og = gpu().mla_attention_absorbed(q.g, cache.g, bg, cs.kr, cs.scale);
     const auto ran = cg.last_mla_decode();
-    const std::string tag = std::string(cuda::mla_decode_kernel_name(k)) + "_" + cs.name;
-    const auto want = expected_decode_kernel(cs);
+    const std::string tag = std::string(cuda::mla_decode_kernel_name(k)) +
+                            (variant > 0 ? "_v" + std::to_string(variant) : std::string()) + "_" + cs.name;
     if (k == cuda::MlaDecodeKernel::Sm90) {
       EXPECT_EQ(int(ran.kernel), int(want)) << tag;
     }
@@ -407,6 +415,7 @@ void check_mla_absorbed(const MlaCase& cs, Rng& rng) {
     EXPECT_LE(row, 3e-2) << tag << " (" << ran.num_splits << " splits): worst row";
   }
   cg.set_mla_decode_kernel(cuda::MlaDecodeKernel::Sm90);
+  cg.set_mla_decode_sm90_variant(-1);
 }
 
 TEST_F(GpuOps, MlaAbsorbedOverPagedCache) {

@@ -178,6 +178,7 @@ Tensor CudaBackend::mla_attention_absorbed(const Tensor& q_in, const Tensor& cac
   p.out = out.data();
   p.kernel = mla_decode_kernel_;
   p.kernel = mla_absorbed_kernel_for(p);
+  p.sm90_variant = mla_decode_sm90_variant_;
   p.num_splits =
       mla_absorbed_num_splits(int(T), b.num_seqs, int(n), int(kr), max_len, p.kernel, int(dtype_size(c.dtype())));
   last_mla_decode_ = {p.kernel, p.num_splits};
