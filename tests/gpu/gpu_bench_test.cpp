@@ -370,6 +370,13 @@ TEST_F(GpuBench, MlaDecode) {
       std::printf("[ bench    ] mla decode %-35s fp8 cache is %.2fx the speed of bf16 (half the bytes); best variants "
                   "%.2fx\n", shape, best / fp8_default, best_variant / fp8);
     }
+    if (cs.B == 1 && sm90) {  // one long sequence: the split count against the merge's traffic
+      for (int splits : {24, 32, 48}) {
+        cg().set_mla_decode_splits(splits);
+        for (int v : {0, cuda::kSm90Rotated}) bench(cuda::MlaDecodeKernel::Sm90, caches, "bf16", v);
+      }
+      cg().set_mla_decode_splits(0);
+    }
     cg().set_mla_decode_kernel(cuda::MlaDecodeKernel::Sm90);
     cg().set_mla_decode_sm90_variant(-1);
   }
@@ -435,20 +442,27 @@ TEST_F(GpuBench, MlaAttention) {
     Tensor keys = fast_random({K, L}, 6);
     const double pairs = double(T) * cs.prefix + double(T) * (T + 1) / 2;
     double ms_of[2] = {0, 0};
-    for (auto k : {cuda::MlaPrefillKernel::Sm90, cuda::MlaPrefillKernel::Mma}) {
+    // The shipped dispatch, each grid of the wgmma kernel, then mma.sync.
+    std::vector<std::pair<cuda::MlaPrefillKernel, int>> runs{{cuda::MlaPrefillKernel::Sm90, -1}};
+    for (int v = 0; v < cuda::kSm90PrefillVariants; ++v) runs.push_back({cuda::MlaPrefillKernel::Sm90, v});
+    runs.push_back({cuda::MlaPrefillKernel::Mma, -1});
+    for (auto [k, variant] : runs) {
       cg().set_mla_prefill_kernel(k);
+      cg().set_mla_prefill_sm90_variant(variant);
       const double ms = time_ms([&] {
         gpu().begin_forward();
         gpu().mla_attention_expanded(q, kv, keys.slice(1, kr, L), b, 0.07f);
       }, T > 8192 ? 5 : 10);
-      ms_of[int(k)] = ms;
-      const std::string name = std::string("mla expanded ") + cuda::mla_prefill_kernel_name(cg().last_mla_prefill());
+      if (variant < 0) ms_of[int(k)] = ms;
+      const std::string name = std::string("mla expanded ") + cuda::mla_prefill_kernel_name(cg().last_mla_prefill()) +
+                               (variant >= 0 ? "/v" + std::to_string(variant) : std::string());
       row(name.c_str(), cs.name, ms, 2.0 * n * pairs * (dn + dr + dv), double(T) * n * (dn + dr + dv) * 2 +
                                                                           double(K) * n * (dn + dv) * 2);
     }
     std::printf("[ bench    ] mla expanded %s: wgmma is %.2fx the speed of mma.sync\n", cs.name, ms_of[1] / ms_of[0]);
   }
   cg().set_mla_prefill_kernel(cuda::MlaPrefillKernel::Sm90);
+  cg().set_mla_prefill_sm90_variant(-1);
 }
 
 TEST_F(GpuBench, Moe) {
