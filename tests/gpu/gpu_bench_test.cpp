@@ -370,13 +370,20 @@ TEST_F(GpuBench, MlaDecode) {
       std::printf("[ bench    ] mla decode %-35s fp8 cache is %.2fx the speed of bf16 (half the bytes); best variants "
                   "%.2fx\n", shape, best / fp8_default, best_variant / fp8);
     }
-    if (cs.B == 1 && sm90) {  // one long sequence: the split count against the merge's traffic
+    // Split counts beside the kernels' own choice where the batch alone does not fill the GPU (the
+    // merge's traffic against idle SMs).
+    if (cs.B == 1 && sm90) {
       for (int splits : {24, 32, 48}) {
         cg().set_mla_decode_splits(splits);
         for (int v : {0, cuda::kSm90Rotated}) bench(cuda::MlaDecodeKernel::Sm90, caches, "bf16", v);
       }
-      cg().set_mla_decode_splits(0);
+    } else if (cs.B == 8 && cs.q == 1) {
+      for (int splits : {8, 24, 32}) {
+        cg().set_mla_decode_splits(splits);
+        bench(cuda::MlaDecodeKernel::Sm90, caches, "bf16");
+      }
     }
+    cg().set_mla_decode_splits(0);
     cg().set_mla_decode_kernel(cuda::MlaDecodeKernel::Sm90);
     cg().set_mla_decode_sm90_variant(-1);
   }
