@@ -196,7 +196,8 @@ __global__ void __launch_bounds__(kThreads, 1)
     for (int kk = 0; kk < 8; ++kk) wgmma_m64n128k16_rs<1>(o, pa[kk], sw128_desc(vb + 2048 * kk, kChunkBytes, 1024), 1);
     wgmma_commit();
   };
-  // Softmax of tile j's scores: mask, new running max, P = exp2(S - m), returns the rescale factor.
+  // Softmax of tile j's scores: mask, new running max, P = exp2(S qscale - m) (the scale to log2
+  // units folded into the max and one FFMA per score), returns the rescale factor.
   auto softmax = [&](int j, float (&scale)[2]) {
     const int kbase = j * kBlockN;
     const bool need_mask = kbase + kBlockN > mask_from_key + 1;
@@ -205,23 +206,24 @@ __global__ void __launch_bounds__(kThreads, 1)
     for (int jb = 0; jb < 16; ++jb)
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
-        float v = s[4 * jb + e] * qscale;
+        float v = s[4 * jb + e];
         if (need_mask && kbase + 8 * jb + 2 * t + (e & 1) > wk.prefix + qi[e >> 1]) v = -INFINITY;
         s[4 * jb + e] = v;
         mx[e >> 1] = fmaxf(mx[e >> 1], v);
       }
-    float m_new[2], sum[2] = {0.0f, 0.0f};
+    float m_new[2], neg_m[2], sum[2] = {0.0f, 0.0f};
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
-      m_new[h] = fmaxf(m_run[h], quad_max(mx[h]));
+      m_new[h] = fmaxf(m_run[h], quad_max(mx[h]) * qscale);
       scale[h] = exp2f(m_run[h] - m_new[h]);
       m_run[h] = m_new[h];
+      neg_m[h] = -m_new[h];
     }
 #pragma unroll
     for (int jb = 0; jb < 16; ++jb)
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
-        const float v = exp2f(s[4 * jb + e] - m_new[e >> 1]);
+        const float v = exp2f(fmaf(s[4 * jb + e], qscale, neg_m[e >> 1]));
         s[4 * jb + e] = v;
         sum[e >> 1] += v;
       }
