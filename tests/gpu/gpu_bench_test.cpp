@@ -298,9 +298,16 @@ TEST_F(GpuBench, MlaDecode) {
     }
     return gpu().to_device(h);
   };
+  // DSSERVE_BENCH_SHAPES (shape names as printed, comma-separated) narrows the run (for profiling).
+  const char* only_shapes = std::getenv("DSSERVE_BENCH_SHAPES");
   for (const Case cs : {Case{64, 4096, 128, 0, true}, Case{64, 4096, 16, 0, true}, Case{8, 4096, 16, 0, true},
                         Case{1, 32768, 128, 0, false}, Case{64, 4096, 16, 0, false, 4},
                         Case{32, 4096, 128, 0, false, 2}, Case{64, 100, 16, 32768, false}}) {
+    char shape[64];
+    std::snprintf(shape, sizeof(shape), "B=%d ctx=%d h=%d%s%s", cs.B, cs.ctx, cs.heads,
+                  cs.q > 1 ? (" q=" + std::to_string(cs.q) + " tree").c_str() : "", cs.max_seq_len ? " graph@32k" : "");
+    if (only_shapes && ("," + std::string(only_shapes) + ",").find("," + std::string(shape) + ",") == std::string::npos)
+      continue;
     const double keys_bytes = double(cs.B) * cs.ctx * L, flops = 2.0 * cs.B * cs.q * cs.ctx * cs.heads * (L + kr);
     const int copies = int(std::clamp(std::ceil(256e6 / (keys_bytes * 2)), 1.0, 8.0));
     std::vector<AttentionBatch> batches;
@@ -315,9 +322,6 @@ TEST_F(GpuBench, MlaDecode) {
       qs.push_back(
           fast_random({int64_t(cs.B) * cs.q, int64_t(cs.heads) * L}, 200 + uint64_t(c), 0.3f).unflatten(1, cs.heads, L));
     }
-    char shape[64];
-    std::snprintf(shape, sizeof(shape), "B=%d ctx=%d h=%d%s%s", cs.B, cs.ctx, cs.heads,
-                  cs.q > 1 ? (" q=" + std::to_string(cs.q) + " tree").c_str() : "", cs.max_seq_len ? " graph@32k" : "");
     // Times the kernel over the given caches; returns milliseconds per call.
     auto bench = [&](cuda::MlaDecodeKernel k, const std::vector<Tensor>& over, const char* cache_name,
                      int variant = -1) {
@@ -439,8 +443,11 @@ TEST_F(GpuBench, MlaAttention) {
     int prefix, tokens;
     const char* name;
   };
+  const char* only_shapes = std::getenv("DSSERVE_BENCH_SHAPES");  // names, comma-separated (profiling)
   for (const Case cs : {Case{0, 4096, "T=4096 causal h=128"}, Case{0, 16384, "T=16384 causal h=128"},
                         Case{12288, 4096, "chunk 4096 after 12288 h=128"}}) {
+    if (only_shapes && ("," + std::string(only_shapes) + ",").find("," + std::string(cs.name) + ",") == std::string::npos)
+      continue;
     const int T = cs.tokens, K = cs.prefix + cs.tokens;
     BatchSpec spec = make_batch_spec({{cs.prefix, T}}, 64, rng);
     AttentionBatch b = make_batch(gpu(), spec);
