@@ -298,9 +298,16 @@ TEST_F(GpuBench, MlaDecode) {
     }
     return gpu().to_device(h);
   };
+  // DSSERVE_BENCH_SHAPES (shape names as printed, comma-separated) narrows the run (for profiling).
+  const char* only_shapes = std::getenv("DSSERVE_BENCH_SHAPES");
   for (const Case cs : {Case{64, 4096, 128, 0, true}, Case{64, 4096, 16, 0, true}, Case{8, 4096, 16, 0, true},
                         Case{1, 32768, 128, 0, false}, Case{64, 4096, 16, 0, false, 4},
                         Case{32, 4096, 128, 0, false, 2}, Case{64, 100, 16, 32768, false}}) {
+    char shape[64];
+    std::snprintf(shape, sizeof(shape), "B=%d ctx=%d h=%d%s%s", cs.B, cs.ctx, cs.heads,
+                  cs.q > 1 ? (" q=" + std::to_string(cs.q) + " tree").c_str() : "", cs.max_seq_len ? " graph@32k" : "");
+    if (only_shapes && ("," + std::string(only_shapes) + ",").find("," + std::string(shape) + ",") == std::string::npos)
+      continue;
     const double keys_bytes = double(cs.B) * cs.ctx * L, flops = 2.0 * cs.B * cs.q * cs.ctx * cs.heads * (L + kr);
     const int copies = int(std::clamp(std::ceil(256e6 / (keys_bytes * 2)), 1.0, 8.0));
     std::vector<AttentionBatch> batches;
@@ -315,12 +322,11 @@ TEST_F(GpuBench, MlaDecode) {
       qs.push_back(
           fast_random({int64_t(cs.B) * cs.q, int64_t(cs.heads) * L}, 200 + uint64_t(c), 0.3f).unflatten(1, cs.heads, L));
     }
-    char shape[64];
-    std::snprintf(shape, sizeof(shape), "B=%d ctx=%d h=%d%s%s", cs.B, cs.ctx, cs.heads,
-                  cs.q > 1 ? (" q=" + std::to_string(cs.q) + " tree").c_str() : "", cs.max_seq_len ? " graph@32k" : "");
     // Times the kernel over the given caches; returns milliseconds per call.
-    auto bench = [&](cuda::MlaDecodeKernel k, const std::vector<Tensor>& over, const char* cache_name) {
+    auto bench = [&](cuda::MlaDecodeKernel k, const std::vector<Tensor>& over, const char* cache_name,
+                     int variant = -1) {
       cg().set_mla_decode_kernel(k);
+      cg().set_mla_decode_sm90_variant(variant);
       const double cache_bytes = keys_bytes * double(dtype_size(over[0].dtype()));
       std::vector<std::unique_ptr<CapturedForward>> graphs;
       Tensor out;
@@ -330,31 +336,60 @@ TEST_F(GpuBench, MlaDecode) {
           out = gpu().mla_attention_absorbed(qs[size_t(c)], over[size_t(c)], batches[size_t(c)], kr, 0.07f);
         }));
       const auto ran = cg().last_mla_decode();
+      const std::string kname = std::string(cuda::mla_decode_kernel_name(ran.kernel)) +
+                                (ran.kernel == cuda::MlaDecodeKernel::Sm90 && variant >= 0 ? "/v" + std::to_string(variant)
+                                                                                          : std::string());
       const int rounds = std::max(1, 40 / copies);
       const double ms = time_ms([&] {
         for (int r = 0; r < rounds; ++r)
           for (auto& g : graphs) g->replay();
       }, 7) / (rounds * copies);
       const double gbs = cache_bytes / ms / 1e6, tf = flops / ms / 1e9;
-      std::printf("[ bench    ] mla decode %-6s %-4s %-34s splits %2d %9.4f ms  %6.0f GB/s (%3.0f%% of copy %.0f)  "
+      std::printf("[ bench    ] mla decode %-8s %-4s %-34s splits %2d %9.4f ms  %6.0f GB/s (%3.0f%% of copy %.0f)  "
                   "%6.1f TFLOP/s (%3.0f%% of bf16 %.0f)\n",
-                  cuda::mla_decode_kernel_name(ran.kernel), cache_name, shape, ran.num_splits, ms, gbs,
+                  kname.c_str(), cache_name, shape, ran.num_splits, ms, gbs,
                   100 * gbs / g_ceil.gbs, g_ceil.gbs, tf, 100 * tf / g_ceil.tflops, g_ceil.tflops);
-      const std::string name =
-          std::string("mla decode ") + cuda::mla_decode_kernel_name(ran.kernel) + " " + cache_name + " " + shape;
+      const std::string name = "mla decode " + kname + " " + cache_name + " " + shape;
       ::testing::Test::RecordProperty(name, std::to_string(ms) + " ms, " + std::to_string(100 * gbs / g_ceil.gbs) +
                                                 "% of copy, " + std::to_string(100 * tf / g_ceil.tflops) + "% of bf16");
       return ms;
     };
+    // The shipped dispatch, then (where the wgmma kernel takes the shape) each of its schedule
+    // variants beside it, then mma.sync; the FP8 cache the same way.
     const double best = bench(cuda::MlaDecodeKernel::Sm90, caches, "bf16");
+    const bool sm90 = cg().last_mla_decode().kernel == cuda::MlaDecodeKernel::Sm90;
+    double best_variant = best;
+    if (sm90)
+      for (int v = 0; v < cuda::kSm90Variants; ++v)
+        best_variant = std::min(best_variant, bench(cuda::MlaDecodeKernel::Sm90, caches, "bf16", v));
     const double mma = bench(cuda::MlaDecodeKernel::Mma, caches, "bf16");
-    std::printf("[ bench    ] mla decode %-35s default is %.2fx the speed of mma.sync\n", shape, mma / best);
+    std::printf("[ bench    ] mla decode %-35s default is %.2fx the speed of mma.sync (best variant %.2fx)\n", shape,
+                mma / best, mma / best_variant);
     if (cs.fp8) {
-      const double fp8 = bench(cuda::MlaDecodeKernel::Sm90, caches_fp8, "fp8");
-      std::printf("[ bench    ] mla decode %-35s fp8 cache is %.2fx the speed of bf16 (half the bytes)\n", shape,
-                  best / fp8);
+      double fp8 = bench(cuda::MlaDecodeKernel::Sm90, caches_fp8, "fp8");
+      const double fp8_default = fp8;
+      if (cg().last_mla_decode().kernel == cuda::MlaDecodeKernel::Sm90)
+        for (int v = 0; v < cuda::kSm90Variants; ++v)
+          fp8 = std::min(fp8, bench(cuda::MlaDecodeKernel::Sm90, caches_fp8, "fp8", v));
+      std::printf("[ bench    ] mla decode %-35s fp8 cache is %.2fx the speed of bf16 (half the bytes); best variants "
+                  "%.2fx\n", shape, best / fp8_default, best_variant / fp8);
     }
+    // Split counts beside the kernels' own choice where the batch alone does not fill the GPU (the
+    // merge's traffic against idle SMs).
+    if (cs.B == 1 && sm90) {
+      for (int splits : {24, 32, 48}) {
+        cg().set_mla_decode_splits(splits);
+        for (int v : {0, cuda::kSm90Rotated}) bench(cuda::MlaDecodeKernel::Sm90, caches, "bf16", v);
+      }
+    } else if (cs.B == 8 && cs.q == 1) {
+      for (int splits : {8, 24, 32}) {
+        cg().set_mla_decode_splits(splits);
+        bench(cuda::MlaDecodeKernel::Sm90, caches, "bf16");
+      }
+    }
+    cg().set_mla_decode_splits(0);
     cg().set_mla_decode_kernel(cuda::MlaDecodeKernel::Sm90);
+    cg().set_mla_decode_sm90_variant(-1);
   }
 }
 
@@ -408,8 +443,11 @@ TEST_F(GpuBench, MlaAttention) {
     int prefix, tokens;
     const char* name;
   };
+  const char* only_shapes = std::getenv("DSSERVE_BENCH_SHAPES");  // names, comma-separated (profiling)
   for (const Case cs : {Case{0, 4096, "T=4096 causal h=128"}, Case{0, 16384, "T=16384 causal h=128"},
                         Case{12288, 4096, "chunk 4096 after 12288 h=128"}}) {
+    if (only_shapes && ("," + std::string(only_shapes) + ",").find("," + std::string(cs.name) + ",") == std::string::npos)
+      continue;
     const int T = cs.tokens, K = cs.prefix + cs.tokens;
     BatchSpec spec = make_batch_spec({{cs.prefix, T}}, 64, rng);
     AttentionBatch b = make_batch(gpu(), spec);
@@ -418,20 +456,27 @@ TEST_F(GpuBench, MlaAttention) {
     Tensor keys = fast_random({K, L}, 6);
     const double pairs = double(T) * cs.prefix + double(T) * (T + 1) / 2;
     double ms_of[2] = {0, 0};
-    for (auto k : {cuda::MlaPrefillKernel::Sm90, cuda::MlaPrefillKernel::Mma}) {
+    // The shipped dispatch, each grid of the wgmma kernel, then mma.sync.
+    std::vector<std::pair<cuda::MlaPrefillKernel, int>> runs{{cuda::MlaPrefillKernel::Sm90, -1}};
+    for (int v = 0; v < cuda::kSm90PrefillVariants; ++v) runs.push_back({cuda::MlaPrefillKernel::Sm90, v});
+    runs.push_back({cuda::MlaPrefillKernel::Mma, -1});
+    for (auto [k, variant] : runs) {
       cg().set_mla_prefill_kernel(k);
+      cg().set_mla_prefill_sm90_variant(variant);
       const double ms = time_ms([&] {
         gpu().begin_forward();
         gpu().mla_attention_expanded(q, kv, keys.slice(1, kr, L), b, 0.07f);
       }, T > 8192 ? 5 : 10);
-      ms_of[int(k)] = ms;
-      const std::string name = std::string("mla expanded ") + cuda::mla_prefill_kernel_name(cg().last_mla_prefill());
+      if (variant < 0) ms_of[int(k)] = ms;
+      const std::string name = std::string("mla expanded ") + cuda::mla_prefill_kernel_name(cg().last_mla_prefill()) +
+                               (variant >= 0 ? "/v" + std::to_string(variant) : std::string());
       row(name.c_str(), cs.name, ms, 2.0 * n * pairs * (dn + dr + dv), double(T) * n * (dn + dr + dv) * 2 +
                                                                           double(K) * n * (dn + dv) * 2);
     }
     std::printf("[ bench    ] mla expanded %s: wgmma is %.2fx the speed of mma.sync\n", cs.name, ms_of[1] / ms_of[0]);
   }
   cg().set_mla_prefill_kernel(cuda::MlaPrefillKernel::Sm90);
+  cg().set_mla_prefill_sm90_variant(-1);
 }
 
 TEST_F(GpuBench, Moe) {

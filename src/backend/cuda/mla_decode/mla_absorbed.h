@@ -19,6 +19,11 @@ enum class MlaDecodeKernel { Sm90, Mma, Scalar };
 const char* mla_decode_kernel_name(MlaDecodeKernel k);  // "wgmma", "mma", "scalar"
 
 constexpr int kMaxSplits = 64;  // upper bound of num_splits (partial buffers are sized by it)
+// Schedule variants of the Hopper kernel (bits of MlaAbsorbedParams::sm90_variant), built side by side
+// so that tests and benchmarks run each: kSm90Rotated issues each warpgroup's next S behind its last
+// product of a pair (README.md); kSm90EvictFirst marks the cache tiles' L2 lines evict-first.
+constexpr int kSm90Rotated = 1, kSm90EvictFirst = 2, kSm90Variants = 4;
+constexpr int kSm90DefaultVariant = 0;  // what serving runs (sm90_variant = -1)
 
 struct MlaAbsorbedParams {
   const void* q;               // [tokens, heads, latent] BF16, strided by (q_stride_t, q_stride_h, 1)
@@ -42,6 +47,7 @@ struct MlaAbsorbedParams {
                                // Each (token, split) block computes its key range from seq_lens on the
                                // device; splits left without keys write m = -inf, l = 0.
   MlaDecodeKernel kernel = MlaDecodeKernel::Sm90;  // as resolved by mla_absorbed_kernel_for
+  int sm90_variant = -1;       // the Hopper kernel's schedule variant (bits above); -1: kSm90DefaultVariant
   void* out;                   // [tokens, heads, kv_rank] BF16 contiguous
   float* part_out;             // [num_splits, tokens, heads, kv_rank] unnormalised partial outputs
   float* part_ml;              // [num_splits, tokens, heads, 2]: running max (log2 units) and sum

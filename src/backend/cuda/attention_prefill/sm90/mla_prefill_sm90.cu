@@ -7,6 +7,7 @@
 // runs under the other's products (README.md).
 #include <cuda_bf16.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 
@@ -34,7 +35,7 @@ constexpr int kQOff = 0;
 constexpr int kKOff = kQOff + kQChunks * kChunkBytes;
 constexpr int kVOff = kKOff + kStages * kKChunks * kChunkBytes;
 constexpr int kBarOff = kVOff + kStages * kVChunks * kChunkBytes;
-// barriers: q_full, k_full[2], v_full[2], k_empty[2], v_empty[2]
+// barriers: q_full, k_full[2], v_full[2], k_empty[2], v_empty[2], q_empty
 constexpr int kSmemBytes = kBarOff + 16 * 8 + 1024;
 static_assert(kSmemBytes <= 232448, "the block's shared memory exceeds the sm_90 limit");
 
@@ -49,12 +50,20 @@ struct Work {
   int seq, head, q0, qlen, prefix, tok0, key0, ntiles;
 };
 
-// Blocks: query tiles fastest (the longest key ranges first), then heads: the blocks resident at
-// once share a few heads' keys and values in L2.
-__device__ __forceinline__ bool work_of(const MlaExpandedParams& p, int qtiles_max, Work& w) {
-  const int qt_rev = blockIdx.x % unsigned(qtiles_max);
-  w.head = blockIdx.x / unsigned(qtiles_max);
-  w.seq = blockIdx.y;
+// Work items: query tiles fastest (the longest key ranges first), then heads, then sequences: the
+// items running at once share a few heads' keys and values in L2. The grid takes them in waves of
+// gridDim.x, block b item b of even waves and item gridDim.x - 1 - b of odd ones (so that a block's
+// long and short causal items even out); with one block per item there is one wave. The persistent
+// grid has one block per SM: a block's next item's copies start while it finishes the current one.
+__device__ __forceinline__ int64_t item_of(int64_t wave) {
+  return wave * gridDim.x + ((wave & 1) ? gridDim.x - 1 - blockIdx.x : blockIdx.x);
+}
+__device__ __forceinline__ bool work_of(const MlaExpandedParams& p, int qtiles_max, int64_t id, Work& w) {
+  const int64_t per_seq = int64_t(qtiles_max) * p.heads;
+  w.seq = int(id / per_seq);
+  const int rem = int(id % per_seq);
+  const int qt_rev = rem % qtiles_max;
+  w.head = rem / qtiles_max;
   w.tok0 = p.query_start[w.seq];
   w.qlen = p.query_start[w.seq + 1] - w.tok0;
   const int qtiles = (w.qlen + kBlockM - 1) / kBlockM;
@@ -69,7 +78,8 @@ __device__ __forceinline__ bool work_of(const MlaExpandedParams& p, int qtiles_m
 }
 
 __global__ void __launch_bounds__(kThreads, 1)
-    mla_prefill_sm90_kernel(const MlaExpandedParams p, const __grid_constant__ Maps maps, int qtiles_max) {
+    mla_prefill_sm90_kernel(const MlaExpandedParams p, const __grid_constant__ Maps maps, int qtiles_max,
+                            int64_t num_items) {
   extern __shared__ char smem_raw[];
   char* smem = reinterpret_cast<char*>((reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t(1023));
   uint64_t* bars = reinterpret_cast<uint64_t*>(smem + kBarOff);
@@ -78,9 +88,8 @@ __global__ void __launch_bounds__(kThreads, 1)
   uint64_t* v_full = bars + 3;
   uint64_t* k_empty = bars + 5;
   uint64_t* v_empty = bars + 7;
+  uint64_t* q_empty = bars + 9;
 
-  Work wk;
-  if (!work_of(p, qtiles_max, wk)) return;
   const int tid = threadIdx.x, wg = __shfl_sync(0xffffffffu, tid >> 7, 0), wt = tid & 127;
 
   if (tid == 0) {
@@ -89,6 +98,7 @@ __global__ void __launch_bounds__(kThreads, 1)
       mbar_init(k_full + s, 1), mbar_init(v_full + s, 1);
       mbar_init(k_empty + s, 2), mbar_init(v_empty + s, 2);
     }
+    mbar_init(q_empty, 2);
     mbar_init_fence();
   }
   __syncthreads();
@@ -100,11 +110,14 @@ __global__ void __launch_bounds__(kThreads, 1)
       tma_prefetch_map(&maps.q);
       tma_prefetch_map(&maps.kv);
       tma_prefetch_map(&maps.k_pe);
-      mbar_arrive_expect_tx(q_full, kQChunks * kChunkBytes);
-      for (int c = 0; c < kQChunks; ++c)
-        tma_load_3d(smem + kQOff + c * kChunkBytes, &maps.q, 64 * c, wk.head, wk.tok0 + wk.q0, q_full);
-      for (int j = 0; j < wk.ntiles; ++j) {
-        const int s = j % kStages, use = j / kStages;
+      int it = 0, done = 0;  // tiles and items this block has loaded
+      for (int64_t wave = 0; wave * gridDim.x < num_items; ++wave) {
+      const int64_t id = item_of(wave);
+      if (id >= num_items) continue;
+        Work wk;
+        if (!work_of(p, qtiles_max, id, wk)) continue;
+        for (int j = 0; j < wk.ntiles; ++j, ++it) {
+        const int s = it % kStages, use = it / kStages;
         const int krow = wk.key0 + j * kBlockN;
         if (use > 0) mbar_wait(k_empty + s, (use - 1) & 1);
         mbar_arrive_expect_tx(k_full + s, kKChunks * kChunkBytes);
@@ -112,11 +125,19 @@ __global__ void __launch_bounds__(kThreads, 1)
         tma_load_3d(kdst, &maps.kv, 0, wk.head, krow, k_full + s);
         tma_load_3d(kdst + kChunkBytes, &maps.kv, 64, wk.head, krow, k_full + s);
         tma_load_2d(kdst + 2 * kChunkBytes, &maps.k_pe, 0, krow, k_full + s);
+        if (j == 0) {  // Q once the previous item's last S is done (its first K tile is already on the way)
+          if (done > 0) mbar_wait(q_empty, (done - 1) & 1);
+          mbar_arrive_expect_tx(q_full, kQChunks * kChunkBytes);
+          for (int c = 0; c < kQChunks; ++c)
+            tma_load_3d(smem + kQOff + c * kChunkBytes, &maps.q, 64 * c, wk.head, wk.tok0 + wk.q0, q_full);
+        }
         if (use > 0) mbar_wait(v_empty + s, (use - 1) & 1);
         mbar_arrive_expect_tx(v_full + s, kVChunks * kChunkBytes);
         char* vdst = smem + kVOff + s * kVChunks * kChunkBytes;
         tma_load_3d(vdst, &maps.kv, kDn, wk.head, krow, v_full + s);
         tma_load_3d(vdst + kChunkBytes, &maps.kv, kDn + 64, wk.head, krow, v_full + s);
+        }
+        ++done;
       }
     }
     return;
@@ -126,6 +147,16 @@ __global__ void __launch_bounds__(kThreads, 1)
   setmaxnreg_inc<232>();
   const int c = wg - 1, w = wt >> 5, lane = wt & 31, g = lane >> 2, t = lane & 3;
   const float qscale = p.scale * kLog2e;
+  const char* qbase = smem + kQOff + 64 * c * 128;  // this warpgroup's 64 rows of each Q chunk
+  // Turns: a warpgroup issues its products only between its barrier and its arrival at the other's.
+  const int my_turn = 1 + c, other_turn = 2 - c;
+  if (c == 1) named_bar_arrive(1, 256);  // warpgroup 0 goes first
+  int it = 0, done = 0;  // tiles and items this block has consumed (ring stage and barrier phases)
+  for (int64_t wave = 0; wave * gridDim.x < num_items; ++wave) {
+      const int64_t id = item_of(wave);
+      if (id >= num_items) continue;
+  Work wk;
+  if (!work_of(p, qtiles_max, id, wk)) continue;
   int qi[2];  // query index (within the sequence) of this thread's two rows
 #pragma unroll
   for (int h = 0; h < 2; ++h) qi[h] = wk.q0 + 64 * c + 16 * w + g + 8 * h;
@@ -138,11 +169,11 @@ __global__ void __launch_bounds__(kThreads, 1)
   float s[64];
   uint32_t pa[8][4];
   float m_run[2] = {kMinit, kMinit}, l_run[2] = {0.0f, 0.0f};
-  const char* qbase = smem + kQOff + 64 * c * 128;  // this warpgroup's 64 rows of each Q chunk
 
+  // Tile j of this item is the block's tile it + j (its ring stage and phase).
   auto issue_qk = [&](int j) {
-    const int st = j % kStages;
-    mbar_wait(k_full + st, uint32_t((j / kStages) & 1));
+    const int st = (it + j) % kStages;
+    mbar_wait(k_full + st, uint32_t(((it + j) / kStages) & 1));
     const char* kb = smem + kKOff + st * kKChunks * kChunkBytes;
     fence_regs(s);
     wgmma_fence();
@@ -155,8 +186,8 @@ __global__ void __launch_bounds__(kThreads, 1)
     wgmma_commit();
   };
   auto issue_pv = [&](int j) {
-    const int st = j % kStages;
-    mbar_wait(v_full + st, uint32_t((j / kStages) & 1));
+    const int st = (it + j) % kStages;
+    mbar_wait(v_full + st, uint32_t(((it + j) / kStages) & 1));
     const char* vb = smem + kVOff + st * kVChunks * kChunkBytes;
     fence_regs(o);
     fence_regs(pa);
@@ -165,7 +196,8 @@ __global__ void __launch_bounds__(kThreads, 1)
     for (int kk = 0; kk < 8; ++kk) wgmma_m64n128k16_rs<1>(o, pa[kk], sw128_desc(vb + 2048 * kk, kChunkBytes, 1024), 1);
     wgmma_commit();
   };
-  // Softmax of tile j's scores: mask, new running max, P = exp2(S - m), returns the rescale factor.
+  // Softmax of tile j's scores: mask, new running max, P = exp2(S qscale - m) (the scale to log2
+  // units folded into the max and one FFMA per score), returns the rescale factor.
   auto softmax = [&](int j, float (&scale)[2]) {
     const int kbase = j * kBlockN;
     const bool need_mask = kbase + kBlockN > mask_from_key + 1;
@@ -174,23 +206,24 @@ __global__ void __launch_bounds__(kThreads, 1)
     for (int jb = 0; jb < 16; ++jb)
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
-        float v = s[4 * jb + e] * qscale;
+        float v = s[4 * jb + e];
         if (need_mask && kbase + 8 * jb + 2 * t + (e & 1) > wk.prefix + qi[e >> 1]) v = -INFINITY;
         s[4 * jb + e] = v;
         mx[e >> 1] = fmaxf(mx[e >> 1], v);
       }
-    float m_new[2], sum[2] = {0.0f, 0.0f};
+    float m_new[2], neg_m[2], sum[2] = {0.0f, 0.0f};
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
-      m_new[h] = fmaxf(m_run[h], quad_max(mx[h]));
+      m_new[h] = fmaxf(m_run[h], quad_max(mx[h]) * qscale);
       scale[h] = exp2f(m_run[h] - m_new[h]);
       m_run[h] = m_new[h];
+      neg_m[h] = -m_new[h];
     }
 #pragma unroll
     for (int jb = 0; jb < 16; ++jb)
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
-        const float v = exp2f(s[4 * jb + e] - m_new[e >> 1]);
+        const float v = exp2f(fmaf(s[4 * jb + e], qscale, neg_m[e >> 1]));
         s[4 * jb + e] = v;
         sum[e >> 1] += v;
       }
@@ -210,17 +243,15 @@ __global__ void __launch_bounds__(kThreads, 1)
     if (wt == 0) mbar_arrive(bar);
   };
 
-  // Turns: a warpgroup issues its products only between its barrier and its arrival at the other's.
-  const int my_turn = 1 + c, other_turn = 2 - c;
-  if (c == 1) named_bar_arrive(1, 256);  // warpgroup 0 goes first
-  mbar_wait(q_full, 0);
+  mbar_wait(q_full, uint32_t(done & 1));
   float scale[2];
   named_bar_sync(my_turn, 256);
   issue_qk(0);
   named_bar_arrive(other_turn, 256);
   wgmma_wait<0>();
   fence_regs(s);
-  release(k_empty + 0);
+  release(k_empty + it % kStages);
+  if (wk.ntiles == 1) release(q_empty);
   softmax(0, scale);
   to_frags();
   for (int j = 1; j < wk.ntiles; ++j) {
@@ -230,12 +261,13 @@ __global__ void __launch_bounds__(kThreads, 1)
     named_bar_arrive(other_turn, 256);
     wgmma_wait<1>();  // S of tile j is in
     fence_regs(s);
-    release(k_empty + j % kStages);
+    release(k_empty + (it + j) % kStages);
+    if (j == wk.ntiles - 1) release(q_empty);  // the item's last S: the next item's Q may come in
     softmax(j, scale);
     wgmma_wait<0>();  // P V of tile j - 1 is in
     fence_regs(o);
     fence_regs(pa);
-    release(v_empty + (j - 1) % kStages);
+    release(v_empty + (it + j - 1) % kStages);
 #pragma unroll
     for (int jb = 0; jb < 16; ++jb) {
       o[4 * jb] *= scale[0], o[4 * jb + 1] *= scale[0];
@@ -246,11 +278,10 @@ __global__ void __launch_bounds__(kThreads, 1)
   named_bar_sync(my_turn, 256);
   issue_pv(wk.ntiles - 1);
   named_bar_arrive(other_turn, 256);
-  if (c == 0) named_bar_sync(my_turn, 256);  // warpgroup 1's last arrival: every barrier ends even
   wgmma_wait<0>();
   fence_regs(o);
   fence_regs(pa);
-  release(v_empty + (wk.ntiles - 1) % kStages);
+  release(v_empty + (it + wk.ntiles - 1) % kStages);
 
   // O / l to BF16: out is [tokens, heads, 128] contiguous.
 #pragma unroll
@@ -264,6 +295,10 @@ __global__ void __launch_bounds__(kThreads, 1)
     for (int jb = 0; jb < 16; ++jb)
       *reinterpret_cast<uint32_t*>(dst + 8 * jb) = pack_bf16x2(o[4 * jb + 2 * h] * inv, o[4 * jb + 2 * h + 1] * inv);
   }
+  it += wk.ntiles;
+  ++done;
+  }
+  if (c == 0) named_bar_sync(my_turn, 256);  // warpgroup 1's last arrival: every barrier ends even
 }
 
 }  // namespace
@@ -305,9 +340,12 @@ cudaError_t launch_mla_prefill_sm90(const MlaExpandedParams& p, cudaStream_t str
   // sequence's end exit.
   const int64_t max_qlen = p.max_qlen > 0 ? p.max_qlen : int64_t(p.num_tokens) - p.num_seqs + 1;
   const int64_t qtiles = (max_qlen + kBlockM - 1) / kBlockM;
-  if (qtiles * p.heads > 0x7fffffff) return cudaErrorInvalidValue;
-  dim3 grid(unsigned(qtiles * p.heads), unsigned(p.num_seqs));
-  kernel<<<grid, kThreads, kSmemBytes, stream>>>(p, maps, int(qtiles));
+  const int64_t items = qtiles * p.heads * p.num_seqs;
+  if (items > 0x7fffffff) return cudaErrorInvalidValue;
+  // Variant 1 (kSm90PrefillPersistent): one block per SM walking the items; else one block per item.
+  const int variant = p.sm90_variant < 0 ? kSm90PrefillDefaultVariant : p.sm90_variant;
+  const int64_t blocks = variant == kSm90PrefillPersistent ? std::min<int64_t>(items, current_sm_count()) : items;
+  kernel<<<unsigned(blocks), kThreads, kSmemBytes, stream>>>(p, maps, int(qtiles), items);
   return cudaGetLastError();
 }
 
