@@ -255,7 +255,11 @@ struct PipelinedConsumer {
   // per atom, or from registers.
   __device__ __forceinline__ void store(const Step& tile, const float (&fin)[1][A]) {
     const bool live = tile.live;
-    if constexpr (kTmaStore) {
+    // An expert's tail rows must not reach the padding after its segment: a grouped warpgroup
+    // whose 64 rows pass the segment's end stores from registers (bounds-checked). Plain and
+    // batched rows past M are clipped by the copy engine.
+    const bool whole = kKind == ScheduleKind::Batched || tile.row0 + (wg + 1) * kWgmmaM <= tile.row_end;
+    if (kTmaStore && whole) {
       // The warpgroup's previous bulk store has read the buffer.
       if (tid_wg == 0) ::cuda::ptx::cp_async_bulk_wait_group_read(::cuda::ptx::n32_t<0>{});
       wg_barrier(wg);
@@ -525,12 +529,13 @@ __global__ void __launch_bounds__(KernelConfig<BM, BN, kTmaStore, kPipelined>::k
         }
         if (++stage == S) stage = 0, phase ^= 1;
       }
-      if constexpr (kTmaStore) {
+      // Grouped tiles reaching past their segment's end store from registers (the padding rows
+      // after an expert's segment stay unwritten).
+      if (kTmaStore && (kKind == ScheduleKind::Batched || tile.row0 + BM <= tile.row_end)) {
         // Staged epilogue: the previous tile's bulk store has read the stage, every thread writes
         // its BF16 column pairs (row r, 16-byte chunk c of a 64-column atom at chunk c ^ (r % 8):
         // the 8 rows of a warp's store land in 8 different chunks, no bank conflicts), then one
-        // thread stores the atoms (the copy engine clips rows and columns outside D; padding rows
-        // of an expert's last tile land in its padding).
+        // thread stores the atoms (the copy engine clips rows and columns outside D).
         if (tid == 0) ::cuda::ptx::cp_async_bulk_wait_group_read(::cuda::ptx::n32_t<0>{});
         math_barrier(C::kMathThreads);
         if (tile.store) {
