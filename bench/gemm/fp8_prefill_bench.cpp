@@ -9,8 +9,10 @@
 //   (grouping, quantization, both products, SiLU, un-permute) on the sm90 path and on the
 //   per-expert cuBLASLt path (host read-back of the counts).
 // - head: the absorbed-MLA per-head products (W_UK^T: 128 -> 512, W_UV: 512 -> 128, 128 heads) at
-//   batch 64 and 256: FP8 strided batch on the sm90 kernel against the BF16 strided-batched
-//   cuBLASLt product (head_linear with BF16 weights) in the same run.
+//   batch 64 and 256: FP8 strided batch on the sm90 kernel (with its quantization kernel) against
+//   the BF16 strided-batched cuBLASLt product (head_linear with BF16 weights) in the same run, as
+//   CUDA-graph replays over 8 weight copies (decode's case: no host cost, weights not in L2) and as
+//   eager calls.
 // Each point: median of CUDA-event timings after warm-up. Random data everywhere (never zeros).
 // Usage: bench_fp8_prefill [dense|grouped|head|all] [M], or one M N K VARIANT (a single dense
 // problem on one variant of the sweep, e.g. P128x128, for profilers).
@@ -286,34 +288,53 @@ void grouped(Ctx& c) {
 }
 
 void head(Ctx& c) {
-  const int n = 128, dn = 128, kr = 512;
-  std::printf("\n== absorbed-MLA per-head products, %d heads: FP8 on sm90 vs BF16 strided-batched cuBLASLt\n", n);
+  const int n = 128, dn = 128, kr = 512, copies = 8;
+  std::printf("\n== absorbed-MLA per-head products, %d heads: FP8 on sm90 vs BF16 strided-batched cuBLASLt; graph "
+              "replays over %d weight copies (as decode runs them; the FP8 path includes its quantization kernel), "
+              "and eager calls (host launch cost included)\n",
+              n, copies);
   std::mt19937_64 rng(11);
   for (int64_t T : {64, 256}) {
     for (int which = 0; which < 2; ++which) {  // 0: W_UK^T (dn -> kr), 1: W_UV (kr -> dv)
       const int64_t in = which == 0 ? dn : kr, out = which == 0 ? kr : dn;
-      Tensor host = Tensor::zeros_host(DType::F32, {n, out, in});
-      std::normal_distribution<float> nd(0.0f, 0.05f);
-      for (int64_t i = 0; i < host.numel(); ++i) host.ptr<float>()[i] = nd(rng);
-      HeadWeight w = c.be->make_head_weight(host, /*from_fp8_blocks=*/true);
+      std::vector<HeadWeight> ws;
+      for (int k = 0; k < copies; ++k) {
+        Tensor host = Tensor::zeros_host(DType::F32, {n, out, in});
+        std::normal_distribution<float> nd(0.0f, 0.05f);
+        for (int64_t i = 0; i < host.numel(); ++i) host.ptr<float>()[i] = nd(rng);
+        ws.push_back(c.be->make_head_weight(host, /*from_fp8_blocks=*/true));
+      }
       Tensor x = c.be->random_weight(DType::BF16, {T, n, in}, {c.seed++, true, 1.0f, 0.0f});
-      double ms[2];
+      double ms[2], eager[2];
       bool ran_fp8[2] = {false, false};
       for (int fp8 = 0; fp8 < 2; ++fp8) {
         c.be->set_head_fp8(fp8 == 1);
-        ms[fp8] = median_ms(c.be->stream(), 3, 30, [&] {
+        eager[fp8] = median_ms(c.be->stream(), 3, 30, [&] {
           c.be->begin_forward();
-          c.be->head_linear(x, w);
+          c.be->head_linear(x, ws[0]);
         });
         ran_fp8[fp8] = c.be->last_head_fp8();
+        std::vector<std::unique_ptr<CapturedForward>> graphs;
+        std::vector<Tensor> outs(static_cast<size_t>(copies));
+        for (int k = 0; k < copies; ++k)
+          graphs.push_back(c.be->capture([&] {
+            outs[size_t(k)] = Tensor();
+            outs[size_t(k)] = c.be->head_linear(x, ws[size_t(k)]);
+          }));
+        const int rounds = 8;
+        ms[fp8] = median_ms(c.be->stream(), 2, 15, [&] {
+                    for (int r = 0; r < rounds; ++r)
+                      for (auto& g : graphs) g->replay();
+                  }) /
+                  (rounds * copies);
       }
       if (ran_fp8[0] || !ran_fp8[1]) fail("bench_fp8_prefill: the head products did not take the paths asked for");
       c.be->set_head_fp8(true);
       const double flops = 2.0 * T * n * in * out, wbytes = double(n) * in * out;
-      std::printf("%-6s T=%-4ld | bf16 cuBLASLt %.4f ms (%.0f TFLOP/s, %.0f GB/s of BF16 weights) | fp8 sm90 %.4f ms "
-                  "(%.0f TFLOP/s, %.0f GB/s of FP8 weights) | %.2fx\n",
+      std::printf("%-6s T=%-4ld | graph: bf16 cuBLASLt %.4f ms (%.0f TFLOP/s, %.0f GB/s of BF16 weights) | fp8 sm90 "
+                  "%.4f ms (%.0f TFLOP/s, %.0f GB/s of FP8 weights) | %.2fx | eager: bf16 %.4f ms, fp8 %.4f ms, %.2fx\n",
                   which == 0 ? "W_UK" : "W_UV", long(T), ms[0], flops / ms[0] / 1e9, 2 * wbytes / ms[0] / 1e6, ms[1],
-                  flops / ms[1] / 1e9, wbytes / ms[1] / 1e6, ms[0] / ms[1]);
+                  flops / ms[1] / 1e9, wbytes / ms[1] / 1e6, ms[0] / ms[1], eager[0], eager[1], eager[0] / eager[1]);
     }
   }
 }
