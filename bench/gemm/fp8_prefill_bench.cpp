@@ -9,10 +9,13 @@
 //   (grouping, quantization, both products, SiLU, un-permute) on the sm90 path and on the
 //   per-expert cuBLASLt path (host read-back of the counts).
 // - head: the absorbed-MLA per-head products (W_UK^T: 128 -> 512, W_UV: 512 -> 128, 128 heads) at
-//   batch 64 and 256: FP8 strided batch on the sm90 kernel against the BF16 strided-batched
-//   cuBLASLt product (head_linear with BF16 weights) in the same run.
+//   batch 64 and 256: FP8 strided batch on the sm90 kernel (with its quantization kernel) against
+//   the BF16 strided-batched cuBLASLt product (head_linear with BF16 weights) in the same run, as
+//   CUDA-graph replays over 8 weight copies (decode's case: no host cost, weights not in L2) and as
+//   eager calls.
 // Each point: median of CUDA-event timings after warm-up. Random data everywhere (never zeros).
-// Usage: bench_fp8_prefill [dense|grouped|head|all] [M]
+// Usage: bench_fp8_prefill [dense|grouped|head|all] [M], or one M N K VARIANT (a single dense
+// problem on one variant of the sweep, e.g. P128x128, for profilers).
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -72,6 +75,20 @@ struct Ctx {
   Tensor scales(Shape s) { return be->random_weight(DType::F32, s, {seed++, false, 0.001f, 0.0005f}); }
 };
 
+// One kernel variant of the sweep: tile shape, CTA pairs, staged stores, pipelined consumers.
+struct Variant {
+  int bm, bn, pairs, staged, pipelined;
+  std::string name() const {
+    return (pipelined ? "P" : "C") + std::to_string(bm) + "x" + std::to_string(bn) + (pairs ? "p" : "") +
+           (staged ? "" : "r");
+  }
+};
+// C: classic consumers (issue, wait, promote); P: pipelined (two accumulator sets); p: CTA pairs
+// sharing an operand through multicast; r: register stores instead of staged bulk stores (128 x 128).
+const Variant kDenseVariants[] = {{128, 128, 0, 1, 0}, {256, 128, 0, 1, 0}, {128, 136, 0, 1, 0}, {128, 160, 0, 1, 0},
+                                  {128, 128, 1, 1, 0}, {128, 128, 0, 1, 1}, {128, 128, 0, 0, 1}, {128, 112, 0, 1, 1},
+                                  {128, 128, 1, 1, 1}};
+
 void dense(Ctx& c, int64_t M) {
   struct Shape2 {
     const char* name;
@@ -97,18 +114,15 @@ void dense(Ctx& c, int64_t M) {
     auto run = [&](const cuda::Fp8GemmSm90Params& q) { check(cuda::launch_fp8_gemm_sm90(q, c.be->stream()), "sm90"); };
     const double ms = median_ms(c.be->stream(), 3, 20, [&] { run(p); });
     std::string sweep;
-    for (const auto& t : cuda::sm90::kDenseShapes) {
-      if (t.bm == 64) continue;
-      for (int variant = 0; variant < 4; ++variant) {  // pairs (bit 0), register stores (bit 1)
-        const int pairs = variant & 1, staged = (variant & 2) ? 0 : 1;
-        if (pairs == 1 && !cuda::sm90::pairs_instantiated(t)) continue;
-        if (staged == 0 && !(t.bm == 128 && t.bn == 128)) continue;
-        cuda::Fp8GemmSm90Params q = p;
-        q.force_bm = t.bm, q.force_bn = t.bn, q.pairs = pairs, q.staged_store = staged;
-        const double tms = median_ms(c.be->stream(), 2, 10, [&] { run(q); });
-        char buf[48];
-        std::snprintf(buf, sizeof(buf), " %dx%d%s%s %.0f", t.bm, t.bn, pairs ? "p" : "", staged ? "" : "r",
-                      flops / tms / 1e9);
+    for (const Variant& v : kDenseVariants) {
+      cuda::Fp8GemmSm90Params q = p;
+      q.force_bm = v.bm, q.force_bn = v.bn, q.pairs = v.pairs, q.staged_store = v.staged, q.pipelined = v.pipelined;
+      const double tms = median_ms(c.be->stream(), 2, 10, [&] { run(q); });
+      char buf[64];
+      std::snprintf(buf, sizeof(buf), " %s %.0f", v.name().c_str(), flops / tms / 1e9);
+      sweep += buf;
+      if (v.pairs == 1) {
+        std::snprintf(buf, sizeof(buf), " (grid %d)", cuda::fp8_gemm_sm90_last_grid());
         sweep += buf;
       }
     }
@@ -124,6 +138,27 @@ void dense(Ctx& c, int64_t M) {
     std::printf("%-15s %-12s | %-8s %9.4f %8.0f %6.0f%% | %9.0f %5.2fx |%s\n", s.name, nk,
                 cuda::fp8_gemm_sm90_tile(p).c_str(), ms, tf, 100 * tf / c.ceil.fp8_tflops, lt, tf / lt, sweep.c_str());
   }
+}
+
+// One dense problem on one variant (by name, e.g. P128x128), timed and printed: for profilers
+// (ncu -k regex:fp8_gemm_sm90 -c 1) and quick checks.
+void one(Ctx& c, int64_t M, int64_t N, int64_t K, const std::string& name) {
+  const Variant* pick = nullptr;
+  for (const Variant& v : kDenseVariants)
+    if (v.name() == name) pick = &v;
+  if (pick == nullptr) fail("bench_fp8_prefill one: no variant named {}", name);
+  Tensor a = c.e4m3({M, K}), sa = c.scales({K / 128, M});
+  Tensor b = c.e4m3({N, K}), sb = c.scales({(N + 127) / 128, cuda::fp8_weight_scale_ld(K)});
+  Tensor d = c.be->alloc(DType::BF16, {M, N});
+  cuda::Fp8GemmSm90Params p;
+  p.a = a.ptr<uint8_t>(), p.lda = K, p.a_scale = sa.ptr<float>(), p.a_scale_ld = M;
+  p.b = b.ptr<uint8_t>(), p.ldb = K, p.b_scale = sb.ptr<float>(), p.b_scale_ld = sb.size(1);
+  p.d = d.data(), p.ldd = N, p.M = M, p.N = N, p.K = K;
+  p.force_bm = pick->bm, p.force_bn = pick->bn, p.pairs = pick->pairs, p.staged_store = pick->staged;
+  p.pipelined = pick->pipelined;
+  const double ms = median_ms(c.be->stream(), 1, 5, [&] { check(cuda::launch_fp8_gemm_sm90(p, c.be->stream()), "sm90"); });
+  std::printf("%s M %ld N %ld K %ld: %.4f ms %.0f TFLOP/s\n", name.c_str(), long(M), long(N), long(K), ms,
+              2.0 * double(M) * double(N) * double(K) / ms / 1e9);
 }
 
 // Expert segments for `tokens` x top-k routed uniformly at random over E experts (distinct per token).
@@ -177,19 +212,36 @@ void grouped(Ctx& c) {
     q.b = wdn.ptr<uint8_t>(), q.ldb = I, q.b_batch_stride = H * I;
     q.b_scale = sdn.ptr<float>(), q.b_scale_ld = sdn.size(2), q.b_scale_batch_stride = sdn.size(1) * sdn.size(2);
     q.d = y.data(), q.ldd = H, q.M = R, q.N = H, q.K = I, q.batch = cs.E, q.group_end = end.ptr<int32_t>();
-    for (int cta_pairs : {0, 1}) {
-      p.pairs = q.pairs = cta_pairs;
+    // Expert weight bytes (non-empty experts): at ~128 rows per expert the products read each
+    // weight once for ~256 FLOP per byte, so HBM, not the tensor cores, sets the floor.
+    int64_t live_experts = 0;
+    for (int32_t n : counts) live_experts += n > 0 ? 1 : 0;
+    const double wbytes = double(live_experts) * 3.0 * double(I) * double(H);
+    const double flops_all = 2.0 * double(pairs) * 3 * I * H;
+    const double floor_ms = std::max(flops_all / c.ceil.fp8_tflops / 1e9, wbytes / c.ceil.copy_gbs / 1e6);
+    std::printf("%-36s floor %.3f ms (%.0f TFLOP/s): %.2f GB of weights at %.0f GB/s, %.2f TFLOP at %.0f TFLOP/s\n",
+                cs.name, floor_ms, flops_all / floor_ms / 1e9, wbytes / 1e9, c.ceil.copy_gbs, flops_all / 1e12,
+                c.ceil.fp8_tflops);
+    const Variant grouped_variants[] = {{128, 128, 0, 1, 0}, {128, 128, 1, 1, 0}, {256, 128, 0, 1, 0},
+                                        {128, 128, 0, 1, 1}, {128, 128, 1, 1, 1}, {128, 128, 0, 0, 1}};
+    for (const Variant& v : grouped_variants) {
+      for (cuda::Fp8GemmSm90Params* x : {&p, &q})
+        x->force_bm = v.bm, x->force_bn = v.bn, x->pairs = v.pairs, x->staged_store = v.staged,
+        x->pipelined = v.pipelined;
       const double gu_ms =
           median_ms(c.be->stream(), 3, 20, [&] { check(cuda::launch_fp8_gemm_sm90(p, c.be->stream()), "gate_up"); });
       const double dn_ms =
           median_ms(c.be->stream(), 3, 20, [&] { check(cuda::launch_fp8_gemm_sm90(q, c.be->stream()), "down"); });
       const double gu_tf = 2.0 * pairs * 2 * I * H / gu_ms / 1e9, dn_tf = 2.0 * pairs * H * I / dn_ms / 1e9;
-      const double all_tf = 2.0 * pairs * 3 * I * H / (gu_ms + dn_ms) / 1e9;
-      std::printf("%-36s %s pairs %ld rows %ld: gate_up %.3f ms %.0f TFLOP/s, down %.3f ms %.0f TFLOP/s, both %.0f "
-                  "TFLOP/s (%.0f%% of ceiling)\n",
-                  cs.name, cta_pairs ? "CTA pairs sharing A" : "single CTAs", long(pairs), long(R), gu_ms, gu_tf,
-                  dn_ms, dn_tf, all_tf, 100 * all_tf / c.ceil.fp8_tflops);
+      const double all_tf = flops_all / (gu_ms + dn_ms) / 1e9;
+      std::printf("%-36s %-9s pairs %ld rows %ld: gate_up %.3f ms %.0f TFLOP/s, down %.3f ms %.0f TFLOP/s, both %.0f "
+                  "TFLOP/s (%.0f%% of FP8 ceiling), weights %.0f GB/s (%.0f%% of copy), %.0f%% of floor\n",
+                  cs.name, v.name().c_str(), long(pairs), long(R), gu_ms, gu_tf, dn_ms, dn_tf, all_tf,
+                  100 * all_tf / c.ceil.fp8_tflops, wbytes / (gu_ms + dn_ms) / 1e6,
+                  100 * wbytes / (gu_ms + dn_ms) / 1e6 / c.ceil.copy_gbs, 100 * floor_ms / (gu_ms + dn_ms));
     }
+    for (cuda::Fp8GemmSm90Params* x : {&p, &q})
+      x->force_bm = x->force_bn = 0, x->staged_store = 1, x->pipelined = -1;
     p.pairs = q.pairs = -1;
 
     // moe_experts end to end on both paths, with routes of the same kind.
@@ -236,34 +288,53 @@ void grouped(Ctx& c) {
 }
 
 void head(Ctx& c) {
-  const int n = 128, dn = 128, kr = 512;
-  std::printf("\n== absorbed-MLA per-head products, %d heads: FP8 on sm90 vs BF16 strided-batched cuBLASLt\n", n);
+  const int n = 128, dn = 128, kr = 512, copies = 8;
+  std::printf("\n== absorbed-MLA per-head products, %d heads: FP8 on sm90 vs BF16 strided-batched cuBLASLt; graph "
+              "replays over %d weight copies (as decode runs them; the FP8 path includes its quantization kernel), "
+              "and eager calls (host launch cost included)\n",
+              n, copies);
   std::mt19937_64 rng(11);
   for (int64_t T : {64, 256}) {
     for (int which = 0; which < 2; ++which) {  // 0: W_UK^T (dn -> kr), 1: W_UV (kr -> dv)
       const int64_t in = which == 0 ? dn : kr, out = which == 0 ? kr : dn;
-      Tensor host = Tensor::zeros_host(DType::F32, {n, out, in});
-      std::normal_distribution<float> nd(0.0f, 0.05f);
-      for (int64_t i = 0; i < host.numel(); ++i) host.ptr<float>()[i] = nd(rng);
-      HeadWeight w = c.be->make_head_weight(host, /*from_fp8_blocks=*/true);
+      std::vector<HeadWeight> ws;
+      for (int k = 0; k < copies; ++k) {
+        Tensor host = Tensor::zeros_host(DType::F32, {n, out, in});
+        std::normal_distribution<float> nd(0.0f, 0.05f);
+        for (int64_t i = 0; i < host.numel(); ++i) host.ptr<float>()[i] = nd(rng);
+        ws.push_back(c.be->make_head_weight(host, /*from_fp8_blocks=*/true));
+      }
       Tensor x = c.be->random_weight(DType::BF16, {T, n, in}, {c.seed++, true, 1.0f, 0.0f});
-      double ms[2];
+      double ms[2], eager[2];
       bool ran_fp8[2] = {false, false};
       for (int fp8 = 0; fp8 < 2; ++fp8) {
         c.be->set_head_fp8(fp8 == 1);
-        ms[fp8] = median_ms(c.be->stream(), 3, 30, [&] {
+        eager[fp8] = median_ms(c.be->stream(), 3, 30, [&] {
           c.be->begin_forward();
-          c.be->head_linear(x, w);
+          c.be->head_linear(x, ws[0]);
         });
         ran_fp8[fp8] = c.be->last_head_fp8();
+        std::vector<std::unique_ptr<CapturedForward>> graphs;
+        std::vector<Tensor> outs(static_cast<size_t>(copies));
+        for (int k = 0; k < copies; ++k)
+          graphs.push_back(c.be->capture([&] {
+            outs[size_t(k)] = Tensor();
+            outs[size_t(k)] = c.be->head_linear(x, ws[size_t(k)]);
+          }));
+        const int rounds = 8;
+        ms[fp8] = median_ms(c.be->stream(), 2, 15, [&] {
+                    for (int r = 0; r < rounds; ++r)
+                      for (auto& g : graphs) g->replay();
+                  }) /
+                  (rounds * copies);
       }
       if (ran_fp8[0] || !ran_fp8[1]) fail("bench_fp8_prefill: the head products did not take the paths asked for");
       c.be->set_head_fp8(true);
       const double flops = 2.0 * T * n * in * out, wbytes = double(n) * in * out;
-      std::printf("%-6s T=%-4ld | bf16 cuBLASLt %.4f ms (%.0f TFLOP/s, %.0f GB/s of BF16 weights) | fp8 sm90 %.4f ms "
-                  "(%.0f TFLOP/s, %.0f GB/s of FP8 weights) | %.2fx\n",
+      std::printf("%-6s T=%-4ld | graph: bf16 cuBLASLt %.4f ms (%.0f TFLOP/s, %.0f GB/s of BF16 weights) | fp8 sm90 "
+                  "%.4f ms (%.0f TFLOP/s, %.0f GB/s of FP8 weights) | %.2fx | eager: bf16 %.4f ms, fp8 %.4f ms, %.2fx\n",
                   which == 0 ? "W_UK" : "W_UV", long(T), ms[0], flops / ms[0] / 1e9, 2 * wbytes / ms[0] / 1e6, ms[1],
-                  flops / ms[1] / 1e9, wbytes / ms[1] / 1e6, ms[0] / ms[1]);
+                  flops / ms[1] / 1e9, wbytes / ms[1] / 1e6, ms[0] / ms[1], eager[0], eager[1], eager[0] / eager[1]);
     }
   }
 }
@@ -281,6 +352,11 @@ int main(int argc, char** argv) {
     c.ceil = c.be->measure_ceilings();
     std::printf("ceilings measured in this run: FP8 %.0f TFLOP/s, BF16 %.0f TFLOP/s (cuBLASLt 8192^3), copy %.0f GB/s\n",
                 c.ceil.fp8_tflops, c.ceil.bf16_tflops, c.ceil.copy_gbs);
+    if (what == "one") {
+      if (argc < 6) fail("usage: bench_fp8_prefill one M N K VARIANT");
+      one(c, M, std::atoll(argv[3]), std::atoll(argv[4]), argv[5]);
+      return 0;
+    }
     if (what == "dense" || what == "all") dense(c, M);
     if (what == "grouped" || what == "all") grouped(c);
     if (what == "head" || what == "all") head(c);

@@ -68,6 +68,7 @@ struct Problem {
   int bm = 0, bn = 0;                     // forced tile shape (0: the launcher's choice)
   int pairs = -1;                         // CTA pairs sharing an operand: 1 on, 0 off, -1 the launcher's choice
   int staged = 1;                         // 128 x 128: output staged for bulk stores (where D allows)
+  int pipelined = -1;                     // consumers: 1 pipelined, 0 classic, -1 the launcher's choice
 };
 
 struct Result {
@@ -121,7 +122,7 @@ Result run_problem(const Problem& pr, Rng& rng) {
   p.M = pr.M, p.N = pr.N, p.K = pr.K, p.batch = pr.batch;
   if (grouped) p.group_end = dEnd.p;
   if (!pr.d_row.empty()) p.d_row = dRow.p;
-  p.force_bm = pr.bm, p.force_bn = pr.bn, p.pairs = pr.pairs, p.staged_store = pr.staged;
+  p.force_bm = pr.bm, p.force_bn = pr.bn, p.pairs = pr.pairs, p.staged_store = pr.staged, p.pipelined = pr.pipelined;
   std::string why;
   EXPECT_TRUE(cuda::fp8_gemm_sm90_supported(p, &why)) << why;
   EXPECT_EQ(cuda::launch_fp8_gemm_sm90(p, nullptr), cudaSuccess);
@@ -363,6 +364,61 @@ TEST_F(Fp8GemmSm90, ExpertGroups) {
   std::uniform_int_distribution<int> u(0, 40);
   for (int& c : many) c = u(rng);
   expect_ok(grouped(many, 256, 256, true, rng), "64_experts");
+}
+
+// The pipelined consumers (two accumulator sets per warpgroup, the next K block's wgmma in flight
+// while one is promoted and a finished tile stored): every variant built (128 x 128 with staged and
+// register stores, alone and in pairs; 128 x 112), partial tiles, one K block (every step ends a
+// tile: the epilogue runs beside the next tile's first wgmma), odd K blocks, many tiles per CTA,
+// float32 output, strided batches, tiny problems; and the expert-grouped products (pipelined, and
+// classic 256-row tiles that hold a whole expert).
+TEST_F(Fp8GemmSm90, PipelinedConsumers) {
+  struct Case {
+    int64_t M, N, K, ldd;
+    int bn, pairs, staged, batch;
+    bool f32;
+  };
+  for (const Case& c : {Case{300, 520, 1024, 536, 128, 0, 1, 1, false}, Case{300, 520, 1024, 536, 128, 0, 0, 1, false},
+                        Case{300, 520, 1024, 536, 112, 0, 1, 1, false}, Case{300, 520, 128, 536, 128, 0, 1, 1, false},
+                        Case{130, 264, 128 * 17, 264, 128, 0, 1, 1, false},
+                        Case{3000, 2304, 256, 2304, 128, 0, 1, 1, false},
+                        Case{3000, 2304, 384, 2304, 112, 0, 1, 1, false},
+                        Case{3000, 2304, 256, 2312, 128, 1, 1, 1, false}, Case{300, 1024, 256, 1032, 128, 1, 1, 1, false},
+                        Case{700, 520, 128, 528, 128, 1, 0, 1, false}, Case{200, 384, 512, 392, 128, 0, 1, 1, true},
+                        Case{70, 512, 128, 512, 128, 0, 1, 5, false}, Case{200, 128, 512, 128, 112, 0, 1, 3, false},
+                        Case{1, 2, 128, 2, 128, 0, 1, 1, false}, Case{7, 30, 256, 30, 112, 0, 1, 1, false}}) {
+    Problem pr;
+    pr.M = c.M, pr.N = c.N, pr.K = c.K, pr.ldd = c.ldd, pr.bm = 128, pr.bn = c.bn, pr.pairs = c.pairs;
+    pr.staged = c.staged, pr.batch = c.batch, pr.f32 = c.f32, pr.pipelined = 1;
+    expect_ok(pr, "pipelined_" + std::to_string(c.M) + "x" + std::to_string(c.N) + "x" + std::to_string(c.K) + "_bn" +
+                      std::to_string(c.bn) + "_pairs" + std::to_string(c.pairs) + "_staged" + std::to_string(c.staged) +
+                      "_batch" + std::to_string(c.batch) + (c.f32 ? "_f32" : ""));
+  }
+  for (int pairs : {0, 1}) {
+    for (bool row_map : {true, false}) {
+      Problem pr = grouped({0, 1, 130, 0, 300, 128, 0, 257}, 640, 256, row_map, rng);
+      pr.pairs = pairs, pr.pipelined = 1;
+      expect_ok(pr, "pipelined_groups_pairs" + std::to_string(pairs) + (row_map ? "_row_map" : "_staged"));
+    }
+    Problem pr = grouped({0, 0, 1000, 0}, 384, 384, true, rng);
+    pr.pairs = pairs, pr.pipelined = 1;
+    expect_ok(pr, "pipelined_one_hot_expert_pairs" + std::to_string(pairs));
+  }
+  std::vector<int> many(64);
+  std::uniform_int_distribution<int> u(0, 300);
+  for (int& c : many) c = u(rng);
+  Problem pr = grouped(many, 256, 256, true, rng);
+  pr.pipelined = 1;
+  expect_ok(pr, "pipelined_64_experts");
+  // Classic consumers on 256-row tiles: an expert of up to 256 rows in one tile.
+  for (bool row_map : {true, false}) {
+    pr = grouped(many, 384, 256, row_map, rng);
+    pr.bm = 256, pr.bn = 128, pr.pipelined = 0;
+    expect_ok(pr, std::string("groups_256_rows") + (row_map ? "_row_map" : ""));
+  }
+  pr = grouped({0, 1, 130, 0, 300, 128, 0, 257, 0}, 256, 384, false, rng);
+  pr.bm = 256, pr.bn = 128, pr.pipelined = 0;
+  expect_ok(pr, "groups_256_rows_small");
 }
 
 }  // namespace

@@ -199,6 +199,11 @@ inline bool pairs_instantiated(TileShape s) {
   return s.bm == 128 && (s.bn == 128 || s.bn == 136);
 }
 
+// Shapes also built with pipelined consumers (two accumulator sets per warpgroup: BN <= 128).
+inline bool pipelined_instantiated(TileShape s, bool grouped) {
+  return s.bm == 128 && (s.bn == 128 || (!grouped && s.bn == 112));
+}
+
 // Modelled cost of one shape (arbitrary units, lower is better).
 inline double tile_shape_cost(TileShape s, int64_t M, int64_t N, int64_t batch, int num_sms) {
   const int64_t tiles = ceil_div64(M, s.bm) * ceil_div64(N, s.bn) * batch;

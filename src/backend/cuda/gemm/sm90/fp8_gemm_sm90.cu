@@ -31,6 +31,7 @@ PFN_cuTensorMapEncodeTiled_v12000 encode_fn() {
 }
 
 constexpr int kMaxDevices = 64;
+std::atomic<int> last_grid{0};  // CTAs of the last launch (benchmarks print it)
 
 int num_sms(int device) {
   static std::atomic<int> cache[kMaxDevices] = {};
@@ -82,16 +83,16 @@ bool staged_store_ok(const Fp8GemmSm90Params& p) {
   return !p.d_f32 && p.d_row == nullptr && aligned(p.d, 16) && (p.ldd * 2) % 16 == 0 && batch_ok;
 }
 
-template <int BM, int BN, ScheduleKind kKind, int kCluster, bool kTmaStore>
+template <int BM, int BN, ScheduleKind kKind, int kCluster, bool kTmaStore, bool kPipelined = false>
 cudaError_t launch_shape(const Fp8GemmSm90Params& p, cudaStream_t stream) {
-  using C = KernelConfig<BM, BN, kTmaStore>;
+  using C = KernelConfig<BM, BN, kTmaStore, kPipelined>;
   int dev = 0;
   cudaError_t e = cudaGetDevice(&dev);
   if (e != cudaSuccess) return e;
   static std::atomic<uint64_t> attribute_set{0};  // one bit per device
   static std::atomic<int> max_clusters[kMaxDevices] = {};
   const uint64_t bit = uint64_t(1) << (dev % 64);
-  auto kernel = sm90::fp8_gemm_sm90_kernel<BM, BN, kKind, kCluster, kTmaStore>;
+  auto kernel = sm90::fp8_gemm_sm90_kernel<BM, BN, kKind, kCluster, kTmaStore, kPipelined>;
   cudaLaunchConfig_t config{};
   cudaLaunchAttribute attr[1];
   attr[0].id = cudaLaunchAttributeClusterDimension;
@@ -157,7 +158,7 @@ cudaError_t launch_shape(const Fp8GemmSm90Params& p, cudaStream_t stream) {
     const uint64_t dims[3] = {uint64_t(p.N), uint64_t(rows), uint64_t(batch)};
     const uint64_t strides[2] = {uint64_t(p.ldd) * 2,
                                  uint64_t(p.d_batch_stride != 0 ? p.d_batch_stride : p.ldd * rows) * 2};
-    const uint32_t box[3] = {64, uint32_t(BM), 1};
+    const uint32_t box[3] = {64, uint32_t(C::kStoreRows), 1};
     if (!encode(&map_d, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 3, p.d, dims, strides, box, CU_TENSOR_MAP_SWIZZLE_128B))
       return cudaErrorInvalidValue;
   }
@@ -188,13 +189,28 @@ cudaError_t launch_shape(const Fp8GemmSm90Params& p, cudaStream_t stream) {
   const int64_t grid = (units < slots ? units : slots) * kCluster;
   if (grid == 0) return cudaSuccess;
   config.gridDim = dim3(unsigned(grid));
+  last_grid.store(int(grid), std::memory_order_relaxed);
   e = cudaLaunchKernelEx(&config, kernel, args, map_a, map_b, map_sa, map_sb, map_d);
   if (e != cudaSuccess) return e;
   return cudaGetLastError();
 }
 
 template <ScheduleKind kKind>
-cudaError_t launch_kind(const Fp8GemmSm90Params& p, TileShape s, bool pairs, bool staged, cudaStream_t stream) {
+cudaError_t launch_kind(const Fp8GemmSm90Params& p, TileShape s, bool pairs, bool staged, bool pipelined,
+                        cudaStream_t stream) {
+  // Pipelined consumers (two accumulator sets per warpgroup): 128 x 128 alone or in pairs (staged
+  // stores where D allows), 128 x 112 alone.
+  if (pipelined) {
+    if (s.bm == 128 && s.bn == 128 && staged && staged_store_ok(p))
+      return pairs ? launch_shape<128, 128, kKind, 2, true, true>(p, stream)
+                   : launch_shape<128, 128, kKind, 1, true, true>(p, stream);
+    if (s.bm == 128 && s.bn == 128)
+      return pairs ? launch_shape<128, 128, kKind, 2, false, true>(p, stream)
+                   : launch_shape<128, 128, kKind, 1, false, true>(p, stream);
+    if constexpr (kKind == ScheduleKind::Batched)
+      if (s.bm == 128 && s.bn == 112) return launch_shape<128, 112, kKind, 1, false, true>(p, stream);
+    return cudaErrorInvalidConfiguration;
+  }
 #define DS_SM90_SHAPE(BM_, BN_)                                                                 \
   if (s.bm == BM_ && s.bn == BN_)                                                               \
     return pairs ? launch_shape<BM_, BN_, kKind, 2, false>(p, stream)                          \
@@ -206,6 +222,9 @@ cudaError_t launch_kind(const Fp8GemmSm90Params& p, TileShape s, bool pairs, boo
     return pairs ? launch_shape<128, 128, kKind, 2, true>(p, stream) : launch_shape<128, 128, kKind, 1, true>(p, stream);
   if constexpr (kKind == ScheduleKind::Grouped) {
     DS_SM90_SHAPE(128, 128)
+    // 256-row tiles hold a whole expert of up to 256 rows (B read once per tile); register stores
+    // (a tile may reach into the next expert's segment, whose rows it must not write).
+    DS_SM90_SHAPE_ALONE(256, 128)
   } else {
     DS_SM90_SHAPE(128, 128)
     DS_SM90_SHAPE(128, 136)
@@ -227,12 +246,21 @@ bool use_pairs(const Fp8GemmSm90Params& p, TileShape s) {
   return false;
 }
 
+// Pipelined consumers where asked (and built for the shape); the launcher's choice: classic.
+bool use_pipelined(const Fp8GemmSm90Params& p, TileShape s) {
+  if (p.pipelined >= 0) return p.pipelined == 1;
+  (void)s;
+  return false;
+}
+
 bool fail(std::string* why, const char* msg) {
   if (why) *why = msg;
   return false;
 }
 
 }  // namespace
+
+int fp8_gemm_sm90_last_grid() { return last_grid.load(std::memory_order_relaxed); }
 
 bool fp8_gemm_sm90_device_ok() {
   int dev = 0, major = 0, minor = 0;
@@ -264,8 +292,13 @@ bool fp8_gemm_sm90_supported(const Fp8GemmSm90Params& p, std::string* why) {
     bool known = false;
     for (const TileShape& s : sm90::kDenseShapes) known = known || (s.bm == p.force_bm && s.bn == p.force_bn);
     if (p.group_end != nullptr)
-      known = p.force_bm == sm90::kGroupedShape.bm && p.force_bn == sm90::kGroupedShape.bn;
+      known = p.force_bn == 128 && (p.force_bm == 128 || p.force_bm == 256);
     if (!known) return fail(why, "forced tile shape is not instantiated");
+  }
+  if (p.pipelined == 1) {
+    const TileShape s = pick_shape(p);
+    if (!sm90::pipelined_instantiated(s, p.group_end != nullptr))
+      return fail(why, "pipelined consumers are built for 128x128 and (dense) 128x112 tiles only");
   }
   return true;
 }
@@ -273,6 +306,7 @@ bool fp8_gemm_sm90_supported(const Fp8GemmSm90Params& p, std::string* why) {
 std::string fp8_gemm_sm90_tile(const Fp8GemmSm90Params& p) {
   const TileShape s = pick_shape(p);
   std::string t = std::to_string(s.bm) + "x" + std::to_string(s.bn);
+  if (use_pipelined(p, s)) t += " pipelined";
   if (use_pairs(p, s)) t += pairing_for(p, s) == sm90::Pairing::PairM ? " pairs sharing B" : " pairs sharing A";
   if (s.bm == 128 && s.bn == 128 && p.staged_store != 0 && staged_store_ok(p)) t += " staged stores";
   return t;
@@ -282,9 +316,9 @@ cudaError_t launch_fp8_gemm_sm90(const Fp8GemmSm90Params& p, cudaStream_t stream
   if (p.M == 0 || p.N == 0) return cudaSuccess;
   if (!fp8_gemm_sm90_supported(p)) return cudaErrorInvalidValue;
   const TileShape s = pick_shape(p);
-  const bool pairs = use_pairs(p, s), staged = p.staged_store != 0;
-  return p.group_end != nullptr ? launch_kind<ScheduleKind::Grouped>(p, s, pairs, staged, stream)
-                                : launch_kind<ScheduleKind::Batched>(p, s, pairs, staged, stream);
+  const bool pairs = use_pairs(p, s), staged = p.staged_store != 0, pipelined = use_pipelined(p, s);
+  return p.group_end != nullptr ? launch_kind<ScheduleKind::Grouped>(p, s, pairs, staged, pipelined, stream)
+                                : launch_kind<ScheduleKind::Batched>(p, s, pairs, staged, pipelined, stream);
 }
 
 }  // namespace dsserve::cuda

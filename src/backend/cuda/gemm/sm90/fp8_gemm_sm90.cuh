@@ -34,7 +34,7 @@ struct KernelArgs {
 constexpr uint32_t kSmemLimitBytes = 232448;  // per block on sm_90 (227 KiB)
 constexpr int kMaxKBlocks = 256;              // the launcher takes K <= 32768
 
-template <int BM, int BN, bool kTmaStore = false>
+template <int BM, int BN, bool kTmaStore = false, bool kPipelined = false>
 struct KernelConfig {
   static_assert(BM == 64 || BM == 128 || BM == 256, "BM is one or two warpgroups of one or two m64 waves");
   static_assert(BN % 8 == 0 && BN >= 16 && BN <= 256, "wgmma e4m3 takes N in multiples of 8 up to 256");
@@ -46,6 +46,10 @@ struct KernelConfig {
   static constexpr int kAccum = BN / 2;  // float32 accumulators of one m64nBN wgmma per thread
   static constexpr bool kUniformScale = 128 % BN == 0;  // every tile inside one weight-scale block
   static_assert(kAccum * (kWaves + 1) <= 200, "accumulators must leave room in 232 registers");
+  // kPipelined: each consumer warpgroup keeps two accumulator sets and issues K block s + 1 before
+  // it promotes K block s (wgmma.wait_group 1), so its tensor work runs on while it promotes and
+  // stores; one m64 wave per warpgroup (BM = 128) and three BN / 2 register arrays.
+  static_assert(!kPipelined || (BM == 128 && 3 * kAccum <= 200), "pipelined consumers: BM 128, BN up to 128");
   static constexpr int kProducerRegs = 40;
   static constexpr int kConsumerRegs = kMathWarpgroups == 1 ? 248 : 232;
   static constexpr uint32_t kABytes = BM * kBlockK, kBBytes = BN * kBlockK, kSaBytes = BM * 4;
@@ -57,6 +61,9 @@ struct KernelConfig {
   // bytes, 128B-swizzled) and written by bulk tensor stores.
   static_assert(!kTmaStore || BN % 64 == 0, "staged stores take 64-column atoms");
   static constexpr uint32_t kDBytes = kTmaStore ? BM * BN * 2 : 0;
+  // Rows of one staged bulk store: the tile (one store after both warpgroups), or with kPipelined
+  // each warpgroup's 64 rows (each warpgroup stores its half on its own).
+  static constexpr int kStoreRows = kPipelined ? kWgmmaM : BM;
   static constexpr uint32_t kStageSmem = kABytes + kBBytes + kSaBytes + kSbSlot;  // shared memory per stage
   static constexpr uint32_t kFixedBytes = 1024 + kDBytes + 2 * 16 * 8;
   static constexpr int kStages = int((kSmemLimitBytes - kFixedBytes) / kStageSmem) > 8
@@ -87,12 +94,246 @@ __device__ __forceinline__ void wgmma_wait_all() { asm volatile("wgmma.wait_grou
 // Keeps the compiler from moving register accesses across the asynchronous wgmma region.
 __device__ __forceinline__ void fence_operand(float& r) { asm volatile("" : "+f"(r)::"memory"); }
 
+
+__device__ __forceinline__ void wgmma_wait_one() { asm volatile("wgmma.wait_group.sync.aligned 1;\n" ::: "memory"); }
+__device__ __forceinline__ void wg_barrier(int wg) { asm volatile("bar.sync %0, 128;\n" ::"r"(2 + wg) : "memory"); }
+
+// Releases a stage: one arrival per consumer warp, on this CTA's barrier and (pairs) the partner's.
+template <int kCluster>
+__device__ __forceinline__ void release_stage(uint64_t* empty, uint64_t* remote_empty, int stage, int lane) {
+  if (lane == 0) ::cuda::ptx::mbarrier_arrive(&empty[stage]);
+  if constexpr (kCluster > 1)
+    if (lane == 1)
+      ::cuda::ptx::mbarrier_arrive(::cuda::ptx::sem_release, ::cuda::ptx::scope_cluster, ::cuda::ptx::space_cluster,
+                                   remote_empty + stage);
+}
+
+// Stores a consumer warpgroup's m64 waves of a finished tile from registers: column pairs (4 bytes
+// BF16, 8 bytes float32) of two rows per n8 chunk, bounds-checked; grouped products may store row
+// r as d_row[r].
+template <int BN, int kWaves, int kMathWarpgroups, ScheduleKind kKind>
+__device__ __forceinline__ void store_registers(const KernelArgs& args, int group, int64_t row0, int64_t row_end,
+                                                int64_t n0, int wg, int frag_row, int frag_col,
+                                                const float (&fin)[kWaves][BN / 2]) {
+  const int64_t d_batch = kKind == ScheduleKind::Batched ? int64_t(group) * args.d_batch_stride : 0;
+#pragma unroll
+  for (int w = 0; w < kWaves; ++w) {
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const int64_t r = row0 + w * kWgmmaM * kMathWarpgroups + wg * kWgmmaM + frag_row + 8 * h;
+      if (r >= row_end) continue;
+      int64_t dr = r;
+      if (kKind == ScheduleKind::Grouped && args.d_row != nullptr) dr = args.d_row[r];
+      if (dr < 0) continue;
+      if (args.d_f32) {
+        float* out = static_cast<float*>(args.d) + d_batch + dr * args.ldd;
+#pragma unroll
+        for (int j = 0; j < BN / 8; ++j) {
+          const int64_t c = n0 + 8 * j + frag_col;
+          if (c < args.N)
+            *reinterpret_cast<float2*>(out + c) = make_float2(fin[w][4 * j + 2 * h], fin[w][4 * j + 2 * h + 1]);
+        }
+      } else {
+        __nv_bfloat16* out = static_cast<__nv_bfloat16*>(args.d) + d_batch + dr * args.ldd;
+#pragma unroll
+        for (int j = 0; j < BN / 8; ++j) {
+          const int64_t c = n0 + 8 * j + frag_col;
+          if (c < args.N)
+            *reinterpret_cast<__nv_bfloat162*>(out + c) =
+                __floats2bfloat162_rn(fin[w][4 * j + 2 * h], fin[w][4 * j + 2 * h + 1]);
+        }
+      }
+    }
+  }
+}
+
+// What a stage holds besides its operands, for pipelined consumers: the tile and K block, written
+// by the producer thread into the stage's scale slot (bytes 64..87; the weight scales take 0..31)
+// before it arms the stage's barrier, whose arrival releases them to the consumers' wait. After the
+// last tile the producer arms one more stage with only the end flag.
+struct StageInfo {
+  int32_t group, row0, row_end, n0, kb, flags;  // flags: kStore, kEnd
+  static constexpr int32_t kStore = 1, kEnd = 2;
+  static constexpr int kFloatOffset = 16;  // floats into the scale slot
+};
+
+// One K block of one tile as a pipelined consumer warpgroup sees it: where it lives in the ring,
+// and the scale products its promotion needs (read when the stage arrived).
+struct Step {
+  int32_t group, row0, row_end, n0;  // the tile (rows and columns below 2^31: the launcher checks)
+  bool store;                        // false for the idle member of a CTA pair
+  bool live;                         // this warpgroup's m64 rows of the tile hold any row of the problem
+  int kb, stage;
+  float s00, s01, s10, s11;
+};
+
+// The pipelined consumer warpgroup (kPipelined): a stream of steps, each one stage of the ring as
+// the producer filled it (the stage says which tile and K block). Step i's wgmma runs on the tensor
+// cores while step i - 1 is promoted (and, at a tile's last K block, stored), so neither the
+// promotion nor the epilogue leaves the tensor cores idle; the accumulator sets alternate (acc0
+// for even steps, acc1 for odd), unrolled by two so every register index is a constant. The tile
+// order lives only in the producer, which keeps the consumers' registers for the accumulators.
 template <int BM, int BN, ScheduleKind kKind, int kCluster, bool kTmaStore>
-__global__ void __launch_bounds__(KernelConfig<BM, BN, kTmaStore>::kThreads, 1)
+struct PipelinedConsumer {
+  using C = KernelConfig<BM, BN, kTmaStore, true>;
+  static constexpr int S = C::kStages, A = C::kAccum;
+  const KernelArgs& args;
+  const CUtensorMap* map_d;
+  uint64_t *full, *empty, *remote_empty;
+  const uint8_t* smem_d_wg;  // this warpgroup's half of the staged output tile
+  const float *smem_sa, *smem_sb;
+  uint32_t a_addr, b_addr;
+  int wg, tid_wg, lane, frag_row, frag_col, kblocks;
+  int issue_stage = 0;
+  uint32_t issue_phase = 0;
+
+  // Waits for the next stage; unless it holds the end flag, reads its tile and scales and issues
+  // its four k32 wgmma into acc (one commit group). Returns false at the end flag.
+  __device__ __forceinline__ bool issue(float (&acc)[A], Step& st) {
+    wait_parity(&full[issue_stage], issue_phase);
+    const float* slot = smem_sb + issue_stage * (C::kSbSlot / 4);
+    const StageInfo info = *reinterpret_cast<const StageInfo*>(slot + StageInfo::kFloatOffset);
+    if (info.flags & StageInfo::kEnd) return false;
+    st.group = info.group, st.row0 = info.row0, st.row_end = info.row_end, st.n0 = info.n0;
+    st.store = (info.flags & StageInfo::kStore) != 0, st.kb = info.kb, st.stage = issue_stage;
+    st.live = info.row0 + wg * kWgmmaM < info.row_end;
+    const float sb0 = slot[info.kb & 3], sb1 = slot[4 + (info.kb & 3)];
+    const int row = wg * kWgmmaM + frag_row;
+    const float sa0 = smem_sa[issue_stage * BM + row], sa1 = smem_sa[issue_stage * BM + row + 8];
+    st.s00 = sa0 * sb0, st.s01 = sa0 * sb1, st.s10 = sa1 * sb0, st.s11 = sa1 * sb1;
+    if (st.live) {
+      const uint64_t da = make_smem_desc(a_addr + uint32_t(issue_stage) * C::kABytes);
+      const uint64_t db = make_smem_desc(b_addr + uint32_t(issue_stage) * C::kBBytes);
+#pragma unroll
+      for (int i = 0; i < A; ++i) fence_operand(acc[i]);
+      wgmma_fence();
+#pragma unroll
+      for (int kk = 0; kk < kBlockK / kWgmmaK; ++kk)
+        Wgmma<BN>::mma(acc, desc_advance_k(da, uint32_t(kk)), desc_advance_k(db, uint32_t(kk)), kk > 0 ? 1u : 0u);
+#pragma unroll
+      for (int i = 0; i < A; ++i) fence_operand(acc[i]);
+    }
+    wgmma_commit();
+    if (++issue_stage == S) issue_stage = 0, issue_phase ^= 1;
+    return true;
+  }
+
+  // fin (+)= acc x scales: the first K block of a tile sets, the others add.
+  __device__ __forceinline__ void promote(const float (&acc)[A], float (&fin)[1][A], const Step& st) {
+    if (!st.live) {
+      if (st.kb == 0)
+#pragma unroll
+        for (int i = 0; i < A; ++i) fin[0][i] = 0.0f;
+      return;
+    }
+    const int former = former_chunks(st.n0, BN);
+    if (st.kb == 0) {
+#pragma unroll
+      for (int j = 0; j < BN / 8; ++j) {
+        const bool first = C::kUniformScale || j < former;
+        const float lo = first ? st.s00 : st.s01, hi = first ? st.s10 : st.s11;
+        fin[0][4 * j + 0] = lo * acc[4 * j + 0];
+        fin[0][4 * j + 1] = lo * acc[4 * j + 1];
+        fin[0][4 * j + 2] = hi * acc[4 * j + 2];
+        fin[0][4 * j + 3] = hi * acc[4 * j + 3];
+      }
+    } else {
+#pragma unroll
+      for (int j = 0; j < BN / 8; ++j) {
+        const bool first = C::kUniformScale || j < former;
+        const float lo = first ? st.s00 : st.s01, hi = first ? st.s10 : st.s11;
+        fin[0][4 * j + 0] = fmaf(lo, acc[4 * j + 0], fin[0][4 * j + 0]);
+        fin[0][4 * j + 1] = fmaf(lo, acc[4 * j + 1], fin[0][4 * j + 1]);
+        fin[0][4 * j + 2] = fmaf(hi, acc[4 * j + 2], fin[0][4 * j + 2]);
+        fin[0][4 * j + 3] = fmaf(hi, acc[4 * j + 3], fin[0][4 * j + 3]);
+      }
+    }
+  }
+
+  // Stores this warpgroup's 64 rows of a finished tile: staged in its half of the output buffer
+  // (64-column atoms of 64 rows x 128 bytes, 128B-swizzled) and written by one bulk tensor store
+  // per atom, or from registers.
+  __device__ __forceinline__ void store(const Step& tile, const float (&fin)[1][A]) {
+    const bool live = tile.live;
+    // An expert's tail rows must not reach the padding after its segment: a grouped warpgroup
+    // whose 64 rows pass the segment's end stores from registers (bounds-checked). Plain and
+    // batched rows past M are clipped by the copy engine.
+    const bool whole = kKind == ScheduleKind::Batched || tile.row0 + (wg + 1) * kWgmmaM <= tile.row_end;
+    if (kTmaStore && whole) {
+      // The warpgroup's previous bulk store has read the buffer.
+      if (tid_wg == 0) ::cuda::ptx::cp_async_bulk_wait_group_read(::cuda::ptx::n32_t<0>{});
+      wg_barrier(wg);
+      const bool write = tile.store && live;
+      if (write) {
+        uint8_t* out = const_cast<uint8_t*>(smem_d_wg);
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          const int r = frag_row + 8 * h;
+#pragma unroll
+          for (int j = 0; j < BN / 8; ++j) {
+            const uint32_t off = uint32_t((j / 8) * kWgmmaM * 128 + r * 128) + ((uint32_t((j % 8) ^ (r & 7))) << 4) +
+                                 uint32_t(frag_col * 2);
+            *reinterpret_cast<__nv_bfloat162*>(out + off) =
+                __floats2bfloat162_rn(fin[0][4 * j + 2 * h], fin[0][4 * j + 2 * h + 1]);
+          }
+        }
+        ::cuda::ptx::fence_proxy_async(::cuda::ptx::space_shared);
+      }
+      wg_barrier(wg);
+      if (tid_wg == 0 && write) {
+#pragma unroll
+        for (int atom = 0; atom < BN / 64; ++atom) {
+          const int32_t cd[3] = {tile.n0 + 64 * atom, tile.row0 + wg * kWgmmaM,
+                                 kKind == ScheduleKind::Batched ? tile.group : 0};
+          ::cuda::ptx::cp_async_bulk_tensor(::cuda::ptx::space_global, ::cuda::ptx::space_shared, map_d, cd,
+                                            smem_d_wg + atom * kWgmmaM * 128);
+        }
+        ::cuda::ptx::cp_async_bulk_commit_group();
+      }
+    } else {
+      if (tile.store && live)
+        store_registers<BN, 1, 2, kKind>(args, tile.group, tile.row0, tile.row_end, tile.n0, wg, frag_row, frag_col,
+                                         fin);
+    }
+  }
+
+  // Retires the oldest step (its accumulators `acc`) while the next one, if any, is issued into
+  // `other`. Returns whether a step remains in flight.
+  __device__ __forceinline__ bool step(float (&acc)[A], float (&other)[A], float (&fin)[1][A], Step& cur) {
+    Step nxt;
+    const bool more = issue(other, nxt);
+    if (more) {
+      wgmma_wait_one();
+    } else {
+      wgmma_wait_all();
+    }
+#pragma unroll
+    for (int i = 0; i < A; ++i) fence_operand(acc[i]);
+    release_stage<kCluster>(empty, remote_empty, cur.stage, lane);
+    promote(acc, fin, cur);
+    if (cur.kb == kblocks - 1) store(cur, fin);
+    cur = nxt;
+    return more;
+  }
+
+  __device__ __forceinline__ void run() {
+    // No initial values: a step's first wgmma overwrites its accumulators (scale_d = 0) and a
+    // tile's first promotion sets fin (copies of zeros here would sit between in-flight wgmma and
+    // make the compiler wait for them).
+    float acc0[A], acc1[A], fin[1][A];
+    Step cur;
+    if (!issue(acc0, cur)) return;
+    while (step(acc0, acc1, fin, cur) && step(acc1, acc0, fin, cur)) {
+    }
+  }
+};
+
+template <int BM, int BN, ScheduleKind kKind, int kCluster, bool kTmaStore, bool kPipelined>
+__global__ void __launch_bounds__(KernelConfig<BM, BN, kTmaStore, kPipelined>::kThreads, 1)
     fp8_gemm_sm90_kernel(const __grid_constant__ KernelArgs args, const __grid_constant__ CUtensorMap map_a,
                          const __grid_constant__ CUtensorMap map_b, const __grid_constant__ CUtensorMap map_sa,
                          const __grid_constant__ CUtensorMap map_sb, const __grid_constant__ CUtensorMap map_d) {
-  using C = KernelConfig<BM, BN, kTmaStore>;
+  using C = KernelConfig<BM, BN, kTmaStore, kPipelined>;
   constexpr int S = C::kStages;
   static_assert(kCluster == 1 || kCluster == 2, "CTA pairs at most");
   extern __shared__ uint8_t smem_raw[];
@@ -128,6 +369,12 @@ __global__ void __launch_bounds__(KernelConfig<BM, BN, kTmaStore>::kThreads, 1)
     __syncthreads();
   }
 
+  // Register split (-Xptxas -v, no spills): the dense single-CTA pipelined consumers (three
+  // accumulator arrays) take 240 and leave the producer 24 (2 x 128 x 240 + 128 x 24 = 384 x 168);
+  // elsewhere 232 / 40, where the producer's pair and expert-group walks fit.
+  constexpr bool kWideConsumers = kPipelined && BN == 128 && kCluster == 1 && kKind == ScheduleKind::Batched;
+  constexpr int kProducerRegs = kWideConsumers ? 24 : C::kProducerRegs;
+  constexpr int kConsumerRegs = kWideConsumers ? 240 : C::kConsumerRegs;
   const Pairing pairing = kCluster > 1 ? Pairing(args.pairing) : Pairing::None;
   TileScheduler<BM, BN> sched(kKind, args.M, args.N, args.batch, args.group_end, blockIdx.x / kCluster,
                               gridDim.x / kCluster, pairing, rank);
@@ -139,7 +386,7 @@ __global__ void __launch_bounds__(KernelConfig<BM, BN, kTmaStore>::kThreads, 1)
   if (tid >= C::kMathThreads) {
     // Producer warpgroup: gives its registers to the consumers; one thread issues every copy. A
     // shared operand (and, with A, its scales) is copied by the pair's first CTA into both CTAs.
-    asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(C::kProducerRegs));
+    asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(kProducerRegs));
     if (tid == C::kMathThreads) {
       const bool share_a = pairing == Pairing::PairN, share_b = pairing == Pairing::PairM;
       const uint16_t both = 3;
@@ -149,6 +396,9 @@ __global__ void __launch_bounds__(KernelConfig<BM, BN, kTmaStore>::kThreads, 1)
         for (int kb = 0; kb < kblocks; ++kb) {
           const uint32_t stage_bytes = C::kStageBytes;
           wait_parity(&empty[stage], phase ^ 1);
+          if constexpr (kPipelined)
+            *reinterpret_cast<StageInfo*>(smem_sb + stage * (C::kSbSlot / 4) + StageInfo::kFloatOffset) =
+                StageInfo{tile.group, row0, int32_t(tile.row_end), n0, kb, tile.store ? StageInfo::kStore : 0};
           ::cuda::ptx::mbarrier_arrive_expect_tx(::cuda::ptx::sem_release, ::cuda::ptx::scope_cta,
                                                  ::cuda::ptx::space_shared, &full[stage], stage_bytes);
           const int32_t ca[3] = {kb * kBlockK, row0, batch_a};
@@ -181,11 +431,18 @@ __global__ void __launch_bounds__(KernelConfig<BM, BN, kTmaStore>::kThreads, 1)
           if (++stage == S) stage = 0, phase ^= 1;
         }
       }
+      if constexpr (kPipelined) {
+        // The end flag: one more stage, armed without bytes.
+        wait_parity(&empty[stage], phase ^ 1);
+        *reinterpret_cast<StageInfo*>(smem_sb + stage * (C::kSbSlot / 4) + StageInfo::kFloatOffset) =
+            StageInfo{0, 0, 0, 0, 0, StageInfo::kEnd};
+        ::cuda::ptx::mbarrier_arrive(&full[stage]);
+      }
     }
     __syncwarp();
   } else {
     // Consumer warpgroups.
-    asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(C::kConsumerRegs));
+    asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(kConsumerRegs));
     const int wg = tid / 128, tid_wg = tid % 128, lane = tid % 32;
     // Value 4j + 2h + e of the accumulator is (frag_row + 8h, 8j + frag_col + e) of the m64 wave.
     const int frag_row = accum_coord(tid_wg, 0).row, frag_col = accum_coord(tid_wg, 0).col;
@@ -195,6 +452,12 @@ __global__ void __launch_bounds__(KernelConfig<BM, BN, kTmaStore>::kThreads, 1)
     uint64_t* release = empty;
     if constexpr (kCluster > 1)
       if (lane == 1) release = cooperative_groups::this_cluster().map_shared_rank(empty, unsigned(rank ^ 1));
+    if constexpr (kPipelined) {
+      PipelinedConsumer<BM, BN, kKind, kCluster, kTmaStore> consumer{
+          args, &map_d, full, empty, release, smem_d + wg * (BN / 64) * kWgmmaM * 128, smem_sa, smem_sb,
+          a_addr, b_addr, wg, tid_wg, lane, frag_row, frag_col, kblocks};
+      consumer.run();
+    } else {
     float acc[C::kAccum];
     float fin[C::kWaves][C::kAccum];
 #pragma unroll
@@ -266,12 +529,13 @@ __global__ void __launch_bounds__(KernelConfig<BM, BN, kTmaStore>::kThreads, 1)
         }
         if (++stage == S) stage = 0, phase ^= 1;
       }
-      if constexpr (kTmaStore) {
+      // Grouped tiles reaching past their segment's end store from registers (the padding rows
+      // after an expert's segment stay unwritten).
+      if (kTmaStore && (kKind == ScheduleKind::Batched || tile.row0 + BM <= tile.row_end)) {
         // Staged epilogue: the previous tile's bulk store has read the stage, every thread writes
         // its BF16 column pairs (row r, 16-byte chunk c of a 64-column atom at chunk c ^ (r % 8):
         // the 8 rows of a warp's store land in 8 different chunks, no bank conflicts), then one
-        // thread stores the atoms (the copy engine clips rows and columns outside D; padding rows
-        // of an expert's last tile land in its padding).
+        // thread stores the atoms (the copy engine clips rows and columns outside D).
         if (tid == 0) ::cuda::ptx::cp_async_bulk_wait_group_read(::cuda::ptx::n32_t<0>{});
         math_barrier(C::kMathThreads);
         if (tile.store) {
@@ -338,10 +602,11 @@ __global__ void __launch_bounds__(KernelConfig<BM, BN, kTmaStore>::kThreads, 1)
         }
       }
     }
+    }  // classic consumers
   }
-  // The staged output's last bulk store has read shared memory before the CTA leaves.
+  // The staged output's last bulk stores have read shared memory before the CTA leaves.
   if constexpr (kTmaStore)
-    if (tid == 0) ::cuda::ptx::cp_async_bulk_wait_group(::cuda::ptx::n32_t<0>{});
+    if (tid % 128 == 0 && tid < C::kMathThreads) ::cuda::ptx::cp_async_bulk_wait_group(::cuda::ptx::n32_t<0>{});
   // Neither CTA of a pair leaves while the other may still copy into it or arrive on its barriers.
   if constexpr (kCluster > 1)
     asm volatile("barrier.cluster.arrive.release.aligned;\nbarrier.cluster.wait.acquire.aligned;\n" ::: "memory");

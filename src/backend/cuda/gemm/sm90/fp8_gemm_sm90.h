@@ -45,6 +45,10 @@ struct Fp8GemmSm90Params {
   int force_bm = 0, force_bn = 0;
   // CTA pairs sharing one operand through multicast copies: 1 on, 0 off, -1 the launcher's choice.
   int pairs = -1;
+  // Consumer warpgroups: 1 pipelined (two accumulator sets: K block s + 1's wgmma runs while K
+  // block s is promoted and the tile stored; 128 x 128 and 128 x 112 tiles), 0 classic (one set:
+  // issue, wait, promote), -1 the launcher's choice.
+  int pipelined = -1;
   // 128 x 128 tiles: stage the output in shared memory for bulk tensor stores where D allows (1),
   // or store column pairs from registers (0).
   int staged_store = 1;
@@ -57,6 +61,8 @@ bool fp8_gemm_sm90_supported(const Fp8GemmSm90Params& p, std::string* why = null
 cudaError_t launch_fp8_gemm_sm90(const Fp8GemmSm90Params& p, cudaStream_t stream);
 // The tile shape the launcher picks for p ("128x136"), for logs and benchmarks.
 std::string fp8_gemm_sm90_tile(const Fp8GemmSm90Params& p);
+// CTAs of the most recent launch (benchmarks print it beside CTA-pair variants).
+int fp8_gemm_sm90_last_grid();
 // Whether this device can run the kernel (compute capability 9.0).
 bool fp8_gemm_sm90_device_ok();
 
