@@ -52,7 +52,7 @@ const COMPLETIONS = [
 const CHATS = [
   ['Recite John 3:16.', 'For God so loved the world, that he gave his only begotten Son'],
   ['Recite Psalm 23:1.', 'The LORD is my shepherd; I shall not want.'],
-  ['Continue this verse: In the beginning God', 'In the beginning God created the heaven and the earth.'],
+  ['Continue this verse: Yea, though I walk', 'Yea, though I walk through the valley of the shadow of death'],
 ];
 
 const servers = {};
