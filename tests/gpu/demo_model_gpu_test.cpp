@@ -6,6 +6,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
+#include <filesystem>
 
 #include "gpu/gpu_test_util.h"
 #include "text/tokenizer.h"
@@ -13,7 +15,15 @@
 namespace dsserve::test {
 namespace {
 
-const std::string kDemoDir = std::string(DSSERVE_SOURCE_DIR) + "/models/demo";
+// models/demo: $DSSERVE_DEMO_MODEL, else the source tree's, else the current directory's (the
+// device machine runs the bundle from a copy of the repository root); empty when none holds it.
+std::string demo_dir() {
+  namespace fs = std::filesystem;
+  const char* e = std::getenv("DSSERVE_DEMO_MODEL");
+  for (fs::path p : {fs::path(e ? e : ""), fs::path(DSSERVE_SOURCE_DIR) / "models/demo", fs::path("models/demo")})
+    if (!p.empty() && fs::exists(p / "config.json")) return fs::absolute(p).string();
+  return "";
+}
 
 // Held back from training (tools/demo-model/kjv_corpus.py: Genesis 21 and Judges 10).
 const char* kHeldBack[] = {
@@ -34,17 +44,22 @@ double log_softmax_at(const std::vector<float>& row, int32_t id) {
 class DemoModelGpu : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    if (!gpu_available()) return;
-    tok_ = std::make_unique<text::Tokenizer>(text::Tokenizer::load(kDemoDir));
-    cpu_ = std::make_unique<TestModel>(load_model_on(DeviceKind::Cpu, kDemoDir, 16, 2048));
-    gpu_ = std::make_unique<TestModel>(load_model_on(DeviceKind::Cuda, kDemoDir, 16, 2048, DType::F8_E4M3));
+    dir_ = demo_dir();
+    if (!gpu_available() || dir_.empty()) return;
+    tok_ = std::make_unique<text::Tokenizer>(text::Tokenizer::load(dir_));
+    cpu_ = std::make_unique<TestModel>(load_model_on(DeviceKind::Cpu, dir_, 16, 2048));
+    gpu_ = std::make_unique<TestModel>(load_model_on(DeviceKind::Cuda, dir_, 16, 2048, DType::F8_E4M3));
   }
   static void TearDownTestSuite() {
     cpu_.reset();
     gpu_.reset();
   }
-  void SetUp() override { DS_REQUIRE_GPU(); }
+  void SetUp() override {
+    DS_REQUIRE_GPU();
+    if (dir_.empty()) GTEST_SKIP() << "models/demo not found (set DSSERVE_DEMO_MODEL or run from the repository root)";
+  }
 
+  static inline std::string dir_;
   static inline std::unique_ptr<text::Tokenizer> tok_;
   static inline std::unique_ptr<TestModel> cpu_, gpu_;
 };

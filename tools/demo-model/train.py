@@ -105,6 +105,8 @@ def main():
     ap.add_argument("--eval-every", type=int, default=50)
     ap.add_argument("--threads", type=int, default=1, help="CPU threads (one: a shared machine stalls OpenMP barriers)")
     ap.add_argument("--seed", type=int, default=1234)
+    ap.add_argument("--pools", default="plain=0.55,famous=0.1,chat=0.35", help="pool weights of the training rows")
+    ap.add_argument("--init-from", help="a checkpoint.pt whose weights (routing biases included) the run starts from")
     a = ap.parse_args()
 
     torch.manual_seed(a.seed)
@@ -115,12 +117,16 @@ def main():
     data = torch.load(os.path.join(a.work_dir, "data.pt"))
     tok = bpe.load(a.model_dir)
     cfg = demo_config(data["vocab_size"])
-    model = M.Model(cfg).to(device)
+    model = M.Model(cfg)
+    if a.init_from:
+        model.load_state_dict(torch.load(a.init_from)["state"])
+    model = model.to(device)
     decay = [p for n, p in model.named_parameters() if p.dim() > 1]
     no_decay = [p for n, p in model.named_parameters() if p.dim() <= 1]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": no_decay, "weight_decay": 0.0}],
                             lr=a.lr, betas=(0.9, 0.95))
-    sampler = Sampler(data, {"plain": 0.55, "famous": 0.1, "chat": 0.35}, a.seq_len, a.seed)
+    pools = {k: float(w) for k, w in (kv.split("=") for kv in a.pools.split(","))}
+    sampler = Sampler(data, pools, a.seq_len, a.seed)
     log = open(os.path.join(a.work_dir, "train_log.jsonl"), "a")
     start = time.time()
     step, progress = 0, 0.0
