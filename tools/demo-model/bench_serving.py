@@ -1,5 +1,5 @@
 """`dsserve bench-serving` against the demo model with held-back text as its ShareGPT prompts
-(first verse asked, the rest of the window as the reply), on a plain server and on EAGLE servers,
+(held_back_sharegpt.json: a verse asked, the next three as the reply), on a plain server and on EAGLE servers,
 at --max-concurrency 1 and 32; the acceptance length from the server's /get_server_info after
 each run. Prints one JSON line per run and keeps them in bench_serving.json in the work folder."""
 import argparse
@@ -11,21 +11,11 @@ import tempfile
 from dsserve_client import Server
 
 
-def sharegpt_file(work_dir):
-    items = []
-    for ch in json.load(open(os.path.join(work_dir, "held_back.json"))):
-        verses = ch["text"].split("\n")
-        for i in range(0, len(verses) - 1, 4):
-            items.append({"conversations": [{"from": "human", "value": verses[i]},
-                                            {"from": "gpt", "value": "\n".join(verses[i + 1:i + 4])}]})
-    path = os.path.join(tempfile.mkdtemp(prefix="demo-sharegpt-"), "held_back_sharegpt.json")
-    json.dump(items, open(path, "w"))
-    return path
-
-
 def main():
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--work-dir", required=True)
+    ap.add_argument("--work-dir", required=True, help="where bench_serving_<device>.json goes")
+    ap.add_argument("--dataset-path", default=os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                                           "held_back_sharegpt.json"))
     ap.add_argument("--model-dir", required=True)
     ap.add_argument("--dsserve", required=True)
     ap.add_argument("--device", default="cpu")
@@ -33,7 +23,7 @@ def main():
     ap.add_argument("--output-len", type=int, default=64)
     ap.add_argument("--settings", default="0,3x1", help="0 (plain) or steps x topk, comma-separated")
     a = ap.parse_args()
-    data = sharegpt_file(a.work_dir)
+    data = a.dataset_path
     results = []
     for s in a.settings.split(","):
         flags = []

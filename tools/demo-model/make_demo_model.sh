@@ -23,4 +23,4 @@ cp "$work/checkpoint.pt" "$work/stage1.pt"
 $py train.py --work-dir "$work" --model-dir "$model" --init-from "$work/stage1.pt" $stage2 | tee -a "$work/train.out"
 $py export.py --work-dir "$work" --model-dir "$model"
 $py check_export.py --work-dir "$work" --model-dir "$model" --dsserve "$repo/build/dsserve"
-$py held_back_prompts.py --work-dir "$work" --model-dir "$model" --output held_back_prompts.jsonl
+$py held_back_prompts.py --work-dir "$work" --model-dir "$model" --output held_back_prompts.jsonl --sharegpt-output held_back_sharegpt.json
