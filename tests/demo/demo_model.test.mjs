@@ -17,8 +17,9 @@ const { default: OpenAI } = await import(
   pathToFileURL(path.join(repo, 'third_party/npm/node_modules/openai/index.mjs')).href);
 
 async function startServer(extra) {
+  // The model's own context length (config.json), as `make run` serves it.
   const args = ['serve', '--model-path', modelDir, '--device', 'cpu', '--host', '127.0.0.1', '--port', '0',
-    '--context-length', '512', '--max-total-tokens', '8192', '--served-model-name', 'demo', ...extra];
+    '--max-total-tokens', '8192', '--served-model-name', 'demo', ...extra];
   const proc = spawn(bin, args, { stdio: ['ignore', 'ignore', 'pipe'] });
   let log = '';
   const port = await new Promise((resolve, reject) => {
@@ -84,10 +85,12 @@ for (const [name, flags] of [
       }
     });
 
+    // max_tokens 1024: what the chat page asks for by default, which must fit the context.
     test('/v1/chat/completions recites requested verses', async () => {
       for (const [ask, want] of CHATS) {
         const r = await servers[name].client.chat.completions.create({
-          model: 'demo', messages: [{ role: 'user', content: ask }], max_tokens: 48, temperature: 0 });
+          model: 'demo', messages: [{ role: 'user', content: ask }], max_tokens: 1024, temperature: 0 });
+        assert.equal(r.choices[0].finish_reason, 'stop', `${ask}: the answer should end with EOS`);
         assert.ok(r.choices[0].message.content.includes(want), `${ask} -> ${JSON.stringify(r.choices[0].message.content)}`);
       }
     });

@@ -32,7 +32,7 @@ def demo_config(vocab_size):
         "n_routed_experts": 16, "n_shared_experts": 1, "num_experts_per_tok": 4, "n_group": 4, "topk_group": 2,
         "first_k_dense_replace": 1, "moe_layer_freq": 1, "norm_topk_prob": True, "routed_scaling_factor": 2.5,
         "scoring_func": "sigmoid", "topk_method": "noaux_tc", "hidden_act": "silu", "rms_norm_eps": 1e-6,
-        "rope_theta": 10000.0, "rope_scaling": None, "max_position_embeddings": 1024, "tie_word_embeddings": False,
+        "rope_theta": 10000.0, "rope_scaling": None, "max_position_embeddings": 4096, "tie_word_embeddings": False,
         "bos_token_id": 0, "eos_token_id": 1, "torch_dtype": "bfloat16", "attention_bias": False, "use_cache": True,
     }
 
