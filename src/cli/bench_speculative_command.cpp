@@ -1,7 +1,9 @@
 // `dsserve bench-speculative`: sweeps batch size x draft steps x topk x draft tokens (skipping
 // invalid combinations, with the non-speculative baseline at steps 0) over one loaded model, runs
 // the same prompt set at each point with the batch size as concurrency, and prints one JSON line per
-// point: {batch_size, steps, topk, num_draft_tokens, acc_length, step_time, speed}.
+// point: {batch_size, steps, topk, num_draft_tokens, acc_length, step_time, speed}. Prompts are
+// random token ids, or with --prompts-file real text (JSON lines: a string, tokenized with the
+// model's tokenizer, or an array of token ids), used in turn up to --num-prompts.
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
 
@@ -9,6 +11,7 @@
 #include <condition_variable>
 #include <fstream>
 #include <iostream>
+#include <limits>
 #include <mutex>
 #include <random>
 #include <set>
@@ -17,6 +20,7 @@
 #include "cli/model_options.h"
 #include "core/error.h"
 #include "runtime/scheduler.h"
+#include "text/tokenizer.h"
 
 namespace dsserve {
 
@@ -29,6 +33,7 @@ struct BenchOptions {
   std::vector<int> draft_tokens{0};  // 0: steps * topk + 1 capped by the chain rule
   int input_len = 128, output_len = 64, num_prompts = 16;
   std::string output_file;
+  std::string prompts_file;
 };
 
 struct Point {
@@ -91,16 +96,63 @@ nlohmann::json run_point(LoadedModel& m, const BenchOptions& o, const Point& p,
           {"total_tokens_per_s", double(tokens) / s}};
 }
 
+// --prompts-file: one prompt a line, a JSON string (tokenized with BOS) or an array of token ids.
+std::vector<std::vector<int32_t>> read_prompts(const std::string& path, const std::string& model_dir, int vocab) {
+  std::ifstream in(path);
+  DS_CHECK(in.good(), "--prompts-file {}: cannot open it", path);
+  std::unique_ptr<text::Tokenizer> tok;
+  std::vector<std::vector<int32_t>> out;
+  std::string line;
+  for (int n = 1; std::getline(in, line); ++n) {
+    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+    nlohmann::json j = nlohmann::json::parse(line, nullptr, false);
+    std::vector<int32_t> ids;
+    if (j.is_string()) {
+      if (!tok) tok = std::make_unique<text::Tokenizer>(text::Tokenizer::load(model_dir));
+      ids = tok->encode(j.get<std::string>(), /*add_special_tokens=*/true);
+    } else if (j.is_array()) {
+      for (const auto& v : j) {
+        DS_CHECK(v.is_number_integer() && v.get<int64_t>() >= 0 && v.get<int64_t>() < vocab,
+                 "--prompts-file {} line {}: expected token ids in [0, {}), found {}", path, n, vocab, v.dump());
+        ids.push_back(v.get<int32_t>());
+      }
+    } else {
+      fail("--prompts-file {} line {}: expected a JSON string or an array of token ids, found {}", path, n,
+           line.substr(0, 80));
+    }
+    DS_CHECK(!ids.empty(), "--prompts-file {} line {}: an empty prompt", path, n);
+    out.push_back(std::move(ids));
+  }
+  DS_CHECK(!out.empty(), "--prompts-file {}: no prompts in it", path);
+  return out;
+}
+
 void run(BenchOptions& o) {
   std::mt19937 g(uint32_t(o.model.random_seed));
   int max_steps = *std::max_element(o.steps.begin(), o.steps.end());
   int max_batch = *std::max_element(o.batch_sizes.begin(), o.batch_sizes.end());
+  std::vector<std::vector<int32_t>> file_prompts;
+  if (!o.prompts_file.empty()) {
+    file_prompts = read_prompts(o.prompts_file, o.model.model_path, std::numeric_limits<int>::max());
+    size_t longest = 0;
+    for (const auto& p : file_prompts) longest = std::max(longest, p.size());
+    o.input_len = int(longest);
+  }
   if (o.model.max_total_tokens == 0)
     o.model.max_total_tokens = int64_t(max_batch) * (o.input_len + o.output_len + 4 * max_steps + 80);
   LoadedModel m = load_model(o.model, max_steps > 0);
+  const int vocab = int(m.model->config().vocab_size);
   std::vector<std::vector<int32_t>> prompts(static_cast<size_t>(o.num_prompts));
-  for (auto& p : prompts)
-    for (int i = 0; i < o.input_len; ++i) p.push_back(int32_t(2 + g() % uint32_t(m.model->config().vocab_size - 2)));
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    if (!file_prompts.empty()) {
+      prompts[i] = file_prompts[i % file_prompts.size()];
+      for (int32_t id : prompts[i])
+        DS_CHECK(id < vocab, "--prompts-file {}: token id {} is outside the model's vocabulary of {}",
+                 o.prompts_file, id, vocab);
+      continue;
+    }
+    for (int j = 0; j < o.input_len; ++j) prompts[i].push_back(int32_t(2 + g() % uint32_t(vocab - 2)));
+  }
   std::ofstream file;
   if (!o.output_file.empty()) file.open(o.output_file, std::ios::app);
   std::set<std::array<int, 4>> done;
@@ -133,6 +185,8 @@ void add_bench_speculative_command(CLI::App& app) {
   sub->add_option("--output-len", opt->output_len)->capture_default_str();
   sub->add_option("--num-prompts", opt->num_prompts)->capture_default_str();
   sub->add_option("--output", opt->output_file, "Append the JSON lines to this file too");
+  sub->add_option("--prompts-file", opt->prompts_file,
+                  "JSON lines of prompts (a string, tokenized with the model's tokenizer, or token ids) instead of random ids");
   sub->callback([opt] { run(*opt); });
 }
 

@@ -1,7 +1,7 @@
 // `dsserve init-tiny-model DIR`: writes a small random-weight checkpoint in the published
 // DeepSeek-V3 layout (config.json, two safetensors shards, model.safetensors.index.json; with
 // --fp8 block-FP8 weights and weight_scale_inv), with DeepSeek-V3's vocabulary and its tokenizer
-// files beside it, so text works end to end. It is the default model of `make run`.
+// files beside it, so text works end to end (`make run MODEL=models/tiny-random` serves one).
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
 

@@ -8,7 +8,7 @@ const client = new OpenAI({
   apiKey: process.env.OPENAI_API_KEY ?? 'unused-without---api-key',
 });
 const stream = await client.chat.completions.create({
-  model: 'default', messages: [{ role: 'user', content: 'Hello!' }], max_tokens: 64,
+  model: 'default', messages: [{ role: 'user', content: 'Recite John 3:16.' }], max_tokens: 64, temperature: 0,
   stream: true, stream_options: { include_usage: true },
 });
 let usage;
