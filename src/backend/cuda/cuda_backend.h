@@ -282,6 +282,7 @@ class CudaBackend final : public Backend {
   // Whether the last head_linear call ran in FP8 (tests, benchmarks).
   bool last_head_fp8() const { return last_head_fp8_; }
   cudaStream_t stream() const { return stream_; }
+  int multiprocessors();  // of this device (the quantized products' split-K plans)
   size_t scratch_bytes() const { return scratch_.capacity_bytes(); }
   size_t graph_pool_bytes() const { return graph_pool_.capacity_bytes(); }
 
@@ -315,7 +316,6 @@ class CudaBackend final : public Backend {
   // x [T, K] -> int8 [T, K] and scales ([T] or [T, ceil(K / 128)]); rows gathered through row_index when given.
   void quantize_int8(const Tensor& x, QuantKind kind, int64_t rows, const int32_t* row_index, Tensor& q, Tensor& s);
   Tensor moe_experts_quant(const Tensor& x, const ExpertWeights& w, const RouterOutput& route, bool grouped);
-  int multiprocessors();
   Tensor quant_counters();  // the split-K counters of quant_gemm.h, allocated on first use
   Tensor moe_experts_grouped(const Tensor& x, const ExpertWeights& w, const RouterOutput& route);
   // The W8A8 grouped path, with the shared expert's products in the same launches when given;

@@ -5,6 +5,7 @@
 // synchronisation: capturable), per-expert row segments after reading the counts back otherwise.
 #include "backend/cuda/cuda_backend.h"
 #include "backend/cuda/elementwise/elementwise.h"
+#include "backend/cuda/moe/moe_grouped_gemm.h"
 #include "backend/cuda/quant/int8_quant.h"
 #include "core/error.h"
 
