@@ -61,9 +61,9 @@ if has quant; then
     done
   done
   for q in awq w8a8_int8 blockwise_int8; do
-    echo "== bench-one-batch: DeepSeek-V3 width, 4 layers, dummy $q weights, input 1024, output 64 (CUDA graphs)"
+    echo "== bench-one-batch: DeepSeek-V3 width, 4 layers, dummy $q weights, input 512, output 32 (CUDA graphs)"
     $B bench-one-batch --model-path $V3 --load-format dummy --quantization $q --device cuda \
-      --json-model-override-args '{"num_hidden_layers": 4}' --batch-size 1 8 64 --input-len 1024 --output-len 64 \
+      --json-model-override-args '{"num_hidden_layers": 4}' --batch-size 1 64 --input-len 512 --output-len 32 \
       > "$OUTDIR/bench_$q.log" 2>&1
     grep -E "^\||ceilings|memory:|error" "$OUTDIR/bench_$q.log" | sed -E 's/^\[[^]]*\] \[[a-z]+\] //' | cut -c1-300 | tail -8
   done
