@@ -78,7 +78,7 @@ TEST(DummyWeights, QuantizedFormatsDescribeTheHostValues) {
       EXPECT_NEAR(sd, want_sd, 0.05 * want_sd) << q << " " << s.name;
       ++checked;
     }
-    EXPECT_GT(checked, 10) << q;
+    EXPECT_GT(checked, 4) << q;
   }
 }
 
