@@ -406,6 +406,10 @@ class Backend {
 enum class DeviceKind { Auto, Cpu, Cuda };
 DeviceKind parse_device_kind(const std::string& s);  // "auto" | "cpu" | "cuda"
 int cuda_device_count();                              // 0 when built without CUDA or no GPU
+// AWQ and INT8 weights on CUDA backends created from now on: true runs them on the W4A16 / W8A8
+// kernels of backend/cuda/quant (written and compiled, not yet measured on a GPU); false (the
+// default) runs BF16 products on the weights dequantized as the CPU oracle dequantizes them.
+void set_cuda_quantized_kernels(bool on);
 std::unique_ptr<Backend> create_backend(DeviceKind kind, int device_index = 0);
 // The `world` backends of one tensor-parallel group, rank r on device r (CUDA: one NCCL
 // communicator over devices 0..world-1; CPU: threads summing through host memory). Their forwards

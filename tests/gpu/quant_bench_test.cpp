@@ -121,6 +121,7 @@ class GpuQuantBench : public ::testing::Test {
  protected:
   void SetUp() override {
     DS_REQUIRE_GPU();
+    cg().set_quantized_kernels(true);
     gpu().begin_forward();
     if (ceil_.copy_gbs == 0) {
       ceil_ = gpu().measure_ceilings();
@@ -155,6 +156,9 @@ class GpuQuantBench : public ::testing::Test {
       ws.push_back(gpu().make_linear(parts, LinearUse::Projection));
     }
     return ws;
+  }
+  void TearDown() override {
+    if (gpu_available()) cg().set_quantized_kernels(false);
   }
   static DeviceCeilings ceil_;
   Rng rng{7};

@@ -62,11 +62,14 @@ class GpuQuant : public ::testing::Test {
  protected:
   void SetUp() override {
     DS_REQUIRE_GPU();
+    cg().set_quantized_kernels(true);
     gpu().begin_forward();
     cpu().begin_forward();
   }
   void TearDown() override {
-    if (gpu_available()) cg().set_moe_path(Path::Auto);
+    if (!gpu_available()) return;
+    cg().set_moe_path(Path::Auto);
+    cg().set_quantized_kernels(false);
   }
   void expect_close(const std::string& what, double err, double tol) {
     RecordProperty(what, std::to_string(err));
@@ -279,6 +282,10 @@ TEST_F(GpuQuant, SplitKProductsReplayFromACudaGraph) {
 TEST(GpuQuantGraphs, FixturesDecodeThroughGraphsAsEagerly) {
   DS_REQUIRE_GPU();
   DS_REQUIRE_FIXTURES();
+  set_cuda_quantized_kernels(true);
+  struct Restore {
+    ~Restore() { set_cuda_quantized_kernels(false); }
+  } restore;
   for (std::string fixture : {"tiny-v3-awq", "tiny-v3-int8-channel", "tiny-v3-int8-block"}) {
     const std::string dir = fixtures_dir() + "/" + fixture;
     auto load = [&](bool graphs) {
@@ -308,6 +315,29 @@ TEST(GpuQuantGraphs, FixturesDecodeThroughGraphsAsEagerly) {
     }
     std::printf("[ stats    ] %s graphs vs eager: %s\n", fixture.c_str(), s.str().c_str());
     EXPECT_LE(s.quantile(1.0), 1e-3) << fixture << ": " << s.str();
+  }
+}
+
+// The default (until the quantized kernels are measured): AWQ and INT8 weights dequantized as the
+// CPU oracle dequantizes them, run as BF16 products, held to the BF16 path's golden bounds.
+TEST(GpuQuantDefaults, FixturesRunDequantizedToBf16) {
+  DS_REQUIRE_GPU();
+  DS_REQUIRE_FIXTURES();
+  set_cuda_quantized_kernels(false);
+  for (std::string fixture : {"tiny-v3-awq", "tiny-v3-int8-channel", "tiny-v3-int8-block"}) {
+    const std::string dir = fixtures_dir() + "/" + fixture;
+    TestModel m = load_model_on(DeviceKind::Cuda, dir, 16, 2048);
+    Checkpoint ref = Checkpoint::open(dir + "/reference.safetensors");
+    LogprobStats s;
+    for (int k = 0; k < 5; ++k) {
+      Tensor ids_t = ref.view("prompt." + std::to_string(k) + ".ids");
+      std::vector<int32_t> ids(ids_t.ptr<int32_t>(), ids_t.ptr<int32_t>() + ids_t.numel());
+      s.add(run_on(m, ids).logits, rows_of(ref.view("prompt." + std::to_string(k) + ".logits")));
+    }
+    std::printf("[ stats    ] %s dequantized to bf16 (default), prefill: %s\n", fixture.c_str(), s.str().c_str());
+    EXPECT_LE(s.quantile(0.5), 0.04) << fixture << ": " << s.str();
+    EXPECT_LE(s.quantile(0.9), 0.25) << fixture << ": " << s.str();
+    EXPECT_GE(s.agreement(), 0.92) << fixture << ": " << s.str();
   }
 }
 

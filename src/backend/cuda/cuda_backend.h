@@ -283,6 +283,12 @@ class CudaBackend final : public Backend {
   bool last_head_fp8() const { return last_head_fp8_; }
   cudaStream_t stream() const { return stream_; }
   int multiprocessors();  // of this device (the quantized products' split-K plans)
+  // AWQ / INT8 weights prepared from now on: on the W4A16 / W8A8 kernels (quant/quant_gemm.h), or
+  // (false, the default until they are measured on a GPU) as BF16 products on the weights
+  // dequantized exactly as the CPU oracle dequantizes them. A new backend starts with the default.
+  void set_quantized_kernels(bool on) { quant_kernels_ = on; }
+  bool quantized_kernels() const { return quant_kernels_; }
+  static void set_default_quantized_kernels(bool on) { default_quant_kernels_ = on; }
   size_t scratch_bytes() const { return scratch_.capacity_bytes(); }
   size_t graph_pool_bytes() const { return graph_pool_.capacity_bytes(); }
 
@@ -361,6 +367,8 @@ class CudaBackend final : public Backend {
   std::shared_ptr<void> world_comm_, across_comm_;  // ncclComm_t each, with data-parallel attention
   Tensor quant_counters_;  // [kQuantGemmMaxCounters] I32, zero between calls
   int sms_ = 0;
+  static inline std::atomic<bool> default_quant_kernels_{false};
+  bool quant_kernels_ = default_quant_kernels_;
 };
 
 // Quantized weight parts the quant/ kernels take (cuda_quant_weights.cpp); others become BF16.

@@ -129,8 +129,8 @@ LinearWeight CudaBackend::make_linear(std::span<const WeightPart> parts, LinearU
   }
   auto lin = std::make_shared<CudaLinear>();
   lin->use = use;
-  // Group consecutive parts into segments: quantized (AWQ W4A16, INT8 W8A8: cuda_quant_weights.cpp)
-  // or FP8 where allowed (a new segment whenever a part would start inside a 128-row scale block of
+  // Group consecutive parts into segments: quantized (AWQ W4A16, INT8 W8A8: cuda_quant_weights.cpp,
+  // when set_quantized_kernels is on) or FP8 where allowed (a new segment whenever a part would start inside a 128-row scale block of
   // the segment), BF16 otherwise.
   const bool fp8_allowed = use == LinearUse::Projection && in % 128 == 0;
   enum class Kind { Bf16, Fp8, Quant };
@@ -142,7 +142,7 @@ LinearWeight CudaBackend::make_linear(std::span<const WeightPart> parts, LinearU
   std::vector<Group> groups;
   int64_t row = 0;
   for (size_t i = 0; i < parts.size(); ++i) {
-    const bool quant = use == LinearUse::Projection && quant_part_supported(parts[i]);
+    const bool quant = use == LinearUse::Projection && quant_kernels_ && quant_part_supported(parts[i]);
     const Kind kind = quant ? Kind::Quant : fp8_allowed && is_e4m3(parts[i]) && row % 8 == 0 ? Kind::Fp8 : Kind::Bf16;
     const int64_t rows = parts[i].out_features();
     const bool joins = !groups.empty() && groups.back().kind == kind &&
@@ -278,7 +278,8 @@ ExpertWeights CudaBackend::make_experts(std::span<const ExpertParts> experts) {
              "expert {}: gate/up/down shapes {} {} {} do not match [{}, {}]", e, dims(x.gate).str(),
              dims(x.up).str(), dims(x.down).str(), I, H);
   }
-  if (ExpertWeights q = make_quant_experts(experts); q.impl) return q;
+  if (quant_kernels_)
+    if (ExpertWeights q = make_quant_experts(experts); q.impl) return q;
   bool fp8 = H % 128 == 0 && I % 128 == 0;
   for (const auto& x : experts) fp8 = fp8 && is_e4m3(x.gate) && is_e4m3(x.up) && is_e4m3(x.down);
   if (fp8) {  // ask cuBLASLt for both products at a small and a large segment; BF16 if it declines
