@@ -282,7 +282,7 @@ class CudaBackend final : public Backend {
   // Whether the last head_linear call ran in FP8 (tests, benchmarks).
   bool last_head_fp8() const { return last_head_fp8_; }
   cudaStream_t stream() const { return stream_; }
-  int multiprocessors();  // of this device (the quantized products' split-K plans)
+  int multiprocessors();  // of this device (common/device_props.h; the quantized products' split-K plans)
   // AWQ / INT8 weights prepared from now on: on the W4A16 / W8A8 kernels (quant/quant_gemm.h), or
   // (false, the default until they are measured on a GPU) as BF16 products on the weights
   // dequantized exactly as the CPU oracle dequantizes them. A new backend starts with the default.
@@ -366,7 +366,6 @@ class CudaBackend final : public Backend {
   std::shared_ptr<void> comm_;  // ncclComm_t, when in a tensor-parallel group
   std::shared_ptr<void> world_comm_, across_comm_;  // ncclComm_t each, with data-parallel attention
   Tensor quant_counters_;  // [kQuantGemmMaxCounters] I32, zero between calls
-  int sms_ = 0;
   static inline std::atomic<bool> default_quant_kernels_{false};
   bool quant_kernels_ = default_quant_kernels_;
 };

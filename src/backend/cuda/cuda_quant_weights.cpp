@@ -7,6 +7,7 @@
 // path of cuda_weights.cpp (dequantized exactly as the CPU oracle dequantizes).
 #include <cstring>
 
+#include "backend/cuda/common/device_props.h"
 #include "backend/cuda/cuda_backend.h"
 #include "backend/cuda/quant/awq_repack.h"
 #include "backend/weight_dequant.h"
@@ -57,13 +58,7 @@ Tensor CudaBackend::quant_counters() {
   return quant_counters_;
 }
 
-int CudaBackend::multiprocessors() {
-  if (sms_ == 0) {
-    check(cudaDeviceGetAttribute(&sms_, cudaDevAttrMultiProcessorCount, device_), "multiprocessor count");
-    if (sms_ <= 0) sms_ = 1;
-  }
-  return sms_;
-}
+int CudaBackend::multiprocessors() { return current_sm_count(); }
 
 namespace {
 
