@@ -130,8 +130,8 @@ LinearWeight CudaBackend::make_linear(std::span<const WeightPart> parts, LinearU
   auto lin = std::make_shared<CudaLinear>();
   lin->use = use;
   // Group consecutive parts into segments: quantized (AWQ W4A16, INT8 W8A8: cuda_quant_weights.cpp,
-  // when set_quantized_kernels is on) or FP8 where allowed (a new segment whenever a part would start inside a 128-row scale block of
-  // the segment), BF16 otherwise.
+  // when set_quantized_kernels is on) or FP8 where allowed (a new segment whenever a part would start
+  // inside a 128-row scale block of the segment), BF16 otherwise.
   const bool fp8_allowed = use == LinearUse::Projection && in % 128 == 0;
   enum class Kind { Bf16, Fp8, Quant };
   struct Group {
