@@ -7,9 +7,12 @@
 //   Each call is one replay of a recorded CUDA graph, rotating over enough weight copies (>= 256 MB)
 //   that they do not stay in L2.
 // - W8A8 (INT8) and W4A16 linears at 4096 tokens: TOP/s against cuBLASLt's int8 product (int8 x
-//   int8 -> int32, no scales) of the same shape and of 8192^3, measured in the same run.
-// - A DeepSeek-V3 MoE layer's routed experts at decode sizes (256 experts, top-8): GB/s over the
-//   active experts' bytes.
+//   int8 -> int32, no scales) of the same shape and of 8192^3, on the tiled kernel and expanded to
+//   BF16 + cuBLASLt (quant_dequant.h), beside the backend's BF16 product of the same shape (BF16
+//   weights: the dequantized default), measured in the same run.
+// - A DeepSeek-V3 MoE layer's routed experts (256 experts, top-8) at decode sizes (graph replays)
+//   and prefill sizes (expanded to BF16 and on the tiled kernel): GB/s over the active experts'
+//   bytes, beside the same layer with BF16 experts (the dequantized default) in the same run.
 // Asserts only that the products run. Filter: --gtest_filter='GpuQuantBench.*'.
 #include <gtest/gtest.h>
 
@@ -152,7 +155,16 @@ class GpuQuantBench : public ::testing::Test {
     std::vector<LinearWeight> ws;
     for (int c = 0; c < copies; ++c) {
       std::vector<WeightPart> parts;
-      for (int64_t o : s.outs) parts.push_back(part_of(f, o, s.in, 1000 * uint64_t(c) + uint64_t(o), rng));
+      for (int64_t o : s.outs) {
+        const uint64_t seed = 1000 * uint64_t(c) + uint64_t(o);
+        if (f == Fmt::Bf16) {  // drawn on the device (host draws of the dense shapes take seconds)
+          WeightPart p;
+          p.weight = gpu().random_weight(DType::BF16, {o, s.in}, {seed, true, 1.0f / std::sqrt(float(s.in)), 0.0f});
+          parts.push_back(p);
+        } else {
+          parts.push_back(part_of(f, o, s.in, seed, rng));
+        }
+      }
       ws.push_back(gpu().make_linear(parts, LinearUse::Projection));
     }
     return ws;
@@ -265,63 +277,121 @@ TEST_F(GpuQuantBench, PrefillLinears) {
     const double lt_tops =
         lt_ok ? ops / time_ms([&] { lt.run(w8.data(), x8.data(), d32.data(), N, T, K, cg().stream()); }) / 1e9 : 0.0;
     Tensor x = to_backend(gpu(), randn({T, K}, rng));
+    double bf16_ms = 0;
+    {  // the dequantized path: the backend's BF16 product of the same shape
+      std::vector<WeightPart> parts;
+      for (int64_t o : s.outs) {
+        WeightPart p;
+        p.weight = gpu().random_weight(DType::BF16, {o, K}, {uint64_t(o), true, 1.0f / std::sqrt(float(K)), 0.0f});
+        parts.push_back(p);
+      }
+      LinearWeight w = gpu().make_linear(parts, LinearUse::Projection);
+      bf16_ms = time_ms([&] {
+        gpu().begin_forward();
+        gpu().linear(x, w);
+      });
+    }
     for (Fmt f : {Fmt::Int8Block, Fmt::Int8Channel, Fmt::Awq}) {
       std::vector<WeightPart> parts;
       for (int64_t o : s.outs) parts.push_back(part_of(f, o, K, uint64_t(o), rng));
       LinearWeight w = gpu().make_linear(parts, LinearUse::Projection);
+      cg().set_quant_prefill_dequantize(true);
+      const double expand_ms = time_ms([&] {
+        gpu().begin_forward();
+        gpu().linear(x, w);
+      });
+      cg().set_quant_prefill_dequantize(false);
       const double ms = time_ms([&] {
         gpu().begin_forward();
         gpu().linear(x, w);
       });
+      cg().set_quant_prefill_dequantize(true);
       const double tops = ops / ms / 1e9;
       const double ceiling = f == Fmt::Awq ? ceil_.bf16_tflops : lt_tops;
-      std::printf("[ bench    ] prefill %-17s %-15s T=%ld %5ldx%-5ld %8.3f ms %6.0f TOP/s  %s %6.0f TOP/s: %3.0f%%  "
-                  "(cuBLASLt int8 8192^3: %.0f)\n",
+      std::printf("[ bench    ] prefill %-17s %-15s T=%ld %5ldx%-5ld tiled %8.3f ms %6.0f TOP/s  %s %6.0f TOP/s: %3.0f%%  "
+                  "(cuBLASLt int8 8192^3: %.0f)  expanded to bf16 + cuBLASLt %.3f ms  bf16 weights %.3f ms: "
+                  "tiled %.2fx, expanded %.2fx\n",
                   name_of(f), s.name, long(T), long(N), long(K), ms, tops,
                   f == Fmt::Awq ? "vs bf16 cuBLASLt 8192^3" : "vs cuBLASLt int8 same shape", ceiling,
-                  ceiling > 0 ? 100 * tops / ceiling : 0.0, square_tops);
+                  ceiling > 0 ? 100 * tops / ceiling : 0.0, square_tops, expand_ms, bf16_ms, bf16_ms / ms,
+                  bf16_ms / expand_ms);
       ::testing::Test::RecordProperty(std::string("prefill ") + name_of(f) + " " + s.name,
                                       std::to_string(tops) + " TOP/s of " + std::to_string(ceiling));
     }
   }
 }
 
-TEST_F(GpuQuantBench, MoeDecodeExperts) {
+TEST_F(GpuQuantBench, MoeExperts) {
   // One V3 MoE layer's routed experts (256 of 7168 x 2048, top-8): 16 distinct experts' data,
-  // repeated over the 256 (each GPU expert still has its own memory).
+  // repeated over the 256 (each GPU expert still has its own memory). Decode sizes are timed as
+  // graph replays (the grouped path), prefill sizes eagerly (per-expert segments).
   const int E = 256, K = 8, distinct = 16;
   const int64_t H = 7168, I = 2048;
-  for (Fmt f : {Fmt::Awq, Fmt::Int8Block, Fmt::Int8Channel}) {
+  const std::vector<int64_t> tokens = {1, 8, 32, 64, 512, 4096};
+  std::map<int64_t, std::vector<int32_t>> ids_of;  // the same routing for every format
+  for (int64_t T : tokens) {
+    std::vector<int32_t>& ids = ids_of[T];
+    for (int64_t t = 0; t < T; ++t) {
+      std::vector<int32_t> e(E);
+      std::iota(e.begin(), e.end(), 0);
+      std::shuffle(e.begin(), e.end(), rng);
+      ids.insert(ids.end(), e.begin(), e.begin() + K);
+    }
+  }
+  std::map<int64_t, double> bf16_ms;
+  for (Fmt f : {Fmt::Bf16, Fmt::Awq, Fmt::Int8Block, Fmt::Int8Channel}) {
     std::vector<ExpertParts> unique;
+    auto part = [&](int64_t out, int64_t in, uint64_t seed) {
+      if (f != Fmt::Bf16) return part_of(f, out, in, seed, rng);
+      WeightPart p;  // on the device: no host conversion of 256 BF16 experts
+      p.weight = gpu().random_weight(DType::BF16, {out, in}, {seed, true, 1.0f / std::sqrt(float(in)), 0.0f});
+      return p;
+    };
     for (int d = 0; d < distinct; ++d)
-      unique.push_back({part_of(f, I, H, 3 * uint64_t(d), rng), part_of(f, I, H, 3 * uint64_t(d) + 1, rng),
-                        part_of(f, H, I, 3 * uint64_t(d) + 2, rng)});
+      unique.push_back({part(I, H, 3 * uint64_t(d)), part(I, H, 3 * uint64_t(d) + 1), part(H, I, 3 * uint64_t(d) + 2)});
     std::vector<ExpertParts> all;
     for (int e = 0; e < E; ++e) all.push_back(unique[size_t(e % distinct)]);
     ExpertWeights ex = gpu().make_experts(all);
+    const std::string layout = cuda::CudaBackend::describe(ex);
     const double expert_bytes = weight_bytes(f, 2.0 * I, double(H)) + weight_bytes(f, double(H), double(I));
-    for (int64_t T : {1, 8, 32, 64}) {
+    for (int64_t T : tokens) {
+      const std::vector<int32_t>& ids_v = ids_of[T];
       Tensor ids = Tensor::zeros_host(DType::I32, {T, K});
-      for (int64_t t = 0; t < T; ++t) {
-        std::vector<int32_t> e(E);
-        std::iota(e.begin(), e.end(), 0);
-        std::shuffle(e.begin(), e.end(), rng);
-        for (int k = 0; k < K; ++k) ids.ptr<int32_t>()[t * K + k] = e[size_t(k)];
-      }
-      const std::set<int32_t> active(ids.ptr<int32_t>(), ids.ptr<int32_t>() + ids.numel());
+      std::copy(ids_v.begin(), ids_v.end(), ids.ptr<int32_t>());
+      const std::set<int32_t> active(ids_v.begin(), ids_v.end());
       RouterOutput route{gpu().to_device(ids), gpu().to_device(uniform({T, K}, rng, 0.1f, 0.7f))};
       Tensor x = to_backend(gpu(), randn({T, H}, rng));
       Tensor out;
-      auto graph = gpu().capture([&] {
-        out = Tensor();
-        out = gpu().moe_experts(x, ex, route);
-      });
-      const double ms = time_ms([&] { graph->replay(); }, 20);
+      double ms = 0;
+      if (T <= 64) {
+        auto graph = gpu().capture([&] {
+          out = Tensor();
+          out = gpu().moe_experts(x, ex, route);
+        });
+        ms = time_ms([&] { graph->replay(); }, 20);
+      } else {
+        ms = time_ms([&] {
+          gpu().begin_forward();
+          out = gpu().moe_experts(x, ex, route);
+        });
+        if (f != Fmt::Bf16) {  // the experts on the tiled kernel instead of expanded to BF16
+          cg().set_quant_prefill_dequantize(false);
+          const double tiled_ms = time_ms([&] {
+            gpu().begin_forward();
+            out = gpu().moe_experts(x, ex, route);
+          });
+          cg().set_quant_prefill_dequantize(true);
+          std::printf("[ bench    ] moe %-17s T=%-4ld tiled kernel %9.1f us (expanded to bf16 %9.1f us): %.2fx\n",
+                      name_of(f), long(T), 1e3 * tiled_ms, 1e3 * ms, ms / tiled_ms);
+        }
+      }
+      if (f == Fmt::Bf16) bf16_ms[T] = ms;
       const double bytes = double(active.size()) * expert_bytes, gbs = bytes / ms / 1e6;
-      std::printf("[ bench    ] moe decode %-17s T=%-3ld %3zu experts %7.1f MB %8.1f us %6.0f GB/s (%3.0f%% of copy %.0f)\n",
+      std::printf("[ bench    ] moe %-17s T=%-4ld %3zu experts %7.1f MB %9.1f us %6.0f GB/s (%3.0f%% of copy %.0f) "
+                  "%s  bf16 experts %9.1f us: %.2fx\n",
                   name_of(f), long(T), active.size(), bytes / 1e6, 1e3 * ms, gbs, 100 * gbs / ceil_.copy_gbs,
-                  ceil_.copy_gbs);
-      ::testing::Test::RecordProperty(std::string("moe decode ") + name_of(f) + " T=" + std::to_string(T),
+                  ceil_.copy_gbs, layout.c_str(), 1e3 * bf16_ms[T], bf16_ms[T] / ms);
+      ::testing::Test::RecordProperty(std::string("moe ") + name_of(f) + " T=" + std::to_string(T),
                                       std::to_string(gbs) + " GB/s");
     }
   }

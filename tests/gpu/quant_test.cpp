@@ -28,7 +28,7 @@
 namespace dsserve::test {
 namespace {
 
-constexpr double kW4A16 = 1e-2, kW8A8Emulated = 1e-2, kW8A8 = 3e-2, kMoeW4 = 1.5e-2, kMoeW8 = 5e-2;
+constexpr double kW4A16 = 1e-2, kW8A8Emulated = 1e-2, kW8A8 = 3e-2, kMoeW4 = 1.5e-2, kMoeW8 = 5e-2, kExpanded = 1e-2;
 
 cuda::CudaBackend& cg() { return static_cast<cuda::CudaBackend&>(gpu()); }
 using Path = cuda::CudaBackend::MoePath;
@@ -70,6 +70,7 @@ class GpuQuant : public ::testing::Test {
     if (!gpu_available()) return;
     cg().set_moe_path(Path::Auto);
     cg().set_quantized_kernels(false);
+    cg().set_quant_prefill_dequantize(true);
   }
   void expect_close(const std::string& what, double err, double tol) {
     RecordProperty(what, std::to_string(err));
@@ -93,23 +94,29 @@ class GpuQuant : public ::testing::Test {
               std::string::npos)
         << shape << " runs as " << layout;
     for (int64_t T : tokens) {
-      gpu().begin_forward();
       cpu().begin_forward();
       Tensor x = randn({T, in}, rng);
-      Tensor g = gpu().to_host_f32(gpu().linear(to_backend(gpu(), x), wg));
-      const std::string tag = shape + "_T" + std::to_string(T);
       Tensor exact = cpu().to_host_f32(cpu().linear(cpu().to_device(x), wc));
-      if (f == Fmt::Awq) {
-        expect_close(tag, rel_err(g, exact), kW4A16);
-      } else {
-        Tensor emul = cpu().to_host_f32(cpu().linear(cpu().to_device(int8_round_trip(x, f == Fmt::Int8Block)), wc));
-        expect_close(tag + "_vs_emulated", rel_err(g, emul), kW8A8Emulated);
-        expect_close(tag + "_vs_unquantized", rel_err(g, exact), kW8A8);
+      // Above decode sizes: the tiled kernel, and the weights expanded to BF16 (the oracle's own
+      // weights, BF16 activations: the BF16 product's bound).
+      for (bool expand : T > cuda::kQuantSkinnyMaxTokens ? std::vector<bool>{false, true} : std::vector<bool>{false}) {
+        cg().set_quant_prefill_dequantize(expand);
+        gpu().begin_forward();
+        Tensor g = gpu().to_host_f32(gpu().linear(to_backend(gpu(), x), wg));
+        const std::string tag = shape + "_T" + std::to_string(T) + (expand ? "_expanded" : "");
+        if (f == Fmt::Awq || expand) {
+          expect_close(tag, rel_err(g, exact), expand ? kExpanded : kW4A16);
+        } else {
+          Tensor emul = cpu().to_host_f32(cpu().linear(cpu().to_device(int8_round_trip(x, f == Fmt::Int8Block)), wc));
+          expect_close(tag + "_vs_emulated", rel_err(g, emul), kW8A8Emulated);
+          expect_close(tag + "_vs_unquantized", rel_err(g, exact), kW8A8);
+        }
+        // Same inputs again: identical bits (split K summed in a fixed order).
+        gpu().begin_forward();
+        Tensor again = gpu().to_host_f32(gpu().linear(to_backend(gpu(), x), wg));
+        EXPECT_EQ(std::memcmp(g.data(), again.data(), g.nbytes()), 0) << tag << ": repeated call differs";
       }
-      // Same inputs again: identical bits (split K summed in a fixed order).
-      gpu().begin_forward();
-      Tensor again = gpu().to_host_f32(gpu().linear(to_backend(gpu(), x), wg));
-      EXPECT_EQ(std::memcmp(g.data(), again.data(), g.nbytes()), 0) << tag << ": repeated call differs";
+      cg().set_quant_prefill_dequantize(true);
     }
   }
 
@@ -212,22 +219,59 @@ TEST_F(GpuQuant, ExpertsOnBothPaths) {
         cpu().begin_forward();
         Tensor c = cpu().to_host_f32(cpu().moe_experts(cpu().to_device(x), ex.cpu, rc));
         Tensor by_path[2];
-        for (Path path : {Path::Grouped, Path::Cublaslt}) {
-          if (path == Path::Grouped && T * s.K > cuda::kMoeAlignMaxPairs) continue;
-          gpu().begin_forward();
-          cg().set_moe_path(path);
-          Tensor g = gpu().to_host_f32(gpu().moe_experts(to_backend(gpu(), x), ex.gpu, rg));
-          by_path[path == Path::Grouped ? 0 : 1] = g;
-          const std::string tag = std::string(fmt_name(f)) + "_E" + std::to_string(s.E) + "_H" + std::to_string(s.H) +
-                                  "_I" + std::to_string(s.I) + "_top" + std::to_string(s.K) + "_T" + std::to_string(T) +
-                                  (path == Path::Grouped ? "_grouped" : "_segments");
-          expect_close(tag, rel_err(g, c), f == Fmt::Awq ? kMoeW4 : kMoeW8);
-        }
+        for (Path path : {Path::Grouped, Path::Cublaslt})
+          for (bool expand : {false, true}) {  // segments: experts with > 64 rows expanded to BF16 or tiled
+            if (path == Path::Grouped && (expand || T * s.K > cuda::kMoeAlignMaxPairs)) continue;
+            gpu().begin_forward();
+            cg().set_moe_path(path);
+            cg().set_quant_prefill_dequantize(expand);
+            Tensor g = gpu().to_host_f32(gpu().moe_experts(to_backend(gpu(), x), ex.gpu, rg));
+            cg().set_quant_prefill_dequantize(true);
+            if (!expand) by_path[path == Path::Grouped ? 0 : 1] = g;
+            const std::string tag = std::string(fmt_name(f)) + "_E" + std::to_string(s.E) + "_H" +
+                                    std::to_string(s.H) + "_I" + std::to_string(s.I) + "_top" + std::to_string(s.K) +
+                                    "_T" + std::to_string(T) +
+                                    (path == Path::Grouped ? "_grouped" : expand ? "_segments_expanded" : "_segments");
+            expect_close(tag, rel_err(g, c), f == Fmt::Awq ? kMoeW4 : kMoeW8);
+          }
         if (by_path[0].defined() && by_path[1].defined())  // the same quantized arithmetic on both paths
           expect_close(std::string(fmt_name(f)) + "_paths_T" + std::to_string(T), rel_err(by_path[0], by_path[1]),
                        1e-2);
       }
     }
+}
+
+// The expansion to BF16 that prefill-size products multiply (quant_dequant.h): the CPU oracle's
+// dequantized weights bit for bit, for whole fused weights (parts at their row offsets).
+TEST_F(GpuQuant, ExpansionToBf16IsTheOraclesWeights) {
+  struct Case {
+    Fmt f;
+    int64_t in;
+    std::vector<int64_t> outs;
+    int64_t group;
+  };
+  for (const Case& c : {Case{Fmt::Awq, 256, {192, 160}, 64}, Case{Fmt::Awq, 1536, {512, 256}, 128},
+                        Case{Fmt::Awq, 384, {256}, 192}, Case{Fmt::Int8Block, 256, {192, 160}, 0},
+                        Case{Fmt::Int8Block, 400, {256, 128}, 0}, Case{Fmt::Int8Channel, 400, {72, 40}, 0},
+                        Case{Fmt::Int8Channel, 1536, {512}, 0}}) {
+    std::vector<WeightPart> parts;
+    for (int64_t o : c.outs) parts.push_back(random_part(c.f, o, c.in, c.group, rng));
+    LinearWeight wg = gpu().make_linear(parts, LinearUse::Projection);
+    const auto expanded = cg().expanded_segments(wg);  // [segment rows, in] BF16 bits each
+    ASSERT_FALSE(expanded.empty());
+    std::vector<uint16_t> want;
+    for (const auto& p : parts) {
+      const Tensor d = dequantize_to_f32(p);
+      for (int64_t i = 0; i < d.numel(); ++i) want.push_back(f32_to_bf16(d.ptr<float>()[i]));
+    }
+    std::vector<uint16_t> got;
+    for (const auto& e : expanded) got.insert(got.end(), e.begin(), e.end());
+    ASSERT_EQ(got.size(), want.size()) << fmt_name(c.f) << " " << cuda::CudaBackend::describe(wg);
+    size_t diff = 0;
+    for (size_t i = 0; i < got.size(); ++i) diff += got[i] != want[i];
+    EXPECT_EQ(diff, 0u) << fmt_name(c.f) << " in " << c.in << ": " << diff << " of " << got.size()
+                        << " weights differ from the oracle's";
+  }
 }
 
 TEST_F(GpuQuant, SplitKProductsReplayFromACudaGraph) {

@@ -289,6 +289,14 @@ class CudaBackend final : public Backend {
   void set_quantized_kernels(bool on) { quant_kernels_ = on; }
   bool quantized_kernels() const { return quant_kernels_; }
   static void set_default_quantized_kernels(bool on) { default_quant_kernels_ = on; }
+  // Products of quantized weights above kQuantSkinnyMaxTokens tokens: the weights expanded to BF16
+  // in scratch memory and multiplied by cuBLASLt (true, the default: quant/quant_dequant.h), or the
+  // mma.sync tiled kernel (quant_tiled.cu). Decode sizes always take the streaming kernel.
+  void set_quant_prefill_dequantize(bool on) { quant_prefill_dequantize_ = on; }
+  bool quant_prefill_dequantize() const { return quant_prefill_dequantize_; }
+  // The quantized segments of w expanded to BF16 as those products expand them: BF16 bits [rows, in]
+  // per segment, in row order (tests).
+  std::vector<std::vector<uint16_t>> expanded_segments(const LinearWeight& w);
   size_t scratch_bytes() const { return scratch_.capacity_bytes(); }
   size_t graph_pool_bytes() const { return graph_pool_.capacity_bytes(); }
 
@@ -319,6 +327,8 @@ class CudaBackend final : public Backend {
   // W4A16; for INT8 xq / xs already quantized as the segment's kind wants).
   void quant_linear_segment(const LinearSegment& seg, const Tensor& xb, const Tensor& xq, const Tensor& xs,
                             Tensor& out);
+  // The same rows as the BF16 product of the segment's weights expanded into scratch memory (xb BF16).
+  void quant_linear_dequantized(const LinearSegment& seg, const Tensor& xb, Tensor& out);
   // x [T, K] -> int8 [T, K] and scales ([T] or [T, ceil(K / 128)]); rows gathered through row_index when given.
   void quantize_int8(const Tensor& x, QuantKind kind, int64_t rows, const int32_t* row_index, Tensor& q, Tensor& s);
   Tensor moe_experts_quant(const Tensor& x, const ExpertWeights& w, const RouterOutput& route, bool grouped);
@@ -368,6 +378,7 @@ class CudaBackend final : public Backend {
   Tensor quant_counters_;  // [kQuantGemmMaxCounters] I32, zero between calls
   static inline std::atomic<bool> default_quant_kernels_{false};
   bool quant_kernels_ = default_quant_kernels_;
+  bool quant_prefill_dequantize_ = true;
 };
 
 // Quantized weight parts the quant/ kernels take (cuda_quant_weights.cpp); others become BF16.

@@ -151,11 +151,14 @@ Tensor CudaBackend::linear(const Activation& a, const LinearWeight& w) {
   Tensor out_full = scratch(out_dtype, {Tp, N});
   Tensor out(out_full.data(), out_dtype, {T, N}, Device::CUDA, out_full.storage());
   if (T == 0) return out;
-  bool any_bf16 = false;  // BF16 products and W4A16 (AWQ) segments read BF16 activations
+  // Quantized segments above decode sizes: expanded to BF16 and multiplied as BF16 (quant_dequant.h).
+  const bool quant_dequant = T > kQuantSkinnyMaxTokens && quant_prefill_dequantize_;
+  bool any_bf16 = false;  // BF16 products, W4A16 (AWQ) segments and expanded ones read BF16 activations
   const LinearSegment* int8_seg = nullptr;
   for (const auto& s : lin.segments) {
-    any_bf16 = any_bf16 || (!s.fp8 && !(s.quant && s.quant_kind != QuantKind::W4A16));
-    if (s.quant && s.quant_kind != QuantKind::W4A16) int8_seg = &s;
+    const bool int8_kernel = s.quant && s.quant_kind != QuantKind::W4A16 && !quant_dequant;
+    any_bf16 = any_bf16 || (!s.fp8 && !int8_kernel);
+    if (int8_kernel) int8_seg = &s;
   }
   Tensor x8, x8_scale;  // INT8 W8A8 segments: the activations quantized once, as their kind wants
   if (int8_seg) {
@@ -172,7 +175,10 @@ Tensor CudaBackend::linear(const Activation& a, const LinearWeight& w) {
   if (path == Fp8LinearPath::W8A8Decode) fp8_operand(a, K, round_up(T, 8), xq, xs);
   for (const auto& s : lin.segments) {
     if (s.quant) {
-      quant_linear_segment(s, xb, x8, x8_scale, out);
+      if (quant_dequant)
+        quant_linear_dequantized(s, xb, out);
+      else
+        quant_linear_segment(s, xb, x8, x8_scale, out);
       continue;
     }
     char* d = static_cast<char*>(out_full.data()) + s.row0 * int64_t(dtype_size(out_dtype));

@@ -7,6 +7,7 @@
 #include "backend/cuda/elementwise/elementwise.h"
 #include "backend/cuda/moe/moe_grouped_gemm.h"
 #include "backend/cuda/quant/int8_quant.h"
+#include "backend/cuda/quant/quant_dequant.h"
 #include "core/error.h"
 
 namespace dsserve::cuda {
@@ -71,6 +72,42 @@ void CudaBackend::quant_linear_segment(const LinearSegment& seg, const Tensor& x
     p.counters = quant_counters_.ptr<int32_t>();
   }
   check(launch_quant_gemm(p, multiprocessors(), stream_), "quantized linear");
+}
+
+void CudaBackend::quant_linear_dequantized(const LinearSegment& seg, const Tensor& xb, Tensor& out) {
+  const int64_t T = out.size(0), K = xb.size(1);
+  Tensor w = scratch(DType::BF16, {seg.rows, K});
+  check(launch_quant_dequantize(
+            quant_weights(seg.quant_kind, seg.weight.data(), seg.scale, seg.scale.data(), seg.group, seg.rows, K),
+            w.data(), K, stream_),
+        "quantized linear (expansion to bf16)");
+  GemmArgs a;
+  a.kind = GemmKind::Bf16;
+  a.m = seg.rows, a.n = T, a.k = K;
+  a.w = w.data(), a.ldw = K;
+  a.x = xb.data(), a.ldx = xb.stride(0);
+  a.d = static_cast<char*>(out.data()) + seg.row0 * int64_t(dtype_size(out.dtype()));
+  a.ldd = out.stride(0);
+  a.d_type = out.dtype() == DType::F32 ? CUDA_R_32F : CUDA_R_16BF;
+  gemm_->run(a);
+}
+
+std::vector<std::vector<uint16_t>> CudaBackend::expanded_segments(const LinearWeight& w) {
+  const auto& lin = *static_cast<const CudaLinear*>(w.impl.get());
+  std::vector<std::vector<uint16_t>> out;
+  for (const auto& seg : lin.segments) {
+    if (!seg.quant) continue;
+    const int64_t K = w.in_features;
+    Tensor d = scratch(DType::BF16, {seg.rows, K});
+    check(launch_quant_dequantize(
+              quant_weights(seg.quant_kind, seg.weight.data(), seg.scale, seg.scale.data(), seg.group, seg.rows, K),
+              d.data(), K, stream_),
+          "expansion to bf16");
+    std::vector<uint16_t>& h = out.emplace_back(size_t(seg.rows * K));
+    check(cudaMemcpyAsync(h.data(), d.data(), h.size() * 2, cudaMemcpyDeviceToHost, stream_), "expansion to host");
+    check(cudaStreamSynchronize(stream_), "expansion to host");
+  }
+  return out;
 }
 
 Tensor CudaBackend::moe_experts_quant(const Tensor& x_in, const ExpertWeights& w, const RouterOutput& route,
@@ -184,20 +221,39 @@ Tensor CudaBackend::moe_experts_quant(const Tensor& x_in, const ExpertWeights& w
                       int(K),                        int(E)};
   check(launch_moe_scatter(sp, stream_), "moe scatter");
 
+  // Experts with more rows than decode sizes: expanded to BF16 (one expert at a time, the scratch
+  // reused in stream order) and multiplied by cuBLASLt; the others on the streaming kernel.
+  auto expand = [&](int64_t e) { return quant_prefill_dequantize_ && seg_rows[e] > kQuantSkinnyMaxTokens; };
+  bool any_expand = false, any_kernel = false;
+  for (int64_t e = 0; e < E; ++e)
+    if (h_counts[e] > 0) (expand(e) ? any_expand : any_kernel) = true;
   Tensor xs_rows, xq, xs;  // the inputs in segment order (padding rows zero)
-  if (int8) {
-    quantize_int8(x_in, kind, R, row_token.ptr<int32_t>(), xq, xs);
-  } else {
+  if (int8 && any_kernel) quantize_int8(x_in, kind, R, row_token.ptr<int32_t>(), xq, xs);
+  if (!int8 || any_expand) {
     const Tensor x = as_dtype(x_in, DType::BF16, false);
     xs_rows = scratch(DType::BF16, {R, H});
     CopyRowsParams cp{x.data(), x.dtype(), x.stride(0), T, row_token.ptr<int32_t>(), xs_rows.data(), DType::BF16, H, R, H};
     check(launch_copy_rows(cp, stream_), "moe gather");
   }
-  auto run = [&](int64_t e, const QuantWeights& wq, const QuantActivations& a, Tensor& dst) {
+  Tensor w_bf16 = any_expand ? scratch(DType::BF16, {std::max(2 * I * H, H * I)}) : Tensor();
+  auto run = [&](int64_t e, const QuantWeights& wq, const Tensor& xb, const QuantActivations& a, Tensor& dst) {
+    char* y = static_cast<char*>(dst.data()) + int64_t(seg_off[e]) * dst.stride(0) * 2;
+    if (expand(e)) {
+      check(launch_quant_dequantize(wq, w_bf16.data(), wq.K, stream_), "moe expert (expansion to bf16)");
+      GemmArgs g;
+      g.kind = GemmKind::Bf16;
+      g.m = wq.N, g.n = seg_rows[e], g.k = wq.K;
+      g.w = w_bf16.data(), g.ldw = wq.K;
+      g.x = static_cast<const char*>(xb.data()) + int64_t(seg_off[e]) * xb.stride(0) * 2, g.ldx = xb.stride(0);
+      g.d = y, g.ldd = dst.stride(0);
+      g.d_type = CUDA_R_16BF;
+      gemm_->run(g);
+      return;
+    }
     QuantGemmParams p;
     p.w = wq;
     p.x = a;
-    p.y = static_cast<char*>(dst.data()) + int64_t(seg_off[e]) * dst.stride(0) * 2;
+    p.y = y;
     p.y_dtype = DType::BF16;
     p.ldy = dst.stride(0);
     p.T = seg_rows[e];
@@ -210,15 +266,18 @@ Tensor CudaBackend::moe_experts_quant(const Tensor& x_in, const ExpertWeights& w
     }
     check(launch_quant_gemm(p, multiprocessors(), stream_), "moe expert product (quantized)");
   };
+  auto kernel_inputs = [&](const Tensor& xb, const Tensor& q, const Tensor& qs, int64_t e) {
+    return int8 && !any_kernel ? QuantActivations{} : activations(xb, q, qs, seg_off[e]);
+  };
   Tensor gu = scratch(DType::BF16, {R, 2 * I});
   for (int64_t e = 0; e < E; ++e)
-    if (h_counts[e] > 0) run(e, gate_up_of(e), activations(xs_rows, xq, xs, seg_off[e]), gu);
+    if (h_counts[e] > 0) run(e, gate_up_of(e), xs_rows, kernel_inputs(xs_rows, xq, xs, e), gu);
   Tensor act = silu_mul(gu);  // [R, I] BF16 (padding rows give zeros)
   Tensor aq, as;
-  if (int8) quantize_int8(act, kind, R, nullptr, aq, as);
+  if (int8 && any_kernel) quantize_int8(act, kind, R, nullptr, aq, as);
   Tensor y = scratch(DType::BF16, {R, H});
   for (int64_t e = 0; e < E; ++e)
-    if (h_counts[e] > 0) run(e, down_of(e), activations(act, aq, as, seg_off[e]), y);
+    if (h_counts[e] > 0) run(e, down_of(e), act, kernel_inputs(act, aq, as, e), y);
   MoeUnpermuteParams up{y.data(), pair_row.ptr<int32_t>(), route.topk_weights.ptr<float>(), out.data(), T, H, int(K)};
   check(launch_moe_unpermute(up, stream_), "moe unpermute");
   return out;

@@ -339,6 +339,21 @@ ExpertWeights CudaBackend::make_experts(std::span<const ExpertParts> experts) {
   ew->down = alloc(DType::BF16, {E, H, I});
   for (int64_t e = 0; e < E; ++e) {
     const auto& x = experts[e];
+    auto plain_bf16 = [](const WeightPart& p) {
+      return p.format == WeightFormat::Float && p.weight.dtype() == DType::BF16 && p.weight.stride(1) == 1 &&
+             p.weight.stride(0) == p.weight.size(1);
+    };
+    if (plain_bf16(x.gate) && plain_bf16(x.up) && plain_bf16(x.down)) {  // as stored (host or device): no conversion
+      uint16_t* gu = ew->gate_up.ptr<uint16_t>() + size_t(e) * gu_elems;
+      check(cudaMemcpyAsync(gu, x.gate.weight.data(), x.gate.weight.nbytes(), cudaMemcpyDefault, stream_),
+            "upload expert");
+      check(cudaMemcpyAsync(gu + size_t(I * H), x.up.weight.data(), x.up.weight.nbytes(), cudaMemcpyDefault, stream_),
+            "upload expert");
+      check(cudaMemcpyAsync(ew->down.ptr<uint16_t>() + size_t(e) * dn_elems, x.down.weight.data(),
+                            x.down.weight.nbytes(), cudaMemcpyDefault, stream_),
+            "upload expert");
+      continue;
+    }
     std::vector<uint16_t> g = to_bf16(dequantize_to_f32(on_host(x.gate))), u = to_bf16(dequantize_to_f32(on_host(x.up))),
                           d = to_bf16(dequantize_to_f32(on_host(x.down)));
     uint16_t* gu = ew->gate_up.ptr<uint16_t>() + size_t(e) * gu_elems;
@@ -349,6 +364,7 @@ ExpertWeights CudaBackend::make_experts(std::span<const ExpertParts> experts) {
           "upload expert");
     check(cudaStreamSynchronize(stream_), "upload expert");
   }
+  check(cudaStreamSynchronize(stream_), "upload experts");
   return ExpertWeights{E, H, I, ew};
 }
 
