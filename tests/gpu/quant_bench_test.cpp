@@ -6,7 +6,7 @@
 //   and cuBLASLt's BF16 product of the same shape (what a BF16 copy of the model would run).
 //   Each call is one replay of a recorded CUDA graph, rotating over enough weight copies (>= 256 MB)
 //   that they do not stay in L2.
-// - W8A8 (INT8) and W4A16 linears at 4096 tokens: TOP/s against cuBLASLt's int8 product (int8 x
+// - W8A8 (INT8) and W4A16 linears at 128, 512 and 4096 tokens: TOP/s against cuBLASLt's int8 product (int8 x
 //   int8 -> int32, no scales) of the same shape and of 8192^3, on the tiled kernel and expanded to
 //   BF16 + cuBLASLt (quant_dequant.h), beside the backend's BF16 product of the same shape (BF16
 //   weights: the dequantized default), measured in the same run.
@@ -255,7 +255,7 @@ struct LtInt8 {
 
 TEST_F(GpuQuantBench, PrefillLinears) {
   LtInt8 lt;
-  const int64_t T = 4096;
+  const std::vector<int64_t> tokens = {128, 512, 4096};
   double square_tops = 0;
   {  // the int8 tensor rate: cuBLASLt's int8 product of 8192^3
     const int64_t n = 8192;
@@ -267,56 +267,53 @@ TEST_F(GpuQuantBench, PrefillLinears) {
     square_tops = 2.0 * double(n) * n * n / ms / 1e9;
     std::printf("[ bench    ] int8 tensor rate: cuBLASLt int8 8192^3 %.0f TOP/s\n", square_tops);
   }
+  auto timed = [&](const Tensor& x, const LinearWeight& w) {
+    return time_ms([&] {
+      gpu().begin_forward();
+      gpu().linear(x, w);
+    });
+  };
   for (const Shape& s : kV3Shapes) {
     const int64_t N = std::accumulate(s.outs.begin(), s.outs.end(), int64_t(0)), K = s.in;
-    const double ops = 2.0 * double(T) * double(N) * double(K);
     Tensor w8 = gpu().random_weight(DType::I8, {N, K}, {3, true, 30.0f, 0.0f});
-    Tensor x8 = gpu().random_weight(DType::I8, {T, K}, {4, true, 30.0f, 0.0f});
-    Tensor d32 = gpu().alloc(DType::I32, {T, N});
-    const bool lt_ok = lt.run(w8.data(), x8.data(), d32.data(), N, T, K, cg().stream());
-    const double lt_tops =
-        lt_ok ? ops / time_ms([&] { lt.run(w8.data(), x8.data(), d32.data(), N, T, K, cg().stream()); }) / 1e9 : 0.0;
-    Tensor x = to_backend(gpu(), randn({T, K}, rng));
-    double bf16_ms = 0;
-    {  // the dequantized path: the backend's BF16 product of the same shape
-      std::vector<WeightPart> parts;
-      for (int64_t o : s.outs) {
-        WeightPart p;
-        p.weight = gpu().random_weight(DType::BF16, {o, K}, {uint64_t(o), true, 1.0f / std::sqrt(float(K)), 0.0f});
-        parts.push_back(p);
-      }
-      LinearWeight w = gpu().make_linear(parts, LinearUse::Projection);
-      bf16_ms = time_ms([&] {
-        gpu().begin_forward();
-        gpu().linear(x, w);
-      });
+    std::vector<WeightPart> bf16_parts;  // the dequantized path: the backend's BF16 product of the same shape
+    for (int64_t o : s.outs) {
+      WeightPart p;
+      p.weight = gpu().random_weight(DType::BF16, {o, K}, {uint64_t(o), true, 1.0f / std::sqrt(float(K)), 0.0f});
+      bf16_parts.push_back(p);
     }
+    const LinearWeight wb = gpu().make_linear(bf16_parts, LinearUse::Projection);
+    std::map<Fmt, LinearWeight> wq;
     for (Fmt f : {Fmt::Int8Block, Fmt::Int8Channel, Fmt::Awq}) {
       std::vector<WeightPart> parts;
       for (int64_t o : s.outs) parts.push_back(part_of(f, o, K, uint64_t(o), rng));
-      LinearWeight w = gpu().make_linear(parts, LinearUse::Projection);
-      cg().set_quant_prefill_dequantize(true);
-      const double expand_ms = time_ms([&] {
-        gpu().begin_forward();
-        gpu().linear(x, w);
-      });
-      cg().set_quant_prefill_dequantize(false);
-      const double ms = time_ms([&] {
-        gpu().begin_forward();
-        gpu().linear(x, w);
-      });
-      cg().set_quant_prefill_dequantize(true);
-      const double tops = ops / ms / 1e9;
-      const double ceiling = f == Fmt::Awq ? ceil_.bf16_tflops : lt_tops;
-      std::printf("[ bench    ] prefill %-17s %-15s T=%ld %5ldx%-5ld tiled %8.3f ms %6.0f TOP/s  %s %6.0f TOP/s: %3.0f%%  "
-                  "(cuBLASLt int8 8192^3: %.0f)  expanded to bf16 + cuBLASLt %.3f ms  bf16 weights %.3f ms: "
-                  "tiled %.2fx, expanded %.2fx\n",
-                  name_of(f), s.name, long(T), long(N), long(K), ms, tops,
-                  f == Fmt::Awq ? "vs bf16 cuBLASLt 8192^3" : "vs cuBLASLt int8 same shape", ceiling,
-                  ceiling > 0 ? 100 * tops / ceiling : 0.0, square_tops, expand_ms, bf16_ms, bf16_ms / ms,
-                  bf16_ms / expand_ms);
-      ::testing::Test::RecordProperty(std::string("prefill ") + name_of(f) + " " + s.name,
-                                      std::to_string(tops) + " TOP/s of " + std::to_string(ceiling));
+      wq[f] = gpu().make_linear(parts, LinearUse::Projection);
+    }
+    for (int64_t T : tokens) {
+      const double ops = 2.0 * double(T) * double(N) * double(K);
+      Tensor x8 = gpu().random_weight(DType::I8, {T, K}, {4, true, 30.0f, 0.0f});
+      Tensor d32 = gpu().alloc(DType::I32, {T, N});
+      const bool lt_ok = lt.run(w8.data(), x8.data(), d32.data(), N, T, K, cg().stream());
+      const double lt_tops =
+          lt_ok ? ops / time_ms([&] { lt.run(w8.data(), x8.data(), d32.data(), N, T, K, cg().stream()); }) / 1e9 : 0.0;
+      Tensor x = to_backend(gpu(), randn({T, K}, rng));
+      const double bf16_ms = timed(x, wb);
+      for (Fmt f : {Fmt::Int8Block, Fmt::Int8Channel, Fmt::Awq}) {
+        cg().set_quant_expand_min_tokens(1);
+        const double expand_ms = timed(x, wq[f]);
+        cg().set_quant_expand_min_tokens(INT64_MAX);
+        const double ms = timed(x, wq[f]);
+        cg().set_quant_expand_min_tokens(cuda::CudaBackend::kQuantExpandDefaultTokens);
+        const double tops = ops / ms / 1e9;
+        const double ceiling = f == Fmt::Awq ? ceil_.bf16_tflops : lt_tops;
+        std::printf("[ bench    ] prefill %-17s %-15s T=%-4ld %5ldx%-5ld tiled %8.3f ms %6.0f TOP/s  %s %6.0f TOP/s: "
+                    "%3.0f%%  expanded to bf16 + cuBLASLt %.3f ms  bf16 weights %.3f ms: tiled %.2fx, expanded %.2fx\n",
+                    name_of(f), s.name, long(T), long(N), long(K), ms, tops,
+                    f == Fmt::Awq ? "vs bf16 cuBLASLt 8192^3" : "vs cuBLASLt int8 same shape", ceiling,
+                    ceiling > 0 ? 100 * tops / ceiling : 0.0, expand_ms, bf16_ms, bf16_ms / ms, bf16_ms / expand_ms);
+        ::testing::Test::RecordProperty(std::string("prefill ") + name_of(f) + " " + s.name + " T=" + std::to_string(T),
+                                        std::to_string(tops) + " TOP/s of " + std::to_string(ceiling));
+      }
     }
   }
 }
@@ -375,12 +372,12 @@ TEST_F(GpuQuantBench, MoeExperts) {
           out = gpu().moe_experts(x, ex, route);
         });
         if (f != Fmt::Bf16) {  // the experts on the tiled kernel instead of expanded to BF16
-          cg().set_quant_prefill_dequantize(false);
+          cg().set_quant_expand_min_tokens(INT64_MAX);
           const double tiled_ms = time_ms([&] {
             gpu().begin_forward();
             out = gpu().moe_experts(x, ex, route);
           });
-          cg().set_quant_prefill_dequantize(true);
+          cg().set_quant_expand_min_tokens(cuda::CudaBackend::kQuantExpandDefaultTokens);
           std::printf("[ bench    ] moe %-17s T=%-4ld tiled kernel %9.1f us (expanded to bf16 %9.1f us): %.2fx\n",
                       name_of(f), long(T), 1e3 * tiled_ms, 1e3 * ms, ms / tiled_ms);
         }

@@ -70,7 +70,7 @@ class GpuQuant : public ::testing::Test {
     if (!gpu_available()) return;
     cg().set_moe_path(Path::Auto);
     cg().set_quantized_kernels(false);
-    cg().set_quant_prefill_dequantize(true);
+    cg().set_quant_expand_min_tokens(cuda::CudaBackend::kQuantExpandDefaultTokens);
   }
   void expect_close(const std::string& what, double err, double tol) {
     RecordProperty(what, std::to_string(err));
@@ -100,7 +100,7 @@ class GpuQuant : public ::testing::Test {
       // Above decode sizes: the tiled kernel, and the weights expanded to BF16 (the oracle's own
       // weights, BF16 activations: the BF16 product's bound).
       for (bool expand : T > cuda::kQuantSkinnyMaxTokens ? std::vector<bool>{false, true} : std::vector<bool>{false}) {
-        cg().set_quant_prefill_dequantize(expand);
+        cg().set_quant_expand_min_tokens(expand ? cuda::CudaBackend::kQuantExpandDefaultTokens : INT64_MAX);
         gpu().begin_forward();
         Tensor g = gpu().to_host_f32(gpu().linear(to_backend(gpu(), x), wg));
         const std::string tag = shape + "_T" + std::to_string(T) + (expand ? "_expanded" : "");
@@ -116,7 +116,7 @@ class GpuQuant : public ::testing::Test {
         Tensor again = gpu().to_host_f32(gpu().linear(to_backend(gpu(), x), wg));
         EXPECT_EQ(std::memcmp(g.data(), again.data(), g.nbytes()), 0) << tag << ": repeated call differs";
       }
-      cg().set_quant_prefill_dequantize(true);
+      cg().set_quant_expand_min_tokens(cuda::CudaBackend::kQuantExpandDefaultTokens);
     }
   }
 
@@ -224,9 +224,9 @@ TEST_F(GpuQuant, ExpertsOnBothPaths) {
             if (path == Path::Grouped && (expand || T * s.K > cuda::kMoeAlignMaxPairs)) continue;
             gpu().begin_forward();
             cg().set_moe_path(path);
-            cg().set_quant_prefill_dequantize(expand);
+            cg().set_quant_expand_min_tokens(expand ? cuda::CudaBackend::kQuantExpandDefaultTokens : INT64_MAX);
             Tensor g = gpu().to_host_f32(gpu().moe_experts(to_backend(gpu(), x), ex.gpu, rg));
-            cg().set_quant_prefill_dequantize(true);
+            cg().set_quant_expand_min_tokens(cuda::CudaBackend::kQuantExpandDefaultTokens);
             if (!expand) by_path[path == Path::Grouped ? 0 : 1] = g;
             const std::string tag = std::string(fmt_name(f)) + "_E" + std::to_string(s.E) + "_H" +
                                     std::to_string(s.H) + "_I" + std::to_string(s.I) + "_top" + std::to_string(s.K) +

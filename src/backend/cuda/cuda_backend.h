@@ -289,11 +289,13 @@ class CudaBackend final : public Backend {
   void set_quantized_kernels(bool on) { quant_kernels_ = on; }
   bool quantized_kernels() const { return quant_kernels_; }
   static void set_default_quantized_kernels(bool on) { default_quant_kernels_ = on; }
-  // Products of quantized weights above kQuantSkinnyMaxTokens tokens: the weights expanded to BF16
-  // in scratch memory and multiplied by cuBLASLt (true, the default: quant/quant_dequant.h), or the
-  // mma.sync tiled kernel (quant_tiled.cu). Decode sizes always take the streaming kernel.
-  void set_quant_prefill_dequantize(bool on) { quant_prefill_dequantize_ = on; }
-  bool quant_prefill_dequantize() const { return quant_prefill_dequantize_; }
+  // Products of quantized weights of at least quant_expand_min_tokens() tokens (routed experts: rows)
+  // run as the weights expanded to BF16 in scratch memory and multiplied by cuBLASLt
+  // (quant/quant_dequant.h); smaller ones on the streaming kernel (up to kQuantSkinnyMaxTokens) or
+  // the mma.sync tiled kernel (quant_tiled.cu). INT64_MAX: never expanded (tests, benchmarks).
+  static constexpr int64_t kQuantExpandDefaultTokens = kQuantSkinnyMaxTokens + 1;
+  void set_quant_expand_min_tokens(int64_t t) { quant_expand_min_tokens_ = std::max<int64_t>(t, 1); }
+  int64_t quant_expand_min_tokens() const { return quant_expand_min_tokens_; }
   // The quantized segments of w expanded to BF16 as those products expand them: BF16 bits [rows, in]
   // per segment, in row order (tests).
   std::vector<std::vector<uint16_t>> expanded_segments(const LinearWeight& w);
@@ -378,7 +380,7 @@ class CudaBackend final : public Backend {
   Tensor quant_counters_;  // [kQuantGemmMaxCounters] I32, zero between calls
   static inline std::atomic<bool> default_quant_kernels_{false};
   bool quant_kernels_ = default_quant_kernels_;
-  bool quant_prefill_dequantize_ = true;
+  int64_t quant_expand_min_tokens_ = kQuantExpandDefaultTokens;
 };
 
 // Quantized weight parts the quant/ kernels take (cuda_quant_weights.cpp); others become BF16.

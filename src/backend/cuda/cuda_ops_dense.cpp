@@ -151,8 +151,9 @@ Tensor CudaBackend::linear(const Activation& a, const LinearWeight& w) {
   Tensor out_full = scratch(out_dtype, {Tp, N});
   Tensor out(out_full.data(), out_dtype, {T, N}, Device::CUDA, out_full.storage());
   if (T == 0) return out;
-  // Quantized segments above decode sizes: expanded to BF16 and multiplied as BF16 (quant_dequant.h).
-  const bool quant_dequant = T > kQuantSkinnyMaxTokens && quant_prefill_dequantize_;
+  // Quantized segments from quant_expand_min_tokens_ on: expanded to BF16 and multiplied as BF16
+  // (quant_dequant.h).
+  const bool quant_dequant = T >= quant_expand_min_tokens_;
   bool any_bf16 = false;  // BF16 products, W4A16 (AWQ) segments and expanded ones read BF16 activations
   const LinearSegment* int8_seg = nullptr;
   for (const auto& s : lin.segments) {

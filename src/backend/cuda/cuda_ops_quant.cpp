@@ -221,9 +221,9 @@ Tensor CudaBackend::moe_experts_quant(const Tensor& x_in, const ExpertWeights& w
                       int(K),                        int(E)};
   check(launch_moe_scatter(sp, stream_), "moe scatter");
 
-  // Experts with more rows than decode sizes: expanded to BF16 (one expert at a time, the scratch
+  // Experts of at least quant_expand_min_tokens_ rows: expanded to BF16 (one expert at a time, the scratch
   // reused in stream order) and multiplied by cuBLASLt; the others on the streaming kernel.
-  auto expand = [&](int64_t e) { return quant_prefill_dequantize_ && seg_rows[e] > kQuantSkinnyMaxTokens; };
+  auto expand = [&](int64_t e) { return seg_rows[e] >= quant_expand_min_tokens_; };
   bool any_expand = false, any_kernel = false;
   for (int64_t e = 0; e < E; ++e)
     if (h_counts[e] > 0) (expand(e) ? any_expand : any_kernel) = true;
