@@ -28,7 +28,9 @@ if [[ "${1:-}" == "--bundle" ]]; then
       *) cp -L "$lib" "$STAGE/lib/" ;;
     esac
   done
-  for m in tiny-v3-bf16 tiny-v3-fp8 deepseek-v3-tokenizer; do cp -r "$FIX/$m" "$STAGE/fixtures/"; done
+  for m in tiny-v3-bf16 tiny-v3-fp8 tiny-v3-awq tiny-v3-int8-channel tiny-v3-int8-block deepseek-v3-tokenizer; do
+    cp -r "$FIX/$m" "$STAGE/fixtures/"
+  done
   tar -C "$STAGE" -cf - bin lib fixtures | xz -T2 -3 > "$CARRY/bundle.tar.xz"
   rm -rf "$STAGE"
   grep -qx '/.gpu-carry/' "$ROOT/.git/info/exclude" 2>/dev/null || echo '/.gpu-carry/' >> "$ROOT/.git/info/exclude"

@@ -86,6 +86,14 @@ DeviceKind parse_device_kind(const std::string& s) {
   fail("--device: expected auto, cpu or cuda, found '{}'", s);
 }
 
+void set_cuda_quantized_kernels(bool on) {
+#ifdef DSSERVE_HAVE_CUDA
+  cuda_set_quantized_kernels(on);
+#else
+  (void)on;
+#endif
+}
+
 int cuda_device_count() {
 #ifdef DSSERVE_HAVE_CUDA
   return cuda_visible_devices();

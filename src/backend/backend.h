@@ -16,13 +16,33 @@
 
 namespace dsserve {
 
+// How a linear weight is stored (backend/weight_dequant.h says what each format's values are).
+enum class WeightFormat : uint8_t {
+  Float,        // weight [out, in] BF16 / F16 / F32 (an F8_E4M3 weight with a scale reads as BlockFp8)
+  BlockFp8,     // weight [out, in] F8_E4M3, scale [ceil(out/128), ceil(in/128)] F32 (weight_scale_inv)
+  BlockInt8,    // weight [out, in] I8, scale [ceil(out/128), ceil(in/128)] F32 (weight_scale_inv, a multiplier)
+  ChannelInt8,  // weight [out, in] I8, scale [out, 1] F32 (weight_scale)
+  Awq,          // weight = qweight I32 [in, out/8], zeros = qzeros I32 [in/G, out/8], scale = scales F16 [in/G, out]
+};
+const char* weight_format_name(WeightFormat f);  // "bf16", "fp8", "int8 block", "int8 channel", "awq"
+
 // One row block of a (possibly fused) linear weight as stored in the checkpoint (host memory, or
 // the backend's own memory when it came from Backend::random_weight).
-// weight [out, in] of BF16/F16/F32, or F8_E4M3 with scale [ceil(out/128), ceil(in/128)] F32
-// (the checkpoint's weight_scale_inv: dequantized = fp8 value x scale of its 128x128 block).
 struct WeightPart {
-  Tensor weight;
-  Tensor scale;  // undefined unless weight is fp8
+  Tensor weight = {};
+  Tensor scale = {};  // undefined for Float
+  Tensor zeros = {};  // Awq only
+  WeightFormat format = WeightFormat::Float;
+  int64_t group_size = 0;  // Awq: input channels per scale and zero
+  std::string name = {};   // the checkpoint tensor it came from, for errors (may be empty)
+
+  WeightFormat stored_format() const {  // format, with an F8 weight under Float read as BlockFp8
+    return format == WeightFormat::Float && (weight.dtype() == DType::F8_E4M3 || weight.dtype() == DType::F8_E5M2)
+               ? WeightFormat::BlockFp8
+               : format;
+  }
+  int64_t out_features() const { return format == WeightFormat::Awq ? scale.size(1) : weight.size(0); }
+  int64_t in_features() const { return format == WeightFormat::Awq ? weight.size(0) : weight.size(1); }
 };
 
 enum class LinearUse { Projection, Router, LmHead };
@@ -125,7 +145,8 @@ struct LatentCache {
 
 // Random weight values generated where the weight lives (--load-format dummy on a device): element
 // i is offset + scale * N(0, 1) (normal) or offset + scale * U[0, 1) (uniform), drawn from a
-// counter-based generator keyed by (seed, i), rounded to the tensor's dtype (F32, BF16, F8_E4M3).
+// counter-based generator keyed by (seed, i), rounded to the tensor's dtype (F32, BF16, F8_E4M3; I8:
+// the nearest integer, saturating at +-127); I32 tensors get 32 random bits per element instead.
 struct RandomFill {
   uint64_t seed = 0;
   bool normal = true;
@@ -385,6 +406,10 @@ class Backend {
 enum class DeviceKind { Auto, Cpu, Cuda };
 DeviceKind parse_device_kind(const std::string& s);  // "auto" | "cpu" | "cuda"
 int cuda_device_count();                              // 0 when built without CUDA or no GPU
+// AWQ and INT8 weights on CUDA backends created from now on: true runs them on the W4A16 / W8A8
+// kernels of backend/cuda/quant (written and compiled, not yet measured on a GPU); false (the
+// default) runs BF16 products on the weights dequantized as the CPU oracle dequantizes them.
+void set_cuda_quantized_kernels(bool on);
 std::unique_ptr<Backend> create_backend(DeviceKind kind, int device_index = 0);
 // The `world` backends of one tensor-parallel group, rank r on device r (CUDA: one NCCL
 // communicator over devices 0..world-1; CPU: threads summing through host memory). Their forwards

@@ -118,7 +118,7 @@ Times measure(LoadedModel& m, const CostOptions& o, int B) {
 }
 
 void run(CostOptions& o) {
-  ModelConfig base = ModelConfig::load(o.model.model_path, o.model.json_model_override_args);
+  ModelConfig base = load_model_config(o.model);
   const int dense = base.first_k_dense_replace, full = base.num_hidden_layers;
   std::map<int, std::map<int, Times>> by_layers;  // layers -> batch -> times
   const std::string user_overrides = o.model.json_model_override_args;

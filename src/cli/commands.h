@@ -15,5 +15,6 @@ void add_plan_memory_command(CLI::App& app);
 void add_bench_speculative_cost_command(CLI::App& app);
 void add_bench_one_batch_command(CLI::App& app);
 void add_bench_grammar_command(CLI::App& app);
+void add_quantize_command(CLI::App& app);
 
 }  // namespace dsserve

@@ -26,6 +26,7 @@ int main(int argc, char** argv) {
   dsserve::add_bench_speculative_cost_command(app);
   dsserve::add_bench_one_batch_command(app);
   dsserve::add_bench_grammar_command(app);
+  dsserve::add_quantize_command(app);
   try {
     std::vector<std::string> args(argv, argv + argc);
     if (argc > 1) {

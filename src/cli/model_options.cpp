@@ -37,7 +37,17 @@ void ModelOptions::add_to(CLI::App& app) {
       ->check(CLI::Range(0.01, 1.0));
   app.add_option("--random-seed", random_seed, "Seed for dummy weights and sampling")->capture_default_str();
   add_kv_cache_dtype_flag(app);
+  add_quantization_flag(app);
+  app.add_flag("--quantized-kernels", quantized_kernels,
+               "AWQ / INT8 weights on a GPU: run the W4A16 / W8A8 kernels (written, not yet measured on a GPU) "
+               "instead of BF16 products on the dequantized weights");
   add_cuda_graph_flags(app);
+}
+
+void ModelOptions::add_quantization_flag(CLI::App& app) {
+  app.add_option("--quantization", quantization,
+                 "How the checkpoint's weights are stored: fp8, blockwise_int8, w8a8_int8, awq (awq_marlin, moe_wna16 "
+                 "alike); default: config.json's quantization_config (w8a8_int8 checkpoints have none: pass it)");
 }
 
 void ModelOptions::add_kv_cache_dtype_flag(CLI::App& app) {
@@ -66,13 +76,21 @@ void ModelOptions::add_single_node_flags(CLI::App& app, const std::string& comma
                              "0", "node 0"));
 }
 
+ModelConfig load_model_config(const ModelOptions& o) {
+  const bool generated = o.load_format == "dummy";
+  ModelConfig cfg = ModelConfig::load(o.model_path, o.json_model_override_args, generated ? "" : o.quantization);
+  if (generated) cfg.apply_quantization_flag(o.quantization, o.model_path + "/config.json", /*generated=*/true);
+  return cfg;
+}
+
 LoadedModel load_model(const ModelOptions& o, bool with_mtp_cache) {
   DS_CHECK(o.load_format == "auto" || o.load_format == "safetensors" || o.load_format == "dummy",
            "--load-format: expected auto, safetensors or dummy, found '{}'", o.load_format);
   DS_CHECK(o.page_size >= 0, "--page-size must be at least 1 (or 0: 64 on a GPU, 1 on the CPU), found {}", o.page_size);
   const std::optional<DType> cache_dtype = parse_kv_cache_dtype(o.kv_cache_dtype);
   auto t0 = std::chrono::steady_clock::now();
-  ModelConfig cfg = ModelConfig::load(o.model_path, o.json_model_override_args);
+  ModelConfig cfg = load_model_config(o);
+  set_cuda_quantized_kernels(o.quantized_kernels);
   LoadedModel m;
   DS_CHECK(o.tp_size >= 1, "--tp-size must be at least 1, found {}", o.tp_size);
   DS_CHECK(o.ep_size == 1 || o.ep_size == o.tp_size,

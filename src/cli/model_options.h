@@ -23,6 +23,8 @@ struct ModelOptions {
   std::string load_format = "auto";  // auto | safetensors | dummy
   std::string json_model_override_args;
   std::string kv_cache_dtype = "auto";  // auto | bf16 | fp8_e4m3 | fp8_e5m2 (model/kv_cache_dtype.h)
+  std::string quantization;  // --quantization (ModelConfig::apply_quantization_flag); empty: config.json's
+  bool quantized_kernels = false;  // --quantized-kernels (set_cuda_quantized_kernels)
   int page_size = 0;  // 0: 64 on a GPU (the Hopper attention kernels read whole 64-token pages), 1 on the CPU
   int64_t context_length = 0;    // 0: min(max_position_embeddings, 32768)
   int64_t max_total_tokens = 0;  // 0: from --mem-fraction-static on a GPU; the context length on the CPU
@@ -50,6 +52,7 @@ struct ModelOptions {
 
   void add_to(CLI::App& app);
   void add_kv_cache_dtype_flag(CLI::App& app);  // --kv-cache-dtype
+  void add_quantization_flag(CLI::App& app);    // --quantization
   void add_cuda_graph_flags(CLI::App& app);  // --cuda-graph-max-bs, --cuda-graph-bs, --disable-cuda-graph
   // --nnodes / --node-rank for commands that run on one node: anything but 1 / 0 is refused saying so.
   void add_single_node_flags(CLI::App& app, const std::string& command);
@@ -77,6 +80,9 @@ struct LoadedModel {
   Backend& lead_backend() { return dp ? dp->backend(0) : nodes ? nodes->backend() : tp ? tp->backend() : *backend; }
 };
 
+// config.json with --json-model-override-args and --quantization (which, under --load-format dummy,
+// says how the generated weights are stored).
+ModelConfig load_model_config(const ModelOptions& o);
 // On node 0 of several (o.nnodes > 1) this joins the other nodes first (see multi_node_serving.h).
 LoadedModel load_model(const ModelOptions& o, bool with_mtp_cache = false);
 // The engine over a loaded model: one scheduler, or with --dp-size > 1 one per attention group

@@ -29,7 +29,7 @@ void serve_other_node(const ModelOptions& o) {
   DS_CHECK(o.nnodes > 1 && o.node_rank > 0, "serve_other_node: node rank {} of {}", o.node_rank, o.nnodes);
   DS_CHECK(o.load_format == "auto" || o.load_format == "safetensors" || o.load_format == "dummy",
            "--load-format: expected auto, safetensors or dummy, found '{}'", o.load_format);
-  ModelConfig cfg = ModelConfig::load(o.model_path, o.json_model_override_args);
+  ModelConfig cfg = load_model_config(o);
   const int64_t ctx =
       o.context_length > 0 ? o.context_length : std::min<int64_t>(cfg.max_position_embeddings, 32768);
   NodeGroup group = join_node_group(node_group_options(o, cfg, ctx));

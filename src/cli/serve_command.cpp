@@ -40,7 +40,7 @@ struct ServeOptions {
   ModelOptions model;
   CompatFlags compat;
   std::string tokenizer_path, host = "127.0.0.1", served_model_name, chat_template, reasoning_parser,
-      tool_call_parser, api_key, log_level = "info", quantization,
+      tool_call_parser, api_key, log_level = "info",
       dist_init_addr, schedule_policy = "fcfs", speculative_algorithm, speculative_draft_model_path, config;
   int port = 30000, tp_size = 1, dp_size = 1, ep_size = 1, nnodes = 1, node_rank = 0, dist_timeout = 0;
   bool enable_dp_attention = false, disable_radix_cache = false,
@@ -150,7 +150,7 @@ void add_flags(CLI::App& s, ServeOptions& o) {
   s.add_option("--dist-timeout", o.dist_timeout, "Seconds for the multi-node rendezvous and each wait on another node (default 600)")
       ->check(CLI::Range(1, 1 << 30));
   m.add_kv_cache_dtype_flag(s);
-  s.add_option("--quantization", o.quantization, "Weight quantization (fp8: the checkpoint's block FP8)");
+  m.add_quantization_flag(s);
   s.add_option("--mem-fraction-static", m.mem_fraction_static, "Fraction of GPU memory for weights and KV cache (default 0.88)")
       ->check(CLI::Range(0.01, 1.0));
   m.add_cuda_graph_flags(s);
@@ -212,8 +212,6 @@ void check_flags(const ServeOptions& o, bool on_cpu) {
     refuse(!cache_dtypes.count(o.model.kv_cache_dtype),
            fmt::format("--kv-cache-dtype {}: expected auto, bf16, fp8_e4m3 or fp8_e5m2", o.model.kv_cache_dtype));
   }
-  refuse(!o.quantization.empty() && o.quantization != "fp8",
-         fmt::format("--quantization {}: only the checkpoint's block FP8 (fp8) is supported", o.quantization));
   refuse(!o.reasoning_parser.empty() && !text::reasoning_parser_known(o.reasoning_parser),
          fmt::format("--reasoning-parser {}: expected deepseek-r1 or deepseek-v3", o.reasoning_parser));
   refuse(!o.tool_call_parser.empty() && !text::tool_call_parser_known(o.tool_call_parser),
@@ -259,7 +257,7 @@ nlohmann::json server_args_json(const ServeOptions& o) {
           {"node_rank", o.node_rank},
           {"dist_init_addr", o.dist_init_addr.empty() ? nlohmann::json(nullptr) : nlohmann::json(o.dist_init_addr)},
           {"dist_timeout", o.model.dist_timeout_s}, {"enable_dp_attention", o.enable_dp_attention}, {"kv_cache_dtype", m.kv_cache_dtype},
-          {"quantization", o.quantization.empty() ? nlohmann::json(nullptr) : nlohmann::json(o.quantization)},
+          {"quantization", m.quantization.empty() ? nlohmann::json(nullptr) : nlohmann::json(m.quantization)},
           {"mem_fraction_static", m.mem_fraction_static}, {"disable_cuda_graph", m.disable_cuda_graph},
           {"cuda_graph_max_bs", m.cuda_graph_max_bs}, {"cuda_graph_bs", m.cuda_graph_bs}, {"watchdog_timeout", o.watchdog_timeout},
           {"max_request_body_bytes", o.max_request_body_bytes}, {"io_threads", o.io_threads},
@@ -315,7 +313,7 @@ void serve(ServeOptions& o) {
   }
 
   if (o.model.max_total_tokens == 0 && on_cpu) {  // room for several full-context sequences, not one
-    ModelConfig cfg = ModelConfig::load(o.model.model_path, o.model.json_model_override_args);
+    ModelConfig cfg = load_model_config(o.model);
     int64_t ctx = o.model.context_length > 0 ? o.model.context_length
                                              : std::min<int64_t>(cfg.max_position_embeddings, 32768);
     o.model.max_total_tokens = 4 * ctx;

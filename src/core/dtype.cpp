@@ -11,7 +11,7 @@ size_t dtype_size(DType t) {
   switch (t) {
     case DType::F32: case DType::I32: return 4;
     case DType::BF16: case DType::F16: return 2;
-    case DType::F8_E4M3: case DType::F8_E5M2: case DType::U8: case DType::BOOL: return 1;
+    case DType::F8_E4M3: case DType::F8_E5M2: case DType::U8: case DType::BOOL: case DType::I8: return 1;
     case DType::I64: return 8;
   }
   return 0;
@@ -28,13 +28,14 @@ std::string_view dtype_name(DType t) {
     case DType::I64: return "I64";
     case DType::U8: return "U8";
     case DType::BOOL: return "BOOL";
+    case DType::I8: return "I8";
   }
   return "?";
 }
 
 bool parse_dtype(std::string_view n, DType* out) {
   static constexpr DType all[] = {DType::F32, DType::BF16, DType::F16, DType::F8_E4M3, DType::F8_E5M2,
-                                  DType::I32, DType::I64,  DType::U8,  DType::BOOL};
+                                  DType::I32, DType::I64,  DType::U8,  DType::BOOL, DType::I8};
   for (DType t : all)
     if (dtype_name(t) == n) { *out = t; return true; }
   return false;

@@ -1,4 +1,4 @@
-// Element types of checkpoints and tensors (bf16, f16, fp8 e4m3/e5m2, ...) and scalar conversions
+// Element types of checkpoints and tensors (bf16, f16, fp8 e4m3/e5m2, int8, ...) and scalar conversions
 // to and from float32. Conversions are exact where the format allows, round-to-nearest-even otherwise.
 #pragma once
 #include <cstdint>
@@ -8,7 +8,7 @@
 
 namespace dsserve {
 
-enum class DType : uint8_t { F32, BF16, F16, F8_E4M3, F8_E5M2, I32, I64, U8, BOOL };
+enum class DType : uint8_t { F32, BF16, F16, F8_E4M3, F8_E5M2, I32, I64, U8, BOOL, I8 };
 
 size_t dtype_size(DType t);
 // Safetensors spelling ("BF16", "F8_E4M3", ...). Throws on unknown names.

@@ -1,8 +1,9 @@
 // config.json -> ModelConfig: typed field reading with Hugging Face DeepSeek-V3/V2 defaults, rope_scaling
-// (yarn) and fp8 quantization_config, --json-model-override-args merging, validation, and the reverse
-// (to_json). It does not look at weights; shapes implied by the config are checked by the loader.
+// (yarn), quantization_config (fp8, blockwise_int8, w8a8_int8, awq) and the --quantization flag,
+// --json-model-override-args merging, validation, and the reverse (to_json). It does not look at weights; shapes implied by the config are checked by the loader.
 #include "io/model_config.h"
 
+#include <cctype>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -223,22 +224,42 @@ std::optional<RopeScaling> parse_rope(const FieldReader& top, const std::string&
   return s;
 }
 
-std::optional<Fp8Quantization> parse_quant(const FieldReader& top, const std::string& source) {
+bool parse_quant_method(const std::string& name, QuantMethod* out) {
+  for (QuantMethod m : {QuantMethod::Fp8, QuantMethod::BlockInt8, QuantMethod::ChannelInt8, QuantMethod::Awq})
+    if (name == quant_method_name(m)) {
+      *out = m;
+      return true;
+    }
+  return false;
+}
+
+std::optional<Quantization> parse_quant(const FieldReader& top, const std::string& source) {
   const json* v = top.find("quantization_config");
   if (!v || v->is_null()) return std::nullopt;
   if (!v->is_object()) top.wrong("quantization_config", "an object or null", *v);
   FieldReader r(*v, source, "quantization_config.");
   std::string method;
   r.read("quant_method", method);
-  DS_CHECK(method == "fp8", "{}: quantization_config.quant_method: expected \"fp8\", found \"{}\"", source, method);
-  Fp8Quantization q;
-  r.read("fmt", q.fmt);
-  r.read("activation_scheme", q.activation_scheme);
-  if (const json* b = r.find("weight_block_size")) {
+  Quantization q;
+  DS_CHECK(parse_quant_method(method, &q.method),
+           "{}: quantization_config.quant_method: expected \"fp8\", \"blockwise_int8\", \"w8a8_int8\" or \"awq\", "
+           "found \"{}\"", source, method);
+  r.read("fmt", q.fmt, true);
+  r.read("activation_scheme", q.activation_scheme, true);
+  if (const json* b = r.find("weight_block_size"); b && !b->is_null()) {
     if (!b->is_array() || b->size() != 2 || !(*b)[0].is_number_integer() || !(*b)[1].is_number_integer())
       r.wrong("weight_block_size", "[128, 128]", *b);
     q.block_n = (*b)[0].get<int>();
     q.block_k = (*b)[1].get<int>();
+  }
+  if (q.method == QuantMethod::Awq) {
+    r.read("bits", q.bits, true);
+    r.read("w_bit", q.bits, true);  // AutoAWQ's own quant_config.json spelling
+    r.read("group_size", q.group_size, true);
+    r.read("q_group_size", q.group_size, true);
+    r.read("zero_point", q.zero_point, true);
+    r.read("version", q.version, true);
+    for (char& ch : q.version) ch = char(std::tolower(static_cast<unsigned char>(ch)));
   }
   return q;
 }
@@ -313,26 +334,79 @@ void validate_moe(const ModelConfig& c, const std::string& s) {
   validate_groups(c, s);
 }
 
+void validate_quantization(const Quantization& q, const std::string& s) {
+  if (q.method == QuantMethod::Fp8) check_one_of(s, "quantization_config.fmt", q.fmt, {"e4m3"});
+  if (q.block_scaled()) {
+    check_one_of(s, "quantization_config.activation_scheme", q.activation_scheme, {"dynamic"});
+    DS_CHECK(q.block_n == 128 && q.block_k == 128,
+             "{}: quantization_config.weight_block_size: expected [128, 128], found [{}, {}]", s, q.block_n,
+             q.block_k);
+  }
+  if (q.method == QuantMethod::Awq) {
+    DS_CHECK(q.bits == 4, "{}: quantization_config.bits: expected 4 (AWQ 4-bit weights), found {}", s, q.bits);
+    DS_CHECK(q.group_size > 0, "{}: quantization_config.group_size: expected a positive group of input channels, "
+             "found {}", s, q.group_size);
+    DS_CHECK(q.zero_point, "{}: quantization_config.zero_point: expected true (AutoAWQ's asymmetric 4-bit weights), "
+             "found false", s);
+    check_one_of(s, "quantization_config.version", q.version, {"gemm"});
+  }
+}
+
 void validate_extras(const ModelConfig& c, const std::string& s) {
   if (c.rope_scaling) {
     check_positive(s, "rope_scaling.factor", c.rope_scaling->factor);
     check_positive(s, "rope_scaling.original_max_position_embeddings",
                    c.rope_scaling->original_max_position_embeddings);
   }
-  if (c.quantization) {
-    const Fp8Quantization& q = *c.quantization;
-    check_one_of(s, "quantization_config.fmt", q.fmt, {"e4m3"});
-    check_one_of(s, "quantization_config.activation_scheme", q.activation_scheme, {"dynamic"});
-    DS_CHECK(q.block_n == 128 && q.block_k == 128,
-             "{}: quantization_config.weight_block_size: expected [128, 128], found [{}, {}]", s, q.block_n,
-             q.block_k);
-  }
+  if (c.quantization) validate_quantization(*c.quantization, s);
 }
 
 }  // namespace
 
+const char* quant_method_name(QuantMethod m) {
+  switch (m) {
+    case QuantMethod::Fp8: return "fp8";
+    case QuantMethod::BlockInt8: return "blockwise_int8";
+    case QuantMethod::ChannelInt8: return "w8a8_int8";
+    case QuantMethod::Awq: return "awq";
+  }
+  return "?";
+}
+
+void ModelConfig::apply_quantization_flag(const std::string& flag, const std::string& source, bool generated) {
+  if (flag.empty()) return;
+  QuantMethod wanted;
+  if (flag == "awq_marlin" || flag == "moe_wna16")
+    wanted = QuantMethod::Awq;  // SGLang's kernels for AWQ checkpoints; the format is the same
+  else
+    DS_CHECK(parse_quant_method(flag, &wanted),
+             "--quantization {}: expected fp8, blockwise_int8, w8a8_int8, awq, awq_marlin or moe_wna16", flag);
+  if (generated) {
+    if (quantization && quantization->method == wanted) return;
+    Quantization q;
+    q.method = wanted;
+    quantization = q;
+    return;
+  }
+  if (quantization) {
+    DS_CHECK(quantization->method == wanted,
+             "--quantization {} contradicts the checkpoint: {} has quantization_config.quant_method \"{}\" (drop "
+             "the flag, or pass --quantization {})", flag, source, quant_method_name(quantization->method),
+             quant_method_name(quantization->method));
+    return;
+  }
+  DS_CHECK(wanted == QuantMethod::ChannelInt8 || wanted == QuantMethod::BlockInt8,
+           "--quantization {} contradicts the checkpoint: {} has no quantization_config, so its weights are not {} "
+           "(dsserve reads checkpoints as they are stored; `dsserve quantize` writes an AWQ or INT8 copy)", flag,
+           source, flag);
+  Quantization q;
+  q.method = wanted;
+  q.in_config = false;
+  quantization = q;
+}
+
 ModelConfig ModelConfig::parse(const std::string& json_text, const std::string& source,
-                               const std::string& overrides) {
+                               const std::string& overrides, const std::string& quantization_flag) {
   json j = parse_object(json_text, source);
   apply_overrides(j, overrides);
   FieldReader r(j, source);
@@ -343,10 +417,12 @@ ModelConfig ModelConfig::parse(const std::string& json_text, const std::string& 
   c.rope_scaling = parse_rope(r, source);
   c.quantization = parse_quant(r, source);
   c.validate(source);
+  c.apply_quantization_flag(quantization_flag, source);
   return c;
 }
 
-ModelConfig ModelConfig::load(const std::string& model_dir, const std::string& overrides) {
+ModelConfig ModelConfig::load(const std::string& model_dir, const std::string& overrides,
+                              const std::string& quantization_flag) {
   std::string path = (std::filesystem::path(model_dir) / "config.json").string();
   std::error_code ec;
   DS_CHECK(std::filesystem::is_regular_file(path, ec), "{}: config.json not found in model directory {}", path,
@@ -354,7 +430,7 @@ ModelConfig ModelConfig::load(const std::string& model_dir, const std::string& o
   std::ifstream in(path, std::ios::binary);
   DS_CHECK(in.good(), "{}: cannot open", path);
   std::string text((std::istreambuf_iterator<char>(in)), {});
-  return parse(text, path, overrides);
+  return parse(text, path, overrides, quantization_flag);
 }
 
 void ModelConfig::validate(const std::string& source) const {
@@ -420,11 +496,22 @@ nlohmann::json ModelConfig::to_json() const {
                          {"mscale", s.mscale},
                          {"mscale_all_dim", s.mscale_all_dim}};
   }
-  if (quantization) {
-    j["quantization_config"] = {{"quant_method", "fp8"},
-                                {"fmt", quantization->fmt},
-                                {"activation_scheme", quantization->activation_scheme},
-                                {"weight_block_size", {quantization->block_n, quantization->block_k}}};
+  if (quantization && quantization->in_config) {
+    const Quantization& q = *quantization;
+    json& qc = j["quantization_config"];
+    qc = {{"quant_method", quant_method_name(q.method)}};
+    if (q.method == QuantMethod::Fp8) qc["fmt"] = q.fmt;
+    if (q.block_scaled()) {
+      qc["activation_scheme"] = q.activation_scheme;
+      qc["weight_block_size"] = {q.block_n, q.block_k};
+    }
+    if (q.method == QuantMethod::Awq) {
+      qc["bits"] = q.bits;
+      qc["group_size"] = q.group_size;
+      qc["zero_point"] = q.zero_point;
+      qc["version"] = q.version;
+      qc["modules_to_not_convert"] = nullptr;
+    }
   }
   return j;
 }

@@ -79,7 +79,7 @@ TensorInfo parse_entry(const std::string& file, const std::string& name, const j
   const json& dt = require(entry, "dtype", file, name);
   DS_CHECK(dt.is_string(), "{}: tensor '{}': dtype must be a string, found {}", file, name, brief(dt));
   DS_CHECK(parse_dtype(dt.get<std::string>(), &info.dtype),
-           "{}: tensor '{}': unknown dtype '{}' (expected BF16, F16, F32, F8_E4M3, F8_E5M2, I32, I64, U8 or BOOL)",
+           "{}: tensor '{}': unknown dtype '{}' (expected BF16, F16, F32, F8_E4M3, F8_E5M2, I8, I32, I64, U8 or BOOL)",
            file, name, dt.get<std::string>());
   info.shape = parse_shape(require(entry, "shape", file, name), file, name);
   const json& off = require(entry, "data_offsets", file, name);

@@ -8,17 +8,37 @@ namespace dsserve {
 
 namespace {
 
-// A linear [out, in]: block-FP8 (1 byte + block scales) where quantized and in % 128 == 0, else BF16.
+// A linear [out, in] as the CUDA backend keeps it: 8-bit values (block FP8 or INT8: 1 byte and a
+// float32 scale per 128x128 block; channel INT8: 1 byte and a float32 scale per row) where the
+// config quantizes and in % 128 == 0; AWQ 4-bit values with one packed scale-and-zero word (4
+// bytes) per group of input channels and row where in % group == 0; else BF16.
 struct Linear {
+  enum Kind { Bf16, Block8, Channel8, Awq4 };
   double out, in;
-  bool fp8;
+  Kind kind = Bf16;
+  double group = 128;
+  bool eight_bit() const { return kind == Block8 || kind == Channel8; }
   double bytes() const {
-    return fp8 ? out * in + std::ceil(out / 128) * std::ceil(in / 128) * 4 : out * in * 2;
+    switch (kind) {
+      case Block8: return out * in + std::ceil(out / 128) * std::ceil(in / 128) * 4;
+      case Channel8: return out * in + out * 4;
+      case Awq4: return out * in / 2 + out * (in / group) * 4;
+      default: return out * in * 2;
+    }
   }
 };
 
 Linear proj(const ModelConfig& c, double out, double in) {
-  return {out, in, c.quantization.has_value() && int64_t(in) % 128 == 0};
+  Linear l{out, in};
+  if (!c.quantization) return l;
+  const QuantMethod m = c.quantization->method;
+  if (m == QuantMethod::Awq) {
+    l.group = c.quantization->group_size;
+    if (int64_t(in) % int64_t(l.group) == 0) l.kind = Linear::Awq4;
+  } else if (int64_t(in) % 128 == 0) {
+    l.kind = m == QuantMethod::ChannelInt8 ? Linear::Channel8 : Linear::Block8;
+  }
+  return l;
 }
 
 // The per-token linear layers of one decoder layer (expanded or absorbed attention aside).
@@ -44,7 +64,7 @@ LayerLinears layer_linears(const ModelConfig& c, int layer) {
 }
 
 void add_flops(ForwardCost& f, const Linear& l, double rows) {
-  (l.fp8 ? f.fp8_flops : f.bf16_flops) += 2 * l.out * l.in * rows;
+  (l.eight_bit() ? f.fp8_flops : f.bf16_flops) += 2 * l.out * l.in * rows;
 }
 
 }  // namespace

@@ -2,8 +2,9 @@
 // it touches, with only the routed experts actually run, plus the latent cache it attends over) and
 // the FLOPs a prefill must do (linear layers, expanded attention, last-token logits). bench-one-batch
 // divides them by the machine's measured copy bandwidth and matrix rates.
-// Weight bytes follow the CUDA backend's layout: block-FP8 linear weights at one byte per value plus
-// their float32 128x128 block scales (BF16 where the config is not quantized), the absorbed MLA
+// Weight bytes follow the CUDA backend's layout: 8-bit linear weights (block FP8, block or channel
+// INT8) at one byte per value plus their float32 scales, AWQ weights at half a byte plus a 4-byte
+// scale-and-zero word per group and row (BF16 where the config is not quantized), the absorbed MLA
 // per-head matrices in BF16, the router in float32, lm_head and the embedding rows in BF16.
 #pragma once
 #include <cstdint>
@@ -16,7 +17,7 @@ namespace dsserve {
 struct ForwardCost {
   double weight_bytes = 0;  // weights read
   double kv_bytes = 0;      // latent cache read
-  double fp8_flops = 0;     // in block-FP8 products
+  double fp8_flops = 0;     // in 8-bit products (W8A8 FP8 or INT8: the same tensor-core rate on Hopper)
   double bf16_flops = 0;    // everything else (attention, BF16 / float32 products)
   double bytes() const { return weight_bytes + kv_bytes; }
   double flops() const { return fp8_flops + bf16_flops; }

@@ -40,11 +40,6 @@ class ProgressBar {
   int shown_ = -1;
 };
 
-Shape shard_shape(Shape s, int dim, int64_t n) {
-  s[dim] = n;
-  return s;
-}
-
 // A contiguous host copy of a 2-D host tensor of any dtype (rows may be strided).
 Tensor packed_copy(const Tensor& t) {
   Tensor out = Tensor::zeros_host(t.dtype(), t.shape());
@@ -62,40 +57,181 @@ Tensor packed_copy(const Tensor& t) {
   return out;
 }
 
+// This rank's rows (dim 0) or columns (dim 1) [lo, lo + n) of a host weight part, in its stored
+// format where the slice keeps whole blocks (block FP8 / INT8: 128-aligned; AWQ: whole packed
+// columns of 8, whole groups of input channels), else dequantized to float32 (see ShardSpec).
+WeightPart slice_part(const WeightPart& full, int dim, int64_t lo, int64_t n) {
+  WeightPart p = full;
+  switch (full.stored_format()) {
+    case WeightFormat::Float: return {host_to_f32(full.weight.slice(dim, lo, lo + n)), {}, {}, WeightFormat::Float, 0,
+                                      full.name};
+    case WeightFormat::BlockFp8:
+    case WeightFormat::BlockInt8:
+      if (lo % 128 != 0) break;
+      {
+        const int64_t blocks = full.scale.size(dim), b0 = lo / 128, b1 = std::min(blocks, (lo + n + 127) / 128);
+        p.weight = packed_copy(full.weight.slice(dim, lo, lo + n));
+        p.scale = host_to_f32(full.scale.slice(dim, b0, b1));
+      }
+      return p;
+    case WeightFormat::ChannelInt8:
+      p.weight = packed_copy(full.weight.slice(dim, lo, lo + n));
+      p.scale = host_to_f32(dim == 0 ? full.scale.slice(0, lo, lo + n) : full.scale);
+      return p;
+    case WeightFormat::Awq: {
+      const int64_t g = full.group_size;
+      if (dim == 0 && lo % 8 == 0 && n % 8 == 0) {  // output columns: packed in eights
+        p.weight = packed_copy(full.weight.slice(1, lo / 8, (lo + n) / 8));
+        p.zeros = packed_copy(full.zeros.slice(1, lo / 8, (lo + n) / 8));
+        p.scale = packed_copy(full.scale.slice(1, lo, lo + n));
+        return p;
+      }
+      if (dim == 1 && lo % g == 0 && n % g == 0) {  // input channels: whole groups
+        p.weight = packed_copy(full.weight.slice(0, lo, lo + n));
+        p.zeros = packed_copy(full.zeros.slice(0, lo / g, (lo + n) / g));
+        p.scale = packed_copy(full.scale.slice(0, lo / g, (lo + n) / g));
+        return p;
+      }
+      break;
+    }
+  }
+  return {host_to_f32(dequantize_to_f32(full).slice(dim, lo, lo + n)), {}, {}, WeightFormat::Float, 0, full.name};
+}
+
 class Loader {
  public:
   Loader(const ModelConfig& cfg, WeightSource& src, WeightSource& mtp_src, Backend& be,
          const std::vector<TensorSpec>& specs, ShardSpec shard)
       : cfg_(cfg), src_(src), mtp_src_(mtp_src), be_(be), shard_(shard) {
+    for (const auto& s : specs) by_name_[s.name] = &s;
     size_t total = 0;
     for (const auto& s : specs) {
-      by_name_[s.name] = &s;
-      total += size_t(s.shape.numel()) * dtype_size(spec_storage_dtype(cfg, s));
+      size_t bytes = size_t(s.shape.numel()) * dtype_size(spec_storage_dtype(cfg, s));
+      if (s.role == TensorRole::AwqWeight) {
+        // AWQ projections the quantizer left alone are read as a BF16 weight of the same [out, in].
+        const std::string prefix = linear_prefix(s.name.substr(0, s.name.size() - 7) + "weight");
+        const TensorSpec& scales = *by_name_.at(prefix + "scales");
+        TensorSpec w{prefix + "weight", {scales.shape[1], s.shape[0]}, TensorRole::Linear, s.mtp, false, s.fan_in};
+        plain_awq_[w.name] = w;
+        if (!source(s).has(s.name) && source(s).has(w.name)) bytes = size_t(w.shape.numel()) * 2;
+      }
+      if ((s.role == TensorRole::AwqZeros || s.role == TensorRole::AwqScales) &&
+          !source(s).has(linear_prefix(s.name.substr(0, s.name.rfind('.') + 1) + "weight") + "qweight"))
+        bytes = 0;
+      total += bytes;
     }
     progress_ = std::make_unique<ProgressBar>("Loading weights", total);
   }
+
+  const TensorSpec& spec(const std::string& name) const {
+    if (auto it = by_name_.find(name); it != by_name_.end()) return *it->second;
+    auto alt = plain_awq_.find(name);
+    DS_CHECK(alt != plain_awq_.end(), "internal: tensor {} is not in the model's tensor list", name);
+    return alt->second;
+  }
+  WeightSource& source(const TensorSpec& s) const { return s.mtp ? mtp_src_ : src_; }
 
   // A tensor from its source: generated in place on the device when the source is random
   // (--load-format dummy), the backend can, and the loader does not transform it on the host (matrices
   // and the embedding go to the device; norms, biases, scales and kv_b_proj are made on the host).
   Tensor raw(const std::string& name, bool host = false) {
-    auto it = by_name_.find(name);
-    DS_CHECK(it != by_name_.end(), "internal: tensor {} is not in the model's tensor list", name);
-    const TensorSpec& spec = *it->second;
-    WeightSource& src = spec.mtp ? mtp_src_ : src_;
+    const TensorSpec& spec = this->spec(name);
+    WeightSource& src = source(spec);
     Tensor t;
     const bool matrix = spec.role == TensorRole::Linear || spec.role == TensorRole::Dense ||
-                        spec.role == TensorRole::Embedding;
+                        spec.role == TensorRole::Embedding || spec.role == TensorRole::AwqWeight;
     if (!host && matrix)
       if (auto fill = src.random_fill(spec)) t = be_.random_weight(spec_storage_dtype(cfg_, spec), spec.shape, *fill);
     if (!t.defined()) t = src.get(spec);
     progress_->advance(t.nbytes());
     return t;
   }
+  // An AWQ projection stored as qweight / qzeros / scales (rather than left in BF16).
+  bool awq_stored(const std::string& weight_name) const {
+    const std::string q = linear_prefix(weight_name) + "qweight";
+    auto it = by_name_.find(q);
+    return it != by_name_.end() && source(*it->second).has(q);
+  }
+  // The part of projection `weight_name` (".weight" named) in the form the checkpoint stores it.
   WeightPart part(const std::string& weight_name, bool host = false) {
-    WeightPart p{raw(weight_name, host), {}};
-    if (p.weight.dtype() == DType::F8_E4M3 || p.weight.dtype() == DType::F8_E5M2)
-      p.scale = raw(weight_name.substr(0, weight_name.size() - 6) + "weight_scale_inv");
+    const std::string prefix = linear_prefix(weight_name);
+    WeightPart p;
+    p.name = weight_name;
+    if (awq_stored(weight_name)) {
+      p.format = WeightFormat::Awq;
+      p.group_size = cfg_.quantization->group_size;
+      p.name = prefix + "qweight";
+      p.weight = raw(prefix + "qweight", host);
+      p.zeros = raw(prefix + "qzeros", true);
+      p.scale = raw(prefix + "scales", true);
+      return p;
+    }
+    p.weight = raw(weight_name, host);
+    if (p.weight.dtype() == DType::F8_E4M3 || p.weight.dtype() == DType::F8_E5M2) {
+      p.format = WeightFormat::BlockFp8;
+      p.scale = raw(prefix + "weight_scale_inv");
+    } else if (p.weight.dtype() == DType::I8) {
+      const bool channel = cfg_.quantized_as(QuantMethod::ChannelInt8);
+      p.format = channel ? WeightFormat::ChannelInt8 : WeightFormat::BlockInt8;
+      p.scale = raw(prefix + (channel ? "weight_scale" : "weight_scale_inv"));
+    }
+    return p;
+  }
+  // [out, in] of projection `weight_name`.
+  Shape logical_shape(const std::string& weight_name) const {
+    const std::string prefix = linear_prefix(weight_name);
+    if (auto q = by_name_.find(prefix + "qweight"); q != by_name_.end())
+      return {by_name_.at(prefix + "scales")->shape[1], q->second->shape[0]};
+    return spec(weight_name).shape;
+  }
+  // Generated weights: the slice's own tensors drawn directly in their stored form (other values
+  // than the whole tensor's), each component's spec cut to the slice.
+  WeightPart generated_slice(const std::string& weight_name, int dim, int64_t n, bool host) {
+    const std::string prefix = linear_prefix(weight_name);
+    const Shape full = logical_shape(weight_name);
+    auto cut = [&](const std::string& name, Shape shape) {
+      TensorSpec s = spec(name);
+      s.shape = shape;
+      return s;
+    };
+    auto draw = [&](const TensorSpec& s, bool on_device) {
+      WeightSource& src = source(s);
+      Tensor t;
+      if (on_device && !host)
+        if (auto fill = src.random_fill(s)) t = be_.random_weight(spec_storage_dtype(cfg_, s), s.shape, *fill);
+      if (!t.defined()) t = src.get(s);
+      progress_->advance(t.nbytes());
+      return t;
+    };
+    WeightPart p;
+    p.name = weight_name;
+    if (awq_stored(weight_name)) {
+      const int64_t g = cfg_.quantization->group_size;
+      const int64_t out = dim == 0 ? n : full[0], in = dim == 1 ? n : full[1];
+      if (out % 8 != 0 || in % g != 0) return {};  // not expressible: the caller slices the whole
+      p.format = WeightFormat::Awq;
+      p.group_size = g;
+      p.weight = draw(cut(prefix + "qweight", {in, out / 8}), true);
+      p.zeros = draw(cut(prefix + "qzeros", {in / g, out / 8}), false);
+      p.scale = draw(cut(prefix + "scales", {in / g, out}), false);
+      return p;
+    }
+    Shape ws = full;
+    ws[dim] = n;
+    p.weight = draw(cut(weight_name, ws), true);
+    const DType dt = p.weight.dtype();
+    if (dt == DType::F8_E4M3 || dt == DType::I8) {
+      const bool channel = cfg_.quantized_as(QuantMethod::ChannelInt8);
+      p.format = dt == DType::F8_E4M3 ? WeightFormat::BlockFp8 : channel ? WeightFormat::ChannelInt8
+                                                                          : WeightFormat::BlockInt8;
+      const std::string sname = prefix + (channel ? "weight_scale" : "weight_scale_inv");
+      Shape ss = spec(sname).shape;
+      if (channel)
+        ss[0] = ws[0];
+      else
+        ss[dim] = (n + 127) / 128;
+      p.scale = draw(cut(sname, ss), false);
+    }
     return p;
   }
   // This rank's slice of a weight along dim (0: rows, 1: columns); see ShardSpec. attention: split
@@ -104,37 +240,16 @@ class Loader {
     const int world = attention ? shard_.attention_world() : shard_.world;
     const int rank = attention ? shard_.attention_rank() : shard_.rank;
     if (world == 1) return part(weight_name, host);
-    auto it = by_name_.find(weight_name);
-    DS_CHECK(it != by_name_.end(), "internal: tensor {} is not in the model's tensor list", weight_name);
-    const TensorSpec& spec = *it->second;
-    const int64_t len = spec.shape[dim];
+    const int64_t len = logical_shape(weight_name)[dim];
     DS_CHECK(len % world == 0, "--tp-size {}: {} has {} {} , not divisible", world, weight_name, len,
              dim == 0 ? "rows" : "columns");
     const int64_t n = len / world, lo = int64_t(rank) * n;
-    WeightSource& src = spec.mtp ? mtp_src_ : src_;
-    if (auto fill = src.random_fill(spec)) {
-      // Generated weights: draw the slice's shape directly (other values than the whole tensor's).
-      TensorSpec s = spec;
-      s.shape = shard_shape(spec.shape, dim, n);
-      WeightPart p{host ? Tensor() : be_.random_weight(spec_storage_dtype(cfg_, spec), s.shape, *fill), {}};
-      if (!p.weight.defined()) p.weight = src.get(s);
-      progress_->advance(p.weight.nbytes());
-      if (p.weight.dtype() == DType::F8_E4M3) {
-        auto sc = by_name_.find(weight_name.substr(0, weight_name.size() - 6) + "weight_scale_inv");
-        DS_CHECK(sc != by_name_.end(), "internal: no scale for {}", weight_name);
-        TensorSpec ss = *sc->second;
-        ss.shape = shard_shape(ss.shape, dim, (n + 127) / 128);
-        p.scale = src.get(ss);
-      }
-      return p;
+    const std::string first = awq_stored(weight_name) ? linear_prefix(weight_name) + "qweight" : weight_name;
+    if (source(spec(first)).random_fill(spec(first))) {
+      WeightPart p = generated_slice(weight_name, dim, n, host);
+      if (p.weight.defined()) return p;
     }
-    WeightPart full = part(weight_name, /*host=*/true);
-    if (!full.scale.defined()) return {host_to_f32(full.weight.slice(dim, lo, lo + n)), {}};
-    if (lo % 128 == 0) {  // FP8 kept: whole scale blocks from the slice's first row or column
-      const int64_t blocks = full.scale.size(dim), b0 = lo / 128, b1 = std::min(blocks, (lo + n + 127) / 128);
-      return {packed_copy(full.weight.slice(dim, lo, lo + n)), host_to_f32(full.scale.slice(dim, b0, b1))};
-    }
-    return {host_to_f32(dequantize_to_f32(full).slice(dim, lo, lo + n)), {}};
+    return slice_part(part(weight_name, /*host=*/true), dim, lo, n);
   }
   Tensor vec(const std::string& name) { return be_.make_vector(raw(name)); }
   LinearWeight linear(const std::vector<std::string>& fused, LinearUse use = LinearUse::Projection) {
@@ -239,6 +354,7 @@ class Loader {
   Backend& be_;
   ShardSpec shard_;
   std::map<std::string, const TensorSpec*> by_name_;
+  std::map<std::string, TensorSpec> plain_awq_;  // the BF16 form of each AWQ projection, by weight name
   std::unique_ptr<ProgressBar> progress_;
 };
 

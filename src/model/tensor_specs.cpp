@@ -11,16 +11,26 @@ struct SpecList {
   std::vector<TensorSpec>& out;
   bool mtp = false;
 
-  void add(const std::string& name, Shape shape, TensorRole role, bool shared = false) {
-    out.push_back({name, shape, role, mtp, shared});
+  void add(const std::string& name, Shape shape, TensorRole role, bool shared = false, int64_t fan_in = 0) {
+    out.push_back({name, shape, role, mtp, shared, fan_in});
   }
   void linear(const std::string& name, int64_t out_f, int64_t in_f) {
-    add(name, {out_f, in_f}, TensorRole::Linear);
-    if (cfg.quantization) {
-      int64_t bn = cfg.quantization->block_n, bk = cfg.quantization->block_k;
-      std::string s = name.substr(0, name.size() - std::string("weight").size()) + "weight_scale_inv";
-      add(s, {(out_f + bn - 1) / bn, (in_f + bk - 1) / bk}, TensorRole::Scale);
+    const std::string prefix = linear_prefix(name);
+    if (cfg.quantized_as(QuantMethod::Awq)) {  // shapes rounded up; the loader reports sizes that do not divide
+      const int64_t g = cfg.quantization->group_size, groups = (in_f + g - 1) / g, packed = (out_f + 7) / 8;
+      add(prefix + "qweight", {in_f, packed}, TensorRole::AwqWeight, false, in_f);
+      add(prefix + "qzeros", {groups, packed}, TensorRole::AwqZeros, false, in_f);
+      add(prefix + "scales", {groups, out_f}, TensorRole::AwqScales, false, in_f);
+      return;
     }
+    add(name, {out_f, in_f}, TensorRole::Linear, false, in_f);
+    if (!cfg.quantization) return;
+    if (cfg.quantization->method == QuantMethod::ChannelInt8) {
+      add(prefix + "weight_scale", {out_f, 1}, TensorRole::ChannelScale, false, in_f);
+      return;
+    }
+    const int64_t bn = cfg.quantization->block_n, bk = cfg.quantization->block_k;
+    add(prefix + "weight_scale_inv", {(out_f + bn - 1) / bn, (in_f + bk - 1) / bk}, TensorRole::Scale, false, in_f);
   }
   void mlp(const std::string& p, int64_t inter) {
     linear(p + "gate_proj.weight", inter, cfg.hidden_size);
@@ -83,11 +93,22 @@ std::vector<TensorSpec> model_tensor_specs(const ModelConfig& cfg, bool include_
 
 DType spec_storage_dtype(const ModelConfig& cfg, const TensorSpec& spec) {
   switch (spec.role) {
-    case TensorRole::Linear: return cfg.quantization ? DType::F8_E4M3 : DType::BF16;
+    case TensorRole::Linear:  // (in an AWQ config: a projection the quantizer left in BF16)
+      if (!cfg.quantization || cfg.quantization->method == QuantMethod::Awq) return DType::BF16;
+      return cfg.quantization->method == QuantMethod::Fp8 ? DType::F8_E4M3 : DType::I8;
     case TensorRole::Bias:
-    case TensorRole::Scale: return DType::F32;
+    case TensorRole::Scale:
+    case TensorRole::ChannelScale: return DType::F32;
+    case TensorRole::AwqWeight:
+    case TensorRole::AwqZeros: return DType::I32;
+    case TensorRole::AwqScales: return DType::F16;
     default: return DType::BF16;
   }
+}
+
+std::string linear_prefix(const std::string& weight_name) {
+  const std::string suffix = "weight";
+  return weight_name.ends_with(suffix) ? weight_name.substr(0, weight_name.size() - suffix.size()) : weight_name + ".";
 }
 
 }  // namespace dsserve

@@ -21,6 +21,10 @@ std::string npm_tokenizer_dir() {
   return fs::exists(p / "tokenizer.json") ? p.string() : "";
 }
 
+std::string fixture_quantization(const std::string& fixture_dir) {
+  return fs::path(fixture_dir).filename() == "tiny-v3-int8-channel" ? "w8a8_int8" : "";
+}
+
 std::string temp_dir(const std::string& tag) {
   std::random_device rd;
   fs::path p = fs::temp_directory_path() / ("dsserve-" + tag + "-" + std::to_string(rd()));

@@ -8,6 +8,9 @@ namespace dsserve::test {
 std::string fixtures_dir();
 // The DeepSeek-V3 tokenizer files installed by scripts/setup.sh; "" when absent.
 std::string npm_tokenizer_dir();
+// The --quantization a fixture checkpoint needs: w8a8_int8 for tiny-v3-int8-channel (its config.json
+// has no quantization_config, as the published channel-INT8 checkpoints), "" for the others.
+std::string fixture_quantization(const std::string& fixture_dir);
 // A fresh empty temporary directory (removed at exit is not guaranteed).
 std::string temp_dir(const std::string& tag);
 

@@ -1,5 +1,6 @@
-// Golden tests through the CUDA backend: the fixture checkpoints (tiny-v3-bf16, tiny-v3-fp8)
-// against their float32 reference outputs, judged on the robust statistics of the issue (over
+// Golden tests through the CUDA backend: the fixture checkpoints (tiny-v3-bf16, tiny-v3-fp8, and
+// the quantized tiny-v3-awq, tiny-v3-int8-channel, tiny-v3-int8-block) against their float32
+// reference outputs, judged on the robust statistics of the issue (over
 // each position's top-5 tokens: median and 90th percentile of |logprob difference|, top-1
 // agreement where the reference top-1 margin exceeds 0.5), for one-shot prefill, chunked prefill
 // followed by absorbed decode (and expanded decode, --disable-mla), and MTP; greedy continuations
@@ -9,6 +10,7 @@
 // latent prologue), within the same bounds.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <map>
 
 #include "backend/cuda/cuda_backend.h"
@@ -28,6 +30,19 @@ struct Bounds {
 // (fixtures/README.md). A greedy divergence is accepted only where the reference margin is below greedy_margin.
 const Bounds kBf16{0.04, 0.25, 0.92, 0.5};
 const Bounds kFp8{0.25, 1.0, 0.88, 1.5};
+// AWQ runs W4A16: the oracle's weights (up to its BF16 rounding of each) against BF16 activations,
+// as the BF16 path. INT8 runs W8A8 with int8 activations (127 levels per token, or per token and
+// 128 channels): held to the FP8 W8A8 bounds until calibrated on the GPU.
+const Bounds kAwq = kBf16;
+const Bounds kInt8 = kFp8;
+bool quantized(const std::string& fixture) { return fixture == "tiny-v3-awq" || fixture.starts_with("tiny-v3-int8"); }
+bool w8a8(const std::string& fixture) { return fixture == "tiny-v3-fp8" || fixture.starts_with("tiny-v3-int8"); }
+Bounds bounds_of(const std::string& fixture) {
+  if (fixture == "tiny-v3-fp8") return kFp8;
+  if (fixture == "tiny-v3-awq") return kAwq;
+  if (fixture.starts_with("tiny-v3-int8")) return kInt8;
+  return kBf16;
+}
 
 struct Golden {
   std::vector<int32_t> ids, greedy;
@@ -55,13 +70,15 @@ class GpuGolden : public ::testing::TestWithParam<std::string> {
     std::string dir = fixtures_dir() + "/" + fixture();
     static std::map<std::string, std::shared_ptr<TestModel>> models;
     auto& m = models[GetParam()];
-    if (!m) {
+    if (!m) {  // the quantized fixtures on the W4A16 / W8A8 kernels (not the default yet)
+      set_cuda_quantized_kernels(quantized(fixture()));
       m = std::make_shared<TestModel>(load_model_on(DeviceKind::Cuda, dir, 16, 2048));
+      set_cuda_quantized_kernels(false);
       m->backend->set_fused_decode(fused());
     }
     model_ = m.get();
     ref_ = std::make_unique<Checkpoint>(Checkpoint::open(dir + "/reference.safetensors"));
-    bounds_ = fixture() == "tiny-v3-fp8" ? kFp8 : kBf16;
+    bounds_ = bounds_of(fixture());
   }
   // The parameter: a fixture directory, with ":fused" for the fused decode path.
   std::string fixture() const { return GetParam().substr(0, GetParam().find(':')); }
@@ -85,9 +102,25 @@ class GpuGolden : public ::testing::TestWithParam<std::string> {
 TEST_P(GpuGolden, LinearLayouts) {
   // How layer 1's linears run on the GPU (the fixture's dims are not all multiples of 128).
   Checkpoint ck = Checkpoint::open(fixtures_dir() + "/" + fixture());
-  auto part = [&](const std::string& name) {
-    WeightPart p{ck.view(name), {}};
-    if (p.weight.dtype() == DType::F8_E4M3) p.scale = ck.view(name.substr(0, name.size() - 6) + "weight_scale_inv");
+  const ModelConfig cfg = ModelConfig::load(fixtures_dir() + "/" + fixture(), "",
+                                            fixture_quantization(fixtures_dir() + "/" + fixture()));
+  auto part = [&](const std::string& name) {  // as the loader reads each stored form
+    const std::string prefix = name.substr(0, name.size() - 6);
+    WeightPart p;
+    p.name = name;
+    if (ck.has(prefix + "qweight")) {
+      p.format = WeightFormat::Awq;
+      p.group_size = cfg.quantization->group_size;
+      p.weight = ck.view(prefix + "qweight"), p.zeros = ck.view(prefix + "qzeros"), p.scale = ck.view(prefix + "scales");
+      return p;
+    }
+    p.weight = ck.view(name);
+    if (p.weight.dtype() == DType::F8_E4M3) p.scale = ck.view(prefix + "weight_scale_inv");
+    if (p.weight.dtype() == DType::I8) {
+      const bool channel = cfg.quantized_as(QuantMethod::ChannelInt8);
+      p.format = channel ? WeightFormat::ChannelInt8 : WeightFormat::BlockInt8;
+      p.scale = ck.view(prefix + (channel ? "weight_scale" : "weight_scale_inv"));
+    }
     return p;
   };
   const std::string a = "model.layers.1.self_attn.", m = "model.layers.0.mlp.";
@@ -98,13 +131,16 @@ TEST_P(GpuGolden, LinearLayouts) {
       {"o_proj", {a + "o_proj.weight"}},
       {"dense_gate_up", {m + "gate_proj.weight", m + "up_proj.weight"}},
       {"dense_down", {m + "down_proj.weight"}}};
+  auto& be = static_cast<cuda::CudaBackend&>(gpu());
+  be.set_quantized_kernels(quantized(GetParam()));
   for (const auto& [name, parts] : linears) {
     std::vector<WeightPart> ps;
     for (const auto& n : parts) ps.push_back(part(n));
-    std::string d = cuda::CudaBackend::describe(gpu().make_linear(ps, LinearUse::Projection));
+    std::string d = cuda::CudaBackend::describe(be.make_linear(ps, LinearUse::Projection));
     RecordProperty(name, d);
     std::printf("[ layout   ] %s %s: %s\n", GetParam().c_str(), name.c_str(), d.c_str());
   }
+  be.set_quantized_kernels(false);
 }
 
 TEST_P(GpuGolden, PrefillLogits) {
@@ -199,8 +235,8 @@ TEST_P(GpuGolden, DecodeThroughCacheMatchesPrefill) {
   // Same backend, same prompt: one-shot expanded prefill vs token-by-token absorbed decode. The two
   // forms round differently in BF16, which the BF16 model keeps small (held to the BF16 bound).
   // Under W8A8 the activation re-quantization and the chaotic routing turn any such difference into
-  // a W8A8-sized one, so the comparison is between two equally noisy runs: for FP8 it is reported
-  // only, and decode is judged against the reference instead (ChunkedPrefillThenAbsorbedDecode).
+  // a W8A8-sized one, so the comparison is between two equally noisy runs: for FP8 and INT8 it is
+  // reported only, and decode is judged against the reference instead (ChunkedPrefillThenAbsorbedDecode).
   LogprobStats s;
   for (int k = 2; k < kPrompts; ++k) {
     Golden g = read_golden(*ref_, k);
@@ -212,15 +248,20 @@ TEST_P(GpuGolden, DecodeThroughCacheMatchesPrefill) {
   std::printf("[ stats    ] %s decode_vs_prefill: %s\n", GetParam().c_str(), s.str().c_str());
   RecordProperty("decode_vs_prefill_p90", std::to_string(s.quantile(0.9)));
   RecordProperty("decode_vs_prefill_top1", std::to_string(s.agree) + "/" + std::to_string(s.confident));
-  if (fixture() == "tiny-v3-fp8") return;
+  if (w8a8(fixture())) return;
   EXPECT_LE(s.quantile(0.5), kBf16.median) << s.str();
   EXPECT_LE(s.quantile(0.9), kBf16.p90) << s.str();
   EXPECT_GE(s.agreement(), kBf16.agreement) << s.str();
 }
 
-INSTANTIATE_TEST_SUITE_P(Fixtures, GpuGolden, ::testing::Values("tiny-v3-bf16", "tiny-v3-fp8", "tiny-v3-fp8:fused"),
+INSTANTIATE_TEST_SUITE_P(Fixtures, GpuGolden,
+                         ::testing::Values("tiny-v3-bf16", "tiny-v3-fp8", "tiny-v3-fp8:fused", "tiny-v3-awq",
+                                           "tiny-v3-int8-channel", "tiny-v3-int8-block"),
                          [](const auto& info) {
-                           return info.param == "tiny-v3-bf16" ? "bf16" : info.param == "tiny-v3-fp8" ? "fp8" : "fp8_fused_decode";
+                           if (info.param == "tiny-v3-fp8:fused") return std::string("fp8_fused_decode");
+                           std::string name = info.param.substr(std::string("tiny-v3-").size());
+                           std::replace(name.begin(), name.end(), '-', '_');
+                           return name;
                          });
 
 }  // namespace

@@ -7,6 +7,7 @@
 #include <numeric>
 
 #include "backend/weight_dequant.h"
+#include "common/test_paths.h"
 #include "core/error.h"
 #include "runtime/batch_builder.h"
 
@@ -66,6 +67,38 @@ WeightPart random_bf16_part(int64_t out, int64_t in, Rng& rng) {
   WeightPart p;
   p.weight = Tensor::zeros_host(DType::BF16, {out, in});
   convert_from_f32(DType::BF16, f.ptr<float>(), p.weight.data(), size_t(f.numel()));
+  return p;
+}
+
+WeightPart random_awq_part(int64_t out, int64_t in, int64_t group, Rng& rng) {
+  WeightPart p;
+  p.format = WeightFormat::Awq;
+  p.group_size = group;
+  p.name = "random awq [" + std::to_string(out) + ", " + std::to_string(in) + "]";
+  p.weight = Tensor::zeros_host(DType::I32, {in, out / 8});
+  p.zeros = Tensor::zeros_host(DType::I32, {in / group, out / 8});
+  p.scale = Tensor::zeros_host(DType::F16, {in / group, out});
+  for (int64_t i = 0; i < p.weight.numel(); ++i) p.weight.ptr<uint32_t>()[i] = uint32_t(rng());
+  for (int64_t i = 0; i < p.zeros.numel(); ++i) p.zeros.ptr<uint32_t>()[i] = uint32_t(rng());
+  std::uniform_real_distribution<float> ud(0.5f, 1.5f);
+  for (int64_t i = 0; i < p.scale.numel(); ++i)
+    p.scale.ptr<uint16_t>()[i] = f32_to_f16(ud(rng) / (6.5f * std::sqrt(float(in))));
+  return p;
+}
+
+WeightPart random_int8_part(int64_t out, int64_t in, bool channel, Rng& rng) {
+  WeightPart p;
+  p.format = channel ? WeightFormat::ChannelInt8 : WeightFormat::BlockInt8;
+  p.name = std::string("random int8 ") + (channel ? "channel" : "block") + " [" + std::to_string(out) + ", " +
+           std::to_string(in) + "]";
+  p.weight = Tensor::zeros_host(DType::I8, {out, in});
+  std::normal_distribution<float> nd(0.0f, 32.0f);
+  for (int64_t i = 0; i < p.weight.numel(); ++i)
+    p.weight.ptr<int8_t>()[i] = int8_t(std::clamp(std::nearbyint(nd(rng)), -127.0f, 127.0f));
+  const Shape ss = channel ? Shape{out, 1} : Shape{(out + 127) / 128, (in + 127) / 128};
+  p.scale = Tensor::zeros_host(DType::F32, ss);
+  std::uniform_real_distribution<float> ud(0.5f, 1.5f);
+  for (int64_t i = 0; i < p.scale.numel(); ++i) p.scale.ptr<float>()[i] = ud(rng) / (32.0f * std::sqrt(float(in)));
   return p;
 }
 
@@ -217,7 +250,7 @@ TestModel load_model_on(DeviceKind kind, const std::string& dir, int page_size, 
                         std::optional<DType> cache_dtype) {
   TestModel m;
   m.backend = create_backend(kind);
-  ModelConfig cfg = ModelConfig::load(dir);
+  ModelConfig cfg = ModelConfig::load(dir, "", fixture_quantization(dir));
   m.source = std::make_unique<CheckpointWeights>(dir, cfg);
   m.model = std::make_unique<DeepseekV3Model>(cfg, *m.backend, *m.source, 4096);
   int64_t pages = (tokens + page_size - 1) / page_size;

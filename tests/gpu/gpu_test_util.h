@@ -35,6 +35,11 @@ Tensor uniform(Shape s, Rng& rng, float lo, float hi);
 WeightPart random_fp8_part(int64_t out, int64_t in, Rng& rng);
 // A BF16 weight part (host), values N(0, 1/in).
 WeightPart random_bf16_part(int64_t out, int64_t in, Rng& rng);
+// Checkpoint-style quantized parts (host): AWQ (random 4-bit values and zeros, F16 scales of about
+// 1 / (6.5 sqrt(in)) per group), and INT8 (values ~ N(0, 32^2) clamped to +-127, F32 scales of about
+// 1 / (32 sqrt(in)) per 128 x 128 block or per row). All dequantize to weights of about N(0, 1/in).
+WeightPart random_awq_part(int64_t out, int64_t in, int64_t group, Rng& rng);
+WeightPart random_int8_part(int64_t out, int64_t in, bool channel, Rng& rng);
 
 // Host F32 -> device tensor of the backend's activation dtype (BF16 on CUDA, F32 on CPU).
 Tensor to_backend(Backend& b, const Tensor& host_f32);
@@ -71,6 +76,7 @@ struct LogprobStats {
 
 // A model on a given backend (CPU or CUDA) from a checkpoint directory; cache_dtype: the latent
 // caches' element type (unset: the backend's activation type; F8_E4M3 / F8_E5M2: an FP8 cache).
+// The config is read with the --quantization the fixture needs (common/test_paths.h).
 TestModel load_model_on(DeviceKind kind, const std::string& dir, int page_size = 16, int64_t tokens = 2048,
                         std::optional<DType> cache_dtype = std::nullopt);
 // As run_sequence / run_mtp / greedy of model_test_util, through Backend::to_host_f32 (any backend).

@@ -127,6 +127,92 @@ TEST(ModelConfig, LoadsFixtureConfigs) {
   EXPECT_EQ(fp8.quantization->block_k, 128);
 }
 
+TEST(ModelConfig, LoadsQuantizedFixtureConfigs) {
+  DS_REQUIRE_FIXTURES();
+  ModelConfig awq = ModelConfig::load(test::fixtures_dir() + "/tiny-v3-awq");
+  ASSERT_TRUE(awq.quantized_as(QuantMethod::Awq));
+  EXPECT_EQ(awq.quantization->group_size, 64);
+  EXPECT_EQ(awq.quantization->bits, 4);
+  ModelConfig block = ModelConfig::load(test::fixtures_dir() + "/tiny-v3-int8-block");
+  ASSERT_TRUE(block.quantized_as(QuantMethod::BlockInt8));
+  EXPECT_EQ(block.quantization->block_n, 128);
+  // The channel-INT8 checkpoint states nothing: --quantization w8a8_int8 says how it is stored.
+  const std::string channel = test::fixtures_dir() + "/tiny-v3-int8-channel";
+  EXPECT_FALSE(ModelConfig::load(channel).quantization.has_value());
+  ModelConfig c = ModelConfig::load(channel, "", "w8a8_int8");
+  ASSERT_TRUE(c.quantized_as(QuantMethod::ChannelInt8));
+  EXPECT_FALSE(c.quantization->in_config);
+  EXPECT_FALSE(c.to_json().contains("quantization_config"));
+}
+
+json awq_config() {
+  return json::parse(R"({"quant_method": "awq", "bits": 4, "group_size": 128, "zero_point": true,
+                         "version": "gemm", "modules_to_not_convert": null})");
+}
+
+TEST(ModelConfig, QuantizationFlagMatchesTheCheckpointOrIsAnErrorNamingBoth) {
+  for (const char* alias : {"awq", "awq_marlin", "moe_wna16"}) {
+    ModelConfig c = parse(with(tiny_v3(), "quantization_config", awq_config()), "");
+    EXPECT_NO_THROW(c.apply_quantization_flag(alias, kSource)) << alias;
+    EXPECT_TRUE(c.quantized_as(QuantMethod::Awq));
+  }
+  ModelConfig fp8 = parse(with(tiny_v3(), "quantization_config", fp8_block()));
+  std::string msg = error_of([&] { fp8.apply_quantization_flag("awq", kSource); });
+  EXPECT_THAT(msg, HasSubstr("--quantization awq contradicts the checkpoint"));
+  EXPECT_THAT(msg, HasSubstr("quantization_config.quant_method \"fp8\""));
+  msg = error_of([&] {
+    ModelConfig a = parse(with(tiny_v3(), "quantization_config", awq_config()));
+    a.apply_quantization_flag("w8a8_int8", kSource);
+  });
+  EXPECT_THAT(msg, HasSubstr("--quantization w8a8_int8 contradicts the checkpoint"));
+  EXPECT_THAT(msg, HasSubstr("\"awq\""));
+  ModelConfig bf16 = parse(tiny_v3());
+  EXPECT_THAT(error_of([&] { bf16.apply_quantization_flag("fp8", kSource); }),
+              HasSubstr("--quantization fp8 contradicts the checkpoint: tiny/config.json has no quantization_config"));
+  EXPECT_THAT(error_of([&] { bf16.apply_quantization_flag("awq", kSource); }), HasSubstr("has no quantization_config"));
+  EXPECT_THAT(error_of([&] { bf16.apply_quantization_flag("gptq", kSource); }),
+              HasSubstr("--quantization gptq: expected fp8, blockwise_int8, w8a8_int8, awq, awq_marlin or moe_wna16"));
+  bf16.apply_quantization_flag("blockwise_int8", kSource);
+  EXPECT_TRUE(bf16.quantized_as(QuantMethod::BlockInt8));
+  // Parsing with the flag does the same.
+  EXPECT_TRUE(ModelConfig::parse(tiny_v3().dump(), kSource, "", "w8a8_int8").quantized_as(QuantMethod::ChannelInt8));
+  // Without a checkpoint (--load-format dummy, plan-memory) the flag chooses the stored form.
+  ModelConfig gen = parse(with(tiny_v3(), "quantization_config", fp8_block()));
+  gen.apply_quantization_flag("awq", kSource, /*generated=*/true);
+  ASSERT_TRUE(gen.quantized_as(QuantMethod::Awq));
+  EXPECT_EQ(gen.quantization->group_size, 128);
+  EXPECT_NO_THROW(gen.validate("generated"));
+}
+
+TEST(ModelConfig, QuantizationConfigsOfEachMethod) {
+  ModelConfig a = parse(with(tiny_v3(), "quantization_config", awq_config()));
+  EXPECT_EQ(a.quantization->group_size, 128);
+  EXPECT_EQ(a.quantization->version, "gemm");
+  ModelConfig r = parse(a.to_json());  // round trip
+  EXPECT_TRUE(r.quantized_as(QuantMethod::Awq));
+  EXPECT_EQ(r.quantization->group_size, 128);
+  json b = json::parse(R"({"quant_method": "blockwise_int8", "activation_scheme": "dynamic", "weight_block_size": [128, 128]})");
+  EXPECT_TRUE(parse(parse(with(tiny_v3(), "quantization_config", b)).to_json()).quantized_as(QuantMethod::BlockInt8));
+  EXPECT_TRUE(parse(with(tiny_v3(), "quantization_config", json{{"quant_method", "w8a8_int8"}}))
+                  .quantized_as(QuantMethod::ChannelInt8));
+  struct Bad {
+    const char* field;
+    json value;
+    const char* words;
+  };
+  for (const Bad& bad : {Bad{"bits", 8, "quantization_config.bits: expected 4"},
+                         Bad{"version", "gemv", "quantization_config.version: expected one of \"gemm\", found \"gemv\""},
+                         Bad{"zero_point", false, "quantization_config.zero_point: expected true"},
+                         Bad{"group_size", 0, "quantization_config.group_size: expected a positive group"}}) {
+    json q = awq_config();
+    q[bad.field] = bad.value;
+    EXPECT_THAT(parse_error(with(tiny_v3(), "quantization_config", q)), HasSubstr(bad.words)) << bad.field;
+  }
+  b["weight_block_size"] = {64, 64};
+  EXPECT_THAT(parse_error(with(tiny_v3(), "quantization_config", b)),
+              HasSubstr("quantization_config.weight_block_size: expected [128, 128], found [64, 64]"));
+}
+
 TEST(ModelConfig, SoftmaxScaleOfFixture) {
   // 96^-0.5 * (0.1 * ln 40 + 1)^2
   EXPECT_NEAR(parse(tiny_v3()).softmax_scale(), 0.1912494442, 1e-9);
@@ -276,9 +362,10 @@ TEST(ModelConfig, BadQuantizationConfig) {
   EXPECT_THAT(parse_error(with(tiny_v3(), "quantization_config", q)),
               HasSubstr("quantization_config.weight_block_size: expected [128, 128], found [128]"));
   q = fp8_block();
-  q["quant_method"] = "awq";
+  q["quant_method"] = "gptq";
   EXPECT_THAT(parse_error(with(tiny_v3(), "quantization_config", q)),
-              HasSubstr("quantization_config.quant_method: expected \"fp8\", found \"awq\""));
+              HasSubstr("quantization_config.quant_method: expected \"fp8\", \"blockwise_int8\", \"w8a8_int8\" or "
+                        "\"awq\", found \"gptq\""));
   q = fp8_block();
   q["fmt"] = "e5m2";
   EXPECT_THAT(parse_error(with(tiny_v3(), "quantization_config", q)), HasSubstr("quantization_config.fmt"));
@@ -344,7 +431,7 @@ TEST(ModelConfig, ValidateRejectsInconsistentValues) {
 
 TEST(ModelConfig, ValidateOnAHandBuiltConfig) {
   ModelConfig c = parse(tiny_v3());
-  c.quantization = Fp8Quantization{};
+  c.quantization = Quantization{};
   EXPECT_NO_THROW(c.validate("built"));
   c.quantization->block_k = 64;
   EXPECT_THAT(error_of([&] { c.validate("built"); }),

@@ -26,6 +26,23 @@ TEST(ForwardCost, DecodeReadsTheActivatedParameters) {
   EXPECT_NEAR(routed_expert_bytes(c), 3.0 * 2048 * 7168 + (32 * 56 + 56 * 16) * 4, 1.0);
 }
 
+TEST(ForwardCost, QuantizedExpertBytesFollowTheGpuLayout) {
+  // AWQ (group 128): half a byte per weight and one 4-byte scale-and-zero word per group and row;
+  // channel INT8: a byte per weight and a float32 scale per row; block INT8 as FP8.
+  ModelConfig awq = v3(), channel = v3(), block = v3();
+  awq.apply_quantization_flag("awq", "test", true);
+  channel.apply_quantization_flag("w8a8_int8", "test", true);
+  block.apply_quantization_flag("blockwise_int8", "test", true);
+  const double I = 2048, H = 7168;
+  EXPECT_NEAR(routed_expert_bytes(awq), 3 * I * H / 2 + (2 * I * (H / 128) + H * (I / 128)) * 4, 1.0);
+  EXPECT_NEAR(routed_expert_bytes(channel), 3 * I * H + (2 * I + H) * 4, 1.0);
+  EXPECT_NEAR(routed_expert_bytes(block), routed_expert_bytes(v3()), 1.0);
+  std::vector<int64_t> keys{1};
+  // W8A8 INT8 products count with the 8-bit rate, W4A16 with BF16's.
+  EXPECT_GT(prefill_cost(channel, keys).fp8_flops, 0.9 * prefill_cost(channel, keys).flops());
+  EXPECT_EQ(prefill_cost(awq, keys).fp8_flops, 0.0);
+}
+
 TEST(ForwardCost, UniformRoutingEstimate) {
   const ModelConfig c = v3();
   const int moe_layers = c.num_hidden_layers - c.first_k_dense_replace;

@@ -1,9 +1,11 @@
 // Golden tests: the CPU backend against the float32 reference outputs of the fixture checkpoints
-// (tiny-v3-bf16 and tiny-v3-fp8): logits at every position from one prefill, from chunked prefill
-// followed by token-by-token absorbed decode (and expanded decode, --disable-mla), greedy
-// continuations, final hidden states, MTP logits.
+// (tiny-v3-bf16, tiny-v3-fp8, and the quantized tiny-v3-awq, tiny-v3-int8-channel and
+// tiny-v3-int8-block at KV page sizes 1 and 64): logits at every position from one prefill, from
+// chunked prefill followed by token-by-token absorbed decode (and expanded decode, --disable-mla),
+// greedy continuations, final hidden states, MTP logits.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <map>
 
@@ -35,14 +37,19 @@ Golden read_golden(const Checkpoint& ref, int k) {
   return g;
 }
 
-class GoldenTest : public ::testing::TestWithParam<std::string> {
+struct GoldenCase {
+  std::string fixture;
+  int page_size = 16;
+};
+
+class GoldenTest : public ::testing::TestWithParam<GoldenCase> {
  protected:
   void SetUp() override {
     DS_REQUIRE_FIXTURES();
-    std::string dir = fixtures_dir() + "/" + GetParam();
-    static std::map<std::string, std::shared_ptr<TestModel>> models;
-    auto& m = models[GetParam()];
-    if (!m) m = std::make_shared<TestModel>(load_checkpoint_model(dir, 16, 1024));
+    std::string dir = fixtures_dir() + "/" + GetParam().fixture;
+    static std::map<std::pair<std::string, int>, std::shared_ptr<TestModel>> models;
+    auto& m = models[{GetParam().fixture, GetParam().page_size}];
+    if (!m) m = std::make_shared<TestModel>(load_checkpoint_model(dir, GetParam().page_size, 1024));
     model_ = m.get();
     ref_ = std::make_unique<Checkpoint>(Checkpoint::open(dir + "/reference.safetensors"));
   }
@@ -121,8 +128,16 @@ TEST_P(GoldenTest, MtpLogits) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Fixtures, GoldenTest, ::testing::Values("tiny-v3-bf16", "tiny-v3-fp8"),
-                         [](const auto& info) { return info.param == "tiny-v3-bf16" ? "bf16" : "fp8"; });
+INSTANTIATE_TEST_SUITE_P(Fixtures, GoldenTest,
+                         ::testing::Values(GoldenCase{"tiny-v3-bf16"}, GoldenCase{"tiny-v3-fp8"},
+                                           GoldenCase{"tiny-v3-awq", 1}, GoldenCase{"tiny-v3-awq", 64},
+                                           GoldenCase{"tiny-v3-int8-channel", 1}, GoldenCase{"tiny-v3-int8-channel", 64},
+                                           GoldenCase{"tiny-v3-int8-block", 1}, GoldenCase{"tiny-v3-int8-block", 64}),
+                         [](const auto& info) {
+                           std::string name = info.param.fixture.substr(std::string("tiny-v3-").size());
+                           std::replace(name.begin(), name.end(), '-', '_');
+                           return info.param.page_size == 16 ? name : name + "_page" + std::to_string(info.param.page_size);
+                         });
 
 }  // namespace
 }  // namespace dsserve::test

@@ -6,6 +6,7 @@
 #include <numeric>
 
 #include "backend/weight_dequant.h"
+#include "common/test_paths.h"
 #include "core/error.h"
 #include "runtime/batch_builder.h"
 
@@ -35,7 +36,7 @@ TestModel load_checkpoint_model(const std::string& dir, int page_size, int64_t t
                                 std::optional<DType> cache_dtype) {
   TestModel m;
   m.backend = create_backend(DeviceKind::Cpu);
-  ModelConfig cfg = ModelConfig::load(dir);
+  ModelConfig cfg = ModelConfig::load(dir, "", fixture_quantization(dir));
   m.source = std::make_unique<CheckpointWeights>(dir, cfg);
   m.model = std::make_unique<DeepseekV3Model>(cfg, *m.backend, *m.source, 4096);
   return finish(std::move(m), page_size, tokens, cache_dtype);

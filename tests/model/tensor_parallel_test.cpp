@@ -1,10 +1,11 @@
-// Tensor parallelism on the CPU: the fixture checkpoints split over 2 and 4 ranks (threads of CPU
+// Tensor parallelism on the CPU: the fixture checkpoints (quantized ones included) split over 2 and 4 ranks (threads of CPU
 // backends summing in host memory), with the routed experts split by columns or placed whole on
 // the ranks (expert parallelism), give the logits of the unsplit model, up to float32 summation
 // order, for prefill and absorbed decode, and the same greedy continuations; the loader's shards
 // have the shapes ShardSpec promises.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 
 #include "common/test_paths.h"
@@ -30,7 +31,7 @@ TEST_P(CpuTensorParallel, MatchesUnsplitModel) {
   const int page_size = 16;
   const int64_t pages = 64;
   TestModel one = load_checkpoint_model(dir, page_size, pages * page_size);
-  ModelConfig cfg = ModelConfig::load(dir);
+  ModelConfig cfg = ModelConfig::load(dir, "", fixture_quantization(dir));
   CheckpointWeights src(dir, cfg);
   LoadOptions lo;
   lo.load_mtp = false;
@@ -67,6 +68,20 @@ INSTANTIATE_TEST_SUITE_P(Fixtures, CpuTensorParallel,
                          [](const auto& info) {
                            return std::string(std::get<0>(info.param) == "tiny-v3-bf16" ? "bf16" : "fp8") + "_tp" +
                                   std::to_string(std::get<1>(info.param)) + (std::get<2>(info.param) ? "_ep" : "");
+                         });
+
+// The quantized checkpoints' shards keep their format where the slice allows (AWQ: whole packed
+// columns of 8 and whole groups of 64 input channels; INT8 block: 128-aligned) and are dequantized
+// otherwise (AWQ TP4: the experts' down_proj has 32 input channels per rank).
+INSTANTIATE_TEST_SUITE_P(QuantizedFixtures, CpuTensorParallel,
+                         ::testing::Values(std::tuple{"tiny-v3-awq", 2, false}, std::tuple{"tiny-v3-awq", 4, false},
+                                           std::tuple{"tiny-v3-awq", 2, true}, std::tuple{"tiny-v3-int8-channel", 2, false},
+                                           std::tuple{"tiny-v3-int8-block", 4, false}),
+                         [](const auto& info) {
+                           std::string name = std::string(std::get<0>(info.param)).substr(std::string("tiny-v3-").size());
+                           std::replace(name.begin(), name.end(), '-', '_');
+                           return name + "_tp" + std::to_string(std::get<1>(info.param)) +
+                                  (std::get<2>(info.param) ? "_ep" : "");
                          });
 
 TEST(CpuTensorParallel, DummyWeightsRunSplit) {

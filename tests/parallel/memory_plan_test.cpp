@@ -39,6 +39,27 @@ TEST(MemoryPlan, EmbeddingIsReplicatedAndLmHeadSplit) {
   EXPECT_EQ(grew, rows_bytes + rows_bytes / 8);
 }
 
+// SGLang's AWQ row: DeepSeek-V3 in AWQ 4-bit weights on 8 x H100 (80 GB, 79.2 GiB as the driver
+// reports it) with tensor parallelism; the FP8 and INT8 forms do not fit there (INT8 takes 16 GPUs).
+TEST(MemoryPlan, AwqFitsEightH100sWhereFp8AndInt8DoNot) {
+  MemoryPlanInput in;
+  in.layout.tp = 8;
+  in.gpu_memory_bytes = int64_t(79.2 * double(int64_t(1) << 30));
+  ModelConfig awq = v3(), int8 = v3();
+  awq.apply_quantization_flag("awq", "test", /*generated=*/true);
+  int8.apply_quantization_flag("w8a8_int8", "test", /*generated=*/true);
+  const MemoryPlan a = plan_memory(awq, in), f = plan_memory(v3(), in), i = plan_memory(int8, in);
+  EXPECT_TRUE(a.fits);
+  EXPECT_FALSE(f.fits);
+  EXPECT_FALSE(i.fits);
+  // 4 bits per routed-expert weight plus an F16 scale and a 4-bit zero per 128: a bit over half of FP8.
+  EXPECT_GT(double(a.weight_bytes_total), 0.5 * double(f.weight_bytes_total));
+  EXPECT_LT(double(a.weight_bytes_total), 0.55 * double(f.weight_bytes_total));
+  EXPECT_GT(a.kv_tokens_per_gpu, 300'000);  // 387,857 at --mem-fraction-static 0.88
+  in.layout.tp = 16;
+  EXPECT_TRUE(plan_memory(int8, in).fits) << "INT8 on 16 GPUs, as SGLang's int8 row (16 x A100)";
+}
+
 TEST(MemoryPlan, Tp8FitsOneNodeAndDpAttentionMultipliesDistinctTokens) {
   ParallelLayout tp8;
   tp8.tp = 8;

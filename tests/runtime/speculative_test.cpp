@@ -1,5 +1,5 @@
 // Speculative decoding (EAGLE with the MTP layer) on the CPU backend: greedy output identical to
-// decoding without it (fixtures and random models, batches of 1 to 32, chunked prefill, prefix
+// decoding without it (fixtures, quantized ones included, and random models, batches of 1 to 32, chunked prefill, prefix
 // hits, page sizes 1 and 64), drafts that really get accepted (a small vocabulary makes agreement
 // common), the draft's MTP logits against the fixtures, and the sampled distribution unchanged.
 #include <gtest/gtest.h>
@@ -112,6 +112,28 @@ TEST(Speculative, GreedyOnFixturesEqualsTheReference) {
                 << " run " << rep;
         }
       }
+    }
+  }
+}
+
+TEST(Speculative, GreedyOnQuantizedFixturesEqualsTheReference) {
+  // AWQ, channel INT8 and block INT8 (the CPU oracle dequantizes each): a tree at KV page size 1, a
+  // chain at page size 64.
+  DS_REQUIRE_FIXTURES();
+  for (std::string name : {"tiny-v3-awq", "tiny-v3-int8-channel", "tiny-v3-int8-block"}) {
+    std::string dir = test::fixtures_dir() + "/" + name;
+    Checkpoint ref = Checkpoint::open(dir + "/reference.safetensors");
+    ModelConfig cfg = ModelConfig::load(dir, "", test::fixture_quantization(dir));
+    for (auto [page_size, steps, topk, draft] : {std::array<int, 4>{1, 3, 2, 6}, std::array<int, 4>{64, 3, 1, 4}}) {
+      SpecHarness h(std::make_unique<CheckpointWeights>(dir, cfg), cfg, page_size,
+                    spec_options(steps, 7, true, topk, draft));
+      std::vector<GenerationRequest> reqs;
+      for (int k = 0; k < 5; ++k)
+        reqs.push_back(request("p" + std::to_string(k), ints(ref.view("prompt." + std::to_string(k) + ".ids")), 24));
+      auto got = run_all(*h.engine, reqs);
+      for (int k = 0; k < 5; ++k)
+        EXPECT_EQ(got[k], ints(ref.view("prompt." + std::to_string(k) + ".greedy")))
+            << name << " prompt " << k << " page size " << page_size << " steps " << steps << " topk " << topk;
     }
   }
 }

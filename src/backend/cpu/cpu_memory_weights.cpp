@@ -31,18 +31,19 @@ Tensor CpuBackend::to_device(const Tensor& host) {
 }
 
 Tensor CpuBackend::to_host_f32(const Tensor& t) {
-  if (t.dtype() == DType::I32 || t.dtype() == DType::I64 || t.dtype() == DType::U8 || t.dtype() == DType::BOOL)
+  if (t.dtype() == DType::I32 || t.dtype() == DType::I64 || t.dtype() == DType::U8 || t.dtype() == DType::I8 ||
+      t.dtype() == DType::BOOL)
     return to_device(t);
   return host_to_f32(t);
 }
 
 LinearWeight CpuBackend::make_linear(std::span<const WeightPart> parts, LinearUse) {
   DS_CHECK(!parts.empty(), "make_linear: no weight parts");
-  int64_t in = parts[0].weight.size(1), out = 0;
+  int64_t in = parts[0].in_features(), out = 0;
   for (const auto& p : parts) {
-    DS_CHECK(p.weight.size(1) == in, "make_linear: fused parts differ in input features ({} vs {})",
-             p.weight.size(1), in);
-    out += p.weight.size(0);
+    DS_CHECK(p.in_features() == in, "make_linear: fused parts differ in input features ({} vs {})", p.in_features(),
+             in);
+    out += p.out_features();
   }
   auto lin = std::make_shared<CpuLinear>();
   lin->w = Tensor::zeros_host(DType::F32, {out, in});
@@ -50,7 +51,7 @@ LinearWeight CpuBackend::make_linear(std::span<const WeightPart> parts, LinearUs
   for (const auto& p : parts) {
     Tensor d = dequantize_to_f32(p);
     std::memcpy(lin->w.ptr<float>() + row * in, d.data(), d.nbytes());
-    row += p.weight.size(0);
+    row += p.out_features();
   }
   return LinearWeight{out, in, lin};
 }
@@ -64,7 +65,7 @@ HeadWeight CpuBackend::make_head_weight(const Tensor& host_f32, bool /*from_fp8_
 
 ExpertWeights CpuBackend::make_experts(std::span<const ExpertParts> experts) {
   DS_CHECK(!experts.empty(), "make_experts: no experts");
-  int64_t E = int64_t(experts.size()), I = experts[0].gate.weight.size(0), H = experts[0].gate.weight.size(1);
+  int64_t E = int64_t(experts.size()), I = experts[0].gate.out_features(), H = experts[0].gate.in_features();
   auto ew = std::make_shared<CpuExperts>();
   ew->gate_up = Tensor::zeros_host(DType::F32, {E, 2 * I, H});
   ew->down = Tensor::zeros_host(DType::F32, {E, H, I});

@@ -82,7 +82,7 @@ Tensor CudaBackend::to_device(const Tensor& host) {
 
 Tensor CudaBackend::to_host_f32(const Tensor& t) {
   const bool integer = t.dtype() == DType::I32 || t.dtype() == DType::I64 || t.dtype() == DType::U8 ||
-                       t.dtype() == DType::BOOL;
+                       t.dtype() == DType::I8 || t.dtype() == DType::BOOL;
   if (t.device() == Device::CPU) {
     if (!integer) return host_to_f32(t);
     DS_CHECK(t.is_contiguous(), "to_host_f32: strided integer host tensor {}", t.shape().str());
@@ -121,12 +121,15 @@ Tensor CudaBackend::host_copy(const Tensor& t) {
 }
 
 WeightPart CudaBackend::on_host(const WeightPart& p) {
-  if (p.weight.device() == Device::CPU) return p;
-  return WeightPart{host_copy(p.weight), p.scale.defined() && p.scale.device() == Device::CUDA ? host_copy(p.scale) : p.scale};
+  WeightPart h = p;
+  for (Tensor* t : {&h.weight, &h.scale, &h.zeros})
+    if (t->defined() && t->device() == Device::CUDA) *t = host_copy(*t);
+  return h;
 }
 
 Tensor CudaBackend::random_weight(DType dtype, Shape shape, const RandomFill& fill) {
-  DS_CHECK(dtype == DType::F32 || dtype == DType::BF16 || dtype == DType::F16 || dtype == DType::F8_E4M3,
+  DS_CHECK(dtype == DType::F32 || dtype == DType::BF16 || dtype == DType::F16 || dtype == DType::F8_E4M3 ||
+               dtype == DType::I8 || dtype == DType::I32,
            "random_weight: {} tensors cannot be generated on the device", dtype_name(dtype));
   Tensor t = alloc(dtype, shape);
   RandomFillParams p;

@@ -2,7 +2,8 @@
 // are BF16 with float32 accumulation; linear layers run on cuBLASLt as BF16 products or, for FP8
 // checkpoints, as W8A8 block-scaled FP8 products (decode sizes: our own kernels; the fused decode
 // path, off by default, adds W8A8 decode kernels fed by norms and SiLU-and-mul that quantize their
-// outputs); the router and the logits are float32.
+// outputs); AWQ and INT8 checkpoints as W4A16 and W8A8 products of our own (quant/quant_gemm.h); the
+// router and the logits are float32.
 // Ops allocate their outputs from a caching pool (see memory/scratch_pool.h) and run on one
 // stream; decode forwards can be captured as CUDA graphs; host copies (to_host_f32) and token
 // choice (sample) synchronise the stream. Kernels live in one folder per family beside their
@@ -23,6 +24,7 @@
 #include "backend/cuda/gemm/w8a8_decode_gemm.h"
 #include "backend/cuda/memory/scratch_pool.h"
 #include "backend/cuda/mla_decode/mla_absorbed.h"
+#include "backend/cuda/quant/quant_gemm.h"
 
 namespace dsserve::cuda {
 
@@ -30,12 +32,17 @@ namespace dsserve::cuda {
 struct LinearSegment {
   int64_t row0 = 0, rows = 0;
   bool fp8 = false;
-  Tensor weight;  // [rows, in]: BF16 (or F32 for the router), or F8_E4M3
-  Tensor scale;   // fp8: [ceil(rows / 128), fp8_weight_scale_ld(in)] F32
+  Tensor weight;  // [rows, in]: BF16 (or F32 for the router), or F8_E4M3; quant: see QuantWeights
+  Tensor scale;   // fp8: [ceil(rows / 128), fp8_weight_scale_ld(in)] F32; quant: see QuantWeights
   // fp8 at prefill sizes: whether the sm90 kernel (gemm/sm90) takes this segment, else why not
   // (the segment then runs on cuBLASLt).
   bool sm90 = false;
   std::string sm90_refusal;
+  // AWQ (W4A16: weight = repacked words, scale = scale-zero words [in / group, rows]) or INT8 (W8A8:
+  // weight I8 [rows, in], scale F32 [ceil(rows / 128), ceil(in / 128)] or [rows]): quant/quant_gemm.h.
+  bool quant = false;
+  QuantKind quant_kind = QuantKind::W4A16;
+  int group = 0;
 };
 
 struct CudaLinear {
@@ -63,6 +70,9 @@ struct CudaHeadWeight {
 
 struct CudaExperts {
   bool fp8 = false;
+  bool quant = false;  // AWQ or INT8: gate_up / down and their scales as LinearSegment's, stacked [E, ...]
+  QuantKind quant_kind = QuantKind::W4A16;
+  int group = 0;
   Tensor gate_up;        // [E, 2I, H] BF16 or F8_E4M3 (gate rows, then up rows)
   Tensor down;           // [E, H, I]
   Tensor gate_up_scale;  // fp8: [E, 2I / 128, fp8_weight_scale_ld(H)] F32
@@ -278,6 +288,23 @@ class CudaBackend final : public Backend {
   // Whether the last head_linear call ran in FP8 (tests, benchmarks).
   bool last_head_fp8() const { return last_head_fp8_; }
   cudaStream_t stream() const { return stream_; }
+  int multiprocessors();  // of this device (common/device_props.h; the quantized products' split-K plans)
+  // AWQ / INT8 weights prepared from now on: on the W4A16 / W8A8 kernels (quant/quant_gemm.h), or
+  // (false, the default until they are measured on a GPU) as BF16 products on the weights
+  // dequantized exactly as the CPU oracle dequantizes them. A new backend starts with the default.
+  void set_quantized_kernels(bool on) { quant_kernels_ = on; }
+  bool quantized_kernels() const { return quant_kernels_; }
+  static void set_default_quantized_kernels(bool on) { default_quant_kernels_ = on; }
+  // Products of quantized weights of at least quant_expand_min_tokens() tokens (routed experts: rows)
+  // run as the weights expanded to BF16 in scratch memory and multiplied by cuBLASLt
+  // (quant/quant_dequant.h); smaller ones on the streaming kernel (up to kQuantSkinnyMaxTokens) or
+  // the mma.sync tiled kernel (quant_tiled.cu). INT64_MAX: never expanded (tests, benchmarks).
+  static constexpr int64_t kQuantExpandDefaultTokens = kQuantSkinnyMaxTokens + 1;
+  void set_quant_expand_min_tokens(int64_t t) { quant_expand_min_tokens_ = std::max<int64_t>(t, 1); }
+  int64_t quant_expand_min_tokens() const { return quant_expand_min_tokens_; }
+  // The quantized segments of w expanded to BF16 as those products expand them: BF16 bits [rows, in]
+  // per segment, in row order (tests).
+  std::vector<std::vector<uint16_t>> expanded_segments(const LinearWeight& w);
   size_t scratch_bytes() const { return scratch_.capacity_bytes(); }
   size_t graph_pool_bytes() const { return graph_pool_.capacity_bytes(); }
 
@@ -301,6 +328,19 @@ class CudaBackend final : public Backend {
   LinearSegment make_segment(std::span<const WeightPart> parts, int64_t row0, bool fp8, LinearUse use, int64_t in,
                              int64_t out_features);
   bool moe_grouped_supported(const ExpertWeights& w, int64_t pairs) const;
+  // Quantized weights (cuda_quant_weights.cpp) and their products (cuda_ops_quant.cpp).
+  LinearSegment make_quant_segment(std::span<const WeightPart> parts, int64_t row0, int64_t in);
+  ExpertWeights make_quant_experts(std::span<const ExpertParts> experts);  // impl null when not quantized
+  // Rows [seg.row0, seg.row0 + seg.rows) of out [T, ldo] (BF16 or F32) from x [T, in] (BF16 for
+  // W4A16; for INT8 xq / xs already quantized as the segment's kind wants).
+  void quant_linear_segment(const LinearSegment& seg, const Tensor& xb, const Tensor& xq, const Tensor& xs,
+                            Tensor& out);
+  // The same rows as the BF16 product of the segment's weights expanded into scratch memory (xb BF16).
+  void quant_linear_dequantized(const LinearSegment& seg, const Tensor& xb, Tensor& out);
+  // x [T, K] -> int8 [T, K] and scales ([T] or [T, ceil(K / 128)]); rows gathered through row_index when given.
+  void quantize_int8(const Tensor& x, QuantKind kind, int64_t rows, const int32_t* row_index, Tensor& q, Tensor& s);
+  Tensor moe_experts_quant(const Tensor& x, const ExpertWeights& w, const RouterOutput& route, bool grouped);
+  Tensor quant_counters();  // the split-K counters of quant_gemm.h, allocated on first use
   Tensor moe_experts_grouped(const Tensor& x, const ExpertWeights& w, const RouterOutput& route);
   // The W8A8 grouped path, with the shared expert's products in the same launches when given;
   // undefined when the shapes do not allow it.
@@ -344,6 +384,16 @@ class CudaBackend final : public Backend {
   std::shared_ptr<std::vector<int>> replayed_kernels_ = std::make_shared<std::vector<int>>();
   std::shared_ptr<void> comm_;  // ncclComm_t, when in a tensor-parallel group
   std::shared_ptr<void> world_comm_, across_comm_;  // ncclComm_t each, with data-parallel attention
+  Tensor quant_counters_;  // [kQuantGemmMaxCounters] I32, zero between calls
+  static inline std::atomic<bool> default_quant_kernels_{false};
+  bool quant_kernels_ = default_quant_kernels_;
+  int64_t quant_expand_min_tokens_ = kQuantExpandDefaultTokens;
 };
+
+// Quantized weight parts the quant/ kernels take (cuda_quant_weights.cpp); others become BF16.
+bool quant_part_supported(const WeightPart& p);
+// Whether part `next` joins the quantized segment that starts with `first` and has `rows` rows.
+bool quant_parts_fuse(const WeightPart& first, const WeightPart& next, int64_t rows);
+const char* quant_kind_name(QuantKind k);  // "awq", "int8 block", "int8 channel"
 
 }  // namespace dsserve::cuda

@@ -151,9 +151,22 @@ Tensor CudaBackend::linear(const Activation& a, const LinearWeight& w) {
   Tensor out_full = scratch(out_dtype, {Tp, N});
   Tensor out(out_full.data(), out_dtype, {T, N}, Device::CUDA, out_full.storage());
   if (T == 0) return out;
-  bool any_bf16 = false;
-  for (const auto& s : lin.segments) any_bf16 = any_bf16 || !s.fp8;
-  Tensor xb;  // BF16 operand with aligned rows, for BF16 products and the W8A16 kernel
+  // Quantized segments from quant_expand_min_tokens_ on: expanded to BF16 and multiplied as BF16
+  // (quant_dequant.h).
+  const bool quant_dequant = T >= quant_expand_min_tokens_;
+  bool any_bf16 = false;  // BF16 products, W4A16 (AWQ) segments and expanded ones read BF16 activations
+  const LinearSegment* int8_seg = nullptr;
+  for (const auto& s : lin.segments) {
+    const bool int8_kernel = s.quant && s.quant_kind != QuantKind::W4A16 && !quant_dequant;
+    any_bf16 = any_bf16 || (!s.fp8 && !int8_kernel);
+    if (int8_kernel) int8_seg = &s;
+  }
+  Tensor x8, x8_scale;  // INT8 W8A8 segments: the activations quantized once, as their kind wants
+  if (int8_seg) {
+    DS_CHECK(a.x.defined(), "linear: INT8 segments need the input rows, not only their FP8 quantization");
+    quantize_int8(a.x, int8_seg->quant_kind, T, nullptr, x8, x8_scale);
+  }
+  Tensor xb;  // BF16 operand with aligned rows, for BF16 products, W4A16 segments and the W8A16 kernel
   if (any_bf16 || path == Fp8LinearPath::W8A16Decode) {
     DS_CHECK(a.x.defined(), "linear: BF16 segments need the input rows, not only their FP8 quantization");
     xb = as_dtype(a.x, DType::BF16, true);
@@ -162,6 +175,13 @@ Tensor CudaBackend::linear(const Activation& a, const LinearWeight& w) {
   if (path == Fp8LinearPath::Cublaslt) fp8_operand(a, K, Tp, xq, xs);
   if (path == Fp8LinearPath::W8A8Decode) fp8_operand(a, K, round_up(T, 8), xq, xs);
   for (const auto& s : lin.segments) {
+    if (s.quant) {
+      if (quant_dequant)
+        quant_linear_dequantized(s, xb, out);
+      else
+        quant_linear_segment(s, xb, x8, x8_scale, out);
+      continue;
+    }
     char* d = static_cast<char*>(out_full.data()) + s.row0 * int64_t(dtype_size(out_dtype));
     if (s.fp8 && path == Fp8LinearPath::W8A8Decode) {
       W8A8DecodeParams p;

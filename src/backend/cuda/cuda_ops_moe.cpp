@@ -172,6 +172,8 @@ Tensor CudaBackend::moe_experts(const Tensor& x_in, const ExpertWeights& w, cons
     return out;
   }
   const bool small = pairs <= kMoeGroupedMaxPairs && moe_grouped_supported(w, pairs);
+  if (static_cast<const CudaExperts*>(w.impl.get())->quant)
+    return moe_experts_quant(x_in, w, route, moe_path_ == MoePath::Grouped || (moe_path_ == MoePath::Auto && small));
   // The fused decode path takes the W8A8 products up to kFusedDecodeMaxTokens (measured: moe/README.md).
   const bool w8a8_auto = moe_path_ == MoePath::Auto && small && fused_decode_ && x_in.size(0) <= kFusedDecodeMaxTokens;
   if (moe_path_ == MoePath::GroupedW8A8 || w8a8_auto) {

@@ -62,7 +62,7 @@ LinearSegment CudaBackend::make_segment(std::span<const WeightPart> parts, int64
                                         int64_t in, int64_t out_features) {
   LinearSegment seg;
   seg.row0 = row0;
-  for (const auto& p : parts) seg.rows += p.weight.size(0);
+  for (const auto& p : parts) seg.rows += p.out_features();
   const DType dt = fp8 ? DType::F8_E4M3 : use == LinearUse::Router ? DType::F32 : DType::BF16;
   const Tensor& first = parts[0].weight;
   if (parts.size() == 1 && first.device() == Device::CUDA && first.dtype() == dt && first.is_contiguous()) {
@@ -90,7 +90,7 @@ LinearSegment CudaBackend::make_segment(std::span<const WeightPart> parts, int64
           check(cudaStreamSynchronize(stream_), "upload weight part");
         }
       }
-      r += p.weight.size(0);
+      r += p.out_features();
     }
   }
   if (!fp8) return seg;
@@ -119,42 +119,53 @@ LinearSegment CudaBackend::make_segment(std::span<const WeightPart> parts, int64
 
 LinearWeight CudaBackend::make_linear(std::span<const WeightPart> parts, LinearUse use) {
   DS_CHECK(!parts.empty(), "make_linear: no weight parts");
-  const int64_t in = parts[0].weight.size(1);
+  const int64_t in = parts[0].in_features();
   int64_t out = 0;
   for (const auto& p : parts) {
-    DS_CHECK(p.weight.ndim() == 2 && p.weight.size(1) == in,
-             "make_linear: fused parts differ in input features ({} vs {})", p.weight.size(1), in);
-    out += p.weight.size(0);
+    check_weight_part(p);
+    DS_CHECK(p.in_features() == in, "make_linear: fused parts differ in input features ({} vs {})", p.in_features(),
+             in);
+    out += p.out_features();
   }
   auto lin = std::make_shared<CudaLinear>();
   lin->use = use;
-  // Group consecutive parts into segments: FP8 where allowed (a new segment whenever a part would
-  // start inside a 128-row scale block of the segment), BF16 otherwise.
+  // Group consecutive parts into segments: quantized (AWQ W4A16, INT8 W8A8: cuda_quant_weights.cpp,
+  // when set_quantized_kernels is on) or FP8 where allowed (a new segment whenever a part would start
+  // inside a 128-row scale block of the segment), BF16 otherwise.
   const bool fp8_allowed = use == LinearUse::Projection && in % 128 == 0;
+  enum class Kind { Bf16, Fp8, Quant };
   struct Group {
     size_t first, count;
     int64_t row0, rows;
-    bool fp8;
+    Kind kind;
   };
   std::vector<Group> groups;
   int64_t row = 0;
   for (size_t i = 0; i < parts.size(); ++i) {
-    const bool fp8 = fp8_allowed && is_e4m3(parts[i]) && row % 8 == 0;
-    const int64_t rows = parts[i].weight.size(0);
-    if (!groups.empty() && groups.back().fp8 == fp8 && (!fp8 || groups.back().rows % 128 == 0)) {
+    const bool quant = use == LinearUse::Projection && quant_kernels_ && quant_part_supported(parts[i]);
+    const Kind kind = quant ? Kind::Quant : fp8_allowed && is_e4m3(parts[i]) && row % 8 == 0 ? Kind::Fp8 : Kind::Bf16;
+    const int64_t rows = parts[i].out_features();
+    const bool joins = !groups.empty() && groups.back().kind == kind &&
+                       (kind == Kind::Bf16 || (kind == Kind::Fp8 && groups.back().rows % 128 == 0) ||
+                        (kind == Kind::Quant && quant_parts_fuse(parts[groups.back().first], parts[i],
+                                                                 groups.back().rows)));
+    if (joins) {
       groups.back().count++;
       groups.back().rows += rows;
     } else {
-      groups.push_back({i, 1, row, rows, fp8});
+      groups.push_back({i, 1, row, rows, kind});
     }
     row += rows;
   }
   for (const auto& g : groups) {
-    LinearSegment seg = make_segment(parts.subspan(g.first, g.count), g.row0, g.fp8, use, in, out);
+    LinearSegment seg = g.kind == Kind::Quant ? make_quant_segment(parts.subspan(g.first, g.count), g.row0, in)
+                                              : make_segment(parts.subspan(g.first, g.count), g.row0,
+                                                             g.kind == Kind::Fp8, use, in, out);
     if (seg.fp8 && !(gemm_->supported(probe_args(seg, in, out, 8)) && gemm_->supported(probe_args(seg, in, out, 512))))
       seg = make_segment(parts.subspan(g.first, g.count), g.row0, false, use, in, out);  // cuBLASLt declined: BF16
     // Adjacent BF16 segments run as one product.
-    if (!seg.fp8 && !lin->segments.empty() && !lin->segments.back().fp8) {
+    if (!seg.fp8 && !seg.quant && !lin->segments.empty() && !lin->segments.back().fp8 &&
+        !lin->segments.back().quant) {
       LinearSegment& prev = lin->segments.back();
       Tensor merged = alloc(prev.weight.dtype(), {prev.rows + seg.rows, in});
       check(cudaMemcpyAsync(merged.data(), prev.weight.data(), prev.weight.nbytes(), cudaMemcpyDeviceToDevice, stream_),
@@ -190,7 +201,8 @@ void CudaBackend::set_fused_decode(bool on) {
 
 std::string CudaBackend::describe(const ExpertWeights& w) {
   const auto& ew = *static_cast<const CudaExperts*>(w.impl.get());
-  return std::string(ew.fp8 ? "fp8" : "bf16") + " experts [" + std::to_string(w.num_experts) + " x " +
+  return std::string(ew.quant ? quant_kind_name(ew.quant_kind) : ew.fp8 ? "fp8" : "bf16") + " experts [" +
+         std::to_string(w.num_experts) + " x " +
          std::to_string(w.intermediate) + "/" + std::to_string(w.hidden) + "]";
 }
 
@@ -211,7 +223,11 @@ std::string CudaBackend::describe(const LinearWeight& w) {
   std::string s;
   for (const auto& seg : lin.segments) {
     if (!s.empty()) s += " + ";
-    s += (seg.fp8 ? "fp8 [" : seg.weight.dtype() == DType::F32 ? "f32 [" : "bf16 [") + std::to_string(seg.rows) + "]";
+    const char* kind = seg.quant ? quant_kind_name(seg.quant_kind)
+                       : seg.fp8   ? "fp8"
+                       : seg.weight.dtype() == DType::F32 ? "f32"
+                                                          : "bf16";
+    s += std::string(kind) + " [" + std::to_string(seg.rows) + "]";
   }
   return s;
 }
@@ -253,14 +269,17 @@ HeadWeight CudaBackend::make_head_weight(const Tensor& host_f32, bool from_fp8_b
 
 ExpertWeights CudaBackend::make_experts(std::span<const ExpertParts> experts) {
   DS_CHECK(!experts.empty(), "make_experts: no experts");
-  const int64_t E = int64_t(experts.size()), I = experts[0].gate.weight.size(0), H = experts[0].gate.weight.size(1);
+  const int64_t E = int64_t(experts.size()), I = experts[0].gate.out_features(), H = experts[0].gate.in_features();
   for (int64_t e = 0; e < E; ++e) {
     const auto& x = experts[e];
-    DS_CHECK(x.gate.weight.shape() == Shape({I, H}) && x.up.weight.shape() == Shape({I, H}) &&
-                 x.down.weight.shape() == Shape({H, I}),
-             "expert {}: gate/up/down shapes {} {} {} do not match [{}, {}]", e, x.gate.weight.shape().str(),
-             x.up.weight.shape().str(), x.down.weight.shape().str(), I, H);
+    for (const WeightPart* p : {&x.gate, &x.up, &x.down}) check_weight_part(*p);
+    auto dims = [](const WeightPart& p) { return Shape({p.out_features(), p.in_features()}); };
+    DS_CHECK(dims(x.gate) == Shape({I, H}) && dims(x.up) == Shape({I, H}) && dims(x.down) == Shape({H, I}),
+             "expert {}: gate/up/down shapes {} {} {} do not match [{}, {}]", e, dims(x.gate).str(),
+             dims(x.up).str(), dims(x.down).str(), I, H);
   }
+  if (quant_kernels_)
+    if (ExpertWeights q = make_quant_experts(experts); q.impl) return q;
   bool fp8 = H % 128 == 0 && I % 128 == 0;
   for (const auto& x : experts) fp8 = fp8 && is_e4m3(x.gate) && is_e4m3(x.up) && is_e4m3(x.down);
   if (fp8) {  // ask cuBLASLt for both products at a small and a large segment; BF16 if it declines
@@ -320,6 +339,21 @@ ExpertWeights CudaBackend::make_experts(std::span<const ExpertParts> experts) {
   ew->down = alloc(DType::BF16, {E, H, I});
   for (int64_t e = 0; e < E; ++e) {
     const auto& x = experts[e];
+    auto plain_bf16 = [](const WeightPart& p) {
+      return p.format == WeightFormat::Float && p.weight.dtype() == DType::BF16 && p.weight.stride(1) == 1 &&
+             p.weight.stride(0) == p.weight.size(1);
+    };
+    if (plain_bf16(x.gate) && plain_bf16(x.up) && plain_bf16(x.down)) {  // as stored (host or device): no conversion
+      uint16_t* gu = ew->gate_up.ptr<uint16_t>() + size_t(e) * gu_elems;
+      check(cudaMemcpyAsync(gu, x.gate.weight.data(), x.gate.weight.nbytes(), cudaMemcpyDefault, stream_),
+            "upload expert");
+      check(cudaMemcpyAsync(gu + size_t(I * H), x.up.weight.data(), x.up.weight.nbytes(), cudaMemcpyDefault, stream_),
+            "upload expert");
+      check(cudaMemcpyAsync(ew->down.ptr<uint16_t>() + size_t(e) * dn_elems, x.down.weight.data(),
+                            x.down.weight.nbytes(), cudaMemcpyDefault, stream_),
+            "upload expert");
+      continue;
+    }
     std::vector<uint16_t> g = to_bf16(dequantize_to_f32(on_host(x.gate))), u = to_bf16(dequantize_to_f32(on_host(x.up))),
                           d = to_bf16(dequantize_to_f32(on_host(x.down)));
     uint16_t* gu = ew->gate_up.ptr<uint16_t>() + size_t(e) * gu_elems;
@@ -330,6 +364,7 @@ ExpertWeights CudaBackend::make_experts(std::span<const ExpertParts> experts) {
           "upload expert");
     check(cudaStreamSynchronize(stream_), "upload expert");
   }
+  check(cudaStreamSynchronize(stream_), "upload experts");
   return ExpertWeights{E, H, I, ew};
 }
 

@@ -37,12 +37,21 @@ template <>
 __device__ __forceinline__ __half from_float<__half>(float v) { return __float2half_rn(v); }
 template <>
 __device__ __forceinline__ __nv_fp8_e4m3 from_float<__nv_fp8_e4m3>(float v) { return __nv_fp8_e4m3(v); }  // satfinite
+template <>
+__device__ __forceinline__ int8_t from_float<int8_t>(float v) { return int8_t(fminf(fmaxf(rintf(v), -127.0f), 127.0f)); }
 
 template <typename T>
 __global__ void random_fill_kernel(T* dst, int64_t n, uint64_t seed, bool normal, float scale, float offset) {
   const int64_t stride = int64_t(gridDim.x) * blockDim.x;
   for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += stride)
     dst[i] = from_float<T>(offset + scale * sample(seed, i, normal));
+}
+
+// I32: 32 random bits per element (AWQ's packed 4-bit values), whatever the distribution.
+__global__ void random_bits_kernel(uint32_t* dst, int64_t n, uint64_t seed) {
+  const int64_t stride = int64_t(gridDim.x) * blockDim.x;
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += stride)
+    dst[i] = uint32_t(mix64(mix64(seed) + uint64_t(i) * 0x9E3779B97F4A7C15ull) >> 32);
 }
 
 template <typename T>
@@ -63,6 +72,12 @@ cudaError_t launch_random_fill(const RandomFillParams& p, cudaStream_t stream) {
     case DType::BF16: return launch<__nv_bfloat16>(p, stream);
     case DType::F16: return launch<__half>(p, stream);
     case DType::F8_E4M3: return launch<__nv_fp8_e4m3>(p, stream);
+    case DType::I8: return launch<int8_t>(p, stream);
+    case DType::I32: {
+      const int64_t blocks = std::min<int64_t>((p.n + 255) / 256, 132 * 16);
+      random_bits_kernel<<<unsigned(blocks), 256, 0, stream>>>(static_cast<uint32_t*>(p.dst), p.n, p.seed);
+      return cudaGetLastError();
+    }
     default: return cudaErrorInvalidValue;
   }
 }

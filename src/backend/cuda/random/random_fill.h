@@ -12,7 +12,8 @@ namespace dsserve::cuda {
 
 struct RandomFillParams {
   void* dst = nullptr;       // [n] of dtype, contiguous
-  DType dtype = DType::F32;  // F32, BF16, F16 or F8_E4M3 (rounded to nearest, e4m3 saturating at +-448)
+  DType dtype = DType::F32;  // F32, BF16, F16, F8_E4M3 (rounded to nearest, e4m3 saturating at +-448), I8
+                             // (nearest integer, saturating at +-127) or I32 (32 random bits each)
   int64_t n = 0;
   uint64_t seed = 0;
   bool normal = true;
