@@ -81,7 +81,7 @@ TEST_F(Sm80Kernels, Fp8LinearsMatchOracleAtEverySize) {
       Tensor x = randn({T, cs.in}, rng);
       Tensor c = cpu().linear(cpu().to_device(x), wc);
       Tensor g = sm80().linear(on_sm80(x), wg);
-      EXPECT_EQ(sm80().last_fp8_linear(), T <= cuda::kFp8DecodeMaxTokens ? Path::Decode : Path::Widened)
+      EXPECT_EQ(sm80().last_fp8_linear(), T <= cuda::kFp8DecodeMaxTokens ? Path::W8A16Decode : Path::Widened)
           << cs.name << " T=" << T;
       const std::string tag = std::string(cs.name) + "_T" + std::to_string(T);
       expect_close("err_" + tag, rel_err(cpu(), c, sm80(), g), kW8A16);

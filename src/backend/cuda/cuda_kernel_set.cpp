@@ -15,7 +15,10 @@ namespace dsserve::cuda {
 
 void CudaBackend::apply_kernel_set(KernelSet s, const std::string& device_name, bool forced) {
   kernel_set_ = s;
-  if (s == KernelSet::Sm80) set_sm90_fp8_gemm(false);
+  if (s == KernelSet::Sm80) {
+    set_sm90_fp8_gemm(false);
+    set_fused_decode(false);
+  }
   // One line per process and set (tensor-parallel ranks make one backend each).
   static std::mutex mu;
   static bool logged[2] = {false, false};

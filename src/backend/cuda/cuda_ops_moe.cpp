@@ -158,6 +158,8 @@ Tensor CudaBackend::moe_experts(const Tensor& x_in, const ExpertWeights& w, cons
            "moe_experts: route must be contiguous I32 ids and F32 weights of [{}, top_k], found {} and {}",
            x_in.size(0), route.topk_ids.shape().str(), route.topk_weights.shape().str());
   const int64_t pairs = x_in.size(0) * route.topk_ids.size(1);
+  DS_CHECK(moe_path_ != MoePath::GroupedW8A8 || hopper_kernels(),
+           "moe_experts: the W8A8 grouped path needs FP8 tensor cores, which the sm80 kernel set has not");
   if (moe_path_ == MoePath::Grouped || moe_path_ == MoePath::GroupedW8A8)
     DS_CHECK(moe_grouped_supported(w, pairs),
              "moe_experts: the grouped path takes <= {} experts, <= {} pairs and sizes that are multiples of 8 "
@@ -191,8 +193,8 @@ Tensor CudaBackend::moe_experts(const Tensor& x_in, const ExpertWeights& w, cons
 Tensor CudaBackend::moe_feed_forward(const Activation& x, const ExpertWeights& w, const RouterOutput& route_in,
                                      const LinearWeight* shared_gate_up, const LinearWeight* shared_down) {
   const int64_t T = x.tokens(), pairs = T * route_in.topk_ids.size(1);
-  if (((moe_path_ == MoePath::Auto && fused_decode_ && T <= kFusedDecodeMaxTokens) || moe_path_ == MoePath::GroupedW8A8) && T > 0 &&
-      pairs <= kMoeGroupedMaxPairs && moe_grouped_supported(w, pairs)) {
+  if (((moe_path_ == MoePath::Auto && fused_decode_ && T <= kFusedDecodeMaxTokens) || moe_path_ == MoePath::GroupedW8A8) &&
+      hopper_kernels() && T > 0 && pairs <= kMoeGroupedMaxPairs && moe_grouped_supported(w, pairs)) {
     Tensor y = moe_experts_w8a8(x, w, local_route(w, route_in), shared_gate_up, shared_down);
     if (y.defined()) return y;
   }

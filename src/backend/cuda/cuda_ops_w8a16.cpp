@@ -32,7 +32,7 @@ Tensor CudaBackend::linear_w8a16(const Tensor& x_in, const CudaLinear& lin, int6
   if (T == 0) return out;
   const Tensor xb = as_dtype(x_in, DType::BF16, true);
   const bool decode = T <= w8a16_decode_max_tokens_;
-  last_fp8_linear_ = decode ? Fp8LinearPath::Decode : Fp8LinearPath::Widened;
+  last_fp8_linear_ = decode ? Fp8LinearPath::W8A16Decode : Fp8LinearPath::Widened;
   Tensor widened;  // one chunk of widened rows, reused by every chunk and segment (stream order)
   for (const auto& s : lin.segments) {
     char* d = static_cast<char*>(out.data()) + s.row0 * int64_t(dtype_size(out_dtype));
