@@ -199,7 +199,7 @@ struct DeviceMemory {
 // The machine's measured ceilings (0: not measured): device-to-device copy bandwidth counting the
 // bytes read plus the bytes written, and the dense matrix-product rates.
 struct DeviceCeilings {
-  double copy_gbs = 0, bf16_tflops = 0, fp8_tflops = 0;
+  double copy_gbs = 0, bf16_tflops = 0, fp8_tflops = 0;  // fp8_tflops 0: no FP8 products (Ampere kernel set)
 };
 
 // A forward recorded once and replayed (a CUDA graph): it reads its inputs from, and writes its
@@ -233,6 +233,10 @@ class Backend {
   // FP8 per-head products (gemm/sm90), not yet measured on a GPU: off by default; head weights
   // prepared afterwards take the FP8 form. Other backends ignore it.
   virtual void set_sm90_fp8_gemm(bool on) { (void)on; }
+  // The CUDA backend on a Hopper GPU runs the Ampere (sm80) kernel set instead of its own, as an
+  // A100 would (backend/kernel_set.h): for tests and benchmarks; before the weights are prepared.
+  // Other backends ignore it.
+  virtual void force_sm80_kernels() {}
   // Distinct routed experts run by moe_experts, summed over its calls since construction (-1: not
   // counted). Benchmarks read it around a forward to count the expert weights it read.
   virtual int64_t experts_run() const { return -1; }

@@ -153,10 +153,11 @@ std::vector<nlohmann::json> run(LoadedModel& m, const BenchOneBatchOptions& o, c
   const double prefill_s = seconds_since(t0);
   std::vector<int64_t> lens(static_cast<size_t>(B), input_len);
   const ForwardCost pc = prefill_cost(cfg, lens, split);
+  // Without FP8 products (the Ampere kernel set: fp8_tflops 0) every FLOP is a BF16 one.
+  const double prefill_floor_bf16 = ceil.bf16_tflops > 0 ? pc.flops() / (ceil.bf16_tflops * 1e12) : 0.0;
   const double prefill_floor = ceil.fp8_tflops > 0 && ceil.bf16_tflops > 0
                                    ? pc.fp8_flops / (ceil.fp8_tflops * 1e12) + pc.bf16_flops / (ceil.bf16_tflops * 1e12)
-                                   : 0.0;
-  const double prefill_floor_bf16 = ceil.bf16_tflops > 0 ? pc.flops() / (ceil.bf16_tflops * 1e12) : 0.0;
+                                   : prefill_floor_bf16;
   int moe_layers = 0;
   for (int i = 0; i < cfg.num_hidden_layers; ++i) moe_layers += cfg.is_moe_layer(i);
   auto median_of = [](std::vector<double> v) {
@@ -213,6 +214,7 @@ std::vector<nlohmann::json> run(LoadedModel& m, const BenchOneBatchOptions& o, c
                           {"input_len", input_len},
                           {"output_len", o.output_len},
                           {"device", lead.name()},
+                          {"sm80_kernels_forced", o.model.force_sm80_kernels},
                           {"tp_size", o.model.tp_size},
                           {"ep_size", o.model.ep_size},
                           {"prefill_latency_s", prefill_s},
@@ -282,8 +284,8 @@ nlohmann::json layer_rows(const ModelConfig& cfg, const LayerSamples& ls, int st
 
 void print_table(const DeviceCeilings& c, const std::vector<nlohmann::json>& rows) {
   if (c.copy_gbs > 0)
-    std::printf("ceilings: copy %.0f GB/s (read + write), bf16 %.0f TFLOP/s, fp8 %.0f TFLOP/s\n", c.copy_gbs,
-                c.bf16_tflops, c.fp8_tflops);
+    std::printf("ceilings: copy %.0f GB/s (read + write), bf16 %.0f TFLOP/s, fp8 %.0f TFLOP/s%s\n", c.copy_gbs,
+                c.bf16_tflops, c.fp8_tflops, c.fp8_tflops > 0 ? "" : " (no FP8 products: floors at the BF16 rate)");
   else
     std::printf("ceilings: not measured on this device (floors and ratios print as 0)\n");
   std::printf("| batch | input | prefill s | tok/s | TFLOP | floor s | x floor | decode ms | tok/s | GB/step | experts/layer | floor ms | x floor | forward ms | x floor | graph steps |\n");
@@ -341,6 +343,9 @@ void add_bench_one_batch_command(CLI::App& app) {
   cmd->add_flag("--decode-baseline", o->decode_baseline,
                 "Then the same batches, after the same prefill, on the other decode kernels (unfused with --fused-decode), "
                 "and the speed-up (one GPU)");
+  cmd->add_flag("--force-sm80-kernels", o->model.force_sm80_kernels,
+                "CUDA: run the Ampere (sm_80) kernel set on a Hopper GPU, as an A100 would (W8A16 FP8 linears, "
+                "mma.sync attention)");
   cmd->callback([o] {
     DS_CHECK(!o->batch_sizes.empty() && *std::min_element(o->batch_sizes.begin(), o->batch_sizes.end()) >= 1 &&
                  o->output_len >= 0 && o->max_prefill_tokens >= 1,

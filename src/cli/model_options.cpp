@@ -118,6 +118,12 @@ LoadedModel load_model(const ModelOptions& o, bool with_mtp_cache) {
     m.backend = create_backend(parse_device_kind(o.device));
   }
   Backend& lead = nodes ? *nodes->backends[0] : o.tp_size > 1 ? *ranks[0] : *m.backend;
+  if (o.force_sm80_kernels) {  // before the weights: the sets prepare FP8 weights differently
+    if (m.backend) m.backend->force_sm80_kernels();
+    for (auto& r : ranks) r->force_sm80_kernels();
+    if (nodes)
+      for (auto& b : nodes->backends) b->force_sm80_kernels();
+  }
   if (o.sm90_fp8_gemm) {  // before the weights: head weights take their FP8 form at preparation
     if (m.backend) m.backend->set_sm90_fp8_gemm(true);
     for (auto& r : ranks) r->set_sm90_fp8_gemm(true);

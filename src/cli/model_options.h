@@ -45,6 +45,9 @@ struct ModelOptions {
   bool disable_cuda_graph = false;
   // The CUDA backend's sm90 block-FP8 GEMM (Backend::set_sm90_fp8_gemm), opt-in until measured.
   bool sm90_fp8_gemm = false;
+  // The CUDA backend runs the Ampere (sm80) kernel set on a Hopper GPU (Backend::force_sm80_kernels):
+  // what an A100 runs, measured on an H100 / H200.
+  bool force_sm80_kernels = false;
   int cuda_graph_max_bs = 0;
   std::vector<int> cuda_graph_bs;
   int verify_tokens = 0;  // speculative decoding: tokens per sequence of the verify forward (its graphs)

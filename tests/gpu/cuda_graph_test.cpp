@@ -28,7 +28,7 @@ namespace {
 TestModel graph_model(const std::string& dir, int page_size, bool graphs,
                       std::optional<DType> cache_dtype = std::nullopt) {
   TestModel m;
-  m.backend = create_backend(DeviceKind::Cuda);
+  m.backend = make_gpu_backend();
   ModelConfig cfg = ModelConfig::load(dir);
   m.source = std::make_unique<CheckpointWeights>(dir, cfg);
   m.model = std::make_unique<DeepseekV3Model>(cfg, *m.backend, *m.source, 4096);
@@ -201,7 +201,7 @@ TEST(CudaGraphs, SpeculativeVerifyAndDraftThroughGraphsMatchPlainDecoding) {
   const std::string dir = fixtures_dir() + "/tiny-v3-bf16";
   auto run = [&](bool graphs, int steps, int topk, int draft, int64_t* verify_replays, int64_t* mtp_replays) {
     TestModel m;
-    m.backend = create_backend(DeviceKind::Cuda);
+    m.backend = make_gpu_backend();
     ModelConfig cfg = ModelConfig::load(dir);
     m.source = std::make_unique<CheckpointWeights>(dir, cfg);
     m.model = std::make_unique<DeepseekV3Model>(cfg, *m.backend, *m.source, 4096);

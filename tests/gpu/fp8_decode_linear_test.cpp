@@ -135,6 +135,7 @@ TEST_F(Fp8DecodeLinear, FusedSegmentsAtRowOffsets) {
 }
 
 TEST_F(Fp8DecodeLinear, DispatchByTokenCount) {
+  if (sm80_forced()) GTEST_SKIP() << "the Hopper set's dispatch (W8A8 on cuBLASLt); the sm80 set's: Sm80Kernels.*";
   std::vector<WeightPart> parts{fp8_part(1536, 7168, rng), fp8_part(576, 7168, rng)};
   LinearWeight wc = cpu().make_linear(parts, LinearUse::Projection);
   LinearWeight wg = gpu().make_linear(parts, LinearUse::Projection);

@@ -231,6 +231,7 @@ class Fp8GemmSm90 : public ::testing::Test {
   void SetUp() override {
     DS_REQUIRE_GPU();
     if (!cuda::fp8_gemm_sm90_device_ok()) GTEST_SKIP() << "not an sm_90 device";
+    if (sm80_forced()) GTEST_SKIP() << "a Hopper-set kernel (--sm80-kernels)";
   }
   void expect_ok(const Problem& pr, const std::string& name) {
     const Result r = run_problem(pr, rng);

@@ -125,7 +125,7 @@ cuda::MlaDecodeKernel expected_kernel(cuda::MlaDecodeKernel asked, int n, int kr
   int tokens = 0;
   for (auto [prefix, q] : seqs) tokens += q;
   const int max_q = std::max(1, tokens - int(seqs.size()) + 1);
-  const bool sm90 = kr == 512 && page_size % 64 == 0 && key_shift % 64 == 0 && max_q * n >= 64;
+  const bool sm90 = kr == 512 && page_size % 64 == 0 && key_shift % 64 == 0 && max_q * n >= 64 && !sm80_forced();
   return asked == cuda::MlaDecodeKernel::Sm90 && sm90 ? cuda::MlaDecodeKernel::Sm90 : cuda::MlaDecodeKernel::Mma;
 }
 

@@ -44,6 +44,7 @@ class Fp8Prefill : public ::testing::Test {
   void SetUp() override {
     DS_REQUIRE_GPU();
     if (!cuda::fp8_gemm_sm90_device_ok()) GTEST_SKIP() << "not an sm_90 device";
+    if (sm80_forced()) GTEST_SKIP() << "the Hopper set's sm90 GEMM (--sm80-kernels)";
     cg().set_sm90_fp8_gemm(true);  // the kernels under test are opt-in
     gpu().begin_forward();
     cpu().begin_forward();

@@ -20,8 +20,30 @@ Backend& cpu() {
   return *b;
 }
 
+namespace {
+bool g_sm80_forced = false;
+}  // namespace
+
+bool sm80_forced() { return g_sm80_forced; }
+void set_sm80_forced(bool on) { g_sm80_forced = on; }
+
+void configure_gpu_backend(Backend& b) {
+  if (g_sm80_forced) b.force_sm80_kernels();
+}
+
+std::vector<std::unique_ptr<Backend>> configure_gpu_backends(std::vector<std::unique_ptr<Backend>> group) {
+  for (auto& b : group) configure_gpu_backend(*b);
+  return group;
+}
+
+std::unique_ptr<Backend> make_gpu_backend() {
+  std::unique_ptr<Backend> b = create_backend(DeviceKind::Cuda);
+  configure_gpu_backend(*b);
+  return b;
+}
+
 Backend& gpu() {
-  static std::unique_ptr<Backend> b = create_backend(DeviceKind::Cuda);
+  static std::unique_ptr<Backend> b = make_gpu_backend();
   return *b;
 }
 
@@ -249,7 +271,7 @@ std::string LogprobStats::str() const {
 TestModel load_model_on(DeviceKind kind, const std::string& dir, int page_size, int64_t tokens,
                         std::optional<DType> cache_dtype) {
   TestModel m;
-  m.backend = create_backend(kind);
+  m.backend = kind == DeviceKind::Cuda ? make_gpu_backend() : create_backend(kind);
   ModelConfig cfg = ModelConfig::load(dir, "", fixture_quantization(dir));
   m.source = std::make_unique<CheckpointWeights>(dir, cfg);
   m.model = std::make_unique<DeepseekV3Model>(cfg, *m.backend, *m.source, 4096);

@@ -19,6 +19,15 @@ bool gpu_available();
 // The CPU oracle and the CUDA backend, created once per process.
 Backend& cpu();
 Backend& gpu();
+// test_gpu --sm80-kernels (gpu_test_main.cpp): every CUDA backend the tests make runs the Ampere
+// kernel set (Backend::force_sm80_kernels), so the whole suite checks what an A100 runs.
+bool sm80_forced();
+void set_sm80_forced(bool on);
+// A new CUDA backend as the tests make them (the Ampere set with --sm80-kernels), and the same
+// applied to backends made elsewhere (tensor- and data-parallel groups).
+std::unique_ptr<Backend> make_gpu_backend();
+void configure_gpu_backend(Backend& b);
+std::vector<std::unique_ptr<Backend>> configure_gpu_backends(std::vector<std::unique_ptr<Backend>> group);
 
 #define DS_REQUIRE_GPU()                                              \
   do {                                                                \

@@ -181,6 +181,7 @@ TEST_F(MoeDecode, ExpertsRunCountsDistinctExperts) {
   const int E = 16, K = 3;
   Experts ex = make_experts(E, E, 256, 128, true, rng);
   for (Path path : {Path::GroupedW8A8, Path::Grouped, Path::Cublaslt}) {
+    if (path == Path::GroupedW8A8 && sm80_forced()) continue;  // FP8 tensor cores: not in the sm80 kernel set
     for (int64_t T : {1, 4, 40}) {
       RouterOutput route = random_route_host(T, K, E, rng);
       const int64_t before = gpu().experts_run();

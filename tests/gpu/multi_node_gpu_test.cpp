@@ -96,7 +96,7 @@ TEST(GpuMultiNode, ForwardOverTwoNodesMatchesOneProcess) {
   Tensor one_process;
   {
     CheckpointWeights src(dir, cfg);
-    TensorParallelModel tp(cfg, create_tensor_parallel_backends(DeviceKind::Cuda, 2), src, 1024, lo);
+    TensorParallelModel tp(cfg, configure_gpu_backends(create_tensor_parallel_backends(DeviceKind::Cuda, 2)), src, 1024, lo);
     tp.allocate_cache(pages, page_size);
     ForwardOutput out = tp.forward(b);
     one_process = tp.backend().to_host_f32(out.logits);

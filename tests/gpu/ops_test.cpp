@@ -126,6 +126,12 @@ TEST_F(GpuOps, LinearFp8BlockScaled) {
       int64_t rows = 0;
       for (int64_t out : cs.outs) rows += out;
       auto& cb = static_cast<cuda::CudaBackend&>(gpu());
+      if (sm80_forced()) {  // the sm80 kernel set: W8A16 at every size (decode kernel, or weights widened)
+        EXPECT_EQ(cb.last_fp8_linear(), T <= cuda::kFp8DecodeMaxTokens ? cuda::CudaBackend::Fp8LinearPath::W8A16Decode
+                                                                       : cuda::CudaBackend::Fp8LinearPath::Widened);
+        expect_close(("w8a16_err" + tag).c_str(), rel_err(cpu(), exact, gpu(), g), kBf16Gemm);
+        continue;
+      }
       if (cb.fp8_linear_path(T, rows) == cuda::CudaBackend::Fp8LinearPath::W8A16Decode) {  // the oracle's arithmetic
         EXPECT_EQ(cb.last_fp8_linear(), cuda::CudaBackend::Fp8LinearPath::W8A16Decode);
         expect_close(("w8a16_err" + tag).c_str(), rel_err(cpu(), exact, gpu(), g), kBf16Gemm);
@@ -289,7 +295,9 @@ TEST_F(GpuOps, MlaExpandedCausalWithPrefixes) {
                                                kv.g.unflatten(1, cs.n, cs.dn + cs.dv), keys.g.slice(1, kr, kr + cs.dr), bg,
                                                scale);
       // The Hopper kernel takes V3's head dims; the tiny ones go to the mma kernel (both instantiated).
-      const auto want = k == cuda::MlaPrefillKernel::Sm90 && cs.dn != 128 ? cuda::MlaPrefillKernel::Mma : k;
+      // (the sm80 kernel set starts at the mma kernel).
+      const auto want =
+          k == cuda::MlaPrefillKernel::Sm90 && (cs.dn != 128 || sm80_forced()) ? cuda::MlaPrefillKernel::Mma : k;
       EXPECT_EQ(cgpu.last_mla_prefill(), want);
       expect_close((std::string(cuda::mla_prefill_kernel_name(k)) + (variant > 0 ? "_v" + std::to_string(variant) : "") +
                     "_err_n" + std::to_string(cs.n) + "_T" + std::to_string(bc.num_tokens)).c_str(),
@@ -345,7 +353,9 @@ TEST_F(GpuOps, MlaExpandedMmaLongAndStrided) {
     for (auto k : {cuda::MlaPrefillKernel::Sm90, cuda::MlaPrefillKernel::Mma}) {
       cgpu.set_mla_prefill_kernel(k);
       Tensor og = gpu().mla_attention_expanded(qv(q.g), kvv(kv.g), keys.g.slice(1, kr, kr + cs.dr), bg, scale);
-      const auto want = k == cuda::MlaPrefillKernel::Sm90 && cs.dn != 128 ? cuda::MlaPrefillKernel::Mma : k;
+      // (the sm80 kernel set starts at the mma kernel).
+      const auto want =
+          k == cuda::MlaPrefillKernel::Sm90 && (cs.dn != 128 || sm80_forced()) ? cuda::MlaPrefillKernel::Mma : k;
       EXPECT_EQ(cgpu.last_mla_prefill(), want);
       const std::string tag = std::string(cuda::mla_prefill_kernel_name(k)) + "_n" + std::to_string(cs.n);
       expect_close(("err_" + tag).c_str(), rel_err(cpu(), oc, gpu(), og), kBf16Out);
@@ -381,7 +391,7 @@ cuda::MlaDecodeKernel expected_decode_kernel(const MlaCase& cs) {
   for (auto [prefix, n] : cs.seqs) tokens += n;
   const int max_q = std::max(1, tokens - int(cs.seqs.size()) + 1);
   const bool sm90 = cs.kr == 512 && cs.dr == 64 && cs.page_size % 64 == 0 && cs.key_shift % 64 == 0 &&
-                    max_q * cs.n >= 64 && !cs.seqs.empty();
+                    max_q * cs.n >= 64 && !cs.seqs.empty() && !sm80_forced();
   if (sm90) return cuda::MlaDecodeKernel::Sm90;
   const bool mma = (cs.kr == 512 && cs.dr == 64) || (cs.kr == 128 && cs.dr == 32);
   return mma ? cuda::MlaDecodeKernel::Mma : cuda::MlaDecodeKernel::Scalar;
@@ -553,6 +563,7 @@ TEST_F(GpuOps, MoeRouteNoauxTcAndSoftmax) {
   for (const Case& cs : {Case{256, 8, 4, 8, 7168, true}, Case{16, 4, 2, 4, 256, true}, Case{64, 8, 3, 6, 512, false}}) {
     for (int64_t T : {1, 5, 16, 300}) {
       for (bool fused : {false, true}) {
+        if (fused && sm80_forced()) continue;  // no fused decode path in the sm80 kernel set
         cb.set_fused_decode(fused);
         std::vector<WeightPart> gate{WeightPart{randn({cs.E, cs.H}, rng, 1.0f / std::sqrt(float(cs.H))), {}}};
         Tensor bias = uniform({cs.E}, rng, 0.0f, 0.1f);

@@ -27,12 +27,15 @@ CudaBackend::CudaBackend(int device_index) : device_(device_index) {
   check(cudaSetDevice(device_), "cudaSetDevice");
   cudaDeviceProp prop{};
   check(cudaGetDeviceProperties(&prop, device_), "cudaGetDeviceProperties");
-  DS_CHECK(prop.major >= 9, "--device cuda: {} has compute capability {}.{}; this build targets sm_90a (Hopper)",
-           prop.name, prop.major, prop.minor);
+  compute_capability_ = 10 * prop.major + prop.minor;
+  std::string why;
+  const std::optional<KernelSet> set = kernel_set_for(compute_capability_, &why);
+  DS_CHECK(set.has_value(), "--device cuda: {} has {}", prop.name, why);
   check(cudaStreamCreate(&stream_), "cudaStreamCreate");
   gemm_ = std::make_unique<LtGemm>(stream_);
   experts_run_device_ = alloc(DType::I64, {1});
   router_ticket_ = alloc(DType::I32, {1});
+  apply_kernel_set(*set, prop.name, false);
 }
 
 CudaBackend::~CudaBackend() {

@@ -1,9 +1,10 @@
-// The CUDA backend: every op of backend.h on one GPU (sm_90a). Activations and the latent cache
-// are BF16 with float32 accumulation; linear layers run on cuBLASLt as BF16 products or, for FP8
-// checkpoints, as W8A8 block-scaled FP8 products (decode sizes: our own kernels; the fused decode
-// path, off by default, adds W8A8 decode kernels fed by norms and SiLU-and-mul that quantize their
-// outputs); AWQ and INT8 checkpoints as W4A16 and W8A8 products of our own (quant/quant_gemm.h); the
-// router and the logits are float32.
+// The CUDA backend: every op of backend.h on one GPU, Hopper (sm_90a) or Ampere (sm_80), with the
+// kernel set of its generation (backend/kernel_set.h). Activations and the latent cache are BF16
+// with float32 accumulation; linear layers run on cuBLASLt as BF16 products or, for FP8
+// checkpoints, as W8A8 block-scaled FP8 products on Hopper (decode sizes: our own kernels; the fused
+// decode path, off by default, adds W8A8 decode kernels fed by norms and SiLU-and-mul that quantize
+// their outputs) and as W8A16 on Ampere; AWQ and INT8 checkpoints as W4A16 and W8A8 products of
+// our own (quant/quant_gemm.h); the router and the logits are float32.
 // Ops allocate their outputs from a caching pool (see memory/scratch_pool.h) and run on one
 // stream; decode forwards can be captured as CUDA graphs; host copies (to_host_f32) and token
 // choice (sample) synchronise the stream. Kernels live in one folder per family beside their
@@ -18,6 +19,7 @@
 #include <vector>
 
 #include "backend/backend.h"
+#include "backend/kernel_set.h"
 #include "backend/cuda/attention_prefill/mla_expanded.h"
 #include "backend/cuda/gemm/cublaslt_gemm.h"
 #include "backend/cuda/gemm/fp8_decode_gemm.h"
@@ -101,11 +103,19 @@ class CudaBackend final : public Backend {
   // decode kernel's range (MoePath::Auto) and head weights prepared afterwards (FP8 per-head
   // products) take it.
   void set_sm90_fp8_gemm(bool on) override {
+    on = on && hopper_kernels();  // the sm80 kernel set has no sm90 GEMM
     fp8_sm90_min_tokens_ = on ? kFp8Sm90MinTokens : INT64_MAX;
     moe_sm90_ = on;
     head_fp8_ = on;
   }
   bool sm90_fp8_gemm() const { return moe_sm90_; }
+  // The kernel set (backend/kernel_set.h), chosen from the device's compute capability when the
+  // backend is made; force_sm80_kernels() makes a Hopper GPU run the Ampere set (tests, benchmarks;
+  // before the weights are prepared). cuda_kernel_set.cpp is the one place that applies a set;
+  // every other choice between the sets asks hopper_kernels().
+  KernelSet kernel_set() const { return kernel_set_; }
+  void force_sm80_kernels() override;
+  bool hopper_kernels() const { return kernel_set_ == KernelSet::Sm90; }
   // Synchronises the stream (the decode path counts on the device): not inside a captured forward.
   int64_t experts_run() const override;
 
@@ -184,11 +194,11 @@ class CudaBackend final : public Backend {
   static std::string describe(const LinearWeight& w);
   static std::string describe(const ExpertWeights& w);
   int device_index() const { return device_; }
-  // Attention kernels: the Hopper (wgmma) kernels where the device and shapes allow (default), then
-  // the mma.sync ones, then the scalar references (tests check each against the CPU backend).
-  // set_tensor_core_attention sets both families (the tensor-core kernels, or the scalar ones);
-  // set_mla_decode_kernel and set_mla_prefill_kernel pick where to start (a kernel that cannot take
-  // a call's shapes hands it to the next one).
+  // Attention kernels: the Hopper (wgmma) kernels where the kernel set, device and shapes allow
+  // (default), then the mma.sync ones, then the scalar references (tests check each against the CPU
+  // backend). set_tensor_core_attention sets both families (the tensor-core kernels, or the scalar
+  // ones); set_mla_decode_kernel and set_mla_prefill_kernel pick where to start (a kernel that
+  // cannot take a call's shapes hands it to the next one; the sm80 set starts at the mma.sync ones).
   void set_tensor_core_attention(bool on) {
     mla_prefill_kernel_ = on ? MlaPrefillKernel::Sm90 : MlaPrefillKernel::Scalar;
     mla_decode_kernel_ = on ? MlaDecodeKernel::Sm90 : MlaDecodeKernel::Scalar;
@@ -239,7 +249,9 @@ class CudaBackend final : public Backend {
   // force a path with set_fp8_linear_path (calls past a decode kernel's token limit still go to
   // cuBLASLt, or the sm90 GEMM below). Sm90 is only reported: the path of a call whose segments ran
   // on the sm90 kernel.
-  enum class Fp8LinearPath { None, W8A8Decode, W8A16Decode, Cublaslt, Sm90 };
+  // Widened is only reported too: the sm80 kernel set's prefill sizes (weights widened to BF16 chunk
+  // by chunk, then cuBLASLt BF16 products; gemm/fp8_widen.h).
+  enum class Fp8LinearPath { None, W8A8Decode, W8A16Decode, Cublaslt, Sm90, Widened };
   // Token counts up to which the fused decode path runs its W8A8 linears and W8A8 grouped experts.
   static constexpr int64_t kFusedDecodeMaxTokens = 16;
   void set_fp8_linear_path(Fp8LinearPath forced) { fp8_forced_ = forced; }
@@ -279,6 +291,12 @@ class CudaBackend final : public Backend {
   static std::string fp8_paths(const LinearWeight& w);
   // The path of the last linear call that had FP8 segments (for tests and benchmarks); Sm90 when
   // at least one segment ran on the sm90 kernel.
+  // The sm80 kernel set's FP8 linears (W8A16, cuda_ops_w8a16.cpp): calls of at most this many tokens
+  // on the decode kernel (reported as W8A16Decode), larger ones widened chunk by chunk into BF16
+  // products (Widened) (tests and benchmarks set it: 0 widens every call; clamped to
+  // [0, kFp8DecodeMaxTokens]).
+  void set_w8a16_decode_max_tokens(int64_t t) { w8a16_decode_max_tokens_ = std::clamp<int64_t>(t, 0, kFp8DecodeMaxTokens); }
+  int64_t w8a16_decode_max_tokens() const { return w8a16_decode_max_tokens_; }
   Fp8LinearPath last_fp8_linear() const { return last_fp8_linear_; }
   // Whether the last mlp call ran gate_up with SiLU-and-mul and quantization fused.
   bool last_mlp_fused() const { return last_mlp_fused_; }
@@ -315,6 +333,9 @@ class CudaBackend final : public Backend {
   LtGemm& gemm() { return *gemm_; }
 
  private:
+  // Applies set s (cuda_kernel_set.cpp): the attention kernels' starting points, the sm90 GEMM's
+  // switch; logs the choice (forced: why).
+  void apply_kernel_set(KernelSet s, const std::string& device_name, bool forced);
   Tensor upload_bytes(const void* host, DType dtype, Shape shape);  // persistent copy of contiguous bytes
   Tensor host_copy(const Tensor& t);  // a host tensor with t's bytes (any dtype; t packed first if strided)
   WeightPart on_host(const WeightPart& p);  // p itself when its weight is in host memory
@@ -351,9 +372,17 @@ class CudaBackend final : public Backend {
   std::shared_ptr<MoeGrouping> new_grouping(int64_t pairs, int64_t experts, int rows_per_item);
   Tensor moe_experts_cublaslt(const Tensor& x, const ExpertWeights& w, const RouterOutput& route);
   bool moe_sm90_supported(const ExpertWeights& w) const;
+  // The sm80 kernel set's FP8 linears (cuda_ops_w8a16.cpp): W8A16, the decode kernel up to
+  // kFp8DecodeMaxTokens tokens, else BF16 products on weights widened chunk by chunk of rows.
+  Tensor linear_w8a16(const Tensor& x, const CudaLinear& lin, int64_t out_features, DType out_dtype);
+  // Rows [row0, row0 + rows) of an FP8 weight widened to BF16 into dst ([>= rows, K] scratch).
+  void widen_fp8(const void* w, const float* w_scale, int64_t scale_ld, int64_t row0, int64_t rows, int64_t K,
+                 Tensor& dst);
   Tensor moe_experts_sm90(const Tensor& x, const ExpertWeights& w, const RouterOutput& route);
 
   int device_ = 0;
+  int compute_capability_ = 0;
+  KernelSet kernel_set_ = KernelSet::Sm90;
   MlaPrefillKernel mla_prefill_kernel_ = MlaPrefillKernel::Sm90;
   MlaPrefillKernel last_mla_prefill_ = MlaPrefillKernel::Sm90;
   MlaDecodeKernel mla_decode_kernel_ = MlaDecodeKernel::Sm90;
@@ -374,6 +403,7 @@ class CudaBackend final : public Backend {
   bool last_mlp_fused_ = false;
   Fp8LinearPath last_fp8_linear_ = Fp8LinearPath::None;
   int64_t fp8_sm90_min_tokens_ = INT64_MAX;  // set_sm90_fp8_gemm
+  int64_t w8a16_decode_max_tokens_ = kFp8DecodeMaxTokens;
   int64_t experts_run_ = 0;     // counted on the host by the cuBLASLt path
   Tensor experts_run_device_;   // [1] I64: counted on the device by the grouped path
   Tensor router_ticket_;        // [1] U32 (zero): the fused router's last-block ticket

@@ -140,6 +140,10 @@ Tensor CudaBackend::linear(const Activation& a, const LinearWeight& w) {
   }
   const DType out_dtype = lin.use == LinearUse::LmHead ? DType::F32 : DType::BF16;
   const bool fp8 = lin.any_fp8();
+  if (fp8 && !hopper_kernels()) {  // the sm80 kernel set: no FP8 tensor cores (cuda_ops_w8a16.cpp)
+    DS_CHECK(a.x.defined(), "linear: the sm80 kernel set needs the input rows, not only their FP8 quantization");
+    return linear_w8a16(a.x, lin, N, out_dtype);
+  }
   // FP8 segments: the W8A16 decode kernel by the measured rule, the W8A8 one on the fused decode
   // path, at larger sizes the sm90 GEMM where set_sm90_fp8_gemm asks for it, else cuBLASLt's
   // block-scaled product, which needs at least 8 token rows: padded to a multiple of 8 (zero rows,
@@ -307,7 +311,8 @@ void CudaBackend::head_linear_into(const Tensor& x_in, const HeadWeight& w, Tens
            "head_linear: output {} for {} tokens of [{}, {}]", out.shape().str(), T, n, out_f);
   last_head_fp8_ = false;
   if (T == 0) return;
-  if (hw.fp8 && head_fp8_ && x_in.stride(2) == 1 && is_float(x_in.dtype()) && fp8_gemm_sm90_device_ok()) {
+  if (hw.fp8 && head_fp8_ && hopper_kernels() && x_in.stride(2) == 1 && is_float(x_in.dtype()) &&
+      fp8_gemm_sm90_device_ok()) {
     // FP8 heads: x quantized per (token, head, 128 columns), then one strided-batch launch (batch =
     // head) of the sm90 block-FP8 GEMM.
     const int64_t ld = round_up(T, 4);

@@ -12,7 +12,8 @@
 //   active expert's weights are read once per work item.
 // - Prefill sizes: pairs are counted and scattered into per-expert row segments (padded to
 //   multiples of 8 rows, as the FP8 products need), each active expert runs its gate_up and down
-//   products on its segment (cuBLASLt, FP8 W8A8 or BF16), and the same un-permute. The segment
+//   products on its segment (cuBLASLt, FP8 W8A8 or BF16; FP8 experts on the sm80 kernel set as
+//   BF16 products on the expert's weights widened into scratch), and the same un-permute. The segment
 //   sizes are read back to launch the products, so this path synchronises the stream once per call.
 // Why 2048 pairs (T <= 256 at top-8): up to there an expert gets few rows (8 on average over 256
 // experts), so the step is bound by reading the active experts' weights, which the grouped kernel
@@ -157,6 +158,8 @@ Tensor CudaBackend::moe_experts(const Tensor& x_in, const ExpertWeights& w, cons
            "moe_experts: route must be contiguous I32 ids and F32 weights of [{}, top_k], found {} and {}",
            x_in.size(0), route.topk_ids.shape().str(), route.topk_weights.shape().str());
   const int64_t pairs = x_in.size(0) * route.topk_ids.size(1);
+  DS_CHECK(moe_path_ != MoePath::GroupedW8A8 || hopper_kernels(),
+           "moe_experts: the W8A8 grouped path needs FP8 tensor cores, which the sm80 kernel set has not");
   if (moe_path_ == MoePath::Grouped || moe_path_ == MoePath::GroupedW8A8)
     DS_CHECK(moe_grouped_supported(w, pairs),
              "moe_experts: the grouped path takes <= {} experts, <= {} pairs and sizes that are multiples of 8 "
@@ -192,8 +195,8 @@ Tensor CudaBackend::moe_experts(const Tensor& x_in, const ExpertWeights& w, cons
 Tensor CudaBackend::moe_feed_forward(const Activation& x, const ExpertWeights& w, const RouterOutput& route_in,
                                      const LinearWeight* shared_gate_up, const LinearWeight* shared_down) {
   const int64_t T = x.tokens(), pairs = T * route_in.topk_ids.size(1);
-  if (((moe_path_ == MoePath::Auto && fused_decode_ && T <= kFusedDecodeMaxTokens) || moe_path_ == MoePath::GroupedW8A8) && T > 0 &&
-      pairs <= kMoeGroupedMaxPairs && moe_grouped_supported(w, pairs)) {
+  if (((moe_path_ == MoePath::Auto && fused_decode_ && T <= kFusedDecodeMaxTokens) || moe_path_ == MoePath::GroupedW8A8) &&
+      hopper_kernels() && T > 0 && pairs <= kMoeGroupedMaxPairs && moe_grouped_supported(w, pairs)) {
     Tensor y = moe_experts_w8a8(x, w, local_route(w, route_in), shared_gate_up, shared_down);
     if (y.defined()) return y;
   }
@@ -335,8 +338,8 @@ Tensor CudaBackend::moe_experts_grouped(const Tensor& x_in, const ExpertWeights&
 
 bool CudaBackend::moe_sm90_supported(const ExpertWeights& w) const {
   const auto& ew = *static_cast<const CudaExperts*>(w.impl.get());
-  return ew.fp8 && w.num_experts <= kMoePrefillMaxExperts && w.hidden % 128 == 0 && w.intermediate % 128 == 0 &&
-         fp8_gemm_sm90_device_ok();
+  return ew.fp8 && hopper_kernels() && w.num_experts <= kMoePrefillMaxExperts && w.hidden % 128 == 0 &&
+         w.intermediate % 128 == 0 && fp8_gemm_sm90_device_ok();
 }
 
 // Prefill sizes on sm_90: pairs grouped by expert on the device, both products as one
@@ -439,7 +442,9 @@ Tensor CudaBackend::moe_experts_cublaslt(const Tensor& x_in, const ExpertWeights
                       int(K),                        int(E)};
   check(launch_moe_scatter(sp, stream_), "moe scatter");
 
-  // 3. Expert inputs in segment order: FP8 with per-segment scales, or BF16.
+  // 3. Expert inputs in segment order: FP8 with per-segment scales (FP8 experts on Hopper), or BF16
+  // (BF16 experts; FP8 experts on the sm80 kernel set, their weights widened per expert below).
+  const bool w8a8 = ew.fp8 && hopper_kernels();
   Tensor x = x_in.dtype() == DType::BF16 || x_in.dtype() == DType::F32 ? x_in : as_dtype(x_in, DType::BF16, false);
   if (x.stride(1) != 1) x = as_dtype(x_in, DType::BF16, false);
   auto quantize = [&](const Tensor& src, const int32_t* row_index, int64_t src_rows, int64_t cols, Tensor& q,
@@ -454,7 +459,7 @@ Tensor CudaBackend::moe_experts_cublaslt(const Tensor& x_in, const ExpertWeights
     check(launch_fp8_quant(p, stream_), "moe fp8 quantization");
   };
   Tensor xs, xq, xsc;
-  if (ew.fp8) {
+  if (w8a8) {
     quantize(x, row_token.ptr<int32_t>(), T, H, xq, xsc);
   } else {
     xs = scratch(DType::BF16, {R, H});
@@ -464,7 +469,8 @@ Tensor CudaBackend::moe_experts_cublaslt(const Tensor& x_in, const ExpertWeights
 
   // 4. gate_up per active expert, SiLU-and-mul over all rows, down per active expert.
   Tensor gu = scratch(DType::BF16, {R, 2 * I});
-  const size_t es = ew.fp8 ? 1 : 2;
+  const size_t es = ew.fp8 ? 1 : 2, xes = w8a8 ? 1 : 2;  // bytes per weight, per input value
+  Tensor widened = ew.fp8 && !w8a8 ? scratch(DType::BF16, {2 * I, H}) : Tensor();  // one expert's product at a time
   auto run = [&](int64_t e, bool gate_up, const Tensor& in, const Tensor& in_scale, Tensor& dst) {
     const int64_t rows = seg_rows[e], off = seg_off[e];
     const int64_t m = gate_up ? 2 * I : H, k = gate_up ? H : I;
@@ -472,10 +478,16 @@ Tensor CudaBackend::moe_experts_cublaslt(const Tensor& x_in, const ExpertWeights
     GemmArgs a;
     a.m = m, a.n = rows, a.k = k;
     a.w = static_cast<const char*>(wt.data()) + size_t(e) * size_t(m) * size_t(k) * es, a.ldw = k;
-    a.x = static_cast<const char*>(in.data()) + size_t(off) * size_t(k) * es, a.ldx = k;
+    a.x = static_cast<const char*>(in.data()) + size_t(off) * size_t(k) * xes, a.ldx = k;
     a.d = dst.ptr<uint16_t>() + size_t(off) * size_t(m), a.ldd = m;
     a.d_type = CUDA_R_16BF;
-    if (ew.fp8) {
+    if (ew.fp8 && !w8a8) {  // sm80: expert e's weights widened to BF16 (as the oracle), a BF16 product
+      const Tensor& ws = gate_up ? ew.gate_up_scale : ew.down_scale;
+      const size_t per_expert = size_t(ws.size(1)) * size_t(ws.size(2));
+      widen_fp8(a.w, ws.ptr<float>() + size_t(e) * per_expert, ws.size(2), 0, m, k, widened);
+      a.kind = GemmKind::Bf16;
+      a.w = widened.data();
+    } else if (ew.fp8) {
       const Tensor& ws = gate_up ? ew.gate_up_scale : ew.down_scale;
       const size_t per_expert = size_t(ws.size(1)) * size_t(ws.size(2));
       a.kind = GemmKind::Fp8BlockScaled;
@@ -487,13 +499,13 @@ Tensor CudaBackend::moe_experts_cublaslt(const Tensor& x_in, const ExpertWeights
     gemm_->run(a);
   };
   for (int64_t e = 0; e < E; ++e)
-    if (h_counts[e] > 0) run(e, true, ew.fp8 ? xq : xs, xsc, gu);
+    if (h_counts[e] > 0) run(e, true, w8a8 ? xq : xs, xsc, gu);
   Tensor act = silu_mul(gu);  // [R, I] BF16 (padding rows give zeros)
   Tensor aq, asc;
-  if (ew.fp8) quantize(act, nullptr, R, I, aq, asc);
+  if (w8a8) quantize(act, nullptr, R, I, aq, asc);
   Tensor y = scratch(DType::BF16, {R, H});
   for (int64_t e = 0; e < E; ++e)
-    if (h_counts[e] > 0) run(e, false, ew.fp8 ? aq : act, asc, y);
+    if (h_counts[e] > 0) run(e, false, w8a8 ? aq : act, asc, y);
 
   // 5. Weighted sum back in token order.
   MoeUnpermuteParams up{y.data(), pair_row.ptr<int32_t>(), route.topk_weights.ptr<float>(), out.data(), T, H, int(K)};

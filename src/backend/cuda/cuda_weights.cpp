@@ -1,8 +1,8 @@
 // CUDA backend: weight preparation. Linear weights become row segments run as one product each:
-// FP8 (e4m3 with the checkpoint's 128x128 block scales, W8A8 at run time) where the checkpoint is
-// FP8, the input width is a multiple of 128 and the segment starts on a 128-row block boundary;
-// BF16 (dequantized, rounded as the published FP8-to-BF16 conversion) otherwise. The router stays
-// float32. Routed experts are stacked [E, ...] with 64-bit offsets. Weight parts may be host tensors
+// FP8 (e4m3 with the checkpoint's 128x128 block scales, W8A8 at run time on Hopper, W8A16 on the
+// sm80 kernel set) where the checkpoint is FP8, the input width is a multiple of 128 and the
+// segment starts on a 128-row block boundary; BF16 (dequantized, rounded as the published
+// FP8-to-BF16 conversion) otherwise. The router stays float32. Routed experts are stacked [E, ...] with 64-bit offsets. Weight parts may be host tensors
 // (checkpoints) or this backend's device tensors (random_weight, --load-format dummy): device parts
 // are copied (or adopted) on the device, and brought to the host only where the host dequantizes.
 #include <algorithm>
@@ -161,7 +161,9 @@ LinearWeight CudaBackend::make_linear(std::span<const WeightPart> parts, LinearU
     LinearSegment seg = g.kind == Kind::Quant ? make_quant_segment(parts.subspan(g.first, g.count), g.row0, in)
                                               : make_segment(parts.subspan(g.first, g.count), g.row0,
                                                              g.kind == Kind::Fp8, use, in, out);
-    if (seg.fp8 && !(gemm_->supported(probe_args(seg, in, out, 8)) && gemm_->supported(probe_args(seg, in, out, 512))))
+    // cuBLASLt declined (Hopper; the sm80 kernel set runs FP8 segments as W8A16 and never asks it).
+    if (seg.fp8 && hopper_kernels() &&
+        !(gemm_->supported(probe_args(seg, in, out, 8)) && gemm_->supported(probe_args(seg, in, out, 512))))
       seg = make_segment(parts.subspan(g.first, g.count), g.row0, false, use, in, out);  // cuBLASLt declined: BF16
     // Adjacent BF16 segments run as one product.
     if (!seg.fp8 && !seg.quant && !lin->segments.empty() && !lin->segments.back().fp8 &&
@@ -188,6 +190,8 @@ LinearWeight CudaBackend::make_linear(std::span<const WeightPart> parts, LinearU
 }
 
 void CudaBackend::set_fused_decode(bool on) {
+  DS_CHECK(!on || hopper_kernels(), "the fused decode path runs W8A8 products on FP8 tensor cores: the sm80 kernel "
+           "set (Ampere) has none (drop --fused-decode)");
   if (on) {
     int caller = 0;
     check(cudaGetDevice(&caller), "cudaGetDevice");
@@ -282,7 +286,9 @@ ExpertWeights CudaBackend::make_experts(std::span<const ExpertParts> experts) {
     if (ExpertWeights q = make_quant_experts(experts); q.impl) return q;
   bool fp8 = H % 128 == 0 && I % 128 == 0;
   for (const auto& x : experts) fp8 = fp8 && is_e4m3(x.gate) && is_e4m3(x.up) && is_e4m3(x.down);
-  if (fp8) {  // ask cuBLASLt for both products at a small and a large segment; BF16 if it declines
+  // Hopper: ask cuBLASLt for both products at a small and a large segment; BF16 if it declines. The
+  // sm80 kernel set runs FP8 experts as W8A16 (grouped kernel, or widened before BF16 products).
+  if (fp8 && hopper_kernels()) {
     for (int64_t rows : {8, 512}) {
       GemmArgs a;
       a.kind = GemmKind::Fp8BlockScaled;

@@ -180,22 +180,33 @@ __global__ void __launch_bounds__(kThreads, kNF >= 8 ? 2 : 3)
     for (int nf = 0; nf < kNF; ++nf)
 #pragma unroll
       for (int i = 0; i < 4; ++i) own[((mt * kNF + nf) * 4 + i) * 32 + lane] = acc[mt][nf][i];
+#if __CUDA_ARCH__ >= 900
   if (cluster > 1)
     cgr::this_cluster().sync();  // every block of the cluster has written its parts
   else
+#endif
     __syncthreads();
 
   // Sum over the K parts (the cluster's blocks, then the block's warp groups, in that fixed order);
   // block r of the cluster writes items r, r + cluster, ... of the tile (in units of 128 threads).
   const float* block_sums = reinterpret_cast<const float*>(s_ring);
-  const int rank = cluster > 1 ? int(cgr::this_cluster().block_rank()) : 0, groups = kWarps / row_warps;
+#if __CUDA_ARCH__ >= 900
+  const int rank = cluster > 1 ? int(cgr::this_cluster().block_rank()) : 0;
+#else
+  const int rank = 0;  // sm_80: launched without clusters (cluster == 1)
+#endif
+  const int groups = kWarps / row_warps;
   const int items = row_warps * kElems * 32;
   OutT* y = static_cast<OutT*>(p.y);
   for (int it = rank * kThreads + int(threadIdx.x); it < items; it += cluster * kThreads) {
     const int l = it % 32, e = (it / 32) % kElems, sub = it / (32 * kElems);
     float sum = 0.0f;
     for (int b = 0; b < cluster; ++b) {
+#if __CUDA_ARCH__ >= 900
       const float* base = cluster > 1 ? cgr::this_cluster().map_shared_rank(block_sums, b) : block_sums;
+#else
+      const float* base = block_sums;
+#endif
       for (int j = 0; j < groups; ++j) sum += base[(j * row_warps + sub) * kWarpFloats + e * 32 + l];
     }
     // Accumulator element i of (mt, nf): weight row g + 8 (i / 2) of tile mt, token nf * 8 + 2t + (i % 2).
@@ -204,7 +215,9 @@ __global__ void __launch_bounds__(kThreads, kNF >= 8 ? 2 : 3)
     const int64_t token = nf * 8 + 2 * (l & 3) + (i % 2);
     if (row < rows && token < p.T) y[token * p.ldy + row] = from_f<OutT>(sum);
   }
+#if __CUDA_ARCH__ >= 900
   if (cluster > 1) cgr::this_cluster().sync();  // the blocks' shared memory outlives every read of it
+#endif
 }
 
 cudaLaunchConfig_t launch_config(dim3 grid, int cluster, cudaStream_t stream, cudaLaunchAttribute (&attr)[1]) {
@@ -241,7 +254,11 @@ Fp8DecodeCapacity capacity_of(cudaError_t* err = nullptr) {
       per_sm = 1;
     }
     cap = Fp8DecodeCapacity::uniform(sms, per_sm);
-    for (int i = 1; i < 4; ++i) {  // clusters: what fits in the GPCs, never more than the uniform bound
+    int major = 0;
+    const bool has_clusters =
+        cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) == cudaSuccess && major >= 9;
+    for (int i = 1; i < 4 && !has_clusters; ++i) cap.resident[i] = 0;  // before sm_90: no clusters
+    for (int i = 1; i < 4 && has_clusters; ++i) {  // clusters: what fits in the GPCs, never more than the uniform bound
       const int cluster = 1 << i;
       cudaLaunchAttribute attr[1];
       const cudaLaunchConfig_t cfg = launch_config(dim3(unsigned(cluster), unsigned(cluster)), cluster, nullptr, attr);
@@ -262,7 +279,10 @@ Fp8DecodeCapacity capacity_of(cudaError_t* err = nullptr) {
 
 template <int kNF, typename OutT>
 Fp8DecodePlan plan_typed(const Fp8DecodeGemmParams& p) {
-  return plan_fp8_decode_gemm(p.rows, p.K, capacity_of<kNF, OutT>());
+  Fp8DecodeCapacity cap = capacity_of<kNF, OutT>();
+  for (int i = 1; i < 4; ++i)
+    if ((1 << i) > p.max_cluster) cap.resident[i] = 0;  // clusters of this size are not to be used
+  return plan_fp8_decode_gemm(p.rows, p.K, cap);
 }
 
 template <int kNF, typename OutT>

@@ -25,6 +25,9 @@ struct Fp8DecodeGemmParams {
   DType y_dtype = DType::BF16;
   int64_t ldy = 0;
   int64_t T = 0, rows = 0, K = 0;  // 1 <= T <= kFp8DecodeMaxTokens, K % 128 == 0
+  // Largest thread-block cluster the plan may use: 8 on sm_90; 1 for the sm80 kernel set (sm_80 has
+  // no clusters; devices before compute capability 9.0 get 1 whatever this says).
+  int max_cluster = 8;
 };
 
 // How a product is spread over the GPU: blocks of 4 warps each own 32 * row_warps weight rows;

@@ -5,6 +5,7 @@
 // key of the tile against its warp's head, the warp runs the online softmax in registers, then
 // each lane accumulates kv_rank / 64 column pairs of the output. Scalar float32 arithmetic. An FP8
 // cache is widened to BF16 as its rows are staged.
+#include "backend/cuda/common/device_props.h"
 #include "backend/cuda/common/device_utils.cuh"
 #include "backend/cuda/common/fp8_convert.cuh"
 #include "backend/cuda/mla_decode/mla_absorbed.h"
@@ -189,7 +190,9 @@ __device__ __forceinline__ float4 load_f4_if(const float4* ptr, bool pred) {
 __global__ void __launch_bounds__(kCombineThreads, 4) mla_combine_kernel(MlaAbsorbedParams p) {
   __shared__ float sW[kMaxSplits];
   __shared__ float4 sAcc[kCombineThreads];
+#if __CUDA_ARCH__ >= 900
   asm volatile("griddepcontrol.wait;\n" ::: "memory");  // the attention grid's results are complete
+#endif
   const int64_t rows = int64_t(p.num_tokens) * p.heads;
   const int64_t row = blockIdx.x;
   const int tid = threadIdx.x, n = p.num_splits;
@@ -259,17 +262,17 @@ const char* mla_decode_kernel_name(MlaDecodeKernel k) {
 }
 
 MlaDecodeKernel mla_absorbed_kernel_for(const MlaAbsorbedParams& p) {
-  if (p.kernel == MlaDecodeKernel::Sm90 && mla_decode_sm90_supports(p)) return MlaDecodeKernel::Sm90;
+  if (p.kernel == MlaDecodeKernel::Sm90 && !p.sm80 && mla_decode_sm90_supports(p)) return MlaDecodeKernel::Sm90;
   if (p.kernel != MlaDecodeKernel::Scalar && mla_decode_mma_supports(p)) return MlaDecodeKernel::Mma;
   return MlaDecodeKernel::Scalar;
 }
 
 int mla_absorbed_num_splits(int num_tokens, int num_seqs, int heads, int kv_rank, int max_seq_len,
-                            MlaDecodeKernel kernel, int cache_bytes) {
+                            MlaDecodeKernel kernel, int cache_bytes, bool sm80) {
   if (kernel == MlaDecodeKernel::Sm90)
     return mla_decode_sm90_num_splits(num_tokens, num_seqs, heads, kv_rank, max_seq_len);
   if (kernel == MlaDecodeKernel::Mma)
-    return mla_decode_mma_num_splits(num_tokens, heads, kv_rank, max_seq_len, cache_bytes);
+    return mla_decode_mma_num_splits(num_tokens, heads, kv_rank, max_seq_len, cache_bytes, sm80);
   const int groups = (heads + kHeadsPerBlock - 1) / kHeadsPerBlock;
   const int blocks = std::max(1, num_tokens * groups);
   int by_len = (max_seq_len + 255) / 256;           // at least 256 keys per split
@@ -314,7 +317,7 @@ cudaError_t launch_mla_combine(const MlaAbsorbedParams& p, cudaStream_t stream) 
   attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
   attr[0].val.programmaticStreamSerializationAllowed = 1;
   cfg.attrs = attr;
-  cfg.numAttrs = 1;
+  cfg.numAttrs = !p.sm80 && current_compute_capability() >= 90 ? 1 : 0;
   if (cudaLaunchKernelEx(&cfg, mla_combine_kernel, p) == cudaSuccess) return cudaSuccess;
   cudaGetLastError();  // a driver without programmatic launches: an ordinary launch
   cfg.numAttrs = 0;

@@ -48,6 +48,10 @@ struct MlaAbsorbedParams {
                                // device; splits left without keys write m = -inf, l = 0.
   MlaDecodeKernel kernel = MlaDecodeKernel::Sm90;  // as resolved by mla_absorbed_kernel_for
   int sm90_variant = -1;       // the Hopper kernel's schedule variant (bits above); -1: kSm90DefaultVariant
+  // The sm80 kernel set (backend/kernel_set.h): the mma kernel in configurations within sm_80's
+  // shared memory (163 KB per block: 16-head blocks, fewer cache stages), and the merge launched
+  // after the attention grid (no programmatic dependent launch before sm_90).
+  bool sm80 = false;
   void* out;                   // [tokens, heads, kv_rank] BF16 contiguous
   float* part_out;             // [num_splits, tokens, heads, kv_rank] unnormalised partial outputs
   float* part_ml;              // [num_splits, tokens, heads, 2]: running max (log2 units) and sum
@@ -65,7 +69,7 @@ MlaDecodeKernel mla_absorbed_kernel_for(const MlaAbsorbedParams& p);
 // upper bound of seq_lens (a captured forward passes the context length); cache_bytes: bytes per
 // cached value (2 BF16, 1 FP8).
 int mla_absorbed_num_splits(int num_tokens, int num_seqs, int heads, int kv_rank, int max_seq_len,
-                            MlaDecodeKernel kernel, int cache_bytes = 2);
+                            MlaDecodeKernel kernel, int cache_bytes = 2, bool sm80 = false);
 
 // The Hopper kernel (sm90/mla_decode_sm90.cu): compute capability 9.x, latent 576 / kv_rank 512, a
 // BF16 cache on pages of a multiple of 64 slots with key_shift a multiple of 64, cache_slots set,
@@ -80,7 +84,8 @@ int mla_decode_sm90_num_splits(int num_tokens, int num_seqs, int heads, int kv_r
 // 16-byte aligned: cache_stride % 16 == 0).
 bool mla_decode_mma_supports(const MlaAbsorbedParams& p);
 cudaError_t launch_mla_decode_mma(const MlaAbsorbedParams& p, cudaStream_t stream);
-int mla_decode_mma_num_splits(int num_tokens, int heads, int kv_rank, int max_seq_len, int cache_bytes = 2);
+int mla_decode_mma_num_splits(int num_tokens, int heads, int kv_rank, int max_seq_len, int cache_bytes = 2,
+                              bool sm80 = false);
 // The merge of split partial results (shared by all kernels). Launched as a programmatic dependent
 // of the attention kernel where the driver allows it, so that its launch overlaps that kernel's tail.
 cudaError_t launch_mla_combine(const MlaAbsorbedParams& p, cudaStream_t stream);

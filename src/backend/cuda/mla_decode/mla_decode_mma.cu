@@ -36,16 +36,19 @@ namespace {
 
 constexpr float kLog2e = 1.4426950408889634f;
 constexpr int kMaxSmemBytes = 227 * 1024;  // opt-in dynamic shared memory per block on sm_90
+constexpr int kMaxSmemBytesSm80 = 163 * 1024;  // on sm_80 (A100): the sm80 kernel set's configurations
 constexpr int kBlockKeys = 64;             // cache rows per tile
 
 // Heads per block for a head count (the launcher and mla_decode_mma_num_splits agree through it).
-inline int rows_per_block(int heads) { return heads <= 16 ? 16 : 64; }
+// The sm80 kernel set runs 16-head blocks at any head count: a 64-head block's staged queries and
+// two cache stages exceed sm_80's shared memory.
+inline int rows_per_block(int heads, bool sm80) { return heads <= 16 || sm80 ? 16 : 64; }
 
 // Element type of the cache an instantiation reads.
 enum class CacheFormat { Bf16, E4m3, E5m2 };
 
 // Tile constants of one instantiation.
-template <int kLatent_, int kKvRank_, bool kWide, CacheFormat kFormat_>
+template <int kLatent_, int kKvRank_, bool kWide, CacheFormat kFormat_, bool kSm80 = false>
 struct Cfg {
   static constexpr int kLatent = kLatent_, kKvRank = kKvRank_;
   static constexpr CacheFormat kFormat = kFormat_;
@@ -60,9 +63,6 @@ struct Cfg {
   static constexpr int kKeyTiles = kBlockKeys / 8 / kGroupWarps;     // 8-key n-tiles of S per warp
   static constexpr int kColTiles = kKvRank / 8 / kGroupWarps;        // 8-column n-tiles of O per warp
   static constexpr bool kQInRegs = !kWide;
-  // Cache stages (one being read, the others in flight). An FP8 stage is half a BF16 one: 6 (narrow)
-  // / 4 (wide) fit.
-  static constexpr int kStages = kWide ? (kFp8Regs ? 4 : 2) : (kFp8Regs ? 6 : 3);
   static constexpr int kChunks = kLatent / 8;                        // 16-byte chunks per latent row
   static constexpr int kRowChunks = (kChunks + 7) / 8 * 8;           // the swizzle permutes groups of 8
   static constexpr int kRowBytes = kRowChunks * 16;
@@ -78,12 +78,19 @@ struct Cfg {
   static constexpr int kQBytes = kQInRegs ? 0 : kRows * kRowBytes;
   static constexpr int kStageRowBytes = kFp8Regs ? kFp8RowChunks * 16 : kRowBytes;
   static constexpr int kStageBytes = kBlockKeys * kStageRowBytes;
+  static constexpr int kPBytes = kWarps * kMTiles * kKeyTiles * 32 * 8;  // one uint2 per lane and fragment
+  static constexpr int kStatBytes = kWarps * kGroupRows * 4;
+  // Cache stages (one being read, the others in flight). An FP8 stage is half a BF16 one: 6 (narrow)
+  // / 4 (wide) fit on sm_90; on sm_80 as many as fit its 163 KB (V3's latent: 2 BF16, 4 FP8).
+  static constexpr int kStagesSm90 = kWide ? (kFp8Regs ? 4 : 2) : (kFp8Regs ? 6 : 3);
+  static constexpr int kStagesFit = (kMaxSmemBytesSm80 - kQBytes - kPBytes - kStatBytes) / kStageBytes;
+  static constexpr int kStages = kSm80 && kStagesFit < kStagesSm90 ? kStagesFit : kStagesSm90;
+  static_assert(kStages >= 2, "the cache pipeline needs two stages");
   static constexpr int kCopies = kFp8 ? kFp8Chunks : kChunks;               // 16-byte copies per row
   static constexpr int kTilesOffset = kQBytes;
   static constexpr int kPOffset = kTilesOffset + kStages * kStageBytes;
-  static constexpr int kPBytes = kWarps * kMTiles * kKeyTiles * 32 * 8;  // one uint2 per lane and fragment
   static constexpr int kStatOffset = kPOffset + kPBytes;
-  static constexpr int kSmemBytes = kStatOffset + kWarps * kGroupRows * 4;
+  static constexpr int kSmemBytes = kStatOffset + kStatBytes;
 
   static_assert(kLatent % 32 == 0, "S loads B fragments for two k-steps (32 latent columns) at a time");
   static_assert(kKvRank < kLatent, "values are the first kv_rank columns of the latent row");
@@ -98,6 +105,7 @@ struct Cfg {
   static_assert(!kFp8Regs || kColTiles % 4 == 0 || kColTiles == 2, "P V loads 2 or 4 n-tiles at a time");
   static_assert(kThreads == 4 * kBlockKeys, "the tile copy gives each cache row four threads");
   static_assert(kSmemBytes <= kMaxSmemBytes, "shared memory over the sm_90 limit");
+  static_assert(!kSm80 || kSmemBytes <= kMaxSmemBytesSm80, "shared memory over the sm_80 limit");
 };
 
 // Byte offset of 16-byte chunk `chunk` of row `row` in a swizzled [rows][kRowChunks] tile: the chunk
@@ -119,7 +127,11 @@ __device__ __forceinline__ void group_barrier(int id, int threads) {
 
 // Programmatic dependent launch: lets the combine kernel be scheduled while this grid runs (it
 // still waits for this grid's completion and memory before reading anything).
-__device__ __forceinline__ void launch_dependents() { asm volatile("griddepcontrol.launch_dependents;\n" ::); }
+__device__ __forceinline__ void launch_dependents() {
+#if __CUDA_ARCH__ >= 900  // sm_80 has no programmatic launches: the combine kernel waits for the grid
+  asm volatile("griddepcontrol.launch_dependents;\n" ::);
+#endif
+}
 
 __device__ int seq_of_token(const int32_t* query_start, int num_seqs, int t) {
   int lo = 0, hi = num_seqs - 1;
@@ -578,7 +590,8 @@ cudaError_t launch_cfg(const MlaAbsorbedParams& p, cudaStream_t stream) {
 
 template <int kLatent, int kKvRank, CacheFormat kFormat>
 cudaError_t launch_format(const MlaAbsorbedParams& p, cudaStream_t stream) {
-  if (rows_per_block(p.heads) == 16) return launch_cfg<Cfg<kLatent, kKvRank, false, kFormat>>(p, stream);
+  if (p.sm80) return launch_cfg<Cfg<kLatent, kKvRank, false, kFormat, true>>(p, stream);
+  if (rows_per_block(p.heads, false) == 16) return launch_cfg<Cfg<kLatent, kKvRank, false, kFormat>>(p, stream);
   return launch_cfg<Cfg<kLatent, kKvRank, true, kFormat>>(p, stream);
 }
 
@@ -608,9 +621,9 @@ cudaError_t launch_mla_decode_mma(const MlaAbsorbedParams& p, cudaStream_t strea
 // Splits: the count that minimises an estimate of the call's time, in units of one tile's work on
 // one SM: waves of blocks x (tiles per split + one for the block's start and end), plus the merge
 // (its launch, and its partial results read and written at about the same rate) when split.
-int mla_decode_mma_num_splits(int num_tokens, int heads, int kv_rank, int max_seq_len, int cache_bytes) {
+int mla_decode_mma_num_splits(int num_tokens, int heads, int kv_rank, int max_seq_len, int cache_bytes, bool sm80) {
   const int sms = current_sm_count();
-  const int64_t blocks = std::max<int64_t>(1, int64_t(num_tokens) * ceil_div(heads, rows_per_block(heads)));
+  const int64_t blocks = std::max<int64_t>(1, int64_t(num_tokens) * ceil_div(heads, rows_per_block(heads, sm80)));
   const int64_t max_tiles = std::max<int64_t>(1, ceil_div(max_seq_len, kBlockKeys));
   const double tile_bytes = double(kBlockKeys) * 576 * cache_bytes;  // FP8: tiles take half as long
   int best = 1;
