@@ -130,12 +130,6 @@ LoadedModel load_model(const ModelOptions& o, bool with_mtp_cache) {
     if (nodes)
       for (auto& b : nodes->backends) b->set_sm90_fp8_gemm(true);
   }
-  if (o.fused_decode) {  // before any weight is prepared or forward recorded
-    if (m.backend) m.backend->set_fused_decode(true);
-    for (auto& r : ranks) r->set_fused_decode(true);
-    if (nodes)
-      for (auto& b : nodes->backends) b->set_fused_decode(true);
-  }
   const int page_size = o.page_size > 0 ? o.page_size : lead.device() == Device::CUDA ? 64 : 1;
   const std::string layout = data_parallel ? fmt::format(" (data-parallel attention: {} groups of {}{})", o.dp_size,
                                                          o.tp_size / o.dp_size, o.ep_size > 1 ? ", routed experts whole per rank" : "")
