@@ -31,10 +31,14 @@ const GpuModel& gpu_model(const std::string& name) {
 ModelConfig with_weights(ModelConfig cfg, const std::string& weights) {
   if (weights == "bf16") {
     cfg.quantization.reset();
-  } else if (weights == "fp8") {
-    if (!cfg.quantization) cfg.quantization = Fp8Quantization{};
   } else {
-    fail("weights '{}': expected bf16 or fp8", weights);
+    Quantization q;  // the published checkpoints' settings (AWQ: group 128)
+    if (weights == "fp8") q.method = QuantMethod::Fp8;
+    else if (weights == "awq") q.method = QuantMethod::Awq;
+    else if (weights == "int8") q.method = QuantMethod::ChannelInt8;
+    else fail("weights '{}': expected bf16, fp8, awq or int8", weights);
+    q.in_config = false;
+    cfg.quantization = q;
   }
   return cfg;
 }
@@ -43,8 +47,8 @@ std::vector<ListedConfig> sglang_configs(const GpuModel& gpu) {
   // SGLang's DeepSeek-V3/R1 page: FP8 on 8 x H200 or 2 x 8 x H100; BF16 on 2 x 8 x H200, 4 x 8 x H100
   // or 4 x 8 x A100; AWQ on 8 x H100 or 8 x A100; INT8 on 16 x A100.
   if (gpu.name == "h200") return {{"fp8", 8}, {"bf16", 16}};
-  if (gpu.name == "h100") return {{"fp8", 16}, {"bf16", 32}};
-  return {{"bf16", 32}};  // the A100s (no FP8 tensor cores: FP8 runs there as W8A16 too, not listed)
+  if (gpu.name == "h100") return {{"fp8", 16}, {"bf16", 32}, {"awq", 8}};
+  return {{"bf16", 32}, {"awq", 8}, {"int8", 16}};  // the A100s (FP8 is not listed for them)
 }
 
 std::string why_not_fit(const MemoryPlan& p, const MemoryPlanInput& in, const std::string& gpu_label) {

@@ -20,7 +20,8 @@ const std::vector<GpuModel>& gpu_models();
 const GpuModel& gpu_model(const std::string& name);
 
 // Weight formats a plan can assume: "fp8" (block FP8, DeepSeek's release), "bf16" (the BF16
-// conversion). The config comes back with its quantization set accordingly; fails naming the formats.
+// conversion), "awq" (4-bit, group 128) and "int8" (channel INT8), the community conversions SGLang
+// lists. The config comes back with its quantization set accordingly; fails naming the formats.
 ModelConfig with_weights(ModelConfig cfg, const std::string& weights);
 
 // A configuration SGLang lists for a GPU model: `weights` on `gpus` GPUs (nodes of 8), tensor parallel.

@@ -68,12 +68,15 @@ TEST(GpuConfigs, ListedConfigurationsOfEachGpu) {
     for (const auto& c : sglang_configs(gpu_model(gpu))) s += c.weights + "x" + std::to_string(c.gpus) + " ";
     return s;
   };
-  EXPECT_EQ(listed("a100-80g"), "bf16x32 ");
-  EXPECT_EQ(listed("h100"), "fp8x16 bf16x32 ");
+  EXPECT_EQ(listed("a100-80g"), "bf16x32 awqx8 int8x16 ");
+  EXPECT_EQ(listed("h100"), "fp8x16 bf16x32 awqx8 ");
   EXPECT_EQ(listed("h200"), "fp8x8 bf16x16 ");
-  // FP8 on 8 H200s and BF16 on 16 (SGLang's rows) fit.
-  for (const auto& c : sglang_configs(gpu_model("h200")))
-    EXPECT_TRUE(plan_memory(with_weights(v3(), c.weights), on(gpu_model("h200"), c.gpus)).fits) << c.weights;
+  // Every row SGLang lists fits its GPUs: FP8 on 8 H200s, BF16 on 16; AWQ on 8 H100s or 8 A100s
+  // (about 370 GB of 4-bit weights), INT8 on 16 A100s.
+  for (const std::string gpu : {"h200", "h100", "a100-80g"})
+    for (const auto& c : sglang_configs(gpu_model(gpu)))
+      EXPECT_TRUE(plan_memory(with_weights(v3(), c.weights), on(gpu_model(gpu), c.gpus)).fits) << gpu << " " << c.weights;
+  EXPECT_LT(plan_memory(with_weights(v3(), "awq"), on(gpu_model("h100"), 8)).weight_bytes_total, 420'000'000'000);
   EXPECT_THROW(with_weights(v3(), "fp4"), Error);
 }
 

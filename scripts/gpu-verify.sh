@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# The device calls that verify an integration of kernel work (carry the bundle of
+# `scripts/gpu-check.sh --bundle build` as .gpu-carry/bundle.tar.xz): part "check" runs the
+# correctness tests of the Hopper kernels (attention variants, FP8 GEMMs, the fused decode path as
+# the default and the unfused one), the quantized kernels, the sm80 kernel set forced on Hopper and
+# the demo model against the CPU oracle; part "bench" the decision benchmarks, each beside the
+# ceilings measured in the same run. Logs go to $OUT, short summaries to stdout.
+# Usage (from the repository root on the device machine): scripts/gpu-verify.sh check|bench
+set -u
+PART=${1:?check or bench}
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+OUTDIR=${OUT:-/tmp/dsserve-gpu-out}; mkdir -p "$OUTDIR"
+R=/tmp/dsserve-gpu
+[[ -x $R/bin/test_gpu ]] || { rm -rf $R; mkdir -p $R; tar -C $R -xJf "$ROOT/.gpu-carry/bundle.tar.xz"; }
+export LD_LIBRARY_PATH=$R/lib DSSERVE_FIXTURES=$R/fixtures
+B=$R/bin V3=$ROOT/configs/deepseek-v3
+T=$B/test_gpu
+sum() { grep -E "^\[  (FAILED|PASSED|SKIPPED) |^\[==========\]|Failure|Which is|Expected|^\[ stats|^\[ greedy|rror" | cut -c1-220 | head -${1:-40}; }
+step() { echo "== $1 ($(date +%T))"; }
+if [[ $PART == check ]]; then
+  nvidia-smi --query-gpu=name,clocks.max.sm,memory.total --format=csv,noheader
+  step "fused decode (default) and unfused kernels, golden fixtures incl. quantized"
+  timeout 170 $T --gtest_filter='W8A8Decode*:MlaFusion*:GpuSampling.*:Fixtures/GpuGolden.*:GpuOps.MoeRoute*:GpuOps.LinearFp8*:MoeW8A8.*:Fp8DecodeLinear.*' > $OUTDIR/decode.log 2>&1; sum 40 < $OUTDIR/decode.log
+  step "attention variants"
+  timeout 120 $T --gtest_filter='GpuOps.MlaAbsorbedOverPagedCache:GpuOps.MlaDecodeKernelsOverV3Shapes:GpuOps.MlaDecodeGraphReplayFollowsDeviceLengths:GpuOps.MlaExpandedCausalWithPrefixes:*GpuFp8Cache*Mla*' > $OUTDIR/attn.log 2>&1; sum 30 < $OUTDIR/attn.log
+  step "sm90 FP8 GEMM"
+  timeout 70 $T --gtest_filter='Fp8GemmSm90.*:Fp8Prefill.*' > $OUTDIR/gemm.log 2>&1; sum 30 < $OUTDIR/gemm.log
+  step "quantized kernels"
+  timeout 100 $T --gtest_filter='GpuQuant.*:GpuQuantGraphs.*:GpuQuantDefaults.*' > $OUTDIR/quant.log 2>&1; sum 40 < $OUTDIR/quant.log
+  step "demo model"
+  (cd "$ROOT" && timeout 40 $T --gtest_filter='DemoModelGpu.*') > $OUTDIR/demo.log 2>&1; sum 20 < $OUTDIR/demo.log
+  step "sm80 kernel set"
+  timeout 40 $T --gtest_filter='Sm80Kernels.*' > $OUTDIR/sm80.log 2>&1; sum 20 < $OUTDIR/sm80.log
+  timeout 90 $T --sm80-kernels --gtest_filter='GpuOps.*:Fixtures/GpuGolden.*:CudaGraphs.*:MoeDecode.GroupedMatchesCpuAtSmallOddShapes' > $OUTDIR/sm80_suite.log 2>&1; sum 40 < $OUTDIR/sm80_suite.log
+else
+  step "MLA decode and prefill: every variant beside the shipped one and the ceilings"
+  timeout 100 $T --gtest_filter='GpuBench.MlaDecode:GpuBench.MlaAttention' > $OUTDIR/attn_bench.log 2>&1
+  grep -E "bench|ceiling|mla |FAILED" $OUTDIR/attn_bench.log | cut -c1-200 | head -70
+  step "FP8 GEMM: dense V3 shapes at 4096 tokens, grouped experts"
+  timeout 60 $B/bench_fp8_prefill dense 4096 > $OUTDIR/gemm_dense.log 2>&1; tail -11 $OUTDIR/gemm_dense.log
+  timeout 60 $B/bench_fp8_prefill grouped > $OUTDIR/gemm_grouped.log 2>&1; tail -18 $OUTDIR/gemm_grouped.log
+  step "decode: fused (default) vs unfused baseline, 4 V3 layers (3 dense + 1 MoE), dummy FP8, graphs"
+  O="--model-path $V3 --load-format dummy --device cuda --json-model-override-args {\"num_hidden_layers\":4} --output-len 8 --profile-layers --decode-baseline"
+  timeout 100 $B/dsserve bench-one-batch $O --batch-size 1 --input-len 1024 > $OUTDIR/decode_b1.log 2>&1
+  grep -E '^\||ceilings|baseline|against|per decoder|rror' $OUTDIR/decode_b1.log | tail -30
+  timeout 170 $B/dsserve bench-one-batch $O --batch-size 8 64 256 --input-len 4096 > $OUTDIR/decode_b8.log 2>&1
+  grep -E '^\||ceilings|baseline|against|per decoder|rror' $OUTDIR/decode_b8.log | tail -45
+  step "quantized kernels: decode sizes, prefill, MoE"
+  timeout 90 $T --gtest_filter='GpuQuantBench.*' > $OUTDIR/quant_bench.log 2>&1; grep -E '^\[ bench|Failure|rror' $OUTDIR/quant_bench.log | cut -c1-240 | head -60
+  step "sm80 kernel set beside the sm90 one"
+  timeout 60 $T --gtest_filter='Sm80Bench.*' > $OUTDIR/sm80_bench.log 2>&1; grep -E '^\[ bench|FAILED|Failure' $OUTDIR/sm80_bench.log | cut -c1-240 | head -30
+fi
+echo "== done ($(date +%T))"
