@@ -114,8 +114,17 @@ uint32_t utf8_decode(std::string_view s, size_t& i) {
     return b0;
   }
   const size_t n = b0 >= 0xF0 ? 4 : b0 >= 0xE0 ? 3 : 2;
+  bool valid = b0 >= 0xC0 && b0 < 0xF8 && i + n <= s.size();
   uint32_t cp = b0 & (0x7F >> n);
-  for (size_t k = 1; k < n; ++k) cp = (cp << 6) | (static_cast<unsigned char>(s[i + k]) & 0x3F);
+  for (size_t k = 1; valid && k < n; ++k) {
+    const auto b = static_cast<unsigned char>(s[i + k]);
+    valid = (b & 0xC0) == 0x80;
+    cp = (cp << 6) | (b & 0x3F);
+  }
+  if (!valid) {  // a stray continuation byte, a truncated or broken sequence: one byte, U+FFFD
+    ++i;
+    return 0xFFFD;
+  }
   i += n;
   return cp;
 }

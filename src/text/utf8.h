@@ -26,7 +26,8 @@ std::string utf8_lossy(std::string_view s);
 // Appends the UTF-8 encoding of code point cp.
 void utf8_append(std::string& out, uint32_t cp);
 
-// Decodes the code point at s[i] (which must start a valid sequence) and advances i past it.
+// Decodes the code point at s[i] and advances i past it; a byte that does not start a complete
+// sequence decodes as U+FFFD and advances i by one.
 uint32_t utf8_decode(std::string_view s, size_t& i);
 
 }  // namespace dsserve::text

@@ -103,6 +103,9 @@ TEST(Jinja, ArithmeticAndWorkAreBounded) {
             "chat_template line 1: more than 4194304 loop iterations: the template does too much work");
   EXPECT_EQ(render_error("{{ 'x' | replace('', 'yyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyy') | replace('', 'y' * 1000000) }}", {}),
             "chat_template line 1: replace: the result could exceed 16777216 bytes");
+  EXPECT_EQ(render_error("{{ 'a,b'.split('') }}", {}), "chat_template line 1: split: empty separator");
+  // A truncated UTF-8 sequence in a string is one U+FFFD, never a read past its end.
+  EXPECT_EQ(Template("{{ 'a\xE4\xB8'[1] }}{{ 'a\xE4\xB8' | length }}").render(nlohmann::ordered_json::object()), "\xEF\xBF\xBD" "3");
   Template t("{{ 2 ** 62 }} {{ -7 // 2 }} {{ -7 % 3 }} {{ 7 / 2 }} {{ 3 - 5 }} {{ range(10, 0, -3) | list }} {{ True + 1 }}");
   EXPECT_EQ(t.render(nlohmann::ordered_json::object()), "4611686018427387904 -4 2 3.5 -2 [10, 7, 4, 1] 2");
 }

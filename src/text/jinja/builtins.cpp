@@ -93,7 +93,9 @@ Value string_method(const std::string& s, const std::string& m, CallArgs& a) {
   if (m == "split") {
     const Value* maxsplit = arg(a, 1, "maxsplit");
     List out;
-    for (auto& piece : py_split(s, opt_string(0, "sep"), maxsplit ? need_int(*maxsplit, "split") : -1)) out.push_back(Value(std::move(piece)));
+    const std::string* sep = opt_string(0, "sep");
+    if (sep && sep->empty()) builtin_fail("split: empty separator");
+    for (auto& piece : py_split(s, sep, maxsplit ? need_int(*maxsplit, "split") : -1)) out.push_back(Value(std::move(piece)));
     return Value(std::move(out));
   }
   if (m == "startswith" || m == "endswith") {
