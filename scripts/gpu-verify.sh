@@ -1,17 +1,21 @@
 #!/usr/bin/env bash
-# The device calls that verify an integration of kernel work (carry the bundle of
-# `scripts/gpu-check.sh --bundle build` as .gpu-carry/bundle.tar.xz): part "check" runs the
+# The device calls that verify an integration of kernel work (carry a bundle of
+# `scripts/gpu-check.sh --bundle build`, as .gpu-carry*/bundle.tar.xz; a call carries at most 64 MiB
+# with the tree, so a bundle may hold only the fixtures its part needs). Part "check" runs the
 # correctness tests of the Hopper kernels (attention variants, FP8 GEMMs, the fused decode path as
-# the default and the unfused one), the quantized kernels, the sm80 kernel set forced on Hopper and
-# the demo model against the CPU oracle; part "bench" the decision benchmarks, each beside the
-# ceilings measured in the same run. Logs go to $OUT, short summaries to stdout.
-# Usage (from the repository root on the device machine): scripts/gpu-verify.sh check|bench
+# the default and the unfused one), the sm80 kernel set forced on Hopper and the demo model against
+# the CPU oracle (fixtures tiny-v3-bf16, tiny-v3-fp8); part "quant" the quantized kernels and the
+# quantized fixtures present, their benchmarks and the sm80 set's; part "bench" the decision
+# benchmarks of attention, FP8 GEMMs and decode, each beside the ceilings measured in the same run.
+# Logs go to $OUT, short summaries to stdout.
+# Usage (from the repository root on the device machine): scripts/gpu-verify.sh check|quant|bench
 set -u
 PART=${1:?check or bench}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 OUTDIR=${OUT:-/tmp/dsserve-gpu-out}; mkdir -p "$OUTDIR"
 R=/tmp/dsserve-gpu
-[[ -x $R/bin/test_gpu ]] || { rm -rf $R; mkdir -p $R; tar -C $R -xJf "$ROOT/.gpu-carry/bundle.tar.xz"; }
+BUNDLE=$(ls "$ROOT"/.gpu-carry*/bundle.tar.xz | head -1)
+rm -rf $R; mkdir -p $R; tar -C $R -xJf "$BUNDLE"
 export LD_LIBRARY_PATH=$R/lib DSSERVE_FIXTURES=$R/fixtures
 B=$R/bin V3=$ROOT/configs/deepseek-v3
 T=$B/test_gpu
@@ -19,19 +23,26 @@ sum() { grep -E "^\[  (FAILED|PASSED|SKIPPED) |^\[==========\]|Failure|Which is|
 step() { echo "== $1 ($(date +%T))"; }
 if [[ $PART == check ]]; then
   nvidia-smi --query-gpu=name,clocks.max.sm,memory.total --format=csv,noheader
-  step "fused decode (default) and unfused kernels, golden fixtures incl. quantized"
-  timeout 170 $T --gtest_filter='W8A8Decode*:MlaFusion*:GpuSampling.*:Fixtures/GpuGolden.*:GpuOps.MoeRoute*:GpuOps.LinearFp8*:MoeW8A8.*:Fp8DecodeLinear.*' > $OUTDIR/decode.log 2>&1; sum 40 < $OUTDIR/decode.log
+  step "fused decode (default) and unfused kernels, golden fixtures bf16 and fp8"
+  timeout 170 $T --gtest_filter='W8A8Decode*:MlaFusion*:GpuSampling.*:Fixtures/GpuGolden.*/bf16:Fixtures/GpuGolden.*/fp8*:GpuOps.MoeRoute*:GpuOps.LinearFp8*:MoeW8A8.*:Fp8DecodeLinear.*' > $OUTDIR/decode.log 2>&1; sum 40 < $OUTDIR/decode.log
   step "attention variants"
   timeout 120 $T --gtest_filter='GpuOps.MlaAbsorbedOverPagedCache:GpuOps.MlaDecodeKernelsOverV3Shapes:GpuOps.MlaDecodeGraphReplayFollowsDeviceLengths:GpuOps.MlaExpandedCausalWithPrefixes:*GpuFp8Cache*Mla*' > $OUTDIR/attn.log 2>&1; sum 30 < $OUTDIR/attn.log
   step "sm90 FP8 GEMM"
   timeout 70 $T --gtest_filter='Fp8GemmSm90.*:Fp8Prefill.*' > $OUTDIR/gemm.log 2>&1; sum 30 < $OUTDIR/gemm.log
-  step "quantized kernels"
-  timeout 100 $T --gtest_filter='GpuQuant.*:GpuQuantGraphs.*:GpuQuantDefaults.*' > $OUTDIR/quant.log 2>&1; sum 40 < $OUTDIR/quant.log
   step "demo model"
   (cd "$ROOT" && timeout 40 $T --gtest_filter='DemoModelGpu.*') > $OUTDIR/demo.log 2>&1; sum 20 < $OUTDIR/demo.log
   step "sm80 kernel set"
   timeout 40 $T --gtest_filter='Sm80Kernels.*' > $OUTDIR/sm80.log 2>&1; sum 20 < $OUTDIR/sm80.log
-  timeout 90 $T --sm80-kernels --gtest_filter='GpuOps.*:Fixtures/GpuGolden.*:CudaGraphs.*:MoeDecode.GroupedMatchesCpuAtSmallOddShapes' > $OUTDIR/sm80_suite.log 2>&1; sum 40 < $OUTDIR/sm80_suite.log
+  timeout 90 $T --sm80-kernels --gtest_filter='GpuOps.*:Fixtures/GpuGolden.*/bf16:Fixtures/GpuGolden.*/fp8:CudaGraphs.*:MoeDecode.GroupedMatchesCpuAtSmallOddShapes' > $OUTDIR/sm80_suite.log 2>&1; sum 40 < $OUTDIR/sm80_suite.log
+elif [[ $PART == quant ]]; then
+  step "quantized kernels against the oracle; quantized fixtures present: $(ls $R/fixtures | grep -E 'awq|int8' | tr '\n' ' ')"
+  g=$(ls $R/fixtures | grep -E 'awq|int8' | sed -e 's/tiny-v3-//' -e 's/-/_/g' -e 's|^|Fixtures/GpuGolden.*/|' | tr '\n' ':')
+  timeout 150 $T --gtest_filter="GpuQuant.*:GpuQuantGraphs.*:GpuQuantDefaults.*:$g" > $OUTDIR/quant.log 2>&1; sum 50 < $OUTDIR/quant.log
+  grep -E '^\[ err' $OUTDIR/quant.log | sort -t: -k2 -g | tail -8 | cut -c1-160
+  step "quantized kernels: decode sizes, prefill, MoE"
+  timeout 120 $T --gtest_filter='GpuQuantBench.*' > $OUTDIR/quant_bench.log 2>&1; grep -E '^\[ bench|Failure|rror' $OUTDIR/quant_bench.log | cut -c1-240 | head -60
+  step "sm80 kernel set beside the sm90 one"
+  timeout 60 $T --gtest_filter='Sm80Bench.*' > $OUTDIR/sm80_bench.log 2>&1; grep -E '^\[ bench|FAILED|Failure' $OUTDIR/sm80_bench.log | cut -c1-240 | head -30
 else
   step "MLA decode and prefill: every variant beside the shipped one and the ceilings"
   timeout 100 $T --gtest_filter='GpuBench.MlaDecode:GpuBench.MlaAttention' > $OUTDIR/attn_bench.log 2>&1
@@ -45,9 +56,5 @@ else
   grep -E '^\||ceilings|baseline|against|per decoder|rror' $OUTDIR/decode_b1.log | tail -30
   timeout 170 $B/dsserve bench-one-batch $O --batch-size 8 64 256 --input-len 4096 > $OUTDIR/decode_b8.log 2>&1
   grep -E '^\||ceilings|baseline|against|per decoder|rror' $OUTDIR/decode_b8.log | tail -45
-  step "quantized kernels: decode sizes, prefill, MoE"
-  timeout 90 $T --gtest_filter='GpuQuantBench.*' > $OUTDIR/quant_bench.log 2>&1; grep -E '^\[ bench|Failure|rror' $OUTDIR/quant_bench.log | cut -c1-240 | head -60
-  step "sm80 kernel set beside the sm90 one"
-  timeout 60 $T --gtest_filter='Sm80Bench.*' > $OUTDIR/sm80_bench.log 2>&1; grep -E '^\[ bench|FAILED|Failure' $OUTDIR/sm80_bench.log | cut -c1-240 | head -30
 fi
 echo "== done ($(date +%T))"
