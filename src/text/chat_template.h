@@ -27,6 +27,8 @@ class ChatTemplate {
   std::string render(const nlohmann::ordered_json& messages, bool add_generation_prompt,
                      const nlohmann::ordered_json& tools = nullptr,
                      const nlohmann::ordered_json& extra = nullptr) const;
+  // The bounds of a render (jinja::RenderLimits' defaults unless set).
+  void set_render_limits(jinja::RenderLimits limits) { template_.set_limits(limits); }
 
  private:
   jinja::Template template_;

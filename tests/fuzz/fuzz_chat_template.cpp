@@ -17,6 +17,9 @@ using namespace dsserve;
 using ojson = nlohmann::ordered_json;
 
 namespace {
+// Small bounds, so that a template that loops to the bound fails well inside the fuzzer's timeout
+// under the sanitizers (the bounds' errors are tested in tests/text/jinja_test.cpp).
+constexpr text::jinja::RenderLimits kLimits{.max_iterations = 20'000, .max_output = size_t{1} << 20};
 std::unique_ptr<text::Tokenizer> tok;
 std::unique_ptr<text::ChatTemplate> deepseek;
 }  // namespace
@@ -30,6 +33,7 @@ extern "C" int LLVMFuzzerInitialize(int*, char***) {
   }
   tok = std::make_unique<text::Tokenizer>(text::Tokenizer::load(dir));
   deepseek = std::make_unique<text::ChatTemplate>(text::ChatTemplate::from_tokenizer(*tok));
+  deepseek->set_render_limits(kLimits);
   return 0;
 }
 
@@ -46,6 +50,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
                       j.value("extra", ojson(nullptr)));
     } else {
       text::ChatTemplate t(rest, "<s>", "</s>", "fuzz");
+      t.set_render_limits(kLimits);
       const ojson messages = ojson::parse(R"([{"role": "system", "content": "s"}, {"role": "user", "content": "hi"},
                                               {"role": "assistant", "content": "a", "tool_calls": [{"type": "function",
                                               "function": {"name": "f", "arguments": "{}"}}]}])");

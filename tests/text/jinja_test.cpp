@@ -104,6 +104,17 @@ TEST(Jinja, ArithmeticAndWorkAreBounded) {
   EXPECT_EQ(render_error("{{ 'x' | replace('', 'yyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyy') | replace('', 'y' * 1000000) }}", {}),
             "chat_template line 1: replace: the result could exceed 16777216 bytes");
   EXPECT_EQ(render_error("{{ 'a,b'.split('') }}", {}), "chat_template line 1: split: empty separator");
+  Template small("{% for i in range(11) %}{{ i }}{% endfor %}", "small");
+  small.set_limits(RenderLimits{.max_iterations = 10, .max_output = 100});
+  try {
+    small.render(nlohmann::ordered_json::object());
+    ADD_FAILURE() << "11 iterations rendered under a bound of 10";
+  } catch (const Error& e) {
+    EXPECT_STREQ(e.what(), "small line 1: more than 10 loop iterations: the template does too much work");
+  }
+  Template wide("{{ 'x' * 101 }}", "wide");
+  wide.set_limits(RenderLimits{.max_iterations = 10, .max_output = 100});
+  EXPECT_THROW(wide.render(nlohmann::ordered_json::object()), Error);
   // A truncated UTF-8 sequence in a string is one U+FFFD, never a read past its end.
   EXPECT_EQ(Template("{{ 'a\xE4\xB8'[1] }}{{ 'a\xE4\xB8' | length }}").render(nlohmann::ordered_json::object()), "\xEF\xBF\xBD" "3");
   Template t("{{ 2 ** 62 }} {{ -7 // 2 }} {{ -7 % 3 }} {{ 7 / 2 }} {{ 3 - 5 }} {{ range(10, 0, -3) | list }} {{ True + 1 }}");

@@ -371,12 +371,12 @@ Value global_function(const std::string& name) {
         if (a.positional.size() == 3) step = a.positional[2].as_int();
       }
       if (step == 0) builtin_fail("range() step must not be zero");
-      // The length in 128 bits, so that no bound or step overflows; a list past the evaluator's
-      // iteration budget could never be walked, so it is refused before it is built.
+      // The length in 128 bits, so that no bound or step overflows; a list too long to walk is
+      // refused before it is built.
       const __int128 span = step > 0 ? __int128{stop} - start : __int128{start} - stop;
       const __int128 n = span <= 0 ? 0 : (span + (step > 0 ? step : -__int128{step}) - 1) / (step > 0 ? step : -__int128{step});
-      if (n > Evaluator::kMaxIterations)
-        builtin_fail("range({}, {}, {}) has more than {} items", start, stop, step, Evaluator::kMaxIterations);
+      if (n > Evaluator::kMaxRangeItems)
+        builtin_fail("range({}, {}, {}) has more than {} items", start, stop, step, Evaluator::kMaxRangeItems);
       List out;
       out.reserve(static_cast<size_t>(n));
       for (int64_t k = 0; k < static_cast<int64_t>(n); ++k) out.push_back(Value(start + k * step));

@@ -172,15 +172,15 @@ Value Evaluator::lookup(const std::string& name) const {
 void Evaluator::render(const Body& body) {
   for (const auto& s : body) {
     s->render(*this);
-    if (out_.size() > kMaxOutput)
-      fail("{}: the rendered text exceeds the limit of {} bytes", name_, kMaxOutput);
+    if (out_.size() > limits_.max_output)
+      fail("{}: the rendered text exceeds the limit of {} bytes", name_, limits_.max_output);
     if (control != Control::kNone) return;
   }
 }
 
 void Evaluator::count_iteration(int line) {
-  if (++iterations_ > kMaxIterations)
-    error(line, fmt::format("more than {} loop iterations: the template does too much work", kMaxIterations));
+  if (++iterations_ > limits_.max_iterations)
+    error(line, fmt::format("more than {} loop iterations: the template does too much work", limits_.max_iterations));
 }
 
 // ------------------------------------------------------------------ expressions

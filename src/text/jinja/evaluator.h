@@ -12,9 +12,19 @@
 
 namespace dsserve::text::jinja {
 
+// The bounds on one render's work: a template is data from a checkpoint or an operator's file, and
+// exceeding a bound is an error naming the line, never a hang or an exhausted memory.
+struct RenderLimits {
+  int64_t max_iterations = int64_t{1} << 22;  // loop bodies run, all loops together
+  size_t max_output = size_t{64} << 20;        // bytes rendered
+};
+
 class Evaluator {
  public:
-  explicit Evaluator(const std::string& template_name) : name_(template_name) { scopes_.emplace_back(); }
+  explicit Evaluator(const std::string& template_name, RenderLimits limits = {})
+      : name_(template_name), limits_(limits) {
+    scopes_.emplace_back();
+  }
 
   void render(const Body& body);
   std::string& out() { return out_; }
@@ -29,11 +39,10 @@ class Evaluator {
   Control control = Control::kNone;
   int loop_depth = 0;
 
-  // A template is data from a request or a checkpoint: its work and output are bounded, and
-  // exceeding a bound is an error, never a hang or an exhausted memory.
-  static constexpr int64_t kMaxIterations = int64_t{1} << 22;  // loop bodies run, all loops together
-  static constexpr size_t kMaxOutput = size_t{64} << 20;        // bytes rendered
-  static constexpr size_t kMaxString = size_t{16} << 20;        // bytes of a string built by '*' or '~'
+  // Bounds that hold whatever the limits: a string built by '*', '+', '~' or replace(), and the
+  // items of a range().
+  static constexpr size_t kMaxString = size_t{16} << 20;
+  static constexpr int64_t kMaxRangeItems = int64_t{1} << 22;
   void count_iteration(int line);
 
   [[noreturn]] void error(int line, const std::string& what) const;
@@ -42,6 +51,7 @@ class Evaluator {
  private:
   std::string name_;
   std::vector<std::unordered_map<std::string, Value>> scopes_;
+  RenderLimits limits_;
   std::string out_;
   int64_t iterations_ = 0;
 };

@@ -31,7 +31,7 @@ std::string Template::render(const nlohmann::ordered_json& variables) const {
 }
 
 std::string Template::render(const std::vector<std::pair<std::string, Value>>& variables) const {
-  Evaluator ev(parsed_->name);
+  Evaluator ev(parsed_->name, limits_);
   for (const auto& [k, v] : variables) ev.assign(k, v);
   ev.render(parsed_->body);
   return std::move(ev.out());

@@ -7,6 +7,7 @@
 #include <string>
 #include <string_view>
 
+#include "text/jinja/evaluator.h"
 #include "text/jinja/lexer.h"
 #include "text/jinja/value.h"
 
@@ -26,9 +27,13 @@ class Template {
   // Renders with variables already converted to values.
   std::string render(const std::vector<std::pair<std::string, Value>>& variables) const;
 
+  // The bounds of every later render (RenderLimits' defaults unless set).
+  void set_limits(RenderLimits limits) { limits_ = limits; }
+
  private:
   struct Parsed;
   std::unique_ptr<Parsed> parsed_;
+  RenderLimits limits_;
 };
 
 }  // namespace dsserve::text::jinja
