@@ -48,7 +48,7 @@ nlohmann::json run_point(LoadedModel& m, const BenchOptions& o, const Point& p,
     so.speculative.num_draft_tokens = p.draft;
     so.mtp_cache = &m.mtp_cache;
   }
-  auto engine = create_engine(*m.model, m.cache, *m.pool, so);
+  auto engine = create_engine(m.runner(), m.cache, *m.pool, so);
   std::mutex mu;
   std::condition_variable cv;
   size_t done = 0, next = 0;
@@ -100,7 +100,7 @@ void run(BenchOptions& o) {
   LoadedModel m = load_model(o.model, max_steps > 0);
   std::vector<std::vector<int32_t>> prompts(static_cast<size_t>(o.num_prompts));
   for (auto& p : prompts)
-    for (int i = 0; i < o.input_len; ++i) p.push_back(int32_t(2 + g() % uint32_t(m.model->config().vocab_size - 2)));
+    for (int i = 0; i < o.input_len; ++i) p.push_back(int32_t(2 + g() % uint32_t(m.runner().config().vocab_size - 2)));
   std::ofstream file;
   if (!o.output_file.empty()) file.open(o.output_file, std::ios::app);
   std::set<std::array<int, 4>> done;

@@ -3,21 +3,11 @@
 
 #include <deque>
 
+#include "core/error.h"
 #include "runtime/constrained_rows.h"
 #include "runtime/speculative/tree_verify.h"
 
 namespace dsserve {
-
-namespace {
-// Host float32 rows of a backend tensor [R, C].
-std::vector<std::vector<float>> host_rows(Backend& be, const Tensor& t) {
-  Tensor h = be.to_host_f32(t);
-  int64_t R = h.size(0), C = h.size(1);
-  std::vector<std::vector<float>> rows(static_cast<size_t>(R));
-  for (int64_t i = 0; i < R; ++i) rows[i].assign(h.ptr<float>() + i * C, h.ptr<float>() + (i + 1) * C);
-  return rows;
-}
-}  // namespace
 
 SpeculativeDecoder::SpeculativeDecoder(ModelRunner& model, LatentCache& cache, LatentCache& mtp_cache, int page_size,
                                        int32_t trash_slot, const SpeculativeOptions& opt)
@@ -28,22 +18,22 @@ void SpeculativeDecoder::after_prefill(const std::vector<RequestState*>& batch, 
                                        const ForwardOutput& fo, const std::vector<RequestState*>& completed) {
   // MTP rows of a chunk [start, start + n): position t pairs the target's hidden state at t with
   // token t + 1, which is always known: the next prompt token, or the token just sampled.
-  auto hidden = host_rows(model_.backend(), fo.hidden);
+  // The rows are the forward's, in order: its hidden states stay where they are.
   std::vector<std::vector<DraftRow>> rows;
-  std::vector<float> hid;
-  size_t hidden_row = 0;
+  HiddenRows hidden{HiddenRows::Target, {}};
   for (size_t i = 0; i < batch.size(); ++i) {
     const std::vector<int32_t> f = batch[i]->fill();
     const int64_t start = chunks[i].prefix_len, n = int64_t(chunks[i].tokens.size());
     std::vector<DraftRow> out;
     for (int64_t t = start; t < start + n; ++t) {
       out.push_back({t, f[size_t(t + 1)]});
-      const auto& h = hidden[hidden_row++];
-      hid.insert(hid.end(), h.begin(), h.end());
+      hidden.rows.push_back(int32_t(hidden.rows.size()));
     }
     rows.push_back(std::move(out));
   }
-  auto last = drafter_.extend(batch, rows, hid);
+  DS_CHECK(int64_t(hidden.rows.size()) == fo.hidden.size(0), "speculative: {} MTP rows after a prefill of {} tokens",
+           hidden.rows.size(), fo.hidden.size(0));
+  auto last = drafter_.extend(batch, rows, hidden);
   std::vector<RequestState*> drafting;
   std::vector<EagleWorker::LastRow> drafting_last;
   for (size_t i = 0; i < batch.size(); ++i)
@@ -59,7 +49,6 @@ std::vector<SpeculativeDecoder::Emitted> SpeculativeDecoder::verify(const std::v
   std::vector<SequenceChunk> chunks;
   for (RequestState* r : batch) chunks.push_back(verify_chunk(*r));
   ForwardOutput fo = forward(build_forward_batch(chunks, {page_size_, AttentionMode::Absorbed, 0, trash_slot_}));
-  auto hidden = host_rows(model_.backend(), fo.hidden);
   std::vector<SamplingRow> rows;
   std::deque<SamplingRowLists> lists;
   ConstraintMasks masks(chooser.vocab_size());
@@ -68,7 +57,7 @@ std::vector<SpeculativeDecoder::Emitted> SpeculativeDecoder::verify(const std::v
 
   std::vector<Emitted> emitted(batch.size());
   std::vector<std::vector<DraftRow>> draft_rows;
-  std::vector<float> draft_hidden;
+  HiddenRows draft_hidden{HiddenRows::Target, {}};  // rows of the verify forward, gathered on the device
   std::vector<int32_t> move_src, move_dst;
   size_t base = 0;
   for (size_t i = 0; i < batch.size(); ++i) {
@@ -87,8 +76,7 @@ std::vector<SpeculativeDecoder::Emitted> SpeculativeDecoder::verify(const std::v
       r.output_ids.push_back(tok);
       emitted[i].picked.push_back(mine[size_t(row)]);
       dr.push_back({at, tok});
-      const auto& h = hidden[base + size_t(row)];
-      draft_hidden.insert(draft_hidden.end(), h.begin(), h.end());
+      draft_hidden.rows.push_back(int32_t(base) + row);
     }
     const int64_t accepted = int64_t(dr.size());
     r.kv_len += accepted;
