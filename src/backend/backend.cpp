@@ -1,16 +1,11 @@
-// Backend selection: --device auto|cpu|cuda (auto = cuda when a GPU is visible and the CUDA backend
-// is built in), and the checks every backend applies to its op arguments (sampling rows).
+// What every backend shares: the checks of op arguments (sampling rows) and the default of the ops a
+// backend may lack.
 #include "backend/backend.h"
 
 #include <cmath>
 
-#include "backend/cpu/cpu_backend.h"
 #include "backend/sampling_math.h"
 #include "core/error.h"
-
-#ifdef DSSERVE_HAVE_CUDA
-#include "backend/cuda/cuda_device.h"
-#endif
 
 namespace dsserve {
 
@@ -77,48 +72,6 @@ void check_sampling_rows(std::span<const SamplingRow> rows, int64_t vocab) {
       DS_CHECK(any, "sample: row {}: the allowed mask allows no token", i);
     }
   }
-}
-
-DeviceKind parse_device_kind(const std::string& s) {
-  if (s == "auto") return DeviceKind::Auto;
-  if (s == "cpu") return DeviceKind::Cpu;
-  if (s == "cuda") return DeviceKind::Cuda;
-  fail("--device: expected auto, cpu or cuda, found '{}'", s);
-}
-
-void set_cuda_quantized_kernels(bool on) {
-#ifdef DSSERVE_HAVE_CUDA
-  cuda_set_quantized_kernels(on);
-#else
-  (void)on;
-#endif
-}
-
-int cuda_device_count() {
-#ifdef DSSERVE_HAVE_CUDA
-  return cuda_visible_devices();
-#else
-  return 0;
-#endif
-}
-
-std::unique_ptr<Backend> create_backend(DeviceKind kind, int device_index) {
-  if (kind == DeviceKind::Auto) {
-    bool cuda_ready = false;
-#ifdef DSSERVE_HAVE_CUDA
-    cuda_ready = cuda_backend_complete();
-#endif
-    kind = cuda_ready && cuda_device_count() > 0 ? DeviceKind::Cuda : DeviceKind::Cpu;
-  }
-  if (kind == DeviceKind::Cpu) return std::make_unique<CpuBackend>();
-#ifdef DSSERVE_HAVE_CUDA
-  int n = cuda_device_count();
-  DS_CHECK(n > 0, "--device cuda: no CUDA device is visible");
-  DS_CHECK(device_index < n, "--device cuda: device {} requested, {} visible", device_index, n);
-  return create_cuda_backend(device_index);
-#else
-  fail("--device cuda: this build of dsserve has no CUDA backend (nvcc was not found at build time)");
-#endif
 }
 
 }  // namespace dsserve

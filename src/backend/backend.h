@@ -416,17 +416,25 @@ int cuda_device_count();                              // 0 when built without CU
 // kernels of backend/cuda/quant (written and compiled, not yet measured on a GPU); false (the
 // default) runs BF16 products on the weights dequantized as the CPU oracle dequantizes them.
 void set_cuda_quantized_kernels(bool on);
+// --device auto resolved, the one rule: cuda when this build has the CUDA backend and a GPU is
+// visible, else cpu. Cpu and Cuda stay as they are.
+DeviceKind resolve_device(DeviceKind kind);
+
+// How the backends of a process are laid out: `world` ranks, rank r on device r, in
+// `attention_groups` groups of world / attention_groups consecutive ranks (data-parallel attention;
+// 1: one tensor-parallel group over all ranks; a world of 1 is a single device).
+struct BackendLayout {
+  int world = 1;
+  int attention_groups = 1;
+};
+
+// Every backend of a process for `layout` (backend_factory.cpp). Tensor parallel (one group):
+// all_reduce_sum and all_gather_cols join all ranks (CUDA: one NCCL communicator; CPU: threads
+// summing through host memory). Data-parallel attention: those run within a group, and
+// all_reduce_sum_world and all_gather_rows_groups over all ranks (CUDA: communicators split from one
+// over all devices). Forwards of several ranks run concurrently, one thread per rank.
+std::vector<std::unique_ptr<Backend>> create_backends(DeviceKind kind, BackendLayout layout = {});
+// One backend on one device (create_backends' group of one).
 std::unique_ptr<Backend> create_backend(DeviceKind kind, int device_index = 0);
-// The `world` backends of one tensor-parallel group, rank r on device r (CUDA: one NCCL
-// communicator over devices 0..world-1; CPU: threads summing through host memory). Their forwards
-// must run concurrently, each on its own thread (see all_reduce_sum).
-std::vector<std::unique_ptr<Backend>> create_tensor_parallel_backends(DeviceKind kind, int world);
-// The `world` backends of a model with data-parallel attention: `groups` attention groups of
-// world / groups consecutive ranks (rank r in group r / (world / groups)), rank r on device r.
-// all_reduce_sum and all_gather_cols run within a group; all_reduce_sum_world and
-// all_gather_rows_groups over all ranks (CUDA: NCCL communicators split from one over all devices;
-// CPU: threads meeting in host memory). As create_tensor_parallel_backends, forwards run on one
-// thread per rank, all ranks at once.
-std::vector<std::unique_ptr<Backend>> create_data_parallel_backends(DeviceKind kind, int world, int groups);
 
 }  // namespace dsserve

@@ -74,10 +74,7 @@ std::vector<int32_t> step(LoadedModel& m, const std::vector<SequenceChunk>& chun
   const auto t0 = std::chrono::steady_clock::now();
   ForwardBatch fb = build_forward_batch(chunks, BatchLayout{m.cache.page_size, mode});
   ForwardOutput out = m.runner().forward(fb, m.cache);
-  if (m.tp)  // every rank's device done
-    m.tp->synchronize();
-  else
-    m.lead_backend().synchronize();
+  m.runner().synchronize();  // every rank's device done
   forward_s = seconds_since(t0);
   SamplingRow greedy;
   greedy.temperature = 0;
@@ -95,10 +92,7 @@ std::vector<int32_t> step(LoadedModel& m, const std::vector<SequenceChunk>& chun
 double ratio(double measured, double floor) { return floor > 0 ? measured / floor : 0.0; }
 
 // Decode forwards replayed from CUDA graphs so far (rank 0's under tensor parallelism).
-int64_t graph_replays(LoadedModel& m) {
-  if (m.tp) return m.tp->decode_graph_replays();
-  return m.model ? m.model->decode_graph_replays() : 0;
-}
+int64_t graph_replays(LoadedModel& m) { return m.runner().recorded_graphs().decode_replays; }
 
 nlohmann::json layer_rows(const ModelConfig& cfg, const LayerSamples& ls, int steps);
 
@@ -114,8 +108,10 @@ void enter(LoadedModel& m, const Phase& ph, Phase& current) {
   Backend& lead = m.lead_backend();
   lead.set_fused_decode(ph.fused);
   lead.set_layer_profiling(ph.profile);
-  const std::vector<int> sizes = m.model->decode_graph_sizes();
-  if (!sizes.empty()) m.model->capture_decode_graphs(m.cache, m.trash_slot, sizes);
+  GraphPlan plan;
+  plan.trash_slot = m.trash_slot;
+  plan.decode_sizes = m.runner().recorded_graphs().decode;
+  if (!plan.decode_sizes.empty()) m.runner().capture_graphs(plan, m.cache, m.mtp_cache);
   current = ph;
 }
 
@@ -167,7 +163,7 @@ std::vector<nlohmann::json> run(LoadedModel& m, const BenchOneBatchOptions& o, c
   std::vector<nlohmann::json> outs;
   int position = input_len;
   for (const Phase& ph : phases) {
-    if (m.model) enter(m, ph, current);
+    if (m.device) enter(m, ph, current);  // one device
     std::vector<double> decode_s, forward_s;
     LayerSamples layers;
     double decode_bytes = 0, experts = 0;
@@ -368,7 +364,7 @@ void add_bench_one_batch_command(CLI::App& app) {
       spdlog::info("ceilings: copy {:.0f} GB/s (read + write), bf16 {:.0f} TFLOP/s, fp8 {:.0f} TFLOP/s", ceil.copy_gbs,
                    ceil.bf16_tflops, ceil.fp8_tflops);
     std::mt19937 rng(uint32_t(mo.random_seed));
-    DS_CHECK(!(o->profile_layers || o->decode_baseline) || m.model != nullptr,
+    DS_CHECK(!(o->profile_layers || o->decode_baseline) || m.device != nullptr,
              "bench-one-batch --profile-layers / --decode-baseline: one GPU only (no --tp-size, --dp-size, --nnodes)");
     // The phases of every batch, after one prefill: the loaded kernels, then (--profile-layers) the
     // same with a mark between layers, then (--decode-baseline) both on the unfused kernels.

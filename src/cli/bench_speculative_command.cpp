@@ -53,7 +53,7 @@ nlohmann::json run_point(LoadedModel& m, const BenchOptions& o, const Point& p,
     so.speculative.num_draft_tokens = p.draft;
     so.mtp_cache = &m.mtp_cache;
   }
-  auto engine = create_engine(*m.model, m.cache, *m.pool, so);
+  auto engine = create_engine(m.runner(), m.cache, *m.pool, so);
   std::mutex mu;
   std::condition_variable cv;
   size_t done = 0, next = 0;
@@ -141,7 +141,7 @@ void run(BenchOptions& o) {
   if (o.model.max_total_tokens == 0)
     o.model.max_total_tokens = int64_t(max_batch) * (o.input_len + o.output_len + 4 * max_steps + 80);
   LoadedModel m = load_model(o.model, max_steps > 0);
-  const int vocab = int(m.model->config().vocab_size);
+  const int vocab = int(m.runner().config().vocab_size);
   std::vector<std::vector<int32_t>> prompts(static_cast<size_t>(o.num_prompts));
   for (size_t i = 0; i < prompts.size(); ++i) {
     if (!file_prompts.empty()) {

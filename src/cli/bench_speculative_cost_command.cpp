@@ -41,23 +41,15 @@ struct Times {
   std::map<int, double> verify;  // tokens per request -> seconds
 };
 
-// Waits for every device of the model (each rank's under tensor parallelism).
-void synchronize_all(LoadedModel& m) {
-  if (m.tp)
-    m.tp->synchronize();
-  else
-    m.lead_backend().synchronize();
-}
-
 template <typename F>
 double median_time(LoadedModel& m, int repeats, F&& f) {
   for (int i = 0; i < 3; ++i) f();  // warm-up
-  synchronize_all(m);
+  m.runner().synchronize();
   std::vector<double> t;
   for (int i = 0; i < repeats; ++i) {
     auto t0 = std::chrono::steady_clock::now();
     f();
-    synchronize_all(m);
+    m.runner().synchronize();
     t.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
   }
   std::sort(t.begin(), t.end());
@@ -65,7 +57,6 @@ double median_time(LoadedModel& m, int repeats, F&& f) {
 }
 
 Times measure(LoadedModel& m, const CostOptions& o, int B) {
-  Backend& be = m.lead_backend();
   ModelRunner& model = m.runner();  // one device, or the tensor-parallel ranks
   const int ctx = o.context_tokens, ps = m.pool->page_size();
   std::vector<SequencePages> seqs(static_cast<size_t>(B));
@@ -85,7 +76,7 @@ Times measure(LoadedModel& m, const CostOptions& o, int B) {
       in_batch = 0;
     }
   }
-  synchronize_all(m);
+  m.runner().synchronize();
   auto rows = [&](int n) {
     std::vector<SequenceChunk> c;
     for (auto& s : seqs) {
@@ -111,7 +102,8 @@ Times measure(LoadedModel& m, const CostOptions& o, int B) {
   std::vector<SequenceChunk> dc;
   for (auto& s : seqs) dc.push_back({&s, ctx - 1, {5}, {0}});
   ForwardBatch draft = build_forward_batch(dc, draft_layout);
-  Tensor hidden = be.alloc(DType::F32, {B, model.config().hidden_size});  // float32, as the draft worker passes it
+  HiddenRows hidden{HiddenRows::Target, {}};  // rows of the last verify forward, as the draft worker passes them
+  for (int i = 0; i < B; ++i) hidden.rows.push_back(i * 8);
   t.draft = median_time(m, o.repeats, [&] { model.forward_mtp(draft, hidden, m.mtp_cache); });
   for (auto& s : seqs) s.release_all(*m.pool);
   return t;

@@ -102,33 +102,25 @@ LoadedModel load_model(const ModelOptions& o, bool with_mtp_cache) {
   DS_CHECK(!(data_parallel && o.nnodes > 1), "--enable-dp-attention over --nnodes {}: data-parallel attention runs "
            "on one node for now", o.nnodes);
   int64_t ctx = o.context_length > 0 ? o.context_length : std::min<int64_t>(cfg.max_position_embeddings, 32768);
+  const DeviceKind device = resolve_device(parse_device_kind(o.device));
   std::vector<std::unique_ptr<Backend>> ranks;
   std::unique_ptr<NodeGroup> nodes;  // several nodes: joined before any device is touched
   if (o.nnodes > 1) {
     DS_CHECK(!with_mtp_cache && o.draft_model_path.empty(),
              "--nnodes {}: speculative decoding runs on one node for now (use --nnodes 1)", o.nnodes);
     nodes = std::make_unique<NodeGroup>(join_node_group(node_group_options(o, cfg, ctx)));
-  } else if (data_parallel) {
-    DS_CHECK(!with_mtp_cache && o.draft_model_path.empty(),
-             "--dp-size {}: speculative decoding is not available with data-parallel attention", o.dp_size);
-    ranks = create_data_parallel_backends(parse_device_kind(o.device), o.tp_size, o.dp_size);
-  } else if (o.tp_size > 1) {  // speculative decoding included: every rank holds its shard of the MTP layer
-    ranks = create_tensor_parallel_backends(parse_device_kind(o.device), o.tp_size);
   } else {
-    m.backend = create_backend(parse_device_kind(o.device));
+    DS_CHECK(!data_parallel || (!with_mtp_cache && o.draft_model_path.empty()),
+             "--dp-size {}: speculative decoding is not available with data-parallel attention", o.dp_size);
+    ranks = create_backends(device, {o.tp_size, o.dp_size});
   }
-  Backend& lead = nodes ? *nodes->backends[0] : o.tp_size > 1 ? *ranks[0] : *m.backend;
-  if (o.force_sm80_kernels) {  // before the weights: the sets prepare FP8 weights differently
-    if (m.backend) m.backend->force_sm80_kernels();
-    for (auto& r : ranks) r->force_sm80_kernels();
-    if (nodes)
-      for (auto& b : nodes->backends) b->force_sm80_kernels();
-  }
-  if (o.sm90_fp8_gemm) {  // before the weights: head weights take their FP8 form at preparation
-    if (m.backend) m.backend->set_sm90_fp8_gemm(true);
-    for (auto& r : ranks) r->set_sm90_fp8_gemm(true);
-    if (nodes)
-      for (auto& b : nodes->backends) b->set_sm90_fp8_gemm(true);
+  std::vector<std::unique_ptr<Backend>>& backends = nodes ? nodes->backends : ranks;
+  Backend& lead = *backends[0];
+  // Before the weights: the kernel sets prepare FP8 weights differently, and head weights take their
+  // FP8 form at preparation.
+  for (auto& b : backends) {
+    if (o.force_sm80_kernels) b->force_sm80_kernels();
+    b->set_sm90_fp8_gemm(o.sm90_fp8_gemm);
   }
   const int page_size = o.page_size > 0 ? o.page_size : lead.device() == Device::CUDA ? 64 : 1;
   const std::string layout = data_parallel ? fmt::format(" (data-parallel attention: {} groups of {}{})", o.dp_size,
@@ -161,17 +153,16 @@ LoadedModel load_model(const ModelOptions& o, bool with_mtp_cache) {
   lo.load_mtp = (o.load_mtp || with_mtp_cache) && o.nnodes == 1 && o.dp_size == 1;
   lo.shard.expert_parallel = o.ep_size > 1;
   if (nodes) {
-    m.nodes = std::make_unique<MultiNodeModel>(std::move(*nodes), cfg, *src, ctx, lo);
+    m.model = std::make_unique<MultiNodeModel>(std::move(*nodes), cfg, *src, ctx, lo);
   } else if (data_parallel) {
     m.dp = std::make_unique<DataParallelModel>(cfg, std::move(ranks), o.dp_size, *src, ctx, lo);
-    m.dp->synchronize();
-  } else if (o.tp_size > 1) {
-    m.tp = std::make_unique<TensorParallelModel>(cfg, std::move(ranks), *src, ctx, lo);
-    m.tp->synchronize();
+  } else if (o.tp_size > 1) {  // speculative decoding included: every rank holds its shard of the MTP layer
+    m.model = std::make_unique<TensorParallelModel>(cfg, std::move(ranks), *src, ctx, lo);
   } else {
-    m.model = std::make_unique<DeepseekV3Model>(cfg, *m.backend, *src, ctx, lo);
-    m.backend->synchronize();
+    m.device = std::move(ranks[0]);
+    m.model = std::make_unique<DeepseekV3Model>(cfg, *m.device, *src, ctx, lo);
   }
+  m.runner().synchronize();
   m.weight_bytes = lead.persistent_bytes();
   if (with_mtp_cache)
     DS_CHECK(m.runner().has_mtp(), "speculative decoding needs the MTP layer, but {} has none (num_nextn_predict_layers "
@@ -206,16 +197,10 @@ LoadedModel load_model(const ModelOptions& o, bool with_mtp_cache) {
     m.dp->allocate_caches(cache_pages_for(*m.pool), page_size, cache_type);
     for (int g = 0; g < o.dp_size; ++g) m.dp_pools.push_back(std::make_unique<PagePool>(pages, page_size));
     m.pool.reset();
-  } else if (m.nodes)
-    m.cache = m.nodes->allocate_cache(cache_pages_for(*m.pool), page_size, cache_type);
-  else if (m.tp)
-    m.cache = m.tp->allocate_cache(cache_pages_for(*m.pool), page_size, cache_type);
-  else
-    m.cache = m.model->allocate_cache(cache_pages_for(*m.pool), page_size, false, cache_type);
-  if (with_mtp_cache && m.tp)  // the MTP layer's cache has the target's element type; one copy per rank
-    m.mtp_cache = m.tp->allocate_mtp_cache(cache_pages_for(*m.pool), page_size, cache_type);
-  else if (with_mtp_cache)
-    m.mtp_cache = m.model->allocate_cache(cache_pages_for(*m.pool), page_size, /*mtp=*/true, cache_type);
+  } else {  // the MTP layer's cache has the target's element type; one copy per rank
+    m.cache = m.model->make_cache(cache_pages_for(*m.pool), page_size, false, cache_type);
+    if (with_mtp_cache) m.mtp_cache = m.model->make_cache(cache_pages_for(*m.pool), page_size, true, cache_type);
+  }
   std::string graphs = "off (--disable-cuda-graph)";
   if (!lead.can_capture()) {
     graphs = fmt::format("none (the {} backend runs decode eagerly)", lead.name());
@@ -238,27 +223,28 @@ LoadedModel load_model(const ModelOptions& o, bool with_mtp_cache) {
       return kept;
     };
     try {
-      if (m.dp)  // every group's batch padded to the size: the MoE runs over dp_size times as many tokens
+      if (m.dp) {  // every group's batch padded to the size: the MoE runs over dp_size times as many tokens
         m.dp->capture_decode_graphs(trash_slot, recordable(sizes, o.dp_size));
-      else
-        m.runner().capture_decode_graphs(m.cache, trash_slot, recordable(sizes, 1));
-      if (o.verify_tokens > 1 && m.model) {
-        std::vector<int> vs = recordable(sizes, o.verify_tokens);
-        if (!vs.empty()) m.model->capture_verify_graphs(m.cache, trash_slot, vs, o.verify_tokens);
-        if (m.mtp_cache.data.defined()) m.model->capture_mtp_graphs(m.mtp_cache, trash_slot, recordable(sizes, 1));
+      } else {
+        GraphPlan plan;
+        plan.trash_slot = trash_slot;
+        plan.decode_sizes = recordable(sizes, 1);
+        if (o.verify_tokens > 1) {
+          plan.verify_tokens = o.verify_tokens;
+          plan.verify_sizes = recordable(sizes, o.verify_tokens);
+        }
+        if (m.mtp_cache.data.defined()) plan.mtp_sizes = recordable(sizes, 1);
+        m.model->capture_graphs(plan, m.cache, m.mtp_cache);
       }
     } catch (const std::exception& e) {
       fail("recording the decode forward as CUDA graphs failed: {} (run with --disable-cuda-graph to decode eagerly)",
            e.what());
     }
-    std::vector<int> got = m.runner().decode_graph_sizes();
-    graphs = fmt::format("batch sizes {} recorded in {:.2f} s", fmt::join(got, " "),
-                         m.runner().decode_graph_capture_seconds());
-    if (m.model && !m.model->verify_graph_sizes().empty())
-      graphs += fmt::format("; verify ({} tokens per sequence): batch sizes {}", o.verify_tokens,
-                            fmt::join(m.model->verify_graph_sizes(), " "));
-    if (m.model && !m.model->mtp_graph_sizes().empty())
-      graphs += fmt::format("; MTP draft step: batch sizes {}", fmt::join(m.model->mtp_graph_sizes(), " "));
+    const RecordedGraphs got = m.runner().recorded_graphs();
+    graphs = fmt::format("batch sizes {} recorded in {:.2f} s", fmt::join(got.decode, " "), got.capture_s);
+    if (!got.verify.empty())
+      graphs += fmt::format("; verify ({} tokens per sequence): batch sizes {}", o.verify_tokens, fmt::join(got.verify, " "));
+    if (!got.mtp.empty()) graphs += fmt::format("; MTP draft step: batch sizes {}", fmt::join(got.mtp, " "));
   }
   double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   spdlog::info("model ready in {:.2f} s: context {} tokens, KV cache {} pages x {} tokens of {} (--kv-cache-dtype {}){}",

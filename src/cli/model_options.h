@@ -61,11 +61,9 @@ struct ModelOptions {
 };
 
 struct LoadedModel {
-  std::unique_ptr<Backend> backend;         // --tp-size 1
-  std::unique_ptr<DeepseekV3Model> model;   // --tp-size 1
-  std::unique_ptr<TensorParallelModel> tp;  // --tp-size > 1 (backend and model then unset)
-  std::unique_ptr<MultiNodeModel> nodes;    // --nnodes > 1, on node 0 (backend, model and tp then unset)
-  std::unique_ptr<DataParallelModel> dp;    // --dp-size > 1 (instead of tp; pool and cache then unset)
+  std::unique_ptr<Backend> device;          // a runner of one device refers to it (it outlives the runner)
+  std::unique_ptr<ModelRunner> model;       // one device, tensor parallel or several nodes (unset with dp)
+  std::unique_ptr<DataParallelModel> dp;    // --dp-size > 1: one runner per attention group
   std::vector<std::unique_ptr<PagePool>> dp_pools;  // one per attention group
   std::unique_ptr<PagePool> pool;
   LatentCache cache;      // the pool's pages plus the trash page (see cache_pages_for)
@@ -73,13 +71,9 @@ struct LoadedModel {
   int64_t weight_bytes = 0;  // device bytes of the prepared weights (0 on the CPU: not counted; rank 0's with TP)
   int32_t trash_slot = 0;    // the cache slot padding rows of recorded forwards write (after the pool's pages)
 
-  ModelRunner& runner() {
-    return dp      ? dp->group(0)
-           : nodes ? static_cast<ModelRunner&>(*nodes)
-           : tp    ? static_cast<ModelRunner&>(*tp)
-                   : *model;
-  }
-  Backend& lead_backend() { return dp ? dp->backend(0) : nodes ? nodes->backend() : tp ? tp->backend() : *backend; }
+  // What a scheduler runs forwards through (with dp: attention group 0's).
+  ModelRunner& runner() { return dp ? dp->group(0) : *model; }
+  Backend& lead_backend() { return runner().backend(); }
 };
 
 // config.json with --json-model-override-args and --quantization (which, under --load-format dummy,

@@ -16,7 +16,7 @@ NodeGroupOptions node_group_options(const ModelOptions& o, const ModelConfig& cf
   g.dist_init_addr = o.dist_init_addr;
   g.dist_timeout_s = o.dist_timeout_s;
   g.tp_size = o.tp_size;
-  g.device = parse_device_kind(o.device);
+  g.device = resolve_device(parse_device_kind(o.device));
   // What must match on every node for the shards to fit together (the path may differ per node).
   g.fingerprint = fmt::format("{} layers={} hidden={} experts={} vocab={} tp={} ep={} context={} load-format={} seed={}",
                               cfg.architecture, cfg.num_hidden_layers, cfg.hidden_size, cfg.n_routed_experts,

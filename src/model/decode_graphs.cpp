@@ -66,7 +66,7 @@ DecodeGraphs::DecodeGraphs(Backend& be, const LatentCache& cache, int32_t trash_
     be_.write_i32(tree_mask_, ones.data(), 1, int64_t(ones.size()), int64_t(ones.size()));
   }
 
-  if (hidden_cols_ > 0) hidden_ = be_.alloc(DType::F32, {max_t, hidden_cols_});
+  if (hidden_cols_ > 0) hidden_ = be_.alloc(be_.activation_dtype(), {max_t, hidden_cols_});
 
   auto t0 = std::chrono::steady_clock::now();
   for (int bs : sizes_) {
@@ -173,10 +173,10 @@ ForwardOutput DecodeGraphs::replay(const ForwardBatch& b, int batch_size, const 
   std::copy(b.page_table.begin(), b.page_table.begin() + int64_t(B) * b.max_pages, h_pages_.begin());
   be_.write_i32(page_table_, h_pages_.data(), bs, w, w);
   if (hidden) {  // padding rows keep whatever they held: their results land in the trash page
-    DS_CHECK(hidden->dtype() == DType::F32 && hidden->ndim() == 2 && hidden->size(0) == T &&
+    DS_CHECK(hidden->dtype() == hidden_.dtype() && hidden->ndim() == 2 && hidden->size(0) == T &&
                  hidden->size(1) == hidden_cols_,
-             "CUDA graphs: expected [{}, {}] float32 hidden states, found {} {}", T, hidden_cols_,
-             dtype_name(hidden->dtype()), hidden->shape().str());
+             "CUDA graphs: expected [{}, {}] {} hidden states, found {} {}", T, hidden_cols_,
+             dtype_name(hidden_.dtype()), dtype_name(hidden->dtype()), hidden->shape().str());
     Tensor rows = hidden_.slice(0, 0, T);
     be_.copy_into(rows, *hidden);
   }

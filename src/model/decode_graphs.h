@@ -23,7 +23,7 @@ struct DecodeGraphShape {
   int tokens_per_seq = 1;    // q
   bool tree = false;         // batches carry tree masks (verify) or are causal (q = 1)
   int key_shift = 0;         // 1 for the MTP cache
-  int64_t hidden_cols = 0;   // > 0: each row also takes a float32 hidden state of this width
+  int64_t hidden_cols = 0;   // > 0: each row also takes a hidden state of this width (activation dtype)
 };
 
 class DecodeGraphs {
@@ -40,9 +40,9 @@ class DecodeGraphs {
   // Whether `b` is a batch this can replay over `cache`.
   bool covers(const ForwardBatch& b, const LatentCache& cache) const;
   // Replays the graph of the smallest recorded size >= b.num_seqs(), or of batch_size when given (a
-  // recorded size >= B; B may then be 0: all rows padding); `hidden` ([T, hidden_cols] float32, host
-  // or device) when the graphs take hidden states. The outputs' first B * q rows are b's; they stay
-  // valid until the next replay.
+  // recorded size >= B; B may then be 0: all rows padding); `hidden` ([T, hidden_cols] of the
+  // backend's activation dtype, on the device) when the graphs take hidden states. The outputs'
+  // first B * q rows are b's; they stay valid until the next replay.
   ForwardOutput replay(const ForwardBatch& b, int batch_size = 0, const Tensor* hidden = nullptr);
   // The recorded size a batch of B sequences replays through (0: none holds it).
   int size_for(int num_seqs) const;
@@ -75,7 +75,7 @@ class DecodeGraphs {
   // Fixed inputs, sized for the largest batch: a recorded forward of size bs reads their first rows.
   Tensor ids_, positions_, out_slots_, query_start_, seq_lens_, key_start_, page_table_;
   Tensor tree_mask_, mask_start_, mask_cols_;  // tree: [max_bs * q * q], [max_bs + 1], [max_bs]
-  Tensor hidden_;                              // hidden_cols > 0: [max_bs * q, hidden_cols] F32
+  Tensor hidden_;                              // hidden_cols > 0: [max_bs * q, hidden_cols], activation dtype
   std::vector<int32_t> h_pages_;  // host staging for the page table
   double capture_s_ = 0;
   int64_t replays_ = 0;

@@ -15,7 +15,6 @@ DeepseekV3Model::DeepseekV3Model(ModelConfig cfg, Backend& backend, WeightSource
   local_heads_ = cfg_.num_attention_heads / shard_.attention_world();
   w_ = load_model_weights(cfg_, weights, be_, opt);
   rope_table_ = be_.make_rope_table(build_rope_table(cfg_, context_len_));
-  bool noaux = cfg_.topk_method == "noaux_tc";
   router_ = RouterParams{cfg_.n_routed_experts,
                          cfg_.num_experts_per_tok,
                          cfg_.topk_method == "greedy" ? 1 : cfg_.n_group,
@@ -23,7 +22,6 @@ DeepseekV3Model::DeepseekV3Model(ModelConfig cfg, Backend& backend, WeightSource
                          cfg_.scoring_func == "sigmoid",
                          cfg_.norm_topk_prob,
                          float(cfg_.routed_scaling_factor)};
-  (void)noaux;
   softmax_scale_ = float(cfg_.softmax_scale());
 }
 
@@ -211,13 +209,21 @@ Tensor DeepseekV3Model::decoder(const AttentionBatch& ab, const Tensor& ids, Att
 }
 
 ForwardOutput DeepseekV3Model::forward(const ForwardBatch& b, LatentCache& cache) {
+  last_hidden_[HiddenRows::Target] = Tensor();  // its memory back before this forward's
+  ForwardOutput out;
   // With data-parallel attention every group must replay the same size: the round chooses.
-  if (graphs_ && shard_.attention_groups == 1 && graphs_->covers(b, cache)) return graphs_->replay(b);
-  if (verify_graphs_ && verify_graphs_->covers(b, cache)) return verify_graphs_->replay(b);
-  be_.begin_forward();
-  AttentionBatch ab = upload(b, cache.page_size);
-  Tensor x = decoder(ab, be_.upload_i32(b.input_ids, {b.num_tokens()}), b.attention, cache);
-  return {logits(x, b), x};
+  if (graphs_ && shard_.attention_groups == 1 && graphs_->covers(b, cache)) {
+    out = graphs_->replay(b);
+  } else if (verify_graphs_ && verify_graphs_->covers(b, cache)) {
+    out = verify_graphs_->replay(b);
+  } else {
+    be_.begin_forward();
+    AttentionBatch ab = upload(b, cache.page_size);
+    Tensor x = decoder(ab, be_.upload_i32(b.input_ids, {b.num_tokens()}), b.attention, cache);
+    out = {logits(x, b), x};
+  }
+  if (has_mtp()) last_hidden_[HiddenRows::Target] = out.hidden;
+  return out;
 }
 
 ForwardOutput DeepseekV3Model::forward_all_groups(const ForwardBatch& b, LatentCache& cache,
@@ -290,20 +296,60 @@ bool DeepseekV3Model::capture_mtp_graphs(LatentCache& mtp_cache, int32_t trash_s
   return true;
 }
 
+bool DeepseekV3Model::capture_graphs(const GraphPlan& plan, LatentCache& cache, LatentCache& mtp_cache) {
+  if (!be_.can_capture()) return false;
+  capture_decode_graphs(cache, plan.trash_slot, plan.decode_sizes);
+  if (plan.verify_tokens > 1) capture_verify_graphs(cache, plan.trash_slot, plan.verify_sizes, plan.verify_tokens);
+  if (mtp_cache.data.defined()) capture_mtp_graphs(mtp_cache, plan.trash_slot, plan.mtp_sizes);
+  return true;
+}
+
+RecordedGraphs DeepseekV3Model::recorded_graphs() const {
+  RecordedGraphs g;
+  g.decode = decode_graph_sizes();
+  g.verify = verify_graph_sizes();
+  g.mtp = mtp_graph_sizes();
+  for (const auto* d : {graphs_.get(), verify_graphs_.get(), mtp_graphs_.get()})
+    if (d) g.capture_s += d->capture_seconds();
+  g.decode_replays = decode_graph_replays();
+  return g;
+}
+
 std::vector<int> DeepseekV3Model::decode_graph_sizes() const { return graphs_ ? graphs_->batch_sizes() : std::vector<int>{}; }
 double DeepseekV3Model::decode_graph_capture_seconds() const { return graphs_ ? graphs_->capture_seconds() : 0.0; }
 
-ForwardOutput DeepseekV3Model::forward_mtp(const ForwardBatch& b, const Tensor& prev_hidden_in, LatentCache& cache) {
+ForwardOutput DeepseekV3Model::forward_mtp(const ForwardBatch& b, const HiddenRows& prev, LatentCache& cache) {
+  const Tensor& source = last_hidden_[prev.source];
+  DS_CHECK(source.defined(), "forward_mtp: no {} forward has run yet to take hidden states from",
+           prev.source == HiddenRows::Target ? "target" : "MTP");
+  bool in_order = int64_t(prev.rows.size()) == source.size(0);
+  for (size_t i = 0; i < prev.rows.size(); ++i) {
+    DS_CHECK(prev.rows[i] >= 0 && prev.rows[i] < source.size(0), "forward_mtp: hidden-state row {} of {}",
+             prev.rows[i], source.size(0));
+    in_order = in_order && prev.rows[i] == int32_t(i);
+  }
+  // Gathered on the device into scratch memory (the source may be a graph's output, which its next
+  // replay overwrites).
+  return forward_mtp(b, in_order ? source : be_.gather_rows(source, be_.upload_i32(prev.rows, {int64_t(prev.rows.size())})),
+                     cache);
+}
+
+ForwardOutput DeepseekV3Model::forward_mtp(const ForwardBatch& b, const Tensor& prev_hidden, LatentCache& cache) {
   DS_CHECK(has_mtp(), "the model has no multi-token-prediction layer loaded");
-  const Tensor prev_hidden = prev_hidden_in.device() == be_.device() ? prev_hidden_in : be_.to_device(prev_hidden_in);
-  DS_CHECK(prev_hidden.size(0) == b.num_tokens(), "forward_mtp: {} hidden states for {} tokens", prev_hidden.size(0),
-           b.num_tokens());
-  if (mtp_graphs_ && mtp_graphs_->covers(b, cache) && prev_hidden.dtype() == DType::F32)
-    return mtp_graphs_->replay(b, 0, &prev_hidden);
-  be_.begin_forward();
-  AttentionBatch ab = upload(b, cache.page_size);
-  Tensor x = mtp_layer(ab, be_.upload_i32(b.input_ids, {b.num_tokens()}), prev_hidden, b.attention, cache);
-  return {logits(x, b), x};
+  DS_CHECK(prev_hidden.device() == be_.device() && prev_hidden.ndim() == 2 && prev_hidden.size(0) == b.num_tokens(),
+           "forward_mtp: expected [{}, hidden] previous hidden states on the model's device, found {}", b.num_tokens(),
+           prev_hidden.shape().str());
+  ForwardOutput out;
+  if (mtp_graphs_ && mtp_graphs_->covers(b, cache) && prev_hidden.dtype() == be_.activation_dtype()) {
+    out = mtp_graphs_->replay(b, 0, &prev_hidden);
+  } else {
+    be_.begin_forward();
+    AttentionBatch ab = upload(b, cache.page_size);
+    Tensor x = mtp_layer(ab, be_.upload_i32(b.input_ids, {b.num_tokens()}), prev_hidden, b.attention, cache);
+    out = {logits(x, b), x};
+  }
+  last_hidden_[HiddenRows::Draft] = out.hidden;
+  return out;
 }
 
 Tensor DeepseekV3Model::mtp_layer(const AttentionBatch& ab, const Tensor& ids, const Tensor& prev_hidden,

@@ -26,7 +26,6 @@ class DeepseekV3Model final : public ModelRunner {
   const ModelConfig& config() const override { return cfg_; }
   Backend& backend() override { return be_; }
   int64_t context_len() const override { return context_len_; }
-  DeepseekV3Model* single_device() override { return shard_.world == 1 ? this : nullptr; }
   bool has_mtp() const override { return !w_.mtp.empty(); }
   const ShardSpec& shard() const { return shard_; }  // this rank's part of a tensor-parallel model
 
@@ -34,6 +33,9 @@ class DeepseekV3Model final : public ModelRunner {
   // type dtype (model/kv_cache_dtype.h; unset: the backend's activation type).
   LatentCache allocate_cache(int64_t num_pages, int page_size, bool mtp = false,
                              std::optional<DType> dtype = std::nullopt);
+  LatentCache make_cache(int64_t num_pages, int page_size, bool mtp, std::optional<DType> dtype) override {
+    return allocate_cache(num_pages, page_size, mtp, dtype);
+  }
 
   ForwardOutput forward(const ForwardBatch& batch, LatentCache& cache) override;
   // Data-parallel attention (ShardSpec::attention_groups > 1): this rank's group runs `batch` (no
@@ -49,11 +51,14 @@ class DeepseekV3Model final : public ModelRunner {
   // checks before it uploads anything).
   void check_batch(const ForwardBatch& batch, int page_size) const;
   ForwardOutput replay_decode_graph(const ForwardBatch& batch, int batch_size);
-  bool capture_decode_graphs(LatentCache& cache, int32_t trash_slot, const std::vector<int>& batch_sizes) override;
-  std::vector<int> decode_graph_sizes() const override;
+  // Every kind of `plan` (see ModelRunner::capture_graphs), through the three below.
+  bool capture_graphs(const GraphPlan& plan, LatentCache& cache, LatentCache& mtp_cache) override;
+  RecordedGraphs recorded_graphs() const override;
+  bool capture_decode_graphs(LatentCache& cache, int32_t trash_slot, const std::vector<int>& batch_sizes);
+  std::vector<int> decode_graph_sizes() const;
   std::string device_fatal_error() override { return be_.fatal_error(); }
   int64_t progress() const override { return layers_run_.load(std::memory_order_relaxed) + be_.progress(); }
-  double decode_graph_capture_seconds() const override;
+  double decode_graph_capture_seconds() const;
   int64_t decode_graph_replays() const { return graphs_ ? graphs_->replays() : 0; }
   // Records EAGLE's verify forward (tokens_per_seq tokens per sequence with tree masks) at these
   // batch sizes, as capture_decode_graphs does for decode. False when the backend cannot record.
@@ -61,14 +66,18 @@ class DeepseekV3Model final : public ModelRunner {
                              int tokens_per_seq);
   std::vector<int> verify_graph_sizes() const { return verify_graphs_ ? verify_graphs_->batch_sizes() : std::vector<int>{}; }
   int64_t verify_graph_replays() const { return verify_graphs_ ? verify_graphs_->replays() : 0; }
-  // Records one MTP draft step (one token per sequence over the MTP cache, float32 previous hidden
-  // states) at these batch sizes; forward_mtp replays it for such batches. False when it cannot.
+  // Records one MTP draft step (one token per sequence over the MTP cache, previous hidden states
+  // in the activation dtype) at these batch sizes; forward_mtp replays it for such batches. False
+  // when it cannot.
   bool capture_mtp_graphs(LatentCache& mtp_cache, int32_t trash_slot, const std::vector<int>& batch_sizes);
   std::vector<int> mtp_graph_sizes() const { return mtp_graphs_ ? mtp_graphs_->batch_sizes() : std::vector<int>{}; }
   int64_t mtp_graph_replays() const { return mtp_graphs_ ? mtp_graphs_->replays() : 0; }
-  // The first MTP module: row t combines prev_hidden[t] (the target's final hidden state at the
-  // position before) with the embedding of batch.input_ids[t].
-  ForwardOutput forward_mtp(const ForwardBatch& batch, const Tensor& prev_hidden, LatentCache& mtp_cache) override;
+  // The first MTP module: row t combines the hidden state prev_hidden names (the target's final
+  // hidden state at the position before, or an earlier draft step's) with the embedding of
+  // batch.input_ids[t].
+  ForwardOutput forward_mtp(const ForwardBatch& batch, const HiddenRows& prev_hidden, LatentCache& mtp_cache) override;
+  // As above with the previous hidden states given: [T, hidden] on this model's device.
+  ForwardOutput forward_mtp(const ForwardBatch& batch, const Tensor& prev_hidden, LatentCache& mtp_cache);
 
  private:
   AttentionBatch upload(const ForwardBatch& b, int page_size);
@@ -99,6 +108,7 @@ class DeepseekV3Model final : public ModelRunner {
   std::vector<int32_t> group_tokens_;  // data-parallel attention: tokens of each group this round
   std::unique_ptr<DecodeGraphs> graphs_, verify_graphs_, mtp_graphs_;
   std::atomic<int64_t> layers_run_{0};  // see progress()
+  Tensor last_hidden_[2];               // the last forward's and forward_mtp's final hidden states (HiddenRows)
 };
 
 }  // namespace dsserve

@@ -1,6 +1,8 @@
-// What the scheduler runs a forward through: one model replica, on one device (DeepseekV3Model)
-// or split over several GPUs of this process (TensorParallelModel). Outputs live on backend().
+// What the scheduler runs a forward through: one model replica, on one device (DeepseekV3Model),
+// split over several GPUs of this process (TensorParallelModel) or of several nodes
+// (MultiNodeModel), or one attention group of a data-parallel model. Outputs live on backend().
 #pragma once
+#include <optional>
 #include <vector>
 
 #include "backend/backend.h"
@@ -10,11 +12,33 @@
 
 namespace dsserve {
 
-class DeepseekV3Model;
-
 struct ForwardOutput {
   Tensor logits;  // [logit_rows, vocab] float (backend activation dtype may differ: read with to_host_f32)
   Tensor hidden;  // [T, hidden] final hidden states after the final norm (what MTP consumes)
+};
+
+// The CUDA graphs a runner records: plain decode at decode_sizes, EAGLE's verify forward
+// (verify_tokens per sequence, tree masks) at verify_sizes, one MTP draft step at mtp_sizes.
+// trash_slot: a cache slot no sequence reads (where padding rows write).
+struct GraphPlan {
+  int32_t trash_slot = 0;
+  std::vector<int> decode_sizes, verify_sizes, mtp_sizes;
+  int verify_tokens = 0;
+};
+
+// The batch sizes recorded of each kind, the seconds the recording took, and the decode replays so far.
+struct RecordedGraphs {
+  std::vector<int> decode, verify, mtp;
+  double capture_s = 0;
+  int64_t decode_replays = 0;
+};
+
+// The previous hidden states of an MTP forward, left on the device where they were computed: rows
+// of the final hidden states of the runner's last target forward or of its last MTP forward
+// (every rank gathers from its own copy). Row t of the MTP batch reads rows[t].
+struct HiddenRows {
+  enum Source { Target, Draft } source = Target;
+  std::vector<int32_t> rows;
 };
 
 class ModelRunner {
@@ -27,13 +51,19 @@ class ModelRunner {
   // keeps one per rank and hands out rank 0's).
   // The outputs stay valid until the next forward.
   virtual ForwardOutput forward(const ForwardBatch& batch, LatentCache& cache) = 0;
-  // Records the decode forward over `cache` at these batch sizes (CUDA graphs; see
-  // model/decode_graphs.h) so later decode batches replay it. trash_slot: a slot no sequence reads.
-  // Returns false, recording nothing, when the backend cannot record forwards.
-  virtual bool capture_decode_graphs(LatentCache& cache, int32_t trash_slot, const std::vector<int>& batch_sizes) = 0;
-  // The recorded batch sizes (empty: decode runs eagerly) and the seconds the recording took.
-  virtual std::vector<int> decode_graph_sizes() const = 0;
-  virtual double decode_graph_capture_seconds() const = 0;
+  // A latent cache of num_pages pages for the target's layers (mtp: the MTP layer's) on every device
+  // of the runner, of element type dtype (unset: the backend's activation type): the handle to pass
+  // to forward, forward_mtp and capture_graphs.
+  virtual LatentCache make_cache(int64_t num_pages, int page_size, bool mtp, std::optional<DType> dtype) = 0;
+  // Records the forwards of `plan` over `cache` and `mtp_cache` (allocated through this runner; the
+  // MTP cache may be empty when the plan has no draft step) as CUDA graphs (model/decode_graphs.h)
+  // on every device of the runner, so later batches of those shapes replay them. Returns false,
+  // recording nothing, when the backend cannot record forwards.
+  virtual bool capture_graphs(const GraphPlan& plan, LatentCache& cache, LatentCache& mtp_cache) = 0;
+  // What is recorded (empty sizes: that kind runs eagerly).
+  virtual RecordedGraphs recorded_graphs() const = 0;
+  // Waits for the device work of every device of the runner.
+  virtual void synchronize() { backend().synchronize(); }
   // Decoder layers run so far (over all forwards) plus the backend's own count (Backend::progress),
   // readable from any thread: a long forward's sign of life for the watchdog. 0 when the runner
   // does not count.
@@ -44,15 +74,11 @@ class ModelRunner {
   // follow; false: it is about to wait for requests, or its last step ran no forward), so that the
   // lockstep rounds of the attention groups do not wait for it. Runners of one replica ignore it.
   virtual void set_has_work(bool has_work) { (void)has_work; }
-  // The model itself when it runs on one device (its CUDA graphs for verification and drafting);
-  // nullptr otherwise.
-  virtual DeepseekV3Model* single_device() { return nullptr; }
-
   // Speculative decoding (EAGLE with the MTP layer). has_mtp: whether the MTP layer is loaded.
   virtual bool has_mtp() const { return false; }
-  // The MTP module over `batch` (see DeepseekV3Model::forward_mtp); prev_hidden: float32 [T, hidden]
-  // on backend() or on the host; mtp_cache: the MTP cache allocated through this runner.
-  virtual ForwardOutput forward_mtp(const ForwardBatch& batch, const Tensor& prev_hidden, LatentCache& mtp_cache) {
+  // The MTP module over `batch` (see DeepseekV3Model::forward_mtp), its previous hidden states
+  // gathered on the device; mtp_cache: the MTP cache allocated through this runner.
+  virtual ForwardOutput forward_mtp(const ForwardBatch& batch, const HiddenRows& prev_hidden, LatentCache& mtp_cache) {
     (void)batch, (void)prev_hidden, (void)mtp_cache;
     fail("this model runner has no MTP layer");
   }

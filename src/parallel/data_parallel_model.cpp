@@ -12,54 +12,51 @@ class DataParallelModel::GroupRunner final : public ModelRunner {
  public:
   GroupRunner(DataParallelModel& owner, int g) : owner_(owner), g_(g) {}
   const ModelConfig& config() const override { return owner_.config(); }
-  int64_t context_len() const override { return owner_.ranks_[0].model->context_len(); }
-  Backend& backend() override { return *owner_.ranks_[size_t(owner_.lead(g_))].backend; }
+  int64_t context_len() const override { return owner_.ranks_.rank(0).model->context_len(); }
+  Backend& backend() override { return *owner_.ranks_.rank(owner_.lead(g_)).backend; }
   ForwardOutput forward(const ForwardBatch& batch, LatentCache& cache) override { return owner_.submit(g_, batch, cache); }
-  // Recording involves every group at once: DataParallelModel::capture_decode_graphs.
-  bool capture_decode_graphs(LatentCache&, int32_t, const std::vector<int>&) override { return false; }
-  std::vector<int> decode_graph_sizes() const override { return lead().decode_graph_sizes(); }
-  double decode_graph_capture_seconds() const override { return lead().decode_graph_capture_seconds(); }
-  std::string device_fatal_error() override {  // any rank's failure stops every group
-    for (size_t r = 0; r < owner_.ranks_.size(); ++r) {
-      std::string e = owner_.ranks_[r].backend->fatal_error();
-      if (!e.empty()) return fmt::format("rank {}: {}", r, e);
-    }
-    return {};
+  // Caches and recording involve every group at once: DataParallelModel::allocate_caches and
+  // DataParallelModel::capture_decode_graphs.
+  LatentCache make_cache(int64_t, int, bool, std::optional<DType>) override {
+    fail("data-parallel group {}: its cache comes from DataParallelModel::allocate_caches", g_);
   }
+  bool capture_graphs(const GraphPlan&, LatentCache&, LatentCache&) override { return false; }
+  RecordedGraphs recorded_graphs() const override { return lead().recorded_graphs(); }
+  std::string device_fatal_error() override { return owner_.ranks_.fatal_error(); }  // any rank's stops every group
+  void synchronize() override { owner_.synchronize(); }
   void set_has_work(bool has_work) override { owner_.set_has_work(g_, has_work); }
   int64_t progress() const override { return lead().progress(); }
 
  private:
-  const DeepseekV3Model& lead() const { return *owner_.ranks_[size_t(owner_.lead(g_))].model; }
+  const DeepseekV3Model& lead() const { return *owner_.ranks_.rank(owner_.lead(g_)).model; }
   DataParallelModel& owner_;
   int g_;
 };
 
-DataParallelModel::DataParallelModel(const ModelConfig& cfg, std::vector<std::unique_ptr<Backend>> backends,
-                                     int groups, WeightSource& weights, int64_t context_len, const LoadOptions& opt)
-    : groups_(groups), threads_(int(backends.size())) {
+namespace {
+// The backends, once the split is checked: groups divide the ranks, and heads the ranks of a group.
+std::vector<std::unique_ptr<Backend>> checked_split(std::vector<std::unique_ptr<Backend>> backends, int groups,
+                                                    const ModelConfig& cfg) {
   const int world = int(backends.size());
   DS_CHECK(groups >= 1 && world % groups == 0, "--dp-size {} must divide --tp-size {} with --enable-dp-attention",
            groups, world);
   DS_CHECK(cfg.num_attention_heads % (world / groups) == 0,
            "--tp-size {} / --dp-size {} = {} GPUs per attention group: {} attention heads do not divide", world, groups,
            world / groups, cfg.num_attention_heads);
-  ranks_.resize(size_t(world));
-  for (int r = 0; r < world; ++r) ranks_[size_t(r)].backend = std::move(backends[size_t(r)]);
-  std::mutex load_mu;  // one rank loads at a time: the weight source is not thread-safe
-  threads_.run_all([&](int r) {
-    Rank& k = ranks_[size_t(r)];
-    k.backend->bind_thread();
-    LoadOptions lo = opt;
-    lo.load_mtp = false;
-    lo.mtp_weights = nullptr;
-    lo.shard = ShardSpec{r, world, opt.shard.expert_parallel, groups};
-    {
-      std::lock_guard<std::mutex> lock(load_mu);
-      k.model = std::make_unique<DeepseekV3Model>(cfg, *k.backend, weights, context_len, lo);
-    }
-    k.backend->synchronize();
-  });
+  return backends;
+}
+}  // namespace
+
+DataParallelModel::DataParallelModel(const ModelConfig& cfg, std::vector<std::unique_ptr<Backend>> backends,
+                                     int groups, WeightSource& weights, int64_t context_len, const LoadOptions& opt)
+    : groups_(groups),
+      ranks_(cfg, checked_split(std::move(backends), groups, cfg), weights, context_len, [&](int r, int world) {
+        LoadOptions lo = opt;
+        lo.load_mtp = false;
+        lo.mtp_weights = nullptr;
+        lo.shard = ShardSpec{r, world, opt.shard.expert_parallel, groups};
+        return lo;
+      }) {
   pending_.assign(size_t(groups), nullptr);
   busy_.assign(size_t(groups), 0);
   done_.assign(size_t(groups), 0);
@@ -76,33 +73,13 @@ DataParallelModel::~DataParallelModel() {
   }
   cv_.notify_all();
   coordinator_.join();
-  // Device memory is freed on each rank's own thread (its device current).
-  threads_.run_all([&](int r) {
-    Rank& k = ranks_[size_t(r)];
-    k.backend->bind_thread();
-    k.backend->synchronize();
-    k.last = {};
-    k.cache = {};
-    k.model.reset();
-  });
+  // ranks_ frees device memory on each rank's own thread.
 }
 
 ModelRunner& DataParallelModel::group(int g) { return *runners_[size_t(g)]; }
 
 void DataParallelModel::allocate_caches(int64_t num_pages, int page_size, std::optional<DType> dtype) {
-  threads_.run_all([&](int r) {
-    Rank& k = ranks_[size_t(r)];
-    k.backend->bind_thread();
-    k.cache = k.model->allocate_cache(num_pages, page_size, false, dtype);
-    k.backend->synchronize();
-  });
-}
-
-void DataParallelModel::synchronize() {
-  threads_.run_all([&](int r) {
-    ranks_[size_t(r)].backend->bind_thread();
-    ranks_[size_t(r)].backend->synchronize();
-  });
+  ranks_.allocate_caches(num_pages, page_size, dtype, /*mtp=*/false);
 }
 
 int64_t DataParallelModel::rounds() const {
@@ -116,18 +93,14 @@ int64_t DataParallelModel::graph_rounds() const {
 }
 
 bool DataParallelModel::capture_decode_graphs(int32_t trash_slot, const std::vector<int>& batch_sizes) {
-  std::vector<char> ok(ranks_.size(), 0);
-  threads_.run_all([&](int r) {
-    Rank& k = ranks_[size_t(r)];
-    k.backend->bind_thread();
-    k.last = {};
-    ok[size_t(r)] = k.model->capture_decode_graphs(k.cache, trash_slot, batch_sizes);
-  });
-  return ok[0] != 0;
+  GraphPlan plan;
+  plan.trash_slot = trash_slot;
+  plan.decode_sizes = batch_sizes;
+  return ranks_.capture_graphs(plan);
 }
 
 ForwardOutput DataParallelModel::submit(int g, const ForwardBatch& batch, const LatentCache& cache) {
-  DS_CHECK(cache.data.data() == ranks_[size_t(lead(g))].cache.data.data(),
+  DS_CHECK(cache.data.data() == ranks_.rank(lead(g)).cache.data.data(),
            "data-parallel group {}: pass the group's cache (DataParallelModel::cache)", g);
   DS_CHECK(batch.num_tokens() > 0, "data-parallel group {}: a forward without tokens", g);
   ForwardOutput out;
@@ -145,7 +118,7 @@ ForwardOutput DataParallelModel::submit(int g, const ForwardBatch& batch, const 
     if (std::exception_ptr e = std::exchange(errors_[size_t(g)], nullptr)) std::rethrow_exception(e);
     out = std::exchange(results_[size_t(g)], {});
   }
-  ranks_[size_t(lead(g))].backend->bind_thread();  // the caller reads the outputs on the group's first device
+  ranks_.rank(lead(g)).backend->bind_thread();  // the caller reads the outputs on the group's first device
   return out;
 }
 
@@ -181,7 +154,7 @@ void DataParallelModel::coordinate() {
       if (!b) continue;
       // A batch that cannot run fails its own group only: the others' ranks would wait for it.
       try {
-        ranks_[size_t(lead(g))].model->check_batch(*b, ranks_[size_t(lead(g))].cache.page_size);
+        ranks_.rank(lead(g)).model->check_batch(*b, ranks_.rank(lead(g)).cache.page_size);
       } catch (...) {
         errors_[size_t(g)] = std::current_exception();
         pending_[size_t(g)] = nullptr;
@@ -199,7 +172,7 @@ void DataParallelModel::coordinate() {
     int graph_size = 0;
     bool replay = true;
     for (int g = 0; g < groups_; ++g) {
-      const Rank& k = ranks_[size_t(lead(g))];
+      const RankGroup::Rank& k = ranks_.rank(lead(g));
       const int size = k.model->decode_graph_size(*batches[size_t(g)], k.cache);
       replay = replay && size > 0;
       graph_size = std::max(graph_size, size);
@@ -208,9 +181,7 @@ void DataParallelModel::coordinate() {
     std::exception_ptr err;
     try {
       const int per_group = ranks_per_group();
-      threads_.run_all([&](int r) {
-        Rank& k = ranks_[size_t(r)];
-        k.backend->bind_thread();
+      ranks_.run_all([&](RankGroup::Rank& k, int r) {
         const ForwardBatch& b = *batches[size_t(r / per_group)];
         k.last = graph_size > 0 ? k.model->replay_decode_graph(b, graph_size)
                                 : k.model->forward_all_groups(b, k.cache, tokens);
@@ -220,7 +191,7 @@ void DataParallelModel::coordinate() {
     }
     lk.lock();
     for (int g : in_round) {
-      results_[size_t(g)] = err ? ForwardOutput{} : ranks_[size_t(lead(g))].last;
+      results_[size_t(g)] = err ? ForwardOutput{} : ranks_.rank(lead(g)).last;
       errors_[size_t(g)] = err;
       pending_[size_t(g)] = nullptr;
       done_[size_t(g)] = 1;

@@ -20,13 +20,13 @@
 
 #include "backend/backend.h"
 #include "model/deepseek_v3.h"
-#include "parallel/tensor_parallel.h"
+#include "parallel/rank_group.h"
 
 namespace dsserve {
 
 class DataParallelModel {
  public:
-  // Loads rank r's shard onto backends[r] (from create_data_parallel_backends(kind, N, groups)),
+  // Loads rank r's shard onto backends[r] (from create_backends(kind, {N, groups})),
   // one rank at a time. opt.shard.expert_parallel places whole routed experts on the N ranks.
   DataParallelModel(const ModelConfig& cfg, std::vector<std::unique_ptr<Backend>> backends, int groups,
                     WeightSource& weights, int64_t context_len, const LoadOptions& opt);
@@ -35,30 +35,24 @@ class DataParallelModel {
   DataParallelModel& operator=(const DataParallelModel&) = delete;
 
   int groups() const { return groups_; }
-  int world() const { return int(ranks_.size()); }
+  int world() const { return ranks_.size(); }
   int ranks_per_group() const { return world() / groups_; }
-  const ModelConfig& config() const { return ranks_[0].model->config(); }
+  const ModelConfig& config() const { return ranks_.rank(0).model->config(); }
   // Gives every rank a latent cache of num_pages pages (the ranks of one group hold the same entries).
   void allocate_caches(int64_t num_pages, int page_size, std::optional<DType> dtype = std::nullopt);
   // What group g's scheduler runs forwards through, and the cache it passes (its first rank's).
   ModelRunner& group(int g);
-  LatentCache& cache(int g) { return ranks_[size_t(lead(g))].cache; }
-  Backend& backend(int rank) { return *ranks_[size_t(rank)].backend; }
+  LatentCache& cache(int g) { return ranks_.rank(lead(g)).cache; }
+  Backend& backend(int rank) { return *ranks_.rank(rank).backend; }
   // Every rank records its decode forward at these batch sizes (sizes per group: the MLP runs over
   // groups() times as many rows), all ranks together. False when the backends cannot record.
   bool capture_decode_graphs(int32_t trash_slot, const std::vector<int>& batch_sizes);
   int64_t rounds() const;        // lockstep rounds run so far
   int64_t graph_rounds() const;  // of which replayed decode graphs
-  void synchronize();      // waits for every rank's device work
+  void synchronize() { ranks_.synchronize(); }  // waits for every rank's device work
 
  private:
   class GroupRunner;
-  struct Rank {
-    std::unique_ptr<Backend> backend;
-    std::unique_ptr<DeepseekV3Model> model;
-    LatentCache cache;
-    ForwardOutput last;
-  };
   int lead(int g) const { return g * ranks_per_group(); }
   ForwardOutput submit(int g, const ForwardBatch& batch, const LatentCache& cache);
   void set_has_work(int g, bool has_work);
@@ -66,8 +60,7 @@ class DataParallelModel {
   void coordinate();         // the coordinator thread: forms and runs the rounds
 
   int groups_;
-  std::vector<Rank> ranks_;
-  RankThreads threads_;
+  RankGroup ranks_;
   std::vector<std::unique_ptr<GroupRunner>> runners_;
 
   mutable std::mutex mu_;

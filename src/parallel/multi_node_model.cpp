@@ -134,12 +134,14 @@ ForwardOutput MultiNodeModel::forward(const ForwardBatch& batch, LatentCache& ca
   return out;
 }
 
-bool MultiNodeModel::capture_decode_graphs(LatentCache& cache, int32_t trash_slot, const std::vector<int>& batch_sizes) {
+bool MultiNodeModel::capture_graphs(const GraphPlan& plan, LatentCache& cache, LatentCache& mtp_cache) {
+  DS_CHECK(plan.verify_sizes.empty() && plan.mtp_sizes.empty() && !mtp_cache.data.defined(),
+           "several nodes record decode graphs only (speculative decoding runs on one node)");
   NodeCommand c = command_of(NodeCommandKind::CaptureDecodeGraphs);
-  c.trash_slot = trash_slot;
-  c.batch_sizes.assign(batch_sizes.begin(), batch_sizes.end());
+  c.trash_slot = plan.trash_slot;
+  c.batch_sizes.assign(plan.decode_sizes.begin(), plan.decode_sizes.end());
   bool ok = false;
-  run_everywhere(c, [&] { ok = local_->capture_decode_graphs(cache, trash_slot, batch_sizes); });
+  run_everywhere(c, [&] { ok = local_->capture_graphs(plan, cache, mtp_cache); });
   return ok;
 }
 
@@ -168,8 +170,14 @@ void serve_node_commands(NodeGroup group, const ModelConfig& cfg, WeightSource& 
       switch (c.kind) {
         case NodeCommandKind::AllocateCache: tp.allocate_cache(c.num_pages, c.page_size, c.cache_dtype); break;
         case NodeCommandKind::CaptureDecodeGraphs:
-          tp.capture_decode_graphs(tp.cache(), c.trash_slot, std::vector<int>(c.batch_sizes.begin(), c.batch_sizes.end()));
+        {
+          GraphPlan plan;
+          plan.trash_slot = c.trash_slot;
+          plan.decode_sizes.assign(c.batch_sizes.begin(), c.batch_sizes.end());
+          LatentCache no_mtp;
+          tp.capture_graphs(plan, tp.cache(), no_mtp);
           break;
+        }
         case NodeCommandKind::Forward: tp.forward(c.batch); break;
         case NodeCommandKind::Shutdown: break;
       }

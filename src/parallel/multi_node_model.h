@@ -39,10 +39,14 @@ class MultiNodeModel final : public ModelRunner {
   int world() const { return group_.world; }
   // Every rank of every node gets a latent cache of num_pages pages; returns rank 0's.
   LatentCache& allocate_cache(int64_t num_pages, int page_size, std::optional<DType> dtype = std::nullopt);
+  LatentCache make_cache(int64_t num_pages, int page_size, bool mtp, std::optional<DType> dtype) override {
+    DS_CHECK(!mtp, "several nodes: speculative decoding runs on one node (no MTP cache)");
+    return allocate_cache(num_pages, page_size, dtype);
+  }
   ForwardOutput forward(const ForwardBatch& batch, LatentCache& cache) override;
-  bool capture_decode_graphs(LatentCache& cache, int32_t trash_slot, const std::vector<int>& batch_sizes) override;
-  std::vector<int> decode_graph_sizes() const override { return local_->decode_graph_sizes(); }
-  double decode_graph_capture_seconds() const override { return local_->decode_graph_capture_seconds(); }
+  bool capture_graphs(const GraphPlan& plan, LatentCache& cache, LatentCache& mtp_cache) override;  // decode only
+  RecordedGraphs recorded_graphs() const override { return local_->recorded_graphs(); }
+  void synchronize() override { local_->synchronize(); }
   std::string device_fatal_error() override;
   int64_t progress() const override { return local_->progress(); }
 

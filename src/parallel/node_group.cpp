@@ -77,8 +77,7 @@ NodeGroup join_node_group(const NodeGroupOptions& opt) {
   g.ranks_per_node = opt.tp_size / opt.nnodes;
   g.world = opt.tp_size;
   g.timeout_s = opt.dist_timeout_s;
-  DeviceKind kind = opt.device;
-  if (kind == DeviceKind::Auto) kind = cuda_device_count() > 0 ? DeviceKind::Cuda : DeviceKind::Cpu;
+  const DeviceKind kind = resolve_device(opt.device);
 
   // Node 0's payload: NCCL's unique id for a CUDA group (hex: the payload travels as JSON text).
   std::string payload;

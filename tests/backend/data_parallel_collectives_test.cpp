@@ -1,4 +1,4 @@
-// The CPU backends of data-parallel attention (create_data_parallel_backends): 4 ranks in 2 groups
+// The CPU backends of data-parallel attention (create_backends with attention groups): 4 ranks in 2 groups
 // of 2. all_reduce_sum and all_gather_cols stay within a group, all_reduce_sum_world spans every
 // rank, all_gather_rows_groups concatenates every group's rows in group order (a group may have
 // none) and refuses a row count that does not match its tensor.
@@ -26,7 +26,7 @@ Tensor filled(int64_t rows, int64_t cols, float base) {
 }
 
 TEST(DataParallelCollectives, GroupAndWorldScopes) {
-  auto be = create_data_parallel_backends(DeviceKind::Cpu, 4, 2);
+  auto be = create_backends(DeviceKind::Cpu, {4, 2});
   ASSERT_EQ(be.size(), 4u);
   std::vector<std::vector<float>> group_sum(4), world_sum(4), cols(4);
   on_ranks(4, [&](int r) {
@@ -50,7 +50,7 @@ TEST(DataParallelCollectives, GroupAndWorldScopes) {
 }
 
 TEST(DataParallelCollectives, RowsOfEveryGroupInGroupOrder) {
-  auto be = create_data_parallel_backends(DeviceKind::Cpu, 4, 2);
+  auto be = create_backends(DeviceKind::Cpu, {4, 2});
   for (std::vector<int32_t> counts : {std::vector<int32_t>{2, 3}, {0, 2}, {3, 0}}) {
     std::vector<std::vector<float>> got(4);
     on_ranks(4, [&](int r) {
@@ -69,8 +69,8 @@ TEST(DataParallelCollectives, RowsOfEveryGroupInGroupOrder) {
 }
 
 TEST(DataParallelCollectives, RefusesWhatDoesNotSplit) {
-  EXPECT_THROW(create_data_parallel_backends(DeviceKind::Cpu, 4, 3), Error);
-  auto be = create_data_parallel_backends(DeviceKind::Cpu, 2, 2);  // one rank per group: checked before meeting
+  EXPECT_THROW(create_backends(DeviceKind::Cpu, {4, 3}), Error);
+  auto be = create_backends(DeviceKind::Cpu, {2, 2});  // one rank per group: checked before meeting
   const std::vector<int32_t> counts{2, 1};
   EXPECT_THROW(be[0]->all_gather_rows_groups(filled(3, 2, 0), counts), Error);
 }

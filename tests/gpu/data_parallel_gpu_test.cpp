@@ -48,7 +48,7 @@ TEST_P(GpuDataParallel, GroupsMatchTheCpuOracle) {
   LoadOptions lo;
   lo.load_mtp = false;
   lo.shard.expert_parallel = c.ep;
-  DataParallelModel dp(cfg, configure_gpu_backends(create_data_parallel_backends(DeviceKind::Cuda, c.tp, c.dp)), c.dp, src, 4096, lo);
+  DataParallelModel dp(cfg, configure_gpu_backends(create_backends(DeviceKind::Cuda, {c.tp, c.dp})), c.dp, src, 4096, lo);
   dp.allocate_caches(pages + 1, page_size);  // the pool's pages and the trash page
   if (c.graphs) {
     ASSERT_TRUE(dp.capture_decode_graphs(int32_t(pages * page_size), {1, 2, 4}));

@@ -2,7 +2,7 @@
 // joining one communicator through node 0's unique id with one GPU (ncclCommInitRank, as two
 // processes on two nodes do). The collectives against the CPU oracle on random inputs, and a
 // fixture forward split over the two nodes (TensorParallelModel with RankSpan) against the same
-// split in one process (create_tensor_parallel_backends): the same logits.
+// split in one process (create_backends): the same logits.
 #include <gtest/gtest.h>
 
 #include <future>
@@ -51,7 +51,7 @@ TEST(GpuMultiNode, CollectivesMatchTheCpuOracle) {
     }));
   for (auto& x : f) x.get();
   // The oracle: the CPU group of 2 ranks.
-  auto oracle = create_tensor_parallel_backends(DeviceKind::Cpu, 2);
+  auto oracle = create_backends(DeviceKind::Cpu, {2});
   std::vector<Tensor> osum(2), ocols(2);
   std::vector<std::future<void>> g;
   for (int r = 0; r < 2; ++r)
@@ -96,7 +96,7 @@ TEST(GpuMultiNode, ForwardOverTwoNodesMatchesOneProcess) {
   Tensor one_process;
   {
     CheckpointWeights src(dir, cfg);
-    TensorParallelModel tp(cfg, configure_gpu_backends(create_tensor_parallel_backends(DeviceKind::Cuda, 2)), src, 1024, lo);
+    TensorParallelModel tp(cfg, configure_gpu_backends(create_backends(DeviceKind::Cuda, {2})), src, 1024, lo);
     tp.allocate_cache(pages, page_size);
     ForwardOutput out = tp.forward(b);
     one_process = tp.backend().to_host_f32(out.logits);

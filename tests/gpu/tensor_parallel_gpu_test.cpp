@@ -45,7 +45,7 @@ TEST_P(GpuTensorParallel, Tp2MatchesTp1) {
   CheckpointWeights src(dir, cfg);
   LoadOptions lo;
   lo.load_mtp = false;
-  TensorParallelModel tp(cfg, configure_gpu_backends(create_tensor_parallel_backends(DeviceKind::Cuda, 2)), src, 4096, lo);
+  TensorParallelModel tp(cfg, configure_gpu_backends(create_backends(DeviceKind::Cuda, {2})), src, 4096, lo);
   tp.allocate_cache(pages, page_size);
   PagePool pool(pages, page_size);
   ForwardFn f1 = [&](const ForwardBatch& b) { return one.model->forward(b, one.cache); };
@@ -153,7 +153,7 @@ TEST(GpuTensorParallelBench, DecodeStep4LayerDummy) {
   const int page_size = 64, prefix = 512, steps = 20;
   const int64_t pages = 64 * (prefix + 64) / page_size + 64;
   for (int world : {1, 2}) {
-    TensorParallelModel m(cfg, configure_gpu_backends(create_tensor_parallel_backends(DeviceKind::Cuda, world)), src, 4096, lo);
+    TensorParallelModel m(cfg, configure_gpu_backends(create_backends(DeviceKind::Cuda, {world})), src, 4096, lo);
     m.allocate_cache(pages, page_size);
     PagePool pool(pages, page_size);
     ForwardFn f = [&](const ForwardBatch& b) { return m.forward(b); };

@@ -66,7 +66,7 @@ std::unique_ptr<DataParallelModel> load_dp(const std::string& dir, const Split& 
   LoadOptions lo;
   lo.load_mtp = false;
   lo.shard.expert_parallel = s.ep;
-  return std::make_unique<DataParallelModel>(cfg, create_data_parallel_backends(DeviceKind::Cpu, s.tp, s.dp), s.dp,
+  return std::make_unique<DataParallelModel>(cfg, create_backends(DeviceKind::Cpu, {s.tp, s.dp}), s.dp,
                                              src, 4096, lo);
 }
 
@@ -173,9 +173,9 @@ TEST(DataParallelModelTest, RefusesSplitsThatDoNotDivide) {
   DummyWeights src(cfg, 1);
   LoadOptions lo;
   lo.load_mtp = false;
-  EXPECT_THROW(create_data_parallel_backends(DeviceKind::Cpu, 4, 3), Error);
+  EXPECT_THROW(create_backends(DeviceKind::Cpu, {4, 3}), Error);
   try {  // 8 ranks in 1 group: 8 GPUs per attention group for 4 heads
-    DataParallelModel dp(cfg, create_data_parallel_backends(DeviceKind::Cpu, 8, 1), 1, src, 256, lo);
+    DataParallelModel dp(cfg, create_backends(DeviceKind::Cpu, {8, 1}), 1, src, 256, lo);
     FAIL() << "expected a refusal";
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("attention heads do not divide"), std::string::npos) << e.what();

@@ -29,7 +29,7 @@ struct TpEngine {
     LoadOptions lo;
     lo.load_mtp = steps > 0;
     lo.shard.expert_parallel = expert_parallel;
-    model = std::make_unique<TensorParallelModel>(cfg, create_tensor_parallel_backends(DeviceKind::Cpu, world),
+    model = std::make_unique<TensorParallelModel>(cfg, create_backends(DeviceKind::Cpu, {world}),
                                                   *weights, 2048, lo);
     pool = std::make_unique<PagePool>((4096 + page_size - 1) / page_size, page_size);
     LatentCache& cache = model->allocate_cache(cache_pages_for(*pool), page_size);

@@ -36,7 +36,7 @@ TEST_P(CpuTensorParallel, MatchesUnsplitModel) {
   LoadOptions lo;
   lo.load_mtp = false;
   lo.shard.expert_parallel = expert_parallel;
-  TensorParallelModel tp(cfg, create_tensor_parallel_backends(DeviceKind::Cpu, world), src, 4096, lo);
+  TensorParallelModel tp(cfg, create_backends(DeviceKind::Cpu, {world}), src, 4096, lo);
   tp.allocate_cache(pages, page_size);
   PagePool pool(pages, page_size);
   ForwardFn f_one = [&](const ForwardBatch& b) { return one.model->forward(b, one.cache); };
@@ -91,7 +91,7 @@ TEST(CpuTensorParallel, DummyWeightsRunSplit) {
   DummyWeights src(cfg, 7);
   LoadOptions lo;
   lo.load_mtp = false;
-  TensorParallelModel tp(cfg, create_tensor_parallel_backends(DeviceKind::Cpu, 2), src, 256, lo);
+  TensorParallelModel tp(cfg, create_backends(DeviceKind::Cpu, {2}), src, 256, lo);
   tp.allocate_cache(8, 16);
   PagePool pool(8, 16);
   ForwardFn f = [&](const ForwardBatch& b) { return tp.forward(b); };

@@ -190,7 +190,7 @@ TEST(MultiNodeCpuCollectives, BitIdenticalToOneProcess) {
   for (auto& g : nodes)
     for (auto& b : g.backends) spread.push_back(b.get());
   ASSERT_EQ(int(spread.size()), world);
-  std::vector<std::unique_ptr<Backend>> one_process = create_tensor_parallel_backends(DeviceKind::Cpu, world);
+  std::vector<std::unique_ptr<Backend>> one_process = create_backends(DeviceKind::Cpu, {world});
   std::vector<Backend*> local;
   for (auto& b : one_process) local.push_back(b.get());
 

@@ -164,8 +164,9 @@ TEST(Speculative, DraftMtpLogitsMatchTheFixture) {
     ForwardOutput fo = model.forward(build_forward_batch({c}, 16, AttentionMode::Expanded), cache);
     std::vector<DraftRow> rows;
     for (size_t t = 0; t + 1 < ids.size(); ++t) rows.push_back({int64_t(t), ids[t + 1]});
-    Tensor hid = backend->to_host_f32(fo.hidden);
-    std::vector<float> h(hid.ptr<float>(), hid.ptr<float>() + (int64_t(ids.size()) - 1) * hid.size(1));
+    ASSERT_EQ(fo.hidden.size(0), int64_t(ids.size()));
+    HiddenRows h{HiddenRows::Target, {}};  // the target's hidden states at positions 0 .. T-2, on the device
+    for (size_t t = 0; t + 1 < ids.size(); ++t) h.rows.push_back(int32_t(t));
     auto last = eagle.extend({&r}, {rows}, h);
     // The draft returns its row's best tokens with their log-probabilities: the reference's top
     // tokens of log_softmax(mtp_logits), in order, with the same values.

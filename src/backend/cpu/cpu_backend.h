@@ -69,6 +69,11 @@ const Tensor& cpu_head_weight(const HeadWeight& w);         // [heads, out, in] 
 const Tensor& cpu_experts_gate_up(const ExpertWeights& w);  // [E, 2I, H] F32 (gate rows, then up rows)
 const Tensor& cpu_experts_down(const ExpertWeights& w);     // [E, H, I] F32
 
+// The CPU backends of one tensor-parallel group (cpu_group.cpp) and of data-parallel attention
+// (cpu_dp_group.cpp); create_backends (backend.h) chooses between them and the CUDA ones.
+std::vector<std::unique_ptr<Backend>> create_cpu_group_backends(int world);
+std::vector<std::unique_ptr<Backend>> create_cpu_data_parallel_backends(int world, int groups);
+
 // y[r, :] = x[r, :] W^T for F32 row-major x (rows may be strided) and W [out, in] contiguous.
 void cpu_matmul_nt(const Tensor& x, const float* w, int64_t out_features, float* y);
 

@@ -1,8 +1,7 @@
 // Data-parallel attention on the CPU backend: each rank a CpuBackend that belongs to three
 // meeting places in host memory: its attention group (all_reduce_sum, all_gather_cols), the whole
 // world (all_reduce_sum_world) and the ranks at its position in every group (all_gather_rows_groups).
-// Sums run in member order after a barrier, so every member gets bit-identical values; plus
-// create_data_parallel_backends for both device kinds.
+// Sums run in member order after a barrier, so every member gets bit-identical values.
 #include <barrier>
 #include <cstring>
 #include <vector>
@@ -10,10 +9,6 @@
 #include "backend/backend.h"
 #include "backend/cpu/cpu_backend.h"
 #include "core/error.h"
-
-#ifdef DSSERVE_HAVE_CUDA
-#include "backend/cuda/cuda_data_parallel.h"
-#endif
 
 namespace dsserve {
 
@@ -123,19 +118,7 @@ class CpuDataParallelBackend final : public CpuBackend {
 
 }  // namespace
 
-std::vector<std::unique_ptr<Backend>> create_data_parallel_backends(DeviceKind kind, int world, int groups) {
-  DS_CHECK(world >= 1 && groups >= 1 && world % groups == 0,
-           "--dp-size {} must divide --tp-size {} with --enable-dp-attention", groups, world);
-  if (kind == DeviceKind::Auto) kind = cuda_device_count() > 0 ? DeviceKind::Cuda : DeviceKind::Cpu;
-  if (kind == DeviceKind::Cuda) {
-#ifdef DSSERVE_HAVE_CUDA
-    int n = cuda_device_count();
-    DS_CHECK(n >= world, "--tp-size {} with --dp-size {}: needs {} GPUs, {} visible", world, groups, world, n);
-    return create_cuda_data_parallel_backends(world, groups);
-#else
-    fail("--dp-size {} on cuda: this build of dsserve has no CUDA backend", groups);
-#endif
-  }
+std::vector<std::unique_ptr<Backend>> create_cpu_data_parallel_backends(int world, int groups) {
   const int per_group = world / groups;
   auto world_meeting = std::make_shared<HostMeeting>(world);
   std::vector<std::shared_ptr<HostMeeting>> group_meetings, across_meetings;

@@ -1,6 +1,6 @@
 // Tensor-parallel groups of CPU backends: each rank a CpuBackend whose all_reduce_sum meets the
 // other ranks' threads at a barrier and sums their float32 buffers in rank order (so every rank gets
-// bit-identical sums), plus create_tensor_parallel_backends for both device kinds.
+// bit-identical sums).
 #include <barrier>
 #include <cstring>
 #include <vector>
@@ -8,10 +8,6 @@
 #include "backend/backend.h"
 #include "backend/cpu/cpu_backend.h"
 #include "core/error.h"
-
-#ifdef DSSERVE_HAVE_CUDA
-#include "backend/cuda/cuda_device.h"
-#endif
 
 namespace dsserve {
 
@@ -77,26 +73,11 @@ class CpuGroupBackend final : public CpuBackend {
 
 }  // namespace
 
-std::vector<std::unique_ptr<Backend>> create_tensor_parallel_backends(DeviceKind kind, int world) {
-  DS_CHECK(world >= 1, "--tp-size must be at least 1, found {}", world);
+std::vector<std::unique_ptr<Backend>> create_cpu_group_backends(int world) {
+  auto group = std::make_shared<HostReduceGroup>(world);
   std::vector<std::unique_ptr<Backend>> out;
-  if (world == 1) {
-    out.push_back(create_backend(kind));
-    return out;
-  }
-  if (kind == DeviceKind::Auto) kind = cuda_device_count() > 0 ? DeviceKind::Cuda : DeviceKind::Cpu;
-  if (kind == DeviceKind::Cpu) {
-    auto group = std::make_shared<HostReduceGroup>(world);
-    for (int r = 0; r < world; ++r) out.push_back(std::make_unique<CpuGroupBackend>(group, r));
-    return out;
-  }
-#ifdef DSSERVE_HAVE_CUDA
-  int n = cuda_device_count();
-  DS_CHECK(n >= world, "--tp-size {}: needs {} GPUs, {} visible", world, world, n);
-  return create_cuda_group_backends(world);
-#else
-  fail("--tp-size {} on cuda: this build of dsserve has no CUDA backend", world);
-#endif
+  for (int r = 0; r < world; ++r) out.push_back(std::make_unique<CpuGroupBackend>(group, r));
+  return out;
 }
 
 }  // namespace dsserve

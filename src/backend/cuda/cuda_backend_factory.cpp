@@ -6,9 +6,6 @@
 
 namespace dsserve {
 
-// Every op of backend.h is implemented and checked against the CPU backend by tests/gpu.
-bool cuda_backend_complete() { return true; }
-
 void cuda_set_quantized_kernels(bool on) { cuda::CudaBackend::set_default_quantized_kernels(on); }
 
 std::unique_ptr<Backend> create_cuda_backend(int device_index) {

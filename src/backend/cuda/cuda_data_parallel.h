@@ -1,4 +1,4 @@
-// CUDA backends for data-parallel attention (see create_data_parallel_backends in backend.h).
+// CUDA backends for data-parallel attention (create_backends in backend.h chooses them).
 #pragma once
 #include <memory>
 #include <vector>

@@ -13,8 +13,6 @@ int cuda_visible_devices();
 std::unique_ptr<Backend> create_cuda_backend(int device_index);
 // Backends on devices 0..world-1 sharing one NCCL communicator (cuda_collective.cpp).
 std::vector<std::unique_ptr<Backend>> create_cuda_group_backends(int world);
-// Whether the CUDA backend implements every op (so `--device auto` may choose it).
-bool cuda_backend_complete();
 // Whether CUDA backends created from now on run AWQ / INT8 weights on the quantized kernels.
 void cuda_set_quantized_kernels(bool on);
 

@@ -33,12 +33,9 @@ EagleWorker::EagleWorker(ModelRunner& model, LatentCache& mtp_cache, int32_t tra
                              "and model.layers.{}.* present)", model_.config().num_hidden_layers);
 }
 
-EagleWorker::Rows EagleWorker::run(const std::vector<SequenceChunk>& chunks, const std::vector<float>& hidden) {
-  const int64_t H = model_.config().hidden_size;
-  int64_t total = 0;
+std::vector<EagleWorker::TopTokens> EagleWorker::run(const std::vector<SequenceChunk>& chunks, const HiddenRows& hidden) {
   size_t longest = 0;
-  for (const auto& c : chunks) total += int64_t(c.tokens.size()), longest = std::max(longest, c.tokens.size());
-  DS_CHECK(int64_t(hidden.size()) == total * H, "draft: {} hidden values for {} rows of {}", hidden.size(), total, H);
+  for (const auto& c : chunks) longest = std::max(longest, c.tokens.size());
   BatchLayout layout;
   layout.page_size = mtp_cache_.page_size;
   layout.mode = longest > size_t(opt_.num_steps + 1) ? AttentionMode::Expanded : AttentionMode::Absorbed;
@@ -46,25 +43,19 @@ EagleWorker::Rows EagleWorker::run(const std::vector<SequenceChunk>& chunks, con
   layout.trash_slot = trash_slot_;
   bool any_mask = std::any_of(chunks.begin(), chunks.end(), [](auto& c) { return !c.tree_mask.empty(); });
   if (any_mask) layout.mode = AttentionMode::Absorbed;
-  ForwardBatch fb = build_forward_batch(chunks, layout);
-  Tensor h = Tensor::zeros_host(DType::F32, {total, H});
-  std::copy(hidden.begin(), hidden.end(), h.ptr<float>());
-  Backend& be = model_.backend();
-  ForwardOutput out = model_.forward_mtp(fb, be.to_device(h), mtp_cache_);
+  ForwardOutput out = model_.forward_mtp(build_forward_batch(chunks, layout), hidden, mtp_cache_);
   // The draft's choices are made where the logits are: the topk best tokens of each row come back.
   std::vector<SamplingRow> pick(static_cast<size_t>(out.logits.size(0)));
   for (auto& p : pick) p.temperature = 0.0f, p.top_logprobs = std::max(1, opt_.eagle_topk);
-  std::vector<SampledToken> picked = be.sample(out.logits, pick);
-  Tensor hid = be.to_host_f32(out.hidden);
-  Rows r;
-  for (auto& p : picked) r.top.push_back(std::move(p.top_logprobs));
-  for (int64_t i = 0; i < hid.size(0); ++i) r.hidden.emplace_back(hid.ptr<float>() + i * H, hid.ptr<float>() + (i + 1) * H);
-  return r;
+  std::vector<SampledToken> picked = model_.backend().sample(out.logits, pick);
+  std::vector<TopTokens> top;
+  for (auto& p : picked) top.push_back(std::move(p.top_logprobs));
+  return top;
 }
 
 std::vector<EagleWorker::LastRow> EagleWorker::extend(const std::vector<RequestState*>& reqs,
                                                       const std::vector<std::vector<DraftRow>>& rows,
-                                                      const std::vector<float>& hidden) {
+                                                      const HiddenRows& hidden) {
   std::vector<SequenceChunk> chunks;
   for (size_t i = 0; i < reqs.size(); ++i) {
     const auto& rr = rows[i];
@@ -76,13 +67,13 @@ std::vector<EagleWorker::LastRow> EagleWorker::extend(const std::vector<RequestS
     }
     chunks.push_back(std::move(c));
   }
-  Rows r = run(chunks, hidden);
+  std::vector<TopTokens> top = run(chunks, hidden);
   std::vector<LastRow> last(reqs.size());
-  size_t row = 0;
+  int32_t row = 0;
   for (size_t i = 0; i < reqs.size(); ++i) {
-    row += rows[i].size();
-    last[i].top = std::move(r.top[i]);  // one logits row per request: its last
-    last[i].hidden = r.hidden[row - 1];
+    row += int32_t(rows[i].size());
+    last[i].top = std::move(top[i]);  // one logits row per request: its last
+    last[i].hidden_row = row - 1;
   }
   return last;
 }
@@ -101,7 +92,7 @@ void EagleWorker::draft_chain(const std::vector<RequestState*>& reqs, std::vecto
   for (size_t i = 0; i < reqs.size(); ++i) pos[i] = reqs[i]->fill_len() - 2;
   for (int step = 0; step < opt_.num_steps; ++step) {
     std::vector<std::vector<DraftRow>> rows(reqs.size());
-    std::vector<float> hidden;
+    HiddenRows hidden{HiddenRows::Draft, {}};
     for (size_t i = 0; i < reqs.size(); ++i) {
       const int32_t tok = last[i].top.front().second;  // the draft's greedy token
       DraftState& d = reqs[i]->draft;
@@ -109,7 +100,7 @@ void EagleWorker::draft_chain(const std::vector<RequestState*>& reqs, std::vecto
       d.depth.push_back(int32_t(d.tokens.size()) + 1);
       d.tokens.push_back(tok);
       rows[i].push_back({++pos[i], tok});
-      hidden.insert(hidden.end(), last[i].hidden.begin(), last[i].hidden.end());
+      hidden.rows.push_back(last[i].hidden_row);
     }
     if (step + 1 == opt_.num_steps) break;
     last = extend(reqs, rows, hidden);
@@ -120,28 +111,26 @@ namespace {
 struct TreeNode {
   int32_t token, parent, depth;
   double score;              // cumulative draft log-probability
-  int hidden_of = -1;        // which entry of `hiddens` the node's expansion row consumes
+  int32_t hidden_row = -1;   // the row of the last MTP output its expansion row consumes
   int expansion_row = -1;    // the tree MTP row that expanded it (-1: not expanded)
 };
 }  // namespace
 
 void EagleWorker::draft_tree(const std::vector<RequestState*>& reqs, std::vector<LastRow> last) {
-  const int k = opt_.eagle_topk, H = model_.config().hidden_size;
+  const int k = opt_.eagle_topk;
   const size_t R = reqs.size();
   std::vector<std::vector<TreeNode>> nodes(R);
-  std::vector<std::vector<std::vector<float>>> hiddens(R);  // inputs for expansion rows
   std::vector<std::vector<int>> beam(R);
   for (size_t i = 0; i < R; ++i) {
-    hiddens[i].push_back(std::move(last[i].hidden));
     for (auto& [lp, tok] : last[i].top) {
       beam[i].push_back(int(nodes[i].size()));
-      nodes[i].push_back({tok, -1, 1, lp, 0});
+      nodes[i].push_back({tok, -1, 1, lp, last[i].hidden_row});
     }
   }
   int rows_so_far = 0;  // tree MTP rows written after each request's committed entries
   for (int step = 1; step < opt_.num_steps; ++step) {
     std::vector<SequenceChunk> chunks;
-    std::vector<float> hidden;
+    HiddenRows hidden{HiddenRows::Draft, {}};  // each beam node's hidden state: a row of the last MTP output
     for (size_t i = 0; i < R; ++i) {
       RequestState& r = *reqs[i];
       const int64_t committed = r.fill_len() - 1;  // MTP rows 0..committed-1 are in the cache
@@ -156,22 +145,19 @@ void EagleWorker::draft_tree(const std::vector<RequestState*>& reqs, std::vector
         c.positions.push_back(int32_t(committed - 1 + n.depth));
         c.logit_offsets.push_back(int32_t(b));
         for (int a = beam[i][b]; a >= 0; a = nodes[i][a].parent) c.tree_mask[b * cols + nodes[i][a].expansion_row] = 1;
-        const auto& h = hiddens[i][n.hidden_of];
-        hidden.insert(hidden.end(), h.begin(), h.end());
+        hidden.rows.push_back(n.hidden_row);
       }
       chunks.push_back(std::move(c));
     }
-    Rows out = run(chunks, hidden);
-    size_t row = 0;
+    std::vector<TopTokens> out = run(chunks, hidden);
+    int32_t row = 0;  // rows of this MTP output, in chunk order: one per beam node
     for (size_t i = 0; i < R; ++i) {
       std::vector<int> children;
       for (int b : beam[i]) {
-        hiddens[i].push_back(std::move(out.hidden[row]));
-        const int hidden_index = int(hiddens[i].size()) - 1;
         const TreeNode parent = nodes[i][b];
-        for (auto& [lp, tok] : out.top[row]) {
+        for (auto& [lp, tok] : out[size_t(row)]) {
           children.push_back(int(nodes[i].size()));
-          nodes[i].push_back({tok, b, parent.depth + 1, parent.score + lp, hidden_index});
+          nodes[i].push_back({tok, b, parent.depth + 1, parent.score + lp, row});
         }
         ++row;
       }
@@ -181,7 +167,6 @@ void EagleWorker::draft_tree(const std::vector<RequestState*>& reqs, std::vector
       beam[i] = children;
     }
     rows_so_far += k;
-    (void)H;
   }
   // Keep the best num_draft_tokens - 1 nodes (a child never outscores its parent, and ties go to
   // the shallower node, so the set holds every kept node's ancestors), parents before children.

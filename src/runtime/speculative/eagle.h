@@ -43,29 +43,28 @@ class EagleWorker {
   EagleWorker(ModelRunner& model, LatentCache& mtp_cache, int32_t trash_slot, SpeculativeOptions opt);
   const SpeculativeOptions& options() const { return opt_; }
 
-  // Runs the MTP over rows of several requests (hidden: rows x hidden, host F32, in row order),
-  // writing their MTP cache entries. Returns for each request its last row's most likely draft
-  // tokens (the topk best (log-probability, token) pairs, best first, ties lower id first; chosen
-  // on the device, so only they come back) and MTP output hidden state.
+  // Runs the MTP over rows of several requests (rows[i]: request i's, consecutive positions; hidden:
+  // the target's hidden state of every row, in row order), writing their MTP cache entries. Returns
+  // for each request its last row's most likely draft tokens (the topk best (log-probability,
+  // token) pairs, best first, ties lower id first; chosen on the device, so only they come back)
+  // and the row of the MTP's output holding that row's hidden state (HiddenRows::Draft).
   using TopTokens = std::vector<std::pair<float, int32_t>>;
   struct LastRow {
     TopTokens top;
-    std::vector<float> hidden;
+    int32_t hidden_row = 0;
   };
   std::vector<LastRow> extend(const std::vector<RequestState*>& reqs, const std::vector<std::vector<DraftRow>>& rows,
-                              const std::vector<float>& hidden);
-  // From each request's extend result, drafts the tree of its next verification into req->draft:
-  // a chain of num_steps tokens (topk 1), or with topk > 1 a beam of topk nodes expanded topk ways
-  // per step, keeping the num_draft_tokens - 1 nodes of highest cumulative draft log-probability.
+                              const HiddenRows& hidden);
+  // From each request's extend result (the last MTP forward's), drafts the tree of its next
+  // verification into req->draft: a chain of num_steps tokens (topk 1), or with topk > 1 a beam of
+  // topk nodes expanded topk ways per step, keeping the num_draft_tokens - 1 nodes of highest
+  // cumulative draft log-probability. The hidden states stay on the device.
   void draft(const std::vector<RequestState*>& reqs, std::vector<LastRow> last);
   int64_t cache_margin() const { return opt_.cache_margin(); }
 
  private:
-  struct Rows {
-    std::vector<TopTokens> top;
-    std::vector<std::vector<float>> hidden;
-  };
-  Rows run(const std::vector<struct SequenceChunk>& chunks, const std::vector<float>& hidden);
+  // The MTP forward over `chunks`: the topk best tokens of each logits row.
+  std::vector<TopTokens> run(const std::vector<struct SequenceChunk>& chunks, const HiddenRows& hidden);
   void draft_chain(const std::vector<RequestState*>& reqs, std::vector<LastRow> last);
   void draft_tree(const std::vector<RequestState*>& reqs, std::vector<LastRow> last);
 
