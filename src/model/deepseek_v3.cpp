@@ -312,6 +312,8 @@ RecordedGraphs DeepseekV3Model::recorded_graphs() const {
   for (const auto* d : {graphs_.get(), verify_graphs_.get(), mtp_graphs_.get()})
     if (d) g.capture_s += d->capture_seconds();
   g.decode_replays = decode_graph_replays();
+  g.verify_replays = verify_graph_replays();
+  g.mtp_replays = mtp_graph_replays();
   return g;
 }
 

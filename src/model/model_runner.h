@@ -26,11 +26,12 @@ struct GraphPlan {
   int verify_tokens = 0;
 };
 
-// The batch sizes recorded of each kind, the seconds the recording took, and the decode replays so far.
+// The batch sizes recorded of each kind, the seconds the recording took, and the replays so far of
+// each kind (rank 0's where the runner has several).
 struct RecordedGraphs {
   std::vector<int> decode, verify, mtp;
   double capture_s = 0;
-  int64_t decode_replays = 0;
+  int64_t decode_replays = 0, verify_replays = 0, mtp_replays = 0;
 };
 
 // The previous hidden states of an MTP forward, left on the device where they were computed: rows
