@@ -238,6 +238,12 @@ LoadedModel load_model(const ModelOptions& o, bool with_mtp_cache) {
     if (o.force_sm80_kernels) b->force_sm80_kernels();
     b->set_sm90_fp8_gemm(o.sm90_fp8_gemm);
   }
+  if (o.fused_decode) {  // before any weight is prepared or forward recorded
+    if (m.backend) m.backend->set_fused_decode(true);
+    for (auto& r : ranks) r->set_fused_decode(true);
+    if (nodes)
+      for (auto& b : nodes->backends) b->set_fused_decode(true);
+  }
   const int page_size = o.page_size > 0 ? o.page_size : lead.device() == Device::CUDA ? 64 : 1;
   WeightSources w = open_weights(o, cfg);
   spdlog::info("loading {} ({} layers, hidden {}, {} experts) from {} on {}", cfg.architecture, cfg.num_hidden_layers,
