@@ -8,7 +8,8 @@
 # quantized fixtures present, their benchmarks and the sm80 set's; part "bench" the decision
 # benchmarks of attention, FP8 GEMMs and decode, each beside the ceilings measured in the same run.
 # Logs go to $OUT, short summaries to stdout.
-# Usage (from the repository root on the device machine): scripts/gpu-verify.sh check|quant|bench
+# Part "core" is the short form of what decides the defaults (decode path, attention variants).
+# Usage (from the repository root on the device machine): scripts/gpu-verify.sh core|check|quant|bench
 set -u
 PART=${1:?check or bench}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -21,7 +22,22 @@ B=$R/bin V3=$ROOT/configs/deepseek-v3
 T=$B/test_gpu
 sum() { grep -E "^\[  (FAILED|PASSED|SKIPPED) |^\[==========\]|Failure|Which is|Expected|^\[ stats|^\[ greedy|rror" | cut -c1-220 | head -${1:-40}; }
 step() { echo "== $1 ($(date +%T))"; }
-if [[ $PART == check ]]; then
+if [[ $PART == core ]]; then
+  # What decides the defaults, in one call (bundle: test_gpu, dsserve, tiny-v3-fp8): the fused decode
+  # path and the attention variants against the oracle, then their benchmarks.
+  nvidia-smi --query-gpu=name,clocks.max.sm,memory.total --format=csv,noheader
+  step "fused decode (default) and unfused kernels, FP8 golden fixture"
+  timeout 150 $T --gtest_filter='W8A8Decode*:MlaFusion*:GpuSampling.GreedyRowsOverManyBlocks:Fixtures/GpuGolden.*/fp8*:GpuOps.LinearFp8*:MoeW8A8.*' > $OUTDIR/decode.log 2>&1; sum 30 < $OUTDIR/decode.log
+  step "decode step: fused (default) vs unfused baseline, 4 V3 layers (3 dense + 1 MoE), dummy FP8, graphs, context 1024"
+  timeout 150 $B/dsserve bench-one-batch --model-path $V3 --load-format dummy --device cuda --json-model-override-args '{"num_hidden_layers":4}' \
+    --output-len 8 --profile-layers --decode-baseline --batch-size 1 8 64 256 --input-len 1024 > $OUTDIR/decode_bench.log 2>&1
+  grep -E '^\||ceilings|baseline|against|per decoder|rror' $OUTDIR/decode_bench.log | cut -c1-200 | tail -60
+  step "MLA decode and prefill: every variant beside the shipped one and the ceilings"
+  timeout 80 $T --gtest_filter='GpuBench.MlaDecode:GpuBench.MlaAttention' > $OUTDIR/attn_bench.log 2>&1
+  grep -E "bench|ceiling|mla |FAILED" $OUTDIR/attn_bench.log | cut -c1-200 | head -60
+  step "attention variants against the oracle"
+  timeout 140 $T --gtest_filter='GpuOps.MlaDecodeKernelsOverV3Shapes:GpuOps.MlaAbsorbedOverPagedCache:GpuOps.MlaDecodeGraphReplayFollowsDeviceLengths:GpuOps.MlaExpandedCausalWithPrefixes' > $OUTDIR/attn.log 2>&1; sum 30 < $OUTDIR/attn.log
+elif [[ $PART == check ]]; then
   nvidia-smi --query-gpu=name,clocks.max.sm,memory.total --format=csv,noheader
   step "fused decode (default) and unfused kernels, golden fixtures bf16 and fp8"
   timeout 170 $T --gtest_filter='W8A8Decode*:MlaFusion*:GpuSampling.*:Fixtures/GpuGolden.*/bf16:Fixtures/GpuGolden.*/fp8*:GpuOps.MoeRoute*:GpuOps.LinearFp8*:MoeW8A8.*:Fp8DecodeLinear.*' > $OUTDIR/decode.log 2>&1; sum 40 < $OUTDIR/decode.log
