@@ -2,8 +2,8 @@
 # The device calls that verify an integration of kernel work (carry a bundle of
 # `scripts/gpu-check.sh --bundle build`, as .gpu-carry*/bundle.tar.xz; a call carries at most 64 MiB
 # with the tree, so a bundle may hold only the fixtures its part needs). Part "check" runs the
-# correctness tests of the Hopper kernels (attention variants, FP8 GEMMs, the fused decode path as
-# the default and the unfused one), the sm80 kernel set forced on Hopper and the demo model against
+# correctness tests of the Hopper kernels (attention variants, FP8 GEMMs, the fused decode path and
+# the unfused default), the sm80 kernel set forced on Hopper and the demo model against
 # the CPU oracle (fixtures tiny-v3-bf16, tiny-v3-fp8); part "quant" the quantized kernels and the
 # quantized fixtures present, their benchmarks and the sm80 set's; part "bench" the decision
 # benchmarks of attention, FP8 GEMMs and decode, each beside the ceilings measured in the same run.
@@ -26,11 +26,11 @@ if [[ $PART == core ]]; then
   # What decides the defaults, in one call (bundle: test_gpu, dsserve, tiny-v3-fp8): the fused decode
   # path and the attention variants against the oracle, then their benchmarks.
   nvidia-smi --query-gpu=name,clocks.max.sm,memory.total --format=csv,noheader
-  step "fused decode (default) and unfused kernels, FP8 golden fixture"
+  step "fused decode path and the unfused kernels (the default), FP8 golden fixture"
   timeout 150 $T --gtest_filter='W8A8Decode*:MlaFusion*:GpuSampling.GreedyRowsOverManyBlocks:Fixtures/GpuGolden.*/fp8*:GpuOps.LinearFp8*:MoeW8A8.*' > $OUTDIR/decode.log 2>&1; sum 30 < $OUTDIR/decode.log
-  step "decode step: fused (default) vs unfused baseline, 4 V3 layers (3 dense + 1 MoE), dummy FP8, graphs, context 1024"
+  step "decode step: fused decode path vs the unfused default, 4 V3 layers (3 dense + 1 MoE), dummy FP8, graphs, context 1024"
   timeout 150 $B/dsserve bench-one-batch --model-path $V3 --load-format dummy --device cuda --json-model-override-args '{"num_hidden_layers":4}' \
-    --output-len 8 --profile-layers --decode-baseline --batch-size 1 8 64 256 --input-len 1024 > $OUTDIR/decode_bench.log 2>&1
+    --output-len 8 --profile-layers --fused-decode --decode-baseline --batch-size 1 8 64 256 --input-len 1024 > $OUTDIR/decode_bench.log 2>&1
   grep -E '^\||ceilings|baseline|against|per decoder|rror' $OUTDIR/decode_bench.log | cut -c1-200 | tail -60
   step "MLA decode and prefill: every variant beside the shipped one and the ceilings"
   timeout 80 $T --gtest_filter='GpuBench.MlaDecode:GpuBench.MlaAttention' > $OUTDIR/attn_bench.log 2>&1
@@ -39,7 +39,7 @@ if [[ $PART == core ]]; then
   timeout 140 $T --gtest_filter='GpuOps.MlaDecodeKernelsOverV3Shapes:GpuOps.MlaAbsorbedOverPagedCache:GpuOps.MlaDecodeGraphReplayFollowsDeviceLengths:GpuOps.MlaExpandedCausalWithPrefixes' > $OUTDIR/attn.log 2>&1; sum 30 < $OUTDIR/attn.log
 elif [[ $PART == check ]]; then
   nvidia-smi --query-gpu=name,clocks.max.sm,memory.total --format=csv,noheader
-  step "fused decode (default) and unfused kernels, golden fixtures bf16 and fp8"
+  step "fused decode path and the unfused kernels (the default), golden fixtures bf16 and fp8"
   timeout 170 $T --gtest_filter='W8A8Decode*:MlaFusion*:GpuSampling.*:Fixtures/GpuGolden.*/bf16:Fixtures/GpuGolden.*/fp8*:GpuOps.MoeRoute*:GpuOps.LinearFp8*:MoeW8A8.*:Fp8DecodeLinear.*' > $OUTDIR/decode.log 2>&1; sum 40 < $OUTDIR/decode.log
   step "attention variants"
   timeout 120 $T --gtest_filter='GpuOps.MlaAbsorbedOverPagedCache:GpuOps.MlaDecodeKernelsOverV3Shapes:GpuOps.MlaDecodeGraphReplayFollowsDeviceLengths:GpuOps.MlaExpandedCausalWithPrefixes:*GpuFp8Cache*Mla*' > $OUTDIR/attn.log 2>&1; sum 30 < $OUTDIR/attn.log
@@ -66,8 +66,8 @@ else
   step "FP8 GEMM: dense V3 shapes at 4096 tokens, grouped experts"
   timeout 60 $B/bench_fp8_prefill dense 4096 > $OUTDIR/gemm_dense.log 2>&1; tail -11 $OUTDIR/gemm_dense.log
   timeout 60 $B/bench_fp8_prefill grouped > $OUTDIR/gemm_grouped.log 2>&1; tail -18 $OUTDIR/gemm_grouped.log
-  step "decode: fused (default) vs unfused baseline, 4 V3 layers (3 dense + 1 MoE), dummy FP8, graphs"
-  O="--model-path $V3 --load-format dummy --device cuda --json-model-override-args {\"num_hidden_layers\":4} --output-len 8 --profile-layers --decode-baseline"
+  step "decode: fused decode path vs the unfused default, 4 V3 layers (3 dense + 1 MoE), dummy FP8, graphs"
+  O="--model-path $V3 --load-format dummy --device cuda --json-model-override-args {\"num_hidden_layers\":4} --output-len 8 --profile-layers --fused-decode --decode-baseline"
   timeout 100 $B/dsserve bench-one-batch $O --batch-size 1 --input-len 1024 > $OUTDIR/decode_b1.log 2>&1
   grep -E '^\||ceilings|baseline|against|per decoder|rror' $OUTDIR/decode_b1.log | tail -30
   timeout 170 $B/dsserve bench-one-batch $O --batch-size 8 64 256 --input-len 4096 > $OUTDIR/decode_b8.log 2>&1
