@@ -53,10 +53,16 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     r->drain();
   } catch (const ApiError&) {
   }
-  // The connection closes: what is still in flight is cancelled, as the session does. (The
-  // scripted engine sends nothing for max_new_tokens 0, so such requests are still running.)
+  // The connection closes: what is still in flight is cancelled, as the session does (the
+  // scripted engine sends nothing for max_new_tokens 0, so such requests are still running), and
+  // the timers a route posted run once more and see the closed connection, as the session's
+  // event loop runs them; then the responder lets go of what it held.
+  r->closed = true;
   if (r->cancel) r->cancel();
   r->drain();
+  for (int round = 0; round < 16 && r->fire_timers() > 0; ++round) r->drain();
+  r->cancel = nullptr;
+  r->timers.clear();
   w.engine.submitted.clear();
   w.engine.aborted.clear();
   return 0;

@@ -44,13 +44,14 @@ class FakeResponder : public server::Responder {
   bool sent = false, streaming = false, ended = false;
   std::vector<std::string> chunks;
   std::function<void()> cancel;
+  bool closed = false;  // the connection closed (what cancelled() reports)
 
   void send(server::HttpResponse r) override { response = std::move(r); sent = true; }
   void start_stream() override { streaming = true; }
   void stream(std::string d) override { chunks.push_back(std::move(d)); }
   void end_stream() override { ended = true; }
   void on_cancel(std::function<void()> fn) override { cancel = std::move(fn); }
-  bool cancelled() const override { return false; }
+  bool cancelled() const override { return closed; }
   void post(std::function<void()> fn) override { queue.push_back(std::move(fn)); }
   void post_after(std::chrono::milliseconds, std::function<void()> fn) override { timers.push_back(std::move(fn)); }
   // Runs the timers posted so far (each once); returns how many ran.
