@@ -35,27 +35,7 @@ Tensor fast_random(Shape s, uint64_t seed, float scale = 1.0f) {
 }
 
 // Median milliseconds of fn over `iters` runs after 3 warm-ups, timed with events on the backend's stream.
-double time_ms(const std::function<void()>& fn, int iters = 10) {
-  cudaStream_t s = cg().stream();
-  for (int i = 0; i < 3; ++i) fn();
-  std::vector<double> t;
-  cudaEvent_t a, b;
-  cudaEventCreate(&a);
-  cudaEventCreate(&b);
-  for (int i = 0; i < iters; ++i) {
-    cudaEventRecord(a, s);
-    fn();
-    cudaEventRecord(b, s);
-    cudaEventSynchronize(b);
-    float ms = 0;
-    cudaEventElapsedTime(&ms, a, b);
-    t.push_back(ms);
-  }
-  cudaEventDestroy(a);
-  cudaEventDestroy(b);
-  std::sort(t.begin(), t.end());
-  return t[t.size() / 2];
-}
+double time_ms(const std::function<void()>& fn, int iters = 10) { return median_ms(cg().stream(), fn, 3, iters); }
 
 struct Ceil {
   double gbs = 0, tflops = 0;

@@ -1,6 +1,8 @@
 // GPU test helpers (see gpu_test_util.h).
 #include "gpu/gpu_test_util.h"
 
+#include <cuda_runtime.h>
+
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -361,6 +363,27 @@ std::vector<int32_t> greedy_on(TestModel& m, const std::vector<int32_t>& ids, in
   }
   seq.release_all(*m.pool);
   return out;
+}
+
+double median_ms(CUstream_st* stream, const std::function<void()>& fn, int warmups, int iters) {
+  for (int i = 0; i < warmups; ++i) fn();
+  cudaEvent_t a, b;
+  cudaEventCreate(&a);
+  cudaEventCreate(&b);
+  std::vector<double> t;
+  for (int i = 0; i < iters; ++i) {
+    cudaEventRecord(a, stream);
+    fn();
+    cudaEventRecord(b, stream);
+    cudaEventSynchronize(b);
+    float ms = 0;
+    cudaEventElapsedTime(&ms, a, b);
+    t.push_back(ms);
+  }
+  cudaEventDestroy(a);
+  cudaEventDestroy(b);
+  std::sort(t.begin(), t.end());
+  return t[t.size() / 2];
 }
 
 }  // namespace dsserve::test

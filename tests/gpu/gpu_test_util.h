@@ -3,6 +3,7 @@
 // built for both backends, and the model runs and robust logit statistics of the golden tests.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <random>
@@ -11,6 +12,8 @@
 
 #include "backend/backend.h"
 #include "model/model_test_util.h"
+
+struct CUstream_st;  // cudaStream_t
 
 namespace dsserve::test {
 
@@ -93,5 +96,9 @@ RunResult run_on(TestModel& m, const std::vector<int32_t>& ids, const RunOptions
 std::vector<std::vector<float>> run_mtp_on(TestModel& m, const std::vector<int32_t>& ids,
                                            const std::vector<std::vector<float>>& hidden);
 std::vector<int32_t> greedy_on(TestModel& m, const std::vector<int32_t>& ids, int n);
+
+// Median milliseconds of fn over `iters` runs after `warmups`, timed with events on the stream
+// (the benchmarks' timer).
+double median_ms(CUstream_st* stream, const std::function<void()>& fn, int warmups, int iters);
 
 }  // namespace dsserve::test

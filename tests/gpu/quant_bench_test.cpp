@@ -34,27 +34,7 @@ namespace {
 
 cuda::CudaBackend& cg() { return static_cast<cuda::CudaBackend&>(gpu()); }
 
-double time_ms(const std::function<void()>& fn, int iters = 7) {
-  cudaStream_t s = cg().stream();
-  for (int i = 0; i < 2; ++i) fn();
-  std::vector<double> t;
-  cudaEvent_t a, b;
-  cudaEventCreate(&a);
-  cudaEventCreate(&b);
-  for (int i = 0; i < iters; ++i) {
-    cudaEventRecord(a, s);
-    fn();
-    cudaEventRecord(b, s);
-    cudaEventSynchronize(b);
-    float ms = 0;
-    cudaEventElapsedTime(&ms, a, b);
-    t.push_back(ms);
-  }
-  cudaEventDestroy(a);
-  cudaEventDestroy(b);
-  std::sort(t.begin(), t.end());
-  return t[t.size() / 2];
-}
+double time_ms(const std::function<void()>& fn, int iters = 7) { return median_ms(cg().stream(), fn, 2, iters); }
 
 // Weight parts drawn fast (bench sizes): AWQ random nibbles and scales; INT8 uniform in [-127, 127].
 WeightPart fast_awq_part(int64_t out, int64_t in, int64_t group, uint64_t seed) {

@@ -44,26 +44,7 @@ Sets& sets() {
 }
 
 // Median milliseconds of fn over `iters` runs after 2 warm-ups, timed with events on the stream.
-double time_ms(cudaStream_t s, const std::function<void()>& fn, int iters = 7) {
-  for (int i = 0; i < 2; ++i) fn();
-  cudaEvent_t a, b;
-  cudaEventCreate(&a);
-  cudaEventCreate(&b);
-  std::vector<double> t;
-  for (int i = 0; i < iters; ++i) {
-    cudaEventRecord(a, s);
-    fn();
-    cudaEventRecord(b, s);
-    cudaEventSynchronize(b);
-    float ms = 0;
-    cudaEventElapsedTime(&ms, a, b);
-    t.push_back(ms);
-  }
-  cudaEventDestroy(a);
-  cudaEventDestroy(b);
-  std::sort(t.begin(), t.end());
-  return t[t.size() / 2];
-}
+double time_ms(cudaStream_t s, const std::function<void()>& fn, int iters = 7) { return median_ms(s, fn, 2, iters); }
 
 // Per-call milliseconds of `make_call` on backend b, recorded once per input copy in CUDA graphs
 // and replayed in rotation (weights and caches larger than L2 together).
