@@ -99,9 +99,10 @@ struct Activation {
   Tensor x;        // [T, C] in the backend's activation dtype (undefined when only q is needed)
   Tensor q;        // [Tp >= T, C] F8_E4M3, rows past T zero; or undefined
   Tensor q_scale;  // [C / 128, Tp] F32, token index contiguous (rows past T: 1); or undefined
+  int64_t q_tokens = 0;  // T where x is undefined (q's rows are padded past it)
   Activation() = default;
   Activation(Tensor rows) : x(std::move(rows)) {}  // NOLINT: plain rows are an activation
-  int64_t tokens() const { return x.defined() ? x.size(0) : q.size(0); }
+  int64_t tokens() const { return x.defined() ? x.size(0) : q_tokens; }
 };
 
 // The device side of a ForwardBatch: what attention and cache writes need. Host copies of the

@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <set>
 
 #include "backend/cuda/cuda_backend.h"
@@ -289,6 +290,8 @@ TEST_F(GpuOps, MlaExpandedCausalWithPrefixes) {
     runs.push_back({cuda::MlaPrefillKernel::Mma, -1});
     runs.push_back({cuda::MlaPrefillKernel::Scalar, -1});
     for (auto [k, variant] : runs) {
+      // Named before it runs: a kernel that never returns is the last one printed.
+      std::fprintf(stderr, "[ kernel   ] %s v%d n%d T%d\n", cuda::mla_prefill_kernel_name(k), variant, cs.n, bc.num_tokens);
       cgpu.set_mla_prefill_kernel(k);
       cgpu.set_mla_prefill_sm90_variant(variant);
       Tensor og = gpu().mla_attention_expanded(q.g.unflatten(1, cs.n, cs.dn + cs.dr),

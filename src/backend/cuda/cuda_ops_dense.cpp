@@ -269,6 +269,7 @@ Tensor CudaBackend::mlp(const Activation& a, const LinearWeight& gate_up, const 
     p.T = T, p.rows = 2 * I, p.K = H;
     p.epilogue = W8A8Epilogue::SiluMulQuant;
     Activation act;
+    act.q_tokens = T;
     act.q = scratch(DType::F8_E4M3, {tq, I});
     act.q_scale = scratch(DType::F32, {I / 128, tq});
     p.yq = act.q.ptr<uint8_t>(), p.ldyq = I, p.ys = act.q_scale.ptr<float>(), p.ys_ld = tq, p.pad_rows = tq;
@@ -285,6 +286,7 @@ Tensor CudaBackend::mlp(const Activation& a, const LinearWeight& gate_up, const 
   const Fp8LinearPath path = fp8_linear_path(T, down.out_features);
   const int64_t tq = path == Fp8LinearPath::Cublaslt ? round_up(std::max<int64_t>(T, 1), 8) : round_up(T, 8);
   Activation act;
+  act.q_tokens = T;
   if (down_bf16 || path == Fp8LinearPath::W8A16Decode) act.x = scratch(DType::BF16, {T, I});
   act.q = scratch(DType::F8_E4M3, {tq, I});
   act.q_scale = scratch(DType::F32, {I / 128, tq});

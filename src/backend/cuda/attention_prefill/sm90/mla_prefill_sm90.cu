@@ -55,15 +55,17 @@ struct Work {
 // gridDim.x, block b item b of even waves and item gridDim.x - 1 - b of odd ones (so that a block's
 // long and short causal items even out); with one block per item there is one wave. The persistent
 // grid has one block per SM: a block's next item's copies start while it finishes the current one.
-__device__ __forceinline__ int64_t item_of(int64_t wave) {
-  return wave * gridDim.x + ((wave & 1) ? gridDim.x - 1 - blockIdx.x : blockIdx.x);
+// 32-bit index arithmetic throughout (the launch checks that the items fit): the producer runs it on
+// the 40 registers it keeps after setmaxnreg.
+__device__ __forceinline__ unsigned item_of(unsigned wave) {
+  return wave * gridDim.x + ((wave & 1u) ? gridDim.x - 1u - blockIdx.x : blockIdx.x);
 }
-__device__ __forceinline__ bool work_of(const MlaExpandedParams& p, int qtiles_max, int64_t id, Work& w) {
-  const int64_t per_seq = int64_t(qtiles_max) * p.heads;
+__device__ __forceinline__ bool work_of(const MlaExpandedParams& p, unsigned qtiles_max, unsigned id, Work& w) {
+  const unsigned per_seq = qtiles_max * unsigned(p.heads);
   w.seq = int(id / per_seq);
-  const int rem = int(id % per_seq);
-  const int qt_rev = rem % qtiles_max;
-  w.head = rem / qtiles_max;
+  const unsigned rem = id - unsigned(w.seq) * per_seq;
+  const int qt_rev = int(rem % qtiles_max);
+  w.head = int(rem / qtiles_max);
   w.tok0 = p.query_start[w.seq];
   w.qlen = p.query_start[w.seq + 1] - w.tok0;
   const int qtiles = (w.qlen + kBlockM - 1) / kBlockM;
@@ -78,8 +80,8 @@ __device__ __forceinline__ bool work_of(const MlaExpandedParams& p, int qtiles_m
 }
 
 __global__ void __launch_bounds__(kThreads, 1)
-    mla_prefill_sm90_kernel(const MlaExpandedParams p, const __grid_constant__ Maps maps, int qtiles_max,
-                            int64_t num_items) {
+    mla_prefill_sm90_kernel(const MlaExpandedParams p, const __grid_constant__ Maps maps, unsigned qtiles_max,
+                            unsigned num_items) {
   extern __shared__ char smem_raw[];
   char* smem = reinterpret_cast<char*>((reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t(1023));
   uint64_t* bars = reinterpret_cast<uint64_t*>(smem + kBarOff);
@@ -111,9 +113,9 @@ __global__ void __launch_bounds__(kThreads, 1)
       tma_prefetch_map(&maps.kv);
       tma_prefetch_map(&maps.k_pe);
       int it = 0, done = 0;  // tiles and items this block has loaded
-      for (int64_t wave = 0; wave * gridDim.x < num_items; ++wave) {
-      const int64_t id = item_of(wave);
-      if (id >= num_items) continue;
+      for (unsigned wave = 0; wave * gridDim.x < num_items; ++wave) {
+        const unsigned id = item_of(wave);
+        if (id >= num_items) continue;
         Work wk;
         if (!work_of(p, qtiles_max, id, wk)) continue;
         for (int j = 0; j < wk.ntiles; ++j, ++it) {
@@ -152,9 +154,9 @@ __global__ void __launch_bounds__(kThreads, 1)
   const int my_turn = 1 + c, other_turn = 2 - c;
   if (c == 1) named_bar_arrive(1, 256);  // warpgroup 0 goes first
   int it = 0, done = 0;  // tiles and items this block has consumed (ring stage and barrier phases)
-  for (int64_t wave = 0; wave * gridDim.x < num_items; ++wave) {
-      const int64_t id = item_of(wave);
-      if (id >= num_items) continue;
+  for (unsigned wave = 0; wave * gridDim.x < num_items; ++wave) {
+  const unsigned id = item_of(wave);
+  if (id >= num_items) continue;
   Work wk;
   if (!work_of(p, qtiles_max, id, wk)) continue;
   int qi[2];  // query index (within the sequence) of this thread's two rows
@@ -345,7 +347,7 @@ cudaError_t launch_mla_prefill_sm90(const MlaExpandedParams& p, cudaStream_t str
   // Variant 1 (kSm90PrefillPersistent): one block per SM walking the items; else one block per item.
   const int variant = p.sm90_variant < 0 ? kSm90PrefillDefaultVariant : p.sm90_variant;
   const int64_t blocks = variant == kSm90PrefillPersistent ? std::min<int64_t>(items, current_sm_count()) : items;
-  kernel<<<unsigned(blocks), kThreads, kSmemBytes, stream>>>(p, maps, int(qtiles), items);
+  kernel<<<unsigned(blocks), kThreads, kSmemBytes, stream>>>(p, maps, unsigned(qtiles), unsigned(items));
   return cudaGetLastError();
 }
 
