@@ -8,10 +8,11 @@
 # quantized fixtures present, their benchmarks and the sm80 set's; part "bench" the decision
 # benchmarks of attention, FP8 GEMMs and decode, each beside the ceilings measured in the same run.
 # Logs go to $OUT, short summaries to stdout.
+# Part "attn": the attention kernels and the fused decode path, tests then benchmarks.
 # Part "core" is the short form of what decides the defaults (decode path, attention variants).
 # Usage (from the repository root on the device machine): scripts/gpu-verify.sh core|check|quant|bench
 set -u
-PART=${1:?check or bench}
+PART=${1:?core, attn, check, quant or bench}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 OUTDIR=${OUT:-/tmp/dsserve-gpu-out}; mkdir -p "$OUTDIR"
 R=/tmp/dsserve-gpu
@@ -37,6 +38,28 @@ if [[ $PART == core ]]; then
   grep -E "bench|ceiling|mla |FAILED" $OUTDIR/attn_bench.log | cut -c1-200 | head -60
   step "attention variants against the oracle"
   timeout 140 $T --gtest_filter='GpuOps.MlaDecodeKernelsOverV3Shapes:GpuOps.MlaAbsorbedOverPagedCache:GpuOps.MlaDecodeGraphReplayFollowsDeviceLengths:GpuOps.MlaExpandedCausalWithPrefixes' > $OUTDIR/attn.log 2>&1; sum 30 < $OUTDIR/attn.log
+elif [[ $PART == attn ]]; then
+  # The attention kernels (each variant against the oracle, then timed beside the ceilings), the fused
+  # decode path's own tests and its step time beside the unfused default (bundle: test_gpu, dsserve,
+  # tiny-v3-fp8).
+  nvidia-smi --query-gpu=name,clocks.max.sm,memory.total --format=csv,noheader
+  step "MLA prefill kernels with cached prefixes (each named before it runs)"
+  timeout 60 $T --gtest_filter='GpuOps.MlaExpandedCausalWithPrefixes' > $OUTDIR/prefill.log 2>&1; echo "rc $?"
+  grep -E '^\[ kernel|FAILED|PASSED|Failure|Which|err' $OUTDIR/prefill.log | cut -c1-200 | tail -16
+  step "MLA decode kernels against the oracle"
+  timeout 100 $T --gtest_filter='GpuOps.MlaDecodeKernelsOverV3Shapes:GpuOps.MlaAbsorbedOverPagedCache:GpuOps.MlaDecodeGraphReplayFollowsDeviceLengths:*GpuFp8Cache*Mla*' > $OUTDIR/attn.log 2>&1; echo "rc $?"; sum 30 < $OUTDIR/attn.log
+  step "MLA decode: every variant beside the shipped one and the ceilings"
+  timeout 60 $T --gtest_filter='GpuBench.MlaDecode' > $OUTDIR/decode_attn_bench.log 2>&1; echo "rc $?"
+  grep -E "bench|ceiling|mla |FAILED" $OUTDIR/decode_attn_bench.log | cut -c1-200 | head -40
+  step "MLA prefill: every grid beside the ceilings"
+  timeout 90 $T --gtest_filter='GpuBench.MlaAttention' > $OUTDIR/prefill_bench.log 2>&1; echo "rc $?"
+  grep -E "bench|ceiling|mla |FAILED" $OUTDIR/prefill_bench.log | cut -c1-200 | head -30
+  step "fused decode path: its MLP, MoE and the FP8 golden fixture"
+  timeout 60 $T --gtest_filter='W8A8Decode.FusedMlpMatchesOracle:MoeW8A8.*:Fixtures/GpuGolden.*/fp8_fused_decode' > $OUTDIR/fused.log 2>&1; echo "rc $?"; sum 30 < $OUTDIR/fused.log
+  step "decode step: fused decode path vs the unfused default, 4 V3 layers (3 dense + 1 MoE), dummy FP8, graphs, context 1024"
+  timeout 100 $B/dsserve bench-one-batch --model-path $V3 --load-format dummy --device cuda --json-model-override-args '{"num_hidden_layers":4}' \
+    --output-len 8 --profile-layers --fused-decode --decode-baseline --batch-size 1 --input-len 1024 > $OUTDIR/decode_bench.log 2>&1; echo "rc $?"
+  grep -E '^\||ceilings|baseline|against|per decoder|rror' $OUTDIR/decode_bench.log | cut -c1-200 | tail -40
 elif [[ $PART == check ]]; then
   nvidia-smi --query-gpu=name,clocks.max.sm,memory.total --format=csv,noheader
   step "fused decode path and the unfused kernels (the default), golden fixtures bf16 and fp8"
