@@ -82,6 +82,13 @@ elif [[ $PART == quant ]]; then
   timeout 120 $T --gtest_filter='GpuQuantBench.*' > $OUTDIR/quant_bench.log 2>&1; grep -E '^\[ bench|Failure|rror' $OUTDIR/quant_bench.log | cut -c1-240 | head -60
   step "sm80 kernel set beside the sm90 one"
   timeout 60 $T --gtest_filter='Sm80Bench.*' > $OUTDIR/sm80_bench.log 2>&1; grep -E '^\[ bench|FAILED|Failure' $OUTDIR/sm80_bench.log | cut -c1-240 | head -30
+  step "sm80 kernel set forced: quantized kernels and fixtures"
+  timeout 100 $T --sm80-kernels --gtest_filter="GpuQuant.*:GpuQuantGraphs.*:$g" > $OUTDIR/sm80_quant.log 2>&1; sum 30 < $OUTDIR/sm80_quant.log
+  if [[ -x $B/bench_fp8_prefill ]]; then
+    step "FP8 GEMM: dense V3 shapes at 4096 tokens, grouped experts"
+    timeout 60 $B/bench_fp8_prefill dense 4096 > $OUTDIR/gemm_dense.log 2>&1; tail -11 $OUTDIR/gemm_dense.log
+    timeout 60 $B/bench_fp8_prefill grouped > $OUTDIR/gemm_grouped.log 2>&1; tail -18 $OUTDIR/gemm_grouped.log
+  fi
 else
   step "MLA decode and prefill: every variant beside the shipped one and the ceilings"
   timeout 100 $T --gtest_filter='GpuBench.MlaDecode:GpuBench.MlaAttention' > $OUTDIR/attn_bench.log 2>&1
