@@ -371,6 +371,17 @@ class CudaBackend final : public Backend {
   // Scratch for moe_align's outputs of `pairs` pairs over `experts` experts.
   std::shared_ptr<MoeGrouping> new_grouping(int64_t pairs, int64_t experts, int rows_per_item);
   Tensor moe_experts_cublaslt(const Tensor& x, const ExpertWeights& w, const RouterOutput& route);
+  // The prefill paths' grouping: the (token, k) pairs counted per expert (the counts read back on
+  // the host) and scattered into per-expert row segments padded to multiples of 8 rows.
+  struct MoeSegments {
+    std::vector<int32_t> counts, offset, rows;  // per expert: pairs, first row, padded rows
+    int64_t total_rows = 0;
+    Tensor row_token;      // [total_rows] I32: the token of each row (-1: padding)
+    Tensor pair_row;       // [pairs] I32: the row of each pair
+    Tensor row_seg_start;  // [total_rows] I32: the first row of the row's segment
+    Tensor row_seg_rows;   // [total_rows] I32: the rows of the row's segment
+  };
+  MoeSegments moe_segments(const RouterOutput& route, int64_t experts);
   bool moe_sm90_supported(const ExpertWeights& w) const;
   // The sm80 kernel set's FP8 linears (cuda_ops_w8a16.cpp): W8A16, the decode kernel up to
   // kFp8DecodeMaxTokens tokens, else BF16 products on weights widened chunk by chunk of rows.

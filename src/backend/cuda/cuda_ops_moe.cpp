@@ -402,45 +402,56 @@ Tensor CudaBackend::moe_experts_sm90(const Tensor& x_in, const ExpertWeights& w,
   return out;
 }
 
+CudaBackend::MoeSegments CudaBackend::moe_segments(const RouterOutput& route, int64_t E) {
+  const int64_t K = route.topk_ids.size(1), pairs = route.topk_ids.size(0) * K;
+  MoeSegments sg;
+  Tensor counts = scratch(DType::I32, {E});
+  check(cudaMemsetAsync(counts.data(), 0, size_t(E) * 4, stream_), "moe counts");
+  check(launch_moe_count({route.topk_ids.ptr<int32_t>(), counts.ptr<int32_t>(), pairs, int(E)}, stream_), "moe count");
+  sg.counts.resize(size_t(E));
+  check(cudaMemcpyAsync(sg.counts.data(), counts.data(), size_t(E) * 4, cudaMemcpyDeviceToHost, stream_),
+        "moe counts to host");
+  check(cudaStreamSynchronize(stream_), "moe counts (synchronize)");
+  sg.offset.resize(size_t(E)), sg.rows.resize(size_t(E));
+  int64_t R = 0;
+  for (int64_t e = 0; e < E; ++e) {
+    experts_run_ += sg.counts[e] > 0;
+    sg.offset[e] = int32_t(R);
+    sg.rows[e] = (sg.counts[e] + 7) / 8 * 8;
+    R += sg.rows[e];
+  }
+  sg.total_rows = R;
+  if (R == 0) return sg;
+  Tensor d_off = upload_i32(sg.offset, {E}), d_rows = upload_i32(sg.rows, {E});
+  Tensor cursor = scratch(DType::I32, {E});
+  sg.row_token = scratch(DType::I32, {R}), sg.pair_row = scratch(DType::I32, {pairs});
+  sg.row_seg_start = scratch(DType::I32, {R}), sg.row_seg_rows = scratch(DType::I32, {R});
+  check(cudaMemsetAsync(cursor.data(), 0, size_t(E) * 4, stream_), "moe cursor");
+  check(cudaMemsetAsync(sg.row_token.data(), 0xff, size_t(R) * 4, stream_), "moe rows");  // -1: padding
+  MoeScatterParams sp{route.topk_ids.ptr<int32_t>(), d_off.ptr<int32_t>(),      d_rows.ptr<int32_t>(),
+                      cursor.ptr<int32_t>(),         sg.row_token.ptr<int32_t>(), sg.pair_row.ptr<int32_t>(),
+                      sg.row_seg_start.ptr<int32_t>(), sg.row_seg_rows.ptr<int32_t>(), pairs,
+                      int(K),                        int(E)};
+  check(launch_moe_scatter(sp, stream_), "moe scatter");
+  return sg;
+}
+
 Tensor CudaBackend::moe_experts_cublaslt(const Tensor& x_in, const ExpertWeights& w, const RouterOutput& route) {
   const auto& ew = *static_cast<const CudaExperts*>(w.impl.get());
   const int64_t T = x_in.size(0), H = w.hidden, I = w.intermediate, E = w.num_experts, K = route.topk_ids.size(1);
   Tensor out = scratch(DType::BF16, {T, H});
   const int64_t pairs = T * K;
 
-  // 1. Rows per expert, back on the host.
-  Tensor counts = scratch(DType::I32, {E});
-  check(cudaMemsetAsync(counts.data(), 0, size_t(E) * 4, stream_), "moe counts");
-  check(launch_moe_count({route.topk_ids.ptr<int32_t>(), counts.ptr<int32_t>(), pairs, int(E)}, stream_),
-        "moe count");
-  std::vector<int32_t> h_counts(static_cast<size_t>(E));
-  check(cudaMemcpyAsync(h_counts.data(), counts.data(), size_t(E) * 4, cudaMemcpyDeviceToHost, stream_),
-        "moe counts to host");
-  check(cudaStreamSynchronize(stream_), "moe counts (synchronize)");
-  std::vector<int32_t> seg_off(static_cast<size_t>(E)), seg_rows(static_cast<size_t>(E));
-  int64_t R = 0;
-  for (int64_t e = 0; e < E; ++e) {
-    experts_run_ += h_counts[e] > 0;
-    seg_off[e] = int32_t(R);
-    seg_rows[e] = (h_counts[e] + 7) / 8 * 8;
-    R += seg_rows[e];
-  }
+  // 1. Rows per expert (back on the host) and the pairs scattered into segments.
+  MoeSegments sg = moe_segments(route, E);
+  const int64_t R = sg.total_rows;
+  const std::vector<int32_t>&h_counts = sg.counts, &seg_off = sg.offset, &seg_rows = sg.rows;
+  const Tensor &row_token = sg.row_token, &pair_row = sg.pair_row, &row_seg_start = sg.row_seg_start,
+               &row_seg_rows = sg.row_seg_rows;
   if (R == 0) {
     check(cudaMemsetAsync(out.data(), 0, out.nbytes(), stream_), "moe zero output");
     return out;
   }
-
-  // 2. Scatter pairs into segments.
-  Tensor d_off = upload_i32(seg_off, {E}), d_rows = upload_i32(seg_rows, {E});
-  Tensor cursor = scratch(DType::I32, {E}), row_token = scratch(DType::I32, {R}), pair_row = scratch(DType::I32, {pairs});
-  Tensor row_seg_start = scratch(DType::I32, {R}), row_seg_rows = scratch(DType::I32, {R});
-  check(cudaMemsetAsync(cursor.data(), 0, size_t(E) * 4, stream_), "moe cursor");
-  check(cudaMemsetAsync(row_token.data(), 0xff, size_t(R) * 4, stream_), "moe rows");  // -1: padding
-  MoeScatterParams sp{route.topk_ids.ptr<int32_t>(), d_off.ptr<int32_t>(),   d_rows.ptr<int32_t>(),
-                      cursor.ptr<int32_t>(),         row_token.ptr<int32_t>(), pair_row.ptr<int32_t>(),
-                      row_seg_start.ptr<int32_t>(),  row_seg_rows.ptr<int32_t>(), pairs,
-                      int(K),                        int(E)};
-  check(launch_moe_scatter(sp, stream_), "moe scatter");
 
   // 3. Expert inputs in segment order: FP8 with per-segment scales (FP8 experts on Hopper), or BF16
   // (BF16 experts; FP8 experts on the sm80 kernel set, their weights widened per expert below).

@@ -191,35 +191,14 @@ Tensor CudaBackend::moe_experts_quant(const Tensor& x_in, const ExpertWeights& w
 
   // Per-expert row segments (prefill sizes): counts back on the host, rows scattered into
   // segments padded to multiples of 8, one product per active expert.
-  Tensor counts = scratch(DType::I32, {E});
-  check(cudaMemsetAsync(counts.data(), 0, size_t(E) * 4, stream_), "moe counts");
-  check(launch_moe_count({route.topk_ids.ptr<int32_t>(), counts.ptr<int32_t>(), pairs, int(E)}, stream_), "moe count");
-  std::vector<int32_t> h_counts(static_cast<size_t>(E));
-  check(cudaMemcpyAsync(h_counts.data(), counts.data(), size_t(E) * 4, cudaMemcpyDeviceToHost, stream_),
-        "moe counts to host");
-  check(cudaStreamSynchronize(stream_), "moe counts (synchronize)");
-  std::vector<int32_t> seg_off(static_cast<size_t>(E)), seg_rows(static_cast<size_t>(E));
-  int64_t R = 0;
-  for (int64_t e = 0; e < E; ++e) {
-    experts_run_ += h_counts[e] > 0;
-    seg_off[e] = int32_t(R);
-    seg_rows[e] = (h_counts[e] + 7) / 8 * 8;
-    R += seg_rows[e];
-  }
+  MoeSegments sg = moe_segments(route, E);
+  const int64_t R = sg.total_rows;
+  const std::vector<int32_t>&h_counts = sg.counts, &seg_off = sg.offset, &seg_rows = sg.rows;
+  const Tensor &row_token = sg.row_token, &pair_row = sg.pair_row;
   if (R == 0) {
     check(cudaMemsetAsync(out.data(), 0, out.nbytes(), stream_), "moe zero output");
     return out;
   }
-  Tensor d_off = upload_i32(seg_off, {E}), d_rows = upload_i32(seg_rows, {E});
-  Tensor cursor = scratch(DType::I32, {E}), row_token = scratch(DType::I32, {R}), pair_row = scratch(DType::I32, {pairs});
-  Tensor row_seg_start = scratch(DType::I32, {R}), row_seg_rows = scratch(DType::I32, {R});
-  check(cudaMemsetAsync(cursor.data(), 0, size_t(E) * 4, stream_), "moe cursor");
-  check(cudaMemsetAsync(row_token.data(), 0xff, size_t(R) * 4, stream_), "moe rows");  // -1: padding
-  MoeScatterParams sp{route.topk_ids.ptr<int32_t>(), d_off.ptr<int32_t>(),   d_rows.ptr<int32_t>(),
-                      cursor.ptr<int32_t>(),         row_token.ptr<int32_t>(), pair_row.ptr<int32_t>(),
-                      row_seg_start.ptr<int32_t>(),  row_seg_rows.ptr<int32_t>(), pairs,
-                      int(K),                        int(E)};
-  check(launch_moe_scatter(sp, stream_), "moe scatter");
 
   // Experts of at least quant_expand_min_tokens_ rows: expanded to BF16 (one expert at a time, the scratch
   // reused in stream order) and multiplied by cuBLASLt; the others on the streaming kernel.
