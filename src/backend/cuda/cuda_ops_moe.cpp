@@ -440,7 +440,6 @@ Tensor CudaBackend::moe_experts_cublaslt(const Tensor& x_in, const ExpertWeights
   const auto& ew = *static_cast<const CudaExperts*>(w.impl.get());
   const int64_t T = x_in.size(0), H = w.hidden, I = w.intermediate, E = w.num_experts, K = route.topk_ids.size(1);
   Tensor out = scratch(DType::BF16, {T, H});
-  const int64_t pairs = T * K;
 
   // 1. Rows per expert (back on the host) and the pairs scattered into segments.
   MoeSegments sg = moe_segments(route, E);
