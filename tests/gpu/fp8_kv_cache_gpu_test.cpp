@@ -164,28 +164,19 @@ TEST_P(GpuFp8Cache, MlaDecodeReadsTheFp8CacheAsTheOracleDoes) {
     Tensor qc = cpu().to_device(qh), qg = to_backend(gpu(), qh);
     const float scale = 0.0723f;
     Tensor oc = cpu().mla_attention_absorbed(qc, cache_c, bc, cs.kr, scale);
-    // Sm90 in every schedule variant where it takes the shapes (the mma kernel otherwise), Mma, Scalar.
-    const bool sm90 = expected_kernel(cuda::MlaDecodeKernel::Sm90, cs.n, cs.kr, cs.page_size, cs.key_shift,
-                                      cs.seqs) == cuda::MlaDecodeKernel::Sm90;
-    std::vector<std::pair<cuda::MlaDecodeKernel, int>> runs;
-    for (int v = 0; v < (sm90 ? cuda::kSm90Variants : 1); ++v) runs.push_back({cuda::MlaDecodeKernel::Sm90, v});
-    runs.push_back({cuda::MlaDecodeKernel::Mma, -1});
-    runs.push_back({cuda::MlaDecodeKernel::Scalar, -1});
-    for (auto [k, variant] : runs) {
+    // Sm90 where it takes the shapes (the mma kernel otherwise), Mma, Scalar.
+    for (auto k : {cuda::MlaDecodeKernel::Sm90, cuda::MlaDecodeKernel::Mma, cuda::MlaDecodeKernel::Scalar}) {
       cgpu.set_mla_decode_kernel(k);
-      cgpu.set_mla_decode_sm90_variant(variant);
       Tensor og = gpu().mla_attention_absorbed(qg, cache_g, bg, cs.kr, scale);
       const auto ran = cgpu.last_mla_decode();
       const auto want = expected_kernel(k, cs.n, cs.kr, cs.page_size, cs.key_shift, cs.seqs);
-      const std::string tag = fmt() + "_" + cuda::mla_decode_kernel_name(k) +
-                              (variant > 0 ? "_v" + std::to_string(variant) : std::string()) + "_" + cs.name;
+      const std::string tag = fmt() + "_" + cuda::mla_decode_kernel_name(k) + "_" + cs.name;
       EXPECT_EQ(int(ran.kernel), int(want)) << tag;
       RecordProperty("splits_" + tag, ran.num_splits);
       expect_close("err_" + tag, rel_err(cpu(), oc, gpu(), og), kBf16Out);
       expect_close("row_err_" + tag, worst_row_err(oc, og, cs.kr), kRowErr);
     }
     cgpu.set_mla_decode_kernel(cuda::MlaDecodeKernel::Sm90);
-    cgpu.set_mla_decode_sm90_variant(-1);
   }
 }
 

@@ -304,10 +304,8 @@ TEST_F(GpuBench, MlaDecode) {
           fast_random({int64_t(cs.B) * cs.q, int64_t(cs.heads) * L}, 200 + uint64_t(c), 0.3f).unflatten(1, cs.heads, L));
     }
     // Times the kernel over the given caches; returns milliseconds per call.
-    auto bench = [&](cuda::MlaDecodeKernel k, const std::vector<Tensor>& over, const char* cache_name,
-                     int variant = -1) {
+    auto bench = [&](cuda::MlaDecodeKernel k, const std::vector<Tensor>& over, const char* cache_name) {
       cg().set_mla_decode_kernel(k);
-      cg().set_mla_decode_sm90_variant(variant);
       const double cache_bytes = keys_bytes * double(dtype_size(over[0].dtype()));
       std::vector<std::unique_ptr<CapturedForward>> graphs;
       Tensor out;
@@ -317,9 +315,7 @@ TEST_F(GpuBench, MlaDecode) {
           out = gpu().mla_attention_absorbed(qs[size_t(c)], over[size_t(c)], batches[size_t(c)], kr, 0.07f);
         }));
       const auto ran = cg().last_mla_decode();
-      const std::string kname = std::string(cuda::mla_decode_kernel_name(ran.kernel)) +
-                                (ran.kernel == cuda::MlaDecodeKernel::Sm90 && variant >= 0 ? "/v" + std::to_string(variant)
-                                                                                          : std::string());
+      const std::string kname = cuda::mla_decode_kernel_name(ran.kernel);
       const int rounds = std::max(1, 40 / copies);
       const double ms = time_ms([&] {
         for (int r = 0; r < rounds; ++r)
@@ -335,32 +331,22 @@ TEST_F(GpuBench, MlaDecode) {
                                                 "% of copy, " + std::to_string(100 * tf / g_ceil.tflops) + "% of bf16");
       return ms;
     };
-    // The shipped dispatch, then (where the wgmma kernel takes the shape) each of its schedule
-    // variants beside it, then mma.sync; the FP8 cache the same way.
+    // The shipped dispatch, then mma.sync; the FP8 cache the same way.
     const double best = bench(cuda::MlaDecodeKernel::Sm90, caches, "bf16");
     const bool sm90 = cg().last_mla_decode().kernel == cuda::MlaDecodeKernel::Sm90;
-    double best_variant = best;
-    if (sm90)
-      for (int v = 0; v < cuda::kSm90Variants; ++v)
-        best_variant = std::min(best_variant, bench(cuda::MlaDecodeKernel::Sm90, caches, "bf16", v));
     const double mma = bench(cuda::MlaDecodeKernel::Mma, caches, "bf16");
-    std::printf("[ bench    ] mla decode %-35s default is %.2fx the speed of mma.sync (best variant %.2fx)\n", shape,
-                mma / best, mma / best_variant);
+    std::printf("[ bench    ] mla decode %-35s default is %.2fx the speed of mma.sync\n", shape, mma / best);
     if (cs.fp8) {
-      double fp8 = bench(cuda::MlaDecodeKernel::Sm90, caches_fp8, "fp8");
-      const double fp8_default = fp8;
-      if (cg().last_mla_decode().kernel == cuda::MlaDecodeKernel::Sm90)
-        for (int v = 0; v < cuda::kSm90Variants; ++v)
-          fp8 = std::min(fp8, bench(cuda::MlaDecodeKernel::Sm90, caches_fp8, "fp8", v));
-      std::printf("[ bench    ] mla decode %-35s fp8 cache is %.2fx the speed of bf16 (half the bytes); best variants "
-                  "%.2fx\n", shape, best / fp8_default, best_variant / fp8);
+      const double fp8 = bench(cuda::MlaDecodeKernel::Sm90, caches_fp8, "fp8");
+      std::printf("[ bench    ] mla decode %-35s fp8 cache is %.2fx the speed of bf16 (half the bytes)\n", shape,
+                  best / fp8);
     }
     // Split counts beside the kernels' own choice where the batch alone does not fill the GPU (the
     // merge's traffic against idle SMs).
     if (cs.B == 1 && sm90) {
       for (int splits : {24, 32, 48}) {
         cg().set_mla_decode_splits(splits);
-        for (int v : {0, cuda::kSm90Rotated}) bench(cuda::MlaDecodeKernel::Sm90, caches, "bf16", v);
+        bench(cuda::MlaDecodeKernel::Sm90, caches, "bf16");
       }
     } else if (cs.B == 8 && cs.q == 1) {
       for (int splits : {8, 24, 32}) {
@@ -370,7 +356,6 @@ TEST_F(GpuBench, MlaDecode) {
     }
     cg().set_mla_decode_splits(0);
     cg().set_mla_decode_kernel(cuda::MlaDecodeKernel::Sm90);
-    cg().set_mla_decode_sm90_variant(-1);
   }
 }
 
@@ -437,27 +422,21 @@ TEST_F(GpuBench, MlaAttention) {
     Tensor keys = fast_random({K, L}, 6);
     const double pairs = double(T) * cs.prefix + double(T) * (T + 1) / 2;
     double ms_of[2] = {0, 0};
-    // The shipped dispatch, each grid of the wgmma kernel, then mma.sync.
-    std::vector<std::pair<cuda::MlaPrefillKernel, int>> runs{{cuda::MlaPrefillKernel::Sm90, -1}};
-    for (int v = 0; v < cuda::kSm90PrefillVariants; ++v) runs.push_back({cuda::MlaPrefillKernel::Sm90, v});
-    runs.push_back({cuda::MlaPrefillKernel::Mma, -1});
-    for (auto [k, variant] : runs) {
+    // The shipped dispatch (the wgmma kernel), then mma.sync.
+    for (auto k : {cuda::MlaPrefillKernel::Sm90, cuda::MlaPrefillKernel::Mma}) {
       cg().set_mla_prefill_kernel(k);
-      cg().set_mla_prefill_sm90_variant(variant);
       const double ms = time_ms([&] {
         gpu().begin_forward();
         gpu().mla_attention_expanded(q, kv, keys.slice(1, kr, L), b, 0.07f);
       }, T > 8192 ? 5 : 10);
-      if (variant < 0) ms_of[int(k)] = ms;
-      const std::string name = std::string("mla expanded ") + cuda::mla_prefill_kernel_name(cg().last_mla_prefill()) +
-                               (variant >= 0 ? "/v" + std::to_string(variant) : std::string());
+      ms_of[int(k)] = ms;
+      const std::string name = std::string("mla expanded ") + cuda::mla_prefill_kernel_name(cg().last_mla_prefill());
       row(name.c_str(), cs.name, ms, 2.0 * n * pairs * (dn + dr + dv), double(T) * n * (dn + dr + dv) * 2 +
                                                                           double(K) * n * (dn + dv) * 2);
     }
     std::printf("[ bench    ] mla expanded %s: wgmma is %.2fx the speed of mma.sync\n", cs.name, ms_of[1] / ms_of[0]);
   }
   cg().set_mla_prefill_kernel(cuda::MlaPrefillKernel::Sm90);
-  cg().set_mla_prefill_sm90_variant(-1);
 }
 
 TEST_F(GpuBench, Moe) {

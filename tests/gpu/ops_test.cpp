@@ -284,16 +284,10 @@ TEST_F(GpuOps, MlaExpandedCausalWithPrefixes) {
     Tensor oc = cpu().mla_attention_expanded(q.c.unflatten(1, cs.n, cs.dn + cs.dr), kv.c.unflatten(1, cs.n, cs.dn + cs.dv),
                                              keys.c.slice(1, kr, kr + cs.dr), bc, scale);
     auto& cgpu = static_cast<cuda::CudaBackend&>(gpu());
-    // The Hopper kernel in each of its grids, then the others.
-    std::vector<std::pair<cuda::MlaPrefillKernel, int>> runs;
-    for (int v = 0; v < cuda::kSm90PrefillVariants; ++v) runs.push_back({cuda::MlaPrefillKernel::Sm90, v});
-    runs.push_back({cuda::MlaPrefillKernel::Mma, -1});
-    runs.push_back({cuda::MlaPrefillKernel::Scalar, -1});
-    for (auto [k, variant] : runs) {
+    for (auto k : {cuda::MlaPrefillKernel::Sm90, cuda::MlaPrefillKernel::Mma, cuda::MlaPrefillKernel::Scalar}) {
       // Named before it runs: a kernel that never returns is the last one printed.
-      std::fprintf(stderr, "[ kernel   ] %s v%d n%d T%d\n", cuda::mla_prefill_kernel_name(k), variant, cs.n, bc.num_tokens);
+      std::fprintf(stderr, "[ kernel   ] %s n%d T%d\n", cuda::mla_prefill_kernel_name(k), cs.n, bc.num_tokens);
       cgpu.set_mla_prefill_kernel(k);
-      cgpu.set_mla_prefill_sm90_variant(variant);
       Tensor og = gpu().mla_attention_expanded(q.g.unflatten(1, cs.n, cs.dn + cs.dr),
                                                kv.g.unflatten(1, cs.n, cs.dn + cs.dv), keys.g.slice(1, kr, kr + cs.dr), bg,
                                                scale);
@@ -302,12 +296,11 @@ TEST_F(GpuOps, MlaExpandedCausalWithPrefixes) {
       const auto want =
           k == cuda::MlaPrefillKernel::Sm90 && (cs.dn != 128 || sm80_forced()) ? cuda::MlaPrefillKernel::Mma : k;
       EXPECT_EQ(cgpu.last_mla_prefill(), want);
-      expect_close((std::string(cuda::mla_prefill_kernel_name(k)) + (variant > 0 ? "_v" + std::to_string(variant) : "") +
-                    "_err_n" + std::to_string(cs.n) + "_T" + std::to_string(bc.num_tokens)).c_str(),
+      expect_close((std::string(cuda::mla_prefill_kernel_name(k)) + "_err_n" + std::to_string(cs.n) + "_T" +
+                    std::to_string(bc.num_tokens)).c_str(),
                    rel_err(cpu(), oc, gpu(), og), kBf16Out);
     }
     cgpu.set_mla_prefill_kernel(cuda::MlaPrefillKernel::Sm90);
-    cgpu.set_mla_prefill_sm90_variant(-1);
   }
 }
 
@@ -411,19 +404,11 @@ void check_mla_absorbed(const MlaCase& cs, Rng& rng) {
   Pair q = both(randn({T, cs.n, L}, rng, 0.3f));
   Tensor oc = cpu().mla_attention_absorbed(q.c, cache.c, bc, cs.kr, cs.scale);
   const auto want = expected_decode_kernel(cs);
-  // The Hopper kernel in every schedule variant (when it takes the call), then the others.
-  std::vector<std::pair<cuda::MlaDecodeKernel, int>> runs;
-  for (int v = 0; v < (want == cuda::MlaDecodeKernel::Sm90 ? cuda::kSm90Variants : 1); ++v)
-    runs.push_back({cuda::MlaDecodeKernel::Sm90, v});
-  runs.push_back({cuda::MlaDecodeKernel::Mma, -1});
-  runs.push_back({cuda::MlaDecodeKernel::Scalar, -1});
-  for (auto [k, variant] : runs) {
+  for (auto k : {cuda::MlaDecodeKernel::Sm90, cuda::MlaDecodeKernel::Mma, cuda::MlaDecodeKernel::Scalar}) {
     cg.set_mla_decode_kernel(k);
-    cg.set_mla_decode_sm90_variant(variant);
     Tensor og = gpu().mla_attention_absorbed(q.g, cache.g, bg, cs.kr, cs.scale);
     const auto ran = cg.last_mla_decode();
-    const std::string tag = std::string(cuda::mla_decode_kernel_name(k)) +
-                            (variant > 0 ? "_v" + std::to_string(variant) : std::string()) + "_" + cs.name;
+    const std::string tag = std::string(cuda::mla_decode_kernel_name(k)) + "_" + cs.name;
     if (k == cuda::MlaDecodeKernel::Sm90) {
       EXPECT_EQ(int(ran.kernel), int(want)) << tag;
     }
@@ -438,7 +423,6 @@ void check_mla_absorbed(const MlaCase& cs, Rng& rng) {
     EXPECT_LE(row, 3e-2) << tag << " (" << ran.num_splits << " splits): worst row";
   }
   cg.set_mla_decode_kernel(cuda::MlaDecodeKernel::Sm90);
-  cg.set_mla_decode_sm90_variant(-1);
 }
 
 TEST_F(GpuOps, MlaAbsorbedOverPagedCache) {

@@ -204,10 +204,6 @@ class CudaBackend final : public Backend {
     mla_decode_kernel_ = on ? MlaDecodeKernel::Sm90 : MlaDecodeKernel::Scalar;
   }
   void set_mla_decode_kernel(MlaDecodeKernel k) { mla_decode_kernel_ = k; }
-  // The Hopper decode kernel's schedule variant (kSm90* bits; -1: the shipped one), for the tests
-  // and benchmarks that run every variant.
-  void set_mla_decode_sm90_variant(int v) { mla_decode_sm90_variant_ = v; }
-  void set_mla_prefill_sm90_variant(int v) { mla_prefill_sm90_variant_ = v; }  // kSm90Prefill*
   // Split count of absorbed decode calls (benchmarks sweep it; 0: the kernel's own choice).
   void set_mla_decode_splits(int splits) { mla_decode_splits_ = splits; }
   void set_mla_prefill_kernel(MlaPrefillKernel k) { mla_prefill_kernel_ = k; }
@@ -397,7 +393,7 @@ class CudaBackend final : public Backend {
   MlaPrefillKernel mla_prefill_kernel_ = MlaPrefillKernel::Sm90;
   MlaPrefillKernel last_mla_prefill_ = MlaPrefillKernel::Sm90;
   MlaDecodeKernel mla_decode_kernel_ = MlaDecodeKernel::Sm90;
-  int mla_decode_sm90_variant_ = -1, mla_prefill_sm90_variant_ = -1, mla_decode_splits_ = 0;
+  int mla_decode_splits_ = 0;
   MlaDecodeLaunch last_mla_decode_;
   cudaStream_t stream_ = nullptr;
   std::unique_ptr<LtGemm> gemm_;

@@ -133,7 +133,6 @@ Tensor CudaBackend::mla_attention_expanded(const Tensor& q_in, const Tensor& kv_
   p.scale = scale;
   p.kernel = mla_prefill_kernel_ == MlaPrefillKernel::Sm90 && !hopper_kernels() ? MlaPrefillKernel::Mma
                                                                               : mla_prefill_kernel_;
-  p.sm90_variant = mla_prefill_sm90_variant_;
   cudaError_t e = launch_mla_expanded(p, stream_, &last_mla_prefill_);
   DS_CHECK(e != cudaErrorInvalidValue,
            "mla_attention_expanded: unsupported head dims (dn {}, dr {}, dv {}: need even, dv <= 128, dn + dr <= 256)",
@@ -181,7 +180,6 @@ Tensor CudaBackend::mla_attention_absorbed(const Tensor& q_in, const Tensor& cac
   p.kernel = mla_decode_kernel_;
   p.sm80 = !hopper_kernels();  // no wgmma kernel, sm_80 configurations of the mma one
   p.kernel = mla_absorbed_kernel_for(p);
-  p.sm90_variant = mla_decode_sm90_variant_;
   p.num_splits = mla_absorbed_num_splits(int(T), b.num_seqs, int(n), int(kr), max_len, p.kernel,
                                          int(dtype_size(c.dtype())), p.sm80);
   if (mla_decode_splits_ > 0) p.num_splits = std::min(mla_decode_splits_, kMaxSplits);

@@ -29,13 +29,7 @@ struct MlaExpandedParams {
   int num_seqs, num_tokens, heads, dn, dr, dv;
   float scale;               // softmax scale
   MlaPrefillKernel kernel = MlaPrefillKernel::Sm90;  // the preferred kernel (see MlaPrefillKernel)
-  int sm90_variant = -1;     // the Hopper kernel's grid (kSm90Prefill* below); -1: the shipped one
 };
-// The Hopper kernel's grids, built side by side so that tests and benchmarks run each: one block per
-// (query tile, head, sequence) item (0), or one block per SM walking the items, the next item's copies
-// overlapping the current one's last products and output (kSm90PrefillPersistent).
-constexpr int kSm90PrefillPersistent = 1, kSm90PrefillVariants = 2;
-constexpr int kSm90PrefillDefaultVariant = 0;
 // Requirements (checked, cudaErrorInvalidValue otherwise): dn, dr, dv even, dv <= 128,
 // dn + dr <= 256, all strides even.
 // `ran` (optional) receives the kernel that took the launch.

@@ -19,11 +19,6 @@ enum class MlaDecodeKernel { Sm90, Mma, Scalar };
 const char* mla_decode_kernel_name(MlaDecodeKernel k);  // "wgmma", "mma", "scalar"
 
 constexpr int kMaxSplits = 64;  // upper bound of num_splits (partial buffers are sized by it)
-// Schedule variants of the Hopper kernel (bits of MlaAbsorbedParams::sm90_variant), built side by side
-// so that tests and benchmarks run each: kSm90Rotated issues each warpgroup's next S behind its last
-// product of a pair (README.md); kSm90EvictFirst marks the cache tiles' L2 lines evict-first.
-constexpr int kSm90Rotated = 1, kSm90EvictFirst = 2, kSm90Variants = 4;
-constexpr int kSm90DefaultVariant = 0;  // what serving runs (sm90_variant = -1)
 
 struct MlaAbsorbedParams {
   const void* q;               // [tokens, heads, latent] BF16, strided by (q_stride_t, q_stride_h, 1)
@@ -47,7 +42,6 @@ struct MlaAbsorbedParams {
                                // Each (token, split) block computes its key range from seq_lens on the
                                // device; splits left without keys write m = -inf, l = 0.
   MlaDecodeKernel kernel = MlaDecodeKernel::Sm90;  // as resolved by mla_absorbed_kernel_for
-  int sm90_variant = -1;       // the Hopper kernel's schedule variant (bits above); -1: kSm90DefaultVariant
   // The sm80 kernel set (backend/kernel_set.h): the mma kernel in configurations within sm_80's
   // shared memory (163 KB per block: 16-head blocks, fewer cache stages), and the merge launched
   // after the attention grid (no programmatic dependent launch before sm_90).

@@ -7,7 +7,6 @@
 // runs under the other's products (README.md).
 #include <cuda_bf16.h>
 
-#include <algorithm>
 #include <cmath>
 #include <cstdint>
 
@@ -35,7 +34,7 @@ constexpr int kQOff = 0;
 constexpr int kKOff = kQOff + kQChunks * kChunkBytes;
 constexpr int kVOff = kKOff + kStages * kKChunks * kChunkBytes;
 constexpr int kBarOff = kVOff + kStages * kVChunks * kChunkBytes;
-// barriers: q_full, k_full[2], v_full[2], k_empty[2], v_empty[2], q_empty
+// barriers: q_full, k_full[2], v_full[2], k_empty[2], v_empty[2]
 constexpr int kSmemBytes = kBarOff + 16 * 8 + 1024;
 static_assert(kSmemBytes <= 232448, "the block's shared memory exceeds the sm_90 limit");
 
@@ -50,22 +49,12 @@ struct Work {
   int seq, head, q0, qlen, prefix, tok0, key0, ntiles;
 };
 
-// Work items: query tiles fastest (the longest key ranges first), then heads, then sequences: the
-// items running at once share a few heads' keys and values in L2. The grid takes them in waves of
-// gridDim.x, block b item b of even waves and item gridDim.x - 1 - b of odd ones (so that a block's
-// long and short causal items even out); with one block per item there is one wave. The persistent
-// grid has one block per SM: a block's next item's copies start while it finishes the current one.
-// 32-bit index arithmetic throughout (the launch checks that the items fit): the producer runs it on
-// the 40 registers it keeps after setmaxnreg.
-__device__ __forceinline__ unsigned item_of(unsigned wave) {
-  return wave * gridDim.x + ((wave & 1u) ? gridDim.x - 1u - blockIdx.x : blockIdx.x);
-}
-__device__ __forceinline__ bool work_of(const MlaExpandedParams& p, unsigned qtiles_max, unsigned id, Work& w) {
-  const unsigned per_seq = qtiles_max * unsigned(p.heads);
-  w.seq = int(id / per_seq);
-  const unsigned rem = id - unsigned(w.seq) * per_seq;
-  const int qt_rev = int(rem % qtiles_max);
-  w.head = int(rem / qtiles_max);
+// Blocks: query tiles fastest (the longest key ranges first), then heads: the blocks resident at
+// once share a few heads' keys and values in L2.
+__device__ __forceinline__ bool work_of(const MlaExpandedParams& p, int qtiles_max, Work& w) {
+  const int qt_rev = blockIdx.x % unsigned(qtiles_max);
+  w.head = blockIdx.x / unsigned(qtiles_max);
+  w.seq = blockIdx.y;
   w.tok0 = p.query_start[w.seq];
   w.qlen = p.query_start[w.seq + 1] - w.tok0;
   const int qtiles = (w.qlen + kBlockM - 1) / kBlockM;
@@ -80,8 +69,7 @@ __device__ __forceinline__ bool work_of(const MlaExpandedParams& p, unsigned qti
 }
 
 __global__ void __launch_bounds__(kThreads, 1)
-    mla_prefill_sm90_kernel(const MlaExpandedParams p, const __grid_constant__ Maps maps, unsigned qtiles_max,
-                            unsigned num_items) {
+    mla_prefill_sm90_kernel(const MlaExpandedParams p, const __grid_constant__ Maps maps, int qtiles_max) {
   extern __shared__ char smem_raw[];
   char* smem = reinterpret_cast<char*>((reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t(1023));
   uint64_t* bars = reinterpret_cast<uint64_t*>(smem + kBarOff);
@@ -90,8 +78,9 @@ __global__ void __launch_bounds__(kThreads, 1)
   uint64_t* v_full = bars + 3;
   uint64_t* k_empty = bars + 5;
   uint64_t* v_empty = bars + 7;
-  uint64_t* q_empty = bars + 9;
 
+  Work wk;
+  if (!work_of(p, qtiles_max, wk)) return;
   const int tid = threadIdx.x, wg = __shfl_sync(0xffffffffu, tid >> 7, 0), wt = tid & 127;
 
   if (tid == 0) {
@@ -100,7 +89,6 @@ __global__ void __launch_bounds__(kThreads, 1)
       mbar_init(k_full + s, 1), mbar_init(v_full + s, 1);
       mbar_init(k_empty + s, 2), mbar_init(v_empty + s, 2);
     }
-    mbar_init(q_empty, 2);
     mbar_init_fence();
   }
   __syncthreads();
@@ -112,14 +100,11 @@ __global__ void __launch_bounds__(kThreads, 1)
       tma_prefetch_map(&maps.q);
       tma_prefetch_map(&maps.kv);
       tma_prefetch_map(&maps.k_pe);
-      int it = 0, done = 0;  // tiles and items this block has loaded
-      for (unsigned wave = 0; wave * gridDim.x < num_items; ++wave) {
-        const unsigned id = item_of(wave);
-        if (id >= num_items) continue;
-        Work wk;
-        if (!work_of(p, qtiles_max, id, wk)) continue;
-        for (int j = 0; j < wk.ntiles; ++j, ++it) {
-        const int s = it % kStages, use = it / kStages;
+      mbar_arrive_expect_tx(q_full, kQChunks * kChunkBytes);
+      for (int c = 0; c < kQChunks; ++c)
+        tma_load_3d(smem + kQOff + c * kChunkBytes, &maps.q, 64 * c, wk.head, wk.tok0 + wk.q0, q_full);
+      for (int j = 0; j < wk.ntiles; ++j) {
+        const int s = j % kStages, use = j / kStages;
         const int krow = wk.key0 + j * kBlockN;
         if (use > 0) mbar_wait(k_empty + s, (use - 1) & 1);
         mbar_arrive_expect_tx(k_full + s, kKChunks * kChunkBytes);
@@ -127,19 +112,11 @@ __global__ void __launch_bounds__(kThreads, 1)
         tma_load_3d(kdst, &maps.kv, 0, wk.head, krow, k_full + s);
         tma_load_3d(kdst + kChunkBytes, &maps.kv, 64, wk.head, krow, k_full + s);
         tma_load_2d(kdst + 2 * kChunkBytes, &maps.k_pe, 0, krow, k_full + s);
-        if (j == 0) {  // Q once the previous item's last S is done (its first K tile is already on the way)
-          if (done > 0) mbar_wait(q_empty, (done - 1) & 1);
-          mbar_arrive_expect_tx(q_full, kQChunks * kChunkBytes);
-          for (int c = 0; c < kQChunks; ++c)
-            tma_load_3d(smem + kQOff + c * kChunkBytes, &maps.q, 64 * c, wk.head, wk.tok0 + wk.q0, q_full);
-        }
         if (use > 0) mbar_wait(v_empty + s, (use - 1) & 1);
         mbar_arrive_expect_tx(v_full + s, kVChunks * kChunkBytes);
         char* vdst = smem + kVOff + s * kVChunks * kChunkBytes;
         tma_load_3d(vdst, &maps.kv, kDn, wk.head, krow, v_full + s);
         tma_load_3d(vdst + kChunkBytes, &maps.kv, kDn + 64, wk.head, krow, v_full + s);
-        }
-        ++done;
       }
     }
     return;
@@ -149,16 +126,6 @@ __global__ void __launch_bounds__(kThreads, 1)
   setmaxnreg_inc<232>();
   const int c = wg - 1, w = wt >> 5, lane = wt & 31, g = lane >> 2, t = lane & 3;
   const float qscale = p.scale * kLog2e;
-  const char* qbase = smem + kQOff + 64 * c * 128;  // this warpgroup's 64 rows of each Q chunk
-  // Turns: a warpgroup issues its products only between its barrier and its arrival at the other's.
-  const int my_turn = 1 + c, other_turn = 2 - c;
-  if (c == 1) named_bar_arrive(1, 256);  // warpgroup 0 goes first
-  int it = 0, done = 0;  // tiles and items this block has consumed (ring stage and barrier phases)
-  for (unsigned wave = 0; wave * gridDim.x < num_items; ++wave) {
-  const unsigned id = item_of(wave);
-  if (id >= num_items) continue;
-  Work wk;
-  if (!work_of(p, qtiles_max, id, wk)) continue;
   int qi[2];  // query index (within the sequence) of this thread's two rows
 #pragma unroll
   for (int h = 0; h < 2; ++h) qi[h] = wk.q0 + 64 * c + 16 * w + g + 8 * h;
@@ -171,11 +138,11 @@ __global__ void __launch_bounds__(kThreads, 1)
   float s[64];
   uint32_t pa[8][4];
   float m_run[2] = {kMinit, kMinit}, l_run[2] = {0.0f, 0.0f};
+  const char* qbase = smem + kQOff + 64 * c * 128;  // this warpgroup's 64 rows of each Q chunk
 
-  // Tile j of this item is the block's tile it + j (its ring stage and phase).
   auto issue_qk = [&](int j) {
-    const int st = (it + j) % kStages;
-    mbar_wait(k_full + st, uint32_t(((it + j) / kStages) & 1));
+    const int st = j % kStages;
+    mbar_wait(k_full + st, uint32_t((j / kStages) & 1));
     const char* kb = smem + kKOff + st * kKChunks * kChunkBytes;
     fence_regs(s);
     wgmma_fence();
@@ -188,8 +155,8 @@ __global__ void __launch_bounds__(kThreads, 1)
     wgmma_commit();
   };
   auto issue_pv = [&](int j) {
-    const int st = (it + j) % kStages;
-    mbar_wait(v_full + st, uint32_t(((it + j) / kStages) & 1));
+    const int st = j % kStages;
+    mbar_wait(v_full + st, uint32_t((j / kStages) & 1));
     const char* vb = smem + kVOff + st * kVChunks * kChunkBytes;
     fence_regs(o);
     fence_regs(pa);
@@ -198,8 +165,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     for (int kk = 0; kk < 8; ++kk) wgmma_m64n128k16_rs<1>(o, pa[kk], sw128_desc(vb + 2048 * kk, kChunkBytes, 1024), 1);
     wgmma_commit();
   };
-  // Softmax of tile j's scores: mask, new running max, P = exp2(S qscale - m) (the scale to log2
-  // units folded into the max and one FFMA per score), returns the rescale factor.
+  // Softmax of tile j's scores: mask, new running max, P = exp2(S - m), returns the rescale factor.
   auto softmax = [&](int j, float (&scale)[2]) {
     const int kbase = j * kBlockN;
     const bool need_mask = kbase + kBlockN > mask_from_key + 1;
@@ -208,24 +174,23 @@ __global__ void __launch_bounds__(kThreads, 1)
     for (int jb = 0; jb < 16; ++jb)
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
-        float v = s[4 * jb + e];
+        float v = s[4 * jb + e] * qscale;
         if (need_mask && kbase + 8 * jb + 2 * t + (e & 1) > wk.prefix + qi[e >> 1]) v = -INFINITY;
         s[4 * jb + e] = v;
         mx[e >> 1] = fmaxf(mx[e >> 1], v);
       }
-    float m_new[2], neg_m[2], sum[2] = {0.0f, 0.0f};
+    float m_new[2], sum[2] = {0.0f, 0.0f};
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
-      m_new[h] = fmaxf(m_run[h], quad_max(mx[h]) * qscale);
+      m_new[h] = fmaxf(m_run[h], quad_max(mx[h]));
       scale[h] = exp2f(m_run[h] - m_new[h]);
       m_run[h] = m_new[h];
-      neg_m[h] = -m_new[h];
     }
 #pragma unroll
     for (int jb = 0; jb < 16; ++jb)
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
-        const float v = exp2f(fmaf(s[4 * jb + e], qscale, neg_m[e >> 1]));
+        const float v = exp2f(s[4 * jb + e] - m_new[e >> 1]);
         s[4 * jb + e] = v;
         sum[e >> 1] += v;
       }
@@ -245,15 +210,17 @@ __global__ void __launch_bounds__(kThreads, 1)
     if (wt == 0) mbar_arrive(bar);
   };
 
-  mbar_wait(q_full, uint32_t(done & 1));
+  // Turns: a warpgroup issues its products only between its barrier and its arrival at the other's.
+  const int my_turn = 1 + c, other_turn = 2 - c;
+  if (c == 1) named_bar_arrive(1, 256);  // warpgroup 0 goes first
+  mbar_wait(q_full, 0);
   float scale[2];
   named_bar_sync(my_turn, 256);
   issue_qk(0);
   named_bar_arrive(other_turn, 256);
   wgmma_wait<0>();
   fence_regs(s);
-  release(k_empty + it % kStages);
-  if (wk.ntiles == 1) release(q_empty);
+  release(k_empty + 0);
   softmax(0, scale);
   to_frags();
   for (int j = 1; j < wk.ntiles; ++j) {
@@ -263,13 +230,12 @@ __global__ void __launch_bounds__(kThreads, 1)
     named_bar_arrive(other_turn, 256);
     wgmma_wait<1>();  // S of tile j is in
     fence_regs(s);
-    release(k_empty + (it + j) % kStages);
-    if (j == wk.ntiles - 1) release(q_empty);  // the item's last S: the next item's Q may come in
+    release(k_empty + j % kStages);
     softmax(j, scale);
     wgmma_wait<0>();  // P V of tile j - 1 is in
     fence_regs(o);
     fence_regs(pa);
-    release(v_empty + (it + j - 1) % kStages);
+    release(v_empty + (j - 1) % kStages);
 #pragma unroll
     for (int jb = 0; jb < 16; ++jb) {
       o[4 * jb] *= scale[0], o[4 * jb + 1] *= scale[0];
@@ -280,10 +246,11 @@ __global__ void __launch_bounds__(kThreads, 1)
   named_bar_sync(my_turn, 256);
   issue_pv(wk.ntiles - 1);
   named_bar_arrive(other_turn, 256);
+  if (c == 0) named_bar_sync(my_turn, 256);  // warpgroup 1's last arrival: every barrier ends even
   wgmma_wait<0>();
   fence_regs(o);
   fence_regs(pa);
-  release(v_empty + (it + wk.ntiles - 1) % kStages);
+  release(v_empty + (wk.ntiles - 1) % kStages);
 
   // O / l to BF16: out is [tokens, heads, 128] contiguous.
 #pragma unroll
@@ -297,10 +264,6 @@ __global__ void __launch_bounds__(kThreads, 1)
     for (int jb = 0; jb < 16; ++jb)
       *reinterpret_cast<uint32_t*>(dst + 8 * jb) = pack_bf16x2(o[4 * jb + 2 * h] * inv, o[4 * jb + 2 * h + 1] * inv);
   }
-  it += wk.ntiles;
-  ++done;
-  }
-  if (c == 0) named_bar_sync(my_turn, 256);  // warpgroup 1's last arrival: every barrier ends even
 }
 
 }  // namespace
@@ -342,12 +305,9 @@ cudaError_t launch_mla_prefill_sm90(const MlaExpandedParams& p, cudaStream_t str
   // sequence's end exit.
   const int64_t max_qlen = p.max_qlen > 0 ? p.max_qlen : int64_t(p.num_tokens) - p.num_seqs + 1;
   const int64_t qtiles = (max_qlen + kBlockM - 1) / kBlockM;
-  const int64_t items = qtiles * p.heads * p.num_seqs;
-  if (items > 0x7fffffff) return cudaErrorInvalidValue;
-  // Variant 1 (kSm90PrefillPersistent): one block per SM walking the items; else one block per item.
-  const int variant = p.sm90_variant < 0 ? kSm90PrefillDefaultVariant : p.sm90_variant;
-  const int64_t blocks = variant == kSm90PrefillPersistent ? std::min<int64_t>(items, current_sm_count()) : items;
-  kernel<<<unsigned(blocks), kThreads, kSmemBytes, stream>>>(p, maps, unsigned(qtiles), unsigned(items));
+  if (qtiles * p.heads > 0x7fffffff) return cudaErrorInvalidValue;
+  dim3 grid(unsigned(qtiles * p.heads), unsigned(p.num_seqs));
+  kernel<<<grid, kThreads, kSmemBytes, stream>>>(p, maps, int(qtiles));
   return cudaGetLastError();
 }
 

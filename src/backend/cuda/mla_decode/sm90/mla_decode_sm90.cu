@@ -81,9 +81,9 @@ __device__ __forceinline__ int64_t slot_of(const MlaAbsorbedParams& p, int seq, 
   return int64_t(p.page_table[int64_t(seq) * p.max_pages + pos / p.page_size]) * p.page_size + pos % p.page_size;
 }
 
-// Issues the TMA copies of chunks [c0, c1) of tile `k` into buffer `buf` (one thread).
-// With kEvictFirst the copies carry the L2 evict-first policy `policy`.
-template <CacheFormat F, bool kEvictFirst>
+// Issues the TMA copies of chunks [c0, c1) of tile `k` into buffer `buf` (one thread), with the L2
+// cache policy `policy`.
+template <CacheFormat F>
 __device__ __forceinline__ void load_chunks(const MlaAbsorbedParams& p, const CUtensorMap* map, const Block& b,
                                             char* smem, uint64_t* bars, int k, int buf, int c0, int c1,
                                             uint64_t policy) {
@@ -92,10 +92,7 @@ __device__ __forceinline__ void load_chunks(const MlaAbsorbedParams& p, const CU
     uint64_t* bar = bars + buf * kChunks + c;
     mbar_arrive_expect_tx(bar, kCopyBytes<F>);
     char* dst = smem + kKOff + (buf * kChunks + c) * kChunkBytes + kCopyOffset<F>;
-    if constexpr (kEvictFirst)
-      tma_load_2d_hint(dst, map, c * kChunk, int(row), bar, policy);
-    else
-      tma_load_2d(dst, map, c * kChunk, int(row), bar);
+    tma_load_2d_hint(dst, map, c * kChunk, int(row), bar, policy);
   }
 }
 
@@ -120,15 +117,14 @@ __device__ __forceinline__ void widen_chunk(char* kc, int wg, int wt) {
   named_bar_sync(kBarWiden + wg, 128);  // the whole BF16 chunk is written before wgmma reads it
 }
 
-// Steps [kFrom, kTo) of that order (the rotated schedule issues a tile's products in two parts); the
-// first step (the rope chunk) starts the accumulation from zero.
-template <int kBuf, CacheFormat F, int kFrom = 0, int kTo = kChunks>
+// The first step (the rope chunk) starts the accumulation from zero.
+template <int kBuf, CacheFormat F>
 __device__ __forceinline__ void qk_tile(float (&s)[32], char* smem, uint64_t* bars, uint32_t parity,
                                         const uint32_t (&q8)[4][4], int wg, int wt) {
   constexpr int kOrder[2][kChunks] = {{8, 0, 1, 2, 3, 4, 5, 6, 7}, {8, 4, 5, 6, 7, 0, 1, 2, 3}};
   fence_regs(s);
 #pragma unroll
-  for (int i = kFrom; i < kTo; ++i) {
+  for (int i = 0; i < kChunks; ++i) {
     const int c = kOrder[kBuf][i];
     mbar_wait(bars + kBuf * kChunks + c, parity);
     char* kc = smem + kKOff + (kBuf * kChunks + c) * kChunkBytes;
@@ -240,11 +236,9 @@ __device__ __forceinline__ void scale_o(float (&o)[128], const float (&f)[2]) {
   }
 }
 
-// kVariant (MlaAbsorbedParams::sm90_variant): bit 0 the rotated schedule, bit 1 the L2 evict-first hint.
-template <CacheFormat F, int kVariant>
+template <CacheFormat F>
 __global__ void __launch_bounds__(kThreads, 1)
     mla_decode_sm90_kernel(const MlaAbsorbedParams p, const __grid_constant__ CUtensorMap cache_map) {
-  constexpr bool kRotated = (kVariant & kSm90Rotated) != 0, kEvictFirst = (kVariant & kSm90EvictFirst) != 0;
   extern __shared__ char smem_raw[];
   char* smem = reinterpret_cast<char*>((reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t(1023));
   uint64_t* bars = reinterpret_cast<uint64_t*>(smem + kBarOff);
@@ -319,11 +313,10 @@ __global__ void __launch_bounds__(kThreads, 1)
     tma_prefetch_map(&cache_map);
   }
   __syncthreads();
-  const uint64_t policy = kEvictFirst ? l2_evict_first_policy() : 0;
+  // Each cache tile is read once: its copies are marked evict-first in L2.
+  const uint64_t policy = l2_evict_first_policy();
   // Chunks [c0, c1) of tile k into buffer buf (one thread issues).
-  auto refill = [&](int k, int buf, int c0, int c1) {
-    load_chunks<F, kEvictFirst>(p, &cache_map, b, smem, bars, k, buf, c0, c1, policy);
-  };
+  auto refill = [&](int k, int buf, int c0, int c1) { load_chunks<F>(p, &cache_map, b, smem, bars, k, buf, c0, c1, policy); };
   if (tid == 0) {
     refill(0, 0, 0, kChunks);
     if (b.ntiles > 1) refill(1, 1, 0, kChunks);
@@ -370,150 +363,6 @@ __global__ void __launch_bounds__(kThreads, 1)
   const int mask_from = b.mask ? min(b.masked_from, b.klen - b.qlen) : b.klen - b.qlen;
 
   const int npairs = (b.ntiles + 1) / 2;
-  if constexpr (kRotated) {
-    // The rotated schedule: each warpgroup issues the next pair's S right behind its last product of
-    // this pair, so the tensor cores have queued work while the other warpgroup runs its softmax.
-    // S of pair 0 first.
-    if (wg == 0) {
-      qk_tile<0, F>(s, smem, bars, 0u, q8, wg, wt);
-      wgmma_wait<0>();
-      fence_regs(s);
-    } else if (b.ntiles > 1) {
-      qk_tile<1, F>(s, smem, bars, 0u, q8, wg, wt);
-      wgmma_wait<0>();
-      fence_regs(s);
-    }
-    for (int pr = 0; pr < npairs; ++pr) {
-      const int k0 = 2 * pr, k1 = k0 + 1;
-      const bool has1 = k1 < b.ntiles, next0 = k0 + 2 < b.ntiles, next1 = k1 + 2 < b.ntiles;
-      const uint32_t parity = uint32_t(pr & 1);
-      const int key0 = b.ks + k0 * kTile, key1 = key0 + kTile;
-      if (wg == 0) {
-        // S0 (issued last pair) is complete: its rope chunk is free.
-        if (wt == 0 && next0) refill(k0 + 2, 0, 8, 9);
-        scale_and_mask(s, b, key0, key0 + kTile > mask_from, row_tok, qscale, t);
-        float mx[2], m0[2], sc0[2], sum[2];
-        row_max(s, mx);
-#pragma unroll
-        for (int h = 0; h < 2; ++h) {
-          m0[h] = fmaxf(m_run[h], mx[h]);
-          sc0[h] = exp2f(m_run[h] - m0[h]);
-        }
-        exp_rows(s, m0, sum);
-        if (t == 0) {
-#pragma unroll
-          for (int h = 0; h < 2; ++h) sM0[16 * w + g + 8 * h] = m0[h], sS0[16 * w + g + 8 * h] = sc0[h];
-        }
-        named_bar_arrive(kBarScale0, 256);
-        const float one[2] = {1.0f, 1.0f};
-        to_a_frags(s, one, pa);
-        scale_o(o, sc0);
-#pragma unroll
-        for (int h = 0; h < 2; ++h) l_run[h] = l_run[h] * sc0[h] + sum[h];
-        fence_regs(o);
-        fence_regs(pa);
-        wgmma_fence();
-        pv_regs(o, pa, smem, 0, 0);
-        wgmma_commit();
-        named_bar_sync(kBarScale1, 256);
-        float m1[2], sc1[2];
-#pragma unroll
-        for (int h = 0; h < 2; ++h) m1[h] = sM1[16 * w + g + 8 * h], sc1[h] = sS1[16 * w + g + 8 * h];
-        store_p(sP0, s, sc1, w, g, t);
-        fence_proxy_async();
-        named_bar_arrive(kBarP0, 256);
-        wgmma_wait<0>();
-        fence_regs(o);
-        fence_regs(pa);
-        if (wt == 0 && next0) refill(k0 + 2, 0, 0, 4);
-        scale_o(o, sc1);
-#pragma unroll
-        for (int h = 0; h < 2; ++h) l_run[h] *= sc1[h], m_run[h] = m1[h];
-        if (has1) {
-          for (int c = 0; c < 4; ++c) mbar_wait(bars + kChunks + c, parity);  // V1_L (already complete)
-          fence_regs(o);
-          wgmma_fence();
-          pv_smem(o, sP1, smem, 1, 0);
-          wgmma_commit();
-        }
-        if (next0) {  // implies has1
-          // Next S0 on the chunks refilled first (rope, left values) while P1 V1_L runs ...
-          qk_tile<0, F, 0, 5>(s, smem, bars, parity ^ 1u, q8, wg, wt);
-          wgmma_wait<5>();  // ... P1 V1_L is done: its chunks refill
-          fence_regs(o);
-          if (wt == 0 && next1) refill(k1 + 2, 1, 0, 4);
-          qk_tile<0, F, 5, kChunks>(s, smem, bars, parity ^ 1u, q8, wg, wt);
-        }
-        wgmma_wait<0>();
-        fence_regs(o);
-        fence_regs(s);
-      } else {
-        if (has1) {
-          if (wt == 0 && next1) refill(k1 + 2, 1, 8, 9);
-          scale_and_mask(s, b, key1, key1 + kTile > mask_from, row_tok, qscale, t);
-        } else {
-#pragma unroll
-          for (int i = 0; i < 32; ++i) s[i] = -INFINITY;
-        }
-        float mx[2];
-        row_max(s, mx);
-        named_bar_sync(kBarScale0, 256);
-        float m1[2], sc0[2], sc1[2], sum[2];
-#pragma unroll
-        for (int h = 0; h < 2; ++h) {
-          const float m0 = sM0[16 * w + g + 8 * h];
-          sc0[h] = sS0[16 * w + g + 8 * h];
-          m1[h] = fmaxf(m0, mx[h]);
-          sc1[h] = exp2f(m0 - m1[h]);
-        }
-        exp_rows(s, m1, sum);
-        const float one[2] = {1.0f, 1.0f};
-        store_p(sP1, s, one, w, g, t);
-        fence_proxy_async();
-        if (t == 0) {
-#pragma unroll
-          for (int h = 0; h < 2; ++h) sM1[16 * w + g + 8 * h] = m1[h], sS1[16 * w + g + 8 * h] = sc1[h];
-        }
-        named_bar_arrive(kBarScale1, 256);
-        float f[2];
-#pragma unroll
-        for (int h = 0; h < 2; ++h) {
-          f[h] = sc0[h] * sc1[h];
-          l_run[h] = l_run[h] * f[h] + sum[h];
-          m_run[h] = m1[h];
-        }
-        scale_o(o, f);
-        if (has1) {
-          to_a_frags(s, one, pa);
-          fence_regs(o);
-          fence_regs(pa);
-          wgmma_fence();
-          pv_regs(o, pa, smem, 1, 1);
-          wgmma_commit();
-        }
-        named_bar_sync(kBarP0, 256);
-        for (int c = 4; c < 8; ++c) mbar_wait(bars + c, parity);  // V0_R (already complete)
-        fence_regs(o);
-        wgmma_fence();
-        pv_smem(o, sP0, smem, 0, 1);
-        wgmma_commit();
-        if (has1) {
-          wgmma_wait<1>();  // P1 V1_R is done: its chunks refill
-          fence_regs(o);
-          if (wt == 0 && next1) refill(k1 + 2, 1, 4, 8);
-        }
-        wgmma_wait<0>();
-        fence_regs(o);
-        fence_regs(pa);
-        if (wt == 0 && next0) refill(k0 + 2, 0, 4, 8);
-        if (next1) {
-          qk_tile<1, F>(s, smem, bars, parity ^ 1u, q8, wg, wt);
-          wgmma_wait<0>();
-          fence_regs(s);
-        }
-      }
-    }
-  } else
   for (int pr = 0; pr < npairs; ++pr) {
     const int k0 = 2 * pr, k1 = k0 + 1;
     const bool has1 = k1 < b.ntiles;
@@ -698,7 +547,7 @@ bool mla_decode_sm90_supports(const MlaAbsorbedParams& p) {
 }
 
 namespace {
-template <CacheFormat F, int kVariant>
+template <CacheFormat F>
 cudaError_t launch_format(const MlaAbsorbedParams& p, cudaStream_t stream) {
   CUtensorMap map;
   TensorMapSpec spec{};
@@ -711,7 +560,7 @@ cudaError_t launch_format(const MlaAbsorbedParams& p, cudaStream_t stream) {
   // FP8 chunks land unswizzled (64-byte rows) and are widened into the swizzled BF16 layout.
   spec.swizzle = kIsFp8<F> ? CU_TENSOR_MAP_SWIZZLE_NONE : CU_TENSOR_MAP_SWIZZLE_128B;
   if (cudaError_t e = make_tensor_map(spec, &map); e != cudaSuccess) return e;
-  auto kernel = mla_decode_sm90_kernel<F, kVariant>;
+  auto kernel = mla_decode_sm90_kernel<F>;
   if (cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmemBytes);
       e != cudaSuccess)
     return e;
@@ -721,24 +570,13 @@ cudaError_t launch_format(const MlaAbsorbedParams& p, cudaStream_t stream) {
   return cudaGetLastError();
 }
 
-template <CacheFormat F>
-cudaError_t launch_variant(const MlaAbsorbedParams& p, cudaStream_t stream) {
-  const int v = p.sm90_variant < 0 ? kSm90DefaultVariant : p.sm90_variant;
-  switch (v) {
-    case 0: return launch_format<F, 0>(p, stream);
-    case kSm90Rotated: return launch_format<F, kSm90Rotated>(p, stream);
-    case kSm90EvictFirst: return launch_format<F, kSm90EvictFirst>(p, stream);
-    case kSm90Rotated | kSm90EvictFirst: return launch_format<F, kSm90Rotated | kSm90EvictFirst>(p, stream);
-    default: return cudaErrorInvalidValue;
-  }
-}
 }  // namespace
 
 cudaError_t launch_mla_decode_sm90(const MlaAbsorbedParams& p, cudaStream_t stream) {
   if (!mla_decode_sm90_supports(p)) return cudaErrorInvalidValue;
-  if (p.cache_dtype == DType::F8_E4M3) return launch_variant<CacheFormat::E4m3>(p, stream);
-  if (p.cache_dtype == DType::F8_E5M2) return launch_variant<CacheFormat::E5m2>(p, stream);
-  return launch_variant<CacheFormat::Bf16>(p, stream);
+  if (p.cache_dtype == DType::F8_E4M3) return launch_format<CacheFormat::E4m3>(p, stream);
+  if (p.cache_dtype == DType::F8_E5M2) return launch_format<CacheFormat::E5m2>(p, stream);
+  return launch_format<CacheFormat::Bf16>(p, stream);
 }
 
 // Splits as for the mma.sync kernel: waves of blocks x (tiles per split + 1), plus the merge.
