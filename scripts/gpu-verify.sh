@@ -8,6 +8,7 @@
 # quantized fixtures present, their benchmarks and the sm80 set's; part "bench" the decision
 # benchmarks of attention, FP8 GEMMs and decode, each beside the ceilings measured in the same run.
 # Logs go to $OUT, short summaries to stdout.
+# Part "final": attention, quantized kernels and fixtures, GEMM and sm80 benchmarks in one call.
 # Part "attn": the attention kernels and the fused decode path, tests then benchmarks.
 # Part "core" is the short form of what decides the defaults (decode path, attention variants).
 # Usage (from the repository root on the device machine): scripts/gpu-verify.sh core|check|quant|bench
@@ -60,6 +61,29 @@ elif [[ $PART == attn ]]; then
   timeout 100 $B/dsserve bench-one-batch --model-path $V3 --load-format dummy --device cuda --json-model-override-args '{"num_hidden_layers":4}' \
     --output-len 8 --profile-layers --fused-decode --decode-baseline --batch-size 1 --input-len 1024 > $OUTDIR/decode_bench.log 2>&1; echo "rc $?"
   grep -E '^\||ceilings|baseline|against|per decoder|rror' $OUTDIR/decode_bench.log | cut -c1-200 | tail -40
+elif [[ $PART == final ]]; then
+  # One call after the choices (bundle: test_gpu, bench_fp8_prefill, tiny-v3-awq, tiny-v3-int8-block):
+  # the attention kernels against the oracle and timed, the quantized kernels and fixtures, the FP8
+  # GEMM and the sm80 set's benchmarks, each step bounded so that the whole fits one call.
+  nvidia-smi --query-gpu=name,clocks.max.sm,memory.total --format=csv,noheader
+  step "MLA prefill kernels with cached prefixes (each named before it runs)"
+  timeout 45 $T --gtest_filter='GpuOps.MlaExpandedCausalWithPrefixes:GpuOps.MlaExpandedMmaLongAndStrided' > $OUTDIR/prefill.log 2>&1; echo "rc $?"
+  grep -E '^\[ kernel|FAILED|PASSED|Failure|Which|err' $OUTDIR/prefill.log | cut -c1-200 | tail -16
+  step "MLA decode kernels against the oracle"
+  timeout 100 $T --gtest_filter='GpuOps.MlaDecodeKernelsOverV3Shapes:GpuOps.MlaAbsorbedOverPagedCache:GpuOps.MlaDecodeGraphReplayFollowsDeviceLengths:*GpuFp8Cache*Mla*' > $OUTDIR/attn.log 2>&1; echo "rc $?"; sum 30 < $OUTDIR/attn.log
+  step "MLA decode and prefill beside the ceilings"
+  timeout 90 $T --gtest_filter='GpuBench.MlaDecode:GpuBench.MlaAttention' > $OUTDIR/attn_bench.log 2>&1; echo "rc $?"
+  grep -E "bench|ceiling|mla |FAILED" $OUTDIR/attn_bench.log | cut -c1-200 | head -40
+  g=$(ls $R/fixtures | grep -E 'awq|int8' | sed -e 's/tiny-v3-//' -e 's/-/_/g' -e 's|^|Fixtures/GpuGolden.*/|' | tr '\n' ':')
+  step "quantized kernels against the oracle and the quantized fixtures"
+  timeout 110 $T --gtest_filter="GpuQuant.*:GpuQuantGraphs.*:GpuQuantDefaults.*:$g" > $OUTDIR/quant.log 2>&1; echo "rc $?"; sum 40 < $OUTDIR/quant.log
+  step "FP8 GEMM: dense V3 shapes at 4096 tokens, grouped experts"
+  timeout 45 $B/bench_fp8_prefill dense 4096 > $OUTDIR/gemm_dense.log 2>&1; tail -11 $OUTDIR/gemm_dense.log
+  timeout 45 $B/bench_fp8_prefill grouped > $OUTDIR/gemm_grouped.log 2>&1; tail -18 $OUTDIR/gemm_grouped.log
+  step "quantized kernels: decode sizes, prefill, MoE"
+  timeout 60 $T --gtest_filter='GpuQuantBench.*' > $OUTDIR/quant_bench.log 2>&1; grep -E '^\[ bench|Failure|rror' $OUTDIR/quant_bench.log | cut -c1-200 | head -40
+  step "sm80 kernel set beside the sm90 one"
+  timeout 40 $T --gtest_filter='Sm80Bench.*' > $OUTDIR/sm80_bench.log 2>&1; grep -E '^\[ bench|FAILED|Failure' $OUTDIR/sm80_bench.log | cut -c1-200 | head -30
 elif [[ $PART == check ]]; then
   nvidia-smi --query-gpu=name,clocks.max.sm,memory.total --format=csv,noheader
   step "fused decode path and the unfused kernels (the default), golden fixtures bf16 and fp8"
