@@ -82,9 +82,16 @@ elif [[ $PART == final ]]; then
   timeout 40 $B/bench_fp8_prefill grouped > $OUTDIR/gemm_grouped.log 2>&1; tail -18 $OUTDIR/gemm_grouped.log
   # What is left runs while the call has time (the steps above are bounded at 395 s).
   if (( SECONDS > 330 )); then echo "== stopped at $SECONDS s"; exit 0; fi
+  if [[ -x $B/dsserve ]]; then
+    step "decode step: fused decode path vs the unfused default at batch 8 and 64, 4 V3 layers, dummy FP8, graphs, context 1024"
+    timeout 80 $B/dsserve bench-one-batch --model-path $V3 --load-format dummy --device cuda --json-model-override-args '{"num_hidden_layers":4}' \
+      --output-len 8 --fused-decode --decode-baseline --batch-size 8 64 --input-len 1024 > $OUTDIR/decode_bench.log 2>&1; echo "rc $?"
+    grep -A6 'fused decode kernels against' $OUTDIR/decode_bench.log | cut -c1-200
+  fi
+  if (( SECONDS > 420 )); then echo "== stopped at $SECONDS s"; exit 0; fi
   step "quantized kernels: decode sizes, prefill, MoE"
   timeout 60 $T --gtest_filter='GpuQuantBench.*' > $OUTDIR/quant_bench.log 2>&1; grep -E '^\[ bench|Failure|rror' $OUTDIR/quant_bench.log | cut -c1-200 | head -40
-  if (( SECONDS > 400 )); then echo "== stopped at $SECONDS s"; exit 0; fi
+  if (( SECONDS > 470 )); then echo "== stopped at $SECONDS s"; exit 0; fi
   step "sm80 kernel set beside the sm90 one"
   timeout 40 $T --gtest_filter='Sm80Bench.*' > $OUTDIR/sm80_bench.log 2>&1; grep -E '^\[ bench|FAILED|Failure' $OUTDIR/sm80_bench.log | cut -c1-200 | head -30
 elif [[ $PART == check ]]; then
