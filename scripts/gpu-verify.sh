@@ -8,6 +8,7 @@
 # quantized fixtures present, their benchmarks and the sm80 set's; part "bench" the decision
 # benchmarks of attention, FP8 GEMMs and decode, each beside the ceilings measured in the same run.
 # Logs go to $OUT, short summaries to stdout.
+# Part "short": the correctness of the latest changes and the GEMM benchmark, under five minutes.
 # Part "final": attention, quantized kernels and fixtures, GEMM and sm80 benchmarks in one call.
 # Part "attn": the attention kernels and the fused decode path, tests then benchmarks.
 # Part "core" is the short form of what decides the defaults (decode path, attention variants).
@@ -61,6 +62,22 @@ elif [[ $PART == attn ]]; then
   timeout 100 $B/dsserve bench-one-batch --model-path $V3 --load-format dummy --device cuda --json-model-override-args '{"num_hidden_layers":4}' \
     --output-len 8 --profile-layers --fused-decode --decode-baseline --batch-size 1 --input-len 1024 > $OUTDIR/decode_bench.log 2>&1; echo "rc $?"
   grep -E '^\||ceilings|baseline|against|per decoder|rror' $OUTDIR/decode_bench.log | cut -c1-200 | tail -40
+elif [[ $PART == short ]]; then
+  # The correctness of what changed since the last run, in under five minutes (bundle as for final):
+  # the prefill kernel with cached prefixes, the decode kernel, the quantized kernels and fixtures,
+  # then the FP8 GEMM benchmark while the call has time.
+  nvidia-smi --query-gpu=name,clocks.max.sm,memory.total --format=csv,noheader
+  step "MLA prefill kernels with cached prefixes (each named before it runs)"
+  timeout 45 $T --gtest_filter='GpuOps.MlaExpandedCausalWithPrefixes:GpuOps.MlaExpandedMmaLongAndStrided' > $OUTDIR/prefill.log 2>&1; echo "rc $?"
+  grep -E '^\[ kernel|FAILED|PASSED|Failure|Which|err' $OUTDIR/prefill.log | cut -c1-200 | tail -16
+  step "MLA decode kernels against the oracle"
+  timeout 100 $T --gtest_filter='GpuOps.MlaDecodeKernelsOverV3Shapes:GpuOps.MlaAbsorbedOverPagedCache:GpuOps.MlaDecodeGraphReplayFollowsDeviceLengths:*GpuFp8Cache*Mla*' > $OUTDIR/attn.log 2>&1; echo "rc $?"; sum 30 < $OUTDIR/attn.log
+  g=$(ls $R/fixtures | grep -E 'awq|int8' | sed -e 's/tiny-v3-//' -e 's/-/_/g' -e 's|^|Fixtures/GpuGolden.*/|' | tr '\n' ':')
+  step "quantized kernels against the oracle and the quantized fixtures"
+  timeout 100 $T --gtest_filter="GpuQuant.*:GpuQuantGraphs.*:GpuQuantDefaults.*:$g" > $OUTDIR/quant.log 2>&1; echo "rc $?"; sum 40 < $OUTDIR/quant.log
+  if (( SECONDS > 230 )); then echo "== stopped at $SECONDS s"; exit 0; fi
+  step "FP8 GEMM: dense V3 shapes at 4096 tokens"
+  timeout 35 $B/bench_fp8_prefill dense 4096 > $OUTDIR/gemm_dense.log 2>&1; tail -11 $OUTDIR/gemm_dense.log
 elif [[ $PART == final ]]; then
   # One call after the choices (bundle: test_gpu, bench_fp8_prefill, tiny-v3-awq, tiny-v3-int8-block):
   # the attention kernels against the oracle and timed, the quantized kernels and fixtures, the FP8
