@@ -4,10 +4,11 @@
 // server returns exactly the plain server's tokens and reports its acceptance length.
 // Run by CTest (e2e_demo_model) with DSSERVE_BIN and DSSERVE_REPO set.
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { pathToFileURL } from 'node:url';
+
+import { serve } from '../serve_process.mjs';
 
 const repo = process.env.DSSERVE_REPO;
 const bin = process.env.DSSERVE_BIN;
@@ -18,21 +19,9 @@ const { default: OpenAI } = await import(
 
 async function startServer(extra) {
   // The model's own context length (config.json), as `make run` serves it.
-  const args = ['serve', '--model-path', modelDir, '--device', 'cpu', '--host', '127.0.0.1', '--port', '0',
-    '--max-total-tokens', '8192', '--served-model-name', 'demo', ...extra];
-  const proc = spawn(bin, args, { stdio: ['ignore', 'ignore', 'pipe'] });
-  let log = '';
-  const port = await new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`server did not start within 60 s:\n${log}`)), 60000);
-    proc.stderr.on('data', (d) => {
-      log += d.toString();
-      const m = log.match(/dsserve: listening on [^:\s]+:(\d+)/);
-      if (m) { clearTimeout(timer); resolve(Number(m[1])); }
-    });
-    proc.on('exit', (code) => { clearTimeout(timer); reject(new Error(`server exited with ${code}:\n${log}`)); });
-  });
-  const base = `http://127.0.0.1:${port}`;
-  return { proc, base, client: new OpenAI({ baseURL: `${base}/v1`, apiKey: 'unused', maxRetries: 0, timeout: 60000 }) };
+  const s = await serve(bin, ['--model-path', modelDir, '--device', 'cpu', '--host', '127.0.0.1', '--port', '0',
+    '--max-total-tokens', '8192', '--served-model-name', 'demo', ...extra]);
+  return { ...s, base: s.url, client: new OpenAI({ baseURL: `${s.url}/v1`, apiKey: 'unused', maxRetries: 0, timeout: 60000 }) };
 }
 
 async function generate(base, text, maxNewTokens) {

@@ -3,6 +3,8 @@
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 
+import { serve } from '../serve_process.mjs';
+
 export const BASE = process.env.DSSERVE_URL;
 export const API_KEY = process.env.DSSERVE_API_KEY;
 if (!BASE) throw new Error('DSSERVE_URL is not set: run through run_e2e.mjs');
@@ -38,40 +40,12 @@ export function expectErrorBody(assert, body) {
 }
 
 // Starts another `dsserve serve` on the run's tiny model (127.0.0.1, a free port) with these
-// flags; resolves to { url, proc, log() , stop() } once it listens. `wrap` prefixes the command
-// (e.g. ['prlimit', '--nofile=64']). Every server started here is killed when the test process exits.
-const started = new Set();
-process.on('exit', () => { for (const p of started) try { p.kill('SIGKILL'); } catch {} });
+// flags; resolves to { url, proc, exited, log(), stop() } once it listens (tests/serve_process.mjs).
+// `wrap` prefixes the command (e.g. ['prlimit', '--nofile=64']).
 export async function startServer(flags, { wrap = [], readyTimeoutMs = 60000 } = {}) {
-  const { spawn } = await import('node:child_process');
-  const args = ['serve', '--model-path', process.env.DSSERVE_MODEL_DIR, '--device', process.env.DSSERVE_E2E_DEVICE || 'cpu',
+  const args = ['--model-path', process.env.DSSERVE_MODEL_DIR, '--device', process.env.DSSERVE_E2E_DEVICE || 'cpu',
     '--host', '127.0.0.1', '--port', '0', '--served-model-name', 'tiny-v3', ...flags];
-  const cmd = wrap.length ? wrap[0] : process.env.DSSERVE_BIN;
-  const proc = spawn(cmd, wrap.length ? [...wrap.slice(1), process.env.DSSERVE_BIN, ...args] : args,
-                     { stdio: ['ignore', 'ignore', 'pipe'] });
-  started.add(proc);
-  let text = '';
-  proc.stderr.on('data', (d) => { text += d.toString(); });
-  const url = await new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`server did not start: ${text}`)), readyTimeoutMs);
-    const poll = setInterval(() => {
-      const m = text.match(/dsserve: listening on [^:\s]+:(\d+)/);
-      if (m) { clearTimeout(timer); clearInterval(poll); resolve(`http://127.0.0.1:${m[1]}`); }
-    }, 50);
-    proc.on('exit', (code) => { clearTimeout(timer); clearInterval(poll); reject(new Error(`server exited with ${code}: ${text}`)); });
-  });
-  const exited = new Promise((r) => proc.on('exit', (code, sig) => r({ code, sig })));
-  return {
-    url, proc, exited,
-    log: () => text,
-    stop: async () => {
-      if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGTERM');
-      const r = await Promise.race([exited, new Promise((res) => setTimeout(() => res(null), 20000))]);
-      started.delete(proc);
-      if (r === null) proc.kill('SIGKILL');
-      return r;
-    },
-  };
+  return serve(process.env.DSSERVE_BIN, args, { wrap, readyTimeoutMs });
 }
 
 // One raw HTTP exchange over a socket: writes `parts` (Buffers or strings) in order, `gapMs`

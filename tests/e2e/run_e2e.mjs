@@ -10,6 +10,8 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 
+import { serve } from '../serve_process.mjs';
+
 const [dsserve, repo, ...only] = process.argv.slice(2);
 if (!dsserve || !repo) {
   console.error('usage: node run_e2e.mjs DSSERVE_BINARY REPO_ROOT [tests...]');
@@ -43,26 +45,12 @@ const init = spawnSync(dsserve, ['init-tiny-model', modelDir, '--fp8', '--tokeni
 if (init.status !== 0) fail('init-tiny-model failed');
 
 async function startServer(extraArgs) {
-  const args = ['serve', '--model-path', modelDir, '--device', DEVICE, '--host', '127.0.0.1', '--port', '0',
+  const args = ['--model-path', modelDir, '--device', DEVICE, '--host', '127.0.0.1', '--port', '0',
     '--context-length', '512', '--max-total-tokens', '65536', '--max-running-requests', '256',
     '--served-model-name', 'tiny-v3', '--enable-metrics', '--reasoning-parser', 'deepseek-r1',
     '--tool-call-parser', 'deepseekv3', '--max-request-body-bytes', '1048576', '--io-threads', '2', ...EXTRA_ARGS,
     ...extraArgs];
-  const proc = spawn(dsserve, args, { stdio: ['ignore', 'inherit', 'pipe'] });
-  let log = '';
-  const port = await new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error('server did not report its port within 60 s')), 60000);
-    proc.stderr.on('data', (d) => {
-      process.stderr.write(d);
-      log += d.toString();
-      const m = log.match(/dsserve: listening on [^:\s]+:(\d+)/);
-      if (m) { clearTimeout(timer); resolve(Number(m[1])); }
-    });
-    proc.on('exit', (code) => { clearTimeout(timer); reject(new Error(`server exited early with ${code}`)); });
-  });
-  proc.stderr.removeAllListeners('data');
-  proc.stderr.on('data', (d) => process.stderr.write(d));
-  return { proc, port };
+  return serve(dsserve, args, { echo: true, stdout: 'inherit' });
 }
 
 let port;

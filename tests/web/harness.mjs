@@ -3,11 +3,13 @@
 // fresh profile, records every request a page makes (so a test can check none leaves the server),
 // and saves screenshots under DSSERVE_WEB_ARTIFACTS. Environment (set by tests/CMakeLists.txt):
 // DSSERVE_BIN, DSSERVE_REPO, DSSERVE_WEB_ARTIFACTS, optionally DSSERVE_CHROMIUM.
-import { spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
+
+import { serve } from '../serve_process.mjs';
 
 const BIN = process.env.DSSERVE_BIN;
 const REPO = process.env.DSSERVE_REPO;
@@ -22,11 +24,7 @@ const { default: puppeteer } = await import(pathToFileURL(puppeteerPath).href);
 
 fs.mkdirSync(ARTIFACTS, { recursive: true });
 const work = fs.mkdtempSync(path.join(os.tmpdir(), 'dsserve-web-'));
-const children = [];
-process.on('exit', () => {
-  for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
-  fs.rmSync(work, { recursive: true, force: true });
-});
+process.on('exit', () => fs.rmSync(work, { recursive: true, force: true }));
 
 let modelDir = null;
 function tinyModel() {
@@ -38,38 +36,15 @@ function tinyModel() {
   return modelDir;
 }
 
-// Starts `dsserve serve` with extra flags; resolves {base, stop()} once /health answers 200.
+// Starts `dsserve serve` with extra flags; resolves {base, log(), stop()} once /health answers 200.
 export async function startServer(extraArgs = []) {
-  const args = ['serve', '--model-path', tinyModel(), '--device', 'cpu', '--host', '127.0.0.1', '--port', '0',
-    '--served-model-name', 'tiny-v3', ...extraArgs];
-  const proc = spawn(BIN, args, { stdio: ['ignore', 'ignore', 'pipe'] });
-  children.push(proc);
-  let log = '';
-  const port = await new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`server did not start within 60 s:\n${log}`)), 60000);
-    proc.stderr.on('data', (d) => {
-      log += d.toString();
-      const m = log.match(/dsserve: listening on [^:\s]+:(\d+)/);
-      if (m) { clearTimeout(timer); resolve(Number(m[1])); }
-    });
-    proc.on('exit', (code) => { clearTimeout(timer); reject(new Error(`server exited with ${code}:\n${log}`)); });
-  });
-  const base = `http://127.0.0.1:${port}`;
+  const s = await serve(BIN, ['--model-path', tinyModel(), '--device', 'cpu', '--host', '127.0.0.1', '--port', '0',
+    '--served-model-name', 'tiny-v3', ...extraArgs]);
   for (let i = 0; i < 100; i++) {
-    try { if ((await fetch(`${base}/health`)).status === 200) break; } catch {}
+    try { if ((await fetch(`${s.url}/health`)).status === 200) break; } catch {}
     await sleep(100);
   }
-  return {
-    base,
-    log: () => log,
-    async stop() {
-      if (proc.exitCode !== null) return;
-      const exited = new Promise((r) => proc.on('exit', r));
-      proc.kill('SIGTERM');
-      await Promise.race([exited, sleep(15000)]);
-      if (proc.exitCode === null) proc.kill('SIGKILL');
-    },
-  };
+  return { base: s.url, log: s.log, stop: () => s.stop(15000) };
 }
 
 export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
