@@ -40,7 +40,7 @@ decode_step() {
   local log=$1 secs=$2; shift 2
   [[ -x $B/dsserve ]] || { echo "(no dsserve in the bundle)"; return; }
   timeout "$secs" $B/dsserve bench-one-batch --model-path $V3 --load-format dummy --device cuda \
-    --json-model-override-args '{"num_hidden_layers":4}' --output-len 8 --profile-layers --fused-decode \
+    --json-model-override-args '{"num_hidden_layers":4}' --output-len 8 --profile-layers \
     --decode-baseline --batch-size "$@" --input-len 1024 > $OUTDIR/$log 2>&1; echo "rc $?"
   grep -E '^\||ceilings|baseline|against|per decoder|rror' $OUTDIR/$log | cut -c1-200 | tail -60
 }

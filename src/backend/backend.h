@@ -355,9 +355,11 @@ class Backend {
     return nullptr;
   }
 
-  // Decode kernels a backend keeps off until they are measured on its device (CUDA: the fused
-  // decode path of cuda_backend.h). bench-one-batch --fused-decode, tests and benchmarks turn them on.
+  // A backend's fused decode kernels (CUDA: the fused decode path of cuda_backend.h, on by default).
+  // Off only for benchmarks that print the unfused baseline from the same run (bench-one-batch
+  // --decode-baseline) and for tests of the unfused kernels.
   virtual void set_fused_decode(bool on) { (void)on; }
+  virtual bool fused_decode() const { return false; }
 
   // Per-layer profile of forwards (bench-one-batch --profile-layers). While enabled, the model marks
   // the start of each decoder layer and the end of the last (layer_mark(i), i = 0 .. layers); a

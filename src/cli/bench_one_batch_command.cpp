@@ -12,9 +12,8 @@
 // --profile-layers (one GPU) then records the decode graphs again with a mark between decoder layers
 // and runs the batches once more: each layer's time beside its own floor (its weights, the experts it
 // ran on average, its latent cache), dense and MoE layers apart, with the kernels each launches.
-// --fused-decode runs the backend's fused decode kernels (Backend::set_fused_decode); --decode-baseline
-// then measures the same batches again on the unfused kernels in the same process (one GPU) and
-// prints both side by side.
+// --decode-baseline (one GPU) then runs the same batches, after the same prefill, on the unfused
+// decode kernels (Backend::set_fused_decode(false)) and prints both side by side.
 // Prints one JSON line per run, then a table (and the per-layer table). Any --device.
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
@@ -333,12 +332,9 @@ void add_bench_one_batch_command(CLI::App& app) {
                 "block-FP8 GEMM (not yet the default)");
   cmd->add_flag("--profile-layers", o->profile_layers,
                 "Then time every decoder layer of the decode steps against its own floor (one GPU)");
-  cmd->add_flag("--fused-decode", o->model.fused_decode,
-                "CUDA: decode on the fused decode kernels (W8A8 decode linears, quantizing norms, fused MLP / MoE / "
-                "router; partly measured, not yet the default)");
   cmd->add_flag("--decode-baseline", o->decode_baseline,
-                "Then the same batches, after the same prefill, on the other decode kernels (unfused with --fused-decode), "
-                "and the speed-up (one GPU)");
+                "Then the same batches, after the same prefill, on the unfused decode kernels (the baseline), and the "
+                "speed-up (one GPU)");
   cmd->add_flag("--force-sm80-kernels", o->model.force_sm80_kernels,
                 "CUDA: run the Ampere (sm_80) kernel set on a Hopper GPU, as an A100 would (W8A16 FP8 linears, "
                 "mma.sync attention)");
@@ -372,7 +368,7 @@ void add_bench_one_batch_command(CLI::App& app) {
              "bench-one-batch --profile-layers / --decode-baseline: one GPU only (no --tp-size, --dp-size, --nnodes)");
     // The phases of every batch, after one prefill: the loaded kernels, then (--profile-layers) the
     // same with a mark between layers, then (--decode-baseline) both on the unfused kernels.
-    const bool fused = o->model.fused_decode;
+    const bool fused = m.lead_backend().fused_decode();
     std::vector<Phase> phases{{fused, false}};
     if (o->profile_layers) phases.push_back({fused, true});
     if (o->decode_baseline) {

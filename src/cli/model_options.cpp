@@ -237,7 +237,6 @@ LoadedModel load_model(const ModelOptions& o, bool with_mtp_cache) {
   for (auto& b : backends) {
     if (o.force_sm80_kernels) b->force_sm80_kernels();
     b->set_sm90_fp8_gemm(o.sm90_fp8_gemm);
-    if (o.fused_decode) b->set_fused_decode(true);  // before any weight is prepared or forward recorded
   }
   const int page_size = o.page_size > 0 ? o.page_size : lead.device() == Device::CUDA ? 64 : 1;
   WeightSources w = open_weights(o, cfg);

@@ -51,7 +51,6 @@ struct ModelOptions {
   int cuda_graph_max_bs = 0;
   std::vector<int> cuda_graph_bs;
   int verify_tokens = 0;  // speculative decoding: tokens per sequence of the verify forward (its graphs)
-  bool fused_decode = false;  // Backend::set_fused_decode on every backend (bench-one-batch --fused-decode)
 
   void add_to(CLI::App& app);
   void add_kv_cache_dtype_flag(CLI::App& app);  // --kv-cache-dtype

@@ -56,9 +56,10 @@ class Fp8DecodeLinear : public ::testing::Test {
     gpu().begin_forward();
     cpu().begin_forward();
     cg().set_fp8_linear_path(cuda::CudaBackend::Fp8LinearPath::W8A16Decode);  // the kernel on every shape it supports
+    cg().set_fused_decode(false);  // the unfused path's rule (the W8A16 kernel on q_a + kv_a up to 16 tokens)
   }
   void TearDown() override {
-    if (gpu_available()) cg().set_fp8_linear_path(cuda::CudaBackend::Fp8LinearPath::None);
+    if (gpu_available()) cg().set_fp8_linear_path(cuda::CudaBackend::Fp8LinearPath::None), cg().set_fused_decode(true);
   }
   // Runs T tokens (taken from a wider tensor's column slice when `strided`) through both backends.
   void check(const std::string& name, const LinearWeight& wc, const LinearWeight& wg, int64_t T, bool strided) {

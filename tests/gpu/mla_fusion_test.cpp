@@ -22,10 +22,7 @@ class MlaFusion : public ::testing::Test {
     if (sm80_forced()) GTEST_SKIP() << "the fused decode path (FP8 tensor cores) is not in the sm80 kernel set";
     gpu().begin_forward();
     cpu().begin_forward();
-    static_cast<cuda::CudaBackend&>(gpu()).set_fused_decode(true);  // off by default until measured
-  }
-  void TearDown() override {
-    if (gpu_available()) static_cast<cuda::CudaBackend&>(gpu()).set_fused_decode(false);
+    static_cast<cuda::CudaBackend&>(gpu()).set_fused_decode(true);  // the default
   }
   void record(const std::string& name, double err, double tol) {
     RecordProperty(name, std::to_string(err));

@@ -38,9 +38,10 @@ class MoeDecode : public ::testing::Test {
     DS_REQUIRE_GPU();
     gpu().begin_forward();
     cpu().begin_forward();
+    cg().set_fused_decode(false);  // the unfused path's router and W8A16 grouped kernels
   }
   void TearDown() override {
-    if (gpu_available()) cg().set_moe_path(Path::Auto);
+    if (gpu_available()) cg().set_moe_path(Path::Auto), cg().set_fused_decode(true);
   }
   void expect_close(const std::string& what, double err, double tol) {
     RecordProperty(what, std::to_string(err));

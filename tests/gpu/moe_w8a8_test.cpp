@@ -85,10 +85,10 @@ class MoeW8A8 : public ::testing::Test {
     if (sm80_forced()) GTEST_SKIP() << "the fused decode path (FP8 tensor cores) is not in the sm80 kernel set";
     gpu().begin_forward();
     cpu().begin_forward();
-    cg().set_fused_decode(true);  // off by default until measured
+    cg().set_fused_decode(true);  // the default
   }
   void TearDown() override {
-    if (gpu_available()) cg().set_moe_path(Path::Auto), cg().set_pdl(true), cg().set_fused_decode(false);
+    if (gpu_available()) cg().set_moe_path(Path::Auto), cg().set_pdl(true), cg().set_fused_decode(true);
   }
   void record(const std::string& name, double err, double tol) {
     RecordProperty(name, std::to_string(err));

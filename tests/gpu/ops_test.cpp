@@ -29,6 +29,9 @@ class GpuOps : public ::testing::Test {
     gpu().begin_forward();
     cpu().begin_forward();
   }
+  void TearDown() override {
+    if (gpu_available()) static_cast<cuda::CudaBackend&>(gpu()).set_fused_decode(true);  // the default
+  }
   void expect_close(const char* what, double err, double tol) {
     RecordProperty(what, std::to_string(err));
     EXPECT_LE(err, tol) << what;
@@ -118,30 +121,38 @@ TEST_F(GpuOps, LinearFp8BlockScaled) {
     LinearWeight wc = cpu().make_linear(parts, LinearUse::Projection);
     LinearWeight wg = gpu().make_linear(parts, LinearUse::Projection);
     RecordProperty(("layout_in" + std::to_string(cs.in)).c_str(), cuda::CudaBackend::describe(wg));
-    for (int64_t T : {1, 5, 129}) {
-      Tensor x = randn({T, cs.in}, rng);
-      Tensor g = gpu().linear(to_backend(gpu(), x), wg);
-      Tensor exact = cpu().linear(cpu().to_device(x), wc);                // activations unquantized
-      Tensor emul = cpu().linear(cpu().to_device(quantize_rows(x)), wc);  // W8A8 emulated on the host
-      std::string tag = "_in" + std::to_string(cs.in) + "_T" + std::to_string(T);
-      int64_t rows = 0;
-      for (int64_t out : cs.outs) rows += out;
-      auto& cb = static_cast<cuda::CudaBackend&>(gpu());
-      if (sm80_forced()) {  // the sm80 kernel set: W8A16 at every size (decode kernel, or weights widened)
-        EXPECT_EQ(cb.last_fp8_linear(), T <= cuda::kFp8DecodeMaxTokens ? cuda::CudaBackend::Fp8LinearPath::W8A16Decode
-                                                                       : cuda::CudaBackend::Fp8LinearPath::Widened);
-        expect_close(("w8a16_err" + tag).c_str(), rel_err(cpu(), exact, gpu(), g), kBf16Gemm);
-        continue;
+    // Both decode paths: the default (fused: the W8A8 decode kernel up to 16 tokens) and the unfused
+    // rule (the W8A16 kernel on q_a + kv_a up to 16 tokens, cuBLASLt otherwise).
+    for (int64_t T : {1, 5, 129})
+      for (bool fused : {true, false}) {
+        auto& cb = static_cast<cuda::CudaBackend&>(gpu());
+        if (sm80_forced() && fused) continue;  // the sm80 kernel set has no fused decode path
+        cb.set_fused_decode(fused);
+        Tensor x = randn({T, cs.in}, rng);
+        Tensor g = gpu().linear(to_backend(gpu(), x), wg);
+        Tensor exact = cpu().linear(cpu().to_device(x), wc);                // activations unquantized
+        Tensor emul = cpu().linear(cpu().to_device(quantize_rows(x)), wc);  // W8A8 emulated on the host
+        std::string tag = "_in" + std::to_string(cs.in) + "_T" + std::to_string(T) + (fused ? "_fused" : "");
+        int64_t rows = 0;
+        for (int64_t out : cs.outs) rows += out;
+        if (sm80_forced()) {  // the sm80 kernel set: W8A16 at every size (decode kernel, or weights widened)
+          EXPECT_EQ(cb.last_fp8_linear(), T <= cuda::kFp8DecodeMaxTokens ? cuda::CudaBackend::Fp8LinearPath::W8A16Decode
+                                                                         : cuda::CudaBackend::Fp8LinearPath::Widened);
+          expect_close(("w8a16_err" + tag).c_str(), rel_err(cpu(), exact, gpu(), g), kBf16Gemm);
+          continue;
+        }
+        if (cb.fp8_linear_path(T, rows) == cuda::CudaBackend::Fp8LinearPath::W8A16Decode) {  // the oracle's arithmetic
+          EXPECT_EQ(cb.last_fp8_linear(), cuda::CudaBackend::Fp8LinearPath::W8A16Decode);
+          expect_close(("w8a16_err" + tag).c_str(), rel_err(cpu(), exact, gpu(), g), kBf16Gemm);
+          continue;
+        }
+        // A BF16 segment (a part cuBLASLt declined) multiplies the unquantized rows on the fused path.
+        const bool mixed = fused && cuda::CudaBackend::describe(wg).find("bf16") != std::string::npos;
+        if (!mixed) expect_close(("w8a8_emulated_err" + tag).c_str(), rel_err(cpu(), emul, gpu(), g), 1.5e-2);
+        expect_close(("vs_unquantized_err" + tag).c_str(), rel_err(cpu(), exact, gpu(), g), 8e-2);
       }
-      if (cb.fp8_linear_path(T, rows) == cuda::CudaBackend::Fp8LinearPath::W8A16Decode) {  // the oracle's arithmetic
-        EXPECT_EQ(cb.last_fp8_linear(), cuda::CudaBackend::Fp8LinearPath::W8A16Decode);
-        expect_close(("w8a16_err" + tag).c_str(), rel_err(cpu(), exact, gpu(), g), kBf16Gemm);
-        continue;
-      }
-      expect_close(("w8a8_emulated_err" + tag).c_str(), rel_err(cpu(), emul, gpu(), g), 1.5e-2);
-      expect_close(("vs_unquantized_err" + tag).c_str(), rel_err(cpu(), exact, gpu(), g), 8e-2);
-    }
   }
+  if (!sm80_forced()) static_cast<cuda::CudaBackend&>(gpu()).set_fused_decode(true);  // the default again
 }
 
 TEST_F(GpuOps, LinearFp8FallsBackWhereKIsNot128Aligned) {

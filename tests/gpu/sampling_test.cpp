@@ -176,10 +176,10 @@ TEST_F(GpuSampling, GreedyRowsOverManyBlocks) {
         Tensor c_logits = cpu().to_device(host).slice(1, 0, V);
         Tensor g_logits = (layout == 1 ? to_backend(gpu(), host) : gpu().to_device(host)).slice(1, 0, V);
         const auto c = cpu().sample(c_logits, rows);
+        cb.set_fused_decode(false);  // the one-block sampler
         const auto one_block = gpu().sample(g_logits, rows);
-        if (!sm80_forced()) cb.set_fused_decode(true);  // the sm80 kernel set has no fused decode path
+        if (!sm80_forced()) cb.set_fused_decode(true);  // the default: split over many blocks (none on sm80)
         const auto split = gpu().sample(g_logits, rows);
-        cb.set_fused_decode(false);
         for (int i = 0; i < R; ++i) {
           const std::string at = "V=" + std::to_string(V) + " R=" + std::to_string(R) + " layout " +
                                  std::to_string(layout) + " row " + std::to_string(i);

@@ -1,5 +1,4 @@
-// The W8A8 decode path (the fused decode path, CudaBackend::set_fused_decode, which the tests turn
-// on) against the CPU oracle on fresh random inputs: the decode-size linear
+// The W8A8 decode path (the fused decode path, CudaBackend::set_fused_decode, on by default) against the CPU oracle on fresh random inputs: the decode-size linear
 // (gemm/w8a8_decode_gemm.h) at every DeepSeek-V3 FP8 shape and at odd ones, the producers that
 // quantize their outputs (RMSNorm, add + RMSNorm, SiLU-and-mul), the MLP with SiLU-and-mul fused into
 // its gate_up product, and CUDA-graph replays (bit for bit, with and without programmatic dependent
@@ -93,7 +92,7 @@ class W8A8Decode : public ::testing::Test {
   }
   void TearDown() override {
     if (!gpu_available()) return;
-    cg().set_fused_decode(false);
+    cg().set_fused_decode(true);  // the default
     cg().set_fp8_linear_path(cuda::CudaBackend::Fp8LinearPath::None);
     cg().set_pdl(true);
     cg().set_fused_mlp(true);

@@ -228,18 +228,20 @@ class CudaBackend final : public Backend {
   void set_moe_path(MoePath path) { moe_path_ = path; }
   // The path of the last moe_experts call beyond the decode kernel's range (tests, benchmarks).
   MoePath last_moe_path() const { return last_moe_path_; }
-  // The fused decode path (Backend::set_fused_decode; off by default: partly measured, see
-  // gemm/README.md and moe/README.md): the W8A8 decode linear (gemm/w8a8_decode_gemm.h) for FP8
-  // calls of up to kW8A8DecodeMaxTokens tokens, norms / SiLU-and-mul / the latent prologue writing
-  // their e4m3 quantization, the fused MLP, the W8A8 grouped MoE with the shared expert inside, the
-  // fused router, the absorbed query written in place, the multi-block greedy sampler, programmatic
-  // dependent launch. Off: the measured path (cuBLASLt W8A8 linears quantizing their own inputs, the
-  // W8A16 kernel on q_a + kv_a up to 16 tokens, separate norm / RoPE / store / SiLU-and-mul kernels,
-  // the W8A16 grouped experts with the shared expert apart, the four-kernel router).
+  // The fused decode path (Backend::set_fused_decode; on by default, the measured-faster path: see
+  // docs/cuda-backend.md): the W8A8 decode linear (gemm/w8a8_decode_gemm.h) for FP8 calls of up to
+  // kFusedDecodeMaxTokens tokens (cuBLASLt above), norms / SiLU-and-mul / the latent prologue
+  // writing their e4m3 quantization, the fused MLP, the W8A8 grouped MoE with the shared expert
+  // inside and the fused router up to kFusedDecodeMaxTokens tokens (the W8A16 grouped kernel above),
+  // the absorbed query written in place, the multi-block greedy sampler, programmatic dependent
+  // launch. Off (the baseline that bench-one-batch --decode-baseline prints, and tests of those
+  // kernels): cuBLASLt W8A8 linears quantizing their own inputs, the W8A16 kernel on q_a + kv_a up
+  // to 16 tokens, separate norm / RoPE / store / SiLU-and-mul kernels, the W8A16 grouped experts
+  // with the shared expert apart, the four-kernel router.
   // Turning it on queries the W8A8 kernels' capacity on this backend's device (so that no query runs
   // while a graph is recorded).
   void set_fused_decode(bool on) override;
-  bool fused_decode() const { return fused_decode_; }
+  bool fused_decode() const override { return fused_decode_; }
   // Which kernel runs the FP8 segments of a linear of T tokens (rows: the linear's output rows).
   // None: the fused decode path's choice when it is on, else the measured rule. Tests and benchmarks
   // force a path with set_fp8_linear_path (calls past a decode kernel's token limit still go to
@@ -406,7 +408,7 @@ class CudaBackend final : public Backend {
   bool head_fp8_ = false, last_head_fp8_ = false;  // set_sm90_fp8_gemm
   bool moe_sm90_ = false;  // MoePath::Auto may take the sm90 grouped path (set_sm90_fp8_gemm)
   Fp8LinearPath fp8_forced_ = Fp8LinearPath::None;
-  bool pdl_ = true, fused_mlp_ = true, fused_decode_ = false;
+  bool pdl_ = true, fused_mlp_ = true, fused_decode_ = true;
   bool last_mlp_fused_ = false;
   Fp8LinearPath last_fp8_linear_ = Fp8LinearPath::None;
   int64_t fp8_sm90_min_tokens_ = INT64_MAX;  // set_sm90_fp8_gemm

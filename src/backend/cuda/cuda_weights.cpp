@@ -191,7 +191,7 @@ LinearWeight CudaBackend::make_linear(std::span<const WeightPart> parts, LinearU
 
 void CudaBackend::set_fused_decode(bool on) {
   DS_CHECK(!on || hopper_kernels(), "the fused decode path runs W8A8 products on FP8 tensor cores: the sm80 kernel "
-           "set (Ampere) has none (drop --fused-decode)");
+           "set (Ampere) has none");
   if (on) {
     int caller = 0;
     check(cudaGetDevice(&caller), "cudaGetDevice");
