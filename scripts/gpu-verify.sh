@@ -35,7 +35,7 @@ gtest() {
   (cd "$ROOT" && timeout "$secs" $T --gtest_filter="$filter" "$@") > $OUTDIR/$log 2>&1; echo "rc $?"
 }
 # decode_step LOG SECONDS BATCHES...: bench-one-batch on 4 V3 layers (3 dense + 1 MoE), dummy FP8,
-# graphs, context 1024: the fused decode path beside the unfused default.
+# graphs, context 1024: the fused decode path (the default) beside the unfused kernels.
 decode_step() {
   local log=$1 secs=$2; shift 2
   [[ -x $B/dsserve ]] || { echo "(no dsserve in the bundle)"; return; }

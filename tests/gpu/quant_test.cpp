@@ -234,9 +234,12 @@ TEST_F(GpuQuant, ExpertsOnBothPaths) {
                                     (path == Path::Grouped ? "_grouped" : expand ? "_segments_expanded" : "_segments");
             expect_close(tag, rel_err(g, c), f == Fmt::Awq ? kMoeW4 : kMoeW8);
           }
-        if (by_path[0].defined() && by_path[1].defined())  // the same quantized arithmetic on both paths
+        // The same quantized arithmetic on both paths, up to the order of float32 sums: a gate_up row
+        // that rounds to another BF16 value can re-quantize to another INT8 step before down (H100:
+        // AWQ 0.3-0.5%, INT8 0.8-1.4% between the paths; each path 1-2.6% from the oracle).
+        if (by_path[0].defined() && by_path[1].defined())
           expect_close(std::string(fmt_name(f)) + "_paths_T" + std::to_string(T), rel_err(by_path[0], by_path[1]),
-                       1e-2);
+                       f == Fmt::Awq ? 1e-2 : 2e-2);
       }
     }
 }
