@@ -41,6 +41,7 @@ generate() {
 }
 # start FLAGS...: starts the server and sets $pid and $port.
 start() {
+  : >"$work/serve.log"  # emptied here: the previous server's lines must not be read before the child's redirection
   "$dsserve" "${common[@]}" "$@" 2>"$work/serve.log" &
   pid=$!
   port=""

@@ -53,6 +53,7 @@ refused "expected a YAML file" --config "$work/bad.json"
 
 # start FLAGS...: starts the server and sets $pid and $port.
 start() {
+  : >"$work/serve.log"  # emptied here: the previous server's lines must not be read before the child's redirection
   "$dsserve" "$@" 2>"$work/serve.log" &
   pid=$!
   port=""
