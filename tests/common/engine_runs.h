@@ -3,6 +3,7 @@
 #pragma once
 #include <condition_variable>
 #include <mutex>
+#include <string>
 #include <vector>
 
 #include "runtime/engine.h"
@@ -45,6 +46,21 @@ inline std::vector<std::vector<int32_t>> tokens_to_completion(Engine& engine, co
   std::vector<std::vector<int32_t>> ids;
   for (auto& c : run_to_completion(engine, reqs)) ids.push_back(std::move(c.ids));
   return ids;
+}
+
+// Greedy requests "r0", "r1", ... of the given prompts, each generating exactly max_new tokens.
+inline std::vector<GenerationRequest> greedy_requests(const std::vector<std::vector<int32_t>>& prompts, int max_new) {
+  std::vector<GenerationRequest> reqs;
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    GenerationRequest r;
+    r.rid = "r" + std::to_string(i);
+    r.input_ids = prompts[i];
+    r.sampling.temperature = 0;
+    r.sampling.max_new_tokens = max_new;
+    r.sampling.ignore_eos = true;
+    reqs.push_back(std::move(r));
+  }
+  return reqs;
 }
 
 }  // namespace dsserve::test

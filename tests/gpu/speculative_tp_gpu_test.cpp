@@ -52,18 +52,8 @@ SpecRun run_tp2(const std::string& dir, Setting st, const std::vector<std::vecto
     EXPECT_TRUE(tp.capture_graphs(plan, cache, mtp_cache));
   }
   std::unique_ptr<Engine> engine = create_engine(tp, cache, pool, so);
-  std::vector<GenerationRequest> reqs;
-  for (size_t i = 0; i < prompts.size(); ++i) {
-    GenerationRequest r;
-    r.rid = "r" + std::to_string(i);
-    r.input_ids = prompts[i];
-    r.sampling.temperature = 0;
-    r.sampling.max_new_tokens = 20;
-    r.sampling.ignore_eos = true;
-    reqs.push_back(std::move(r));
-  }
   SpecRun out;
-  out.tokens = tokens_to_completion(*engine, reqs);
+  out.tokens = test::tokens_to_completion(*engine, test::greedy_requests(prompts, 20));
   out.verify_total = engine->stats().spec_verify_total;
   engine->shutdown();
   out.graphs = tp.recorded_graphs();

@@ -48,17 +48,7 @@ struct TpEngine {
 };
 
 std::vector<std::vector<int32_t>> run_all(Engine& e, const std::vector<std::vector<int32_t>>& prompts, int max_new) {
-  std::vector<GenerationRequest> reqs;
-  for (size_t i = 0; i < prompts.size(); ++i) {
-    GenerationRequest r;
-    r.rid = "r" + std::to_string(i);
-    r.input_ids = prompts[i];
-    r.sampling.temperature = 0;
-    r.sampling.max_new_tokens = max_new;
-    r.sampling.ignore_eos = true;
-    reqs.push_back(std::move(r));
-  }
-  return test::tokens_to_completion(e, reqs);
+  return test::tokens_to_completion(e, test::greedy_requests(prompts, max_new));
 }
 
 struct Setting {
