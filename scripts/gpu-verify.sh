@@ -12,7 +12,8 @@
 #          at batch 8 and 64, quantized and sm80 benchmarks (later steps left out past the call's time)
 #   check  every correctness group: decode paths and golden fixtures, attention, sm90 GEMM, demo model,
 #          the sm80 set forced
-#   quant  quantized kernels and fixtures (also under the sm80 set), their benchmarks, sm80 and GEMM
+#   quant  quantized kernels and fixtures, their benchmarks and decode step, the sm80 benchmark and
+#          quantized tests under the sm80 set, GEMM (later steps left out past the call's time)
 #   bench  attention and GEMM benchmarks, the decode step at batch 1, 8, 64 and 256
 # Usage (from the repository root on the device machine): scripts/gpu-verify.sh PART
 set -u
@@ -35,13 +36,14 @@ gtest() {
   (cd "$ROOT" && timeout "$secs" $T --gtest_filter="$filter" "$@") > $OUTDIR/$log 2>&1; echo "rc $?"
 }
 # decode_step LOG SECONDS BATCHES...: bench-one-batch on 4 V3 layers (3 dense + 1 MoE), dummy FP8,
-# graphs, context 1024: the fused decode path (the default) beside the unfused kernels.
+# graphs, context 1024: the fused decode path (the default) beside the unfused kernels. STEP_FLAGS
+# replaces --decode-baseline (e.g. a quantization and --quantized-kernels).
 decode_step() {
   local log=$1 secs=$2; shift 2
   [[ -x $B/dsserve ]] || { echo "(no dsserve in the bundle)"; return; }
   timeout "$secs" $B/dsserve bench-one-batch --model-path $V3 --load-format dummy --device cuda \
     --json-model-override-args '{"num_hidden_layers":4}' --output-len 8 --profile-layers \
-    --decode-baseline --batch-size "$@" --input-len 1024 > $OUTDIR/$log 2>&1; echo "rc $?"
+    ${STEP_FLAGS:---decode-baseline} --batch-size "$@" --input-len 1024 > $OUTDIR/$log 2>&1; echo "rc $?"
   grep -E '^\||ceilings|baseline|against|per decoder|rror' $OUTDIR/$log | cut -c1-200 | tail -60
 }
 
@@ -104,6 +106,13 @@ s_sm80() {
   gtest sm80_suite.log 90 'GpuOps.*:Fixtures/GpuGolden.*/bf16:Fixtures/GpuGolden.*/fp8:CudaGraphs.*:MoeDecode.GroupedMatchesCpuAtSmallOddShapes' --sm80-kernels
   sum 40 < $OUTDIR/sm80_suite.log
 }
+s_quant_step() {
+  local q
+  for q in awq w8a8_int8; do
+    step "decode step at batch 1, 8 and 64, $q weights on the quantized kernels"
+    STEP_FLAGS="--quantization $q --quantized-kernels" decode_step step_$q.log 80 1 8 64
+  done
+}
 s_decode_b1() { step "decode step at batch 1"; decode_step decode_b1.log 100 1; }
 s_decode_b8_64() { step "decode step at batch 8 and 64"; decode_step decode_b8_64.log 80 8 64; }
 s_decode_b8_256() { step "decode step at batch 8, 64 and 256"; decode_step decode_b8_256.log 170 8 64 256; }
@@ -123,7 +132,7 @@ case $PART in
   attn) run 9999 s_prefill s_decode_attn s_attn_bench s_fused s_decode_b1 ;;
   final) run 420 s_prefill s_decode_attn s_attn_bench s_quant s_gemm s_decode_b8_64 s_quant_bench s_sm80_bench ;;
   check) run 9999 s_fused s_golden s_prefill s_decode_attn s_gemm_tests s_demo s_sm80 ;;
-  quant) run 9999 s_quant s_quant_bench s_sm80_bench s_quant_sm80 s_gemm ;;
+  quant) run 480 s_quant s_quant_bench s_quant_step s_sm80_bench s_quant_sm80 s_gemm ;;
   bench) run 9999 s_attn_bench s_gemm s_decode_b1 s_decode_b8_256 ;;
   *) echo "unknown part $PART"; exit 2 ;;
 esac
