@@ -11,13 +11,15 @@
 #   final  attention correctness and benchmarks, quantized kernels and fixtures, GEMM, the decode step
 #          at batch 8 and 64, quantized and sm80 benchmarks (later steps left out past the call's time)
 #   check  every correctness group: decode paths and golden fixtures, attention, sm90 GEMM, demo model,
-#          the sm80 set forced
+#          the sm80 set forced; then speculative decoding's cost and the demo model's bench while time is left
 #   quant  quantized kernels and fixtures, their benchmarks and decode step, the sm80 benchmark and
 #          quantized tests under the sm80 set, GEMM (later steps left out past the call's time)
+#   issues the demo model's speculative decoding, structured output on the GPU, the quantized
+#          fixtures present (both kernel sets), speculative decoding's cost, the demo model's tests
 #   bench  attention and GEMM benchmarks, the decode step at batch 1, 8, 64 and 256
 # Usage (from the repository root on the device machine): scripts/gpu-verify.sh PART
 set -u
-PART=${1:?short, attn, final, check, quant or bench}
+PART=${1:?short, attn, final, check, quant, issues or bench}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 OUTDIR=${OUT:-/tmp/dsserve-gpu-out}; mkdir -p "$OUTDIR"
 R=/tmp/dsserve-gpu
@@ -113,6 +115,31 @@ s_quant_step() {
     STEP_FLAGS="--quantization $q --quantized-kernels" decode_step step_$q.log 80 1 8 64
   done
 }
+s_quant_fixtures() {
+  step "quantized fixtures through CUDA, the quantized kernels and the sm80 set"
+  gtest quant_fixtures.log 60 "$QFIX"; sum 20 < $OUTDIR/quant_fixtures.log
+  gtest quant_fixtures_sm80.log 60 "$QFIX" --sm80-kernels; sum 20 < $OUTDIR/quant_fixtures_sm80.log
+}
+s_grammar() {
+  [[ -x $B/dsserve ]] || return
+  step "structured output: compile, mask and constrained decode on 4 V3 layers"
+  timeout 150 $B/dsserve bench-grammar --device cuda --model-path $V3 --load-format dummy \
+    --json-model-override-args '{"num_hidden_layers":4}' --tokenizer-path $R/fixtures/deepseek-v3-tokenizer \
+    --batch-size 64 --output-len 64 > $OUTDIR/grammar.log 2>&1; echo "rc $?"
+  grep -v 'Loading weights' $OUTDIR/grammar.log | cut -c1-200 | tail -40
+}
+s_demo_bench() {
+  [[ -x $B/dsserve ]] || return
+  step "speculative decoding on the demo model: bench-speculative and bench-serving"
+  (cd "$ROOT" && timeout 200 tools/demo-model/bench_device.sh $B/dsserve cuda $OUTDIR/demo) 2>&1 | cut -c1-400 | tail -40
+}
+s_spec_cost() {
+  [[ -x $B/dsserve ]] || return
+  step "speculative decoding's cost on V3 layers (2-5 layers, batch 1 and 32)"
+  timeout 150 $B/dsserve bench-speculative-cost --model-path $V3 --load-format dummy --device cuda \
+    --layers 2 3 4 5 --batch-size 1 32 --context-tokens 1024 --repeats 10 > $OUTDIR/spec_cost.log 2>&1; echo "rc $?"
+  grep -v 'Loading weights' $OUTDIR/spec_cost.log | cut -c1-220 | tail -30
+}
 s_decode_b1() { step "decode step at batch 1"; decode_step decode_b1.log 100 1; }
 s_decode_b8_64() { step "decode step at batch 8 and 64"; decode_step decode_b8_64.log 80 8 64; }
 s_decode_b8_256() { step "decode step at batch 8, 64 and 256"; decode_step decode_b8_256.log 170 8 64 256; }
@@ -131,8 +158,9 @@ case $PART in
   short) run 150 s_prefill s_decode_b8_64 s_quant s_decode_attn s_gemm ;;
   attn) run 9999 s_prefill s_decode_attn s_attn_bench s_fused s_decode_b1 ;;
   final) run 420 s_prefill s_decode_attn s_attn_bench s_quant s_gemm s_decode_b8_64 s_quant_bench s_sm80_bench ;;
-  check) run 9999 s_fused s_golden s_prefill s_decode_attn s_gemm_tests s_demo s_sm80 ;;
+  check) run 420 s_fused s_golden s_prefill s_decode_attn s_gemm_tests s_demo s_sm80 s_spec_cost s_demo_bench ;;
   quant) run 480 s_quant s_quant_bench s_quant_step s_sm80_bench s_quant_sm80 s_gemm ;;
+  issues) run 430 s_demo_bench s_grammar s_quant_fixtures s_spec_cost s_demo ;;
   bench) run 9999 s_attn_bench s_gemm s_decode_b1 s_decode_b8_256 ;;
   *) echo "unknown part $PART"; exit 2 ;;
 esac
