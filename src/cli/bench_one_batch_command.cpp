@@ -163,7 +163,7 @@ std::vector<nlohmann::json> run(LoadedModel& m, const BenchOneBatchOptions& o, c
   std::vector<nlohmann::json> outs;
   int position = input_len;
   for (const Phase& ph : phases) {
-    if (m.device) enter(m, ph, current);  // one device
+    if (m.one_device()) enter(m, ph, current);
     std::vector<double> decode_s, forward_s;
     LayerSamples layers;
     double decode_bytes = 0, experts = 0;
@@ -364,7 +364,7 @@ void add_bench_one_batch_command(CLI::App& app) {
       spdlog::info("ceilings: copy {:.0f} GB/s (read + write), bf16 {:.0f} TFLOP/s, fp8 {:.0f} TFLOP/s", ceil.copy_gbs,
                    ceil.bf16_tflops, ceil.fp8_tflops);
     std::mt19937 rng(uint32_t(mo.random_seed));
-    DS_CHECK(!(o->profile_layers || o->decode_baseline) || m.device != nullptr,
+    DS_CHECK(!(o->profile_layers || o->decode_baseline) || m.one_device(),
              "bench-one-batch --profile-layers / --decode-baseline: one GPU only (no --tp-size, --dp-size, --nnodes)");
     // The phases of every batch, after one prefill: the loaded kernels, then (--profile-layers) the
     // same with a mark between layers, then (--decode-baseline) both on the unfused kernels.

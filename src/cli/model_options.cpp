@@ -250,11 +250,8 @@ LoadedModel load_model(const ModelOptions& o, bool with_mtp_cache) {
     m.model = std::make_unique<MultiNodeModel>(std::move(*nodes), cfg, *w.target, ctx, lo);
   } else if (data_parallel) {
     m.dp = std::make_unique<DataParallelModel>(cfg, std::move(ranks), o.dp_size, *w.target, ctx, lo);
-  } else if (o.tp_size > 1) {  // speculative decoding included: every rank holds its shard of the MTP layer
-    m.model = std::make_unique<TensorParallelModel>(cfg, std::move(ranks), *w.target, ctx, lo);
-  } else {
-    m.device = std::move(ranks[0]);
-    m.model = std::make_unique<DeepseekV3Model>(cfg, *m.device, *w.target, ctx, lo);
+  } else {  // one device or tensor parallel; speculative decoding included (every rank its shard of the MTP layer)
+    m.model = std::make_unique<ReplicaRunner>(cfg, std::move(ranks), *w.target, ctx, lo);
   }
   m.runner().synchronize();
   m.weight_bytes = lead.persistent_bytes();

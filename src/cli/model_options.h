@@ -7,10 +7,9 @@
 #include <vector>
 
 #include "backend/backend.h"
-#include "model/deepseek_v3.h"
 #include "parallel/data_parallel_model.h"
 #include "parallel/multi_node_model.h"
-#include "parallel/tensor_parallel.h"
+#include "parallel/replica_runner.h"
 #include "runtime/engine.h"
 #include "runtime/page_pool.h"
 #include "runtime/scheduler.h"
@@ -61,7 +60,6 @@ struct ModelOptions {
 };
 
 struct LoadedModel {
-  std::unique_ptr<Backend> device;          // a runner of one device refers to it (it outlives the runner)
   std::unique_ptr<ModelRunner> model;       // one device, tensor parallel or several nodes (unset with dp)
   std::unique_ptr<DataParallelModel> dp;    // --dp-size > 1: one runner per attention group
   std::vector<std::unique_ptr<PagePool>> dp_pools;  // one per attention group
@@ -73,6 +71,11 @@ struct LoadedModel {
 
   // What a scheduler runs forwards through (with dp: attention group 0's).
   ModelRunner& runner() { return dp ? dp->group(0) : *model; }
+  // Whether the model runs on one device (no tensor, data or node parallelism).
+  bool one_device() const {
+    const auto* r = dynamic_cast<const ReplicaRunner*>(model.get());
+    return r != nullptr && r->world() == 1;
+  }
   Backend& lead_backend() { return runner().backend(); }
 };
 

@@ -209,21 +209,10 @@ Tensor DeepseekV3Model::decoder(const AttentionBatch& ab, const Tensor& ids, Att
 }
 
 ForwardOutput DeepseekV3Model::forward(const ForwardBatch& b, LatentCache& cache) {
-  last_hidden_[HiddenRows::Target] = Tensor();  // its memory back before this forward's
-  ForwardOutput out;
-  // With data-parallel attention every group must replay the same size: the round chooses.
-  if (graphs_ && shard_.attention_groups == 1 && graphs_->covers(b, cache)) {
-    out = graphs_->replay(b);
-  } else if (verify_graphs_ && verify_graphs_->covers(b, cache)) {
-    out = verify_graphs_->replay(b);
-  } else {
-    be_.begin_forward();
-    AttentionBatch ab = upload(b, cache.page_size);
-    Tensor x = decoder(ab, be_.upload_i32(b.input_ids, {b.num_tokens()}), b.attention, cache);
-    out = {logits(x, b), x};
-  }
-  if (has_mtp()) last_hidden_[HiddenRows::Target] = out.hidden;
-  return out;
+  be_.begin_forward();
+  AttentionBatch ab = upload(b, cache.page_size);
+  Tensor x = decoder(ab, be_.upload_i32(b.input_ids, {b.num_tokens()}), b.attention, cache);
+  return {logits(x, b), x};
 }
 
 ForwardOutput DeepseekV3Model::forward_all_groups(const ForwardBatch& b, LatentCache& cache,
@@ -241,99 +230,17 @@ ForwardOutput DeepseekV3Model::forward_all_groups(const ForwardBatch& b, LatentC
   return {};
 }
 
-bool DeepseekV3Model::capture_decode_graphs(LatentCache& cache, int32_t trash_slot,
-                                            const std::vector<int>& batch_sizes) {
-  graphs_.reset();
-  if (!be_.can_capture() || batch_sizes.empty()) return false;
-  graphs_ = std::make_unique<DecodeGraphs>(
-      be_, cache, trash_slot, context_len_, batch_sizes, [this, &cache](const AttentionBatch& ab, const Tensor& ids, const Tensor&) {
-        // Data-parallel attention: every group replays the same size, so the MLP's gather is fixed.
-        if (shard_.attention_groups > 1) group_tokens_.assign(size_t(shard_.attention_groups), ab.num_tokens);
-        Tensor x = decoder(ab, ids, AttentionMode::Absorbed, cache);
-        return ForwardOutput{lm_head(x), x};
-      });
-  return true;
+ForwardOutput DeepseekV3Model::decode_rows(const AttentionBatch& ab, const Tensor& ids, LatentCache& cache) {
+  // Data-parallel attention: every group runs the same rows (a recorded size), so the MLP's gather is fixed.
+  if (shard_.attention_groups > 1) group_tokens_.assign(size_t(shard_.attention_groups), ab.num_tokens);
+  Tensor x = decoder(ab, ids, AttentionMode::Absorbed, cache);
+  return {lm_head(x), x};
 }
 
-int DeepseekV3Model::decode_graph_size(const ForwardBatch& b, const LatentCache& cache) const {
-  if (!graphs_) return 0;
-  if (b.num_seqs() == 0) return graphs_->batch_sizes().front();
-  return graphs_->covers(b, cache) ? graphs_->size_for(b.num_seqs()) : 0;
-}
-
-ForwardOutput DeepseekV3Model::replay_decode_graph(const ForwardBatch& b, int batch_size) {
-  DS_CHECK(graphs_ != nullptr, "replay_decode_graph: no decode graphs recorded");
-  return graphs_->replay(b, batch_size);
-}
-
-bool DeepseekV3Model::capture_verify_graphs(LatentCache& cache, int32_t trash_slot,
-                                            const std::vector<int>& batch_sizes, int tokens_per_seq) {
-  verify_graphs_.reset();
-  if (!be_.can_capture() || batch_sizes.empty()) return false;
-  verify_graphs_ = std::make_unique<DecodeGraphs>(
-      be_, cache, trash_slot, context_len_, batch_sizes,
-      [this, &cache](const AttentionBatch& ab, const Tensor& ids, const Tensor&) {
-        Tensor x = decoder(ab, ids, AttentionMode::Absorbed, cache);
-        return ForwardOutput{lm_head(x), x};
-      },
-      DecodeGraphShape{tokens_per_seq, /*tree=*/true});
-  return true;
-}
-
-bool DeepseekV3Model::capture_mtp_graphs(LatentCache& mtp_cache, int32_t trash_slot, const std::vector<int>& batch_sizes) {
-  mtp_graphs_.reset();
-  if (!has_mtp() || !be_.can_capture() || batch_sizes.empty()) return false;
-  DecodeGraphShape shape;
-  shape.key_shift = 1;
-  shape.hidden_cols = cfg_.hidden_size;
-  mtp_graphs_ = std::make_unique<DecodeGraphs>(
-      be_, mtp_cache, trash_slot, context_len_, batch_sizes,
-      [this, &mtp_cache](const AttentionBatch& ab, const Tensor& ids, const Tensor& hidden) {
-        Tensor x = mtp_layer(ab, ids, hidden, AttentionMode::Absorbed, mtp_cache);
-        return ForwardOutput{lm_head(x), x};
-      },
-      shape);
-  return true;
-}
-
-bool DeepseekV3Model::capture_graphs(const GraphPlan& plan, LatentCache& cache, LatentCache& mtp_cache) {
-  if (!be_.can_capture()) return false;
-  capture_decode_graphs(cache, plan.trash_slot, plan.decode_sizes);
-  if (plan.verify_tokens > 1) capture_verify_graphs(cache, plan.trash_slot, plan.verify_sizes, plan.verify_tokens);
-  if (mtp_cache.data.defined()) capture_mtp_graphs(mtp_cache, plan.trash_slot, plan.mtp_sizes);
-  return true;
-}
-
-RecordedGraphs DeepseekV3Model::recorded_graphs() const {
-  RecordedGraphs g;
-  g.decode = decode_graph_sizes();
-  g.verify = verify_graph_sizes();
-  g.mtp = mtp_graph_sizes();
-  for (const auto* d : {graphs_.get(), verify_graphs_.get(), mtp_graphs_.get()})
-    if (d) g.capture_s += d->capture_seconds();
-  g.decode_replays = decode_graph_replays();
-  g.verify_replays = verify_graph_replays();
-  g.mtp_replays = mtp_graph_replays();
-  return g;
-}
-
-std::vector<int> DeepseekV3Model::decode_graph_sizes() const { return graphs_ ? graphs_->batch_sizes() : std::vector<int>{}; }
-double DeepseekV3Model::decode_graph_capture_seconds() const { return graphs_ ? graphs_->capture_seconds() : 0.0; }
-
-ForwardOutput DeepseekV3Model::forward_mtp(const ForwardBatch& b, const HiddenRows& prev, LatentCache& cache) {
-  const Tensor& source = last_hidden_[prev.source];
-  DS_CHECK(source.defined(), "forward_mtp: no {} forward has run yet to take hidden states from",
-           prev.source == HiddenRows::Target ? "target" : "MTP");
-  bool in_order = int64_t(prev.rows.size()) == source.size(0);
-  for (size_t i = 0; i < prev.rows.size(); ++i) {
-    DS_CHECK(prev.rows[i] >= 0 && prev.rows[i] < source.size(0), "forward_mtp: hidden-state row {} of {}",
-             prev.rows[i], source.size(0));
-    in_order = in_order && prev.rows[i] == int32_t(i);
-  }
-  // Gathered on the device into scratch memory (the source may be a graph's output, which its next
-  // replay overwrites).
-  return forward_mtp(b, in_order ? source : be_.gather_rows(source, be_.upload_i32(prev.rows, {int64_t(prev.rows.size())})),
-                     cache);
+ForwardOutput DeepseekV3Model::draft_rows(const AttentionBatch& ab, const Tensor& ids, const Tensor& prev_hidden,
+                                          LatentCache& mtp_cache) {
+  Tensor x = mtp_layer(ab, ids, prev_hidden, AttentionMode::Absorbed, mtp_cache);
+  return {lm_head(x), x};
 }
 
 ForwardOutput DeepseekV3Model::forward_mtp(const ForwardBatch& b, const Tensor& prev_hidden, LatentCache& cache) {
@@ -341,17 +248,10 @@ ForwardOutput DeepseekV3Model::forward_mtp(const ForwardBatch& b, const Tensor& 
   DS_CHECK(prev_hidden.device() == be_.device() && prev_hidden.ndim() == 2 && prev_hidden.size(0) == b.num_tokens(),
            "forward_mtp: expected [{}, hidden] previous hidden states on the model's device, found {}", b.num_tokens(),
            prev_hidden.shape().str());
-  ForwardOutput out;
-  if (mtp_graphs_ && mtp_graphs_->covers(b, cache) && prev_hidden.dtype() == be_.activation_dtype()) {
-    out = mtp_graphs_->replay(b, 0, &prev_hidden);
-  } else {
-    be_.begin_forward();
-    AttentionBatch ab = upload(b, cache.page_size);
-    Tensor x = mtp_layer(ab, be_.upload_i32(b.input_ids, {b.num_tokens()}), prev_hidden, b.attention, cache);
-    out = {logits(x, b), x};
-  }
-  last_hidden_[HiddenRows::Draft] = out.hidden;
-  return out;
+  be_.begin_forward();
+  AttentionBatch ab = upload(b, cache.page_size);
+  Tensor x = mtp_layer(ab, be_.upload_i32(b.input_ids, {b.num_tokens()}), prev_hidden, b.attention, cache);
+  return {logits(x, b), x};
 }
 
 Tensor DeepseekV3Model::mtp_layer(const AttentionBatch& ab, const Tensor& ids, const Tensor& prev_hidden,

@@ -1,6 +1,6 @@
-// What the scheduler runs a forward through: one model replica, on one device (DeepseekV3Model),
-// split over several GPUs of this process (TensorParallelModel) or of several nodes
-// (MultiNodeModel), or one attention group of a data-parallel model. Outputs live on backend().
+// What the scheduler runs a forward through: one model replica over this process's ranks, one
+// device or several (parallel/replica_runner.h), over several nodes (MultiNodeModel), or one
+// attention group of a data-parallel model. Outputs live on backend().
 #pragma once
 #include <optional>
 #include <vector>

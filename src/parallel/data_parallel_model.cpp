@@ -12,7 +12,7 @@ class DataParallelModel::GroupRunner final : public ModelRunner {
  public:
   GroupRunner(DataParallelModel& owner, int g) : owner_(owner), g_(g) {}
   const ModelConfig& config() const override { return owner_.config(); }
-  int64_t context_len() const override { return owner_.ranks_.rank(0).model->context_len(); }
+  int64_t context_len() const override { return lead().context_len(); }
   Backend& backend() override { return *owner_.ranks_.rank(owner_.lead(g_)).backend; }
   ForwardOutput forward(const ForwardBatch& batch, LatentCache& cache) override { return owner_.submit(g_, batch, cache); }
   // Caches and recording involve every group at once: DataParallelModel::allocate_caches and
@@ -21,14 +21,14 @@ class DataParallelModel::GroupRunner final : public ModelRunner {
     fail("data-parallel group {}: its cache comes from DataParallelModel::allocate_caches", g_);
   }
   bool capture_graphs(const GraphPlan&, LatentCache&, LatentCache&) override { return false; }
-  RecordedGraphs recorded_graphs() const override { return lead().recorded_graphs(); }
+  RecordedGraphs recorded_graphs() const override { return owner_.ranks_.rank(owner_.lead(g_)).model->recorded_graphs(); }
   std::string device_fatal_error() override { return owner_.ranks_.fatal_error(); }  // any rank's stops every group
   void synchronize() override { owner_.synchronize(); }
   void set_has_work(bool has_work) override { owner_.set_has_work(g_, has_work); }
   int64_t progress() const override { return lead().progress(); }
 
  private:
-  const DeepseekV3Model& lead() const { return *owner_.ranks_.rank(owner_.lead(g_)).model; }
+  const DeepseekV3Model& lead() const { return owner_.ranks_.rank(owner_.lead(g_)).model->model(); }
   DataParallelModel& owner_;
   int g_;
 };
@@ -100,7 +100,7 @@ bool DataParallelModel::capture_decode_graphs(int32_t trash_slot, const std::vec
 }
 
 ForwardOutput DataParallelModel::submit(int g, const ForwardBatch& batch, const LatentCache& cache) {
-  DS_CHECK(cache.data.data() == ranks_.rank(lead(g)).cache.data.data(),
+  DS_CHECK(cache.data.data() == ranks_.rank(lead(g)).model->cache().data.data(),
            "data-parallel group {}: pass the group's cache (DataParallelModel::cache)", g);
   DS_CHECK(batch.num_tokens() > 0, "data-parallel group {}: a forward without tokens", g);
   ForwardOutput out;
@@ -154,7 +154,7 @@ void DataParallelModel::coordinate() {
       if (!b) continue;
       // A batch that cannot run fails its own group only: the others' ranks would wait for it.
       try {
-        ranks_.rank(lead(g)).model->check_batch(*b, ranks_.rank(lead(g)).cache.page_size);
+        ranks_.rank(lead(g)).model->model().check_batch(*b, ranks_.rank(lead(g)).model->cache().page_size);
       } catch (...) {
         errors_[size_t(g)] = std::current_exception();
         pending_[size_t(g)] = nullptr;
@@ -173,7 +173,7 @@ void DataParallelModel::coordinate() {
     bool replay = true;
     for (int g = 0; g < groups_; ++g) {
       const RankGroup::Rank& k = ranks_.rank(lead(g));
-      const int size = k.model->decode_graph_size(*batches[size_t(g)], k.cache);
+      const int size = k.model->decode_graph_size(*batches[size_t(g)]);
       replay = replay && size > 0;
       graph_size = std::max(graph_size, size);
     }
@@ -184,7 +184,7 @@ void DataParallelModel::coordinate() {
       ranks_.run_all([&](RankGroup::Rank& k, int r) {
         const ForwardBatch& b = *batches[size_t(r / per_group)];
         k.last = graph_size > 0 ? k.model->replay_decode_graph(b, graph_size)
-                                : k.model->forward_all_groups(b, k.cache, tokens);
+                                : k.model->forward_all_groups(b, tokens);
       });
     } catch (...) {
       err = std::current_exception();

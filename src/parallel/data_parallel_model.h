@@ -1,5 +1,5 @@
 // Data-parallel attention in one process (--enable-dp-attention --dp-size D --tp-size N): N ranks
-// (one thread and one backend each, as tensor_parallel.h) in D attention groups of N / D
+// (one thread and one backend each, as replica_runner.h) in D attention groups of N / D
 // consecutive ranks. Each group has its own batch, scheduler and latent cache (every rank of a
 // group keeps a copy of the group's cache; the groups' caches differ); attention weights and the
 // lm_head's vocabulary are split within a group and replicated across groups, the MLPs and
@@ -37,12 +37,12 @@ class DataParallelModel {
   int groups() const { return groups_; }
   int world() const { return ranks_.size(); }
   int ranks_per_group() const { return world() / groups_; }
-  const ModelConfig& config() const { return ranks_.rank(0).model->config(); }
+  const ModelConfig& config() const { return ranks_.rank(0).model->model().config(); }
   // Gives every rank a latent cache of num_pages pages (the ranks of one group hold the same entries).
   void allocate_caches(int64_t num_pages, int page_size, std::optional<DType> dtype = std::nullopt);
   // What group g's scheduler runs forwards through, and the cache it passes (its first rank's).
   ModelRunner& group(int g);
-  LatentCache& cache(int g) { return ranks_.rank(lead(g)).cache; }
+  LatentCache& cache(int g) { return ranks_.rank(lead(g)).model->cache(); }
   Backend& backend(int rank) { return *ranks_.rank(rank).backend; }
   // Every rank records its decode forward at these batch sizes (sizes per group: the MLP runs over
   // groups() times as many rows), all ranks together. False when the backends cannot record.

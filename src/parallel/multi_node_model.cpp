@@ -16,7 +16,7 @@ MultiNodeModel::MultiNodeModel(NodeGroup group, const ModelConfig& cfg, WeightSo
     : group_(std::move(group)) {
   DS_CHECK(group_.node_rank == 0 && group_.peers.size() == size_t(group_.nnodes - 1),
            "MultiNodeModel runs on node 0 with a control channel to each of the {} other nodes", group_.nnodes - 1);
-  local_ = std::make_unique<TensorParallelModel>(cfg, std::move(group_.backends), weights, context_len, opt,
+  local_ = std::make_unique<ReplicaRunner>(cfg, std::move(group_.backends), weights, context_len, opt,
                                                  RankSpan{0, group_.world});
   local_->synchronize();
   monitor_ = std::thread([this] { monitor(); });
@@ -117,13 +117,14 @@ void MultiNodeModel::run_everywhere(const NodeCommand& c, const std::function<vo
   fail("{} across {} nodes failed: {}", what, group_.nnodes, reason);
 }
 
-LatentCache& MultiNodeModel::allocate_cache(int64_t num_pages, int page_size, std::optional<DType> dtype) {
+LatentCache MultiNodeModel::allocate_cache(int64_t num_pages, int page_size, std::optional<DType> dtype) {
   NodeCommand c = command_of(NodeCommandKind::AllocateCache);
   c.num_pages = num_pages;
   c.page_size = page_size;
   c.cache_dtype = dtype;
-  run_everywhere(c, [&] { local_->allocate_cache(num_pages, page_size, dtype); });
-  return local_->cache();
+  LatentCache out;
+  run_everywhere(c, [&] { out = local_->make_cache(num_pages, page_size, false, dtype); });
+  return out;
 }
 
 ForwardOutput MultiNodeModel::forward(const ForwardBatch& batch, LatentCache& cache) {
@@ -151,8 +152,9 @@ void serve_node_commands(NodeGroup group, const ModelConfig& cfg, WeightSource& 
   const int node_rank = group.node_rank;
   const double timeout_s = group.timeout_s;
   std::unique_ptr<Channel> to_node0 = std::move(group.to_node0);
-  TensorParallelModel tp(cfg, std::move(group.backends), weights, context_len, opt,
-                         RankSpan{group.first_rank(), group.world});
+  ReplicaRunner tp(cfg, std::move(group.backends), weights, context_len, opt,
+                   RankSpan{group.first_rank(), group.world});
+  LatentCache cache;
   tp.synchronize();
   spdlog::info("node rank {}: ranks {}..{} of {} loaded; running node 0's commands (no HTTP on this node)", node_rank,
                group.first_rank(), group.first_rank() + group.ranks_per_node - 1, group.world);
@@ -168,14 +170,14 @@ void serve_node_commands(NodeGroup group, const ModelConfig& cfg, WeightSource& 
     NodeReply reply;
     try {
       switch (c.kind) {
-        case NodeCommandKind::AllocateCache: tp.allocate_cache(c.num_pages, c.page_size, c.cache_dtype); break;
+        case NodeCommandKind::AllocateCache: cache = tp.make_cache(c.num_pages, c.page_size, false, c.cache_dtype); break;
         case NodeCommandKind::CaptureDecodeGraphs:
         {
           GraphPlan plan;
           plan.trash_slot = c.trash_slot;
           plan.decode_sizes.assign(c.batch_sizes.begin(), c.batch_sizes.end());
           LatentCache no_mtp;
-          tp.capture_graphs(plan, tp.cache(), no_mtp);
+          tp.capture_graphs(plan, cache, no_mtp);
           break;
         }
         case NodeCommandKind::Forward: tp.forward(c.batch); break;

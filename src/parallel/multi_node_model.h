@@ -1,5 +1,5 @@
 // Tensor parallelism over several nodes. Node 0's runner (MultiNodeModel) runs its own ranks as a
-// TensorParallelModel and, before each operation (allocate the latent cache, record the decode
+// ReplicaRunner and, before each operation (allocate the latent cache, record the decode
 // graphs, one forward, shut down), sends the command to every other node; each node answers when
 // the operation is done. The other nodes run serve_node_commands: their ranks' shards, executing
 // node 0's commands until it shuts down. The collectives inside the forward join all nodes' ranks;
@@ -21,7 +21,7 @@
 
 #include "parallel/multi_node_protocol.h"
 #include "parallel/node_group.h"
-#include "parallel/tensor_parallel.h"
+#include "parallel/replica_runner.h"
 
 namespace dsserve {
 
@@ -38,7 +38,7 @@ class MultiNodeModel final : public ModelRunner {
   Backend& backend() override { return local_->backend(); }
   int world() const { return group_.world; }
   // Every rank of every node gets a latent cache of num_pages pages; returns rank 0's.
-  LatentCache& allocate_cache(int64_t num_pages, int page_size, std::optional<DType> dtype = std::nullopt);
+  LatentCache allocate_cache(int64_t num_pages, int page_size, std::optional<DType> dtype = std::nullopt);
   LatentCache make_cache(int64_t num_pages, int page_size, bool mtp, std::optional<DType> dtype) override {
     DS_CHECK(!mtp, "several nodes: speculative decoding runs on one node (no MTP cache)");
     return allocate_cache(num_pages, page_size, dtype);
@@ -58,7 +58,7 @@ class MultiNodeModel final : public ModelRunner {
 
   static constexpr double kStuckGraceSeconds = 10;
   NodeGroup group_;
-  std::unique_ptr<TensorParallelModel> local_;
+  std::unique_ptr<ReplicaRunner> local_;
   std::mutex mu_;
   std::string fatal_;
   std::atomic<int64_t> op_started_ns_{0};  // steady-clock start of the operation in flight; 0: none

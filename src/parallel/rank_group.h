@@ -1,9 +1,10 @@
-// The ranks of one process's share of a model: one thread and one backend per rank (rank r on
-// device r), each with its shard of the weights (ShardSpec), its own copy of the latent cache (and
-// of the MTP layer's), and its last forward's outputs. Every operation runs on all ranks at once,
-// each on its own thread with its device bound, so the collectives inside the model join them.
-// Tensor parallelism (tensor_parallel.h) and data-parallel attention (data_parallel_model.h) are
-// runners over a RankGroup.
+// The ranks of one process's share of a model: one backend per rank (rank r on device r), each
+// with its RankModel (its shard of the weights (ShardSpec), its own copy of the latent cache and
+// of the MTP layer's, its recorded forwards) and its last forward's outputs. Every operation runs
+// on all ranks at once, each on its own thread with its device bound, so the collectives inside the
+// model join them; a group of one runs on the caller's thread. The runner of one replica
+// (replica_runner.h: one GPU, tensor or expert parallel) and data-parallel attention
+// (data_parallel_model.h) are runners over a RankGroup.
 #pragma once
 #include <functional>
 #include <memory>
@@ -11,7 +12,7 @@
 #include <string>
 #include <vector>
 
-#include "model/deepseek_v3.h"
+#include "model/rank_model.h"
 #include "parallel/rank_threads.h"
 
 namespace dsserve {
@@ -19,16 +20,19 @@ namespace dsserve {
 class RankGroup {
  public:
   struct Rank {
-    std::unique_ptr<Backend> backend;
-    std::unique_ptr<DeepseekV3Model> model;
-    LatentCache cache, mtp_cache;
+    Backend* backend = nullptr;
+    std::unique_ptr<RankModel> model;
     ForwardOutput last;
   };
+  using LoadOptionsFor = std::function<LoadOptions(int rank, int ranks)>;
 
   // Loads rank r's shard (load_options(r, backends.size())) onto backends[r] on its thread, one rank at a time (the
   // weight source is shared). first_rank: the global rank of backends[0] (several nodes).
   RankGroup(const ModelConfig& cfg, std::vector<std::unique_ptr<Backend>> backends, WeightSource& weights,
-            int64_t context_len, const std::function<LoadOptions(int rank, int ranks)>& load_options, int first_rank = 0);
+            int64_t context_len, const LoadOptionsFor& load_options, int first_rank = 0);
+  // A group of one on a backend the caller keeps (it must outlive the group).
+  RankGroup(const ModelConfig& cfg, Backend& backend, WeightSource& weights, int64_t context_len,
+            const LoadOptions& opt);
   ~RankGroup();  // device memory freed on each rank's thread (its device current)
   RankGroup(const RankGroup&) = delete;
   RankGroup& operator=(const RankGroup&) = delete;
@@ -41,6 +45,8 @@ class RankGroup {
   void run_all(const std::function<void(Rank&, int)>& job);
   // Every rank's latent cache (mtp: the MTP layer's) of num_pages pages.
   void allocate_caches(int64_t num_pages, int page_size, std::optional<DType> dtype, bool mtp);
+  // Moves cache slots src[i] -> dst[i] in every rank's copy of the target's (or the MTP layer's) cache.
+  void move_cache_slots(bool mtp, const std::vector<int32_t>& src, const std::vector<int32_t>& dst);
   // Every rank records the forwards of `plan` over its own caches (the collectives inside included).
   // False when the backends cannot record.
   bool capture_graphs(const GraphPlan& plan);
@@ -49,6 +55,9 @@ class RankGroup {
   std::string fatal_error();
 
  private:
+  void load(const ModelConfig& cfg, WeightSource& weights, int64_t context_len, const LoadOptionsFor& load_options);
+
+  std::vector<std::unique_ptr<Backend>> owned_;
   std::vector<Rank> ranks_;
   int first_rank_ = 0;
   RankThreads threads_;

@@ -7,6 +7,7 @@ namespace dsserve {
 
 RankThreads::RankThreads(int world) {
   DS_CHECK(world >= 1, "RankThreads: world size {}", world);
+  if (world == 1) return;  // run_all runs the job on the caller's thread
   for (int r = 0; r < world; ++r) workers_.push_back(std::make_unique<Worker>());
   for (int r = 0; r < world; ++r) workers_[size_t(r)]->thread = std::thread([this, r] { loop(r); });
 }
@@ -46,6 +47,7 @@ void RankThreads::loop(int rank) {
 }
 
 void RankThreads::run_all(const std::function<void(int)>& job) {
+  if (workers_.empty()) return job(0);
   for (auto& w : workers_) {
     std::lock_guard<std::mutex> lock(w->mu);
     w->job = &job;

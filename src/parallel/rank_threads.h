@@ -1,6 +1,8 @@
 // One worker thread per rank, each running the jobs given to run_all (all ranks at once): how the
-// forwards of a process's ranks run concurrently (their collectives meet each other).
+// forwards of a process's ranks run concurrently (their collectives meet each other). A single rank
+// runs its jobs on the caller's thread.
 #pragma once
+#include <algorithm>
 #include <condition_variable>
 #include <cstdint>
 #include <exception>
@@ -21,7 +23,7 @@ class RankThreads {
   RankThreads& operator=(const RankThreads&) = delete;
   // Runs job(rank) on every rank's thread and waits for all; rethrows the first rank's exception.
   void run_all(const std::function<void(int)>& job);
-  int world() const { return int(workers_.size()); }
+  int world() const { return std::max<int>(1, int(workers_.size())); }
 
  private:
   struct Worker {

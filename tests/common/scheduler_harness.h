@@ -10,6 +10,7 @@
 #include "backend/backend.h"
 #include "common/tiny_model_config.h"
 #include "model/weight_source.h"
+#include "parallel/replica_runner.h"
 #include "runtime/scheduler.h"
 
 namespace dsserve::test {
@@ -18,7 +19,7 @@ struct SchedulerHarness {
   ModelConfig cfg;
   std::unique_ptr<Backend> backend = create_backend(DeviceKind::Cpu);
   std::unique_ptr<DummyWeights> weights;
-  std::unique_ptr<DeepseekV3Model> model;
+  std::unique_ptr<ReplicaRunner> model;
   std::unique_ptr<PagePool> pool;
   LatentCache cache;
   std::unique_ptr<Engine> engine;
@@ -28,10 +29,10 @@ struct SchedulerHarness {
     if (!overrides.is_null()) c.merge_patch(overrides);
     cfg = ModelConfig::parse(c.dump(), "test config");
     weights = std::make_unique<DummyWeights>(cfg, 3);
-    model = std::make_unique<DeepseekV3Model>(cfg, *backend, *weights, 2048);
+    model = std::make_unique<ReplicaRunner>(cfg, *backend, *weights, 2048);
     int64_t pages = (total_tokens + page_size - 1) / page_size;
     pool = std::make_unique<PagePool>(pages, page_size);
-    cache = model->allocate_cache(cache_pages_for(*pool), page_size);
+    cache = model->make_cache(cache_pages_for(*pool), page_size, false, std::nullopt);
     engine = create_engine(*model, cache, *pool, opt);
   }
   ~SchedulerHarness() { engine->shutdown(); }

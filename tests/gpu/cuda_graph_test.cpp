@@ -31,13 +31,16 @@ TestModel graph_model(const std::string& dir, int page_size, bool graphs,
   m.backend = make_gpu_backend();
   ModelConfig cfg = ModelConfig::load(dir);
   m.source = std::make_unique<CheckpointWeights>(dir, cfg);
-  m.model = std::make_unique<DeepseekV3Model>(cfg, *m.backend, *m.source, 4096);
+  m.model = std::make_unique<ReplicaRunner>(cfg, *m.backend, *m.source, 4096);
   const int64_t pages = (4096 + page_size - 1) / page_size;
   m.pool = std::make_unique<PagePool>(pages, page_size);
-  m.cache = m.model->allocate_cache(pages + 1, page_size, false, cache_dtype);
+  m.cache = m.model->make_cache(pages + 1, page_size, false, cache_dtype);
   if (graphs) {
-    EXPECT_TRUE(m.model->capture_decode_graphs(m.cache, int32_t(pages * page_size), {1, 2, 4, 8}));
-    EXPECT_EQ(m.model->decode_graph_sizes(), (std::vector<int>{1, 2, 4, 8}));
+    GraphPlan plan;
+    plan.trash_slot = int32_t(pages * page_size);
+    plan.decode_sizes = {1, 2, 4, 8};
+    EXPECT_TRUE(m.model->capture_graphs(plan, m.cache, m.mtp_cache));
+    EXPECT_EQ(m.model->recorded_graphs().decode, (std::vector<int>{1, 2, 4, 8}));
   }
   return m;
 }
@@ -62,9 +65,9 @@ TEST_P(CudaGraphGolden, DecodeMatchesReference) {
     std::string p = "prompt." + std::to_string(k) + ".";
     Tensor ids_t = ref.view(p + "ids");
     std::vector<int32_t> ids(ids_t.ptr<int32_t>(), ids_t.ptr<int32_t>() + ids_t.numel());
-    const int64_t before = m.model->decode_graph_replays();
+    const int64_t before = m.model->recorded_graphs().decode_replays;
     RunResult r = run_on(m, ids, RunOptions{0, 1});  // the first token prefilled, every other one a graph replay
-    EXPECT_EQ(m.model->decode_graph_replays() - before, c.graphs ? int64_t(ids.size()) - 1 : 0);
+    EXPECT_EQ(m.model->recorded_graphs().decode_replays - before, c.graphs ? int64_t(ids.size()) - 1 : 0);
     s.add(r.logits, rows_of(ref.view(p + "logits")));
   }
   std::printf("[ stats    ] %s page %d decode %s: %s\n", c.fixture.c_str(), c.page_size,
@@ -102,9 +105,9 @@ TEST(CudaGraphs, Fp8CacheDecodeThroughGraphsMatchesReference) {
       std::string p = "prompt." + std::to_string(k) + ".";
       Tensor ids_t = ref.view(p + "ids");
       std::vector<int32_t> ids(ids_t.ptr<int32_t>(), ids_t.ptr<int32_t>() + ids_t.numel());
-      const int64_t before = m.model->decode_graph_replays();
+      const int64_t before = m.model->recorded_graphs().decode_replays;
       RunResult r = run_on(m, ids, RunOptions{0, 1});
-      EXPECT_EQ(m.model->decode_graph_replays() - before, int64_t(ids.size()) - 1);
+      EXPECT_EQ(m.model->recorded_graphs().decode_replays - before, int64_t(ids.size()) - 1);
       s.add(r.logits, rows_of(ref.view(p + "logits")));
     }
     std::printf("[ stats    ] %s fp8 cache decode through graphs: %s\n", fixture.c_str(), s.str().c_str());
@@ -157,7 +160,7 @@ TEST(CudaGraphs, PaddedBatchMatchesEager) {
       for (auto& row : logits) side.next.push_back(int32_t(std::max_element(row.begin(), row.end()) - row.begin()));
     }
     ASSERT_EQ(sides[0].next, sides[1].next);  // identical prefills
-    const int64_t replays0 = graphed.model->decode_graph_replays();
+    const int64_t replays0 = graphed.model->recorded_graphs().decode_replays;
     for (int i = 0; i < steps; ++i) {
       std::vector<std::vector<float>> rows[2];
       for (int k = 0; k < 2; ++k) {
@@ -184,8 +187,8 @@ TEST(CudaGraphs, PaddedBatchMatchesEager) {
       }
       EXPECT_EQ(sides[0].next, sides[1].next) << "page size " << page_size << ", step " << i;
     }
-    EXPECT_EQ(graphed.model->decode_graph_replays() - replays0, steps);
-    EXPECT_EQ(eager.model->decode_graph_replays(), 0);
+    EXPECT_EQ(graphed.model->recorded_graphs().decode_replays - replays0, steps);
+    EXPECT_EQ(eager.model->recorded_graphs().decode_replays, 0);
     std::printf("[ stats    ] page %d: largest top-5 |dlogprob| graph vs eager %.2e\n", page_size, worst);
     EXPECT_LE(worst, 0.05) << "page size " << page_size;  // only the split of the key range differs
     for (Side& side : sides)
@@ -204,12 +207,12 @@ TEST(CudaGraphs, SpeculativeVerifyAndDraftThroughGraphsMatchPlainDecoding) {
     m.backend = make_gpu_backend();
     ModelConfig cfg = ModelConfig::load(dir);
     m.source = std::make_unique<CheckpointWeights>(dir, cfg);
-    m.model = std::make_unique<DeepseekV3Model>(cfg, *m.backend, *m.source, 4096);
+    m.model = std::make_unique<ReplicaRunner>(cfg, *m.backend, *m.source, 4096);
     const int page_size = 16;
     const int64_t pages = 256;
     m.pool = std::make_unique<PagePool>(pages, page_size);
-    m.cache = m.model->allocate_cache(pages + 1, page_size);
-    m.mtp_cache = m.model->allocate_cache(pages + 1, page_size, /*mtp=*/true);
+    m.cache = m.model->make_cache(pages + 1, page_size, false, std::nullopt);
+    m.mtp_cache = m.model->make_cache(pages + 1, page_size, /*mtp=*/true, std::nullopt);
     const int32_t trash = int32_t(pages * page_size);
     SchedulerOptions so;
     if (steps > 0) {
@@ -221,11 +224,18 @@ TEST(CudaGraphs, SpeculativeVerifyAndDraftThroughGraphsMatchPlainDecoding) {
       so.mtp_cache = &m.mtp_cache;
     }
     if (graphs) {
-      EXPECT_TRUE(m.model->capture_decode_graphs(m.cache, trash, {1, 2, 4}));
+      GraphPlan plan;
+      plan.trash_slot = trash;
+      plan.decode_sizes = {1, 2, 4};
       if (steps > 0) {
-        EXPECT_TRUE(m.model->capture_verify_graphs(m.cache, trash, {1, 2, 4}, so.speculative.num_draft_tokens));
-        EXPECT_TRUE(m.model->capture_mtp_graphs(m.mtp_cache, trash, {1, 2, 4}));
+        plan.verify_sizes = plan.mtp_sizes = {1, 2, 4};
+        plan.verify_tokens = so.speculative.num_draft_tokens;
       }
+      EXPECT_TRUE(m.model->capture_graphs(plan, m.cache, m.mtp_cache));
+      const RecordedGraphs got = m.model->recorded_graphs();
+      EXPECT_EQ(got.decode, plan.decode_sizes);
+      EXPECT_EQ(got.verify, plan.verify_sizes);
+      EXPECT_EQ(got.mtp, plan.mtp_sizes);
     }
     std::unique_ptr<Engine> engine = create_engine(*m.model, m.cache, *m.pool, so);
     std::vector<std::vector<int32_t>> prompts = {{0, 100, 200, 300}, {0, 5, 6, 7, 8, 9, 10, 11}, {0, 1242, 17}};
@@ -251,8 +261,8 @@ TEST(CudaGraphs, SpeculativeVerifyAndDraftThroughGraphsMatchPlainDecoding) {
       cv.wait(lk, [&] { return done == prompts.size(); });
     }
     engine->shutdown();
-    if (verify_replays) *verify_replays = m.model->verify_graph_replays();
-    if (mtp_replays) *mtp_replays = m.model->mtp_graph_replays();
+    if (verify_replays) *verify_replays = m.model->recorded_graphs().verify_replays;
+    if (mtp_replays) *mtp_replays = m.model->recorded_graphs().mtp_replays;
     return out;
   };
   const auto plain = run(false, 0, 0, 0, nullptr, nullptr);

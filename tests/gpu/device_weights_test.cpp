@@ -144,19 +144,19 @@ TEST(GpuDummyWeights, DeviceGeneratedModelMatchesCpuOnSameValues) {
     g.backend = make_gpu_backend();
     g.source = std::make_unique<DummyWeights>(cfg, 7);
     const int64_t before = g.backend->persistent_bytes();
-    g.model = std::make_unique<DeepseekV3Model>(cfg, *g.backend, *g.source, 4096);
+    g.model = std::make_unique<ReplicaRunner>(cfg, *g.backend, *g.source, 4096);
     EXPECT_GT(g.backend->persistent_bytes(), before);
     g.pool = std::make_unique<PagePool>(64, 16);
-    g.cache = g.model->allocate_cache(64, 16);
+    g.cache = g.model->make_cache(64, 16, false, std::nullopt);
 
     TestModel c;
     c.backend = create_backend(DeviceKind::Cpu);
     auto dummy = std::make_unique<DummyWeights>(cfg, 7);
     DeviceValuesOnHost host_values(cfg, *dummy, *g.backend);
-    c.model = std::make_unique<DeepseekV3Model>(cfg, *c.backend, host_values, 4096);
+    c.model = std::make_unique<ReplicaRunner>(cfg, *c.backend, host_values, 4096);
     c.source = std::move(dummy);
     c.pool = std::make_unique<PagePool>(64, 16);
-    c.cache = c.model->allocate_cache(64, 16);
+    c.cache = c.model->make_cache(64, 16, false, std::nullopt);
 
     std::vector<int32_t> ids;
     for (int i = 0; i < 40; ++i) ids.push_back((i * 577 + 13) % cfg.vocab_size);

@@ -276,12 +276,12 @@ TestModel load_model_on(DeviceKind kind, const std::string& dir, int page_size, 
   m.backend = kind == DeviceKind::Cuda ? make_gpu_backend() : create_backend(kind);
   ModelConfig cfg = ModelConfig::load(dir, "", fixture_quantization(dir));
   m.source = std::make_unique<CheckpointWeights>(dir, cfg);
-  m.model = std::make_unique<DeepseekV3Model>(cfg, *m.backend, *m.source, 4096);
+  m.model = std::make_unique<ReplicaRunner>(cfg, *m.backend, *m.source, 4096);
   int64_t pages = (tokens + page_size - 1) / page_size;
   m.pool = std::make_unique<PagePool>(pages, page_size);
-  m.cache = m.model->allocate_cache(pages, page_size, false, cache_dtype);
+  m.cache = m.model->make_cache(pages, page_size, false, cache_dtype);
   m.mtp_pool = std::make_unique<PagePool>(pages, page_size);
-  if (m.model->has_mtp()) m.mtp_cache = m.model->allocate_cache(pages, page_size, /*mtp=*/true, cache_dtype);
+  if (m.model->has_mtp()) m.mtp_cache = m.model->make_cache(pages, page_size, /*mtp=*/true, cache_dtype);
   return m;
 }
 
@@ -341,7 +341,8 @@ std::vector<std::vector<float>> run_mtp_on(TestModel& m, const std::vector<int32
   Tensor prev = Tensor::zeros_host(DType::F32, {T, H});
   for (int64_t t = 0; t < T; ++t) std::copy(hidden[t].begin(), hidden[t].end(), prev.ptr<float>() + t * H);
   Tensor dev_prev = m.backend->to_device(prev);
-  ForwardOutput out = m.model->forward_mtp(build_forward_batch({c}, ps, AttentionMode::Expanded), dev_prev, m.mtp_cache);
+  ForwardOutput out =
+      m.forward_model().forward_mtp(build_forward_batch({c}, ps, AttentionMode::Expanded), dev_prev, m.mtp_cache);
   auto rows = host_rows(*m.backend, out.logits);
   seq.release_all(*m.mtp_pool);
   return rows;

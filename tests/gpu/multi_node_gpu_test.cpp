@@ -1,7 +1,7 @@
 // NCCL across nodes on one machine with 2 GPUs (skipped with fewer): two "nodes" as threads, each
 // joining one communicator through node 0's unique id with one GPU (ncclCommInitRank, as two
 // processes on two nodes do). The collectives against the CPU oracle on random inputs, and a
-// fixture forward split over the two nodes (TensorParallelModel with RankSpan) against the same
+// fixture forward split over the two nodes (ReplicaRunner with RankSpan) against the same
 // split in one process (create_backends): the same logits.
 #include <gtest/gtest.h>
 
@@ -12,7 +12,7 @@
 #include "core/error.h"
 #include "gpu/gpu_test_util.h"
 #include "model/weight_source.h"
-#include "parallel/tensor_parallel.h"
+#include "parallel/replica_runner.h"
 
 namespace dsserve::test {
 namespace {
@@ -96,8 +96,8 @@ TEST(GpuMultiNode, ForwardOverTwoNodesMatchesOneProcess) {
   Tensor one_process;
   {
     CheckpointWeights src(dir, cfg);
-    TensorParallelModel tp(cfg, configure_gpu_backends(create_backends(DeviceKind::Cuda, {2})), src, 1024, lo);
-    tp.allocate_cache(pages, page_size);
+    ReplicaRunner tp(cfg, configure_gpu_backends(create_backends(DeviceKind::Cuda, {2})), src, 1024, lo);
+    tp.make_cache(pages, page_size, false, std::nullopt);
     ForwardOutput out = tp.forward(b);
     one_process = tp.backend().to_host_f32(out.logits);
   }
@@ -109,8 +109,8 @@ TEST(GpuMultiNode, ForwardOverTwoNodesMatchesOneProcess) {
       CheckpointWeights src(dir, cfg);
       std::vector<std::unique_ptr<Backend>> mine;
       mine.push_back(std::move(ranks[size_t(k)]));
-      TensorParallelModel node(cfg, std::move(mine), src, 1024, lo, RankSpan{k, 2});
-      node.allocate_cache(pages, page_size);
+      ReplicaRunner node(cfg, std::move(mine), src, 1024, lo, RankSpan{k, 2});
+      node.make_cache(pages, page_size, false, std::nullopt);
       ForwardOutput out = node.forward(b);
       logits[size_t(k)] = node.backend().to_host_f32(out.logits);
     }));

@@ -340,12 +340,15 @@ TEST(GpuQuantGraphs, FixturesDecodeThroughGraphsAsEagerly) {
       m.backend = create_backend(DeviceKind::Cuda);
       ModelConfig cfg = ModelConfig::load(dir, "", fixture_quantization(dir));
       m.source = std::make_unique<CheckpointWeights>(dir, cfg);
-      m.model = std::make_unique<DeepseekV3Model>(cfg, *m.backend, *m.source, 4096);
+      m.model = std::make_unique<ReplicaRunner>(cfg, *m.backend, *m.source, 4096);
       const int64_t pages = 4096 / 16;
       m.pool = std::make_unique<PagePool>(pages, 16);
-      m.cache = m.model->allocate_cache(pages + 1, 16, false);
+      m.cache = m.model->make_cache(pages + 1, 16, false, std::nullopt);
       if (graphs) {
-        EXPECT_TRUE(m.model->capture_decode_graphs(m.cache, int32_t(pages * 16), {1, 2, 4}));
+        GraphPlan plan;
+        plan.trash_slot = int32_t(pages * 16);
+        plan.decode_sizes = {1, 2, 4};
+        EXPECT_TRUE(m.model->capture_graphs(plan, m.cache, m.mtp_cache));
       }
       return m;
     };
@@ -355,9 +358,9 @@ TEST(GpuQuantGraphs, FixturesDecodeThroughGraphsAsEagerly) {
     for (int k = 1; k < 5; ++k) {
       Tensor ids_t = ref.view("prompt." + std::to_string(k) + ".ids");
       std::vector<int32_t> ids(ids_t.ptr<int32_t>(), ids_t.ptr<int32_t>() + ids_t.numel());
-      const int64_t before = graphed.model->decode_graph_replays();
+      const int64_t before = graphed.model->recorded_graphs().decode_replays;
       RunResult a = run_on(graphed, ids, RunOptions{0, 1}), b = run_on(eager, ids, RunOptions{0, 1});
-      EXPECT_EQ(graphed.model->decode_graph_replays() - before, int64_t(ids.size()) - 1) << fixture;
+      EXPECT_EQ(graphed.model->recorded_graphs().decode_replays - before, int64_t(ids.size()) - 1) << fixture;
       s.add(a.logits, b.logits);
     }
     std::printf("[ stats    ] %s graphs vs eager: %s\n", fixture.c_str(), s.str().c_str());

@@ -8,7 +8,7 @@
 #include "common/test_paths.h"
 #include "gpu/gpu_test_util.h"
 #include "model/weight_source.h"
-#include "parallel/tensor_parallel.h"
+#include "parallel/replica_runner.h"
 #include "runtime/scheduler.h"
 
 namespace dsserve::test {
@@ -31,7 +31,7 @@ SpecRun run_tp2(const std::string& dir, Setting st, const std::vector<std::vecto
   CheckpointWeights src(dir, cfg);
   LoadOptions lo;
   lo.load_mtp = st.steps > 0;
-  TensorParallelModel tp(cfg, configure_gpu_backends(create_backends(DeviceKind::Cuda, {2})), src, 4096, lo);
+  ReplicaRunner tp(cfg, configure_gpu_backends(create_backends(DeviceKind::Cuda, {2})), src, 4096, lo);
   const int page_size = 16;
   PagePool pool(256, page_size);
   LatentCache cache = tp.make_cache(cache_pages_for(pool), page_size, false, std::nullopt);

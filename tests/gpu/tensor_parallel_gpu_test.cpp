@@ -15,7 +15,7 @@
 #include "gpu/gpu_test_util.h"
 #include "io/safetensors.h"
 #include "model/weight_source.h"
-#include "parallel/tensor_parallel.h"
+#include "parallel/replica_runner.h"
 #include "runtime/batch_builder.h"
 
 namespace dsserve::test {
@@ -45,8 +45,8 @@ TEST_P(GpuTensorParallel, Tp2MatchesTp1) {
   CheckpointWeights src(dir, cfg);
   LoadOptions lo;
   lo.load_mtp = false;
-  TensorParallelModel tp(cfg, configure_gpu_backends(create_backends(DeviceKind::Cuda, {2})), src, 4096, lo);
-  tp.allocate_cache(pages, page_size);
+  ReplicaRunner tp(cfg, configure_gpu_backends(create_backends(DeviceKind::Cuda, {2})), src, 4096, lo);
+  tp.make_cache(pages, page_size, false, std::nullopt);
   PagePool pool(pages, page_size);
   ForwardFn f1 = [&](const ForwardBatch& b) { return one.model->forward(b, one.cache); };
   ForwardFn f2 = [&](const ForwardBatch& b) { return tp.forward(b); };
@@ -153,8 +153,8 @@ TEST(GpuTensorParallelBench, DecodeStep4LayerDummy) {
   const int page_size = 64, prefix = 512, steps = 20;
   const int64_t pages = 64 * (prefix + 64) / page_size + 64;
   for (int world : {1, 2}) {
-    TensorParallelModel m(cfg, configure_gpu_backends(create_backends(DeviceKind::Cuda, {world})), src, 4096, lo);
-    m.allocate_cache(pages, page_size);
+    ReplicaRunner m(cfg, configure_gpu_backends(create_backends(DeviceKind::Cuda, {world})), src, 4096, lo);
+    m.make_cache(pages, page_size, false, std::nullopt);
     PagePool pool(pages, page_size);
     ForwardFn f = [&](const ForwardBatch& b) { return m.forward(b); };
     for (int batch : {1, 64}) {

@@ -312,7 +312,7 @@ EngineStats settled_stats(Engine& engine) {
 std::vector<std::vector<int32_t>> one_device_outputs(const std::string& dir, const std::vector<GenerationRequest>& reqs) {
   TestModel one = load_checkpoint_model(dir, kPageSize, kPages * kPageSize);
   PagePool pool(kPages, kPageSize);
-  LatentCache cache = one.model->allocate_cache(cache_pages_for(pool), kPageSize);
+  LatentCache cache = one.model->make_cache(cache_pages_for(pool), kPageSize, false, std::nullopt);
   auto engine = create_engine(*one.model, cache, pool, engine_options());
   std::vector<std::vector<int32_t>> out;
   for (auto& c : run_all(*engine, reqs)) out.push_back(c.ids);

@@ -16,9 +16,9 @@ namespace {
 TestModel finish(TestModel m, int page_size, int64_t tokens, std::optional<DType> cache_dtype = std::nullopt) {
   int64_t pages = (tokens + page_size - 1) / page_size;
   m.pool = std::make_unique<PagePool>(pages, page_size);
-  m.cache = m.model->allocate_cache(pages, page_size, false, cache_dtype);
+  m.cache = m.model->make_cache(pages, page_size, false, cache_dtype);
   m.mtp_pool = std::make_unique<PagePool>(pages, page_size);
-  if (m.model->has_mtp()) m.mtp_cache = m.model->allocate_cache(pages, page_size, /*mtp=*/true, cache_dtype);
+  if (m.model->has_mtp()) m.mtp_cache = m.model->make_cache(pages, page_size, /*mtp=*/true, cache_dtype);
   return m;
 }
 
@@ -38,7 +38,7 @@ TestModel load_checkpoint_model(const std::string& dir, int page_size, int64_t t
   m.backend = create_backend(DeviceKind::Cpu);
   ModelConfig cfg = ModelConfig::load(dir, "", fixture_quantization(dir));
   m.source = std::make_unique<CheckpointWeights>(dir, cfg);
-  m.model = std::make_unique<DeepseekV3Model>(cfg, *m.backend, *m.source, 4096);
+  m.model = std::make_unique<ReplicaRunner>(cfg, *m.backend, *m.source, 4096);
   return finish(std::move(m), page_size, tokens, cache_dtype);
 }
 
@@ -46,7 +46,7 @@ TestModel dummy_model(const ModelConfig& cfg, uint64_t seed, int page_size, int6
   TestModel m;
   m.backend = create_backend(DeviceKind::Cpu);
   m.source = std::make_unique<DummyWeights>(cfg, seed);
-  m.model = std::make_unique<DeepseekV3Model>(cfg, *m.backend, *m.source, 4096);
+  m.model = std::make_unique<ReplicaRunner>(cfg, *m.backend, *m.source, 4096);
   return finish(std::move(m), page_size, tokens);
 }
 
@@ -93,8 +93,8 @@ std::vector<std::vector<float>> run_mtp(TestModel& m, const std::vector<int32_t>
   const int64_t H = int64_t(hidden[0].size());
   Tensor prev = Tensor::zeros_host(DType::F32, {T, H});
   for (int64_t t = 0; t < T; ++t) std::copy(hidden[t].begin(), hidden[t].end(), prev.ptr<float>() + t * H);
-  ForwardOutput out = m.model->forward_mtp(build_forward_batch({c}, ps, AttentionMode::Expanded),
-                                           m.backend->to_device(prev), m.mtp_cache);
+  ForwardOutput out = m.forward_model().forward_mtp(build_forward_batch({c}, ps, AttentionMode::Expanded),
+                                                    m.backend->to_device(prev), m.mtp_cache);
   seq.release_all(*m.mtp_pool);
   return rows_of(out.logits);
 }

@@ -10,6 +10,7 @@
 #include "backend/backend.h"
 #include "model/deepseek_v3.h"
 #include "model/weight_source.h"
+#include "parallel/replica_runner.h"
 #include "runtime/page_pool.h"
 
 namespace dsserve::test {
@@ -17,11 +18,13 @@ namespace dsserve::test {
 struct TestModel {
   std::unique_ptr<Backend> backend;
   std::unique_ptr<WeightSource> source;
-  std::unique_ptr<DeepseekV3Model> model;
+  std::unique_ptr<ReplicaRunner> model;  // one CPU device
   std::unique_ptr<PagePool> pool;
   LatentCache cache;
   std::unique_ptr<PagePool> mtp_pool;
   LatentCache mtp_cache;
+  // The forward itself (no runner): e.g. an MTP step on previous hidden states given as a tensor.
+  DeepseekV3Model& forward_model() { return model->rank(0).model(); }
 };
 
 // A CPU model from a checkpoint directory, or from dummy weights when cfg is given; cache_dtype:

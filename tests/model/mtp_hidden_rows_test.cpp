@@ -48,14 +48,14 @@ TEST(MtpHiddenRows, GatheredRowsEqualTheSameRowsPassedAsATensor) {
   ForwardOutput gathered = m.model->forward_mtp(db, HiddenRows{HiddenRows::Target, rows}, m.mtp_cache);
   const auto gathered_logits = rows_of(gathered.logits);
   const Tensor draft_prev = host_rows_of(gathered.hidden, {3, 0});
-  ForwardOutput given = m.model->forward_mtp(db, m.backend->to_device(want_prev), m.mtp_cache);
+  ForwardOutput given = m.forward_model().forward_mtp(db, m.backend->to_device(want_prev), m.mtp_cache);
   EXPECT_EQ(max_abs_diff(gathered_logits, rows_of(given.logits)), 0.0) << "rows of the target forward";
 
   // From the last MTP forward's output (`given`, equal to `gathered`): rows 3 and 0.
   SequenceChunk e{&mtp_seq, 0, {2, 7}, {0, 1}};
   const ForwardBatch eb = build_forward_batch({e}, ps, AttentionMode::Expanded);
   const auto from_draft = rows_of(m.model->forward_mtp(eb, HiddenRows{HiddenRows::Draft, {3, 0}}, m.mtp_cache).logits);
-  const auto from_tensor = rows_of(m.model->forward_mtp(eb, m.backend->to_device(draft_prev), m.mtp_cache).logits);
+  const auto from_tensor = rows_of(m.forward_model().forward_mtp(eb, m.backend->to_device(draft_prev), m.mtp_cache).logits);
   EXPECT_EQ(max_abs_diff(from_draft, from_tensor), 0.0) << "rows of the last MTP forward";
 
   EXPECT_THROW(m.model->forward_mtp(eb, HiddenRows{HiddenRows::Target, {0, 9}}, m.mtp_cache), Error)

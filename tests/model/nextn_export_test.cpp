@@ -47,11 +47,11 @@ TEST(NextnExport, LayoutAndDraftingMatchTheInCheckpointLayer) {
   RenamedWeights renamed(draft, layer_prefix(cfg.num_hidden_layers), layer_prefix(0));
   LoadOptions lo;
   lo.mtp_weights = &renamed;
-  drafted.model = std::make_unique<DeepseekV3Model>(cfg, *drafted.backend, *drafted.source, 4096, lo);
+  drafted.model = std::make_unique<ReplicaRunner>(cfg, *drafted.backend, *drafted.source, 4096, lo);
   drafted.pool = std::make_unique<PagePool>(64, 16);
-  drafted.cache = drafted.model->allocate_cache(65, 16);
+  drafted.cache = drafted.model->make_cache(65, 16, false, std::nullopt);
   drafted.mtp_pool = std::make_unique<PagePool>(64, 16);
-  drafted.mtp_cache = drafted.model->allocate_cache(65, 16, true);
+  drafted.mtp_cache = drafted.model->make_cache(65, 16, true, std::nullopt);
 
   std::vector<int32_t> ids{5, 17, 99, 3, 250, 8, 42};
   RunResult a = run_sequence(own, ids), b = run_sequence(drafted, ids);

@@ -10,7 +10,7 @@
 #include "common/test_paths.h"
 #include "common/tiny_model_config.h"
 #include "model/weight_source.h"
-#include "parallel/tensor_parallel.h"
+#include "parallel/replica_runner.h"
 #include "runtime/scheduler.h"
 
 namespace dsserve {
@@ -19,8 +19,9 @@ namespace {
 // One tensor-parallel model, its caches and an engine over them (speculative when steps > 0).
 struct TpEngine {
   std::unique_ptr<WeightSource> weights;
-  std::unique_ptr<TensorParallelModel> model;
+  std::unique_ptr<ReplicaRunner> model;
   std::unique_ptr<PagePool> pool;
+  LatentCache cache, mtp_cache;
   std::unique_ptr<Engine> engine;
 
   TpEngine(std::unique_ptr<WeightSource> w, const ModelConfig& cfg, int world, bool expert_parallel, int page_size,
@@ -29,10 +30,10 @@ struct TpEngine {
     LoadOptions lo;
     lo.load_mtp = steps > 0;
     lo.shard.expert_parallel = expert_parallel;
-    model = std::make_unique<TensorParallelModel>(cfg, create_backends(DeviceKind::Cpu, {world}),
+    model = std::make_unique<ReplicaRunner>(cfg, create_backends(DeviceKind::Cpu, {world}),
                                                   *weights, 2048, lo);
     pool = std::make_unique<PagePool>((4096 + page_size - 1) / page_size, page_size);
-    LatentCache& cache = model->allocate_cache(cache_pages_for(*pool), page_size);
+    cache = model->make_cache(cache_pages_for(*pool), page_size, false, std::nullopt);
     SchedulerOptions o;
     o.chunked_prefill_size = 7;  // chunked prefill too
     if (steps > 0) {
@@ -40,7 +41,8 @@ struct TpEngine {
       o.speculative.num_steps = steps;
       o.speculative.eagle_topk = topk;
       o.speculative.num_draft_tokens = draft_tokens;
-      o.mtp_cache = &model->allocate_mtp_cache(cache_pages_for(*pool), page_size);
+      mtp_cache = model->make_cache(cache_pages_for(*pool), page_size, true, std::nullopt);
+      o.mtp_cache = &mtp_cache;
     }
     engine = create_engine(*model, cache, *pool, o);
   }

@@ -12,7 +12,7 @@
 #include "common/tiny_model_config.h"
 #include "io/safetensors.h"
 #include "model/model_test_util.h"
-#include "parallel/tensor_parallel.h"
+#include "parallel/replica_runner.h"
 
 namespace dsserve::test {
 namespace {
@@ -36,8 +36,8 @@ TEST_P(CpuTensorParallel, MatchesUnsplitModel) {
   LoadOptions lo;
   lo.load_mtp = false;
   lo.shard.expert_parallel = expert_parallel;
-  TensorParallelModel tp(cfg, create_backends(DeviceKind::Cpu, {world}), src, 4096, lo);
-  tp.allocate_cache(pages, page_size);
+  ReplicaRunner tp(cfg, create_backends(DeviceKind::Cpu, {world}), src, 4096, lo);
+  tp.make_cache(pages, page_size, false, std::nullopt);
   PagePool pool(pages, page_size);
   ForwardFn f_one = [&](const ForwardBatch& b) { return one.model->forward(b, one.cache); };
   ForwardFn f_tp = [&](const ForwardBatch& b) { return tp.forward(b); };
@@ -91,8 +91,8 @@ TEST(CpuTensorParallel, DummyWeightsRunSplit) {
   DummyWeights src(cfg, 7);
   LoadOptions lo;
   lo.load_mtp = false;
-  TensorParallelModel tp(cfg, create_backends(DeviceKind::Cpu, {2}), src, 256, lo);
-  tp.allocate_cache(8, 16);
+  ReplicaRunner tp(cfg, create_backends(DeviceKind::Cpu, {2}), src, 256, lo);
+  tp.make_cache(8, 16, false, std::nullopt);
   PagePool pool(8, 16);
   ForwardFn f = [&](const ForwardBatch& b) { return tp.forward(b); };
   auto rows = logits_with(f, tp.backend(), pool, {3, 5, 7, 11, 13}, 3);

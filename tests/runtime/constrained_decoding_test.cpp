@@ -14,6 +14,7 @@
 #include "common/engine_runs.h"
 #include "common/tiny_model_config.h"
 #include "model/weight_source.h"
+#include "parallel/replica_runner.h"
 #include "runtime/scheduler.h"
 #include "runtime/token_constraint.h"
 
@@ -66,16 +67,16 @@ struct Harness {
   ModelConfig cfg;
   std::unique_ptr<Backend> backend = create_backend(DeviceKind::Cpu);
   DummyWeights weights;
-  DeepseekV3Model model;
+  ReplicaRunner model;
   PagePool pool;
   LatentCache cache, mtp_cache;
   std::unique_ptr<Engine> engine;
 
   Harness(const ModelConfig& c, SchedulerOptions opt)
       : cfg(c), weights(cfg, 21), model(cfg, *backend, weights, 2048), pool(4096, 1) {
-    cache = model.allocate_cache(cache_pages_for(pool), 1, false);
+    cache = model.make_cache(cache_pages_for(pool), 1, false, std::nullopt);
     if (opt.speculative.enabled()) {
-      mtp_cache = model.allocate_cache(cache_pages_for(pool), 1, true);
+      mtp_cache = model.make_cache(cache_pages_for(pool), 1, true, std::nullopt);
       opt.mtp_cache = &mtp_cache;
     }
     engine = create_engine(model, cache, pool, opt);

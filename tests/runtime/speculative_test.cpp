@@ -16,6 +16,7 @@
 #include "core/error.h"
 #include "io/safetensors.h"
 #include "model/weight_source.h"
+#include "parallel/replica_runner.h"
 #include "runtime/batch_builder.h"
 #include "runtime/scheduler.h"
 
@@ -26,7 +27,7 @@ struct SpecHarness {
   ModelConfig cfg;
   std::unique_ptr<Backend> backend = create_backend(DeviceKind::Cpu);
   std::unique_ptr<WeightSource> weights;
-  std::unique_ptr<DeepseekV3Model> model;
+  std::unique_ptr<ReplicaRunner> model;
   std::unique_ptr<PagePool> pool;
   LatentCache cache, mtp_cache;
   std::unique_ptr<Engine> engine;
@@ -35,10 +36,10 @@ struct SpecHarness {
   SpecHarness(std::unique_ptr<WeightSource> w, ModelConfig c, int page_size, SchedulerOptions opt,
               std::optional<DType> cache_dtype = std::nullopt)
       : cfg(std::move(c)), weights(std::move(w)) {
-    model = std::make_unique<DeepseekV3Model>(cfg, *backend, *weights, 2048);
+    model = std::make_unique<ReplicaRunner>(cfg, *backend, *weights, 2048);
     pool = std::make_unique<PagePool>((4096 + page_size - 1) / page_size, page_size);
-    cache = model->allocate_cache(cache_pages_for(*pool), page_size, false, cache_dtype);
-    mtp_cache = model->allocate_cache(cache_pages_for(*pool), page_size, true, cache_dtype);
+    cache = model->make_cache(cache_pages_for(*pool), page_size, false, cache_dtype);
+    mtp_cache = model->make_cache(cache_pages_for(*pool), page_size, true, cache_dtype);
     opt.mtp_cache = &mtp_cache;
     engine = create_engine(*model, cache, *pool, opt);
   }
@@ -145,10 +146,10 @@ TEST(Speculative, DraftMtpLogitsMatchTheFixture) {
   ModelConfig cfg = ModelConfig::load(dir);
   auto backend = create_backend(DeviceKind::Cpu);
   CheckpointWeights w(dir, cfg);
-  DeepseekV3Model model(cfg, *backend, w, 1024);
+  ReplicaRunner model(cfg, *backend, w, 1024);
   PagePool pool(512, 16);
-  LatentCache cache = model.allocate_cache(cache_pages_for(pool), 16);
-  LatentCache mtp = model.allocate_cache(cache_pages_for(pool), 16, true);
+  LatentCache cache = model.make_cache(cache_pages_for(pool), 16, false, std::nullopt);
+  LatentCache mtp = model.make_cache(cache_pages_for(pool), 16, true, std::nullopt);
   SpeculativeOptions so;
   so.algorithm = "EAGLE";
   so.eagle_topk = 4;  // four ranked draft tokens per row to compare
@@ -305,9 +306,10 @@ TEST(Speculative, TightCacheRetractsWithoutChangingOutputs) {
   auto want = run_all(*plain.engine, reqs);
   auto backend = create_backend(DeviceKind::Cpu);
   DummyWeights w(cfg, 5);
-  DeepseekV3Model model(cfg, *backend, w, 2048);
+  ReplicaRunner model(cfg, *backend, w, 2048);
   PagePool pool(60, 4);  // 240 tokens for 8 requests of up to ~116: forces retraction
-  LatentCache cache = model.allocate_cache(cache_pages_for(pool), 4), mtp = model.allocate_cache(cache_pages_for(pool), 4, true);
+  LatentCache cache = model.make_cache(cache_pages_for(pool), 4, false, std::nullopt),
+              mtp = model.make_cache(cache_pages_for(pool), 4, true, std::nullopt);
   SchedulerOptions o = spec_options(3, 16, false, 2, 6);
   o.mtp_cache = &mtp;
   auto engine = create_engine(model, cache, pool, o);
