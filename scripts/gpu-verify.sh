@@ -14,12 +14,14 @@
 #          the sm80 set forced; then speculative decoding's cost and the demo model's bench while time is left
 #   quant  quantized kernels and fixtures, their benchmarks and decode step, the sm80 benchmark and
 #          quantized tests under the sm80 set, GEMM (later steps left out past the call's time)
+#   one    (one call for everything) recorded forwards and the demo model's tests, its speculative
+#          bench, structured output on the GPU, the golden fixtures, speculative cost, fused decode
 #   issues the demo model's speculative decoding, structured output on the GPU, the quantized
 #          fixtures present (both kernel sets), speculative decoding's cost, the demo model's tests
 #   bench  attention and GEMM benchmarks, the decode step at batch 1, 8, 64 and 256
 # Usage (from the repository root on the device machine): scripts/gpu-verify.sh PART
 set -u
-PART=${1:?short, attn, final, check, quant, issues or bench}
+PART=${1:?short, attn, final, check, quant, one, issues or bench}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 OUTDIR=${OUT:-/tmp/dsserve-gpu-out}; mkdir -p "$OUTDIR"
 R=/tmp/dsserve-gpu
@@ -94,6 +96,10 @@ s_golden() {
   gtest golden.log 170 'GpuSampling.*:Fixtures/GpuGolden.*/bf16:Fixtures/GpuGolden.*/fp8:GpuOps.MoeRoute*:GpuOps.LinearFp8*:Fp8DecodeLinear.*'
   sum 40 < $OUTDIR/golden.log
 }
+s_graphs() {
+  step "recorded forwards (decode, verify, MTP draft) against eager ones, the demo model"
+  gtest graphs.log 120 'CudaGraphs.*:DemoModelGpu.*:GpuSpeculative*'; sum 30 < $OUTDIR/graphs.log
+}
 s_gemm_tests() {
   step "sm90 FP8 GEMM"
   gtest gemm.log 70 'Fp8GemmSm90.*:Fp8Prefill.*'; sum 30 < $OUTDIR/gemm.log
@@ -160,6 +166,7 @@ case $PART in
   final) run 420 s_prefill s_decode_attn s_attn_bench s_quant s_gemm s_decode_b8_64 s_quant_bench s_sm80_bench ;;
   check) run 420 s_fused s_golden s_prefill s_decode_attn s_gemm_tests s_demo s_sm80 s_spec_cost s_demo_bench ;;
   quant) run 480 s_quant s_quant_bench s_quant_step s_sm80_bench s_quant_sm80 s_gemm ;;
+  one) run 430 s_graphs s_demo_bench s_grammar s_golden s_spec_cost s_fused ;;
   issues) run 430 s_demo_bench s_grammar s_quant_fixtures s_spec_cost s_demo ;;
   bench) run 9999 s_attn_bench s_gemm s_decode_b1 s_decode_b8_256 ;;
   *) echo "unknown part $PART"; exit 2 ;;
