@@ -58,7 +58,7 @@ class GpuBench : public ::testing::Test {
     if (g_ceil.gbs == 0) measure_ceilings();
   }
   void TearDown() override {
-    if (gpu_available()) cg().set_fused_decode(true);  // the default, after the benches that turn it off
+    if (gpu_available()) cg().set_fused_decode(cg().hopper_kernels());  // the default, after the benches that turn it off
   }
   static void measure_ceilings() {
     const DeviceCeilings c = gpu().measure_ceilings();
