@@ -20,10 +20,9 @@ STAGES=${DSSERVE_STAGES:-tests,generate,bench,moe,serve}
 # Stage "spec": the speculative cost measurement alone (scripts/gpu-spec-cost.sh's command).
 # Stage "kv": bench-one-batch on 4 full-width layers with the BF16 and the FP8 latent cache.
 # Stage "attention": the MLA kernels, with FlashMLA and cuDNN beside them (see the stage).
-# Stage "quant": the quantized checkpoints: greedy generation on the AWQ and INT8 fixtures (the default
-# BF16 products on dequantized weights; the quantized kernels with graphs, eager, EAGLE), and
-# bench-one-batch on 4 full-width layers with dummy AWQ, channel-INT8 and block-INT8 weights on the
-# quantized kernels (--quantization awq / w8a8_int8 / blockwise_int8 --quantized-kernels).
+# Stage "quant": the quantized checkpoints: greedy generation on the AWQ and INT8 fixtures (on the
+# quantized kernels with graphs, eager, EAGLE), and bench-one-batch on 4 full-width layers with dummy
+# AWQ, channel-INT8 and block-INT8 weights (--quantization awq / w8a8_int8 / blockwise_int8).
 has() { [[ ",$STAGES," == *",$1,"* ]]; }
 if has tests; then
   bash "$ROOT/scripts/gpu-check.sh" ${DSSERVE_GTEST_FILTER:+--gtest_filter=$DSSERVE_GTEST_FILTER} 2>&1 | tail -70
@@ -56,14 +55,14 @@ if has quant; then
   echo "== greedy on cuda, quantized fixtures, 24 tokens (plain / eager / EAGLE chain)"
   for m in tiny-v3-awq tiny-v3-int8-channel tiny-v3-int8-block; do
     q=""; [[ $m == tiny-v3-int8-channel ]] && q="--quantization w8a8_int8"
-    for s in "" "--quantized-kernels" "--quantized-kernels --disable-cuda-graph" "--quantized-kernels --speculative-algorithm EAGLE"; do
+    for s in "" "--disable-cuda-graph" "--speculative-algorithm EAGLE"; do
       $B generate --model-path $F/$m --device cuda $q --input-ids 478,30,371,143,343,403 --max-new-tokens 24 $s 2>&1 |
-        python3 -c "import sys,json; l=sys.stdin.read().strip().splitlines()[-1]; d=json.loads(l) if l.startswith('{') else None; print('$m', '${s:-bf16 default}'[:50], d['output_ids'] if d else l)"
+        python3 -c "import sys,json; l=sys.stdin.read().strip().splitlines()[-1]; d=json.loads(l) if l.startswith('{') else None; print('$m', '${s:-graphs}'[:50], d['output_ids'] if d else l)"
     done
   done
   for q in awq w8a8_int8 blockwise_int8; do
     echo "== bench-one-batch: DeepSeek-V3 width, 4 layers, dummy $q weights, input 512, output 32 (CUDA graphs)"
-    $B bench-one-batch --model-path $V3 --load-format dummy --quantization $q --quantized-kernels --device cuda \
+    $B bench-one-batch --model-path $V3 --load-format dummy --quantization $q --device cuda \
       --json-model-override-args '{"num_hidden_layers": 4}' --batch-size 1 64 --input-len 512 --output-len 32 \
       > "$OUTDIR/bench_$q.log" 2>&1
     grep -E "^\||ceilings|memory:|error" "$OUTDIR/bench_$q.log" | sed -E 's/^\[[^]]*\] \[[a-z]+\] //' | cut -c1-300 | tail -8

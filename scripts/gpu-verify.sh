@@ -41,7 +41,7 @@ gtest() {
 }
 # decode_step LOG SECONDS BATCHES...: bench-one-batch on 4 V3 layers (3 dense + 1 MoE), dummy FP8,
 # graphs, context 1024: the fused decode path (the default) beside the unfused kernels. STEP_FLAGS
-# replaces --decode-baseline (e.g. a quantization and --quantized-kernels).
+# replaces --decode-baseline (e.g. a --quantization).
 decode_step() {
   local log=$1 secs=$2; shift 2
   [[ -x $B/dsserve ]] || { echo "(no dsserve in the bundle)"; return; }
@@ -67,7 +67,7 @@ s_attn_bench() {
 }
 s_quant() {
   step "quantized kernels against the oracle and the quantized fixtures present"
-  gtest quant.log 110 "GpuQuant.*:GpuQuantGraphs.*:GpuQuantDefaults.*:$QFIX"; sum 40 < $OUTDIR/quant.log
+  gtest quant.log 110 "GpuQuant.*:GpuQuantGraphs.*:GpuQuantFallback.*:$QFIX"; sum 40 < $OUTDIR/quant.log
 }
 s_quant_sm80() {
   step "sm80 kernel set forced: quantized kernels and fixtures"
@@ -118,7 +118,7 @@ s_quant_step() {
   local q
   for q in awq w8a8_int8; do
     step "decode step at batch 1, 8 and 64, $q weights on the quantized kernels"
-    STEP_FLAGS="--quantization $q --quantized-kernels" decode_step step_$q.log 80 1 8 64
+    STEP_FLAGS="--quantization $q" decode_step step_$q.log 80 1 8 64
   done
 }
 s_quant_fixtures() {

@@ -413,9 +413,9 @@ class Backend {
 enum class DeviceKind { Auto, Cpu, Cuda };
 DeviceKind parse_device_kind(const std::string& s);  // "auto" | "cpu" | "cuda"
 int cuda_device_count();                              // 0 when built without CUDA or no GPU
-// AWQ and INT8 weights on CUDA backends created from now on: true runs them on the W4A16 / W8A8
-// kernels of backend/cuda/quant (written and compiled, not yet measured on a GPU); false (the
-// default) runs BF16 products on the weights dequantized as the CPU oracle dequantizes them.
+// AWQ and INT8 weights on CUDA backends created from now on: true (the default) runs them on the
+// W4A16 / W8A8 kernels of backend/cuda/quant; false (tests of the fallback) runs BF16 products on
+// the weights dequantized as the CPU oracle dequantizes them.
 void set_cuda_quantized_kernels(bool on);
 // --device auto resolved, the one rule: cuda when this build has the CUDA backend and a GPU is
 // visible, else cpu. Cpu and Cuda stay as they are.

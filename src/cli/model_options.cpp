@@ -38,9 +38,6 @@ void ModelOptions::add_to(CLI::App& app) {
   app.add_option("--random-seed", random_seed, "Seed for dummy weights and sampling")->capture_default_str();
   add_kv_cache_dtype_flag(app);
   add_quantization_flag(app);
-  app.add_flag("--quantized-kernels", quantized_kernels,
-               "AWQ / INT8 weights on a GPU: run the W4A16 / W8A8 kernels (written, not yet measured on a GPU) "
-               "instead of BF16 products on the dequantized weights");
   add_cuda_graph_flags(app);
 }
 
@@ -205,7 +202,6 @@ LoadedModel load_model(const ModelOptions& o, bool with_mtp_cache) {
   const std::optional<DType> cache_dtype = parse_kv_cache_dtype(o.kv_cache_dtype);
   auto t0 = std::chrono::steady_clock::now();
   ModelConfig cfg = load_model_config(o);
-  set_cuda_quantized_kernels(o.quantized_kernels);
   LoadedModel m;
   DS_CHECK(o.tp_size >= 1, "--tp-size must be at least 1, found {}", o.tp_size);
   DS_CHECK(o.ep_size == 1 || o.ep_size == o.tp_size,

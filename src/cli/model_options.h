@@ -23,7 +23,6 @@ struct ModelOptions {
   std::string json_model_override_args;
   std::string kv_cache_dtype = "auto";  // auto | bf16 | fp8_e4m3 | fp8_e5m2 (model/kv_cache_dtype.h)
   std::string quantization;  // --quantization (ModelConfig::apply_quantization_flag); empty: config.json's
-  bool quantized_kernels = false;  // --quantized-kernels (set_cuda_quantized_kernels)
   int page_size = 0;  // 0: 64 on a GPU (the Hopper attention kernels read whole 64-token pages), 1 on the CPU
   int64_t context_length = 0;    // 0: min(max_position_embeddings, 32768)
   int64_t max_total_tokens = 0;  // 0: from --mem-fraction-static on a GPU; the context length on the CPU

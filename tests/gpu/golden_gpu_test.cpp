@@ -32,10 +32,10 @@ const Bounds kBf16{0.04, 0.25, 0.92, 0.5};
 const Bounds kFp8{0.25, 1.0, 0.88, 1.5};
 // AWQ runs W4A16: the oracle's weights (up to its BF16 rounding of each) against BF16 activations,
 // as the BF16 path. INT8 runs W8A8 with int8 activations (127 levels per token, or per token and
-// 128 channels): held to the FP8 W8A8 bounds until calibrated on the GPU.
+// 128 channels); measured on an H100 over every case below, both kernel sets: median at most 0.048,
+// p90 at most 0.168, top-1 agreement at least 95.5% (channel INT8, chunked decode): about twice that.
 const Bounds kAwq = kBf16;
-const Bounds kInt8 = kFp8;
-bool quantized(const std::string& fixture) { return fixture == "tiny-v3-awq" || fixture.starts_with("tiny-v3-int8"); }
+const Bounds kInt8{0.1, 0.4, 0.92, 1.5};
 bool w8a8(const std::string& fixture) { return fixture == "tiny-v3-fp8" || fixture.starts_with("tiny-v3-int8"); }
 Bounds bounds_of(const std::string& fixture) {
   if (fixture == "tiny-v3-fp8") return kFp8;
@@ -71,10 +71,8 @@ class GpuGolden : public ::testing::TestWithParam<std::string> {
     std::string dir = fixtures_dir() + "/" + fixture();
     static std::map<std::string, std::shared_ptr<TestModel>> models;
     auto& m = models[GetParam()];
-    if (!m) {  // the quantized fixtures on the W4A16 / W8A8 kernels (not the default yet)
-      set_cuda_quantized_kernels(quantized(fixture()));
+    if (!m) {  // the quantized fixtures on the W4A16 / W8A8 kernels (the default)
       m = std::make_shared<TestModel>(load_model_on(DeviceKind::Cuda, dir, 16, 2048));
-      set_cuda_quantized_kernels(false);
       m->backend->set_fused_decode(!unfused() && !sm80_forced());
     }
     model_ = m.get();
@@ -133,7 +131,6 @@ TEST_P(GpuGolden, LinearLayouts) {
       {"dense_gate_up", {m + "gate_proj.weight", m + "up_proj.weight"}},
       {"dense_down", {m + "down_proj.weight"}}};
   auto& be = static_cast<cuda::CudaBackend&>(gpu());
-  be.set_quantized_kernels(quantized(GetParam()));
   for (const auto& [name, parts] : linears) {
     std::vector<WeightPart> ps;
     for (const auto& n : parts) ps.push_back(part(n));
@@ -141,7 +138,6 @@ TEST_P(GpuGolden, LinearLayouts) {
     RecordProperty(name, d);
     std::printf("[ layout   ] %s %s: %s\n", GetParam().c_str(), name.c_str(), d.c_str());
   }
-  be.set_quantized_kernels(false);
 }
 
 TEST_P(GpuGolden, PrefillLogits) {

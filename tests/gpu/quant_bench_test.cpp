@@ -150,7 +150,7 @@ class GpuQuantBench : public ::testing::Test {
     return ws;
   }
   void TearDown() override {
-    if (gpu_available()) cg().set_quantized_kernels(false);
+    if (gpu_available()) cg().set_quantized_kernels(true);  // the default
   }
   static DeviceCeilings ceil_;
   Rng rng{7};

@@ -70,7 +70,7 @@ class GpuQuant : public ::testing::Test {
   void TearDown() override {
     if (!gpu_available()) return;
     cg().set_moe_path(Path::Auto);
-    cg().set_quantized_kernels(false);
+    cg().set_quantized_kernels(true);  // the default
     cg().set_quant_expand_min_tokens(cuda::CudaBackend::kQuantExpandDefaultTokens);
   }
   void expect_close(const std::string& what, double err, double tol) {
@@ -347,10 +347,6 @@ std::vector<std::string> quantized_fixtures_present() {
 TEST(GpuQuantGraphs, FixturesDecodeThroughGraphsAsEagerly) {
   DS_REQUIRE_GPU();
   DS_REQUIRE_FIXTURES();
-  set_cuda_quantized_kernels(true);
-  struct Restore {
-    ~Restore() { set_cuda_quantized_kernels(false); }
-  } restore;
   for (const std::string& fixture : quantized_fixtures_present()) {
     const std::string dir = fixtures_dir() + "/" + fixture;
     auto load = [&](bool graphs) {
@@ -388,12 +384,16 @@ TEST(GpuQuantGraphs, FixturesDecodeThroughGraphsAsEagerly) {
   }
 }
 
-// The default (until the quantized kernels are measured): AWQ and INT8 weights dequantized as the
-// CPU oracle dequantizes them, run as BF16 products, held to the BF16 path's golden bounds.
-TEST(GpuQuantDefaults, FixturesRunDequantizedToBf16) {
+// The fallback (set_cuda_quantized_kernels(false); the kernels are the default): AWQ and INT8
+// weights dequantized as the CPU oracle dequantizes them, run as BF16 products, held to the BF16
+// path's golden bounds.
+TEST(GpuQuantFallback, FixturesRunDequantizedToBf16) {
   DS_REQUIRE_GPU();
   DS_REQUIRE_FIXTURES();
   set_cuda_quantized_kernels(false);
+  struct Restore {
+    ~Restore() { set_cuda_quantized_kernels(true); }
+  } restore;
   for (const std::string& fixture : quantized_fixtures_present()) {
     const std::string dir = fixtures_dir() + "/" + fixture;
     TestModel m = load_model_on(DeviceKind::Cuda, dir, 16, 2048);

@@ -305,9 +305,10 @@ class CudaBackend final : public Backend {
   bool last_head_fp8() const { return last_head_fp8_; }
   cudaStream_t stream() const { return stream_; }
   int multiprocessors();  // of this device (common/device_props.h; the quantized products' split-K plans)
-  // AWQ / INT8 weights prepared from now on: on the W4A16 / W8A8 kernels (quant/quant_gemm.h), or
-  // (false, the default until they are measured on a GPU) as BF16 products on the weights
-  // dequantized exactly as the CPU oracle dequantizes them. A new backend starts with the default.
+  // AWQ / INT8 weights prepared from now on: on the W4A16 / W8A8 kernels (quant/quant_gemm.h; the
+  // default: the checkpoint's bytes stay on the GPU), or (false: tests of the fallback) as BF16
+  // products on the weights dequantized exactly as the CPU oracle dequantizes them. A new backend
+  // starts with the default.
   void set_quantized_kernels(bool on) { quant_kernels_ = on; }
   bool quantized_kernels() const { return quant_kernels_; }
   static void set_default_quantized_kernels(bool on) { default_quant_kernels_ = on; }
@@ -424,7 +425,7 @@ class CudaBackend final : public Backend {
   std::shared_ptr<void> comm_;  // ncclComm_t, when in a tensor-parallel group
   std::shared_ptr<void> world_comm_, across_comm_;  // ncclComm_t each, with data-parallel attention
   Tensor quant_counters_;  // [kQuantGemmMaxCounters] I32, zero between calls
-  static inline std::atomic<bool> default_quant_kernels_{false};
+  static inline std::atomic<bool> default_quant_kernels_{true};
   bool quant_kernels_ = default_quant_kernels_;
   int64_t quant_expand_min_tokens_ = kQuantExpandDefaultTokens;
 };
