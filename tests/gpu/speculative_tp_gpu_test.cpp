@@ -75,8 +75,9 @@ TEST(GpuSpeculativeTensorParallel, GraphsOfEveryKindMatchPlainDecodingWithTheSam
     EXPECT_EQ(got.graphs.mtp, (std::vector<int>{1, 2, 4})) << where << ": MTP draft graphs recorded";
     EXPECT_GT(got.verify_total, 0) << where;
     EXPECT_GT(got.graphs.verify_replays, 0) << where << ": no verify forward was replayed";
-    if (st.topk == 1)  // chain steps after the first are one token per sequence: the recorded draft step
+    if (st.topk == 1) {  // chain steps after the first are one token per sequence: the recorded draft step
       EXPECT_GT(got.graphs.mtp_replays, 0) << where << ": no MTP draft step was replayed";
+    }
     std::printf("[ stats    ] TP2 %s: %lld verify forwards and %lld MTP draft steps replayed from graphs\n",
                 where.c_str(), static_cast<long long>(got.graphs.verify_replays),
                 static_cast<long long>(got.graphs.mtp_replays));
