@@ -98,8 +98,8 @@ class CudaBackend final : public Backend {
   DeviceMemory memory() const override;
   int64_t persistent_bytes() const override { return *live_bytes_; }
   DeviceCeilings measure_ceilings() override;  // cuda_ceilings.cpp
-  // The sm90 block-FP8 GEMM (gemm/sm90), written and compiled but not yet run on a GPU, so off by
-  // default: on, FP8 linears of at least kFp8Sm90MinTokens tokens, the routed experts beyond the
+  // The sm90 block-FP8 GEMM (gemm/sm90), off by default (slower than cuBLASLt on the dense V3
+  // shapes: gemm/sm90/README.md): on, FP8 linears of at least kFp8Sm90MinTokens tokens, the routed experts beyond the
   // decode kernel's range (MoePath::Auto) and head weights prepared afterwards (FP8 per-head
   // products) take it.
   void set_sm90_fp8_gemm(bool on) override {
