@@ -425,6 +425,8 @@ class CudaBackend final : public Backend {
   std::shared_ptr<void> comm_;  // ncclComm_t, when in a tensor-parallel group
   std::shared_ptr<void> world_comm_, across_comm_;  // ncclComm_t each, with data-parallel attention
   Tensor quant_counters_;  // [kQuantGemmMaxCounters] I32, zero between calls
+  std::vector<int32_t> sample_ints_;  // sample(): the rows' lists, reused from call to call
+  std::vector<char> sample_packed_;   // sample(): row settings and lists as uploaded, reused
   static inline std::atomic<bool> default_quant_kernels_{true};
   bool quant_kernels_ = default_quant_kernels_;
   int64_t quant_expand_min_tokens_ = kQuantExpandDefaultTokens;

@@ -39,9 +39,19 @@ std::vector<SampledToken> CudaBackend::sample(const Tensor& logits_in, std::span
   if (R == 0) return {};
   const Tensor logits = logits_in.stride(1) == 1 ? logits_in : as_dtype(logits_in, logits_in.dtype(), false);
 
-  // Row settings, then every row's lists, in one host buffer.
+  // Row settings, then every row's lists, in one host buffer. The lists and the packed buffer are
+  // the backend's, reused from call to call (a call has synchronized before it returns, and a
+  // pageable upload has read its source by the time cudaMemcpyAsync returns): a batch of 64
+  // constrained rows packs 1 MB of masks, which fresh vectors grown value by value took about
+  // 1.7 ms to build on a 2-core host against 0.03 ms for copies into warm memory.
   std::vector<SampleRowDesc> desc(static_cast<size_t>(R));
-  std::vector<int32_t> ints;
+  std::vector<int32_t>& ints = sample_ints_;
+  ints.clear();
+  size_t list_values = 0;
+  for (const SamplingRow& r : rows)
+    list_values += 2 * r.logit_bias.size() + 2 * r.output_counts.size() + r.seen.size() + r.suppressed.size() +
+                   r.allowed.size();
+  ints.reserve(list_values);
   int32_t work_rows = 0, top_stride = 0;
   for (int64_t i = 0; i < R; ++i) {
     const SamplingRow& r = rows[size_t(i)];
@@ -65,12 +75,17 @@ std::vector<SampledToken> CudaBackend::sample(const Tensor& logits_in, std::span
     d.suppressed_start = int32_t(ints.size()), d.suppressed_count = int32_t(r.suppressed.size());
     ints.insert(ints.end(), r.suppressed.begin(), r.suppressed.end());
     d.mask_start = r.allowed.empty() ? -1 : int32_t(ints.size());
-    for (uint32_t w : r.allowed) ints.push_back(int32_t(w));
+    if (!r.allowed.empty()) {
+      const size_t at = ints.size();
+      ints.resize(at + r.allowed.size());
+      std::memcpy(ints.data() + at, r.allowed.data(), r.allowed.size() * sizeof(uint32_t));
+    }
     DS_CHECK(ints.size() < size_t(INT32_MAX), "sample: the rows' lists hold more than 2^31 values");
     top_stride = std::max(top_stride, int32_t(std::min<int64_t>(r.top_logprobs, V)));
   }
   const size_t desc_bytes = align_up(desc.size() * sizeof(SampleRowDesc), 256);
-  std::vector<char> packed(desc_bytes + ints.size() * sizeof(int32_t));
+  std::vector<char>& packed = sample_packed_;
+  packed.resize(desc_bytes + ints.size() * sizeof(int32_t));
   std::memcpy(packed.data(), desc.data(), desc.size() * sizeof(SampleRowDesc));
   if (!ints.empty()) std::memcpy(packed.data() + desc_bytes, ints.data(), ints.size() * sizeof(int32_t));
   Tensor upload = scratch(DType::U8, {int64_t(packed.size())});
