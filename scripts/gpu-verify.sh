@@ -92,7 +92,7 @@ s_fused() {
   gtest fused.log 60 'W8A8Decode.*:MoeW8A8.*:MlaFusion*:Fixtures/GpuGolden.*/fp8_fused_decode'; sum 30 < $OUTDIR/fused.log
 }
 s_golden() {
-  step "unfused kernels (the default), golden fixtures bf16 and fp8"
+  step "sampling, FP8 linears and routing, golden fixtures bf16 and fp8 (the default kernels)"
   gtest golden.log 170 'GpuSampling.*:Fixtures/GpuGolden.*/bf16:Fixtures/GpuGolden.*/fp8:GpuOps.MoeRoute*:GpuOps.LinearFp8*:Fp8DecodeLinear.*'
   sum 40 < $OUTDIR/golden.log
 }

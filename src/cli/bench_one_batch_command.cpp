@@ -329,7 +329,7 @@ void add_bench_one_batch_command(CLI::App& app) {
       ->capture_default_str();
   cmd->add_flag("--enable-sm90-fp8-gemm", o->model.sm90_fp8_gemm,
                 "CUDA: prefill-size FP8 linears and routed experts, and the FP8 per-head products, on the sm90 "
-                "block-FP8 GEMM (not yet the default)");
+                "block-FP8 GEMM (off by default: slower than cuBLASLt on the dense V3 shapes)");
   cmd->add_flag("--profile-layers", o->profile_layers,
                 "Then time every decoder layer of the decode steps against its own floor (one GPU)");
   cmd->add_flag("--decode-baseline", o->decode_baseline,

@@ -84,11 +84,12 @@ class ModelRunner {
     fail("this model runner has no MTP layer");
   }
   // Moves latent-cache slots, src[i] to dst[i] in order, in every layer of `cache` (allocated
-  // through this runner) on every device that holds a copy of it.
+  // through this runner) on every device that holds a copy of it (speculative decoding's accepted
+  // tokens; runners without speculative decoding refuse it).
   virtual void move_cache_slots(LatentCache& cache, const std::vector<int32_t>& src, const std::vector<int32_t>& dst) {
-    Backend& be = backend();
-    Tensor s = be.upload_i32(src, {int64_t(src.size())}), d = be.upload_i32(dst, {int64_t(dst.size())});
-    be.move_cache_slots(cache.data, s, d);
+    (void)cache, (void)src, (void)dst;
+    fail("this model runner does not move cache slots (speculative decoding runs on one node without "
+         "data-parallel attention)");
   }
 };
 
