@@ -127,6 +127,10 @@ std::optional<RequestInbox::Taken> RequestInbox::take(bool scheduler_has_work, c
   cv_.wait(lk, ready);
   if (stopping_) return std::nullopt;
   Taken t;
+  // The taken requests count as waiting until the scheduler reports its queue (set_waiting), so
+  // check_queue_room sees them between the two.
+  waiting_count_ += inbox_.size();
+  for (auto& [c, n] : inbox_by_client_) waiting_by_client_[c] += n;
   t.incoming.swap(inbox_);
   inbox_by_client_.clear();
   t.aborts.swap(aborts_);
