@@ -1,12 +1,12 @@
 // The chat page against a server started with --api-key, the deepseek-r1 reasoning parser (under
-// which the random model's whole output is reasoning_content) and EAGLE speculative decoding: the
+// which the demo model's whole output is reasoning_content: it never closes a think block) and EAGLE speculative decoding: the
 // page asks for the key, a wrong key gets a clear message, the right one is sent on every API call,
 // the reasoning streams into its own collapsible block, and the status panel shows the speculative
 // acceptance. Also: --disable-web-ui leaves / unanswered.
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 
-import { launchBrowser, openPage, screenshot, sendMessage, setSettings, startServer, waitIdle } from './harness.mjs';
+import { MODEL_NAME, launchBrowser, openPage, screenshot, sendMessage, setSettings, startServer, waitIdle } from './harness.mjs';
 
 const KEY = 'web-test-key';
 let server, browser, page;
@@ -49,14 +49,14 @@ test('the right key is kept and sent; reasoning streams into its own block', asy
   await page.$eval('#key-input', (e) => { e.value = ''; });
   await page.type('#key-input', KEY);
   await page.click('#key-save');
-  await page.waitForFunction(() => document.querySelector('#model option')?.value === 'tiny-v3', { timeout: 10000 });
+  await page.waitForFunction((name) => document.querySelector('#model option')?.value === name, { timeout: 10000 }, MODEL_NAME);
   assert.equal(await page.$eval('#key-dialog', (e) => e.open), false);
   assert.equal(await page.$eval('#banner', (e) => e.hidden), true);
   await page.waitForFunction(() => document.querySelector('#status-list dd[data-key="running"]'), { timeout: 10000 });
 
   const auth = [];
   page.on('request', (r) => { if (r.url().endsWith('/v1/chat/completions')) auth.push(r.headers().authorization); });
-  await setSettings(page, { max_tokens: 96 });
+  await setSettings(page, { max_tokens: 96, extra_json: '{"ignore_eos": true}' });
   await sendMessage(page, 'Think first, then answer.');
   await page.waitForSelector('.message.assistant.streaming details.reasoning[open]');
   assert.equal(await page.$eval('details.reasoning summary', (e) => e.textContent), 'Thinking…');
@@ -78,7 +78,7 @@ test('the right key is kept and sent; reasoning streams into its own block', asy
 
   // The key survives a reload.
   await page.reload({ waitUntil: 'networkidle0' });
-  await page.waitForFunction(() => document.querySelector('#model option')?.value === 'tiny-v3', { timeout: 10000 });
+  await page.waitForFunction((name) => document.querySelector('#model option')?.value === name, { timeout: 10000 }, MODEL_NAME);
   assert.equal(await page.$eval('#key-dialog', (e) => e.open), false);
   assert.ok(await page.$('details.reasoning'));
 });

