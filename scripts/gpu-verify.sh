@@ -19,9 +19,11 @@
 #   issues the demo model's speculative decoding, structured output on the GPU, the quantized
 #          fixtures present (both kernel sets), speculative decoding's cost, the demo model's tests
 #   bench  attention and GEMM benchmarks, the decode step at batch 1, 8, 64 and 256
+#   cand   a candidate test binary (bin/test_gpu_candidate, built from a branch) against the oracle on
+#          the quantized kernels, and both binaries' quantized benchmarks in turn on the same GPU
 # Usage (from the repository root on the device machine): scripts/gpu-verify.sh PART
 set -u
-PART=${1:?short, attn, final, check, quant, one, issues or bench}
+PART=${1:?short, attn, final, check, quant, one, issues, bench or cand}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 OUTDIR=${OUT:-/tmp/dsserve-gpu-out}; mkdir -p "$OUTDIR"
 R=/tmp/dsserve-gpu
@@ -76,6 +78,17 @@ s_quant_sm80() {
 s_quant_bench() {
   step "quantized kernels: decode sizes, prefill, MoE"
   gtest quant_bench.log 60 'GpuQuantBench.*'; benches 40 < $OUTDIR/quant_bench.log
+}
+s_cand_quant() {
+  [[ -x $B/test_gpu_candidate ]] || { echo "(no test_gpu_candidate in the bundle)"; return; }
+  step "candidate: quantized kernels against the oracle"
+  T=$B/test_gpu_candidate gtest cand_quant.log 110 "GpuQuant.*:GpuQuantGraphs.*:$QFIX"; sum 30 < $OUTDIR/cand_quant.log
+  local i
+  for i in 1 2; do
+    step "quantized benchmarks, main's binary then the candidate (round $i)"
+    gtest quant_bench_main$i.log 60 'GpuQuantBench.*'; benches 40 < $OUTDIR/quant_bench_main$i.log
+    T=$B/test_gpu_candidate gtest quant_bench_cand$i.log 60 'GpuQuantBench.*'; benches 40 < $OUTDIR/quant_bench_cand$i.log
+  done
 }
 s_sm80_bench() {
   step "sm80 kernel set beside the sm90 one"
@@ -169,6 +182,7 @@ case $PART in
   one) run 430 s_graphs s_demo_bench s_grammar s_golden s_spec_cost s_fused ;;
   issues) run 430 s_demo_bench s_grammar s_quant_fixtures s_spec_cost s_demo ;;
   bench) run 9999 s_attn_bench s_gemm s_decode_b1 s_decode_b8_256 ;;
+  cand) run 420 s_cand_quant ;;
   *) echo "unknown part $PART"; exit 2 ;;
 esac
 echo "== done ($(date +%T), ${SECONDS} s)"

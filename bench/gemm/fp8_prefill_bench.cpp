@@ -14,7 +14,8 @@
 //   CUDA-graph replays over 8 weight copies (decode's case: no host cost, weights not in L2) and as
 //   eager calls.
 // Each point: median of CUDA-event timings after warm-up. Random data everywhere (never zeros).
-// Usage: bench_fp8_prefill [dense|grouped|head|all] [M], or one M N K VARIANT (a single dense
+// - moe: moe_experts end to end on both paths at 264 to 8192 tokens x top-8 of 256 experts.
+// Usage: bench_fp8_prefill [dense|grouped|head|moe|all] [M], or one M N K VARIANT (a single dense
 // problem on one variant of the sweep, e.g. P128x128, for profilers).
 #include <cuda_runtime.h>
 
@@ -174,6 +175,58 @@ std::vector<int32_t> route_counts(int E, int64_t tokens, int K, std::mt19937_64&
   return counts;
 }
 
+// moe_experts end to end (grouping, quantization, both products, SiLU, un-permute) on the sm90
+// grouped path and on the per-expert cuBLASLt path, tokens x top-K of E random experts.
+void moe_end_to_end(Ctx& c, const char* name, int E, int64_t tokens, int K, std::mt19937_64& rng) {
+  const int64_t H = 7168, I = 2048, pairs = tokens * K;
+  std::vector<ExpertParts> parts;
+  for (int e = 0; e < E; ++e) {
+    auto part = [&](int64_t out, int64_t in) {
+      const int64_t br = (out + 127) / 128, bc = (in + 127) / 128;
+      Tensor s = Tensor::zeros_host(DType::F32, {br, bc});
+      for (int64_t i = 0; i < s.numel(); ++i) s.ptr<float>()[i] = 0.0005f + 0.001f * float(rng() % 1000) / 1000.0f;
+      return WeightPart{c.be->random_weight(DType::F8_E4M3, {out, in}, {c.seed++, true, 64.0f, 0.0f}), s};
+    };
+    parts.push_back({part(I, H), part(I, H), part(H, I)});
+  }
+  ExpertWeights ew = c.be->make_experts(parts);
+  parts.clear();
+  Tensor ids = Tensor::zeros_host(DType::I32, {tokens, K});
+  std::vector<int32_t> e(size_t(E));
+  std::vector<bool> live(size_t(E), false);
+  for (int64_t t = 0; t < tokens; ++t) {
+    std::iota(e.begin(), e.end(), 0);
+    for (int k = 0; k < K; ++k) {
+      std::swap(e[size_t(k)], e[size_t(k) + rng() % size_t(E - k)]);
+      ids.ptr<int32_t>()[t * K + k] = e[size_t(k)];
+      live[size_t(e[size_t(k)])] = true;
+    }
+  }
+  Tensor wts = Tensor::zeros_host(DType::F32, {tokens, K});
+  for (int64_t i = 0; i < wts.numel(); ++i) wts.ptr<float>()[i] = 0.1f + 0.01f * float(i % 7);
+  RouterOutput r{c.be->to_device(ids), c.be->to_device(wts)};
+  Tensor xin = c.be->random_weight(DType::BF16, {tokens, H}, {c.seed++, true, 1.0f, 0.0f});
+  double ms[2];
+  for (int path = 0; path < 2; ++path) {
+    c.be->set_moe_path(path == 0 ? cuda::CudaBackend::MoePath::Sm90 : cuda::CudaBackend::MoePath::Cublaslt);
+    ms[path] = median_ms(c.be->stream(), 2, 10, [&] {
+      c.be->begin_forward();
+      c.be->moe_experts(xin, ew, r);
+    });
+  }
+  c.be->set_moe_path(cuda::CudaBackend::MoePath::Auto);
+  const double flops = 2.0 * pairs * 3 * I * H;
+  // Floor: the live experts' weights at the copy bandwidth, or the products at the FP8 rate.
+  const double wbytes = double(std::count(live.begin(), live.end(), true)) * 3.0 * double(I) * double(H);
+  const double floor_ms = std::max(flops / c.ceil.fp8_tflops / 1e9, wbytes / c.ceil.copy_gbs / 1e6);
+  std::printf("%-36s moe_experts end to end: sm90 %.3f ms (%.0f TFLOP/s, %.0f%% of floor), cuBLASLt per expert %.3f ms "
+              "(%.0f TFLOP/s, %.0f%% of floor), %.2fx; floor %.3f ms\n",
+              name, ms[0], flops / ms[0] / 1e9, 100 * floor_ms / ms[0], ms[1], flops / ms[1] / 1e9,
+              100 * floor_ms / ms[1], ms[1] / ms[0], floor_ms);
+}
+
+std::string fmt_tokens(int64_t t) { return std::to_string(t) + " tokens x top-8 of 256 experts"; }
+
 void grouped(Ctx& c) {
   const int64_t H = 7168, I = 2048;
   struct Case {
@@ -244,47 +297,19 @@ void grouped(Ctx& c) {
       x->force_bm = x->force_bn = 0, x->staged_store = 1, x->pipelined = -1;
     p.pairs = q.pairs = -1;
 
-    // moe_experts end to end on both paths, with routes of the same kind.
-    std::vector<ExpertParts> parts;
-    for (int e = 0; e < cs.E; ++e) {
-      auto part = [&](int64_t out, int64_t in) {
-        const int64_t br = (out + 127) / 128, bc = (in + 127) / 128;
-        Tensor s = Tensor::zeros_host(DType::F32, {br, bc});
-        for (int64_t i = 0; i < s.numel(); ++i) s.ptr<float>()[i] = 0.0005f + 0.001f * float(rng() % 1000) / 1000.0f;
-        return WeightPart{c.be->random_weight(DType::F8_E4M3, {out, in}, {c.seed++, true, 64.0f, 0.0f}), s};
-      };
-      parts.push_back({part(I, H), part(I, H), part(H, I)});
-    }
     wgu = Tensor(), wdn = Tensor(), gu = Tensor(), y = Tensor(), x = Tensor(), act = Tensor();
-    ExpertWeights ew = c.be->make_experts(parts);
-    parts.clear();
-    Tensor ids = Tensor::zeros_host(DType::I32, {cs.tokens, cs.K});
-    std::vector<int32_t> e(size_t(cs.E));
-    for (int64_t t = 0; t < cs.tokens; ++t) {
-      std::iota(e.begin(), e.end(), 0);
-      for (int k = 0; k < cs.K; ++k) {
-        std::swap(e[size_t(k)], e[size_t(k) + rng() % size_t(cs.E - k)]);
-        ids.ptr<int32_t>()[t * cs.K + k] = e[size_t(k)];
-      }
-    }
-    Tensor wts = Tensor::zeros_host(DType::F32, {cs.tokens, cs.K});
-    for (int64_t i = 0; i < wts.numel(); ++i) wts.ptr<float>()[i] = 0.1f + 0.01f * float(i % 7);
-    RouterOutput r{c.be->to_device(ids), c.be->to_device(wts)};
-    Tensor xin = c.be->random_weight(DType::BF16, {cs.tokens, H}, {c.seed++, true, 1.0f, 0.0f});
-    double ms[2];
-    for (int path = 0; path < 2; ++path) {
-      c.be->set_moe_path(path == 0 ? cuda::CudaBackend::MoePath::Sm90 : cuda::CudaBackend::MoePath::Cublaslt);
-      ms[path] = median_ms(c.be->stream(), 2, 10, [&] {
-        c.be->begin_forward();
-        c.be->moe_experts(xin, ew, r);
-      });
-    }
-    c.be->set_moe_path(cuda::CudaBackend::MoePath::Auto);
-    const double flops = 2.0 * pairs * 3 * I * H;
-    std::printf("%-36s moe_experts end to end: sm90 %.3f ms (%.0f TFLOP/s), cuBLASLt per expert %.3f ms (%.0f TFLOP/s), "
-                "%.2fx\n",
-                cs.name, ms[0], flops / ms[0] / 1e9, ms[1], flops / ms[1] / 1e9, ms[1] / ms[0]);
+    moe_end_to_end(c, cs.name, cs.E, cs.tokens, cs.K, rng);
   }
+}
+
+// The same routed experts at several token counts (top-8 of 256 experts) on both prefill paths:
+// where the sm90 grouped path should take over from cuBLASLt per expert, from just past the decode
+// kernel's 2048 pairs up.
+void moe_sizes(Ctx& c) {
+  std::mt19937_64 rng(13);
+  std::printf("\n== moe_experts end to end by token count, top-8 of 256 experts (H 7168, I 2048)\n");
+  for (int64_t tokens : {264, 512, 1024, 2048, 4096, 8192})
+    moe_end_to_end(c, fmt_tokens(tokens).c_str(), 256, tokens, 8, rng);
 }
 
 void head(Ctx& c) {
@@ -360,6 +385,7 @@ int main(int argc, char** argv) {
     if (what == "dense" || what == "all") dense(c, M);
     if (what == "grouped" || what == "all") grouped(c);
     if (what == "head" || what == "all") head(c);
+    if (what == "moe" || what == "all") moe_sizes(c);
     return 0;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "%s\n", e.what());
