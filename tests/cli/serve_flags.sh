@@ -4,7 +4,8 @@
 # nothing here are accepted with one log line each saying why; `--config FILE` (SGLang's YAML)
 # supplies flags, the command line winning; argparse-style abbreviations and the parser names
 # deepseek-v3 / deepseekv31 are accepted; --disable-mla serves the same greedy tokens; the
-# start-up says at info level that the checkpoint's MTP layer is there for speculative decoding.
+# start-up says at info level that the checkpoint's MTP layer is there for speculative decoding;
+# server info reports the speculative settings in use, defaults included.
 # Usage: serve_flags.sh DSSERVE_BINARY REPO_ROOT
 set -u
 dsserve=$1
@@ -120,6 +121,15 @@ start serve --config "$work/config.yaml" --device cpu --host 127.0.0.1 --port 0 
 [ "$(info schedule_policy)" = lpm ] || fail "--schedule-pol (an abbreviation) not taken"
 [ "$(info reasoning_parser)" = deepseek-v3 ] || fail "--reasoning-parser deepseek-v3 not taken"
 [ "$(info tool_call_parser)" = deepseekv31 ] || fail "--tool-call-parser deepseekv31 not taken"
+stop
+
+# Speculative decoding's defaults are what server info reports (3 steps, top-1, 4 draft tokens).
+start "${common[@]}" --speculative-algo EAGLE
+[ "$(info speculative_algorithm)" = EAGLE ] || fail "--speculative-algo (an abbreviation) not taken"
+[ "$(info speculative_num_steps)" = 3 ] || fail "server info: speculative_num_steps $(info speculative_num_steps), 3 in use"
+[ "$(info speculative_eagle_topk)" = 1 ] || fail "server info: speculative_eagle_topk $(info speculative_eagle_topk), 1 in use"
+[ "$(info speculative_num_draft_tokens)" = 4 ] ||
+  fail "server info: speculative_num_draft_tokens $(info speculative_num_draft_tokens), 4 in use"
 stop
 
 # --disable-mla: decode through the non-absorbed attention, the same greedy tokens.
