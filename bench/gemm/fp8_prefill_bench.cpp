@@ -192,8 +192,8 @@ void moe_end_to_end(Ctx& c, const char* name, int E, int64_t tokens, int K, std:
   ExpertWeights ew = c.be->make_experts(parts);
   parts.clear();
   Tensor ids = Tensor::zeros_host(DType::I32, {tokens, K});
-  std::vector<int32_t> e(size_t(E));
-  std::vector<bool> live(size_t(E), false);
+  std::vector<int32_t> e(static_cast<size_t>(E));
+  std::vector<bool> live(static_cast<size_t>(E), false);
   for (int64_t t = 0; t < tokens; ++t) {
     std::iota(e.begin(), e.end(), 0);
     for (int k = 0; k < K; ++k) {
