@@ -5,7 +5,8 @@
 # supplies flags, the command line winning; argparse-style abbreviations and the parser names
 # deepseek-v3 / deepseekv31 are accepted; --disable-mla serves the same greedy tokens; the
 # start-up says at info level that the checkpoint's MTP layer is there for speculative decoding;
-# server info reports the speculative settings in use, defaults included.
+# server info reports the speculative settings in use, defaults included; --allow-auto-truncate cuts
+# a prompt beyond the context, which is a 400 without it.
 # Usage: serve_flags.sh DSSERVE_BINARY REPO_ROOT
 set -u
 dsserve=$1
@@ -77,6 +78,15 @@ generate() {
     -d '{"input_ids": [5, 6, 7, 8, 9, 10, 11], "sampling_params": {"max_new_tokens": 8, "temperature": 0, "ignore_eos": true}}' |
     python3 -c 'import json, sys; print(json.load(sys.stdin)["output_ids"])'
 }
+# long_prompt: /generate with a 300-token prompt (beyond --context-length 256): "STATUS PROMPT_TOKENS".
+long_prompt() {
+  local ids
+  ids=$(python3 -c 'print(",".join(str(5 + i % 90) for i in range(300)))')
+  curl -s -o "$work/long.json" -w '%{http_code}' -X POST "http://127.0.0.1:$port/generate" \
+    -H 'Content-Type: application/json' -d "{\"input_ids\": [$ids], \"sampling_params\": {\"max_new_tokens\": 4}}"
+  python3 -c 'import json, sys; d = json.load(open(sys.argv[1])); print("", d.get("meta_info", {}).get("prompt_tokens", "-"))' \
+    "$work/long.json"
+}
 
 # SGLang's flags with nothing to do here: accepted, one line each saying so.
 start "${common[@]}" --tensor-parallel-size 1 --dtype bfloat16 --grammar-backend xgrammar --enable-cache-report \
@@ -84,6 +94,9 @@ start "${common[@]}" --tensor-parallel-size 1 --dtype bfloat16 --grammar-backend
   --tokenizer-mode slow --torch-compile-max-bs 8 --enable-dp-lm-head --moe-dense-tp-size 1 \
   --enable-two-batch-overlap --moe-a2a-backend deepep --trust-remote-code --log-level WARNING
 [ "$(info tp_size)" = 1 ] || fail "--tensor-parallel-size 1 not taken"
+read -r status tokens <<<"$(long_prompt)"
+[ "$status" = 200 ] && [ "$tokens" -lt 256 ] ||
+  fail "--allow-auto-truncate: a 300-token prompt at context 256 gave $status with $tokens prompt tokens"
 stop
 start "${common[@]}" --tensor-parallel-size 1 --dtype bfloat16 --grammar-backend xgrammar --enable-cache-report \
   --stream-interval 4 --skip-server-warmup --tokenizer-mode slow --torch-compile-max-bs 8 --enable-dp-lm-head \
@@ -96,6 +109,8 @@ done
 grep -q "multi-token-prediction layer.*--speculative-algorithm EAGLE drafts with it" "$work/serve.log" ||
   { cat "$work/serve.log"; fail "no info line about the MTP layer"; }
 grep -q "tensors not used by the model" "$work/serve.log" && { cat "$work/serve.log"; fail "the MTP layer is still warned about"; }
+read -r status tokens <<<"$(long_prompt)"
+[ "$status" = 400 ] || fail "without --allow-auto-truncate a 300-token prompt at context 256 gave $status"
 [ "$(info chunked_prefill_size)" = 512 ] || fail "the CPU's default --chunked-prefill-size is $(info chunked_prefill_size), not 512"
 reference=$(generate)
 stop
