@@ -20,7 +20,8 @@
 #          fixtures present (both kernel sets), speculative decoding's cost, the demo model's tests
 #   bench  attention and GEMM benchmarks, the decode step at batch 1, 8, 64 and 256
 #   cand   a candidate test binary (bin/test_gpu_candidate, built from a branch) against the oracle on
-#          the quantized kernels, and both binaries' quantized benchmarks in turn on the same GPU
+#          the kernels it changes, both binaries' benchmarks in turn; MoE prefill by token count;
+#          speculative cost with bin/dsserve_before and bin/dsserve in turn
 # Usage (from the repository root on the device machine): scripts/gpu-verify.sh PART
 set -u
 PART=${1:?short, attn, final, check, quant, one, issues, bench or cand}
@@ -79,16 +80,40 @@ s_quant_bench() {
   step "quantized kernels: decode sizes, prefill, MoE"
   gtest quant_bench.log 60 'GpuQuantBench.*'; benches 40 < $OUTDIR/quant_bench.log
 }
-s_cand_quant() {
-  [[ -x $B/test_gpu_candidate ]] || { echo "(no test_gpu_candidate in the bundle)"; return; }
-  step "candidate: quantized kernels against the oracle"
+# A candidate test binary (bin/test_gpu_candidate, built from a branch) beside the bundle's own: its
+# correctness on the kernels it changes, then both binaries' benchmarks in turn on the same GPU.
+cand_bin() { [[ -x $B/test_gpu_candidate ]] || { echo "(no test_gpu_candidate in the bundle)"; return 1; }; }
+s_cand_tests() {
+  cand_bin || return
+  step "candidate: MLA decode and quantized kernels against the oracle"
+  T=$B/test_gpu_candidate gtest cand_attn.log 100 'GpuOps.MlaDecodeKernelsOverV3Shapes:GpuOps.MlaAbsorbedOverPagedCache:GpuOps.MlaDecodeGraphReplayFollowsDeviceLengths:*GpuFp8Cache*Mla*'
+  sum 30 < $OUTDIR/cand_attn.log
   T=$B/test_gpu_candidate gtest cand_quant.log 110 "GpuQuant.*:GpuQuantGraphs.*:$QFIX"; sum 30 < $OUTDIR/cand_quant.log
-  local i
-  for i in 1 2; do
-    step "quantized benchmarks, main's binary then the candidate (round $i)"
-    gtest quant_bench_main$i.log 60 'GpuQuantBench.*'; benches 40 < $OUTDIR/quant_bench_main$i.log
-    T=$B/test_gpu_candidate gtest quant_bench_cand$i.log 60 'GpuQuantBench.*'; benches 40 < $OUTDIR/quant_bench_cand$i.log
+}
+cand_bench() {
+  cand_bin || return
+  step "MLA decode and quantized benchmarks, the bundle's binary then the candidate (round $1)"
+  gtest bench_main$1.log 90 'GpuBench.MlaDecode:GpuQuantBench.*'; benches 60 < $OUTDIR/bench_main$1.log
+  T=$B/test_gpu_candidate gtest bench_cand$1.log 90 'GpuBench.MlaDecode:GpuQuantBench.*'; benches 60 < $OUTDIR/bench_cand$1.log
+}
+s_cand_bench1() { cand_bench 1; }
+s_cand_bench2() { cand_bench 2; }
+# Speculative decoding's cost with the bundle's dsserve and with bin/dsserve_before (a build from
+# before a runner change), in turn on the same GPU.
+s_spec_before_after() {
+  [[ -x $B/dsserve && -x $B/dsserve_before ]] || { echo "(no dsserve_before in the bundle)"; return; }
+  local bin
+  for bin in dsserve_before dsserve; do
+    step "speculative decoding's cost, $bin (2 and 4 layers, batch 1 and 32)"
+    timeout 100 $B/$bin bench-speculative-cost --model-path $V3 --load-format dummy --device cuda \
+      --layers 2 4 --batch-size 1 32 --context-tokens 1024 --repeats 10 > $OUTDIR/spec_$bin.log 2>&1; echo "rc $?"
+    grep -v 'Loading weights' $OUTDIR/spec_$bin.log | cut -c1-220 | tail -12
   done
+}
+s_moe_sizes() {
+  [[ -x $B/bench_fp8_prefill ]] || return
+  step "MoE prefill by token count: sm90 grouped path against cuBLASLt per expert"
+  timeout 120 $B/bench_fp8_prefill moe > $OUTDIR/moe_sizes.log 2>&1; echo "rc $?"; tail -8 $OUTDIR/moe_sizes.log
 }
 s_sm80_bench() {
   step "sm80 kernel set beside the sm90 one"
@@ -182,7 +207,7 @@ case $PART in
   one) run 430 s_graphs s_demo_bench s_grammar s_golden s_spec_cost s_fused ;;
   issues) run 430 s_demo_bench s_grammar s_quant_fixtures s_spec_cost s_demo ;;
   bench) run 9999 s_attn_bench s_gemm s_decode_b1 s_decode_b8_256 ;;
-  cand) run 420 s_cand_quant ;;
+  cand) run 470 s_cand_tests s_cand_bench1 s_moe_sizes s_spec_before_after s_cand_bench2 ;;
   *) echo "unknown part $PART"; exit 2 ;;
 esac
 echo "== done ($(date +%T), ${SECONDS} s)"
