@@ -50,6 +50,20 @@ class JobGroup {
         if (auto j = w.lock()) j->cancel();
     });
   }
+  // The answer's two forms: streamed, every event goes to on_event(job_index, job, new_text,
+  // first_new_id) and the stream's headers go out once the jobs are submitted; whole, on_done()
+  // runs once, when the last job has finished. The callbacks hold what the route keeps alive.
+  template <typename OnEvent, typename OnDone>
+  void start_answer(bool stream, OnEvent on_event, OnDone on_done) {
+    if (stream) {
+      start(std::move(on_event));
+      responder->start_stream();
+      return;
+    }
+    start([this, on_done](size_t, GenerationJob&, const std::string&, size_t) {
+      if (all_finished()) on_done();
+    });
+  }
   bool all_finished() const {
     for (auto& j : jobs)
       if (!j->finished()) return false;

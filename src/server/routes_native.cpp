@@ -96,30 +96,28 @@ void handle_generate(ServerContext& ctx, const Request& http, std::shared_ptr<Re
   }
   st->items = std::move(req.items);
   ServerContext* c = &ctx;
-  if (req.stream) {
-    st->group.start([st, c](size_t i, GenerationJob& job, const std::string&, size_t) {
-      ojson chunk = item_json(*c, job, st->items[i]);
-      if (st->batch) chunk["index"] = i;
-      st->group.responder->stream(sse_event(chunk));
-      if (st->group.all_finished()) {
-        st->group.responder->stream(sse_done());
-        st->group.responder->end_stream();
-      }
-    });
-    responder->start_stream();
-  } else {
-    st->group.start([st, c](size_t, GenerationJob&, const std::string&, size_t) {
-      if (!st->group.all_finished()) return;
-      ojson out;
-      if (st->batch) {
-        out = ojson::array();
-        for (size_t k = 0; k < st->group.jobs.size(); ++k) out.push_back(item_json(*c, *st->group.jobs[k], st->items[k]));
-      } else {
-        out = item_json(*c, *st->group.jobs[0], st->items[0]);
-      }
-      st->group.responder->send(json_response(json_text(out)));
-    });
-  }
+  st->group.start_answer(
+      req.stream,
+      [st, c](size_t i, GenerationJob& job, const std::string&, size_t) {
+        ojson chunk = item_json(*c, job, st->items[i]);
+        if (st->batch) chunk["index"] = i;
+        st->group.responder->stream(sse_event(chunk));
+        if (st->group.all_finished()) {
+          st->group.responder->stream(sse_done());
+          st->group.responder->end_stream();
+        }
+      },
+      [st, c] {
+        ojson out;
+        if (st->batch) {
+          out = ojson::array();
+          for (size_t k = 0; k < st->group.jobs.size(); ++k)
+            out.push_back(item_json(*c, *st->group.jobs[k], st->items[k]));
+        } else {
+          out = item_json(*c, *st->group.jobs[0], st->items[0]);
+        }
+        st->group.responder->send(json_response(json_text(out)));
+      });
 }
 
 }  // namespace

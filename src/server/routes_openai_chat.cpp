@@ -238,16 +238,12 @@ void handle_chat(ServerContext& ctx, const Request& http, std::shared_ptr<Respon
     st->choices.push_back(std::move(cs));
   }
   ServerContext* c = &ctx;
-  if (req.common.stream) {
-    st->group.start([st, c](size_t i, GenerationJob& job, const std::string& t, size_t first) {
-      on_stream_event(*st, i, job, t, first, *c);
-    });
-    responder->start_stream();
-  } else {
-    st->group.start([st, c](size_t, GenerationJob&, const std::string&, size_t) {
-      if (st->group.all_finished()) send_completion(*st, *c);
-    });
-  }
+  st->group.start_answer(
+      req.common.stream,
+      [st, c](size_t i, GenerationJob& job, const std::string& t, size_t first) {
+        on_stream_event(*st, i, job, t, first, *c);
+      },
+      [st, c] { send_completion(*st, *c); });
 }
 
 }  // namespace
