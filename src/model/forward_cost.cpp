@@ -74,6 +74,40 @@ double routed_expert_bytes(const ModelConfig& c) {
   return proj(c, 2 * I, H).bytes() + proj(c, H, I).bytes();
 }
 
+// One decode layer at batch B, all but its routed experts' weight bytes: norms, the attention
+// projections and absorbed heads, the router, the routed experts' products, the dense or shared MLP.
+// f: replicated on every GPU; s: split over the tp GPUs.
+void add_decode_layer(ForwardCost& f, ForwardCost& s, const ModelConfig& c, const LayerLinears& l, double B) {
+  const double H = c.hidden_size, n = c.num_attention_heads, kr = c.kv_lora_rank;
+  f.weight_bytes += 2 * H * 4 + kr * 4 + (l.has_q_b ? double(*c.q_lora_rank) * 4 : 0);  // norms (float32)
+  f.weight_bytes += l.qkv_a.bytes();
+  s.weight_bytes += (l.has_q_b ? l.q_b.bytes() : 0) + l.o_proj.bytes();
+  s.weight_bytes += 2 * n * kr * (c.qk_nope_head_dim + c.v_head_dim);  // W_UK^T and W_UV, BF16
+  add_flops(f, l.qkv_a, B);
+  if (l.has_q_b) add_flops(s, l.q_b, B);
+  add_flops(s, l.o_proj, B);
+  s.bf16_flops += 2 * B * n * kr * (c.qk_nope_head_dim + c.v_head_dim);
+  if (l.moe) {
+    const double E = c.n_routed_experts;
+    f.weight_bytes += E * H * 4 + E * 4;  // router (float32) and its bias
+    f.bf16_flops += 2 * B * E * H;
+    const Linear gu = proj(c, 2.0 * c.moe_intermediate_size, H), dn = proj(c, H, c.moe_intermediate_size);
+    add_flops(s, gu, B * c.num_experts_per_tok);
+    add_flops(s, dn, B * c.num_experts_per_tok);
+  }
+  if (!l.moe || c.n_shared_experts > 0) {
+    s.weight_bytes += l.ffn_gate_up.bytes() + l.ffn_down.bytes();
+    add_flops(s, l.ffn_gate_up, B);
+    add_flops(s, l.ffn_down, B);
+  }
+}
+
+// Routed experts run by B tokens when nobody counted them: each expert unpicked by every token.
+double expected_experts(const ModelConfig& c, double B) {
+  const double E = c.n_routed_experts;
+  return E * (1 - std::pow(1 - c.num_experts_per_tok / E, B));
+}
+
 ForwardCost decode_step_cost(const ModelConfig& c, std::span<const int64_t> keys, int64_t experts_run,
                              int kv_value_bytes, CostSplit split) {
   ForwardCost f, s;  // f: replicated on every GPU; s: split over the tp GPUs
@@ -82,28 +116,8 @@ ForwardCost decode_step_cost(const ModelConfig& c, std::span<const int64_t> keys
   double experts = 0;
   for (int i = 0; i < c.num_hidden_layers; ++i) {
     const LayerLinears l = layer_linears(c, i);
-    f.weight_bytes += 2 * H * 4 + kr * 4 + (l.has_q_b ? double(*c.q_lora_rank) * 4 : 0);  // norms (float32)
-    f.weight_bytes += l.qkv_a.bytes();
-    s.weight_bytes += (l.has_q_b ? l.q_b.bytes() : 0) + l.o_proj.bytes();
-    s.weight_bytes += 2 * n * kr * (c.qk_nope_head_dim + c.v_head_dim);  // W_UK^T and W_UV, BF16
-    add_flops(f, l.qkv_a, B);
-    if (l.has_q_b) add_flops(s, l.q_b, B);
-    add_flops(s, l.o_proj, B);
-    s.bf16_flops += 2 * B * n * kr * (c.qk_nope_head_dim + c.v_head_dim);
-    if (l.moe) {
-      const double E = c.n_routed_experts;
-      f.weight_bytes += E * H * 4 + E * 4;  // router (float32) and its bias
-      f.bf16_flops += 2 * B * E * H;
-      experts += E * (1 - std::pow(1 - c.num_experts_per_tok / E, B));
-      const Linear gu = proj(c, 2.0 * c.moe_intermediate_size, H), dn = proj(c, H, c.moe_intermediate_size);
-      add_flops(s, gu, B * c.num_experts_per_tok);
-      add_flops(s, dn, B * c.num_experts_per_tok);
-    }
-    if (!l.moe || c.n_shared_experts > 0) {
-      s.weight_bytes += l.ffn_gate_up.bytes() + l.ffn_down.bytes();
-      add_flops(s, l.ffn_gate_up, B);
-      add_flops(s, l.ffn_down, B);
-    }
+    add_decode_layer(f, s, c, l, B);
+    if (l.moe) experts += expected_experts(c, B);
   }
   // Routed experts: this GPU's count of whole experts (expert parallel), else column slices of all.
   if (experts_run >= 0 && split.expert_parallel)
@@ -126,31 +140,13 @@ ForwardCost decode_step_cost(const ModelConfig& c, std::span<const int64_t> keys
 ForwardCost decode_layer_cost(const ModelConfig& c, int layer, std::span<const int64_t> keys, double experts,
                               int kv_value_bytes, CostSplit split) {
   ForwardCost f, s;  // f: replicated on every GPU; s: split over the tp GPUs
-  const double B = double(keys.size()), H = c.hidden_size, n = c.num_attention_heads, kr = c.kv_lora_rank;
+  const double B = double(keys.size()), n = c.num_attention_heads, kr = c.kv_lora_rank;
   const double tp = std::max(1, split.tp);
   const LayerLinears l = layer_linears(c, layer);
-  f.weight_bytes += 2 * H * 4 + kr * 4 + (l.has_q_b ? double(*c.q_lora_rank) * 4 : 0);  // norms (float32)
-  f.weight_bytes += l.qkv_a.bytes();
-  s.weight_bytes += (l.has_q_b ? l.q_b.bytes() : 0) + l.o_proj.bytes();
-  s.weight_bytes += 2 * n * kr * (c.qk_nope_head_dim + c.v_head_dim);  // W_UK^T and W_UV, BF16
-  add_flops(f, l.qkv_a, B);
-  if (l.has_q_b) add_flops(s, l.q_b, B);
-  add_flops(s, l.o_proj, B);
-  s.bf16_flops += 2 * B * n * kr * (c.qk_nope_head_dim + c.v_head_dim);
+  add_decode_layer(f, s, c, l, B);
   if (l.moe) {
-    const double E = c.n_routed_experts;
-    f.weight_bytes += E * H * 4 + E * 4;  // router (float32) and its bias
-    f.bf16_flops += 2 * B * E * H;
-    const double ran = experts >= 0 ? experts : E * (1 - std::pow(1 - c.num_experts_per_tok / E, B));
+    const double ran = experts >= 0 ? experts : expected_experts(c, B);
     (split.expert_parallel && experts >= 0 ? f : s).weight_bytes += ran * routed_expert_bytes(c);
-    const Linear gu = proj(c, 2.0 * c.moe_intermediate_size, H), dn = proj(c, H, c.moe_intermediate_size);
-    add_flops(s, gu, B * c.num_experts_per_tok);
-    add_flops(s, dn, B * c.num_experts_per_tok);
-  }
-  if (!l.moe || c.n_shared_experts > 0) {
-    s.weight_bytes += l.ffn_gate_up.bytes() + l.ffn_down.bytes();
-    add_flops(s, l.ffn_gate_up, B);
-    add_flops(s, l.ffn_down, B);
   }
   double total_keys = 0;
   for (int64_t k : keys) total_keys += double(k);
