@@ -21,7 +21,7 @@
 #   bench  attention and GEMM benchmarks, the decode step at batch 1, 8, 64 and 256
 #   cand   a candidate test binary (bin/test_gpu_candidate, built from a branch) against the oracle on
 #          the kernels it changes, both binaries' benchmarks in turn; MoE prefill by token count;
-#          speculative cost with bin/dsserve_before and bin/dsserve in turn
+#          speculative cost with bin/dsserve_before and bin/dsserve in turn; the GEMM benchmark
 # Usage (from the repository root on the device machine): scripts/gpu-verify.sh PART
 set -u
 PART=${1:?short, attn, final, check, quant, one, issues, bench or cand}
@@ -207,7 +207,7 @@ case $PART in
   one) run 430 s_graphs s_demo_bench s_grammar s_golden s_spec_cost s_fused ;;
   issues) run 430 s_demo_bench s_grammar s_quant_fixtures s_spec_cost s_demo ;;
   bench) run 9999 s_attn_bench s_gemm s_decode_b1 s_decode_b8_256 ;;
-  cand) run 470 s_cand_tests s_cand_bench1 s_moe_sizes s_spec_before_after s_cand_bench2 ;;
+  cand) run 470 s_cand_tests s_cand_bench1 s_moe_sizes s_spec_before_after s_cand_bench2 s_gemm ;;
   *) echo "unknown part $PART"; exit 2 ;;
 esac
 echo "== done ($(date +%T), ${SECONDS} s)"
