@@ -1,7 +1,8 @@
 // What the engine refuses and in which order it admits work: typed errors (EngineErrorKind, never
 // matched by message text) for invalid requests naming the field, duplicate and batch-shared
 // request ids, groups larger than the queue, a full queue; groups queued all or none; a full
-// queue still taking a client below its fair share; waiting requests admitted round-robin over
+// queue still taking a client below its fair share; requests the scheduler has taken counting
+// against the limit until it reports its queue; waiting requests admitted round-robin over
 // clients; and decode through the non-absorbed attention (--disable-mla) giving the absorbed
 // path's tokens.
 #include <gtest/gtest.h>
@@ -11,7 +12,9 @@
 
 #include "common/engine_runs.h"
 #include "common/scheduler_harness.h"
+#include "common/tiny_model_config.h"
 #include "runtime/engine_error.h"
+#include "runtime/request_inbox.h"
 
 namespace dsserve {
 namespace {
@@ -169,6 +172,37 @@ TEST(EngineLimits, FullQueueRefusesOnlyClientsAtTheirShare) {
   EXPECT_NO_THROW(h.engine->submit_all(std::move(b)));  // share 4 / 2 clients = 2
   EXPECT_EQ(refusal(*h.engine, {from("B", greedy_request("b1", {5}, 2)), from("B", greedy_request("b2", {5}, 2))}),
             EngineErrorKind::QueueFull);
+}
+
+// The inbox on its own, without a scheduler thread: requests the scheduler has taken but not yet
+// reported back (set_waiting) still count against the queue's limit.
+TEST(EngineLimits, TakenRequestsCountAsWaitingUntilTheSchedulerReports) {
+  const ModelConfig cfg = ModelConfig::parse(test::tiny_model_config().dump(), "test config");
+  RequestLimits lim;
+  lim.config = &cfg;
+  lim.context_len = 256;
+  lim.num_pages = 64;
+  lim.max_queued_requests = 4;
+  RequestInbox inbox(lim);
+  auto group = [](const std::string& prefix, int n) {
+    std::vector<Submission> g;
+    for (int i = 0; i < n; ++i) g.push_back({from("A", greedy_request(prefix + std::to_string(i), {5, 6}, 2)), nullptr});
+    return g;
+  };
+  inbox.submit(group("a", 4));
+  std::optional<RequestInbox::Taken> t = inbox.take(false, [] {});
+  ASSERT_TRUE(t.has_value());
+  EXPECT_EQ(t->incoming.size(), 4u);
+  try {  // taken, not yet reported: the queue is still full for A
+    inbox.submit(group("b", 1));
+    ADD_FAILURE() << "a fifth request of A was queued while the four taken ones counted nowhere";
+  } catch (const EngineError& e) {
+    EXPECT_EQ(e.kind, EngineErrorKind::QueueFull) << e.what();
+  }
+  // The scheduler reports that one of them is running and three wait: one more fits.
+  std::deque<RequestPtr> waiting(t->incoming.begin() + 1, t->incoming.end());
+  inbox.set_waiting(waiting);
+  EXPECT_NO_THROW(inbox.submit(group("c", 1)));
 }
 
 TEST(EngineLimits, WaitingRequestsAreAdmittedRoundRobinOverClients) {
