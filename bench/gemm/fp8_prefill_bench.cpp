@@ -225,8 +225,6 @@ void moe_end_to_end(Ctx& c, const char* name, int E, int64_t tokens, int K, std:
               100 * floor_ms / ms[1], ms[1] / ms[0], floor_ms);
 }
 
-std::string fmt_tokens(int64_t t) { return std::to_string(t) + " tokens x top-8 of 256 experts"; }
-
 void grouped(Ctx& c) {
   const int64_t H = 7168, I = 2048;
   struct Case {
@@ -308,8 +306,10 @@ void grouped(Ctx& c) {
 void moe_sizes(Ctx& c) {
   std::mt19937_64 rng(13);
   std::printf("\n== moe_experts end to end by token count, top-8 of 256 experts (H 7168, I 2048)\n");
-  for (int64_t tokens : {264, 512, 1024, 2048, 4096, 8192})
-    moe_end_to_end(c, fmt_tokens(tokens).c_str(), 256, tokens, 8, rng);
+  for (int64_t tokens : {264, 512, 1024, 2048, 4096, 8192}) {
+    const std::string name = std::to_string(tokens) + " tokens x top-8 of 256 experts";
+    moe_end_to_end(c, name.c_str(), 256, tokens, 8, rng);
+  }
 }
 
 void head(Ctx& c) {

@@ -324,13 +324,15 @@ void serve(ServeOptions& o) {
   spec.eagle_topk = o.speculative_eagle_topk;
   spec.num_draft_tokens = o.speculative_num_draft_tokens;
   spec.validate_and_default();
-  if (spec.enabled())  // server info reports the values in use, defaults included
-    o.speculative_num_steps = spec.num_steps, o.speculative_eagle_topk = spec.eagle_topk,
+  if (spec.enabled()) {
+    // server info reports the values in use, defaults included
+    o.speculative_num_steps = spec.num_steps;
+    o.speculative_eagle_topk = spec.eagle_topk;
     o.speculative_num_draft_tokens = spec.num_draft_tokens;
-  if (spec.enabled())
     spdlog::info("speculative decoding: {} with {} steps, topk {}, {} draft tokens, drafting with {}", spec.algorithm,
                  spec.num_steps, spec.eagle_topk, spec.num_draft_tokens,
                  o.speculative_draft_model_path.empty() ? "the checkpoint's MTP layer" : o.speculative_draft_model_path);
+  }
   o.model.draft_model_path = o.speculative_draft_model_path;
   o.model.load_mtp = spec.enabled();
   o.model.verify_tokens = spec.enabled() ? spec.num_draft_tokens : 0;  // as SGLang: the MTP layer is the draft model, loaded only to draft

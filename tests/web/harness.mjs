@@ -3,7 +3,6 @@
 // fresh profile, records every request a page makes (so a test can check none leaves the server),
 // and saves screenshots under DSSERVE_WEB_ARTIFACTS. Environment (set by tests/CMakeLists.txt):
 // DSSERVE_BIN, DSSERVE_REPO, DSSERVE_WEB_ARTIFACTS, optionally DSSERVE_CHROMIUM.
-import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
