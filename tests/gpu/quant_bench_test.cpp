@@ -286,11 +286,17 @@ TEST_F(GpuQuantBench, PrefillLinears) {
         cg().set_quant_expand_min_tokens(cuda::CudaBackend::kQuantExpandDefaultTokens);
         const double tops = ops / ms / 1e9;
         const double ceiling = f == Fmt::Awq ? ceil_.bf16_tflops : lt_tops;
+        // The default path at prefill sizes: channel INT8 on cuBLASLt's int8 product (then the
+        // scales), the others expanded to BF16 + cuBLASLt.
+        const double def_tops = ops / expand_ms / 1e9;
         std::printf("[ bench    ] prefill %-17s %-15s T=%-4ld %5ldx%-5ld tiled %8.3f ms %6.0f TOP/s  %s %6.0f TOP/s: "
-                    "%3.0f%%  expanded to bf16 + cuBLASLt %.3f ms  bf16 weights %.3f ms: tiled %.2fx, expanded %.2fx\n",
+                    "%3.0f%%  default (%s) %.3f ms %6.0f TOP/s: %3.0f%%  bf16 weights %.3f ms: tiled %.2fx, "
+                    "default %.2fx\n",
                     name_of(f), s.name, long(T), long(N), long(K), ms, tops,
                     f == Fmt::Awq ? "vs bf16 cuBLASLt 8192^3" : "vs cuBLASLt int8 same shape", ceiling,
-                    ceiling > 0 ? 100 * tops / ceiling : 0.0, expand_ms, bf16_ms, bf16_ms / ms, bf16_ms / expand_ms);
+                    ceiling > 0 ? 100 * tops / ceiling : 0.0,
+                    f == Fmt::Int8Channel ? "cuBLASLt int8 + scales" : "expanded to bf16 + cuBLASLt", expand_ms,
+                    def_tops, ceiling > 0 ? 100 * def_tops / ceiling : 0.0, bf16_ms, bf16_ms / ms, bf16_ms / expand_ms);
         ::testing::Test::RecordProperty(std::string("prefill ") + name_of(f) + " " + s.name + " T=" + std::to_string(T),
                                         std::to_string(tops) + " TOP/s of " + std::to_string(ceiling));
       }
@@ -358,8 +364,9 @@ TEST_F(GpuQuantBench, MoeExperts) {
             out = gpu().moe_experts(x, ex, route);
           });
           cg().set_quant_expand_min_tokens(cuda::CudaBackend::kQuantExpandDefaultTokens);
-          std::printf("[ bench    ] moe %-17s T=%-4ld tiled kernel %9.1f us (expanded to bf16 %9.1f us): %.2fx\n",
-                      name_of(f), long(T), 1e3 * tiled_ms, 1e3 * ms, ms / tiled_ms);
+          std::printf("[ bench    ] moe %-17s T=%-4ld tiled kernel %9.1f us (default, %s, %9.1f us): %.2fx\n",
+                      name_of(f), long(T), 1e3 * tiled_ms,
+                      f == Fmt::Int8Channel ? "cuBLASLt int8 + scales" : "expanded to bf16", 1e3 * ms, ms / tiled_ms);
         }
       }
       if (f == Fmt::Bf16) bf16_ms[T] = ms;

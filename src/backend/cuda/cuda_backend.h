@@ -357,6 +357,11 @@ class CudaBackend final : public Backend {
                             Tensor& out);
   // The same rows as the BF16 product of the segment's weights expanded into scratch memory (xb BF16).
   void quant_linear_dequantized(const LinearSegment& seg, const Tensor& xb, Tensor& out);
+  // Channel INT8 at prefill sizes: cuBLASLt's int8 product, then the token and row scales.
+  void quant_linear_int8_lt(const LinearSegment& seg, const Tensor& xq, const Tensor& xs, Tensor& out);
+  bool int8_lt_supported(const void* w, int64_t N, int64_t K, int64_t T);  // cuBLASLt has an int8 algorithm
+  void int8_channel_product(const QuantWeights& wq, const int8_t* xq, int64_t ldx, const float* xs, int64_t T,
+                            void* y, DType y_dtype, int64_t ldy);
   // x [T, K] -> int8 [T, K] and scales ([T] or [T, ceil(K / 128)]); rows gathered through row_index when given.
   void quantize_int8(const Tensor& x, QuantKind kind, int64_t rows, const int32_t* row_index, Tensor& q, Tensor& s);
   Tensor moe_experts_quant(const Tensor& x, const ExpertWeights& w, const RouterOutput& route, bool grouped);

@@ -155,13 +155,17 @@ Tensor CudaBackend::linear(const Activation& a, const LinearWeight& w) {
   Tensor out_full = scratch(out_dtype, {Tp, N});
   Tensor out(out_full.data(), out_dtype, {T, N}, Device::CUDA, out_full.storage());
   if (T == 0) return out;
-  // Quantized segments from quant_expand_min_tokens_ on: expanded to BF16 and multiplied as BF16
-  // (quant_dequant.h).
+  // Quantized segments from quant_expand_min_tokens_ on: channel INT8 on cuBLASLt's int8 product,
+  // the others expanded to BF16 and multiplied as BF16 (quant_dequant.h).
   const bool quant_dequant = T >= quant_expand_min_tokens_;
+  auto int8_lt = [&](const LinearSegment& s) {
+    return s.quant && s.quant_kind == QuantKind::I8Channel && quant_dequant &&
+           int8_lt_supported(s.weight.data(), s.rows, K, T);
+  };
   bool any_bf16 = false;  // BF16 products, W4A16 (AWQ) segments and expanded ones read BF16 activations
   const LinearSegment* int8_seg = nullptr;
   for (const auto& s : lin.segments) {
-    const bool int8_kernel = s.quant && s.quant_kind != QuantKind::W4A16 && !quant_dequant;
+    const bool int8_kernel = (s.quant && s.quant_kind != QuantKind::W4A16 && !quant_dequant) || int8_lt(s);
     any_bf16 = any_bf16 || (!s.fp8 && !int8_kernel);
     if (int8_kernel) int8_seg = &s;
   }
@@ -180,7 +184,9 @@ Tensor CudaBackend::linear(const Activation& a, const LinearWeight& w) {
   if (path == Fp8LinearPath::W8A8Decode) fp8_operand(a, K, round_up(T, 8), xq, xs);
   for (const auto& s : lin.segments) {
     if (s.quant) {
-      if (quant_dequant)
+      if (int8_lt(s))
+        quant_linear_int8_lt(s, x8, x8_scale, out);
+      else if (quant_dequant)
         quant_linear_dequantized(s, xb, out);
       else
         quant_linear_segment(s, xb, x8, x8_scale, out);

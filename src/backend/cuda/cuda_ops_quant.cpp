@@ -7,6 +7,7 @@
 #include "backend/cuda/elementwise/elementwise.h"
 #include "backend/cuda/moe/moe_grouped_gemm.h"
 #include "backend/cuda/quant/int8_quant.h"
+#include "backend/cuda/quant/int8_rescale.h"
 #include "backend/cuda/quant/quant_dequant.h"
 #include "core/error.h"
 
@@ -72,6 +73,46 @@ void CudaBackend::quant_linear_segment(const LinearSegment& seg, const Tensor& x
     p.counters = quant_counters_.ptr<int32_t>();
   }
   check(launch_quant_gemm(p, multiprocessors(), stream_), "quantized linear");
+}
+
+bool CudaBackend::int8_lt_supported(const void* w, int64_t N, int64_t K, int64_t T) {
+  GemmArgs g;  // the activations and the int32 sums come from the scratch arena (256-byte aligned)
+  g.kind = GemmKind::Int8;
+  g.m = N, g.n = std::max<int64_t>(T, 1), g.k = K;
+  g.w = w, g.ldw = K;
+  g.x = reinterpret_cast<const void*>(uintptr_t(256)), g.ldx = K;
+  g.d = reinterpret_cast<void*>(uintptr_t(256)), g.ldd = N;
+  g.d_type = CUDA_R_32I;
+  return gemm_->supported(g);
+}
+
+void CudaBackend::int8_channel_product(const QuantWeights& wq, const int8_t* xq, int64_t ldx, const float* xs,
+                                       int64_t T, void* y, DType y_dtype, int64_t ldy) {
+  if (T == 0) return;
+  Tensor d = scratch(DType::I32, {T, wq.N});
+  GemmArgs g;
+  g.kind = GemmKind::Int8;
+  g.m = wq.N, g.n = T, g.k = wq.K;
+  g.w = wq.w, g.ldw = wq.K;
+  g.x = xq, g.ldx = ldx;
+  g.d = d.data(), g.ldd = wq.N;
+  g.d_type = CUDA_R_32I;
+  gemm_->run(g);
+  Int8RescaleParams p;
+  p.d = d.ptr<int32_t>(), p.ldd = wq.N;
+  p.x_scale = xs, p.w_scale = static_cast<const float*>(wq.scale);
+  p.y = y, p.y_dtype = y_dtype, p.ldy = ldy;
+  p.T = T, p.N = wq.N;
+  check(launch_int8_rescale(p, stream_), "channel int8 product (scales)");
+}
+
+void CudaBackend::quant_linear_int8_lt(const LinearSegment& seg, const Tensor& xq, const Tensor& xs, Tensor& out) {
+  const int64_t K = xq.size(1);
+  int8_channel_product(quant_weights(seg.quant_kind, seg.weight.data(), seg.scale, seg.scale.data(), seg.group,
+                                     seg.rows, K),
+                       xq.ptr<int8_t>(), xq.stride(0), xs.ptr<float>(), out.size(0),
+                       static_cast<char*>(out.data()) + seg.row0 * int64_t(dtype_size(out.dtype())), out.dtype(),
+                       out.stride(0));
 }
 
 void CudaBackend::quant_linear_dequantized(const LinearSegment& seg, const Tensor& xb, Tensor& out) {
@@ -202,21 +243,35 @@ Tensor CudaBackend::moe_experts_quant(const Tensor& x_in, const ExpertWeights& w
 
   // Experts of at least quant_expand_min_tokens_ rows: expanded to BF16 (one expert at a time, the scratch
   // reused in stream order) and multiplied by cuBLASLt; the others on the streaming kernel.
+  // Channel INT8 takes cuBLASLt's int8 product there instead (int32 sums, then the scales).
   auto expand = [&](int64_t e) { return seg_rows[e] >= quant_expand_min_tokens_; };
   bool any_expand = false, any_kernel = false;
+  int64_t expand_rows = 0;
   for (int64_t e = 0; e < E; ++e)
-    if (h_counts[e] > 0) (expand(e) ? any_expand : any_kernel) = true;
+    if (h_counts[e] > 0) {
+      (expand(e) ? any_expand : any_kernel) = true;
+      if (expand(e)) expand_rows = seg_rows[e];
+    }
+  const bool lt_int8 = kind == QuantKind::I8Channel && any_expand &&
+                       int8_lt_supported(ew.gate_up.data(), 2 * I, H, expand_rows) &&
+                       int8_lt_supported(ew.down.data(), H, I, expand_rows);
+  const bool int8_rows = int8 && (any_kernel || (lt_int8 && any_expand));  // activations quantized
   Tensor xs_rows, xq, xs;  // the inputs in segment order (padding rows zero)
-  if (int8 && any_kernel) quantize_int8(x_in, kind, R, row_token.ptr<int32_t>(), xq, xs);
-  if (!int8 || any_expand) {
+  if (int8_rows) quantize_int8(x_in, kind, R, row_token.ptr<int32_t>(), xq, xs);
+  if (!int8 || (any_expand && !lt_int8)) {
     const Tensor x = as_dtype(x_in, DType::BF16, false);
     xs_rows = scratch(DType::BF16, {R, H});
     CopyRowsParams cp{x.data(), x.dtype(), x.stride(0), T, row_token.ptr<int32_t>(), xs_rows.data(), DType::BF16, H, R, H};
     check(launch_copy_rows(cp, stream_), "moe gather");
   }
-  Tensor w_bf16 = any_expand ? scratch(DType::BF16, {std::max(2 * I * H, H * I)}) : Tensor();
+  Tensor w_bf16 = any_expand && !lt_int8 ? scratch(DType::BF16, {std::max(2 * I * H, H * I)}) : Tensor();
   auto run = [&](int64_t e, const QuantWeights& wq, const Tensor& xb, const QuantActivations& a, Tensor& dst) {
     char* y = static_cast<char*>(dst.data()) + int64_t(seg_off[e]) * dst.stride(0) * 2;
+    if (expand(e) && lt_int8) {
+      int8_channel_product(wq, static_cast<const int8_t*>(a.x), a.ldx, a.x_scale, seg_rows[e], y, DType::BF16,
+                           dst.stride(0));
+      return;
+    }
     if (expand(e)) {
       check(launch_quant_dequantize(wq, w_bf16.data(), wq.K, stream_), "moe expert (expansion to bf16)");
       GemmArgs g;
@@ -246,14 +301,14 @@ Tensor CudaBackend::moe_experts_quant(const Tensor& x_in, const ExpertWeights& w
     check(launch_quant_gemm(p, multiprocessors(), stream_), "moe expert product (quantized)");
   };
   auto kernel_inputs = [&](const Tensor& xb, const Tensor& q, const Tensor& qs, int64_t e) {
-    return int8 && !any_kernel ? QuantActivations{} : activations(xb, q, qs, seg_off[e]);
+    return int8 && !int8_rows ? QuantActivations{} : activations(xb, q, qs, seg_off[e]);
   };
   Tensor gu = scratch(DType::BF16, {R, 2 * I});
   for (int64_t e = 0; e < E; ++e)
     if (h_counts[e] > 0) run(e, gate_up_of(e), xs_rows, kernel_inputs(xs_rows, xq, xs, e), gu);
   Tensor act = silu_mul(gu);  // [R, I] BF16 (padding rows give zeros)
   Tensor aq, as;
-  if (int8 && any_kernel) quantize_int8(act, kind, R, nullptr, aq, as);
+  if (int8_rows) quantize_int8(act, kind, R, nullptr, aq, as);
   Tensor y = scratch(DType::BF16, {R, H});
   for (int64_t e = 0; e < E; ++e)
     if (h_counts[e] > 0) run(e, down_of(e), act, kernel_inputs(act, aq, as, e), y);

@@ -14,7 +14,11 @@ namespace {
 void lt_check(cublasStatus_t s, const char* what, const GemmArgs& a) {
   if (s == CUBLAS_STATUS_SUCCESS) return;
   fail("cuBLASLt {} failed (status {}) for {} product m={} n={} k={} ldw={} ldx={} ldd={} batch={}", what, int(s),
-       a.kind == GemmKind::Bf16 ? "bf16" : a.kind == GemmKind::F32 ? "f32" : "fp8 block-scaled", a.m, a.n, a.k,
+       a.kind == GemmKind::Bf16  ? "bf16"
+       : a.kind == GemmKind::F32 ? "f32"
+       : a.kind == GemmKind::Int8 ? "int8"
+                                  : "fp8 block-scaled",
+       a.m, a.n, a.k,
        a.ldw, a.ldx, a.ldd, a.batch);
 }
 
@@ -30,6 +34,7 @@ cudaDataType_t in_type(GemmKind k) {
     case GemmKind::Bf16: return CUDA_R_16BF;
     case GemmKind::F32: return CUDA_R_32F;
     case GemmKind::Fp8BlockScaled: return CUDA_R_8F_E4M3;
+    case GemmKind::Int8: return CUDA_R_8I;
   }
   return CUDA_R_16BF;
 }
@@ -49,7 +54,9 @@ struct Descs {
 
 void make_descs(const GemmArgs& a, Descs& ds) {
   const cudaDataType_t it = in_type(a.kind);
-  lt_check(cublasLtMatmulDescCreate(&ds.op, CUBLAS_COMPUTE_32F, CUDA_R_32F), "MatmulDescCreate", a);
+  const bool int8 = a.kind == GemmKind::Int8;
+  lt_check(cublasLtMatmulDescCreate(&ds.op, int8 ? CUBLAS_COMPUTE_32I : CUBLAS_COMPUTE_32F, int8 ? CUDA_R_32I : CUDA_R_32F),
+           "MatmulDescCreate", a);
   cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
   lt_check(cublasLtMatmulDescSetAttribute(ds.op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof(ta)), "set TRANSA", a);
   lt_check(cublasLtMatmulDescSetAttribute(ds.op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof(tb)), "set TRANSB", a);
@@ -143,8 +150,11 @@ void LtGemm::run(const GemmArgs& a) {
   Descs ds;
   make_descs(a, ds);
   const float alpha = 1.0f, beta = 0.0f;
-  lt_check(cublasLtMatmul(handle_, ds.op, &alpha, a.w, ds.w, a.x, ds.x, &beta, a.d, ds.c, a.d, ds.d, &algo,
-                          workspace_, workspace_bytes_, stream_),
+  const int32_t alpha_i = 1, beta_i = 0;  // Int8: the scale type is int32
+  const bool int8 = a.kind == GemmKind::Int8;
+  lt_check(cublasLtMatmul(handle_, ds.op, int8 ? static_cast<const void*>(&alpha_i) : &alpha, a.w, ds.w, a.x, ds.x,
+                          int8 ? static_cast<const void*>(&beta_i) : &beta, a.d, ds.c, a.d, ds.d, &algo, workspace_,
+                          workspace_bytes_, stream_),
            "Matmul", a);
 }
 

@@ -1,8 +1,9 @@
 // cuBLASLt matrix products of the CUDA backend, in the row-major vocabulary of the model:
 // D[n, m] = X[n, k] W[m, k]^T, with n tokens, m output features, k input features ("TN" in
-// cuBLASLt's column-major terms: A = W transposed, B = X). Three kinds: BF16 in / float32
+// cuBLASLt's column-major terms: A = W transposed, B = X). Four kinds: BF16 in / float32
 // accumulate; float32 throughout (the router); W8A8 block-scaled FP8 (weights e4m3 with one
-// float32 scale per 128x128 block, activations e4m3 with one scale per token per 128 channels).
+// float32 scale per 128x128 block, activations e4m3 with one scale per token per 128 channels);
+// int8 in, int32 accumulate and out (channel INT8: the caller applies the scales).
 // Heuristic algorithm choices are cached per shape, layout and alignment.
 #pragma once
 #include <cublasLt.h>
@@ -14,18 +15,18 @@
 
 namespace dsserve::cuda {
 
-enum class GemmKind { Bf16, F32, Fp8BlockScaled };
+enum class GemmKind { Bf16, F32, Fp8BlockScaled, Int8 };
 
 struct GemmArgs {
   GemmKind kind = GemmKind::Bf16;
   int64_t m = 0, n = 0, k = 0;
-  const void* w = nullptr;   // [m, k] row-major, rows strided by ldw (BF16, F32 or e4m3)
+  const void* w = nullptr;   // [m, k] row-major, rows strided by ldw (BF16, F32, e4m3 or int8)
   int64_t ldw = 0;
   const void* x = nullptr;   // [n, k] row-major, rows strided by ldx (same type as w)
   int64_t ldx = 0;
   void* d = nullptr;         // [n, m] row-major, rows strided by ldd
   int64_t ldd = 0;
-  cudaDataType_t d_type = CUDA_R_16BF;
+  cudaDataType_t d_type = CUDA_R_16BF;  // Int8: CUDA_R_32I
   const float* w_scale = nullptr;  // FP8: [ceil(m / 128), round_up(k / 128, 4)] (checkpoint order, padded)
   const float* x_scale = nullptr;  // FP8: [k / 128, n] (token index contiguous)
   int batch = 1;                   // strided batch (per-head products)
