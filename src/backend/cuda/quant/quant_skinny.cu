@@ -3,10 +3,10 @@
 // A block is 4 warps. Each warp owns kMT m16 tiles of weight rows (Dense / Down: kMT x 16
 // consecutive rows; GateUp: 16 gate rows and the matching 16 up rows, fused with SiLU-and-mul in
 // registers) over one range of K, and all of the call's tokens (kNF fragments of 8). Per 128-wide
-// K chunk each lane copies its own 16-byte weight vectors into shared memory with cp.async
-// through a kStages ring that only the lane itself reads back (no barrier in the main loop); the
-// activation B fragments come straight from global memory (every warp of every block reads the
-// same rows: L1 and L2 hits). quant_layout.h says which weight and activation elements each lane
+// K chunk each lane copies its own 16-byte weight vectors, and the scales the chunk needs, into
+// shared memory with cp.async through a kStages ring that only the lane itself reads back (no
+// barrier in the main loop); the activation B fragments come straight from global memory (every
+// warp of every block reads the same rows: L1 and L2 hits), a chunk ahead up to 16 tokens. quant_layout.h says which weight and activation elements each lane
 // holds; both operands share that map.
 // W4A16: per 64-k unit a lane has one 16-byte vector per m16 tile (4 words, one per k16 step);
 // (q - zero) becomes exact BF16 integers (w4_a_fragment), the group's partial sums are multiplied
@@ -35,19 +35,26 @@ constexpr int kWarps = 4, kThreads = 32 * kWarps, kChunkK = 128;
 
 enum class Mode { Dense, GateUp, Down };
 
-// Vectors per lane, m16 tile and chunk, and ring depth (shared memory: kWarps x kStages x kMT x
-// kVecs x 512 bytes = 64 KiB at kMT = 2).
-template <QuantKind kKind>
+// A lane's ring slot per chunk: its weight vectors (kVecs per m16 tile) and its side words, the
+// scales the chunk needs (W4: the scale-and-zero words of rows g and g + 8 of each tile for each
+// unit that starts a group; block INT8: each tile's weight-block scale and the scales of the C
+// tokens 2t, 2t + 1 of each fragment), so that no global load waits inside the main loop. The ring
+// is as deep as about 72 KiB per block allows (three blocks per SM), at most 8 (W4) or 4 (I8).
+template <QuantKind kKind, int kMT, int kNF>
 struct Shape {
   static constexpr bool kW4 = kKind == QuantKind::W4A16;
   static constexpr int kVecs = kW4 ? 2 : 4;  // W4: one per 64-k unit; I8: rows g and g + 8, two vectors each
-  static constexpr int kStages = kW4 ? 8 : 4;
+  static constexpr int kWeightVecs = kMT * kVecs;
+  static constexpr int kSideWords = kW4 ? 4 * kMT : kKind == QuantKind::I8Block ? kMT + 2 * kNF : 0;
+  static constexpr int kSlotVecs = kWeightVecs + (kSideWords + 3) / 4;
+  static constexpr int kStages = std::min(kW4 ? 8 : 4, 72 * 1024 / (kWarps * kSlotVecs * 32 * 16));
+  static constexpr int kSmemBytes = kWarps * kStages * kSlotVecs * 32 * 16;
+  // Up to 16 tokens the activation vectors of chunk c + 1 are loaded into registers while chunk c
+  // computes; beyond, each is loaded where it is used (registers).
+  static constexpr bool kPrefetchX = kNF <= 2;
+  static constexpr int kXVecs = kW4 ? 4 : 2;  // per fragment and chunk: W4 (unit, half), I8 half
+  static_assert(kStages >= 3, "the ring needs at least three stages");
 };
-
-template <QuantKind kKind, int kMT>
-constexpr int smem_bytes() {
-  return kWarps * Shape<kKind>::kStages * kMT * Shape<kKind>::kVecs * 32 * 16;
-}
 
 struct SkinnyArgs {
   QuantWeights w;
@@ -67,9 +74,9 @@ struct SkinnyArgs {
 
 template <QuantKind kKind, Mode kMode, int kMT, int kNF, typename OutT>
 __global__ void __launch_bounds__(kThreads) quant_skinny_kernel(const SkinnyArgs a) {
-  using S = Shape<kKind>;
+  using S = Shape<kKind, kMT, kNF>;
   constexpr bool kW4 = S::kW4, kBlock = kKind == QuantKind::I8Block;
-  constexpr int kVecs = S::kVecs, kStages = S::kStages, kSlotVecs = kMT * kVecs;
+  constexpr int kVecs = S::kVecs, kStages = S::kStages, kSlotVecs = S::kSlotVecs;
   static_assert(kMode != Mode::GateUp || kMT == 2, "GateUp pairs one gate tile with one up tile");
   extern __shared__ uint4 s_ring[];  // [kWarps][kStages][kSlotVecs][32]
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
@@ -127,11 +134,57 @@ __global__ void __launch_bounds__(kThreads) quant_skinny_kernel(const SkinnyArgs
   }
   if (!active) c_end = c_begin;
 
+  // Scale rows of the C elements' tokens (I8): x_scale row of token nf * 8 + 2t + odd, -1 if none.
+  int64_t xs_row[kNF][2];
+#pragma unroll
+  for (int nf = 0; nf < kNF; ++nf)
+#pragma unroll
+    for (int odd = 0; odd < 2; ++odd) {
+      const int64_t r = nf * 8 + 2 * t + odd;
+      xs_row[nf][odd] = kW4 || r >= rows_here ? -1 : x_row_of(r);
+    }
+
   uint4* ring = s_ring + warp * (kStages * kSlotVecs * 32) + lane;
   auto slot_of = [&](int64_t c) { return ring + int((c - c_begin) % kStages) * (kSlotVecs * 32); };
   const int64_t units = K / kW4UnitK;
+  const int group = a.w.group;
+  // Side word i of a slot (this lane's).
+  auto side = [&](const uint4* slot, int i) {
+    return reinterpret_cast<const uint32_t*>(slot + (S::kWeightVecs + i / 4) * 32) + (i & 3);
+  };
+  // W4: whether unit u loads a group's scale-and-zero words (a group starts, or the range does).
+  auto group_starts = [&](int64_t u) { return (u * kW4UnitK) % group == 0 || u == 2 * c_begin; };
   auto issue = [&](int64_t c) {
     uint4* slot = slot_of(c);
+    auto side_dst = [&](int i) { return const_cast<uint32_t*>(side(slot, i)); };
+    if constexpr (kW4) {
+#pragma unroll
+      for (int j = 0; j < 2; ++j) {
+        const int64_t u = 2 * c + j;
+        if (u >= units || !group_starts(u)) continue;
+        const uint32_t* sz =
+            static_cast<const uint32_t*>(a.w.scale) + scale_base + (u * kW4UnitK / group) * a.w.scale_ld;
+#pragma unroll
+        for (int mt = 0; mt < kMT; ++mt)
+#pragma unroll
+          for (int h = 0; h < 2; ++h)
+            cp_async_4(side_dst(j * 2 * kMT + 2 * mt + h), tile_ok[mt] ? sz + tile_row[mt] + g + 8 * h : a.w.scale,
+                       tile_ok[mt]);
+      }
+    } else if constexpr (kBlock) {
+      const float* ws = static_cast<const float*>(a.w.scale) + scale_base;
+#pragma unroll
+      for (int mt = 0; mt < kMT; ++mt)
+        cp_async_4(side_dst(mt), tile_ok[mt] ? ws + (tile_row[mt] / 128) * a.w.scale_ld + c : a.w.scale, tile_ok[mt]);
+#pragma unroll
+      for (int nf = 0; nf < kNF; ++nf)
+#pragma unroll
+        for (int odd = 0; odd < 2; ++odd) {
+          const bool ok = xs_row[nf][odd] >= 0;
+          cp_async_4(side_dst(kMT + 2 * nf + odd), ok ? a.x.x_scale + xs_row[nf][odd] * a.x.x_scale_ld + c : a.x.x_scale,
+                     ok);
+        }
+    }
 #pragma unroll
     for (int mt = 0; mt < kMT; ++mt) {
       if constexpr (kW4) {
@@ -175,20 +228,36 @@ __global__ void __launch_bounds__(kThreads) quant_skinny_kernel(const SkinnyArgs
   };
   clear_part();
 
-  // Scale rows of the C elements' tokens (I8): x_scale row of token nf * 8 + 2t + odd, -1 if none.
-  int64_t xs_row[kNF][2];
-#pragma unroll
-  for (int nf = 0; nf < kNF; ++nf)
-#pragma unroll
-    for (int odd = 0; odd < 2; ++odd) {
-      const int64_t r = nf * 8 + 2 * t + odd;
-      xs_row[nf][odd] = kW4 || r >= rows_here ? -1 : x_row_of(r);
-    }
-
   // W4: zero pairs and scales of rows g and g + 8 of each tile, for the current group.
   uint32_t zero_pair[kMT][2];
   float w_scale[kMT][2];
-  const int group = a.w.group;
+
+  // Activation vector (nf, q) of chunk c: W4 q = 2 j + v (unit j, vector v), I8 q = v.
+  auto load_x = [&](int64_t c, int nf, int q) -> uint4 {
+    if constexpr (kW4) {
+      const int64_t u = 2 * c + q / 2;
+      if (!x_ok[nf] || u >= units) return make_uint4(0, 0, 0, 0);
+      return __ldg(reinterpret_cast<const uint4*>(static_cast<const bf16*>(x_ptr[nf]) + u * kW4UnitK +
+                                                  w4_x_vector_k(q & 1, t)));
+    } else {
+      const int64_t k = c * kChunkK + i8_vector_k(q, t);
+      if (!x_ok[nf] || k >= K) return make_uint4(0, 0, 0, 0);
+      return __ldg(reinterpret_cast<const uint4*>(static_cast<const int8_t*>(x_ptr[nf]) + k));
+    }
+  };
+  uint4 x_cur[S::kPrefetchX ? kNF : 1][S::kXVecs];
+  if constexpr (S::kPrefetchX) {
+    if (c_begin < c_end) {
+#pragma unroll
+      for (int nf = 0; nf < kNF; ++nf)
+#pragma unroll
+        for (int q = 0; q < S::kXVecs; ++q) x_cur[nf][q] = load_x(c_begin, nf, q);
+    }
+  }
+  auto x_vec = [&](int64_t c, int nf, int q) -> uint4 {
+    if constexpr (S::kPrefetchX) return x_cur[nf][q];
+    else return load_x(c, nf, q);
+  };
 
 #pragma unroll
   for (int s = 0; s < kStages - 1; ++s) {
@@ -196,6 +265,15 @@ __global__ void __launch_bounds__(kThreads) quant_skinny_kernel(const SkinnyArgs
     cp_async_commit();
   }
   for (int64_t c = c_begin; c < c_end; ++c) {
+    uint4 x_next[S::kPrefetchX ? kNF : 1][S::kXVecs];
+    if constexpr (S::kPrefetchX) {
+      if (c + 1 < c_end) {
+#pragma unroll
+        for (int nf = 0; nf < kNF; ++nf)
+#pragma unroll
+          for (int q = 0; q < S::kXVecs; ++q) x_next[nf][q] = load_x(c + 1, nf, q);
+      }
+    }
     __syncwarp();
     if (c + kStages - 1 < c_end) issue(c + kStages - 1);
     cp_async_commit();
@@ -209,13 +287,12 @@ __global__ void __launch_bounds__(kThreads) quant_skinny_kernel(const SkinnyArgs
         const int64_t u = 2 * c + j;
         if (u >= units) break;
         const int64_t k_unit = u * kW4UnitK;
-        if (k_unit % group == 0 || u == 2 * c_begin) {  // a group starts: its zeros and scales
-          const uint32_t* sz = static_cast<const uint32_t*>(a.w.scale) + scale_base + (k_unit / group) * a.w.scale_ld;
+        if (group_starts(u)) {  // a group starts: its zeros and scales, from the ring
 #pragma unroll
           for (int mt = 0; mt < kMT; ++mt)
 #pragma unroll
             for (int h = 0; h < 2; ++h) {
-              const uint32_t word = tile_ok[mt] ? __ldg(sz + tile_row[mt] + g + 8 * h) : 0u;
+              const uint32_t word = *side(slot, j * 2 * kMT + 2 * mt + h);
               zero_pair[mt][h] = w4_zero_pair(word);
               w_scale[mt][h] = w4_scale(word);
             }
@@ -227,10 +304,7 @@ __global__ void __launch_bounds__(kThreads) quant_skinny_kernel(const SkinnyArgs
         for (int v = 0; v < 2; ++v) {
           uint4 xv[kNF];
 #pragma unroll
-          for (int nf = 0; nf < kNF; ++nf)
-            xv[nf] = x_ok[nf] ? __ldg(reinterpret_cast<const uint4*>(static_cast<const bf16*>(x_ptr[nf]) + k_unit +
-                                                                     w4_x_vector_k(v, t)))
-                              : make_uint4(0, 0, 0, 0);
+          for (int nf = 0; nf < kNF; ++nf) xv[nf] = x_vec(c, nf, 2 * j + v);
 #pragma unroll
           for (int ss = 0; ss < 2; ++ss) {
             const int s = 2 * v + ss;
@@ -262,11 +336,7 @@ __global__ void __launch_bounds__(kThreads) quant_skinny_kernel(const SkinnyArgs
       for (int v = 0; v < 2; ++v) {
         uint4 xv[kNF];
 #pragma unroll
-        for (int nf = 0; nf < kNF; ++nf) {
-          const int64_t k = c * kChunkK + i8_vector_k(v, t);
-          xv[nf] = x_ok[nf] && k < K ? __ldg(reinterpret_cast<const uint4*>(static_cast<const int8_t*>(x_ptr[nf]) + k))
-                                     : make_uint4(0, 0, 0, 0);
-        }
+        for (int nf = 0; nf < kNF; ++nf) xv[nf] = x_vec(c, nf, v);
         uint4 wg[kMT], wh[kMT];
 #pragma unroll
         for (int mt = 0; mt < kMT; ++mt) {
@@ -292,15 +362,14 @@ __global__ void __launch_bounds__(kThreads) quant_skinny_kernel(const SkinnyArgs
         }
       }
       if constexpr (kBlock) {  // promote this 128-wide block: int32 sum x token scale x weight block scale
-        const float* ws = static_cast<const float*>(a.w.scale) + scale_base;
 #pragma unroll
         for (int mt = 0; mt < kMT; ++mt) {
-          const float wsc = tile_ok[mt] ? __ldg(ws + (tile_row[mt] / 128) * a.w.scale_ld + c) : 0.0f;
+          const float wsc = __uint_as_float(*side(slot, mt));  // zero for a tile past N
 #pragma unroll
           for (int nf = 0; nf < kNF; ++nf)
 #pragma unroll
             for (int odd = 0; odd < 2; ++odd) {
-              const float xsc = xs_row[nf][odd] >= 0 ? __ldg(a.x.x_scale + xs_row[nf][odd] * a.x.x_scale_ld + c) : 0.0f;
+              const float xsc = __uint_as_float(*side(slot, kMT + 2 * nf + odd));  // zero for a token past the rows
 #pragma unroll
               for (int h = 0; h < 2; ++h) {
                 acc[mt][nf][2 * h + odd] = fmaf(float(part[mt][nf][2 * h + odd]), xsc * wsc, acc[mt][nf][2 * h + odd]);
@@ -308,6 +377,14 @@ __global__ void __launch_bounds__(kThreads) quant_skinny_kernel(const SkinnyArgs
               }
             }
         }
+      }
+    }
+    if constexpr (S::kPrefetchX) {
+      if (c + 1 < c_end) {
+#pragma unroll
+        for (int nf = 0; nf < kNF; ++nf)
+#pragma unroll
+          for (int q = 0; q < S::kXVecs; ++q) x_cur[nf][q] = x_next[nf][q];
       }
     }
   }
@@ -406,7 +483,7 @@ __global__ void __launch_bounds__(kThreads) quant_skinny_kernel(const SkinnyArgs
 template <QuantKind kKind, Mode kMode, int kMT, int kNF, typename OutT>
 cudaError_t launch_skinny(const SkinnyArgs& a, dim3 grid, cudaStream_t stream) {
   auto kernel = quant_skinny_kernel<kKind, kMode, kMT, kNF, OutT>;
-  constexpr int smem = smem_bytes<kKind, kMT>();
+  constexpr int smem = Shape<kKind, kMT, kNF>::kSmemBytes;
   cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
   if (e != cudaSuccess) return e;
   kernel<<<grid, kThreads, smem, stream>>>(a);
@@ -469,7 +546,7 @@ QuantGemmPlan plan_quant_gemm(QuantKind kind, int64_t T, int64_t N, int64_t K, i
   if (!p.skinny) return p;
   const int64_t rows_per_block = kWarps * 16 * (T <= 32 ? 2 : 1);
   p.row_tiles = ceil_div(N, rows_per_block);
-  // Split K until the blocks fill the GPU about three times (3 resident per SM at 64 KiB of
+  // Split K until the blocks fill the GPU about three times (3 resident per SM at 72 KiB of
   // shared memory), keeping at least two chunks per part.
   const int64_t chunks = ceil_div(K, kChunkK), want = 3 * int64_t(std::max(sms, 1));
   int64_t splits = std::max<int64_t>(1, want / std::max<int64_t>(p.row_tiles, 1));
