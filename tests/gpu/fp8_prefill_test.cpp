@@ -195,6 +195,33 @@ TEST_F(Fp8Prefill, GroupedExpertsMatchCublasltAndOracle) {
   }
 }
 
+// MoePath::Auto with the dense sm90 GEMM off (the default): the sm90 grouped launch up to
+// kMoeSm90AutoMaxPairs (token, expert) pairs, cuBLASLt per expert beyond; both results agree.
+TEST_F(Fp8Prefill, AutoTakesTheGroupedLaunchUpToItsMeasuredRange) {
+  cg().set_sm90_fp8_gemm(false);
+  const int E = 16, H = 256, I = 128, K = 8;
+  std::vector<ExpertParts> parts;
+  for (int e = 0; e < E; ++e)
+    parts.push_back({random_fp8_part(I, H, rng), random_fp8_part(I, H, rng), random_fp8_part(H, I, rng)});
+  ExpertWeights wg = gpu().make_experts(parts);
+  const int64_t at_limit = cuda::CudaBackend::kMoeSm90AutoMaxPairs / K;
+  for (auto [T, expected] : {std::pair{int64_t(300), MoePath::Sm90}, std::pair{at_limit, MoePath::Sm90},
+                             std::pair{at_limit + 1, MoePath::Cublaslt}}) {
+    Tensor ids = Tensor::zeros_host(DType::I32, {T, K}), wts = uniform({T, K}, rng, 0.1f, 0.7f);
+    for (int64_t t = 0; t < T; ++t)
+      for (int k = 0; k < K; ++k) ids.ptr<int32_t>()[t * K + k] = int32_t((t + 3 * k) % E);
+    RouterOutput rg{gpu().to_device(ids), gpu().to_device(wts)};
+    Tensor xg = to_backend(gpu(), randn({T, H}, rng));
+    gpu().begin_forward();
+    Tensor a = gpu().to_host_f32(gpu().moe_experts(xg, wg, rg));
+    EXPECT_EQ(cg().last_moe_path(), expected) << "T=" << T;
+    cg().set_moe_path(expected == MoePath::Sm90 ? MoePath::Cublaslt : MoePath::Sm90);
+    Tensor b = gpu().to_host_f32(gpu().moe_experts(xg, wg, rg));
+    cg().set_moe_path(MoePath::Auto);
+    EXPECT_LE(rel_err(a, b), 2e-2) << "T=" << T << ": the two paths";
+  }
+}
+
 // Per-head weights as a block-FP8 checkpoint gives them: e4m3 codes (each 128x128 block reaching
 // +-448) times the block's scale, rounded to BF16 (the loader's dequantization).
 Tensor fp8_head_weight(int64_t n, int64_t out, int64_t in, Rng& rng) {

@@ -98,10 +98,10 @@ class CudaBackend final : public Backend {
   DeviceMemory memory() const override;
   int64_t persistent_bytes() const override { return *live_bytes_; }
   DeviceCeilings measure_ceilings() override;  // cuda_ceilings.cpp
-  // The sm90 block-FP8 GEMM (gemm/sm90), off by default (slower than cuBLASLt on the dense V3
-  // shapes: gemm/sm90/README.md): on, FP8 linears of at least kFp8Sm90MinTokens tokens, the routed experts beyond the
-  // decode kernel's range (MoePath::Auto) and head weights prepared afterwards (FP8 per-head
-  // products) take it.
+  // The sm90 block-FP8 GEMM (gemm/sm90) for dense products, off by default (slower than cuBLASLt on
+  // the dense V3 shapes: gemm/sm90/README.md): on, FP8 linears of at least kFp8Sm90MinTokens tokens,
+  // the routed experts beyond the decode kernels at every size (MoePath::Auto; without it, up to
+  // kMoeSm90AutoMaxPairs) and head weights prepared afterwards (FP8 per-head products) take it.
   void set_sm90_fp8_gemm(bool on) override {
     on = on && hopper_kernels();  // the sm80 kernel set has no sm90 GEMM
     fp8_sm90_min_tokens_ = on ? kFp8Sm90MinTokens : INT64_MAX;
@@ -225,6 +225,9 @@ class CudaBackend final : public Backend {
   // set_sm90_fp8_gemm; BF16 experts, or devices without sm_90, on cuBLASLt.
   enum class MoePath { Auto, GroupedW8A8, Grouped, Cublaslt, Sm90 };
   static constexpr int64_t kMoeGroupedMaxPairs = 2048;
+  // Beyond the decode kernels, MoePath::Auto takes the sm90 grouped FP8 launch up to this many
+  // (token, expert) pairs (4,096 tokens x top-8) and cuBLASLt per expert beyond (moe/README.md).
+  static constexpr int64_t kMoeSm90AutoMaxPairs = 32768;
   void set_moe_path(MoePath path) { moe_path_ = path; }
   // The path of the last moe_experts call beyond the decode kernel's range (tests, benchmarks).
   MoePath last_moe_path() const { return last_moe_path_; }
@@ -412,7 +415,7 @@ class CudaBackend final : public Backend {
   MoePath moe_path_ = MoePath::Auto;
   MoePath last_moe_path_ = MoePath::Auto;
   bool head_fp8_ = false, last_head_fp8_ = false;  // set_sm90_fp8_gemm
-  bool moe_sm90_ = false;  // MoePath::Auto may take the sm90 grouped path (set_sm90_fp8_gemm)
+  bool moe_sm90_ = false;  // MoePath::Auto takes the sm90 grouped path at every size (set_sm90_fp8_gemm)
   Fp8LinearPath fp8_forced_ = Fp8LinearPath::None;
   bool pdl_ = true, fused_mlp_ = true, fused_decode_ = true;
   bool last_mlp_fused_ = false;

@@ -187,7 +187,10 @@ Tensor CudaBackend::moe_experts(const Tensor& x_in, const ExpertWeights& w, cons
   }
   const bool grouped = moe_path_ == MoePath::Grouped || (moe_path_ == MoePath::Auto && small);
   if (grouped) return moe_experts_grouped(x_in, w, route);
-  const bool sm90 = moe_path_ == MoePath::Sm90 || (moe_path_ == MoePath::Auto && moe_sm90_ && moe_sm90_supported(w));
+  // Auto: the sm90 grouped launch up to kMoeSm90AutoMaxPairs (measured faster than cuBLASLt per
+  // expert there, slower beyond: moe/README.md), or at every size where set_sm90_fp8_gemm asks.
+  const bool sm90 = moe_path_ == MoePath::Sm90 ||
+                    (moe_path_ == MoePath::Auto && (moe_sm90_ || pairs <= kMoeSm90AutoMaxPairs) && moe_sm90_supported(w));
   last_moe_path_ = sm90 ? MoePath::Sm90 : MoePath::Cublaslt;
   return sm90 ? moe_experts_sm90(x_in, w, route) : moe_experts_cublaslt(x_in, w, route);
 }

@@ -38,14 +38,19 @@ enum class Mode { Dense, GateUp, Down };
 // A lane's ring slot per chunk: its weight vectors (kVecs per m16 tile) and its side words, the
 // scales the chunk needs (W4: the scale-and-zero words of rows g and g + 8 of each tile for each
 // unit that starts a group; block INT8: each tile's weight-block scale and the scales of the C
-// tokens 2t, 2t + 1 of each fragment), so that no global load waits inside the main loop. The ring
-// is as deep as about 72 KiB per block allows (three blocks per SM), at most 8 (W4) or 4 (I8).
+// tokens 2t, 2t + 1 of each fragment), so that no global load waits inside the main loop. Only at
+// two m16 tiles (T <= 32, where it measured 3-23% faster); at one tile (T > 32) the side words would
+// more than double an I8 slot and cost a W4 block its occupancy (measured up to 1.44x slower), so the
+// scales are read where they are used. The ring is as deep as about 72 KiB per block allows (three
+// blocks per SM), at most 8 (W4) or 4 (I8).
 template <QuantKind kKind, int kMT, int kNF>
 struct Shape {
   static constexpr bool kW4 = kKind == QuantKind::W4A16;
   static constexpr int kVecs = kW4 ? 2 : 4;  // W4: one per 64-k unit; I8: rows g and g + 8, two vectors each
   static constexpr int kWeightVecs = kMT * kVecs;
-  static constexpr int kSideWords = kW4 ? 4 * kMT : kKind == QuantKind::I8Block ? kMT + 2 * kNF : 0;
+  static constexpr bool kSideInRing = kMT == 2;
+  static constexpr int kSideWords =
+      !kSideInRing ? 0 : kW4 ? 4 * kMT : kKind == QuantKind::I8Block ? kMT + 2 * kNF : 0;
   static constexpr int kSlotVecs = kWeightVecs + (kSideWords + 3) / 4;
   static constexpr int kStages = std::min(kW4 ? 8 : 4, 72 * 1024 / (kWarps * kSlotVecs * 32 * 16));
   static constexpr int kSmemBytes = kWarps * kStages * kSlotVecs * 32 * 16;
@@ -157,7 +162,8 @@ __global__ void __launch_bounds__(kThreads) quant_skinny_kernel(const SkinnyArgs
   auto issue = [&](int64_t c) {
     uint4* slot = slot_of(c);
     auto side_dst = [&](int i) { return const_cast<uint32_t*>(side(slot, i)); };
-    if constexpr (kW4) {
+    if constexpr (!S::kSideInRing) {
+    } else if constexpr (kW4) {
 #pragma unroll
       for (int j = 0; j < 2; ++j) {
         const int64_t u = 2 * c + j;
@@ -287,12 +293,16 @@ __global__ void __launch_bounds__(kThreads) quant_skinny_kernel(const SkinnyArgs
         const int64_t u = 2 * c + j;
         if (u >= units) break;
         const int64_t k_unit = u * kW4UnitK;
-        if (group_starts(u)) {  // a group starts: its zeros and scales, from the ring
+        if (group_starts(u)) {  // a group starts: its zeros and scales (from the ring at two tiles)
+          const uint32_t* sz =
+              static_cast<const uint32_t*>(a.w.scale) + scale_base + (k_unit / group) * a.w.scale_ld;
 #pragma unroll
           for (int mt = 0; mt < kMT; ++mt)
 #pragma unroll
             for (int h = 0; h < 2; ++h) {
-              const uint32_t word = *side(slot, j * 2 * kMT + 2 * mt + h);
+              const uint32_t word = S::kSideInRing ? *side(slot, j * 2 * kMT + 2 * mt + h)
+                                    : tile_ok[mt]  ? __ldg(sz + tile_row[mt] + g + 8 * h)
+                                                   : 0u;
               zero_pair[mt][h] = w4_zero_pair(word);
               w_scale[mt][h] = w4_scale(word);
             }
@@ -364,12 +374,18 @@ __global__ void __launch_bounds__(kThreads) quant_skinny_kernel(const SkinnyArgs
       if constexpr (kBlock) {  // promote this 128-wide block: int32 sum x token scale x weight block scale
 #pragma unroll
         for (int mt = 0; mt < kMT; ++mt) {
-          const float wsc = __uint_as_float(*side(slot, mt));  // zero for a tile past N
+          const float* ws = static_cast<const float*>(a.w.scale) + scale_base;
+          const float wsc = S::kSideInRing ? __uint_as_float(*side(slot, mt))  // zero for a tile past N
+                            : tile_ok[mt]   ? __ldg(ws + (tile_row[mt] / 128) * a.w.scale_ld + c)
+                                            : 0.0f;
 #pragma unroll
           for (int nf = 0; nf < kNF; ++nf)
 #pragma unroll
             for (int odd = 0; odd < 2; ++odd) {
-              const float xsc = __uint_as_float(*side(slot, kMT + 2 * nf + odd));  // zero for a token past the rows
+              const float xsc =  // zero for a token past the rows
+                  S::kSideInRing        ? __uint_as_float(*side(slot, kMT + 2 * nf + odd))
+                  : xs_row[nf][odd] >= 0 ? __ldg(a.x.x_scale + xs_row[nf][odd] * a.x.x_scale_ld + c)
+                                         : 0.0f;
 #pragma unroll
               for (int h = 0; h < 2; ++h) {
                 acc[mt][nf][2 * h + odd] = fmaf(float(part[mt][nf][2 * h + odd]), xsc * wsc, acc[mt][nf][2 * h + odd]);
