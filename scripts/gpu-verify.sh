@@ -19,12 +19,15 @@
 #   issues the demo model's speculative decoding, structured output on the GPU, the quantized
 #          fixtures present (both kernel sets), speculative decoding's cost, the demo model's tests
 #   bench  attention and GEMM benchmarks, the decode step at batch 1, 8, 64 and 256
+#   last   the correctness groups at once (quantized kernels and fixtures on both kernel sets, sm90
+#          GEMM, FP8-cache MLA decode, MoE decode under sm80), speculative cost before and after,
+#          the quantized decode-size benchmark; the parallel groups' logs come back as one archive
 #   cand   a candidate test binary (bin/test_gpu_candidate, built from a branch) against the oracle on
 #          the kernels it changes, both binaries' benchmarks in turn; MoE prefill by token count;
 #          speculative cost with bin/dsserve_before and bin/dsserve in turn; the GEMM benchmark
 # Usage (from the repository root on the device machine): scripts/gpu-verify.sh PART
 set -u
-PART=${1:?short, attn, final, check, quant, one, issues, bench or cand}
+PART=${1:?short, attn, final, check, quant, one, issues, bench, cand or last}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 OUTDIR=${OUT:-/tmp/dsserve-gpu-out}; mkdir -p "$OUTDIR"
 R=/tmp/dsserve-gpu
@@ -61,7 +64,7 @@ s_prefill() {
 }
 s_decode_attn() {
   step "MLA decode kernels against the oracle"
-  gtest attn.log 100 'GpuOps.MlaDecodeKernelsOverV3Shapes:GpuOps.MlaAbsorbedOverPagedCache:GpuOps.MlaDecodeGraphReplayFollowsDeviceLengths:*GpuFp8Cache*Mla*'
+  gtest attn.log 200 'GpuOps.MlaDecodeKernelsOverV3Shapes:GpuOps.MlaAbsorbedOverPagedCache:GpuOps.MlaDecodeGraphReplayFollowsDeviceLengths:*GpuFp8Cache*Mla*'
   sum 30 < $OUTDIR/attn.log
 }
 s_attn_bench() {
@@ -70,11 +73,11 @@ s_attn_bench() {
 }
 s_quant() {
   step "quantized kernels against the oracle and the quantized fixtures present"
-  gtest quant.log 110 "GpuQuant.*:GpuQuantGraphs.*:GpuQuantFallback.*:$QFIX"; sum 40 < $OUTDIR/quant.log
+  gtest quant.log 240 "GpuQuant.*:GpuQuantGraphs.*:GpuQuantFallback.*:$QFIX"; sum 40 < $OUTDIR/quant.log
 }
 s_quant_sm80() {
   step "sm80 kernel set forced: quantized kernels and fixtures"
-  gtest sm80_quant.log 100 "GpuQuant.*:GpuQuantGraphs.*:$QFIX" --sm80-kernels; sum 30 < $OUTDIR/sm80_quant.log
+  gtest sm80_quant.log 240 "GpuQuant.*:GpuQuantGraphs.*:$QFIX" --sm80-kernels; sum 30 < $OUTDIR/sm80_quant.log
 }
 s_quant_bench() {
   step "quantized kernels: decode sizes, prefill, MoE"
@@ -188,6 +191,36 @@ s_decode_b1() { step "decode step at batch 1"; decode_step decode_b1.log 100 1; 
 s_decode_b8_64() { step "decode step at batch 8 and 64"; decode_step decode_b8_64.log 80 8 64; }
 s_decode_b8_256() { step "decode step at batch 8, 64 and 256"; decode_step decode_b8_256.log 170 8 64 256; }
 
+# Correctness groups at once, each a test process of its own (the CPU oracle is single-threaded
+# apart from OpenBLAS, held to two threads a process): the quantized kernels and fixtures on both
+# kernel sets, the sm90 GEMM and MoE prefill choice, the FP8-cache MLA decode, MoE decode under sm80.
+s_parallel() {
+  step "in parallel: quantized kernels and fixtures (sm90 and sm80), sm90 GEMM, FP8-cache MLA decode, MoE decode (sm80)"
+  local rest="GpuQuant.LinearAwqOddShapes:GpuQuant.LinearInt8OddShapes:GpuQuant.AwqAnd*:GpuQuant.Expansion*:GpuQuant.SplitK*:GpuQuantGraphs.*:GpuQuantFallback.*:$QFIX"
+  local v3='GpuQuant.LinearAwqAtDeepSeekV3Shapes:GpuQuant.LinearInt8AtDeepSeekV3Shapes'
+  export OPENBLAS_NUM_THREADS=2
+  gtest p_experts.log 200 'GpuQuant.ExpertsOnBothPaths' > $OUTDIR/p_experts.rc &
+  gtest p_v3.log 200 "$v3" > $OUTDIR/p_v3.rc &
+  gtest p_rest.log 200 "$rest" > $OUTDIR/p_rest.rc &
+  gtest p_gemm.log 200 'Fp8GemmSm90.*:Fp8Prefill.*' > $OUTDIR/p_gemm.rc &
+  gtest p_fp8cache.log 200 'Formats/GpuFp8Cache.*' > $OUTDIR/p_fp8cache.rc &
+  gtest p80_experts.log 200 'GpuQuant.ExpertsOnBothPaths' --sm80-kernels > $OUTDIR/p80_experts.rc &
+  gtest p80_v3.log 200 "$v3" --sm80-kernels > $OUTDIR/p80_v3.rc &
+  gtest p80_rest.log 200 "$rest:MoeDecode.GroupedMatchesCpuAtSmallOddShapes:MoeDecode.ExpertsRunCountsDistinctExperts" \
+    --sm80-kernels > $OUTDIR/p80_rest.rc &
+  wait
+  unset OPENBLAS_NUM_THREADS
+  local j
+  for j in p_experts p_v3 p_rest p_gemm p_fp8cache p80_experts p80_v3 p80_rest; do
+    echo "-- $j: $(cat $OUTDIR/$j.rc) ($(grep -c '^\[       OK \]' $OUTDIR/$j.log) OK)"; rm -f $OUTDIR/$j.rc
+    grep -E "^\[  (FAILED|SKIPPED) |^\[  PASSED|Failure|Which is|Expected|^\[ stats|rror" $OUTDIR/$j.log | cut -c1-200 | head -14
+  done
+  (cd $OUTDIR && tar czf parallel_logs.tgz p_*.log p80_*.log && rm -f p_*.log p80_*.log)  # at most 8 files come back
+}
+s_quant_decode_bench() {
+  step "quantized products at decode sizes"
+  gtest quant_decode_bench.log 60 'GpuQuantBench.DecodeLinears'; benches 40 < $OUTDIR/quant_decode_bench.log
+}
 # run CAP STEP...: the steps in order; a step that starts past CAP seconds of the call is left out.
 run() {
   local cap=$1; shift
@@ -208,6 +241,7 @@ case $PART in
   issues) run 430 s_demo_bench s_grammar s_quant_fixtures s_spec_cost s_demo ;;
   bench) run 9999 s_attn_bench s_gemm s_decode_b1 s_decode_b8_256 ;;
   cand) run 470 s_cand_tests s_cand_bench1 s_moe_sizes s_spec_before_after s_cand_bench2 s_gemm ;;
+  last) run 250 s_parallel s_spec_before_after s_quant_decode_bench ;;
   *) echo "unknown part $PART"; exit 2 ;;
 esac
 echo "== done ($(date +%T), ${SECONDS} s)"
