@@ -19,8 +19,8 @@
 #   issues the demo model's speculative decoding, structured output on the GPU, the quantized
 #          fixtures present (both kernel sets), speculative decoding's cost, the demo model's tests
 #   bench  attention and GEMM benchmarks, the decode step at batch 1, 8, 64 and 256
-#   last   the correctness groups at once (quantized kernels and fixtures on both kernel sets, sm90
-#          GEMM, FP8-cache MLA decode, MoE decode under sm80), speculative cost before and after,
+#   last   the correctness groups at once (quantized kernels and fixtures on both kernel sets, the
+#          MoE prefill path choice, MoE decode under sm80), speculative cost before and after,
 #          the quantized decode-size benchmark; the parallel groups' logs come back as one archive
 #   cand   a candidate test binary (bin/test_gpu_candidate, built from a branch) against the oracle on
 #          the kernels it changes, both binaries' benchmarks in turn; MoE prefill by token count;
@@ -193,27 +193,31 @@ s_decode_b8_256() { step "decode step at batch 8, 64 and 256"; decode_step decod
 
 # Correctness groups at once, each a test process of its own (the CPU oracle is single-threaded
 # apart from OpenBLAS, held to two threads a process): the quantized kernels and fixtures on both
-# kernel sets, the sm90 GEMM and MoE prefill choice, the FP8-cache MLA decode, MoE decode under sm80.
+# kernel sets, the MoE prefill path choice, MoE decode under sm80.
 s_parallel() {
-  step "in parallel: quantized kernels and fixtures (sm90 and sm80), sm90 GEMM, FP8-cache MLA decode, MoE decode (sm80)"
+  step "in parallel: quantized kernels and fixtures (sm90 and sm80), MoE prefill choice, MoE decode (sm80)"
   local rest="GpuQuant.LinearAwqOddShapes:GpuQuant.LinearInt8OddShapes:GpuQuant.AwqAnd*:GpuQuant.Expansion*:GpuQuant.SplitK*:GpuQuantGraphs.*:GpuQuantFallback.*:$QFIX"
-  local v3='GpuQuant.LinearAwqAtDeepSeekV3Shapes:GpuQuant.LinearInt8AtDeepSeekV3Shapes'
+  local -a jobs=(
+    "p_experts_awq|GpuQuant.ExpertsOnBothPathsAwq|" "p_experts_i8b|GpuQuant.ExpertsOnBothPathsInt8Block|"
+    "p_experts_i8c|GpuQuant.ExpertsOnBothPathsInt8Channel|" "p_rest|$rest|" "p_moe_prefill|Fp8Prefill.*|"
+    "p80_experts_awq|GpuQuant.ExpertsOnBothPathsAwq|--sm80-kernels"
+    "p80_experts_i8b|GpuQuant.ExpertsOnBothPathsInt8Block|--sm80-kernels"
+    "p80_experts_i8c|GpuQuant.ExpertsOnBothPathsInt8Channel|--sm80-kernels"
+    "p80_v3_awq|GpuQuant.LinearAwqAtDeepSeekV3Shapes|--sm80-kernels"
+    "p80_v3_i8|GpuQuant.LinearInt8AtDeepSeekV3Shapes|--sm80-kernels"
+    "p80_rest|$rest:MoeDecode.GroupedMatchesCpuAtSmallOddShapes:MoeDecode.ExpertsRunCountsDistinctExperts|--sm80-kernels")
   export OPENBLAS_NUM_THREADS=2
-  gtest p_experts.log 200 'GpuQuant.ExpertsOnBothPaths' > $OUTDIR/p_experts.rc &
-  gtest p_v3.log 200 "$v3" > $OUTDIR/p_v3.rc &
-  gtest p_rest.log 200 "$rest" > $OUTDIR/p_rest.rc &
-  gtest p_gemm.log 200 'Fp8GemmSm90.*:Fp8Prefill.*' > $OUTDIR/p_gemm.rc &
-  gtest p_fp8cache.log 200 'Formats/GpuFp8Cache.*' > $OUTDIR/p_fp8cache.rc &
-  gtest p80_experts.log 200 'GpuQuant.ExpertsOnBothPaths' --sm80-kernels > $OUTDIR/p80_experts.rc &
-  gtest p80_v3.log 200 "$v3" --sm80-kernels > $OUTDIR/p80_v3.rc &
-  gtest p80_rest.log 200 "$rest:MoeDecode.GroupedMatchesCpuAtSmallOddShapes:MoeDecode.ExpertsRunCountsDistinctExperts" \
-    --sm80-kernels > $OUTDIR/p80_rest.rc &
+  local j name filter flags
+  for j in "${jobs[@]}"; do
+    IFS='|' read -r name filter flags <<< "$j"
+    gtest $name.log ${PAR_SECS:-150} "$filter" $flags > $OUTDIR/$name.rc &
+  done
   wait
   unset OPENBLAS_NUM_THREADS
-  local j
-  for j in p_experts p_v3 p_rest p_gemm p_fp8cache p80_experts p80_v3 p80_rest; do
-    echo "-- $j: $(cat $OUTDIR/$j.rc) ($(grep -c '^\[       OK \]' $OUTDIR/$j.log) OK)"; rm -f $OUTDIR/$j.rc
-    grep -E "^\[  (FAILED|SKIPPED) |^\[  PASSED|Failure|Which is|Expected|^\[ stats|rror" $OUTDIR/$j.log | cut -c1-200 | head -14
+  for j in "${jobs[@]}"; do
+    name=${j%%|*}
+    echo "-- $name: $(cat $OUTDIR/$name.rc) ($(grep -c '^\[       OK \]' $OUTDIR/$name.log) OK)"; rm -f $OUTDIR/$name.rc
+    grep -E "^\[  (FAILED|SKIPPED) |^\[  PASSED|Failure|Which is|Expected|^\[ stats|rror" $OUTDIR/$name.log | grep -v '^\[  SKIPPED \] Fixtures' | cut -c1-200 | head -12
   done
   (cd $OUTDIR && tar czf parallel_logs.tgz p_*.log p80_*.log && rm -f p_*.log p80_*.log)  # at most 8 files come back
 }
@@ -241,7 +245,7 @@ case $PART in
   issues) run 430 s_demo_bench s_grammar s_quant_fixtures s_spec_cost s_demo ;;
   bench) run 9999 s_attn_bench s_gemm s_decode_b1 s_decode_b8_256 ;;
   cand) run 470 s_cand_tests s_cand_bench1 s_moe_sizes s_spec_before_after s_cand_bench2 s_gemm ;;
-  last) run 250 s_parallel s_spec_before_after s_quant_decode_bench ;;
+  last) run 200 s_parallel s_spec_before_after s_quant_decode_bench ;;
   *) echo "unknown part $PART"; exit 2 ;;
 esac
 echo "== done ($(date +%T), ${SECONDS} s)"

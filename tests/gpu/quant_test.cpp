@@ -67,6 +67,7 @@ class GpuQuant : public ::testing::Test {
     gpu().begin_forward();
     cpu().begin_forward();
   }
+  void experts_on_both_paths(Fmt f);
   void TearDown() override {
     if (!gpu_available()) return;
     cg().set_moe_path(Path::Auto);
@@ -203,48 +204,53 @@ RouterOutput random_route(int64_t T, int K, int E, Rng& rng) {
   return {ids, uniform({T, K}, rng, 0.1f, 0.7f)};
 }
 
-TEST_F(GpuQuant, ExpertsOnBothPaths) {
+// Routed experts of one format on the grouped decode path and on the segments (tiled or expanded),
+// against the oracle and each other.
+void GpuQuant::experts_on_both_paths(Fmt f) {
   struct Shape {
     int E, K;
     int64_t H, I, group;
   };
-  for (Fmt f : {Fmt::Awq, Fmt::Int8Block, Fmt::Int8Channel})
-    for (Shape s : {Shape{16, 4, 1024, 512, 128}, Shape{8, 8, 7168, 2048, 64}, Shape{6, 2, 256, 128, 64}}) {
-      Experts ex = make_experts(f, s.E, s.H, s.I, s.group, rng);
-      const std::string d = cuda::CudaBackend::describe(ex.gpu);
-      EXPECT_EQ(d.rfind(f == Fmt::Awq ? "awq" : f == Fmt::Int8Block ? "int8 block" : "int8 channel", 0), 0u) << d;
-      for (int64_t T : {1, 3, 16, 64, 300}) {
-        RouterOutput route = random_route(T, s.K, s.E, rng);
-        Tensor x = randn({T, s.H}, rng);
-        RouterOutput rc{cpu().to_device(route.topk_ids), cpu().to_device(route.topk_weights)};
-        RouterOutput rg{gpu().to_device(route.topk_ids), gpu().to_device(route.topk_weights)};
-        cpu().begin_forward();
-        Tensor c = cpu().to_host_f32(cpu().moe_experts(cpu().to_device(x), ex.cpu, rc));
-        Tensor by_path[2];
-        for (Path path : {Path::Grouped, Path::Cublaslt})
-          for (bool expand : {false, true}) {  // segments: experts with > 64 rows expanded to BF16 or tiled
-            if (path == Path::Grouped && (expand || T * s.K > cuda::kMoeAlignMaxPairs)) continue;
-            gpu().begin_forward();
-            cg().set_moe_path(path);
-            cg().set_quant_expand_min_tokens(expand ? cuda::CudaBackend::kQuantExpandDefaultTokens : INT64_MAX);
-            Tensor g = gpu().to_host_f32(gpu().moe_experts(to_backend(gpu(), x), ex.gpu, rg));
-            cg().set_quant_expand_min_tokens(cuda::CudaBackend::kQuantExpandDefaultTokens);
-            if (!expand) by_path[path == Path::Grouped ? 0 : 1] = g;
-            const std::string tag = std::string(fmt_name(f)) + "_E" + std::to_string(s.E) + "_H" +
-                                    std::to_string(s.H) + "_I" + std::to_string(s.I) + "_top" + std::to_string(s.K) +
-                                    "_T" + std::to_string(T) +
-                                    (path == Path::Grouped ? "_grouped" : expand ? "_segments_expanded" : "_segments");
-            expect_close(tag, rel_err(g, c), f == Fmt::Awq ? kMoeW4 : kMoeW8);
-          }
-        // The same quantized arithmetic on both paths, up to the order of float32 sums: a gate_up row
-        // that rounds to another BF16 value can re-quantize to another INT8 step before down (H100:
-        // AWQ 0.3-0.5%, INT8 0.8-1.4% between the paths; each path 1-2.6% from the oracle).
-        if (by_path[0].defined() && by_path[1].defined())
-          expect_close(std::string(fmt_name(f)) + "_paths_T" + std::to_string(T), rel_err(by_path[0], by_path[1]),
-                       f == Fmt::Awq ? 1e-2 : 2e-2);
-      }
+  for (Shape s : {Shape{16, 4, 1024, 512, 128}, Shape{8, 8, 7168, 2048, 64}, Shape{6, 2, 256, 128, 64}}) {
+    Experts ex = make_experts(f, s.E, s.H, s.I, s.group, rng);
+    const std::string d = cuda::CudaBackend::describe(ex.gpu);
+    EXPECT_EQ(d.rfind(f == Fmt::Awq ? "awq" : f == Fmt::Int8Block ? "int8 block" : "int8 channel", 0), 0u) << d;
+    for (int64_t T : {1, 3, 16, 64, 300}) {
+      RouterOutput route = random_route(T, s.K, s.E, rng);
+      Tensor x = randn({T, s.H}, rng);
+      RouterOutput rc{cpu().to_device(route.topk_ids), cpu().to_device(route.topk_weights)};
+      RouterOutput rg{gpu().to_device(route.topk_ids), gpu().to_device(route.topk_weights)};
+      cpu().begin_forward();
+      Tensor c = cpu().to_host_f32(cpu().moe_experts(cpu().to_device(x), ex.cpu, rc));
+      Tensor by_path[2];
+      for (Path path : {Path::Grouped, Path::Cublaslt})
+        for (bool expand : {false, true}) {  // segments: experts with > 64 rows expanded to BF16 or tiled
+          if (path == Path::Grouped && (expand || T * s.K > cuda::kMoeAlignMaxPairs)) continue;
+          gpu().begin_forward();
+          cg().set_moe_path(path);
+          cg().set_quant_expand_min_tokens(expand ? cuda::CudaBackend::kQuantExpandDefaultTokens : INT64_MAX);
+          Tensor g = gpu().to_host_f32(gpu().moe_experts(to_backend(gpu(), x), ex.gpu, rg));
+          cg().set_quant_expand_min_tokens(cuda::CudaBackend::kQuantExpandDefaultTokens);
+          if (!expand) by_path[path == Path::Grouped ? 0 : 1] = g;
+          const std::string tag = std::string(fmt_name(f)) + "_E" + std::to_string(s.E) + "_H" +
+                                  std::to_string(s.H) + "_I" + std::to_string(s.I) + "_top" + std::to_string(s.K) +
+                                  "_T" + std::to_string(T) +
+                                  (path == Path::Grouped ? "_grouped" : expand ? "_segments_expanded" : "_segments");
+          expect_close(tag, rel_err(g, c), f == Fmt::Awq ? kMoeW4 : kMoeW8);
+        }
+      // The same quantized arithmetic on both paths, up to the order of float32 sums: a gate_up row
+      // that rounds to another BF16 value can re-quantize to another INT8 step before down (H100:
+      // AWQ 0.3-0.5%, INT8 0.8-1.4% between the paths; each path 1-2.6% from the oracle).
+      if (by_path[0].defined() && by_path[1].defined())
+        expect_close(std::string(fmt_name(f)) + "_paths_T" + std::to_string(T), rel_err(by_path[0], by_path[1]),
+                     f == Fmt::Awq ? 1e-2 : 2e-2);
     }
+  }
 }
+
+TEST_F(GpuQuant, ExpertsOnBothPathsAwq) { experts_on_both_paths(Fmt::Awq); }
+TEST_F(GpuQuant, ExpertsOnBothPathsInt8Block) { experts_on_both_paths(Fmt::Int8Block); }
+TEST_F(GpuQuant, ExpertsOnBothPathsInt8Channel) { experts_on_both_paths(Fmt::Int8Channel); }
 
 // The expansion to BF16 that prefill-size products multiply (quant_dequant.h): the CPU oracle's
 // dequantized weights bit for bit, for whole fused weights (parts at their row offsets).
