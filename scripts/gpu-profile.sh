@@ -8,8 +8,12 @@
 #  3. (stage attention) the MLA decode kernel at B=64 h16 and the prefill attention kernel.
 #  4. (stage w8a8) the W8A8 decode kernels: the dense linear (GpuBench.Fp8DecodeLinear, T = 1 on
 #     gate_up 36864 x 7168) and the grouped MoE products (bench_moe_decode at T = 1 and 64).
-# Results in $OUT: moe_T*.txt, decode_b*.csv, mla_*.txt, w8a8_*.txt.
-# Stages: DSSERVE_PROFILE=moe,decode,attention,w8a8.
+#  5. (stage hopper) the Hopper kernels that miss their targets, one launch each with every section
+#     and its details (stall reasons, pipe utilisation, shared-memory traffic): the wgmma MLA decode
+#     (B=64, 128 heads, context 4096), the wgmma prefill attention (4096 tokens, causal, 128 heads)
+#     and the sm90 FP8 GEMM on o_proj (7168 x 16384 at 4096 tokens).
+# Results in $OUT: moe_T*.txt, decode_b*.csv, mla_*.txt, w8a8_*.txt, hopper_*.txt.
+# Stages: DSSERVE_PROFILE=moe,decode,attention,w8a8,hopper.
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 OUTDIR=${OUT:-/tmp/dsserve-profile-out}
@@ -70,5 +74,26 @@ if has w8a8; then
   done
   for f in w8a8_linear w8a8_moe_T1 w8a8_moe_T64; do
     grep -E "_kernel|Duration|DRAM Throughput|Memory Throughput|L2 Cache Throughput|Compute \(SM\) Throughput|Achieved Occupancy|Registers Per|Issue Slots|No Eligible|Theoretical Occ|Grid Size|Block Limit" "$OUTDIR/$f.txt" | head -48
+  done
+fi
+if has hopper; then
+  export DSSERVE_FIXTURES=$R/fixtures
+  F="--set full --print-details all"
+  timeout 200 "$NCU" --clock-control none -k regex:mla_decode_sm90 --launch-skip 3 --launch-count 1 $F \
+    $R/bin/test_gpu --gtest_filter=GpuBench.MlaDecode > "$OUTDIR/hopper_mla_decode.txt" 2>&1
+  echo "== wgmma MLA decode B=64 h128 (exit $?)"
+  timeout 200 "$NCU" --clock-control none -k regex:mla_prefill_sm90 --launch-skip 1 --launch-count 1 $F \
+    $R/bin/test_gpu --gtest_filter=GpuBench.MlaAttention > "$OUTDIR/hopper_mla_prefill.txt" 2>&1
+  echo "== wgmma MLA prefill T=4096 h128 (exit $?)"
+  if [[ -x $R/bin/bench_fp8_prefill ]]; then
+    timeout 200 "$NCU" --clock-control none -k regex:fp8_gemm_sm90 --launch-skip 3 --launch-count 1 $F \
+      $R/bin/bench_fp8_prefill one 4096 7168 16384 C128x128 > "$OUTDIR/hopper_gemm_oproj.txt" 2>&1
+    echo "== sm90 FP8 GEMM o_proj 4096 x 7168 x 16384 (exit $?)"
+  fi
+  for f in hopper_mla_decode hopper_mla_prefill hopper_gemm_oproj; do
+    [[ -f "$OUTDIR/$f.txt" ]] || continue
+    echo "-- $f"
+    grep -E "_kernel|Duration|DRAM Throughput|Compute \(SM\) Throughput|Issue Slots Busy|Executed Ipc A|Warp Cycles Per Issued|Stall|stall|Tensor|Shared|Bank|Achieved Occupancy|Registers Per|No Eligible" \
+      "$OUTDIR/$f.txt" | cut -c1-160 | head -60
   done
 fi
