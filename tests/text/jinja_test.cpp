@@ -78,6 +78,19 @@ TEST(Jinja, RenderErrorsNameLine) {
   EXPECT_EQ(render_error("{{ 'x'.frob() }}", {}), "chat_template line 1: unknown method 'frob' of str");
   EXPECT_EQ(render_error("{% set x = 1 %}{% set x.y = 2 %}", {}),
             "chat_template line 1: cannot assign attribute 'y' on 'x': not a namespace()");
+  // A namespace that would hold itself (directly or inside a list or dict) is refused: reference
+  // counting would never free it and printing it would never end.
+  EXPECT_EQ(render_error("{% set ns = namespace(x=0) %}{% set ns.x = ns %}", {}),
+            "chat_template line 1: cannot assign attribute 'x' on 'ns': the value holds the namespace itself");
+  EXPECT_EQ(render_error("{% set ns = namespace(x=0) %}\n{% set ns.x = [1, {'a': [ns]}] %}", {}),
+            "chat_template line 2: cannot assign attribute 'x' on 'ns': the value holds the namespace itself");
+  EXPECT_EQ(render_error("{% set ns = namespace(x=0) %}{% for i in range(300) %}{% set ns.x = [ns.x] %}{% endfor %}", {}),
+            "chat_template line 1: cannot assign attribute 'x' on 'ns': the value nests 257 levels deep (at most 256)");
+  // Another namespace inside one is fine, as is the same value twice.
+  const nlohmann::ordered_json none = nlohmann::ordered_json::object();
+  EXPECT_EQ(Template("{% set a = namespace(n=1) %}{% set b = namespace(x=0) %}{% set b.x = [a, a] %}{{ b.x[1].n }}")
+                .render(none),
+            "1");
 }
 
 TEST(Jinja, InsertionOrderOfJsonObjectsIsKept) {

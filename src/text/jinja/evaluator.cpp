@@ -428,6 +428,15 @@ void SetStmt::render(Evaluator& ev) const {
   if (!attribute.empty()) {
     Value ns = ev.lookup(name);
     if (!ns.is_namespace()) ev.error(line, fmt::format("cannot assign attribute '{}' on '{}': not a namespace()", attribute, name));
+    // A namespace is the only value a template can change after making it, so this is the one
+    // place a cycle (which reference counting would never free, and printing would follow
+    // forever) or an ever deeper value (a loop wrapping it again each iteration) can arise.
+    const Value::Reach r = v.reach(&ns.as_dict());
+    if (r.holds)
+      ev.error(line, fmt::format("cannot assign attribute '{}' on '{}': the value holds the namespace itself", attribute, name));
+    if (r.depth > Evaluator::kMaxNesting)
+      ev.error(line, fmt::format("cannot assign attribute '{}' on '{}': the value nests {} levels deep (at most {})",
+                                 attribute, name, r.depth, Evaluator::kMaxNesting));
     ns.as_dict().set(attribute, std::move(v));
   } else if (!unpack.empty()) {
     if (!v.is_list() || v.as_list().size() != unpack.size())

@@ -42,6 +42,7 @@ class Evaluator {
   // Bounds that hold whatever the limits: a string built by '*', '+', '~' or replace(), and the
   // items of a range().
   static constexpr size_t kMaxString = size_t{16} << 20;
+  static constexpr int kMaxNesting = 256;  // lists and dicts inside one another, in a namespace attribute
   static constexpr int64_t kMaxRangeItems = int64_t{1} << 22;
   void count_iteration(int line);
 

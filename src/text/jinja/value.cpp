@@ -3,7 +3,10 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cmath>
+#include <utility>
+#include <vector>
 
 #include "core/error.h"
 
@@ -86,6 +89,24 @@ Value Value::from_json(const nlohmann::ordered_json& j) {
 }
 
 bool Value::is_namespace() const { return is_dict() && as_dict().is_namespace; }
+
+Value::Reach Value::reach(const Dict* dict) const {
+  Reach r;
+  std::vector<std::pair<const Value*, int>> todo{{this, 0}};
+  while (!todo.empty()) {
+    const auto [v, depth] = todo.back();
+    todo.pop_back();
+    if (v->is_list()) {
+      r.depth = std::max(r.depth, depth + 1);
+      for (const Value& e : v->as_list()) todo.emplace_back(&e, depth + 1);
+    } else if (v->is_dict()) {
+      r.depth = std::max(r.depth, depth + 1);
+      if (&v->as_dict() == dict) r.holds = true;
+      for (const auto& item : v->as_dict().items) todo.emplace_back(&item.second, depth + 1);
+    }
+  }
+  return r;
+}
 
 bool Value::truthy() const {
   if (is_undefined() || is_none()) return false;

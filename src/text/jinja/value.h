@@ -62,6 +62,13 @@ class Value {
   bool is_dict() const { return std::holds_alternative<std::shared_ptr<Dict>>(v_); }
   bool is_function() const { return std::holds_alternative<std::shared_ptr<Function>>(v_); }
   bool is_namespace() const;
+  // How deep lists and dicts nest under this value (0 for a scalar) and whether `dict` is among
+  // them; walked without recursion, so a deep value cannot exhaust the stack.
+  struct Reach {
+    int depth = 0;
+    bool holds = false;
+  };
+  Reach reach(const Dict* dict) const;
 
   bool as_bool() const { return std::get<bool>(v_); }
   int64_t as_int() const { return std::get<int64_t>(v_); }
