@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Kernel-level profile on the device machine with Nsight Compute (ncu), from the gpu-check bundle
-# (scripts/gpu-check.sh --bundle build here, then this there with carry [".gpu-carry"]):
+# (scripts/gpu-check.sh --bundle build here, then this there with one .gpu-carry* bundle carried):
 #  1. the MoE decode grouped kernel (bench_moe_decode) at T = 1 and 64: speed of light, occupancy,
 #     warp stall reasons, memory workload;
 #  2. every kernel of bench-one-batch's decode steps (DeepSeek-V3 width, 4 layers, dummy FP8,
@@ -19,7 +19,7 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 OUTDIR=${OUT:-/tmp/dsserve-profile-out}
 mkdir -p "$OUTDIR"
 R=/tmp/dsserve-gpu
-rm -rf $R && mkdir -p $R && tar -C $R -xJf "$ROOT/.gpu-carry/bundle.tar.xz"
+rm -rf $R && mkdir -p $R && tar -C $R -xJf "$(ls "$ROOT"/.gpu-carry*/bundle.tar.xz | head -1)"
 export LD_LIBRARY_PATH=$R/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 NCU=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
 [[ -x "$NCU" ]] || { echo "gpu-profile: no ncu"; exit 2; }

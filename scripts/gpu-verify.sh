@@ -206,11 +206,21 @@ s_parallel() {
     "p80_v3_awq|GpuQuant.LinearAwqAtDeepSeekV3Shapes|--sm80-kernels"
     "p80_v3_i8|GpuQuant.LinearInt8AtDeepSeekV3Shapes|--sm80-kernels"
     "p80_rest|$rest:MoeDecode.GroupedMatchesCpuAtSmallOddShapes:MoeDecode.ExpertsRunCountsDistinctExperts|--sm80-kernels")
+  # A candidate test binary (bin/test_gpu_candidate, built from a branch): its INT8 quantization
+  # and INT8 products on both kernel sets.
+  if [[ -x $B/test_gpu_candidate ]]; then
+    jobs+=("pc_int8|Int8ActivationQuant.*:GpuQuant.LinearInt8*:GpuQuant.ExpertsOnBothPathsInt8Channel|"
+           "pc80_int8|Int8ActivationQuant.*:GpuQuant.LinearInt8*|--sm80-kernels")
+  fi
   export OPENBLAS_NUM_THREADS=2
   local j name filter flags
   for j in "${jobs[@]}"; do
     IFS='|' read -r name filter flags <<< "$j"
-    gtest $name.log ${PAR_SECS:-150} "$filter" $flags > $OUTDIR/$name.rc &
+    if [[ $name == pc* ]]; then
+      T=$B/test_gpu_candidate gtest $name.log ${PAR_SECS:-150} "$filter" $flags > $OUTDIR/$name.rc &
+    else
+      gtest $name.log ${PAR_SECS:-150} "$filter" $flags > $OUTDIR/$name.rc &
+    fi
   done
   wait
   unset OPENBLAS_NUM_THREADS
@@ -219,11 +229,14 @@ s_parallel() {
     echo "-- $name: $(cat $OUTDIR/$name.rc) ($(grep -c '^\[       OK \]' $OUTDIR/$name.log) OK)"; rm -f $OUTDIR/$name.rc
     grep -E "^\[  (FAILED|SKIPPED) |^\[  PASSED|Failure|Which is|Expected|^\[ stats|rror" $OUTDIR/$name.log | grep -v '^\[  SKIPPED \] Fixtures' | cut -c1-200 | head -12
   done
-  (cd $OUTDIR && tar czf parallel_logs.tgz p_*.log p80_*.log && rm -f p_*.log p80_*.log)  # at most 8 files come back
+  (cd $OUTDIR && tar czf parallel_logs.tgz p*.log && rm -f p*.log)  # at most 8 files come back
 }
 s_quant_decode_bench() {
-  step "quantized products at decode sizes"
+  step "quantized products at decode sizes (then the candidate's, if any)"
   gtest quant_decode_bench.log 60 'GpuQuantBench.DecodeLinears'; benches 40 < $OUTDIR/quant_decode_bench.log
+  [[ -x $B/test_gpu_candidate ]] || return
+  T=$B/test_gpu_candidate gtest quant_decode_bench_cand.log 60 'GpuQuantBench.DecodeLinears'
+  grep -E 'channel' $OUTDIR/quant_decode_bench_cand.log | cut -c1-200 | head -40
 }
 # run CAP STEP...: the steps in order; a step that starts past CAP seconds of the call is left out.
 run() {
