@@ -168,7 +168,8 @@ nlohmann::ordered_json parse_messages(const json& b) {
         std::string cp = fmt::format("{}.tool_calls[{}]", p, k);
         if (!c.is_object() || !c.contains("function") || !c["function"].is_object())
           bad_request(cp, "'{}' must be an object with a 'function'", cp);
-        nlohmann::ordered_json call = {{"id", c.value("id", "")}, {"type", c.value("type", "function")}};
+        nlohmann::ordered_json call = {{"id", get_string(c, "id", cp + ".").value_or("")},
+                                       {"type", get_string(c, "type", cp + ".").value_or("function")}};
         auto name = get_string(c["function"], "name", cp + ".function.");
         if (!name) bad_request(cp + ".function.name", "'{}.function.name' is required", cp);
         const json& args = c["function"].contains("arguments") ? c["function"]["arguments"] : json("{}");
@@ -195,7 +196,8 @@ void parse_tools(const json& b, ChatRequest& r) {
       const json& t = (*it)[i];
       std::string p = fmt::format("tools[{}]", i);
       if (!t.is_object()) bad_request(p, "'{}' must be an object", p);
-      if (t.value("type", "function") != "function") bad_request(p + ".type", "only tools of type 'function' are supported");
+      if (get_string(t, "type", p + ".").value_or("function") != "function")
+        bad_request(p + ".type", "only tools of type 'function' are supported");
       if (!t.contains("function") || !t["function"].is_object()) bad_request(p + ".function", "'{}.function' is required", p);
       if (!get_string(t["function"], "name", p + ".function.")) bad_request(p + ".function.name", "'{}.function.name' is required", p);
       r.tools.push_back(nlohmann::ordered_json::parse(t.dump()));

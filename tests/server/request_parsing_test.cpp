@@ -76,6 +76,20 @@ TEST(ChatRequest, ToolsAndToolChoice) {
   EXPECT_EQ(param_of_error([&] { parse_chat_request(chat({{"tools", tools}, {"tool_choice", {{"type", "function"}, {"function", {{"name", "nope"}}}}}})); }), "tool_choice");
   EXPECT_EQ(param_of_error([&] { parse_chat_request(chat({{"tool_choice", "required"}})); }), "tool_choice");
   EXPECT_EQ(param_of_error([&] { parse_chat_request(chat({{"tools", {{{"type", "code"}}}}})); }), "tools[0].type");
+  // A type or id of the wrong JSON type is a 400 naming it (found by fuzz_json_request: it escaped
+  // as the JSON library's own exception).
+  EXPECT_EQ(param_of_error([&] {
+              parse_chat_request(chat({{"tools", {{{"type", {{"x", 1}}}, {"function", {{"name", "f"}}}}}}}));
+            }),
+            "tools[0].type");
+  auto with_call = [](json call) {
+    return json{{"messages", {{{"role", "assistant"}, {"content", nullptr}, {"tool_calls", {call}}}}}};
+  };
+  const json fn = {{"name", "f"}, {"arguments", "{}"}};
+  EXPECT_EQ(param_of_error([&] { parse_chat_request(with_call({{"id", 5}, {"function", fn}})); }),
+            "messages[0].tool_calls[0].id");
+  EXPECT_EQ(param_of_error([&] { parse_chat_request(with_call({{"type", json::object()}, {"function", fn}})); }),
+            "messages[0].tool_calls[0].type");
 }
 
 TEST(ChatRequest, RejectsBadInputNamingTheParameter) {
