@@ -66,8 +66,10 @@ Tokenizer Tokenizer::load(const std::string& dir) {
   return from_json_text(tok_text, cfg_text, tok_path);
 }
 
+// A field of the wrong JSON type that the checks below do not name (the JSON library's own
+// exception) still becomes an error naming the file.
 Tokenizer Tokenizer::from_json_text(std::string_view tokenizer_json, std::string_view tokenizer_config_json,
-                                    const std::string& where) {
+                                    const std::string& where) try {
   const nlohmann::json tj = parse_json(tokenizer_json, where);
   if (!tj.is_object()) fail("{}: expected a JSON object at top level, found {}", where, tj.type_name());
   if (!tj.contains("model")) fail("{}: missing field \"model\"", where);
@@ -133,6 +135,8 @@ Tokenizer Tokenizer::from_json_text(std::string_view tokenizer_json, std::string
     t.eos_id = resolve(t.eos_token, "eos_token");
   }
   return t;
+} catch (const nlohmann::json::exception& e) {
+  fail("{} (with its tokenizer_config.json): a field of an unexpected JSON type or value: {}", where, e.what());
 }
 
 std::optional<int32_t> Tokenizer::token_id(std::string_view token_text) const {

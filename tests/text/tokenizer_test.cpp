@@ -116,6 +116,10 @@ TEST(Tokenizer, MalformedJsonErrors) {
   expect_error_containing(
       R"({"model": {"type": "BPE", "vocab": {}, "merges": []}, "pre_tokenizer": {"type": "Split", "pattern": {"Regex": "a"}, "behavior": "Sideways"}})",
       "found 'Sideways'");
+  // Types the checks do not name one by one still give an error naming the file.
+  expect_error_containing(R"({"model": {"type": "BPE", "vocab": {}, "merges": []}, "normalizer": {"type": {"x": 1}}})",
+                          "a field of an unexpected JSON type or value");
+  expect_error_containing(R"({"model": {"type": 7, "vocab": {}, "merges": []}})", "a field of an unexpected JSON type");
 }
 
 TEST(Tokenizer, MissingDirectoryErrors) {
