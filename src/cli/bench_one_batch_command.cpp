@@ -328,8 +328,9 @@ void add_bench_one_batch_command(CLI::App& app) {
   cmd->add_option("--max-prefill-tokens", o->max_prefill_tokens, "Prompt tokens per prefill forward")
       ->capture_default_str();
   cmd->add_flag("--enable-sm90-fp8-gemm", o->model.sm90_fp8_gemm,
-                "CUDA: prefill-size FP8 linears and routed experts, and the FP8 per-head products, on the sm90 "
-                "block-FP8 GEMM (off by default: slower than cuBLASLt on the dense V3 shapes)");
+                "CUDA: prefill-size FP8 linears, the FP8 per-head products and routed experts at every size on "
+                "the sm90 block-FP8 GEMM (off by default: slower than cuBLASLt on the dense V3 shapes; the "
+                "experts take it up to 32,768 pairs either way)");
   cmd->add_flag("--profile-layers", o->profile_layers,
                 "Then time every decoder layer of the decode steps against its own floor (one GPU)");
   cmd->add_flag("--decode-baseline", o->decode_baseline,
